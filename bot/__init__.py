@@ -1,0 +1,1 @@
+"""Gatehouse's faces: the CLI now, the Slack bot next. Imports `pipelines`, never the reverse."""

@@ -1,0 +1,188 @@
+"""Gatehouse's engine: durable pipelines with recorded steps, gated tools and human tasks.
+
+The public API (users script against it; keep it stable):
+
+    from pipelines import pipeline, tool, when, Context, ActionRejected, CannotAnswer, trigger
+
+`Gatehouse` bundles a database, a clock and the notifier/directory ports for code that needs
+more than `trigger()` (the CLI, the bot, tests).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from pipelines import gates, inspect, reversal, runner, tasks
+from pipelines.config import Settings, load_settings
+from pipelines.context import Context
+from pipelines.errors import (
+    ActionRejected,
+    CannotAnswer,
+    GatehouseError,
+    StepFailed,
+    ToolFailed,
+)
+from pipelines.pipeline import Pipeline, discover, get_pipeline, pipeline, registered_pipelines
+from pipelines.ports import (
+    ApproverDirectory,
+    Clock,
+    Notifier,
+    SilentNotifier,
+    StaticDirectory,
+    SystemClock,
+)
+from pipelines.replay import ReplayReport, replay
+from pipelines.runtime import Runtime, current_database, new_worker_id
+from pipelines.tools import Tool, registered_tools, tool, when
+from pipelines.triggers import cron, every, webhook
+from pipelines.views import ApprovalView, CallView, Run, TaskView
+from pipelines.worker import Worker
+from storage.db import Database
+
+__all__ = [
+    "ActionRejected",
+    "ApprovalView",
+    "ApproverDirectory",
+    "CallView",
+    "CannotAnswer",
+    "Clock",
+    "Context",
+    "Gatehouse",
+    "GatehouseError",
+    "Notifier",
+    "Pipeline",
+    "ReplayReport",
+    "Run",
+    "Settings",
+    "SilentNotifier",
+    "StaticDirectory",
+    "StepFailed",
+    "SystemClock",
+    "TaskView",
+    "Tool",
+    "ToolFailed",
+    "Worker",
+    "cron",
+    "current_database",
+    "discover",
+    "every",
+    "get_pipeline",
+    "pipeline",
+    "registered_pipelines",
+    "registered_tools",
+    "tool",
+    "trigger",
+    "webhook",
+    "when",
+]
+
+
+class Gatehouse:
+    """The engine bound to one database and its ports."""
+
+    def __init__(
+        self,
+        database: Database | str,
+        *,
+        clock: Clock | None = None,
+        notifier: Notifier | None = None,
+        directory: ApproverDirectory | None = None,
+        worker_id: str | None = None,
+        lease: timedelta = timedelta(minutes=5),
+    ) -> None:
+        db = Database(database) if isinstance(database, str) else database
+        self.rt = Runtime(
+            db=db,
+            clock=clock or SystemClock(),
+            notifier=notifier or SilentNotifier(),
+            directory=directory or StaticDirectory(),
+            worker_id=worker_id or new_worker_id(),
+            lease=lease,
+        )
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings | None = None,
+        *,
+        notifier: Notifier | None = None,
+        upgrade: bool = True,
+    ) -> Gatehouse:
+        settings = settings or load_settings()
+        discover(settings.pipeline_modules)
+        db = Database(settings.database_url)
+        if upgrade:
+            db.upgrade()
+        return cls(
+            db,
+            notifier=notifier,
+            directory=StaticDirectory(settings.groups),
+            lease=timedelta(seconds=settings.run_lease_seconds),
+        )
+
+    @property
+    def db(self) -> Database:
+        return self.rt.db
+
+    def trigger(
+        self,
+        name: str,
+        input: Any,
+        *,
+        user: str | None = None,
+        source: str = "api",
+        run_here: bool = True,
+    ) -> Run:
+        return runner.trigger(self.rt, name, input, user=user, source=source, run_here=run_here)
+
+    def resume(self, run_id: str) -> Run | None:
+        """Claim a queued run and execute it here; None when another process has it."""
+        outcome = runner.claim_and_execute(self.rt, run_id)
+        return None if outcome is None else inspect.get_run(self.rt, run_id)
+
+    def approve(self, approval_id: str, *, user: str, reason: str | None = None) -> ApprovalView:
+        return gates.decide(self.rt, approval_id, user=user, approve=True, reason=reason)
+
+    def reject(self, approval_id: str, *, user: str, reason: str) -> ApprovalView:
+        return gates.decide(self.rt, approval_id, user=user, approve=False, reason=reason)
+
+    def answer(self, task_id: str, *, user: str, answer: Any) -> TaskView:
+        return tasks.answer(self.rt, task_id, user=user, answer=answer)
+
+    def undo(self, call_id: str, *, user: str) -> CallView:
+        return reversal.undo(self.rt, call_id, user=user)
+
+    def replay(self, run_id: str) -> ReplayReport:
+        return replay(self.rt, run_id)
+
+    def run(self, run_id: str) -> Run:
+        return inspect.get_run(self.rt, run_id)
+
+    def runs(self, **filters: Any) -> list[Run]:
+        return inspect.list_runs(self.rt, **filters)
+
+    def pending(self) -> list[ApprovalView | TaskView]:
+        return inspect.pending(self.rt)
+
+    def worker(self, *, poll_seconds: float = 0.5) -> Worker:
+        return Worker(self.rt, poll_seconds=poll_seconds)
+
+    def expire_due(self) -> list[ApprovalView]:
+        return gates.expire_due(self.rt)
+
+
+_default: Gatehouse | None = None
+
+
+def default_gatehouse() -> Gatehouse:
+    """The engine configured from the environment (GATEHOUSE_*), created on first use."""
+    global _default
+    if _default is None:
+        _default = Gatehouse.from_settings()
+    return _default
+
+
+def trigger(name: str, input: Any, *, user: str | None = None) -> Run:
+    """Create a run and execute it in this process until it finishes or waits."""
+    return default_gatehouse().trigger(name, input, user=user)

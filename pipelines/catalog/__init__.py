@@ -1,0 +1,1 @@
+"""The shipped pipelines; every module here is imported on start."""

@@ -1,0 +1,130 @@
+"""Example pipeline: refund requests, with a threshold approval and an undo.
+
+validate (step) → look the order up (read tool) → check it is refundable (step) →
+issue the refund (spend tool: rate-limited, approval by @finance-leads above 100.00, four-eyes,
+24 h expiry, reversible with `gatehouse undo`). The order book is the DEMO CONNECTOR.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from pipelines import Context, pipeline, tool, webhook, when
+from pipelines.connectors import demo_orders
+
+APPROVAL_THRESHOLD_CENTS = 100_00
+
+
+class RefundRequest(BaseModel):
+    order_id: str = Field(pattern=r"^ord_\d+$", description="The order to refund, e.g. ord_1002")
+    amount: Decimal = Field(
+        gt=0, max_digits=10, decimal_places=2, description="In the order's currency"
+    )
+    reason: str = Field(min_length=3, max_length=500)
+
+
+class OrderLookup(BaseModel):
+    order_id: str
+
+
+class Order(BaseModel):
+    id: str
+    customer: str
+    amount_cents: int
+    currency: str
+    refunded_cents: int
+
+
+class RefundArgs(BaseModel):
+    order_id: str
+    amount_cents: int = Field(gt=0)
+    currency: str
+    reason: str
+
+
+class Refund(BaseModel):
+    refund_id: int
+    order_id: str
+    amount_cents: int
+    status: str
+
+
+class RefundOutcome(BaseModel):
+    status: Literal["refunded", "declined"]
+    message: str
+    refund_id: int | None = None
+
+
+@tool(kind="read")
+def find_order(args: OrderLookup, *, idempotency_key: str) -> Order | None:
+    """Look an order up in the demo order book."""
+    record = demo_orders.find_order(args.order_id)
+    return None if record is None else Order(**record.__dict__)
+
+
+def reverse_refund(args: RefundArgs, result: Refund, *, idempotency_key: str) -> None:
+    demo_orders.reverse_refund(result.refund_id, now=datetime.now(UTC))
+
+
+@tool(
+    kind="spend",
+    rate_limit="20/hour",
+    approval=when(lambda a: a.amount_cents > APPROVAL_THRESHOLD_CENTS, "the amount is over 100.00"),
+    approvers=["@finance-leads"],
+    four_eyes=True,
+    expires="24h",
+    reverse=reverse_refund,
+)
+def issue_refund(args: RefundArgs, *, idempotency_key: str) -> Refund:
+    """Refund part or all of an order (demo connector)."""
+    record = demo_orders.issue_refund(
+        args.order_id, args.amount_cents, idempotency_key=idempotency_key, now=datetime.now(UTC)
+    )
+    return Refund(
+        refund_id=record.id,
+        order_id=record.order_id,
+        amount_cents=record.amount_cents,
+        status=record.status,
+    )
+
+
+def to_cents(amount: str) -> int:
+    return int(Decimal(amount) * 100)
+
+
+def refusal(order: dict[str, int | str], amount_cents: int) -> str | None:
+    """Why this refund cannot be made, or None when it can."""
+    left = int(order["amount_cents"]) - int(order["refunded_cents"])
+    if amount_cents > left:
+        return f"only {left / 100:.2f} {order['currency']} of order {order['id']} is left to refund"
+    return None
+
+
+@pipeline("refund_request", input=RefundRequest, triggers=[webhook()])
+def refund_request(ctx: Context, request: RefundRequest) -> RefundOutcome:
+    """Refund an order: automatic up to 100.00, a finance lead approves above."""
+    amount_cents = ctx.step("to_cents", to_cents, str(request.amount))
+    order = ctx.tool(find_order, OrderLookup(order_id=request.order_id))
+    if order is None:
+        return RefundOutcome(status="declined", message=f"no order {request.order_id}")
+    why_not = ctx.step("check_refundable", refusal, order.model_dump(), amount_cents)
+    if why_not:
+        return RefundOutcome(status="declined", message=why_not)
+    refund = ctx.tool(
+        issue_refund,
+        RefundArgs(
+            order_id=order.id,
+            amount_cents=amount_cents,
+            currency=order.currency,
+            reason=request.reason,
+        ),
+    )
+    return RefundOutcome(
+        status="refunded",
+        message=f"refunded {amount_cents / 100:.2f} {order.currency} on {order.id}",
+        refund_id=refund.refund_id,
+    )

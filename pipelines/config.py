@@ -1,0 +1,56 @@
+"""The one settings object, read from the environment (`GATEHOUSE_*`) and an optional `.env`."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pipelines.errors import GatehouseError
+
+
+class ConfigurationError(GatehouseError):
+    pass
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GATEHOUSE_", env_file=".env", extra="ignore")
+
+    database_url: str = Field(
+        "sqlite:///gatehouse.db", description="SQLAlchemy URL; PostgreSQL via postgresql://…"
+    )
+    pipelines: str = Field(
+        "", description="Extra pipeline modules to import, comma-separated import paths"
+    )
+    groups: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description='Approver groups for the CLI, JSON: {"finance-leads": ["alice"]}',
+    )
+    run_lease_seconds: float = Field(300.0, gt=0, description="How long a worker's claim lasts")
+    worker_poll_seconds: float = Field(0.5, gt=0, description="Idle worker's polling interval")
+    log_format: Literal["console", "json"] = "console"
+    log_level: Literal["debug", "info", "warning", "error"] = "warning"
+
+    @field_validator("database_url")
+    @classmethod
+    def _not_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value.strip()
+
+    @property
+    def pipeline_modules(self) -> list[str]:
+        return [m.strip() for m in self.pipelines.split(",") if m.strip()]
+
+
+def load_settings() -> Settings:
+    """Read the settings, turning pydantic's report into one line per bad variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else "?"
+            lines.append(f"GATEHOUSE_{field.upper()}: {error['msg']}")
+        raise ConfigurationError("; ".join(lines)) from exc

@@ -1,0 +1,1 @@
+"""Connectors the shipped pipelines use to reach the outside world."""

@@ -1,0 +1,596 @@
+"""`Context`: the `ctx` a pipeline receives. Every call is recorded under a stable key, so a
+resumed run re-executes the function from the top and completed calls return their recorded
+results instead of running again.
+
+A call that must wait (approval, human, rate-limit window) writes what it waits for and moves
+the run to `waiting` in one transaction, then raises `Suspend`: no thread is held, and a decision
+arriving a millisecond later finds the run already waiting.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+import typing
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, TypeVar, cast
+
+import structlog
+from pydantic import BaseModel, TypeAdapter
+from pydantic_core import PydanticSerializationError, to_jsonable_python
+from sqlalchemy import Connection, Row
+from sqlalchemy.exc import IntegrityError
+
+from pipelines.errors import (
+    ActionRejected,
+    CancelRun,
+    LostClaim,
+    NeedsAttention,
+    PipelineChanged,
+    StepFailed,
+    Suspend,
+    ToolFailed,
+)
+from pipelines.runtime import Runtime
+from pipelines.tools import Tool
+from pipelines.views import ApprovalView, TaskView
+from storage import approvals as approval_rows
+from storage import calls as call_rows
+from storage import runs as run_rows
+from storage.audit import append_audit
+from storage.ids import new_id
+from storage.models import ApprovalStatus, CallKind, CallStatus, RunStatus, TaskStatus
+
+log = structlog.get_logger()
+M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
+
+
+def describe_args(value: Any) -> Any:
+    """Best-effort JSON for display (call inputs); never fails."""
+    return to_jsonable_python(value, fallback=repr)
+
+
+def record_value(value: Any, what: str) -> Any:
+    """JSON for a value a replay must get back exactly; refuses what cannot round-trip."""
+    try:
+        return to_jsonable_python(value)
+    except PydanticSerializationError as exc:
+        raise TypeError(
+            f"{what} returned a {type(value).__name__}, which cannot be recorded; "
+            "return JSON-compatible values or pydantic models"
+        ) from exc
+
+
+@functools.lru_cache(maxsize=1024)
+def _return_adapter(fn: Callable[..., Any]) -> TypeAdapter[Any] | None:
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:
+        return None
+    if "return" not in hints or hints["return"] is Any:
+        return None
+    return TypeAdapter(hints["return"])
+
+
+def model_path(model: type[BaseModel]) -> str:
+    if "<locals>" in model.__qualname__:
+        raise TypeError(
+            f"{model.__qualname__} is defined inside a function; define human-task output "
+            "models at module level so an answer can be validated by another process"
+        )
+    return f"{model.__module__}:{model.__qualname__}"
+
+
+class Context:
+    """The live context: records every call and runs what the record does not have yet."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        run_id: str,
+        pipeline: str,
+        trigger_user: str | None,
+        recorded: list[Row[Any]],
+    ) -> None:
+        self.run_id = run_id
+        self.pipeline = pipeline
+        self.trigger_user = trigger_user
+        self._rt = runtime
+        self._recorded = recorded
+        self._seq = 0
+        self._name_counts: dict[str, int] = {}
+
+    # -- keys and the record ------------------------------------------------------------
+
+    @property
+    def calls_made(self) -> int:
+        return self._seq
+
+    @property
+    def recorded_count(self) -> int:
+        return len(self._recorded)
+
+    def _next(self, kind: CallKind, name: str) -> tuple[int, str, Row[Any] | None]:
+        seq = self._seq
+        self._seq += 1
+        count = self._name_counts.get(name, 0) + 1
+        self._name_counts[name] = count
+        key = f"{name}#{count}"
+        recorded = self._recorded[seq] if seq < len(self._recorded) else None
+        if recorded is not None and (recorded.kind != kind or recorded.key != key):
+            raise PipelineChanged(
+                f"pipeline changed under a running run: call {seq + 1} of run {self.run_id} was "
+                f"recorded as {recorded.kind} {recorded.key!r} but today's code calls {kind} "
+                f"{key!r}; finish or cancel runs started with the old code before changing a "
+                "pipeline's call sequence (`gatehouse replay RUN_ID` shows the difference)"
+            )
+        return seq, key, recorded
+
+    def _suspend_run(
+        self, conn: Connection, now: datetime, reason: str, wake_at: datetime | None = None
+    ) -> None:
+        moved = run_rows.transition(
+            conn,
+            self.run_id,
+            from_statuses=[RunStatus.RUNNING],
+            to_status=RunStatus.WAITING,
+            now=now,
+            claimed_by=self._rt.worker_id,
+            detail=reason,
+            wake_at=wake_at,
+        )
+        if not moved:
+            raise LostClaim(self.run_id)
+
+    def _transaction(self) -> Any:
+        return self._rt.db.transaction()
+
+    # -- ctx.step --------------------------------------------------------------------------
+
+    def step(self, name: str, fn: Callable[..., T], *args: Any) -> T:
+        """Run deterministic code once and record its result; replays return the record."""
+        seq, key, recorded = self._next(CallKind.STEP, name)
+        adapter = _return_adapter(fn)
+        if recorded is not None:
+            if recorded.status == CallStatus.SUCCEEDED:
+                value = recorded.output
+                return cast(T, adapter.validate_python(value) if adapter is not None else value)
+            if recorded.status == CallStatus.FAILED:
+                raise StepFailed(name, recorded.error or "")
+        started_at = self._rt.clock.now()
+        try:
+            result = fn(*args)
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            self._record_step(seq, key, name, args, started_at, CallStatus.FAILED, None, error)
+            raise StepFailed(name, error) from exc
+        output = record_value(result, f"step {name!r}")
+        self._record_step(seq, key, name, args, started_at, CallStatus.SUCCEEDED, output, None)
+        return result if adapter is not None else cast(T, output)
+
+    def _record_step(
+        self,
+        seq: int,
+        key: str,
+        name: str,
+        args: tuple[Any, ...],
+        started_at: datetime,
+        status: CallStatus,
+        output: Any,
+        error: str | None,
+    ) -> None:
+        try:
+            with self._transaction() as conn:
+                call_rows.insert_call(
+                    conn,
+                    call_id=new_id("call"),
+                    run_id=self.run_id,
+                    seq=seq,
+                    key=key,
+                    kind=CallKind.STEP,
+                    name=name,
+                    status=status,
+                    input=describe_args(list(args)) if args else None,
+                    output=output,
+                    error=error,
+                    started_at=started_at,
+                    finished_at=self._rt.clock.now(),
+                )
+        except IntegrityError as exc:  # another worker recorded this position: it owns the run
+            raise LostClaim(self.run_id) from exc
+
+    # -- ctx.tool --------------------------------------------------------------------------
+
+    def tool(self, tool: Tool, args: Any) -> Any:
+        """Call a tool through its gates: approval, rate limit, at-most-once execution."""
+        if not isinstance(tool, Tool):
+            raise TypeError(f"ctx.tool() takes a @tool-declared function, got {tool!r}")
+        checked = tool.coerce_args(args)
+        seq, key, recorded = self._next(CallKind.TOOL, tool.name)
+        idempotency_key = f"{self.run_id}:{key}"
+        args_json = checked.model_dump(mode="json")
+        if recorded is None:
+            call_id = new_id("call")
+            if tool.needs_approval(checked):
+                self._request_approval(tool, call_id, seq, key, args_json, idempotency_key)
+            return self._start_and_execute(
+                tool, checked, call_id, seq, key, args_json, idempotency_key, fresh=True
+            )
+
+        call_id = recorded.id
+        status = recorded.status
+        if status == CallStatus.SUCCEEDED:
+            return tool.result_adapter.validate_python(recorded.output)
+        if status == CallStatus.FAILED:
+            raise ToolFailed(tool.name, recorded.error or "")
+        if status == CallStatus.REJECTED:
+            raise ActionRejected(tool.name, recorded.error or "rejected")
+        if status == CallStatus.AWAITING_APPROVAL:
+            self._settle_approval(tool, call_id)
+        elif status == CallStatus.STARTED:
+            return self._recover_started(tool, checked, recorded, idempotency_key)
+        elif status == CallStatus.OUTCOME_UNKNOWN:
+            raise NeedsAttention(recorded.error or f"the outcome of {tool.name} is unknown")
+        return self._start_and_execute(
+            tool, checked, call_id, seq, key, args_json, idempotency_key, fresh=False
+        )
+
+    def _request_approval(
+        self, tool: Tool, call_id: str, seq: int, key: str, args_json: Any, idempotency_key: str
+    ) -> typing.NoReturn:
+        now = self._rt.clock.now()
+        approval_id = new_id("approval")
+        with self._transaction() as conn:
+            call_rows.insert_call(
+                conn,
+                call_id=call_id,
+                run_id=self.run_id,
+                seq=seq,
+                key=key,
+                kind=CallKind.TOOL,
+                name=tool.name,
+                status=CallStatus.AWAITING_APPROVAL,
+                input=args_json,
+                idempotency_key=idempotency_key,
+                started_at=now,
+            )
+            values = {
+                "id": approval_id,
+                "run_id": self.run_id,
+                "call_id": call_id,
+                "call_key": key,
+                "tool": tool.name,
+                "tool_kind": tool.kind,
+                "args": args_json,
+                "approvers": list(tool.approvers),
+                "four_eyes": tool.four_eyes,
+                "trigger_user": self.trigger_user,
+                "status": ApprovalStatus.PENDING,
+                "requested_at": now,
+                "expires_at": now + tool.expires if tool.expires is not None else None,
+            }
+            approval_rows.insert_approval(conn, **values)
+            append_audit(
+                conn,
+                event="approval.requested",
+                at=now,
+                actor=self.trigger_user,
+                run_id=self.run_id,
+                call_id=call_id,
+                tool=tool.name,
+                approval_id=approval_id,
+                idempotency_key=idempotency_key,
+                detail={"args": args_json},
+            )
+            self._suspend_run(conn, now, f"approval {approval_id}")
+        view = ApprovalView.of(
+            _Record(values, decided_by=None, decided_at=None, reason=None), pipeline=self.pipeline
+        )
+        log.info("approval.requested", run_id=self.run_id, approval_id=approval_id, tool=tool.name)
+        self._rt.notifier.approval_requested(view)
+        raise Suspend(f"waiting for approval {approval_id}", waiting_for=approval_id)
+
+    def _settle_approval(self, tool: Tool, call_id: str) -> None:
+        """Replaying a call that waited for approval: go on, wait again, or raise the rejection."""
+        with self._transaction() as conn:
+            approval = approval_rows.approval_for_call(conn, call_id)
+            if approval is None:
+                raise NeedsAttention(f"tool call {call_id} awaits an approval that does not exist")
+            if approval.status == ApprovalStatus.APPROVED:
+                return
+            now = self._rt.clock.now()
+            if approval.status == ApprovalStatus.PENDING:
+                self._suspend_run(conn, now, f"approval {approval.id}")
+                waiting = approval.id
+            else:
+                if approval.status == ApprovalStatus.EXPIRED:
+                    reason = f"approval {approval.id} expired at {approval.decided_at:%Y-%m-%d %H:%M} UTC without a decision"
+                else:
+                    reason = f"rejected by {approval.decided_by}: {approval.reason}"
+                call_rows.update_call(
+                    conn, call_id, status=CallStatus.REJECTED, error=reason, finished_at=now
+                )
+                waiting = None
+        if waiting is not None:
+            raise Suspend(f"waiting for approval {waiting}", waiting_for=waiting)
+        if approval.status == ApprovalStatus.EXPIRED and tool.on_expiry == "cancel":
+            raise CancelRun(reason)
+        raise ActionRejected(tool.name, reason, by=approval.decided_by)
+
+    def _start_and_execute(
+        self,
+        tool: Tool,
+        args: BaseModel,
+        call_id: str,
+        seq: int,
+        key: str,
+        args_json: Any,
+        idempotency_key: str,
+        *,
+        fresh: bool,
+    ) -> Any:
+        now = self._rt.clock.now()
+        rejected: str | None = None
+        with self._transaction() as conn:
+            decision = call_rows.check_rate_limit(
+                conn, tool=tool.name, now=now, limit=tool.rate_limit
+            )
+            if decision.started:
+                status = CallStatus.STARTED
+                wake_at = None
+            elif tool.on_rate_limit == "reject":
+                status = CallStatus.REJECTED
+                wake_at = None
+                rejected = f"rate limit {tool.rate_limit_text} reached ({decision.used} calls in the window)"
+            else:
+                status = CallStatus.RATE_LIMITED
+                wake_at = decision.retry_at
+            if fresh:
+                call_rows.insert_call(
+                    conn,
+                    call_id=call_id,
+                    run_id=self.run_id,
+                    seq=seq,
+                    key=key,
+                    kind=CallKind.TOOL,
+                    name=tool.name,
+                    status=status,
+                    input=args_json,
+                    idempotency_key=idempotency_key,
+                    started_at=now,
+                    wake_at=wake_at,
+                    error=rejected,
+                    finished_at=now if rejected else None,
+                )
+            else:
+                call_rows.update_call(
+                    conn,
+                    call_id,
+                    status=status,
+                    wake_at=wake_at,
+                    error=rejected,
+                    finished_at=now if rejected else None,
+                )
+            if decision.started:
+                append_audit(
+                    conn,
+                    event="tool.started",
+                    at=now,
+                    actor=self.trigger_user,
+                    run_id=self.run_id,
+                    call_id=call_id,
+                    tool=tool.name,
+                    idempotency_key=idempotency_key,
+                    detail={"args": args_json, "kind": tool.kind},
+                )
+            elif rejected is not None:
+                append_audit(
+                    conn,
+                    event="tool.rate_limited",
+                    at=now,
+                    run_id=self.run_id,
+                    call_id=call_id,
+                    tool=tool.name,
+                    detail={"rejected": True, "used": decision.used},
+                )
+            else:
+                append_audit(
+                    conn,
+                    event="tool.rate_limited",
+                    at=now,
+                    run_id=self.run_id,
+                    call_id=call_id,
+                    tool=tool.name,
+                    detail={"retry_at": wake_at.isoformat() if wake_at else None},
+                )
+                self._suspend_run(conn, now, f"rate limit of {tool.name}", wake_at=wake_at)
+        if rejected is not None:
+            raise ActionRejected(tool.name, rejected)
+        if not decision.started:
+            log.info("tool.rate_limited", run_id=self.run_id, tool=tool.name, retry_at=str(wake_at))
+            raise Suspend(f"rate limit of {tool.name} until {wake_at}", wake_at=wake_at)
+        return self._execute(tool, args, call_id, idempotency_key, now)
+
+    def _execute(
+        self, tool: Tool, args: BaseModel, call_id: str, idempotency_key: str, started: datetime
+    ) -> Any:
+        began = time.perf_counter()
+        try:
+            result = tool.fn(args, idempotency_key=idempotency_key)
+            output = tool.result_adapter.dump_python(result, mode="json")
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            self._finish_tool(tool, call_id, idempotency_key, CallStatus.FAILED, None, error, began)
+            raise ToolFailed(tool.name, error) from exc
+        self._finish_tool(tool, call_id, idempotency_key, CallStatus.SUCCEEDED, output, None, began)
+        return result
+
+    def _finish_tool(
+        self,
+        tool: Tool,
+        call_id: str,
+        idempotency_key: str,
+        status: CallStatus,
+        output: Any,
+        error: str | None,
+        began: float,
+    ) -> None:
+        latency_ms = round((time.perf_counter() - began) * 1000, 3)
+        now = self._rt.clock.now()
+        with self._transaction() as conn:
+            call_rows.update_call(
+                conn, call_id, status=status, output=output, error=error, finished_at=now
+            )
+            append_audit(
+                conn,
+                event="tool.succeeded" if status == CallStatus.SUCCEEDED else "tool.failed",
+                at=now,
+                actor=self.trigger_user,
+                run_id=self.run_id,
+                call_id=call_id,
+                tool=tool.name,
+                idempotency_key=idempotency_key,
+                detail={"result": output, "error": error, "latency_ms": latency_ms},
+            )
+        log.info(
+            "tool.finished",
+            run_id=self.run_id,
+            tool=tool.name,
+            status=str(status),
+            latency_ms=latency_ms,
+        )
+
+    def _recover_started(
+        self, tool: Tool, args: BaseModel, recorded: Row[Any], idempotency_key: str
+    ) -> Any:
+        """A crash left this call `started` with no outcome. Only idempotent tools run again."""
+        now = self._rt.clock.now()
+        if tool.idempotent:
+            with self._transaction() as conn:
+                append_audit(
+                    conn,
+                    event="tool.retried",
+                    at=now,
+                    run_id=self.run_id,
+                    call_id=recorded.id,
+                    tool=tool.name,
+                    idempotency_key=idempotency_key,
+                    detail={"why": "started without an outcome (crash); the tool is idempotent"},
+                )
+            return self._execute(tool, args, recorded.id, idempotency_key, now)
+        error = (
+            f"{tool.name} was started at {recorded.started_at:%Y-%m-%d %H:%M:%S} UTC and its outcome "
+            f"is unknown (the process stopped mid-call); it is not idempotent, so it was not run "
+            f"again. Check whether the effect with idempotency key {idempotency_key} happened."
+        )
+        with self._transaction() as conn:
+            call_rows.update_call(conn, recorded.id, status=CallStatus.OUTCOME_UNKNOWN, error=error)
+            append_audit(
+                conn,
+                event="tool.outcome_unknown",
+                at=now,
+                run_id=self.run_id,
+                call_id=recorded.id,
+                tool=tool.name,
+                idempotency_key=idempotency_key,
+                detail={"error": error},
+            )
+        raise NeedsAttention(error)
+
+    # -- ctx.ask_human ---------------------------------------------------------------------
+
+    def ask_human(
+        self,
+        name: str,
+        question: str,
+        output: type[M],
+        *,
+        context: Any = None,
+        assignees: list[str] | None = None,
+    ) -> M:
+        """Wait for a person's answer, validated by `output`; the answer becomes the result."""
+        seq, key, recorded = self._next(CallKind.HUMAN, name)
+        if recorded is not None:
+            if recorded.status == CallStatus.SUCCEEDED:
+                return output.model_validate(recorded.output)
+            return self._collect_answer(output, recorded)
+        path = model_path(output)
+        now = self._rt.clock.now()
+        call_id = new_id("call")
+        task_id = new_id("task")
+        values = {
+            "id": task_id,
+            "run_id": self.run_id,
+            "call_id": call_id,
+            "call_key": key,
+            "name": name,
+            "question": question,
+            "output_model": path,
+            "output_schema": output.model_json_schema(),
+            "context": describe_args(context),
+            "assignees": list(assignees or []),
+            "status": TaskStatus.OPEN,
+            "opened_at": now,
+        }
+        with self._transaction() as conn:
+            call_rows.insert_call(
+                conn,
+                call_id=call_id,
+                run_id=self.run_id,
+                seq=seq,
+                key=key,
+                kind=CallKind.HUMAN,
+                name=name,
+                status=CallStatus.AWAITING_HUMAN,
+                input={"question": question, "context": values["context"]},
+                started_at=now,
+            )
+            approval_rows.insert_task(conn, **values)
+            append_audit(
+                conn,
+                event="task.opened",
+                at=now,
+                run_id=self.run_id,
+                call_id=call_id,
+                detail={"task_id": task_id},
+            )
+            self._suspend_run(conn, now, f"human task {task_id}")
+        log.info("task.opened", run_id=self.run_id, task_id=task_id, name=name)
+        self._rt.notifier.task_opened(
+            TaskView.of(
+                _Record(values, answered_by=None, answered_at=None, answer=None),
+                pipeline=self.pipeline,
+            )
+        )
+        raise Suspend(f"waiting for human task {task_id}", waiting_for=task_id)
+
+    def _collect_answer(self, output: type[M], recorded: Row[Any]) -> M:
+        now = self._rt.clock.now()
+        with self._transaction() as conn:
+            task = approval_rows.task_for_call(conn, recorded.id)
+            if task is None or task.status != TaskStatus.ANSWERED:
+                self._suspend_run(conn, now, f"human task {task.id if task else '?'}")
+                waiting = task.id if task is not None else None
+            else:
+                answer = output.model_validate(task.answer)
+                call_rows.update_call(
+                    conn,
+                    recorded.id,
+                    status=CallStatus.SUCCEEDED,
+                    output={**answer.model_dump(mode="json")},
+                    finished_at=now,
+                    error=None,
+                )
+                return answer
+        raise Suspend(f"waiting for human task {waiting}", waiting_for=waiting)
+
+
+class _Record:
+    """Attribute access over a dict, so a view can be built from values just written."""
+
+    def __init__(self, values: dict[str, Any], **extra: Any) -> None:
+        self.__dict__.update(values)
+        self.__dict__.update(extra)

@@ -1,0 +1,184 @@
+"""Approvals: who may decide, the compare-and-set decision, and expiry at the deadline.
+
+Every refusal (not an approver, four-eyes) is written to the audit log before it is raised.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+
+from pipelines.errors import (
+    AlreadyDecided,
+    FourEyesViolation,
+    NotAnApprover,
+    NotAuthorized,
+    ReasonRequired,
+    UnknownApproval,
+)
+from pipelines.runtime import Runtime
+from pipelines.views import ApprovalView
+from storage import approvals as approval_rows
+from storage import runs as run_rows
+from storage.audit import append_audit
+from storage.models import ApprovalStatus, RunStatus
+
+log = structlog.get_logger()
+
+
+def may_act(rt: Runtime, user: str, allowed: list[str]) -> bool:
+    """Is `user` one of `allowed` (user ids, or `@group` names resolved by the directory)?
+    An empty list allows everybody."""
+    if not allowed:
+        return True
+    for entry in allowed:
+        if entry.startswith("@"):
+            if user in rt.directory.members(entry[1:]):
+                return True
+        elif entry == user:
+            return True
+    return False
+
+
+def check_approver(rt: Runtime, approval: Any, user: str) -> None:
+    approvers = list(approval.approvers or [])
+    if not may_act(rt, user, approvers):
+        raise NotAnApprover(
+            f"{user} may not approve {approval.tool} (approval {approval.id}); "
+            f"approvers: {', '.join(approvers)}"
+        )
+    if approval.four_eyes and approval.trigger_user is not None and user == approval.trigger_user:
+        raise FourEyesViolation(
+            f"{user} triggered run {approval.run_id} and may not approve its own {approval.tool} "
+            f"(four-eyes); ask another approver"
+            + (f" from {', '.join(approvers)}" if approvers else "")
+        )
+
+
+def _already_decided_message(approval: Any) -> str:
+    if approval.status == ApprovalStatus.EXPIRED:
+        return f"approval {approval.id} expired at {approval.decided_at:%Y-%m-%d %H:%M} UTC; nothing to decide"
+    when = f" at {approval.decided_at:%Y-%m-%d %H:%M} UTC" if approval.decided_at else ""
+    return f"approval {approval.id} was already {approval.status} by {approval.decided_by}{when}"
+
+
+def decide(
+    rt: Runtime, approval_id: str, *, user: str, approve: bool, reason: str | None = None
+) -> ApprovalView:
+    """Approve or reject once. Two concurrent decisions: one wins, the other gets AlreadyDecided."""
+    if not approve and not (reason and reason.strip()):
+        raise ReasonRequired(f'rejecting {approval_id} needs a reason (--reason "...")')
+    with rt.db.transaction() as conn:
+        approval = approval_rows.fetch_approval(conn, approval_id)
+    if approval is None:
+        raise UnknownApproval(f"no approval {approval_id}; `gatehouse pending` lists the open ones")
+    if approval.status != ApprovalStatus.PENDING:
+        raise AlreadyDecided(_already_decided_message(approval))
+    try:
+        check_approver(rt, approval, user)
+    except NotAuthorized as refusal:
+        with rt.db.transaction() as conn:
+            append_audit(
+                conn,
+                event="approval.refused",
+                at=rt.clock.now(),
+                actor=user,
+                run_id=approval.run_id,
+                call_id=approval.call_id,
+                tool=approval.tool,
+                approval_id=approval.id,
+                detail={"why": str(refusal)},
+            )
+        log.warning("approval.refused", approval_id=approval_id, user=user, why=str(refusal))
+        raise
+    status = ApprovalStatus.APPROVED if approve else ApprovalStatus.REJECTED
+    now = rt.clock.now()
+    with rt.db.transaction() as conn:
+        won = approval_rows.decide_approval(
+            conn,
+            approval_id,
+            status=status,
+            by=user,
+            at=now,
+            reason=reason if not approve else reason or None,
+        )
+        if won:
+            append_audit(
+                conn,
+                event=f"approval.{status}",
+                at=now,
+                actor=user,
+                run_id=approval.run_id,
+                call_id=approval.call_id,
+                tool=approval.tool,
+                approval_id=approval.id,
+                detail={"reason": reason},
+            )
+            run_rows.transition(
+                conn,
+                approval.run_id,
+                from_statuses=[RunStatus.WAITING],
+                to_status=RunStatus.QUEUED,
+                now=now,
+                detail=f"approval {approval_id} {status}",
+                wake_at=None,
+            )
+        decided = approval_rows.fetch_approval(conn, approval_id)
+    assert decided is not None
+    if not won:
+        raise AlreadyDecided(_already_decided_message(decided))
+    view = ApprovalView.of(decided, pipeline=_pipeline_of(rt, decided.run_id))
+    log.info("approval.decided", approval_id=approval_id, status=str(status), user=user)
+    rt.notifier.approval_decided(view)
+    return view
+
+
+def expire_due(rt: Runtime) -> list[ApprovalView]:
+    """Expire every pending approval past its deadline; their runs are queued to see it."""
+    now = rt.clock.now()
+    expired: list[ApprovalView] = []
+    with rt.db.transaction() as conn:
+        due = approval_rows.due_expiries(conn, now)
+    for approval_id in due:
+        with rt.db.transaction() as conn:
+            if not approval_rows.decide_approval(
+                conn,
+                approval_id,
+                status=ApprovalStatus.EXPIRED,
+                by=None,
+                at=now,
+                reason="expired without a decision",
+            ):
+                continue
+            approval = approval_rows.fetch_approval(conn, approval_id)
+            assert approval is not None
+            append_audit(
+                conn,
+                event="approval.expired",
+                at=now,
+                run_id=approval.run_id,
+                call_id=approval.call_id,
+                tool=approval.tool,
+                approval_id=approval_id,
+            )
+            run_rows.transition(
+                conn,
+                approval.run_id,
+                from_statuses=[RunStatus.WAITING],
+                to_status=RunStatus.QUEUED,
+                now=now,
+                detail=f"approval {approval_id} expired",
+                wake_at=None,
+            )
+        view = ApprovalView.of(approval, pipeline=_pipeline_of(rt, approval.run_id))
+        log.info("approval.expired", approval_id=approval_id)
+        rt.notifier.approval_decided(view)
+        expired.append(view)
+    return expired
+
+
+def _pipeline_of(rt: Runtime, run_id: str) -> str | None:
+    with rt.db.transaction() as conn:
+        run = run_rows.fetch_run(conn, run_id)
+    return None if run is None else str(run.pipeline)

@@ -1,0 +1,83 @@
+"""Looking at runs: one run with everything recorded about it, lists, what waits for people."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pipelines.errors import UnknownRun
+from pipelines.runtime import Runtime
+from pipelines.views import ApprovalView, CallView, Run, TaskView, iso
+from storage import queries
+from storage.models import ApprovalStatus, TaskStatus
+from storage.runs import fetch_run
+
+
+def get_run(rt: Runtime, run_id: str) -> Run:
+    with rt.db.transaction() as conn:
+        row = fetch_run(conn, run_id)
+        if row is None:
+            raise UnknownRun(f"no run {run_id}; `gatehouse runs` lists recent runs")
+        calls = [CallView.of(c) for c in queries.all_calls(conn, run_id)]
+        approvals = [
+            ApprovalView.of(a, pipeline=row.pipeline)
+            for a in queries.approvals_of_run(conn, run_id)
+        ]
+        tasks = [TaskView.of(t, pipeline=row.pipeline) for t in queries.tasks_of_run(conn, run_id)]
+    waiting = [a.id for a in approvals if a.status == ApprovalStatus.PENDING]
+    waiting += [t.id for t in tasks if t.status == TaskStatus.OPEN]
+    return Run.of(row, calls=calls, approvals=approvals, tasks=tasks, waiting_for=waiting)
+
+
+def list_runs(
+    rt: Runtime,
+    *,
+    pipeline: str | None = None,
+    status: str | None = None,
+    since: datetime | None = None,
+    limit: int = 20,
+) -> list[Run]:
+    with rt.db.transaction() as conn:
+        rows = queries.list_runs(conn, pipeline=pipeline, status=status, since=since, limit=limit)
+    return [Run.of(r) for r in rows]
+
+
+def pending(rt: Runtime) -> list[ApprovalView | TaskView]:
+    """Approvals and human tasks waiting for somebody, oldest first."""
+    with rt.db.transaction() as conn:
+        approvals: list[ApprovalView | TaskView] = [
+            ApprovalView.of(r, pipeline=r.pipeline) for r in queries.pending_approvals(conn)
+        ]
+        tasks = [TaskView.of(r, pipeline=r.pipeline) for r in queries.open_tasks(conn)]
+    items = approvals + tasks
+    return sorted(
+        items,
+        key=lambda item: item.requested_at if isinstance(item, ApprovalView) else item.opened_at,
+    )
+
+
+def run_history(rt: Runtime, run_id: str) -> dict[str, Any]:
+    """State transitions and audit entries of a run (for `gatehouse run` and the demo)."""
+    with rt.db.transaction() as conn:
+        events = queries.events_of_run(conn, run_id)
+        audit = queries.audit_of_run(conn, run_id)
+    return {
+        "transitions": [
+            {"from": e.from_status, "to": e.to_status, "at": iso(e.at), "detail": e.detail}
+            for e in events
+        ],
+        "audit": [
+            {
+                "id": a.id,
+                "at": iso(a.at),
+                "event": a.event,
+                "actor": a.actor,
+                "tool": a.tool,
+                "call_id": a.call_id,
+                "approval_id": a.approval_id,
+                "idempotency_key": a.idempotency_key,
+                "detail": a.detail,
+            }
+            for a in audit
+        ],
+    }

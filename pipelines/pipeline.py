@@ -1,0 +1,90 @@
+"""`@pipeline`: register a typed function `(ctx, input) -> output`, and discover the catalog."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+
+from pipelines.errors import DuplicateName, UnknownPipeline
+from pipelines.triggers import Trigger
+
+PipelineFn = Callable[[Any, Any], Any]
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    name: str
+    fn: PipelineFn
+    input_model: type[BaseModel]
+    triggers: tuple[Trigger, ...]
+    description: str
+    approvals_channel: str | None = None
+
+
+_PIPELINES: dict[str, Pipeline] = {}
+
+
+def pipeline(
+    name: str,
+    *,
+    input: type[BaseModel],
+    triggers: Iterable[Trigger] = (),
+    approvals_channel: str | None = None,
+) -> Callable[[PipelineFn], PipelineFn]:
+    if not (isinstance(input, type) and issubclass(input, BaseModel)):
+        raise TypeError(f"pipeline {name!r}: input= must be a pydantic model class")
+
+    def register(fn: PipelineFn) -> PipelineFn:
+        existing = _PIPELINES.get(name)
+        if existing is not None and existing.fn.__qualname__ != fn.__qualname__:
+            raise DuplicateName(
+                f"pipeline {name!r} is registered twice ({existing.fn.__module__}."
+                f"{existing.fn.__qualname__} and {fn.__module__}.{fn.__qualname__})"
+            )
+        _PIPELINES[name] = Pipeline(
+            name=name,
+            fn=fn,
+            input_model=input,
+            triggers=tuple(triggers),
+            description=(inspect.getdoc(fn) or "").split("\n")[0],
+            approvals_channel=approvals_channel,
+        )
+        return fn
+
+    return register
+
+
+def registered_pipelines() -> dict[str, Pipeline]:
+    return dict(sorted(_PIPELINES.items()))
+
+
+def get_pipeline(name: str) -> Pipeline:
+    try:
+        return _PIPELINES[name]
+    except KeyError:
+        known = ", ".join(sorted(_PIPELINES)) or "none"
+        raise UnknownPipeline(
+            f"no pipeline named {name!r}; registered pipelines: {known} (`gatehouse pipelines`)"
+        ) from None
+
+
+def discover(extra_modules: Iterable[str] = ()) -> dict[str, Pipeline]:
+    """Import every module of `pipelines.catalog` and each extra module (GATEHOUSE_PIPELINES)."""
+    import pipelines.catalog as catalog
+
+    for info in pkgutil.iter_modules(catalog.__path__, catalog.__name__ + "."):
+        importlib.import_module(info.name)
+    for module in extra_modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise UnknownPipeline(
+                f"GATEHOUSE_PIPELINES names {module!r}, which cannot be imported: {exc}"
+            ) from exc
+    return registered_pipelines()

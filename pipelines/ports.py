@@ -1,0 +1,71 @@
+"""The ports the engine needs from the outside world, and their simplest adapters.
+
+`bot` implements `Notifier` for Slack and `ApproverDirectory` with Slack user groups; the CLI
+implements `Notifier` for the terminal. Tests move a `FakeClock`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from pipelines.views import ApprovalView, TaskView
+
+
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """The current time, timezone-aware UTC."""
+        ...
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+class Notifier(Protocol):
+    """How the engine tells people that something waits for them or was decided."""
+
+    def approval_requested(self, approval: ApprovalView) -> None: ...
+
+    def approval_decided(self, approval: ApprovalView) -> None:
+        """Approved, rejected or expired: `approval.status` says which."""
+        ...
+
+    def task_opened(self, task: TaskView) -> None: ...
+
+    def task_answered(self, task: TaskView) -> None: ...
+
+
+class SilentNotifier:
+    """For processes nobody watches (workers started without a bot); the log still records all."""
+
+    def approval_requested(self, approval: ApprovalView) -> None:
+        return None
+
+    def approval_decided(self, approval: ApprovalView) -> None:
+        return None
+
+    def task_opened(self, task: TaskView) -> None:
+        return None
+
+    def task_answered(self, task: TaskView) -> None:
+        return None
+
+
+class ApproverDirectory(Protocol):
+    def members(self, group: str) -> set[str]:
+        """User ids in `group` (its name without the leading `@`); empty if unknown."""
+        ...
+
+
+class StaticDirectory:
+    """Groups from configuration (`GATEHOUSE_GROUPS='{"finance-leads": ["alice", "bob"]}'`)."""
+
+    def __init__(self, groups: Mapping[str, Sequence[str]] | None = None) -> None:
+        self._groups = {name.lstrip("@"): set(users) for name, users in (groups or {}).items()}
+
+    def members(self, group: str) -> set[str]:
+        return set(self._groups.get(group.lstrip("@"), set()))

@@ -1,0 +1,214 @@
+"""`replay`: re-execute a run's pipeline (today's code) on its recorded input, with no side effects.
+
+Recorded results are reused; a tool call the record lacks is reported as "would call" and never
+executed; the first point where today's code diverges from the record is shown. Nothing is
+written to the database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, cast
+
+from pydantic import BaseModel, ValidationError
+
+from pipelines.context import Context, _return_adapter, record_value
+from pipelines.errors import ActionRejected, GatehouseError, StepFailed, ToolFailed, UnknownRun
+from pipelines.pipeline import get_pipeline
+from pipelines.runner import format_validation_errors
+from pipelines.runtime import Runtime
+from pipelines.tools import Tool
+from storage import calls as call_rows
+from storage import runs as run_rows
+from storage.models import CallKind, CallStatus
+
+M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
+
+
+class _StopReplay(BaseException):
+    pass
+
+
+@dataclass
+class ReplayLine:
+    position: int
+    kind: str
+    key: str
+    outcome: str
+    detail: Any = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "position": self.position,
+            "kind": self.kind,
+            "key": self.key,
+            "outcome": self.outcome,
+            "detail": self.detail,
+        }
+
+
+@dataclass
+class ReplayReport:
+    run_id: str
+    pipeline: str
+    recorded_status: str
+    recorded_output: Any
+    lines: list[ReplayLine] = field(default_factory=list)
+    would_call: list[dict[str, Any]] = field(default_factory=list)
+    divergence: str | None = None
+    finished: bool = False
+    output: Any = None
+    error: str | None = None
+
+    @property
+    def output_matches(self) -> bool | None:
+        return self.output == self.recorded_output if self.finished else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "pipeline": self.pipeline,
+            "recorded_status": self.recorded_status,
+            "recorded_output": self.recorded_output,
+            "calls": [line.to_json() for line in self.lines],
+            "would_call": self.would_call,
+            "divergence": self.divergence,
+            "finished": self.finished,
+            "output": self.output,
+            "output_matches": self.output_matches,
+            "error": self.error,
+        }
+
+
+class ReplayContext(Context):
+    """A context that never writes and never runs a tool."""
+
+    def __init__(self, runtime: Runtime, report: ReplayReport, **kwargs: Any) -> None:
+        super().__init__(runtime, **kwargs)
+        self.report = report
+
+    def _checked_next(self, kind: CallKind, name: str) -> tuple[int, str, Any]:
+        seq = self._seq
+        recorded = self._recorded[seq] if seq < len(self._recorded) else None
+        key = f"{name}#{self._name_counts.get(name, 0) + 1}"
+        if recorded is not None and (recorded.kind != kind or recorded.key != key):
+            self.report.divergence = (
+                f"call {seq + 1}: the record has {recorded.kind} {recorded.key!r}, "
+                f"today's code calls {kind} {key!r}"
+            )
+            self.report.lines.append(
+                ReplayLine(seq + 1, kind, key, "diverged", self.report.divergence)
+            )
+            raise _StopReplay
+        return self._next(kind, name)
+
+    def step(self, name: str, fn: Callable[..., T], *args: Any) -> T:
+        seq, key, recorded = self._checked_next(CallKind.STEP, name)
+        if recorded is not None and recorded.status == CallStatus.SUCCEEDED:
+            self.report.lines.append(ReplayLine(seq + 1, "step", key, "reused", recorded.output))
+            adapter = _return_adapter(fn)
+            value = adapter.validate_python(recorded.output) if adapter else recorded.output
+            return cast(T, value)
+        if recorded is not None and recorded.status == CallStatus.FAILED:
+            self.report.lines.append(
+                ReplayLine(seq + 1, "step", key, "reused (failed)", recorded.error)
+            )
+            raise StepFailed(name, recorded.error or "")
+        try:
+            result = fn(*args)
+        except Exception as exc:
+            self.report.lines.append(
+                ReplayLine(seq + 1, "step", key, "ran (not in the record): failed", str(exc))
+            )
+            raise StepFailed(name, f"{type(exc).__name__}: {exc}") from exc
+        output = record_value(result, f"step {name!r}")
+        self.report.lines.append(
+            ReplayLine(seq + 1, "step", key, "ran (not in the record)", output)
+        )
+        return result if _return_adapter(fn) is not None else cast(T, output)
+
+    def tool(self, tool: Tool, args: Any) -> Any:
+        checked = tool.coerce_args(args)
+        seq, key, recorded = self._checked_next(CallKind.TOOL, tool.name)
+        args_json = checked.model_dump(mode="json")
+        if recorded is not None:
+            if recorded.status == CallStatus.SUCCEEDED:
+                self.report.lines.append(
+                    ReplayLine(seq + 1, "tool", key, "reused", recorded.output)
+                )
+                return tool.result_adapter.validate_python(recorded.output)
+            if recorded.status == CallStatus.FAILED:
+                self.report.lines.append(
+                    ReplayLine(seq + 1, "tool", key, "reused (failed)", recorded.error)
+                )
+                raise ToolFailed(tool.name, recorded.error or "")
+            if recorded.status == CallStatus.REJECTED:
+                self.report.lines.append(
+                    ReplayLine(seq + 1, "tool", key, "reused (rejected)", recorded.error)
+                )
+                raise ActionRejected(tool.name, recorded.error or "rejected")
+        self.report.would_call.append({"tool": tool.name, "kind": tool.kind, "args": args_json})
+        self.report.lines.append(
+            ReplayLine(seq + 1, "tool", key, "would call", {"tool": tool.name, "args": args_json})
+        )
+        raise _StopReplay
+
+    def ask_human(
+        self,
+        name: str,
+        question: str,
+        output: type[M],
+        *,
+        context: Any = None,
+        assignees: list[str] | None = None,
+    ) -> M:
+        seq, key, recorded = self._checked_next(CallKind.HUMAN, name)
+        if recorded is not None and recorded.status == CallStatus.SUCCEEDED:
+            self.report.lines.append(ReplayLine(seq + 1, "human", key, "reused", recorded.output))
+            return output.model_validate(recorded.output)
+        self.report.lines.append(ReplayLine(seq + 1, "human", key, "would ask a human", question))
+        raise _StopReplay
+
+
+def replay(rt: Runtime, run_id: str) -> ReplayReport:
+    with rt.db.transaction() as conn:
+        run = run_rows.fetch_run(conn, run_id)
+        if run is None:
+            raise UnknownRun(f"no run {run_id}; `gatehouse runs` lists recent runs")
+        recorded = call_rows.recorded_calls(conn, run_id)
+    report = ReplayReport(run_id, run.pipeline, run.status, run.output)
+    pipeline = get_pipeline(run.pipeline)
+    try:
+        model = pipeline.input_model.model_validate(run.input)
+    except ValidationError as exc:
+        report.error = f"the recorded input no longer fits {run.pipeline}'s input model: {format_validation_errors(exc)}"
+        return report
+    ctx = ReplayContext(
+        rt,
+        report,
+        run_id=run_id,
+        pipeline=run.pipeline,
+        trigger_user=run.trigger_user,
+        recorded=recorded,
+    )
+    try:
+        result = pipeline.fn(ctx, model)
+    except _StopReplay:
+        return report
+    except GatehouseError as exc:
+        report.error = str(exc)
+        return report
+    except Exception as exc:
+        report.error = f"{type(exc).__name__}: {exc}"
+        return report
+    report.finished = True
+    report.output = record_value(result, f"pipeline {run.pipeline!r}")
+    if ctx.calls_made < len(recorded):
+        extra = recorded[ctx.calls_made]
+        report.divergence = (
+            f"today's code finished after {ctx.calls_made} calls; the record goes on with "
+            f"{extra.kind} {extra.key!r} ({len(recorded)} calls in all)"
+        )
+    return report

@@ -1,0 +1,142 @@
+"""Undo: run a tool's `reverse` with the original arguments and result, as its own audited call.
+
+The original call is marked `reversed_by` with a compare-and-set before the reverse runs, so two
+undo requests cannot both reverse it; a failed reverse clears the mark so it can be retried.
+"""
+
+from __future__ import annotations
+
+import structlog
+from sqlalchemy import Table, update
+
+from pipelines.errors import (
+    AlreadyReversed,
+    NotAnApprover,
+    NotReversible,
+    ReversalFailed,
+    UnknownCall,
+)
+from pipelines.gates import may_act
+from pipelines.runtime import Runtime, running_in
+from pipelines.tools import lookup_tool
+from pipelines.views import CallView
+from storage import calls as call_rows
+from storage.audit import append_audit
+from storage.ids import new_id
+from storage.models import CallKind, CallStatus
+
+log = structlog.get_logger()
+_calls: Table = call_rows.calls_table
+
+
+def undo(rt: Runtime, call_id: str, *, user: str) -> CallView:
+    with rt.db.transaction() as conn:
+        call = call_rows.fetch_call(conn, call_id)
+    if call is None:
+        raise UnknownCall(
+            f"no call {call_id}; `gatehouse run RUN_ID` lists a run's calls and their ids"
+        )
+    if call.kind != CallKind.TOOL:
+        raise NotReversible(f"call {call_id} is a {call.kind}; only tool calls can be undone")
+    tool = lookup_tool(call.name)
+    if tool is None:
+        raise NotReversible(
+            f"tool {call.name!r} is no longer registered, so its reverse is unknown"
+        )
+    if tool.reverse is None:
+        raise NotReversible(f"tool {tool.name!r} declares no reverse=, so it cannot be undone")
+    if call.status != CallStatus.SUCCEEDED:
+        raise NotReversible(f"call {call_id} is {call.status}; only a succeeded call can be undone")
+    if call.reversed_by is not None:
+        raise AlreadyReversed(f"call {call_id} was already undone by call {call.reversed_by}")
+    if not may_act(rt, user, list(tool.approvers)):
+        with rt.db.transaction() as conn:
+            append_audit(
+                conn,
+                event="tool.reverse_refused",
+                at=rt.clock.now(),
+                actor=user,
+                run_id=call.run_id,
+                call_id=call_id,
+                tool=tool.name,
+            )
+        raise NotAnApprover(
+            f"{user} may not undo {tool.name} (call {call_id}); approvers: {', '.join(tool.approvers)}"
+        )
+
+    reversal_id = new_id("call")
+    idempotency_key = f"undo:{call.idempotency_key}"
+    now = rt.clock.now()
+    with rt.db.transaction() as conn:
+        claimed = conn.execute(
+            update(_calls)
+            .where(_calls.c.id == call_id, _calls.c.reversed_by.is_(None))
+            .values(reversed_by=reversal_id)
+        ).rowcount
+        if claimed != 1:
+            raise AlreadyReversed(f"call {call_id} was undone by someone else a moment ago")
+        call_rows.insert_call(
+            conn,
+            call_id=reversal_id,
+            run_id=call.run_id,
+            seq=None,
+            key=f"undo:{call.key}",
+            kind=CallKind.REVERSAL,
+            name=tool.name,
+            status=CallStatus.STARTED,
+            input={"args": call.input, "result": call.output, "undoes": call_id},
+            idempotency_key=idempotency_key,
+            started_at=now,
+        )
+        append_audit(
+            conn,
+            event="tool.reverse_started",
+            at=now,
+            actor=user,
+            run_id=call.run_id,
+            call_id=reversal_id,
+            tool=tool.name,
+            idempotency_key=idempotency_key,
+            detail={"undoes": call_id},
+        )
+
+    args = tool.args_model.model_validate(call.input)
+    result = tool.result_adapter.validate_python(call.output)
+    try:
+        with running_in(rt):
+            tool.reverse(args, result, idempotency_key=idempotency_key)
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        with rt.db.transaction() as conn:
+            call_rows.update_call(
+                conn, reversal_id, status=CallStatus.FAILED, error=error, finished_at=rt.clock.now()
+            )
+            conn.execute(update(_calls).where(_calls.c.id == call_id).values(reversed_by=None))
+            append_audit(
+                conn,
+                event="tool.reverse_failed",
+                at=rt.clock.now(),
+                actor=user,
+                run_id=call.run_id,
+                call_id=reversal_id,
+                tool=tool.name,
+                detail={"error": error, "undoes": call_id},
+            )
+        raise ReversalFailed(f"undo of {call_id} failed: {error}; it can be tried again") from exc
+    done = rt.clock.now()
+    with rt.db.transaction() as conn:
+        call_rows.update_call(conn, reversal_id, status=CallStatus.SUCCEEDED, finished_at=done)
+        append_audit(
+            conn,
+            event="tool.reversed",
+            at=done,
+            actor=user,
+            run_id=call.run_id,
+            call_id=reversal_id,
+            tool=tool.name,
+            idempotency_key=idempotency_key,
+            detail={"undoes": call_id},
+        )
+        reversal = call_rows.fetch_call(conn, reversal_id)
+    log.info("tool.reversed", call_id=call_id, reversal_id=reversal_id, user=user)
+    return CallView.of(reversal)

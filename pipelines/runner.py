@@ -1,0 +1,229 @@
+"""The durable runner: create runs, execute them by replay, and finish them.
+
+A run is executed by calling its pipeline function from the top with a `Context` holding the
+recorded calls. The function returns (the run succeeded), raises `Suspend` (its state is already
+`waiting`), or raises (the run ends rejected, failed or needing attention). Only the worker
+holding the claim writes the final state; a run whose claim was taken over writes nothing.
+"""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from pydantic import BaseModel, ValidationError
+
+from pipelines.context import Context, describe_args, record_value
+from pipelines.errors import (
+    ActionRejected,
+    CancelRun,
+    LostClaim,
+    NeedsAttention,
+    PipelineChanged,
+    RunNotRunnable,
+    Suspend,
+    UnknownPipeline,
+    UnknownRun,
+)
+from pipelines.pipeline import Pipeline, get_pipeline
+from pipelines.runtime import Runtime, running_in
+from pipelines.views import Run
+from storage import calls as call_rows
+from storage import runs as run_rows
+from storage.ids import new_id
+from storage.models import RunStatus
+
+log = structlog.get_logger()
+
+
+def format_validation_errors(exc: ValidationError) -> str:
+    """`field.path: message` for each error, joined by "; " — one line, every field named."""
+    parts = []
+    for error in exc.errors(include_url=False):
+        location = ".".join(str(p) for p in error["loc"]) or "(input)"
+        parts.append(f"{location}: {error['msg']}")
+    return "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: RunStatus
+    output: Any = None
+    error: str | None = None
+    waiting_for: str | None = None
+
+
+def trigger(
+    rt: Runtime,
+    name: str,
+    input: Any,
+    *,
+    user: str | None = None,
+    source: str = "api",
+    run_here: bool = True,
+) -> Run:
+    """Create a run of `name` and (by default) execute it here until it finishes or waits.
+
+    Input that fails the pipeline's model is recorded as an `invalid_input` run with the field
+    errors, before any step runs; the returned `Run` says so.
+    """
+    pipeline = get_pipeline(name)
+    now = rt.clock.now()
+    run_id = new_id("run")
+    try:
+        model = (
+            input
+            if isinstance(input, pipeline.input_model)
+            else pipeline.input_model.model_validate(input)
+        )
+    except ValidationError as exc:
+        error = f"invalid input for {name}: {format_validation_errors(exc)}"
+        recorded_input = describe_args(input)
+        with rt.db.transaction() as conn:
+            run_rows.insert_run(
+                conn,
+                run_id=run_id,
+                pipeline=name,
+                status=RunStatus.INVALID_INPUT,
+                input=recorded_input,
+                now=now,
+                trigger_user=user,
+                trigger=source,
+                error=error,
+            )
+        log.info("run.invalid_input", run_id=run_id, pipeline=name)
+        return Run(
+            run_id, name, RunStatus.INVALID_INPUT, recorded_input, None, error, user, now, now
+        )
+
+    input_json = model.model_dump(mode="json")
+    with rt.db.transaction() as conn:
+        run_rows.insert_run(
+            conn,
+            run_id=run_id,
+            pipeline=name,
+            status=RunStatus.RUNNING if run_here else RunStatus.QUEUED,
+            input=input_json,
+            now=now,
+            trigger_user=user,
+            trigger=source,
+            claimed_by=rt.worker_id if run_here else None,
+            lease_until=now + rt.lease if run_here else None,
+        )
+    if not run_here:
+        return Run(run_id, name, RunStatus.QUEUED, input_json, None, None, user, now, None)
+    outcome = _execute(rt, pipeline, run_id, model, user, recorded=[])
+    finished = rt.clock.now() if outcome.status != RunStatus.WAITING else None
+    return Run(
+        run_id,
+        name,
+        outcome.status,
+        input_json,
+        outcome.output,
+        outcome.error,
+        user,
+        now,
+        finished,
+        waiting_for=[outcome.waiting_for] if outcome.waiting_for else [],
+    )
+
+
+def execute_claimed(rt: Runtime, run_id: str) -> Outcome:
+    """Execute a run this process has claimed (status `running`, `claimed_by` us)."""
+    with rt.db.transaction() as conn:
+        run = run_rows.fetch_run(conn, run_id)
+        if run is None:
+            raise UnknownRun(f"no run {run_id}")
+        if run.status != RunStatus.RUNNING or run.claimed_by != rt.worker_id:
+            raise RunNotRunnable(f"run {run_id} is {run.status} and not claimed by this process")
+        recorded = call_rows.recorded_calls(conn, run_id)
+    try:
+        pipeline = get_pipeline(run.pipeline)
+        model = pipeline.input_model.model_validate(run.input)
+    except (UnknownPipeline, ValidationError) as exc:
+        message = (
+            f"cannot resume: {exc}"
+            if isinstance(exc, UnknownPipeline)
+            else f"cannot resume: the recorded input no longer fits {run.pipeline}'s input model: "
+            f"{format_validation_errors(exc)}"
+        )
+        return _finish(rt, run_id, Outcome(RunStatus.FAILED, error=message))
+    return _execute(rt, pipeline, run_id, model, run.trigger_user, recorded=recorded)
+
+
+def _execute(
+    rt: Runtime,
+    pipeline: Pipeline,
+    run_id: str,
+    model: BaseModel,
+    trigger_user: str | None,
+    *,
+    recorded: list[Any],
+) -> Outcome:
+    ctx = Context(
+        rt, run_id=run_id, pipeline=pipeline.name, trigger_user=trigger_user, recorded=recorded
+    )
+    with (
+        running_in(rt),
+        structlog.contextvars.bound_contextvars(run_id=run_id, pipeline=pipeline.name),
+    ):
+        try:
+            result = pipeline.fn(ctx, model)
+            if ctx.calls_made < ctx.recorded_count:
+                raise PipelineChanged(
+                    f"pipeline changed under a running run: run {run_id} recorded "
+                    f"{ctx.recorded_count} calls but today's code finished after {ctx.calls_made}; "
+                    "`gatehouse replay RUN_ID` shows the difference"
+                )
+            outcome = Outcome(
+                RunStatus.SUCCEEDED, output=record_value(result, f"pipeline {pipeline.name!r}")
+            )
+        except Suspend as suspended:
+            log.info("run.waiting", reason=suspended.reason)
+            return Outcome(RunStatus.WAITING, waiting_for=suspended.waiting_for)
+        except LostClaim:
+            log.warning("run.claim_lost", worker=rt.worker_id)
+            return Outcome(RunStatus.RUNNING, error="claim lost to another worker")
+        except NeedsAttention as exc:
+            outcome = Outcome(RunStatus.NEEDS_ATTENTION, error=str(exc))
+        except ActionRejected as exc:
+            outcome = Outcome(RunStatus.REJECTED, error=str(exc))
+        except CancelRun as exc:
+            outcome = Outcome(RunStatus.CANCELLED, error=str(exc))
+        except Exception as exc:
+            log.warning("run.failed", error=str(exc), traceback=traceback.format_exc())
+            outcome = Outcome(RunStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
+        return _finish(rt, run_id, outcome)
+
+
+def _finish(rt: Runtime, run_id: str, outcome: Outcome) -> Outcome:
+    now = rt.clock.now()
+    with rt.db.transaction() as conn:
+        moved = run_rows.transition(
+            conn,
+            run_id,
+            from_statuses=[RunStatus.RUNNING],
+            to_status=outcome.status,
+            now=now,
+            claimed_by=rt.worker_id,
+            output=outcome.output,
+            error=outcome.error,
+            finished_at=now,
+        )
+    if not moved:
+        log.warning("run.claim_lost", run_id=run_id, worker=rt.worker_id)
+        return Outcome(RunStatus.RUNNING, error="claim lost to another worker")
+    log.info("run.finished", run_id=run_id, status=str(outcome.status))
+    return outcome
+
+
+def claim_and_execute(rt: Runtime, run_id: str) -> Outcome | None:
+    """Claim a specific queued run and execute it here (None when somebody else has it)."""
+    now = rt.clock.now()
+    with rt.db.transaction() as conn:
+        claimed = run_rows.claim_run(conn, run_id, worker=rt.worker_id, now=now, lease=rt.lease)
+    if not claimed:
+        return None
+    return execute_claimed(rt, run_id)

@@ -1,0 +1,61 @@
+"""What a running engine holds: the database, the clock and the ports, and who this process is.
+
+Connectors (like the demo store) reach the engine's database through `current_database()`
+while a run executes, instead of opening a second engine of their own.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from pipelines.ports import (
+    ApproverDirectory,
+    Clock,
+    Notifier,
+    SilentNotifier,
+    StaticDirectory,
+    SystemClock,
+)
+from storage.db import Database
+
+
+def new_worker_id() -> str:
+    """`host:pid:random`: unique per process, and lets a worker on the same host tell that the
+    owner of an orphaned run is dead without waiting for its lease to run out."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+@dataclass
+class Runtime:
+    db: Database
+    clock: Clock = field(default_factory=SystemClock)
+    notifier: Notifier = field(default_factory=SilentNotifier)
+    directory: ApproverDirectory = field(default_factory=StaticDirectory)
+    worker_id: str = field(default_factory=new_worker_id)
+    lease: timedelta = timedelta(minutes=5)
+
+
+_current_runtime: ContextVar[Runtime | None] = ContextVar("gatehouse_runtime", default=None)
+
+
+@contextmanager
+def running_in(runtime: Runtime) -> Iterator[None]:
+    token = _current_runtime.set(runtime)
+    try:
+        yield
+    finally:
+        _current_runtime.reset(token)
+
+
+def current_database() -> Database:
+    runtime = _current_runtime.get()
+    if runtime is None:
+        raise RuntimeError("current_database() is only available while a run executes")
+    return runtime.db

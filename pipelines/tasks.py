@@ -1,0 +1,90 @@
+"""Human tasks: answering one, validated by the same model the pipeline asked with."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import structlog
+from pydantic import BaseModel, ValidationError
+
+from pipelines.errors import AlreadyAnswered, InvalidAnswer, NotAnAssignee, UnknownTask
+from pipelines.gates import may_act
+from pipelines.runner import format_validation_errors
+from pipelines.runtime import Runtime
+from pipelines.views import TaskView
+from storage import approvals as task_rows
+from storage import runs as run_rows
+from storage.audit import append_audit
+from storage.models import RunStatus, TaskStatus
+
+log = structlog.get_logger()
+
+
+def load_model(path: str) -> type[BaseModel]:
+    module_name, _, qualname = path.partition(":")
+    target: Any = importlib.import_module(module_name)
+    for part in qualname.split("."):
+        target = getattr(target, part)
+    if not (isinstance(target, type) and issubclass(target, BaseModel)):
+        raise TypeError(f"{path} is not a pydantic model")
+    return target
+
+
+def answer(rt: Runtime, task_id: str, *, user: str, answer: Any) -> TaskView:
+    with rt.db.transaction() as conn:
+        task = task_rows.fetch_task(conn, task_id)
+    if task is None:
+        raise UnknownTask(f"no human task {task_id}; `gatehouse pending` lists the open ones")
+    if task.status != TaskStatus.OPEN:
+        raise AlreadyAnswered(f"task {task_id} was already answered by {task.answered_by}")
+    assignees = list(task.assignees or [])
+    if not may_act(rt, user, assignees):
+        with rt.db.transaction() as conn:
+            append_audit(
+                conn,
+                event="task.refused",
+                at=rt.clock.now(),
+                actor=user,
+                run_id=task.run_id,
+                call_id=task.call_id,
+                detail={"task_id": task_id},
+            )
+        raise NotAnAssignee(
+            f"{user} may not answer task {task_id}; assignees: {', '.join(assignees)}"
+        )
+    model = load_model(task.output_model)
+    try:
+        validated = model.model_validate(answer)
+    except ValidationError as exc:
+        raise InvalidAnswer(
+            f"answer to {task_id} does not fit {model.__name__}: {format_validation_errors(exc)}"
+        ) from exc
+    answer_json = validated.model_dump(mode="json")
+    now = rt.clock.now()
+    with rt.db.transaction() as conn:
+        if not task_rows.answer_task(conn, task_id, answer=answer_json, by=user, at=now):
+            raise AlreadyAnswered(f"task {task_id} was answered by someone else a moment ago")
+        append_audit(
+            conn,
+            event="task.answered",
+            at=now,
+            actor=user,
+            run_id=task.run_id,
+            call_id=task.call_id,
+            detail={"task_id": task_id, "answer": answer_json},
+        )
+        run_rows.transition(
+            conn,
+            task.run_id,
+            from_statuses=[RunStatus.WAITING],
+            to_status=RunStatus.QUEUED,
+            now=now,
+            detail=f"task {task_id} answered",
+            wake_at=None,
+        )
+        updated = task_rows.fetch_task(conn, task_id)
+    view = TaskView.of(updated)
+    log.info("task.answered", task_id=task_id, user=user)
+    rt.notifier.task_answered(view)
+    return view

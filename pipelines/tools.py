@@ -1,0 +1,177 @@
+"""`@tool`: a function that touches the world, declared with its gates.
+
+A tool takes its pydantic arguments and an idempotency key and returns a pydantic result. The
+declaration carries what the engine enforces: its kind, rate limit, approval rule, approvers,
+four-eyes, expiry, and how to reverse it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Literal
+
+from pydantic import BaseModel, TypeAdapter
+
+from pipelines.durations import parse_duration, parse_rate
+from pipelines.errors import DuplicateName
+from storage.calls import RateLimit
+
+ToolKind = Literal["read", "write", "send", "spend"]
+TOOL_KINDS: tuple[str, ...] = ("read", "write", "send", "spend")
+
+
+@dataclass(frozen=True)
+class When:
+    """An approval rule on the arguments: approval is needed when the predicate is true."""
+
+    predicate: Callable[[Any], bool]
+    description: str = ""
+
+    def __str__(self) -> str:
+        return f"when {self.description}" if self.description else "when a condition holds"
+
+
+def when(predicate: Callable[[Any], bool], description: str = "") -> When:
+    return When(predicate, description)
+
+
+ApprovalRule = Literal["always", "never"] | When
+
+
+@dataclass(eq=False)
+class Tool:
+    name: str
+    kind: str
+    fn: Callable[..., Any]
+    args_model: type[BaseModel]
+    result_adapter: TypeAdapter[Any]
+    approval: ApprovalRule
+    approvers: tuple[str, ...] = ()
+    four_eyes: bool = False
+    expires: timedelta | None = None
+    on_expiry: Literal["reject", "cancel"] = "reject"
+    rate_limit: RateLimit | None = None
+    on_rate_limit: Literal["wait", "reject"] = "wait"
+    reverse: Callable[..., Any] | None = None
+    idempotent: bool = False
+    description: str = ""
+    approvals_channel: str | None = None
+    rate_limit_text: str | None = field(default=None)
+
+    def __call__(self, args: Any, *, idempotency_key: str) -> Any:
+        """Call the tool directly, ungated (for tests and scripts that know what they do)."""
+        return self.fn(self.coerce_args(args), idempotency_key=idempotency_key)
+
+    def coerce_args(self, args: Any) -> BaseModel:
+        if isinstance(args, self.args_model):
+            return args
+        return self.args_model.model_validate(args)
+
+    def needs_approval(self, args: BaseModel) -> bool:
+        if self.approval == "always":
+            return True
+        if self.approval == "never":
+            return False
+        return bool(self.approval.predicate(args))
+
+    @property
+    def gated(self) -> bool:
+        return self.approval != "never"
+
+
+_TOOLS: dict[str, Tool] = {}
+
+
+def registered_tools() -> dict[str, Tool]:
+    return dict(_TOOLS)
+
+
+def lookup_tool(name: str) -> Tool | None:
+    return _TOOLS.get(name)
+
+
+def _args_model(fn: Callable[..., Any]) -> type[BaseModel]:
+    hints = typing.get_type_hints(fn)
+    params = [p for p in inspect.signature(fn).parameters.values() if p.kind != p.KEYWORD_ONLY]
+    if not params or not isinstance(hints.get(params[0].name), type):
+        raise TypeError(
+            f"tool {fn.__name__}: its first parameter must be annotated with a pydantic model"
+        )
+    model: type[BaseModel] = hints[params[0].name]
+    if not issubclass(model, BaseModel):
+        raise TypeError(f"tool {fn.__name__}: {model.__name__} is not a pydantic model")
+    if "idempotency_key" not in inspect.signature(fn).parameters:
+        raise TypeError(f"tool {fn.__name__}: add a keyword-only `idempotency_key: str` parameter")
+    return model
+
+
+def tool(
+    *,
+    kind: ToolKind,
+    name: str | None = None,
+    rate_limit: str | None = None,
+    on_rate_limit: Literal["wait", "reject"] = "wait",
+    approval: ApprovalRule | None = None,
+    approvers: list[str] | tuple[str, ...] = (),
+    four_eyes: bool = False,
+    expires: str | timedelta | None = None,
+    on_expiry: Literal["reject", "cancel"] = "reject",
+    reverse: Callable[..., Any] | None = None,
+    idempotent: bool | None = None,
+    approvals_channel: str | None = None,
+) -> Callable[[Callable[..., Any]], Tool]:
+    """Declare a tool. Approval defaults to "always" for write/send/spend and "never" for read;
+    read tools default to idempotent (a crash mid-call just reads again)."""
+    if kind not in TOOL_KINDS:
+        raise ValueError(f"tool kind {kind!r} is not one of {', '.join(TOOL_KINDS)}")
+    if on_expiry not in ("reject", "cancel"):
+        raise ValueError(f"on_expiry={on_expiry!r}: use 'reject' or 'cancel'")
+    if on_rate_limit not in ("wait", "reject"):
+        raise ValueError(f"on_rate_limit={on_rate_limit!r}: use 'wait' or 'reject'")
+    rule: ApprovalRule = (
+        approval if approval is not None else ("never" if kind == "read" else "always")
+    )
+    if not isinstance(rule, When) and rule not in ("always", "never"):
+        raise ValueError(f"approval={rule!r}: use 'always', 'never' or when(predicate)")
+    limit = None
+    if rate_limit is not None:
+        count, period = parse_rate(rate_limit)
+        limit = RateLimit(count, period)
+
+    def register(fn: Callable[..., Any]) -> Tool:
+        args_model = _args_model(fn)
+        result_type = typing.get_type_hints(fn).get("return", Any)
+        tool_name = name or fn.__name__
+        declared = Tool(
+            name=tool_name,
+            kind=kind,
+            fn=fn,
+            args_model=args_model,
+            result_adapter=TypeAdapter(result_type),
+            approval=rule,
+            approvers=tuple(approvers),
+            four_eyes=four_eyes,
+            expires=parse_duration(expires) if expires is not None else None,
+            on_expiry=on_expiry,
+            rate_limit=limit,
+            on_rate_limit=on_rate_limit,
+            reverse=reverse,
+            idempotent=idempotent if idempotent is not None else kind == "read",
+            description=(inspect.getdoc(fn) or "").split("\n")[0],
+            approvals_channel=approvals_channel,
+            rate_limit_text=rate_limit,
+        )
+        existing = _TOOLS.get(tool_name)
+        if existing is not None and existing.fn.__qualname__ != fn.__qualname__:
+            raise DuplicateName(
+                f"tool {tool_name!r} is declared twice ({existing.fn.__module__} and "
+                f"{fn.__module__}); give one of them name=..."
+            )
+        _TOOLS[tool_name] = declared
+        return declared
+
+    return register

@@ -1,0 +1,239 @@
+"""Read-only snapshots of runs, calls, approvals and tasks, and their stable JSON shapes.
+
+These are what the engine hands to notifiers and callers, and what `--json` prints; users script
+against the JSON, so fields are only ever added.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+def iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+@dataclass(frozen=True)
+class CallView:
+    id: str
+    key: str
+    kind: str
+    name: str
+    status: str
+    input: Any
+    output: Any
+    error: str | None
+    started_at: datetime
+    finished_at: datetime | None
+    idempotency_key: str | None = None
+    reversed_by: str | None = None
+
+    @classmethod
+    def of(cls, row: Any) -> CallView:
+        return cls(
+            id=row.id,
+            key=row.key,
+            kind=row.kind,
+            name=row.name,
+            status=row.status,
+            input=row.input,
+            output=row.output,
+            error=row.error,
+            started_at=row.started_at,
+            finished_at=row.finished_at,
+            idempotency_key=row.idempotency_key,
+            reversed_by=row.reversed_by,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "key": self.key,
+            "kind": self.kind,
+            "name": self.name,
+            "status": self.status,
+            "input": self.input,
+            "output": self.output,
+            "error": self.error,
+            "started_at": iso(self.started_at),
+            "finished_at": iso(self.finished_at),
+            "idempotency_key": self.idempotency_key,
+            "reversed_by": self.reversed_by,
+        }
+
+
+@dataclass(frozen=True)
+class ApprovalView:
+    id: str
+    run_id: str
+    call_id: str
+    call_key: str
+    tool: str
+    tool_kind: str
+    args: Any
+    approvers: list[str]
+    four_eyes: bool
+    trigger_user: str | None
+    status: str
+    requested_at: datetime
+    expires_at: datetime | None
+    decided_by: str | None
+    decided_at: datetime | None
+    reason: str | None
+    pipeline: str | None = None
+
+    @classmethod
+    def of(cls, row: Any, *, pipeline: str | None = None) -> ApprovalView:
+        return cls(
+            id=row.id,
+            run_id=row.run_id,
+            call_id=row.call_id,
+            call_key=row.call_key,
+            tool=row.tool,
+            tool_kind=row.tool_kind,
+            args=row.args,
+            approvers=list(row.approvers or []),
+            four_eyes=bool(row.four_eyes),
+            trigger_user=row.trigger_user,
+            status=row.status,
+            requested_at=row.requested_at,
+            expires_at=row.expires_at,
+            decided_by=row.decided_by,
+            decided_at=row.decided_at,
+            reason=row.reason,
+            pipeline=pipeline,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "type": "approval",
+            "run_id": self.run_id,
+            "pipeline": self.pipeline,
+            "call_id": self.call_id,
+            "call_key": self.call_key,
+            "tool": self.tool,
+            "tool_kind": self.tool_kind,
+            "args": self.args,
+            "approvers": self.approvers,
+            "four_eyes": self.four_eyes,
+            "trigger_user": self.trigger_user,
+            "status": self.status,
+            "requested_at": iso(self.requested_at),
+            "expires_at": iso(self.expires_at),
+            "decided_by": self.decided_by,
+            "decided_at": iso(self.decided_at),
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True)
+class TaskView:
+    id: str
+    run_id: str
+    call_id: str
+    call_key: str
+    name: str
+    question: str
+    output_schema: Any
+    context: Any
+    assignees: list[str]
+    status: str
+    opened_at: datetime
+    answered_by: str | None
+    answered_at: datetime | None
+    answer: Any
+    pipeline: str | None = None
+
+    @classmethod
+    def of(cls, row: Any, *, pipeline: str | None = None) -> TaskView:
+        return cls(
+            id=row.id,
+            run_id=row.run_id,
+            call_id=row.call_id,
+            call_key=row.call_key,
+            name=row.name,
+            question=row.question,
+            output_schema=row.output_schema,
+            context=row.context,
+            assignees=list(row.assignees or []),
+            status=row.status,
+            opened_at=row.opened_at,
+            answered_by=row.answered_by,
+            answered_at=row.answered_at,
+            answer=row.answer,
+            pipeline=pipeline,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "type": "human_task",
+            "run_id": self.run_id,
+            "pipeline": self.pipeline,
+            "call_id": self.call_id,
+            "call_key": self.call_key,
+            "name": self.name,
+            "question": self.question,
+            "output_schema": self.output_schema,
+            "context": self.context,
+            "assignees": self.assignees,
+            "status": self.status,
+            "opened_at": iso(self.opened_at),
+            "answered_by": self.answered_by,
+            "answered_at": iso(self.answered_at),
+            "answer": self.answer,
+        }
+
+
+@dataclass(frozen=True)
+class Run:
+    """A run as it stands: what `trigger()` returns and `gatehouse run --json` prints."""
+
+    id: str
+    pipeline: str
+    status: str
+    input: Any
+    output: Any
+    error: str | None
+    trigger_user: str | None
+    created_at: datetime
+    finished_at: datetime | None
+    waiting_for: list[str] = field(default_factory=list)
+    calls: list[CallView] = field(default_factory=list)
+    approvals: list[ApprovalView] = field(default_factory=list)
+    tasks: list[TaskView] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, row: Any, **extra: Any) -> Run:
+        return cls(
+            id=row.id,
+            pipeline=row.pipeline,
+            status=row.status,
+            input=row.input,
+            output=row.output,
+            error=row.error,
+            trigger_user=row.trigger_user,
+            created_at=row.created_at,
+            finished_at=row.finished_at,
+            **extra,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "pipeline": self.pipeline,
+            "status": self.status,
+            "input": self.input,
+            "output": self.output,
+            "error": self.error,
+            "trigger_user": self.trigger_user,
+            "created_at": iso(self.created_at),
+            "finished_at": iso(self.finished_at),
+            "waiting_for": self.waiting_for,
+            "calls": [c.to_json() for c in self.calls],
+            "approvals": [a.to_json() for a in self.approvals],
+            "tasks": [t.to_json() for t in self.tasks],
+        }

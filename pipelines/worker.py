@@ -1,0 +1,159 @@
+"""The worker loop: expire approvals, wake timers, reclaim orphaned runs, claim and execute.
+
+A claim is a lease renewed by a heartbeat thread while the run executes. A run whose worker
+died is taken over when its lease runs out, or at once when the dead owner was a process on
+this same host (its pid no longer exists).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from datetime import datetime
+
+import structlog
+
+from pipelines.gates import expire_due
+from pipelines.runner import Outcome, execute_claimed
+from pipelines.runtime import Runtime
+from storage import runs as run_rows
+from storage.models import RunStatus
+
+log = structlog.get_logger()
+
+
+def owner_is_dead(worker_id: str | None) -> bool:
+    """True when `worker_id` names a process on this host that no longer exists."""
+    if not worker_id:
+        return True
+    parts = worker_id.split(":")
+    if len(parts) != 3 or parts[0] != socket.gethostname() or not parts[1].isdigit():
+        return False
+    try:
+        os.kill(int(parts[1]), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def wake_due_timers(rt: Runtime) -> list[str]:
+    now = rt.clock.now()
+    with rt.db.transaction() as conn:
+        due = run_rows.due_timers(conn, now)
+    woken = []
+    for run_id in due:
+        with rt.db.transaction() as conn:
+            if run_rows.transition(
+                conn,
+                run_id,
+                from_statuses=[RunStatus.WAITING],
+                to_status=RunStatus.QUEUED,
+                now=now,
+                detail="timer",
+                wake_at=None,
+            ):
+                woken.append(run_id)
+    return woken
+
+
+def reclaim_orphans(rt: Runtime) -> list[str]:
+    """Take over running runs whose owner's lease expired or whose owner process is gone."""
+    now = rt.clock.now()
+    with rt.db.transaction() as conn:
+        candidates = run_rows.orphaned_runs(conn)
+    taken = []
+    for run in candidates:
+        if run.claimed_by == rt.worker_id:
+            continue
+        lease_over = run.lease_until is None or run.lease_until <= now
+        if not (lease_over or owner_is_dead(run.claimed_by)):
+            continue
+        with rt.db.transaction() as conn:
+            if run_rows.reclaim_run(
+                conn,
+                run.id,
+                previous_worker=run.claimed_by,
+                worker=rt.worker_id,
+                now=now,
+                lease=rt.lease,
+            ):
+                log.warning("run.reclaimed", run_id=run.id, previous_worker=run.claimed_by)
+                taken.append(str(run.id))
+    return taken
+
+
+class Worker:
+    """Runs queued runs one at a time until `stop()`; a stop lets the current run finish."""
+
+    def __init__(self, rt: Runtime, *, poll_seconds: float = 0.5) -> None:
+        self.rt = rt
+        self.poll_seconds = poll_seconds
+        self._stop = threading.Event()
+        self.executed = 0
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def tick(self) -> None:
+        expire_due(self.rt)
+        wake_due_timers(self.rt)
+
+    def run_one(self) -> Outcome | None:
+        """Execute one run if there is one to take: an orphan first, then the oldest queued."""
+        self.tick()
+        reclaimed = reclaim_orphans(self.rt)
+        if reclaimed:
+            run_id: str | None = reclaimed[0]
+        else:
+            now = self.rt.clock.now()
+            with self.rt.db.transaction() as conn:
+                run_id = run_rows.claim_next_run(
+                    conn, worker=self.rt.worker_id, now=now, lease=self.rt.lease
+                )
+        if run_id is None:
+            return None
+        return self._execute_with_heartbeat(run_id)
+
+    def run_until_idle(self, max_runs: int = 10_000) -> int:
+        """Execute runs until none is ready (tests and `gatehouse worker --once`)."""
+        count = 0
+        while count < max_runs and not self.stopping and self.run_one() is not None:
+            count += 1
+        return count
+
+    def run_forever(self) -> None:
+        log.info("worker.started", worker=self.rt.worker_id)
+        while not self.stopping:
+            if self.run_one() is None:
+                self._stop.wait(self.poll_seconds)
+        log.info("worker.stopped", worker=self.rt.worker_id, executed=self.executed)
+
+    def _execute_with_heartbeat(self, run_id: str) -> Outcome:
+        done = threading.Event()
+        interval = max(self.rt.lease.total_seconds() / 3, 0.05)
+
+        def renew() -> None:
+            while not done.wait(interval):
+                until: datetime = self.rt.clock.now() + self.rt.lease
+                with self.rt.db.transaction() as conn:
+                    if not run_rows.renew_lease(
+                        conn, run_id, worker=self.rt.worker_id, until=until
+                    ):
+                        return
+
+        heartbeat = threading.Thread(target=renew, name=f"lease-{run_id}", daemon=True)
+        heartbeat.start()
+        try:
+            outcome = execute_claimed(self.rt, run_id)
+        finally:
+            done.set()
+            heartbeat.join()
+        self.executed += 1
+        return outcome

@@ -1,0 +1,85 @@
+"""Approvals and human tasks: inserts and the compare-and-set decisions that end them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Row, Table, insert, select, update
+
+from storage.models import Approval, ApprovalStatus, HumanTask, TaskStatus
+
+approvals_table: Table = Approval.__table__  # type: ignore[assignment]
+tasks_table: Table = HumanTask.__table__  # type: ignore[assignment]
+
+
+def insert_approval(conn: Connection, **values: Any) -> None:
+    conn.execute(
+        insert(approvals_table), {"decided_by": None, "decided_at": None, "reason": None, **values}
+    )
+
+
+def fetch_approval(conn: Connection, approval_id: str) -> Row[Any] | None:
+    return conn.execute(select(approvals_table).where(approvals_table.c.id == approval_id)).first()
+
+
+def approval_for_call(conn: Connection, call_id: str) -> Row[Any] | None:
+    return conn.execute(select(approvals_table).where(approvals_table.c.call_id == call_id)).first()
+
+
+def decide_approval(
+    conn: Connection,
+    approval_id: str,
+    *,
+    status: ApprovalStatus,
+    by: str | None,
+    at: datetime,
+    reason: str | None,
+) -> bool:
+    """Compare-and-set: only a pending approval can be decided; False if it already was."""
+    stmt = (
+        update(approvals_table)
+        .where(
+            approvals_table.c.id == approval_id, approvals_table.c.status == ApprovalStatus.PENDING
+        )
+        .values(status=status, decided_by=by, decided_at=at, reason=reason)
+    )
+    return conn.execute(stmt).rowcount == 1
+
+
+def due_expiries(conn: Connection, now: datetime, limit: int = 100) -> list[str]:
+    query = (
+        select(approvals_table.c.id)
+        .where(
+            approvals_table.c.status == ApprovalStatus.PENDING,
+            approvals_table.c.expires_at <= now,
+        )
+        .order_by(approvals_table.c.expires_at)
+        .limit(limit)
+    )
+    return [str(r) for r in conn.execute(query).scalars()]
+
+
+def insert_task(conn: Connection, **values: Any) -> None:
+    conn.execute(
+        insert(tasks_table),
+        {"answered_by": None, "answered_at": None, "answer": None, **values},
+    )
+
+
+def fetch_task(conn: Connection, task_id: str) -> Row[Any] | None:
+    return conn.execute(select(tasks_table).where(tasks_table.c.id == task_id)).first()
+
+
+def task_for_call(conn: Connection, call_id: str) -> Row[Any] | None:
+    return conn.execute(select(tasks_table).where(tasks_table.c.call_id == call_id)).first()
+
+
+def answer_task(conn: Connection, task_id: str, *, answer: Any, by: str, at: datetime) -> bool:
+    """Compare-and-set: only an open task can be answered; False if it already was."""
+    stmt = (
+        update(tasks_table)
+        .where(tasks_table.c.id == task_id, tasks_table.c.status == TaskStatus.OPEN)
+        .values(status=TaskStatus.ANSWERED, answer=answer, answered_by=by, answered_at=at)
+    )
+    return conn.execute(stmt).rowcount == 1

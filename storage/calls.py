@@ -1,0 +1,139 @@
+"""Recorded `ctx` calls, and the rate-limit count that guards a tool's start.
+
+A tool's start is one transaction: lock the tool's counter (PostgreSQL advisory lock; SQLite's
+`BEGIN IMMEDIATE` already holds the write lock), count its `tool.started` audit rows in the
+window, and either record the start or report when the window frees up. Every process sharing
+the database therefore shares the limit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Row, Table, func, insert, select, text, update
+
+from storage.audit import audit_table
+from storage.models import Call, CallStatus
+
+calls_table: Table = Call.__table__  # type: ignore[assignment]
+_INSERT_CALL = insert(calls_table)
+
+
+def insert_call(
+    conn: Connection,
+    *,
+    call_id: str,
+    run_id: str,
+    seq: int | None,
+    key: str,
+    kind: str,
+    name: str,
+    status: CallStatus,
+    input: Any,
+    started_at: datetime,
+    finished_at: datetime | None = None,
+    output: Any = None,
+    error: str | None = None,
+    idempotency_key: str | None = None,
+    wake_at: datetime | None = None,
+) -> None:
+    conn.execute(
+        _INSERT_CALL,
+        {
+            "id": call_id,
+            "run_id": run_id,
+            "seq": seq,
+            "key": key,
+            "kind": kind,
+            "name": name,
+            "status": status,
+            "input": input,
+            "output": output,
+            "error": error,
+            "idempotency_key": idempotency_key,
+            "started_at": started_at,
+            "finished_at": finished_at,
+            "wake_at": wake_at,
+            "reversed_by": None,
+        },
+    )
+
+
+def update_call(conn: Connection, call_id: str, **values: Any) -> bool:
+    stmt = update(calls_table).where(calls_table.c.id == call_id).values(values)
+    return conn.execute(stmt).rowcount == 1
+
+
+def recorded_calls(conn: Connection, run_id: str) -> list[Row[Any]]:
+    """The run's calls in order (reversals, which have no position, excluded)."""
+    query = (
+        select(calls_table)
+        .where(calls_table.c.run_id == run_id, calls_table.c.seq.is_not(None))
+        .order_by(calls_table.c.seq)
+    )
+    return list(conn.execute(query).all())
+
+
+def fetch_call(conn: Connection, call_id: str) -> Row[Any] | None:
+    return conn.execute(select(calls_table).where(calls_table.c.id == call_id)).first()
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    max_calls: int
+    period: timedelta
+
+
+@dataclass(frozen=True)
+class StartDecision:
+    started: bool
+    retry_at: datetime | None = None
+    used: int = 0
+
+
+def _lock_tool_counter(conn: Connection, tool: str) -> None:
+    if conn.dialect.name == "postgresql":
+        conn.execute(
+            text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": "gatehouse.rate:" + tool}
+        )
+
+
+def tool_starts_in_window(conn: Connection, tool: str, since: datetime) -> list[datetime]:
+    query = (
+        select(audit_table.c.at)
+        .where(
+            audit_table.c.tool == tool,
+            audit_table.c.event == "tool.started",
+            audit_table.c.at > since,
+        )
+        .order_by(audit_table.c.at)
+    )
+    return [row for row in conn.execute(query).scalars()]
+
+
+def count_tool_starts(conn: Connection, tool: str, since: datetime) -> int:
+    query = select(func.count()).where(
+        audit_table.c.tool == tool, audit_table.c.event == "tool.started", audit_table.c.at > since
+    )
+    return int(conn.execute(query).scalar_one())
+
+
+def check_rate_limit(
+    conn: Connection, *, tool: str, now: datetime, limit: RateLimit | None
+) -> StartDecision:
+    """Inside the transaction that records a tool's start: may it start now?
+
+    Locks the tool's counter first so that two processes cannot both see the last free slot.
+    """
+    if limit is None:
+        return StartDecision(started=True)
+    _lock_tool_counter(conn, tool)
+    starts = tool_starts_in_window(conn, tool, now - limit.period)
+    used = len(starts)
+    if used >= limit.max_calls:
+        # A slot frees when the oldest start that keeps the window full leaves it.
+        oldest_blocking = starts[used - limit.max_calls]
+        return StartDecision(started=False, retry_at=oldest_blocking + limit.period, used=used)
+    return StartDecision(started=True, used=used + 1)

@@ -1,0 +1,246 @@
+"""The tables: runs and their transitions, recorded calls, approvals, human tasks, the audit log.
+
+Status values are `StrEnum`s so the engine, the CLI and the bot share one spelling. Indexes are
+chosen for the queries that run on millions of rows: runs by pipeline and time, by status (the
+worker's claim), by finish time (stats, review); audit by tool and time (rate limits).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from storage.types import JSONValue, UTCDateTime
+
+
+class RunStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    WAITING = "waiting"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    REJECTED = "rejected"
+    INVALID_INPUT = "invalid_input"
+    NEEDS_ATTENTION = "needs_attention"
+    CANCELLED = "cancelled"
+
+
+FINISHED_RUN_STATUSES = frozenset(
+    {
+        RunStatus.SUCCEEDED,
+        RunStatus.FAILED,
+        RunStatus.REJECTED,
+        RunStatus.INVALID_INPUT,
+        RunStatus.NEEDS_ATTENTION,
+        RunStatus.CANCELLED,
+    }
+)
+
+
+class CallKind(StrEnum):
+    STEP = "step"
+    TOOL = "tool"
+    LLM = "llm"
+    HUMAN = "human"
+    REVERSAL = "reversal"
+
+
+class CallStatus(StrEnum):
+    STARTED = "started"  # a tool is executing (or crashed while executing)
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    AWAITING_APPROVAL = "awaiting_approval"
+    AWAITING_HUMAN = "awaiting_human"
+    RATE_LIMITED = "rate_limited"
+    REJECTED = "rejected"
+    OUTCOME_UNKNOWN = "outcome_unknown"
+
+
+class ApprovalStatus(StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+
+
+class TaskStatus(StrEnum):
+    OPEN = "open"
+    ANSWERED = "answered"
+    CANCELLED = "cancelled"
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSONValue, Any: JSONValue}
+
+
+class Run(Base):
+    __tablename__ = "runs"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    pipeline: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(20))
+    input: Mapped[Any] = mapped_column(nullable=True)
+    output: Mapped[Any] = mapped_column(nullable=True)
+    error: Mapped[str | None] = mapped_column(Text)
+    trigger_user: Mapped[str | None] = mapped_column(String(200))
+    trigger: Mapped[str] = mapped_column(String(200), default="api")
+    created_at: Mapped[datetime]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime]
+    wake_at: Mapped[datetime | None]
+    claimed_by: Mapped[str | None] = mapped_column(String(200))
+    lease_until: Mapped[datetime | None]
+
+    __table_args__ = (
+        Index("ix_runs_pipeline_created", "pipeline", "created_at"),
+        Index("ix_runs_status_wake", "status", "wake_at"),
+        Index("ix_runs_created", "created_at"),
+        Index("ix_runs_finished", "finished_at"),
+    )
+
+
+class RunEvent(Base):
+    """One row per state transition, so `waiting ↔ queued` cycles keep every timestamp."""
+
+    __tablename__ = "run_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    from_status: Mapped[str | None] = mapped_column(String(20))
+    to_status: Mapped[str] = mapped_column(String(20))
+    at: Mapped[datetime]
+    detail: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_run_events_run", "run_id", "id"),)
+
+
+class Call(Base):
+    """A recorded `ctx` call. `seq` is its position in the run (NULL for out-of-band reversals)."""
+
+    __tablename__ = "calls"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    seq: Mapped[int | None] = mapped_column(Integer)
+    key: Mapped[str] = mapped_column(String(300))
+    kind: Mapped[str] = mapped_column(String(20))
+    name: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(20))
+    input: Mapped[Any] = mapped_column(nullable=True)
+    output: Mapped[Any] = mapped_column(nullable=True)
+    error: Mapped[str | None] = mapped_column(Text)
+    idempotency_key: Mapped[str | None] = mapped_column(String(400))
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    wake_at: Mapped[datetime | None]
+    reversed_by: Mapped[str | None] = mapped_column(String(40))
+
+    __table_args__ = (
+        UniqueConstraint("run_id", "seq", name="uq_calls_run_seq"),
+        Index("ix_calls_run", "run_id", "seq"),
+    )
+
+
+class Approval(Base):
+    __tablename__ = "approvals"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    call_id: Mapped[str] = mapped_column(String(40), unique=True)
+    call_key: Mapped[str] = mapped_column(String(300))
+    tool: Mapped[str] = mapped_column(String(200))
+    tool_kind: Mapped[str] = mapped_column(String(20))
+    args: Mapped[Any] = mapped_column(nullable=True)
+    approvers: Mapped[Any] = mapped_column(nullable=True)
+    four_eyes: Mapped[bool] = mapped_column(Boolean, default=False)
+    trigger_user: Mapped[str | None] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(20))
+    requested_at: Mapped[datetime]
+    expires_at: Mapped[datetime | None]
+    decided_by: Mapped[str | None] = mapped_column(String(200))
+    decided_at: Mapped[datetime | None]
+    reason: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        Index("ix_approvals_status_requested", "status", "requested_at"),
+        Index("ix_approvals_status_expires", "status", "expires_at"),
+        Index("ix_approvals_run", "run_id"),
+    )
+
+
+class HumanTask(Base):
+    __tablename__ = "human_tasks"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    call_id: Mapped[str] = mapped_column(String(40), unique=True)
+    call_key: Mapped[str] = mapped_column(String(300))
+    name: Mapped[str] = mapped_column(String(200))
+    question: Mapped[str] = mapped_column(Text)
+    output_model: Mapped[str] = mapped_column(String(400))
+    output_schema: Mapped[Any] = mapped_column(nullable=True)
+    context: Mapped[Any] = mapped_column(nullable=True)
+    assignees: Mapped[Any] = mapped_column(nullable=True)
+    status: Mapped[str] = mapped_column(String(20))
+    opened_at: Mapped[datetime]
+    answered_by: Mapped[str | None] = mapped_column(String(200))
+    answered_at: Mapped[datetime | None]
+    answer: Mapped[Any] = mapped_column(nullable=True)
+
+    __table_args__ = (
+        Index("ix_human_tasks_status_opened", "status", "opened_at"),
+        Index("ix_human_tasks_run", "run_id"),
+    )
+
+
+class AuditEntry(Base):
+    """Append-only: rows are inserted, never updated. Rate limits count `tool.started` rows."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime]
+    event: Mapped[str] = mapped_column(String(60))
+    actor: Mapped[str | None] = mapped_column(String(200))
+    run_id: Mapped[str | None] = mapped_column(String(40))
+    call_id: Mapped[str | None] = mapped_column(String(40))
+    tool: Mapped[str | None] = mapped_column(String(200))
+    approval_id: Mapped[str | None] = mapped_column(String(40))
+    idempotency_key: Mapped[str | None] = mapped_column(String(400))
+    detail: Mapped[Any] = mapped_column(nullable=True)
+
+    __table_args__ = (
+        Index("ix_audit_tool_event_at", "tool", "event", "at"),
+        Index("ix_audit_run", "run_id"),
+    )
+
+
+class DemoOrder(Base):
+    """DEMO CONNECTOR: a tiny local order table for the example refunds pipeline."""
+
+    __tablename__ = "demo_orders"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    customer: Mapped[str] = mapped_column(String(200))
+    amount_cents: Mapped[int] = mapped_column(Integer)
+    currency: Mapped[str] = mapped_column(String(3))
+    refunded_cents: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class DemoRefund(Base):
+    """DEMO CONNECTOR: refunds "issued" by the example pipeline; keyed for idempotency."""
+
+    __tablename__ = "demo_refunds"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    idempotency_key: Mapped[str] = mapped_column(String(400), unique=True)
+    order_id: Mapped[str] = mapped_column(String(40))
+    amount_cents: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(20))
+    issued_at: Mapped[datetime]
+    reversed_at: Mapped[datetime | None]

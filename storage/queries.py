@@ -1,0 +1,94 @@
+"""Read queries for listings and detail views (the CLI, the bot's commands)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Row, select
+
+from storage.approvals import approvals_table, tasks_table
+from storage.audit import audit_table
+from storage.calls import calls_table
+from storage.models import ApprovalStatus, TaskStatus
+from storage.runs import run_events_table, runs_table
+
+
+def list_runs(
+    conn: Connection,
+    *,
+    pipeline: str | None = None,
+    status: str | None = None,
+    since: datetime | None = None,
+    limit: int = 20,
+) -> list[Row[Any]]:
+    query = select(runs_table).order_by(runs_table.c.created_at.desc()).limit(limit)
+    if pipeline is not None:
+        query = query.where(runs_table.c.pipeline == pipeline)
+    if status is not None:
+        query = query.where(runs_table.c.status == status)
+    if since is not None:
+        query = query.where(runs_table.c.created_at >= since)
+    return list(conn.execute(query).all())
+
+
+def all_calls(conn: Connection, run_id: str) -> list[Row[Any]]:
+    """Every call of a run, reversals included, in the order they started."""
+    query = (
+        select(calls_table)
+        .where(calls_table.c.run_id == run_id)
+        .order_by(calls_table.c.seq.is_(None), calls_table.c.seq, calls_table.c.started_at)
+    )
+    return list(conn.execute(query).all())
+
+
+def approvals_of_run(conn: Connection, run_id: str) -> list[Row[Any]]:
+    query = (
+        select(approvals_table)
+        .where(approvals_table.c.run_id == run_id)
+        .order_by(approvals_table.c.requested_at)
+    )
+    return list(conn.execute(query).all())
+
+
+def tasks_of_run(conn: Connection, run_id: str) -> list[Row[Any]]:
+    query = (
+        select(tasks_table).where(tasks_table.c.run_id == run_id).order_by(tasks_table.c.opened_at)
+    )
+    return list(conn.execute(query).all())
+
+
+def events_of_run(conn: Connection, run_id: str) -> list[Row[Any]]:
+    query = (
+        select(run_events_table)
+        .where(run_events_table.c.run_id == run_id)
+        .order_by(run_events_table.c.id)
+    )
+    return list(conn.execute(query).all())
+
+
+def audit_of_run(conn: Connection, run_id: str) -> list[Row[Any]]:
+    query = select(audit_table).where(audit_table.c.run_id == run_id).order_by(audit_table.c.id)
+    return list(conn.execute(query).all())
+
+
+def pending_approvals(conn: Connection, limit: int = 200) -> list[Row[Any]]:
+    query = (
+        select(approvals_table, runs_table.c.pipeline)
+        .join(runs_table, runs_table.c.id == approvals_table.c.run_id)
+        .where(approvals_table.c.status == ApprovalStatus.PENDING)
+        .order_by(approvals_table.c.requested_at)
+        .limit(limit)
+    )
+    return list(conn.execute(query).all())
+
+
+def open_tasks(conn: Connection, limit: int = 200) -> list[Row[Any]]:
+    query = (
+        select(tasks_table, runs_table.c.pipeline)
+        .join(runs_table, runs_table.c.id == tasks_table.c.run_id)
+        .where(tasks_table.c.status == TaskStatus.OPEN)
+        .order_by(tasks_table.c.opened_at)
+        .limit(limit)
+    )
+    return list(conn.execute(query).all())

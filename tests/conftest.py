@@ -1,0 +1,89 @@
+"""Shared fixtures: a migrated database per test (SQLite; PostgreSQL when configured), a fake
+clock, and a Gatehouse wired to both."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from pipelines import Gatehouse, StaticDirectory, discover
+from storage.db import Database
+from tests.fakes.clock import FakeClock
+from tests.fakes.notifier import RecordingNotifier
+
+POSTGRES_URL = os.environ.get("GATEHOUSE_TEST_POSTGRES_URL")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+GROUPS = {"finance-leads": ["alice", "bob"], "ops": ["olga"]}
+
+discover()
+
+
+@pytest.fixture(scope="session")
+def migrated_sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Run the migrations once; each test copies the resulting file."""
+    path = tmp_path_factory.mktemp("template") / "template.db"
+    db = Database(f"sqlite:///{path}")
+    db.upgrade()
+    db.dispose()
+    return path
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path, migrated_sqlite_template: Path) -> str:
+    target = tmp_path / "gatehouse.db"
+    shutil.copy(migrated_sqlite_template, target)
+    return f"sqlite:///{target}"
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh schema on the test PostgreSQL, migrated; dropped afterwards."""
+    if not POSTGRES_URL:
+        pytest.skip("GATEHOUSE_TEST_POSTGRES_URL is not set")
+    schema = f"t_{secrets.token_hex(6)}"
+    admin = create_engine(POSTGRES_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    separator = "&" if "?" in POSTGRES_URL else "?"
+    url = f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}"
+    Database(url).upgrade()
+    yield url
+    with admin.begin() as conn:
+        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def any_db_url(request: pytest.FixtureRequest) -> str:
+    """Both databases: the test runs on SQLite, and on PostgreSQL when configured."""
+    if request.param == "sqlite":
+        return str(request.getfixturevalue("sqlite_url"))
+    return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def db(sqlite_url: str) -> Iterator[Database]:
+    database = Database(sqlite_url)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def notifier() -> RecordingNotifier:
+    return RecordingNotifier()
+
+
+@pytest.fixture
+def gatehouse(db: Database, clock: FakeClock, notifier: RecordingNotifier) -> Gatehouse:
+    return Gatehouse(db, clock=clock, notifier=notifier, directory=StaticDirectory(GROUPS))

@@ -1,0 +1,1 @@
+"""Fakes that speak the real protocols (time here; Slack and OpenAI over HTTP later)."""
