@@ -13,6 +13,7 @@ import functools
 import time
 import typing
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, TypeVar, cast
 
@@ -39,6 +40,8 @@ from storage import approvals as approval_rows
 from storage import calls as call_rows
 from storage import runs as run_rows
 from storage.audit import append_audit
+from storage.db import Database
+from storage.fastsql import driver_transaction
 from storage.ids import new_id
 from storage.models import ApprovalStatus, CallKind, CallStatus, RunStatus, TaskStatus
 
@@ -94,8 +97,10 @@ class Context:
         pipeline: str,
         trigger_user: str | None,
         recorded: list[Row[Any]],
+        conn: Connection | None = None,
     ) -> None:
         self.run_id = run_id
+        self._conn = conn
         self.pipeline = pipeline
         self.trigger_user = trigger_user
         self._rt = runtime
@@ -145,7 +150,16 @@ class Context:
         if not moved:
             raise LostClaim(self.run_id)
 
-    def _transaction(self) -> Any:
+    def _transaction(self) -> AbstractContextManager[Connection]:
+        """One transaction, on the run's held connection when there is one."""
+        if self._conn is not None:
+            return Database.transaction_on(self._conn)
+        return self._rt.db.transaction()
+
+    def _fast_transaction(self) -> AbstractContextManager[Connection]:
+        """For writes made only through `storage.fastsql` (step records, tool outcomes)."""
+        if self._conn is not None:
+            return driver_transaction(self._conn)
         return self._rt.db.transaction()
 
     # -- ctx.step --------------------------------------------------------------------------
@@ -183,7 +197,7 @@ class Context:
         error: str | None,
     ) -> None:
         try:
-            with self._transaction() as conn:
+            with self._fast_transaction() as conn:
                 call_rows.insert_call(
                     conn,
                     call_id=new_id("call"),
@@ -440,7 +454,7 @@ class Context:
     ) -> None:
         latency_ms = round((time.perf_counter() - began) * 1000, 3)
         now = self._rt.clock.now()
-        with self._transaction() as conn:
+        with self._fast_transaction() as conn:
             call_rows.update_call(
                 conn, call_id, status=status, output=output, error=error, finished_at=now
             )

@@ -75,6 +75,13 @@ def decide(
         raise UnknownApproval(f"no approval {approval_id}; `gatehouse pending` lists the open ones")
     if approval.status != ApprovalStatus.PENDING:
         raise AlreadyDecided(_already_decided_message(approval))
+    if approval.expires_at is not None and approval.expires_at <= rt.clock.now():
+        # Past its deadline but not swept yet (no worker running): expire it now, as the
+        # worker would have, instead of letting a late click approve it.
+        expire_due(rt)
+        with rt.db.transaction() as conn:
+            approval = approval_rows.fetch_approval(conn, approval_id)
+        raise AlreadyDecided(_already_decided_message(approval))
     try:
         check_approver(rt, approval, user)
     except NotAuthorized as refusal:

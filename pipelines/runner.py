@@ -14,6 +14,7 @@ from typing import Any
 
 import structlog
 from pydantic import BaseModel, ValidationError
+from sqlalchemy import Connection
 
 from pipelines.context import Context, describe_args, record_value
 from pipelines.errors import (
@@ -32,6 +33,7 @@ from pipelines.runtime import Runtime, running_in
 from pipelines.views import Run
 from storage import calls as call_rows
 from storage import runs as run_rows
+from storage.fastsql import driver_transaction
 from storage.ids import new_id
 from storage.models import RunStatus
 
@@ -99,22 +101,34 @@ def trigger(
         )
 
     input_json = model.model_dump(mode="json")
-    with rt.db.transaction() as conn:
-        run_rows.insert_run(
-            conn,
-            run_id=run_id,
-            pipeline=name,
-            status=RunStatus.RUNNING if run_here else RunStatus.QUEUED,
-            input=input_json,
-            now=now,
-            trigger_user=user,
-            trigger=source,
-            claimed_by=rt.worker_id if run_here else None,
-            lease_until=now + rt.lease if run_here else None,
-        )
     if not run_here:
+        with rt.db.transaction() as conn:
+            run_rows.insert_run(
+                conn,
+                run_id=run_id,
+                pipeline=name,
+                status=RunStatus.QUEUED,
+                input=input_json,
+                now=now,
+                trigger_user=user,
+                trigger=source,
+            )
         return Run(run_id, name, RunStatus.QUEUED, input_json, None, None, user, now, None)
-    outcome = _execute(rt, pipeline, run_id, model, user, recorded=[])
+    with rt.db.connection() as held:
+        with driver_transaction(held) as conn:
+            run_rows.insert_run(
+                conn,
+                run_id=run_id,
+                pipeline=name,
+                status=RunStatus.RUNNING,
+                input=input_json,
+                now=now,
+                trigger_user=user,
+                trigger=source,
+                claimed_by=rt.worker_id,
+                lease_until=now + rt.lease,
+            )
+        outcome = _execute(rt, held, pipeline, run_id, model, user, recorded=[])
     finished = rt.clock.now() if outcome.status != RunStatus.WAITING else None
     return Run(
         run_id,
@@ -132,7 +146,12 @@ def trigger(
 
 def execute_claimed(rt: Runtime, run_id: str) -> Outcome:
     """Execute a run this process has claimed (status `running`, `claimed_by` us)."""
-    with rt.db.transaction() as conn:
+    with rt.db.connection() as held:
+        return _load_and_execute(rt, held, run_id)
+
+
+def _load_and_execute(rt: Runtime, held: Connection, run_id: str) -> Outcome:
+    with rt.db.transaction_on(held) as conn:
         run = run_rows.fetch_run(conn, run_id)
         if run is None:
             raise UnknownRun(f"no run {run_id}")
@@ -149,12 +168,13 @@ def execute_claimed(rt: Runtime, run_id: str) -> Outcome:
             else f"cannot resume: the recorded input no longer fits {run.pipeline}'s input model: "
             f"{format_validation_errors(exc)}"
         )
-        return _finish(rt, run_id, Outcome(RunStatus.FAILED, error=message))
-    return _execute(rt, pipeline, run_id, model, run.trigger_user, recorded=recorded)
+        return _finish(rt, held, run_id, Outcome(RunStatus.FAILED, error=message))
+    return _execute(rt, held, pipeline, run_id, model, run.trigger_user, recorded=recorded)
 
 
 def _execute(
     rt: Runtime,
+    held: Connection,
     pipeline: Pipeline,
     run_id: str,
     model: BaseModel,
@@ -163,7 +183,12 @@ def _execute(
     recorded: list[Any],
 ) -> Outcome:
     ctx = Context(
-        rt, run_id=run_id, pipeline=pipeline.name, trigger_user=trigger_user, recorded=recorded
+        rt,
+        run_id=run_id,
+        pipeline=pipeline.name,
+        trigger_user=trigger_user,
+        recorded=recorded,
+        conn=held,
     )
     with (
         running_in(rt),
@@ -195,12 +220,12 @@ def _execute(
         except Exception as exc:
             log.warning("run.failed", error=str(exc), traceback=traceback.format_exc())
             outcome = Outcome(RunStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
-        return _finish(rt, run_id, outcome)
+        return _finish(rt, held, run_id, outcome)
 
 
-def _finish(rt: Runtime, run_id: str, outcome: Outcome) -> Outcome:
+def _finish(rt: Runtime, held: Connection, run_id: str, outcome: Outcome) -> Outcome:
     now = rt.clock.now()
-    with rt.db.transaction() as conn:
+    with driver_transaction(held) as conn:
         moved = run_rows.transition(
             conn,
             run_id,

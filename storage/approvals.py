@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, Table, insert, select, update
+from sqlalchemy import Connection, Row, Table, select
 
+from storage.fastsql import fast_insert, fast_update
 from storage.models import Approval, ApprovalStatus, HumanTask, TaskStatus
 
 approvals_table: Table = Approval.__table__  # type: ignore[assignment]
@@ -14,9 +15,7 @@ tasks_table: Table = HumanTask.__table__  # type: ignore[assignment]
 
 
 def insert_approval(conn: Connection, **values: Any) -> None:
-    conn.execute(
-        insert(approvals_table), {"decided_by": None, "decided_at": None, "reason": None, **values}
-    )
+    fast_insert(conn, approvals_table, values)
 
 
 def fetch_approval(conn: Connection, approval_id: str) -> Row[Any] | None:
@@ -37,14 +36,9 @@ def decide_approval(
     reason: str | None,
 ) -> bool:
     """Compare-and-set: only a pending approval can be decided; False if it already was."""
-    stmt = (
-        update(approvals_table)
-        .where(
-            approvals_table.c.id == approval_id, approvals_table.c.status == ApprovalStatus.PENDING
-        )
-        .values(status=status, decided_by=by, decided_at=at, reason=reason)
-    )
-    return conn.execute(stmt).rowcount == 1
+    values = {"status": status, "decided_by": by, "decided_at": at, "reason": reason}
+    where = {"id": approval_id, "status": ApprovalStatus.PENDING}
+    return fast_update(conn, approvals_table, values, where) == 1
 
 
 def due_expiries(conn: Connection, now: datetime, limit: int = 100) -> list[str]:
@@ -61,10 +55,7 @@ def due_expiries(conn: Connection, now: datetime, limit: int = 100) -> list[str]
 
 
 def insert_task(conn: Connection, **values: Any) -> None:
-    conn.execute(
-        insert(tasks_table),
-        {"answered_by": None, "answered_at": None, "answer": None, **values},
-    )
+    fast_insert(conn, tasks_table, values)
 
 
 def fetch_task(conn: Connection, task_id: str) -> Row[Any] | None:
@@ -77,9 +68,6 @@ def task_for_call(conn: Connection, call_id: str) -> Row[Any] | None:
 
 def answer_task(conn: Connection, task_id: str, *, answer: Any, by: str, at: datetime) -> bool:
     """Compare-and-set: only an open task can be answered; False if it already was."""
-    stmt = (
-        update(tasks_table)
-        .where(tasks_table.c.id == task_id, tasks_table.c.status == TaskStatus.OPEN)
-        .values(status=TaskStatus.ANSWERED, answer=answer, answered_by=by, answered_at=at)
-    )
-    return conn.execute(stmt).rowcount == 1
+    values = {"status": TaskStatus.ANSWERED, "answer": answer, "answered_by": by, "answered_at": at}
+    where = {"id": task_id, "status": TaskStatus.OPEN}
+    return fast_update(conn, tasks_table, values, where) == 1

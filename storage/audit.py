@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, insert
+from sqlalchemy import Connection, Table
 
+from storage.fastsql import fast_insert
 from storage.models import AuditEntry
 
 audit_table: Table = AuditEntry.__table__  # type: ignore[assignment]
-_INSERT = insert(audit_table)
 
 
 def append_audit(
@@ -26,8 +26,9 @@ def append_audit(
     idempotency_key: str | None = None,
     detail: Any = None,
 ) -> None:
-    conn.execute(
-        _INSERT,
+    fast_insert(
+        conn,
+        audit_table,
         {
             "event": event,
             "at": at,

@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, Table, func, insert, select, text, update
+from sqlalchemy import Connection, Row, Table, func, select, text
 
 from storage.audit import audit_table
+from storage.fastsql import fast_insert, fast_update
 from storage.models import Call, CallStatus
 
 calls_table: Table = Call.__table__  # type: ignore[assignment]
-_INSERT_CALL = insert(calls_table)
 
 
 def insert_call(
@@ -39,8 +39,9 @@ def insert_call(
     idempotency_key: str | None = None,
     wake_at: datetime | None = None,
 ) -> None:
-    conn.execute(
-        _INSERT_CALL,
+    fast_insert(
+        conn,
+        calls_table,
         {
             "id": call_id,
             "run_id": run_id,
@@ -62,8 +63,7 @@ def insert_call(
 
 
 def update_call(conn: Connection, call_id: str, **values: Any) -> bool:
-    stmt = update(calls_table).where(calls_table.c.id == call_id).values(values)
-    return conn.execute(stmt).rowcount == 1
+    return fast_update(conn, calls_table, values, {"id": call_id}) == 1
 
 
 def recorded_calls(conn: Connection, run_id: str) -> list[Row[Any]]:

@@ -47,7 +47,8 @@ def _tune_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # Straight to the driver: this runs for every transaction.
+        connection.connection.driver_connection.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
 
 
 def create_database_engine(url: str) -> Engine:
@@ -91,6 +92,19 @@ class Database:
     def transaction(self) -> Iterator[Connection]:
         """A connection inside one transaction, committed on success, rolled back on error."""
         with self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def connection(self) -> Iterator[Connection]:
+        """A connection held across several transactions (one run's execution)."""
+        with self.engine.connect() as conn:
+            yield conn
+
+    @staticmethod
+    @contextmanager
+    def transaction_on(conn: Connection) -> Iterator[Connection]:
+        """One transaction on a held connection."""
+        with conn.begin():
             yield conn
 
     @contextmanager

@@ -11,14 +11,13 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, Table, insert, select, update
+from sqlalchemy import Connection, Row, Table, select
 
+from storage.fastsql import fast_insert, fast_update
 from storage.models import Run, RunEvent, RunStatus
 
 runs_table: Table = Run.__table__  # type: ignore[assignment]
 run_events_table: Table = RunEvent.__table__  # type: ignore[assignment]
-_INSERT_RUN = insert(runs_table)
-_INSERT_EVENT = insert(run_events_table)
 
 
 def insert_run(
@@ -37,14 +36,14 @@ def insert_run(
 ) -> None:
     """Insert a run; a run created already running (claimed by its creator) records both steps."""
     finished = status not in (RunStatus.QUEUED, RunStatus.RUNNING)
-    conn.execute(
-        _INSERT_RUN,
+    fast_insert(
+        conn,
+        runs_table,
         {
             "id": run_id,
             "pipeline": pipeline,
             "status": status,
             "input": input,
-            "output": None,
             "error": error,
             "trigger_user": trigger_user,
             "trigger": trigger,
@@ -52,15 +51,37 @@ def insert_run(
             "started_at": now if status == RunStatus.RUNNING else None,
             "finished_at": now if finished else None,
             "updated_at": now,
-            "wake_at": None,
             "claimed_by": claimed_by,
             "lease_until": lease_until,
         },
     )
-    events = [{"run_id": run_id, "from_status": None, "to_status": "queued", "at": now}]
+    events = [{"run_id": run_id, "to_status": RunStatus.QUEUED, "at": now}]
     if status != RunStatus.QUEUED:
-        events.append({"run_id": run_id, "from_status": "queued", "to_status": status, "at": now})
-    conn.execute(_INSERT_EVENT, [{**e, "detail": None} for e in events])
+        events.append(
+            {"run_id": run_id, "from_status": RunStatus.QUEUED, "to_status": status, "at": now}
+        )
+    fast_insert(conn, run_events_table, events)
+
+
+def _record_event(
+    conn: Connection,
+    run_id: str,
+    from_status: str | None,
+    to_status: str,
+    now: datetime,
+    detail: str | None,
+) -> None:
+    fast_insert(
+        conn,
+        run_events_table,
+        {
+            "run_id": run_id,
+            "from_status": from_status,
+            "to_status": to_status,
+            "at": now,
+            "detail": detail,
+        },
+    )
 
 
 def transition(
@@ -76,31 +97,17 @@ def transition(
 ) -> bool:
     """Move a run to `to_status` if it is in one of `from_statuses` (and, when given, still
     claimed by `claimed_by`). Returns whether this call made the move."""
-    sources = list(from_statuses)
-    stmt = update(runs_table).where(runs_table.c.id == run_id)
-    stmt = stmt.where(
-        runs_table.c.status.in_(sources) if len(sources) > 1 else runs_table.c.status == sources[0]
-    )
+    sources = tuple(from_statuses)
+    where: dict[str, Any] = {"id": run_id, "status": sources if len(sources) > 1 else sources[0]}
     if claimed_by is not None:
-        stmt = stmt.where(runs_table.c.claimed_by == claimed_by)
+        where["claimed_by"] = claimed_by
     values: dict[str, Any] = {"status": to_status, "updated_at": now, **fields}
     if to_status != RunStatus.RUNNING:
         values.setdefault("claimed_by", None)
         values.setdefault("lease_until", None)
-    result = conn.execute(stmt.values(values))
-    if result.rowcount != 1:
+    if fast_update(conn, runs_table, values, where) != 1:
         return False
-    from_status = sources[0] if len(sources) == 1 else None
-    conn.execute(
-        _INSERT_EVENT,
-        {
-            "run_id": run_id,
-            "from_status": from_status,
-            "to_status": to_status,
-            "at": now,
-            "detail": detail,
-        },
-    )
+    _record_event(conn, run_id, sources[0] if len(sources) == 1 else None, to_status, now, detail)
     return True
 
 
@@ -127,31 +134,17 @@ def _claim(
     now: datetime,
     lease: timedelta,
     started_at: datetime,
-    from_status: RunStatus = RunStatus.QUEUED,
 ) -> bool:
-    stmt = (
-        update(runs_table)
-        .where(runs_table.c.id == run_id, runs_table.c.status == from_status)
-        .values(
-            status=RunStatus.RUNNING,
-            claimed_by=worker,
-            lease_until=now + lease,
-            started_at=started_at,
-            updated_at=now,
-        )
-    )
-    if conn.execute(stmt).rowcount != 1:
+    values = {
+        "status": RunStatus.RUNNING,
+        "claimed_by": worker,
+        "lease_until": now + lease,
+        "started_at": started_at,
+        "updated_at": now,
+    }
+    if fast_update(conn, runs_table, values, {"id": run_id, "status": RunStatus.QUEUED}) != 1:
         return False
-    conn.execute(
-        _INSERT_EVENT,
-        {
-            "run_id": run_id,
-            "from_status": from_status,
-            "to_status": RunStatus.RUNNING,
-            "at": now,
-            "detail": worker,
-        },
-    )
+    _record_event(conn, run_id, RunStatus.QUEUED, RunStatus.RUNNING, now, worker)
     return True
 
 
@@ -185,27 +178,12 @@ def reclaim_run(
     lease: timedelta,
 ) -> bool:
     """Take over a running run whose worker is gone (lease expired or process dead)."""
-    stmt = update(runs_table).where(
-        runs_table.c.id == run_id, runs_table.c.status == RunStatus.RUNNING
-    )
-    stmt = stmt.where(
-        runs_table.c.claimed_by == previous_worker
-        if previous_worker is not None
-        else runs_table.c.claimed_by.is_(None)
-    )
-    result = conn.execute(stmt.values(claimed_by=worker, lease_until=now + lease, updated_at=now))
-    if result.rowcount != 1:
+    values = {"claimed_by": worker, "lease_until": now + lease, "updated_at": now}
+    where = {"id": run_id, "status": RunStatus.RUNNING, "claimed_by": previous_worker}
+    if fast_update(conn, runs_table, values, where) != 1:
         return False
-    conn.execute(
-        _INSERT_EVENT,
-        {
-            "run_id": run_id,
-            "from_status": RunStatus.RUNNING,
-            "to_status": RunStatus.RUNNING,
-            "at": now,
-            "detail": f"reclaimed from {previous_worker} by {worker}",
-        },
-    )
+    detail = f"reclaimed from {previous_worker} by {worker}"
+    _record_event(conn, run_id, RunStatus.RUNNING, RunStatus.RUNNING, now, detail)
     return True
 
 
@@ -218,16 +196,8 @@ def orphaned_runs(conn: Connection) -> list[Row[Any, Any, Any]]:
 
 
 def renew_lease(conn: Connection, run_id: str, *, worker: str, until: datetime) -> bool:
-    stmt = (
-        update(runs_table)
-        .where(
-            runs_table.c.id == run_id,
-            runs_table.c.status == RunStatus.RUNNING,
-            runs_table.c.claimed_by == worker,
-        )
-        .values(lease_until=until)
-    )
-    return conn.execute(stmt).rowcount == 1
+    where = {"id": run_id, "status": RunStatus.RUNNING, "claimed_by": worker}
+    return fast_update(conn, runs_table, {"lease_until": until}, where) == 1
 
 
 def due_timers(conn: Connection, now: datetime, limit: int = 100) -> list[str]:

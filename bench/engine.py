@@ -1,0 +1,230 @@
+"""Benchmark: the cost of a durable 3-step run on SQLite, against the raw sqlite3 floor.
+
+    python bench/engine.py [--runs 2000]
+
+Prints the median ms per run for (1) Gatehouse running a 3-step pipeline (no LLM, no approval)
+sequentially, and (2) stdlib sqlite3 writing the same rows (1 run insert, 3 call rows, 1 run
+update; 5 commits) in WAL mode with the same pragmas — and the resume latency from `approve`
+to the run's next call starting. Run by hand; not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import secrets
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from pydantic import BaseModel  # noqa: E402
+
+from pipelines import Context, Gatehouse, StaticDirectory, pipeline, tool  # noqa: E402
+from pipelines.logs import configure_logging  # noqa: E402
+from storage.db import Database  # noqa: E402
+
+
+class BenchInput(BaseModel):
+    n: int
+
+
+class BumpArgs(BaseModel):
+    n: int
+
+
+def double(n: int) -> int:
+    return n * 2
+
+
+def add_one(n: int) -> int:
+    return n + 1
+
+
+def describe(n: int) -> str:
+    return f"n={n}"
+
+
+@pipeline("bench_three_steps", input=BenchInput)
+def three_steps(ctx: Context, data: BenchInput) -> dict[str, object]:
+    a = ctx.step("double", double, data.n)
+    b = ctx.step("add_one", add_one, a)
+    text = ctx.step("describe", describe, b)
+    return {"value": b, "text": text}
+
+
+NEXT_CALL_STARTED: list[float] = []
+
+
+@tool(kind="write", approval="always")
+def bench_gated(args: BumpArgs, *, idempotency_key: str) -> int:
+    NEXT_CALL_STARTED.append(time.perf_counter())
+    return args.n
+
+
+@pipeline("bench_gated", input=BenchInput)
+def gated(ctx: Context, data: BenchInput) -> int:
+    a = ctx.step("double", double, data.n)
+    result: int = ctx.tool(bench_gated, BumpArgs(n=a))
+    return result
+
+
+def bench_engine(runs: int, workdir: Path) -> list[float]:
+    db = Database(f"sqlite:///{workdir}/engine.db")
+    db.upgrade()
+    gatehouse = Gatehouse(db)
+    for i in range(50):  # warm-up: caches, statement compilation
+        gatehouse.trigger("bench_three_steps", {"n": i})
+    timings = []
+    for i in range(runs):
+        start = time.perf_counter()
+        run = gatehouse.trigger("bench_three_steps", {"n": i})
+        timings.append((time.perf_counter() - start) * 1000)
+        assert run.status == "succeeded", run.error
+    db.dispose()
+    return timings
+
+
+FLOOR_SCHEMA = """
+CREATE TABLE runs (id TEXT PRIMARY KEY, pipeline TEXT, status TEXT, input TEXT, output TEXT,
+    created_at TEXT, finished_at TEXT);
+CREATE TABLE calls (id TEXT PRIMARY KEY, run_id TEXT, seq INTEGER, key TEXT, kind TEXT,
+    status TEXT, input TEXT, output TEXT, started_at TEXT, finished_at TEXT);
+CREATE UNIQUE INDEX calls_run_seq ON calls (run_id, seq);
+CREATE INDEX runs_pipeline_created ON runs (pipeline, created_at);
+"""
+
+
+def bench_floor(runs: int, workdir: Path) -> list[float]:
+    conn = sqlite3.connect(workdir / "floor.db", isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.executescript(FLOOR_SCHEMA)
+    timings = []
+    for i in range(runs + 50):
+        start = time.perf_counter()
+        run_id = "run_" + secrets.token_hex(8)
+        now = datetime.now(UTC).isoformat()
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(
+            "INSERT INTO runs VALUES (?, ?, 'running', ?, NULL, ?, NULL)",
+            (run_id, "bench", json.dumps({"n": i}), now),
+        )
+        conn.execute("COMMIT")
+        values = [i * 2, i * 2 + 1, f"n={i * 2 + 1}"]
+        for seq, (name, value) in enumerate(zip(("double", "add_one", "describe"), values, strict=True)):
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(
+                "INSERT INTO calls VALUES (?, ?, ?, ?, 'step', 'succeeded', ?, ?, ?, ?)",
+                ("call_" + secrets.token_hex(8), run_id, seq, f"{name}#1", json.dumps([i]), json.dumps(value), now, now),
+            )
+            conn.execute("COMMIT")
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(
+            "UPDATE runs SET status='succeeded', output=?, finished_at=? WHERE id=?",
+            (json.dumps({"value": values[1], "text": values[2]}), now, run_id),
+        )
+        conn.execute("COMMIT")
+        if i >= 50:
+            timings.append((time.perf_counter() - start) * 1000)
+    conn.close()
+    return timings
+
+
+def bench_schema_floor(runs: int, workdir: Path) -> list[float]:
+    """Raw sqlite3 writing exactly the rows the engine writes, into Gatehouse's own schema
+    (same tables, same indexes, plus the run_events rows): the storage cost alone."""
+    Database(f"sqlite:///{workdir}/schema_floor.db").upgrade()
+    conn = sqlite3.connect(workdir / "schema_floor.db", isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    timings = []
+    for i in range(runs + 50):
+        start = time.perf_counter()
+        run_id = "run_" + secrets.token_hex(8)
+        now = datetime.now(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(
+            "INSERT INTO runs (id, pipeline, status, input, trigger, created_at, started_at, "
+            "updated_at, claimed_by, lease_until) VALUES (?, 'bench', 'running', ?, 'api', ?, ?, ?, 'w', ?)",
+            (run_id, json.dumps({"n": i}), now, now, now, now),
+        )
+        conn.executemany(
+            "INSERT INTO run_events (run_id, from_status, to_status, at) VALUES (?, ?, ?, ?)",
+            [(run_id, None, "queued", now), (run_id, "queued", "running", now)],
+        )
+        conn.execute("COMMIT")
+        values = [i * 2, i * 2 + 1, f"n={i * 2 + 1}"]
+        for seq, (name, value) in enumerate(zip(("double", "add_one", "describe"), values, strict=True)):
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(
+                "INSERT INTO calls (id, run_id, seq, key, kind, name, status, input, output, "
+                "started_at, finished_at) VALUES (?, ?, ?, ?, 'step', ?, 'succeeded', ?, ?, ?, ?)",
+                ("call_" + secrets.token_hex(8), run_id, seq, f"{name}#1", name, json.dumps([i]), json.dumps(value), now, now),
+            )
+            conn.execute("COMMIT")
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(
+            "UPDATE runs SET status='succeeded', output=?, finished_at=?, updated_at=?, claimed_by=NULL, "
+            "lease_until=NULL WHERE id=? AND status='running' AND claimed_by='w'",
+            (json.dumps({"value": values[1], "text": values[2]}), now, now, run_id),
+        )
+        conn.execute(
+            "INSERT INTO run_events (run_id, from_status, to_status, at) VALUES (?, 'running', 'succeeded', ?)",
+            (run_id, now),
+        )
+        conn.execute("COMMIT")
+        if i >= 50:
+            timings.append((time.perf_counter() - start) * 1000)
+    conn.close()
+    return timings
+
+
+def bench_resume(samples: int, workdir: Path) -> list[float]:
+    """From calling approve() to the gated tool starting, in the same process."""
+    db = Database(f"sqlite:///{workdir}/resume.db")
+    db.upgrade()
+    gatehouse = Gatehouse(db, directory=StaticDirectory({}))
+    latencies = []
+    for i in range(samples + 10):
+        run = gatehouse.trigger("bench_gated", {"n": i}, user="alice")
+        approval_id = run.waiting_for[0]
+        NEXT_CALL_STARTED.clear()
+        start = time.perf_counter()
+        gatehouse.approve(approval_id, user="bob")
+        gatehouse.resume(run.id)
+        if i >= 10:
+            latencies.append((NEXT_CALL_STARTED[0] - start) * 1000)
+    db.dispose()
+    return latencies
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=2000)
+    parser.add_argument("--resumes", type=int, default=300)
+    args = parser.parse_args()
+    configure_logging("console", "warning")
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        floor = bench_floor(args.runs, workdir)
+        schema_floor = bench_schema_floor(args.runs, workdir)
+        engine = bench_engine(args.runs, workdir)
+        resume = bench_resume(args.resumes, workdir)
+    floor_ms = statistics.median(floor)
+    engine_ms = statistics.median(engine)
+    print(f"runs: {args.runs} sequential 3-step runs on SQLite (WAL, synchronous=NORMAL)")
+    print(f"floor  (sqlite3, 5 rows, 5 commits): median {floor_ms:.3f} ms/run")
+    print(f"schema floor (sqlite3, the engine's rows in its schema): median {statistics.median(schema_floor):.3f} ms/run")
+    print(f"engine (Gatehouse.trigger):           median {engine_ms:.3f} ms/run, p90 {statistics.quantiles(engine, n=10)[-1]:.3f} ms")
+    print(f"ratio engine/floor: {engine_ms / floor_ms:.1f}x (target <= 3x); engine/schema floor: {engine_ms / statistics.median(schema_floor):.1f}x")
+    print(f"resume, approve() -> next call starts: median {statistics.median(resume):.3f} ms, p90 {statistics.quantiles(resume, n=10)[-1]:.3f} ms")
+
+
+if __name__ == "__main__":
+    main()
