@@ -1,0 +1,402 @@
+"""Terminal formatting for the CLI: pure functions from engine views to lines of text.
+
+Nothing here prints or touches the database; `bot.cli` and the terminal notifier print what
+these return. The JSON shapes are not built here: `--json` prints the views' own `to_json()`.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from pipelines import ApprovalView, Pipeline, ReplayReport, Run, TaskView
+from pipelines.views import CallView
+
+USER = "USER"  # the placeholder in suggested commands
+
+
+def compact(value: Any) -> str:
+    """One-line JSON, as a user would type it back."""
+    return json.dumps(value, ensure_ascii=False, separators=(", ", ": "), default=str)
+
+
+def pretty_json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, indent=2, default=str)
+
+
+def when(value: datetime | None) -> str:
+    return "-" if value is None else value.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def clock(value: datetime | None) -> str:
+    return "-" if value is None else value.strftime("%H:%M:%S.%f")[:-3]
+
+
+def took(start: datetime | None, end: datetime | None) -> str:
+    if start is None or end is None:
+        return "-"
+    seconds = (end - start).total_seconds()
+    if seconds < 1:
+        return f"{seconds * 1000:.1f} ms"
+    if seconds < 120:
+        return f"{seconds:.2f} s"
+    return f"{seconds / 60:.1f} min"
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    """Left-aligned columns separated by two spaces; the last column is not padded."""
+    all_rows = [list(headers), *[list(r) for r in rows]]
+    widths = [max(len(row[i]) for row in all_rows) for i in range(len(headers))]
+    lines = []
+    for row in all_rows:
+        cells = [cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])] + [row[-1]]
+        lines.append("  ".join(cells).rstrip())
+    return lines
+
+
+# -- commands to suggest -------------------------------------------------------------------
+
+
+def approve_command(approval_id: str) -> str:
+    return f"gatehouse approve {approval_id} --as {USER}"
+
+
+def reject_command(approval_id: str) -> str:
+    return f'gatehouse reject {approval_id} --as {USER} --reason "..."'
+
+
+def answer_command(task: TaskView) -> str:
+    example = {name: "..." for name in schema_properties(task.output_schema)}
+    return f"gatehouse answer {task.id} --as {USER} --answer {shlex.quote(compact(example))}"
+
+
+# -- pipelines -------------------------------------------------------------------------------
+
+
+def schema_properties(schema: Any) -> dict[str, Any]:
+    if not isinstance(schema, dict):
+        return {}
+    props = schema.get("properties")
+    return props if isinstance(props, dict) else {}
+
+
+def schema_type(prop: dict[str, Any]) -> str:
+    if "enum" in prop:
+        return " | ".join(compact(v) for v in prop["enum"])
+    if "const" in prop:
+        return compact(prop["const"])
+    if "$ref" in prop:
+        return str(prop["$ref"]).rsplit("/", 1)[-1]
+    if "anyOf" in prop:
+        return " | ".join(schema_type(p) for p in prop["anyOf"] if isinstance(p, dict))
+    kind = prop.get("type", "any")
+    if kind == "array" and isinstance(prop.get("items"), dict):
+        return f"list of {schema_type(prop['items'])}"
+    return str(kind)
+
+
+_CONSTRAINTS = {
+    "exclusiveMinimum": "> {}",
+    "minimum": ">= {}",
+    "exclusiveMaximum": "< {}",
+    "maximum": "<= {}",
+    "minLength": "at least {} chars",
+    "maxLength": "at most {} chars",
+    "pattern": "matches {}",
+}
+
+
+def schema_constraints(prop: dict[str, Any]) -> list[str]:
+    found = [text.format(prop[key]) for key, text in _CONSTRAINTS.items() if key in prop]
+    for option in prop.get("anyOf", []):
+        if isinstance(option, dict) and option.get("type") == "number":
+            found += schema_constraints(option)
+    if "default" in prop:
+        found.append(f"default {compact(prop['default'])}")
+    return found
+
+
+def field_lines(schema: Any, indent: str = "    ") -> list[str]:
+    required = set(schema.get("required", [])) if isinstance(schema, dict) else set()
+    rows = []
+    for name, prop in schema_properties(schema).items():
+        prop = prop if isinstance(prop, dict) else {}
+        notes = ["required" if name in required else "optional", *schema_constraints(prop)]
+        description = prop.get("description", "")
+        rows.append(
+            [
+                name,
+                schema_type(prop),
+                ", ".join(notes) + (f" — {description}" if description else ""),
+            ]
+        )
+    if not rows:
+        return [f"{indent}(no fields)"]
+    return [indent + line for line in table(["field", "type", "notes"], rows)]
+
+
+def pipeline_json(p: Pipeline) -> dict[str, Any]:
+    return {
+        "name": p.name,
+        "description": p.description,
+        "input_schema": p.input_model.model_json_schema(),
+        "triggers": [t.describe() for t in p.triggers],
+    }
+
+
+def pipeline_lines(p: Pipeline) -> list[str]:
+    schema = p.input_model.model_json_schema()
+    triggers = ", ".join(t.describe() for t in p.triggers) or "none (trigger from the CLI)"
+    return [
+        f"{p.name}" + (f" — {p.description}" if p.description else ""),
+        f"  input ({p.input_model.__name__}):",
+        *field_lines(schema),
+        f"  triggers: {triggers}",
+        f"  run it:   gatehouse trigger {p.name} --input '{{...}}'",
+    ]
+
+
+# -- runs --------------------------------------------------------------------------------------
+
+
+def runs_table(runs: Sequence[Run]) -> list[str]:
+    if not runs:
+        return ["no runs match"]
+    rows = [
+        [
+            r.id,
+            r.pipeline,
+            r.status,
+            r.trigger_user or "-",
+            when(r.created_at),
+            took(r.created_at, r.finished_at),
+        ]
+        for r in runs
+    ]
+    return table(["run", "pipeline", "status", "user", "created", "took"], rows)
+
+
+def approval_detail(a: ApprovalView) -> str:
+    parts = [f"approvers {', '.join(a.approvers) or 'anyone'}"]
+    if a.four_eyes and a.trigger_user:
+        parts.append(f"four-eyes: not {a.trigger_user}")
+    if a.expires_at is not None:
+        parts.append(f"expires {when(a.expires_at)}")
+    return "; ".join(parts)
+
+
+def waiting_lines(run: Run) -> list[str]:
+    """What a waiting run waits for, and the exact commands that move it on."""
+    lines = []
+    for a in run.approvals:
+        if a.status != "pending":
+            continue
+        lines += [
+            f"  waiting for approval {a.id} to call {a.tool}",
+            f"    {approval_detail(a)}",
+            f"    approve: {approve_command(a.id)}",
+            f"    reject:  {reject_command(a.id)}",
+        ]
+    for t in run.tasks:
+        if t.status != "open":
+            continue
+        lines += [
+            f"  waiting for human task {t.id}: {t.question}",
+            f"    answer: {answer_command(t)}",
+        ]
+    if run.status == "waiting" and not lines:
+        lines.append("  waiting for a timer (a rate-limit window); `gatehouse worker` wakes it")
+    return lines
+
+
+def run_summary(run: Run) -> list[str]:
+    """A few lines after trigger/approve/answer: where the run stands now."""
+    lines = [f"run {run.id} ({run.pipeline}): {run.status}"]
+    if run.status == "queued":
+        lines.append("  queued: `gatehouse worker` will carry it on")
+    if run.output is not None:
+        lines.append(f"  output: {compact(run.output)}")
+    if run.error:
+        lines.append(f"  error:  {run.error}")
+    lines += waiting_lines(run)
+    if run.status not in ("queued", "waiting"):
+        lines.append(f"  details: gatehouse run {run.id}")
+    return lines
+
+
+def call_lines(number: str, c: CallView, key_width: int = 0) -> list[str]:
+    head = f"{number:>3}  {c.kind:<8}  {c.key:<{key_width}}  {c.status:<17}"
+    lines = [f"{head}  {took(c.started_at, c.finished_at):>9}  {c.id}"]
+    lines.append(f"       input:  {compact(c.input)}")
+    if c.output is not None or c.status == "succeeded":
+        lines.append(f"       output: {compact(c.output)}")
+    if c.error:
+        lines.append(f"       error:  {c.error}")
+    if c.reversed_by:
+        lines.append(f"       undone by call {c.reversed_by}")
+    return lines
+
+
+def run_detail(run: Run, history: dict[str, Any]) -> list[str]:
+    lines = [
+        f"run {run.id}",
+        f"  pipeline:  {run.pipeline}",
+        f"  status:    {run.status}",
+        f"  triggered: {when(run.created_at)} by {run.trigger_user or '-'}",
+        f"  finished:  {when(run.finished_at)} (took {took(run.created_at, run.finished_at)})",
+        f"  input:     {compact(run.input)}",
+        f"  output:    {compact(run.output)}",
+    ]
+    if run.error:
+        lines.append(f"  error:     {run.error}")
+    lines += waiting_lines(run)
+    lines += ["", f"calls ({len(run.calls)})"]
+    position = 0
+    width = max((len(c.key) for c in run.calls), default=3)
+    if run.calls:
+        lines.append(
+            f"{'#':>3}  {'kind':<8}  {'key':<{width}}  {'status':<17}  {'took':>9}  call id"
+        )
+    for c in run.calls:
+        if c.kind == "reversal":  # out of band: it has no place in the pipeline's sequence
+            lines += call_lines("-", c, width)
+        else:
+            position += 1
+            lines += call_lines(str(position), c, width)
+    if run.approvals:
+        lines += ["", "approvals"]
+        for a in run.approvals:
+            decided = (
+                f"{a.status} by {a.decided_by or '-'} at {when(a.decided_at)}"
+                if a.status != "pending"
+                else "pending"
+            )
+            reason = f" — {a.reason}" if a.reason else ""
+            lines.append(f"  {a.id}  {a.call_key}  {decided}{reason}")
+            lines.append(f"    requested {when(a.requested_at)}; {approval_detail(a)}")
+    if run.tasks:
+        lines += ["", "human tasks"]
+        for t in run.tasks:
+            by = f" by {t.answered_by} at {when(t.answered_at)}" if t.answered_by else ""
+            lines.append(f"  {t.id}  {t.call_key}  {t.status}{by}: {t.question}")
+            if t.answer is not None:
+                lines.append(f"    answer: {compact(t.answer)}")
+    lines += ["", "transitions"]
+    for e in history["transitions"]:
+        detail = f"  ({e['detail']})" if e["detail"] else ""
+        lines.append(f"  {_iso_clock(e['at'])}  {e['from'] or '-'} → {e['to']}{detail}")
+    lines += ["", "audit trail"]
+    if not history["audit"]:
+        lines.append("  (no audited actions)")
+    for entry in history["audit"]:
+        lines.append("  " + audit_line(entry))
+    return lines
+
+
+def _iso_clock(text: str | None) -> str:
+    return "-" if text is None else clock(datetime.fromisoformat(text))
+
+
+def audit_line(entry: dict[str, Any]) -> str:
+    parts = [_iso_clock(entry["at"]), entry["event"]]
+    if entry.get("tool"):
+        parts.append(entry["tool"])
+    parts.append(f"by {entry['actor']}" if entry.get("actor") else "by -")
+    if entry.get("approval_id"):
+        parts.append(entry["approval_id"])
+    if entry.get("call_id"):
+        parts.append(f"call {entry['call_id']}")
+    if entry.get("detail"):
+        parts.append(compact(entry["detail"]))
+    return "  ".join(parts)
+
+
+# -- pending -----------------------------------------------------------------------------------
+
+
+def pending_lines(items: Sequence[ApprovalView | TaskView]) -> list[str]:
+    if not items:
+        return ["nothing waits for a person"]
+    lines = []
+    for item in items:
+        if isinstance(item, ApprovalView):
+            lines += [
+                f"approval {item.id}  {when(item.requested_at)}  run {item.run_id} "
+                f"({item.pipeline or '?'})",
+                f"  {item.tool} ({item.tool_kind}) {compact(item.args)}",
+                f"  {approval_detail(item)}",
+                f"  approve: {approve_command(item.id)}",
+                f"  reject:  {reject_command(item.id)}",
+            ]
+        else:
+            assignees = ", ".join(item.assignees) or "anyone"
+            lines += [
+                f"human task {item.id}  {when(item.opened_at)}  run {item.run_id} "
+                f"({item.pipeline or '?'})",
+                f"  {item.question}",
+                f"  assignees {assignees}; answer fields:",
+                *field_lines(item.output_schema),
+                f"  answer: {answer_command(item)}",
+            ]
+    return lines
+
+
+# -- the notifier's one-liners -------------------------------------------------------------------
+
+
+def approval_requested_line(a: ApprovalView) -> str:
+    return (
+        f"⏸ approval {a.id} requested: {a.tool} {compact(a.args)} — "
+        f"approve with: {approve_command(a.id)}"
+    )
+
+
+def approval_decided_line(a: ApprovalView) -> str:
+    if a.status == "approved":
+        return f"✔ approval {a.id} approved by {a.decided_by}: {a.tool} may go ahead"
+    if a.status == "expired":
+        return f"⌛ approval {a.id} expired without a decision: {a.tool} will not run"
+    return f"✘ approval {a.id} rejected by {a.decided_by}: {a.reason or 'no reason given'}"
+
+
+def task_opened_line(t: TaskView) -> str:
+    return f"⏸ human task {t.id} opened: {t.question} — answer with: {answer_command(t)}"
+
+
+def task_answered_line(t: TaskView) -> str:
+    return f"✔ human task {t.id} answered by {t.answered_by}: {compact(t.answer)}"
+
+
+# -- replay ------------------------------------------------------------------------------------
+
+
+def replay_lines(report: ReplayReport) -> list[str]:
+    lines = [
+        f"replay of run {report.run_id} ({report.pipeline}, recorded {report.recorded_status}) "
+        "with today's code — nothing is written, no tool runs"
+    ]
+    rows = [
+        [str(line.position), line.kind, line.key, line.outcome, compact(line.detail)]
+        for line in report.lines
+    ]
+    if rows:
+        lines += ["  " + row for row in table(["#", "kind", "key", "outcome", "detail"], rows)]
+    else:
+        lines.append("  (no calls)")
+    for call in report.would_call:
+        lines.append(f"  would call {call['tool']} ({call['kind']}) with {compact(call['args'])}")
+    lines.append(f"  divergence: {report.divergence or 'none'}")
+    if report.error:
+        lines.append(f"  error: {report.error}")
+    if report.finished:
+        verdict = "matches" if report.output_matches else "DIFFERS from"
+        lines.append(f"  finished; its output {verdict} the record")
+        if not report.output_matches:
+            lines.append(f"    recorded: {compact(report.recorded_output)}")
+            lines.append(f"    today:    {compact(report.output)}")
+    else:
+        lines.append("  did not finish (it stops at the first call it may not make or reuse)")
+    return lines
