@@ -13,6 +13,8 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+import structlog
+
 from pipelines import gates, inspect, reversal, runner, tasks
 from pipelines.config import Settings, load_settings
 from pipelines.context import Context
@@ -23,6 +25,7 @@ from pipelines.errors import (
     StepFailed,
     ToolFailed,
 )
+from pipelines.logs import configure_logging
 from pipelines.pipeline import Pipeline, discover, get_pipeline, pipeline, registered_pipelines
 from pipelines.ports import (
     ApproverDirectory,
@@ -110,6 +113,8 @@ class Gatehouse:
         upgrade: bool = True,
     ) -> Gatehouse:
         settings = settings or load_settings()
+        if not structlog.is_configured():
+            configure_logging(settings.log_format, settings.log_level)
         discover(settings.pipeline_modules)
         db = Database(settings.database_url)
         if upgrade:
@@ -137,9 +142,11 @@ class Gatehouse:
         return runner.trigger(self.rt, name, input, user=user, source=source, run_here=run_here)
 
     def resume(self, run_id: str) -> Run | None:
-        """Claim a queued run and execute it here; None when another process has it."""
+        """Claim a queued run and execute it here; None when it is not queued (another process
+        has it, or it is waiting or finished); UnknownRun when no run has this id."""
         outcome = runner.claim_and_execute(self.rt, run_id)
-        return None if outcome is None else inspect.get_run(self.rt, run_id)
+        run = inspect.get_run(self.rt, run_id)
+        return None if outcome is None else run
 
     def approve(self, approval_id: str, *, user: str, reason: str | None = None) -> ApprovalView:
         return gates.decide(self.rt, approval_id, user=user, approve=True, reason=reason)

@@ -132,10 +132,11 @@ def decide(
                 wake_at=None,
             )
         decided = approval_rows.fetch_approval(conn, approval_id)
+        run = run_rows.fetch_run(conn, approval.run_id)
     assert decided is not None
     if not won:
         raise AlreadyDecided(_already_decided_message(decided))
-    view = ApprovalView.of(decided, pipeline=_pipeline_of(rt, decided.run_id))
+    view = ApprovalView.of(decided, pipeline=run.pipeline if run else None)
     log.info("approval.decided", approval_id=approval_id, status=str(status), user=user)
     rt.notifier.approval_decided(view)
     return view
@@ -160,6 +161,7 @@ def expire_due(rt: Runtime) -> list[ApprovalView]:
                 continue
             approval = approval_rows.fetch_approval(conn, approval_id)
             assert approval is not None
+            run = run_rows.fetch_run(conn, approval.run_id)
             append_audit(
                 conn,
                 event="approval.expired",
@@ -178,14 +180,8 @@ def expire_due(rt: Runtime) -> list[ApprovalView]:
                 detail=f"approval {approval_id} expired",
                 wake_at=None,
             )
-        view = ApprovalView.of(approval, pipeline=_pipeline_of(rt, approval.run_id))
+        view = ApprovalView.of(approval, pipeline=run.pipeline if run else None)
         log.info("approval.expired", approval_id=approval_id)
         rt.notifier.approval_decided(view)
         expired.append(view)
     return expired
-
-
-def _pipeline_of(rt: Runtime, run_id: str) -> str | None:
-    with rt.db.transaction() as conn:
-        run = run_rows.fetch_run(conn, run_id)
-    return None if run is None else str(run.pipeline)

@@ -147,11 +147,18 @@ def trigger(
 def execute_claimed(rt: Runtime, run_id: str) -> Outcome:
     """Execute a run this process has claimed (status `running`, `claimed_by` us)."""
     with rt.db.connection() as held:
-        return _load_and_execute(rt, held, run_id)
+        outcome = _load_and_execute(rt, held, run_id, claim=False)
+    assert outcome is not None
+    return outcome
 
 
-def _load_and_execute(rt: Runtime, held: Connection, run_id: str) -> Outcome:
+def _load_and_execute(rt: Runtime, held: Connection, run_id: str, *, claim: bool) -> Outcome | None:
+    """Load the run and its record (claiming it first, in the same transaction, if asked)."""
     with rt.db.transaction_on(held) as conn:
+        if claim and not run_rows.claim_run(
+            conn, run_id, worker=rt.worker_id, now=rt.clock.now(), lease=rt.lease
+        ):
+            return None
         run = run_rows.fetch_run(conn, run_id)
         if run is None:
             raise UnknownRun(f"no run {run_id}")
@@ -246,9 +253,5 @@ def _finish(rt: Runtime, held: Connection, run_id: str, outcome: Outcome) -> Out
 
 def claim_and_execute(rt: Runtime, run_id: str) -> Outcome | None:
     """Claim a specific queued run and execute it here (None when somebody else has it)."""
-    now = rt.clock.now()
-    with rt.db.transaction() as conn:
-        claimed = run_rows.claim_run(conn, run_id, worker=rt.worker_id, now=now, lease=rt.lease)
-    if not claimed:
-        return None
-    return execute_claimed(rt, run_id)
+    with rt.db.connection() as held:
+        return _load_and_execute(rt, held, run_id, claim=True)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, Table, select
+from sqlalchemy import Connection, Table, select
 
-from storage.fastsql import fast_insert, fast_update
+from storage.fastsql import fast_insert, fast_select, fast_update
 from storage.models import Approval, ApprovalStatus, HumanTask, TaskStatus
 
 approvals_table: Table = Approval.__table__  # type: ignore[assignment]
@@ -18,12 +18,14 @@ def insert_approval(conn: Connection, **values: Any) -> None:
     fast_insert(conn, approvals_table, values)
 
 
-def fetch_approval(conn: Connection, approval_id: str) -> Row[Any] | None:
-    return conn.execute(select(approvals_table).where(approvals_table.c.id == approval_id)).first()
+def fetch_approval(conn: Connection, approval_id: str) -> Any:
+    rows = fast_select(conn, approvals_table, {"id": approval_id})
+    return rows[0] if rows else None
 
 
-def approval_for_call(conn: Connection, call_id: str) -> Row[Any] | None:
-    return conn.execute(select(approvals_table).where(approvals_table.c.call_id == call_id)).first()
+def approval_for_call(conn: Connection, call_id: str) -> Any:
+    rows = fast_select(conn, approvals_table, {"call_id": call_id})
+    return rows[0] if rows else None
 
 
 def decide_approval(
@@ -58,12 +60,14 @@ def insert_task(conn: Connection, **values: Any) -> None:
     fast_insert(conn, tasks_table, values)
 
 
-def fetch_task(conn: Connection, task_id: str) -> Row[Any] | None:
-    return conn.execute(select(tasks_table).where(tasks_table.c.id == task_id)).first()
+def fetch_task(conn: Connection, task_id: str) -> Any:
+    rows = fast_select(conn, tasks_table, {"id": task_id})
+    return rows[0] if rows else None
 
 
-def task_for_call(conn: Connection, call_id: str) -> Row[Any] | None:
-    return conn.execute(select(tasks_table).where(tasks_table.c.call_id == call_id)).first()
+def task_for_call(conn: Connection, call_id: str) -> Any:
+    rows = fast_select(conn, tasks_table, {"call_id": call_id})
+    return rows[0] if rows else None
 
 
 def answer_task(conn: Connection, task_id: str, *, answer: Any, by: str, at: datetime) -> bool:

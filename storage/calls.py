@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, Table, func, select, text
+from sqlalchemy import Connection, Table, func, select, text
 
 from storage.audit import audit_table
-from storage.fastsql import fast_insert, fast_update
+from storage.fastsql import fast_insert, fast_select, fast_update
 from storage.models import Call, CallStatus
 
 calls_table: Table = Call.__table__  # type: ignore[assignment]
@@ -66,18 +66,15 @@ def update_call(conn: Connection, call_id: str, **values: Any) -> bool:
     return fast_update(conn, calls_table, values, {"id": call_id}) == 1
 
 
-def recorded_calls(conn: Connection, run_id: str) -> list[Row[Any]]:
+def recorded_calls(conn: Connection, run_id: str) -> list[Any]:
     """The run's calls in order (reversals, which have no position, excluded)."""
-    query = (
-        select(calls_table)
-        .where(calls_table.c.run_id == run_id, calls_table.c.seq.is_not(None))
-        .order_by(calls_table.c.seq)
-    )
-    return list(conn.execute(query).all())
+    calls = fast_select(conn, calls_table, {"run_id": run_id}, order_by="seq")
+    return [call for call in calls if call.seq is not None]
 
 
-def fetch_call(conn: Connection, call_id: str) -> Row[Any] | None:
-    return conn.execute(select(calls_table).where(calls_table.c.id == call_id)).first()
+def fetch_call(conn: Connection, call_id: str) -> Any:
+    rows = fast_select(conn, calls_table, {"id": call_id})
+    return rows[0] if rows else None
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ rollbacks stay SQLAlchemy's.
 from __future__ import annotations
 
 import json
+from collections import namedtuple
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -182,3 +183,84 @@ def fast_update(
             params.append(value if conv is None else conv(value))
     cursor = _driver(conn).execute(compiled.sql, params)
     return int(cursor.rowcount)
+
+
+def _sqlite_read_datetime(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+
+def _sqlite_read_json(value: Any) -> Any:
+    # A column declared JSON has NUMERIC affinity in SQLite: a JSON number comes back a number.
+    return json.loads(value) if isinstance(value, str | bytes) else value
+
+
+def _postgres_read_datetime(value: Any) -> datetime | None:
+    return None if value is None else value.astimezone(UTC)
+
+
+def _read_converter(column_type: TypeEngine[Any], dialect: str) -> Converter | None:
+    if isinstance(column_type, UTCDateTime):
+        return _sqlite_read_datetime if dialect == "sqlite" else _postgres_read_datetime
+    if isinstance(column_type, JSON):
+        return _sqlite_read_json if dialect == "sqlite" else None
+    if isinstance(column_type, Boolean) and dialect == "sqlite":
+        return lambda v: None if v is None else bool(v)
+    return None
+
+
+_ROW_TYPES: dict[str, type[Any]] = {}
+
+
+def _row_type(table: Table) -> type[Any]:
+    if table.name not in _ROW_TYPES:
+        fields = [c.name for c in table.columns]
+        _ROW_TYPES[table.name] = namedtuple(f"{table.name}_row", fields)
+    return _ROW_TYPES[table.name]
+
+
+def fast_select(
+    conn: Connection,
+    table: Table,
+    where: Mapping[str, Any],
+    *,
+    order_by: str | None = None,
+    limit: int | None = None,
+) -> list[Any]:
+    """`SELECT * FROM table WHERE col = v AND …` as named tuples with the columns' Python types.
+
+    For the engine's lookups by key (a run, its calls, an approval): no statement building and
+    no result-processing layer, the same values SQLAlchemy would return.
+    """
+    dialect = conn.dialect.name
+    mark = _placeholder(dialect)
+    shape = tuple((name, -1 if v is None else 0) for name, v in where.items())
+    key = ("select", table.name, dialect, shape, order_by, limit)
+    compiled = _CACHE.get(key)
+    if compiled is None:
+        columns = [c.name for c in table.columns]
+        clauses = [f"{name} IS NULL" if size == -1 else f"{name} = {mark}" for name, size in shape]
+        sql = f"SELECT {', '.join(columns)} FROM {table.name} WHERE {' AND '.join(clauses)}"
+        if order_by:
+            sql += f" ORDER BY {order_by}"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        readers = [_read_converter(c.type, dialect) for c in table.columns]
+        where_converters = [_converter(table.c[name].type, dialect) for name in where]
+        compiled = _Compiled(sql, columns, readers, where_converters)
+        _CACHE[key] = compiled
+    params = [
+        v if conv is None else conv(v)
+        for v, conv in zip(where.values(), compiled.where_converters, strict=True)
+        if v is not None
+    ]
+    cursor = _driver(conn).execute(compiled.sql, params)
+    rows = cursor.fetchall()
+    row_type = _row_type(table)
+    return [
+        row_type(*[v if r is None else r(v) for v, r in zip(row, compiled.converters, strict=True)])
+        for row in rows
+    ]

@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, Table, select
 
-from storage.fastsql import fast_insert, fast_update
+from storage.fastsql import fast_insert, fast_select, fast_update
 from storage.models import Run, RunEvent, RunStatus
 
 runs_table: Table = Run.__table__  # type: ignore[assignment]
@@ -111,8 +111,10 @@ def transition(
     return True
 
 
-def fetch_run(conn: Connection, run_id: str) -> Row[Any] | None:
-    return conn.execute(select(runs_table).where(runs_table.c.id == run_id)).first()
+def fetch_run(conn: Connection, run_id: str) -> Any:
+    """The run's row (attribute access), or None."""
+    rows = fast_select(conn, runs_table, {"id": run_id})
+    return rows[0] if rows else None
 
 
 def claim_run(
