@@ -83,13 +83,21 @@ app = typer.Typer(
     cls=GatehouseGroup,
     name="gatehouse",
     help="Gatehouse: durable pipelines with gated tools, approvals and an audit trail.",
-    no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-db_app = typer.Typer(help="The database: create and migrate it.", no_args_is_help=True)
+db_app = typer.Typer(help="The database: create and migrate it.")
 app.add_typer(db_app, name="db")
+
+
+@app.callback(invoke_without_command=True)
+@db_app.callback(invoke_without_command=True)
+def show_help_without_a_command(ctx: typer.Context) -> None:
+    # Instead of click's no_args_is_help, which reports the help text as a usage *error*.
+    if ctx.invoked_subcommand is None:
+        typer.echo(ctx.get_help())
+
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON only, on stdout.")]
 NoRunFlag = Annotated[

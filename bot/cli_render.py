@@ -103,8 +103,8 @@ _CONSTRAINTS = {
     "minimum": ">= {}",
     "exclusiveMaximum": "< {}",
     "maximum": "<= {}",
-    "minLength": "at least {} chars",
-    "maxLength": "at most {} chars",
+    "minLength": "length >= {}",
+    "maxLength": "length <= {}",
     "pattern": "matches {}",
 }
 

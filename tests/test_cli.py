@@ -319,6 +319,12 @@ def test_bad_configuration_is_one_line_per_problem(
     assert_one_error_line(gh("runs"), "supports sqlite and postgresql")
 
 
+def test_no_command_prints_help_and_succeeds(cli_env: str) -> None:
+    assert "approve" in ok().stdout
+    assert "upgrade" in ok("db").stdout
+    assert_one_error_line(gh("frobnicate"), "No such command 'frobnicate'", code=2)
+
+
 # -- listing -----------------------------------------------------------------------------------------
 
 
