@@ -44,9 +44,12 @@ APPROVAL_KEYS = {"id", "call_key", "status", "requested_at", "decided_by", "deci
 def _restore_structlog() -> Iterator[None]:
     """The CLI configures structlog to print to the runner's stderr; later tests must not log
     into that closed stream."""
-    saved = structlog.get_config()
+    was_configured, saved = structlog.is_configured(), structlog.get_config()
     yield
-    structlog.configure(**saved)
+    if was_configured:
+        structlog.configure(**saved)
+    else:
+        structlog.reset_defaults()
 
 
 @pytest.fixture
