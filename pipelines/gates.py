@@ -135,6 +135,10 @@ def decide(
         run = run_rows.fetch_run(conn, approval.run_id)
     assert decided is not None
     if not won:
+        if decided.status == ApprovalStatus.PENDING:  # the deadline passed under our feet
+            expire_due(rt)
+            with rt.db.transaction() as conn:
+                decided = approval_rows.fetch_approval(conn, approval_id)
         raise AlreadyDecided(_already_decided_message(decided))
     view = ApprovalView.of(decided, pipeline=run.pipeline if run else None)
     log.info("approval.decided", approval_id=approval_id, status=str(status), user=user)

@@ -198,6 +198,7 @@ def _execute(
         conn=held,
     )
     with (
+        rt.leases.hold(run_id),
         running_in(rt),
         structlog.contextvars.bound_contextvars(run_id=run_id, pipeline=pipeline.name),
     ):

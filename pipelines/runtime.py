@@ -15,6 +15,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from pipelines.leases import LeaseKeeper
 from pipelines.ports import (
     ApproverDirectory,
     Clock,
@@ -40,6 +41,13 @@ class Runtime:
     directory: ApproverDirectory = field(default_factory=StaticDirectory)
     worker_id: str = field(default_factory=new_worker_id)
     lease: timedelta = timedelta(minutes=5)
+    _lease_keeper: LeaseKeeper | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def leases(self) -> LeaseKeeper:
+        if self._lease_keeper is None:
+            self._lease_keeper = LeaseKeeper(self)
+        return self._lease_keeper
 
 
 _current_runtime: ContextVar[Runtime | None] = ContextVar("gatehouse_runtime", default=None)

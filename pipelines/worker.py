@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import socket
 import threading
-from datetime import datetime
 
 import structlog
 
@@ -59,8 +58,9 @@ def wake_due_timers(rt: Runtime) -> list[str]:
     return woken
 
 
-def reclaim_orphans(rt: Runtime) -> list[str]:
-    """Take over running runs whose owner's lease expired or whose owner process is gone."""
+def reclaim_orphans(rt: Runtime, limit: int = 1) -> list[str]:
+    """Take over up to `limit` running runs whose owner's lease expired or whose owner process
+    is gone. The caller executes what it took, so it takes no more than it will run now."""
     now = rt.clock.now()
     with rt.db.transaction() as conn:
         candidates = run_rows.orphaned_runs(conn)
@@ -82,6 +82,8 @@ def reclaim_orphans(rt: Runtime) -> list[str]:
             ):
                 log.warning("run.reclaimed", run_id=run.id, previous_worker=run.claimed_by)
                 taken.append(str(run.id))
+        if len(taken) >= limit:
+            break
     return taken
 
 
@@ -119,7 +121,7 @@ class Worker:
                 )
         if run_id is None:
             return None
-        return self._execute_with_heartbeat(run_id)
+        return self._execute(run_id)
 
     def run_until_idle(self, max_runs: int = 10_000) -> int:
         """Execute runs until none is ready (tests and `gatehouse worker --once`)."""
@@ -135,25 +137,7 @@ class Worker:
                 self._stop.wait(self.poll_seconds)
         log.info("worker.stopped", worker=self.rt.worker_id, executed=self.executed)
 
-    def _execute_with_heartbeat(self, run_id: str) -> Outcome:
-        done = threading.Event()
-        interval = max(self.rt.lease.total_seconds() / 3, 0.05)
-
-        def renew() -> None:
-            while not done.wait(interval):
-                until: datetime = self.rt.clock.now() + self.rt.lease
-                with self.rt.db.transaction() as conn:
-                    if not run_rows.renew_lease(
-                        conn, run_id, worker=self.rt.worker_id, until=until
-                    ):
-                        return
-
-        heartbeat = threading.Thread(target=renew, name=f"lease-{run_id}", daemon=True)
-        heartbeat.start()
-        try:
-            outcome = execute_claimed(self.rt, run_id)
-        finally:
-            done.set()
-            heartbeat.join()
+    def _execute(self, run_id: str) -> Outcome:
+        outcome = execute_claimed(self.rt, run_id)
         self.executed += 1
         return outcome

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, select
+from sqlalchemy import Connection, Table, or_, select, update
 
 from storage.fastsql import fast_insert, fast_select, fast_update
 from storage.models import Approval, ApprovalStatus, HumanTask, TaskStatus
@@ -37,10 +37,22 @@ def decide_approval(
     at: datetime,
     reason: str | None,
 ) -> bool:
-    """Compare-and-set: only a pending approval can be decided; False if it already was."""
+    """Compare-and-set: only a pending approval can be decided, and a person's decision only
+    before the deadline; False if it was decided already (or its deadline passed)."""
     values = {"status": status, "decided_by": by, "decided_at": at, "reason": reason}
-    where = {"id": approval_id, "status": ApprovalStatus.PENDING}
-    return fast_update(conn, approvals_table, values, where) == 1
+    if status == ApprovalStatus.EXPIRED:
+        where = {"id": approval_id, "status": ApprovalStatus.PENDING}
+        return fast_update(conn, approvals_table, values, where) == 1
+    stmt = (
+        update(approvals_table)
+        .where(
+            approvals_table.c.id == approval_id,
+            approvals_table.c.status == ApprovalStatus.PENDING,
+            or_(approvals_table.c.expires_at.is_(None), approvals_table.c.expires_at > at),
+        )
+        .values(values)
+    )
+    return conn.execute(stmt).rowcount == 1
 
 
 def due_expiries(conn: Connection, now: datetime, limit: int = 100) -> list[str]:

@@ -1,0 +1,72 @@
+"""Keeping the claims of the runs this process executes alive.
+
+One background thread per engine renews the lease of every run currently executing here, every
+third of the lease. A run that outlives its lease (a tool taking longer than the lease, with no
+renewal) would be taken over by another worker while still running; a run whose process died
+stops being renewed and is taken over when its lease runs out.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+import structlog
+
+from storage import runs as run_rows
+
+if TYPE_CHECKING:
+    from pipelines.runtime import Runtime
+
+log = structlog.get_logger()
+
+
+class LeaseKeeper:
+    def __init__(self, runtime: Runtime) -> None:
+        self._rt = runtime
+        self._runs: set[str] = set()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    @contextmanager
+    def hold(self, run_id: str) -> Iterator[None]:
+        with self._lock:
+            self._runs.add(run_id)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._renew_forever, name="gatehouse-leases", daemon=True
+                )
+                self._thread.start()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._runs.discard(run_id)
+
+    def renew_now(self) -> int:
+        """Renew every held lease once; returns how many were renewed."""
+        with self._lock:
+            held = list(self._runs)
+        renewed = 0
+        for run_id in held:
+            until = self._rt.clock.now() + self._rt.lease
+            with self._rt.db.transaction() as conn:
+                if run_rows.renew_lease(conn, run_id, worker=self._rt.worker_id, until=until):
+                    renewed += 1
+                else:
+                    log.warning("run.lease_lost", run_id=run_id, worker=self._rt.worker_id)
+        return renewed
+
+    def _renew_forever(self) -> None:
+        interval = max(self._rt.lease.total_seconds() / 3, 0.05)
+        while not self._stop.wait(interval):
+            try:
+                self.renew_now()
+            except Exception as exc:  # a database hiccup must not kill the renewer
+                log.warning("lease.renew_failed", error=str(exc))
+
+    def stop(self) -> None:
+        self._stop.set()
