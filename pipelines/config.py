@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from pipelines.errors import GatehouseError
 
@@ -48,6 +48,11 @@ def load_settings() -> Settings:
     """Read the settings, turning pydantic's report into one line per bad variable."""
     try:
         return Settings()
+    except SettingsError as exc:
+        # pydantic-settings could not even parse a value (malformed JSON in GATEHOUSE_GROUPS).
+        raise ConfigurationError(
+            f"{exc}; JSON settings like GATEHOUSE_GROUPS need valid JSON"
+        ) from exc
     except ValidationError as exc:
         lines = []
         for error in exc.errors():

@@ -9,7 +9,7 @@ holding the claim writes the final state; a run whose claim was taken over write
 from __future__ import annotations
 
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import structlog
@@ -55,6 +55,7 @@ class Outcome:
     output: Any = None
     error: str | None = None
     waiting_for: str | None = None
+    run_id: str | None = None
 
 
 def trigger(
@@ -149,7 +150,7 @@ def execute_claimed(rt: Runtime, run_id: str) -> Outcome:
     with rt.db.connection() as held:
         outcome = _load_and_execute(rt, held, run_id, claim=False)
     assert outcome is not None
-    return outcome
+    return replace(outcome, run_id=run_id)
 
 
 def _load_and_execute(rt: Runtime, held: Connection, run_id: str, *, claim: bool) -> Outcome | None:
@@ -255,4 +256,5 @@ def _finish(rt: Runtime, held: Connection, run_id: str, outcome: Outcome) -> Out
 def claim_and_execute(rt: Runtime, run_id: str) -> Outcome | None:
     """Claim a specific queued run and execute it here (None when somebody else has it)."""
     with rt.db.connection() as held:
-        return _load_and_execute(rt, held, run_id, claim=True)
+        outcome = _load_and_execute(rt, held, run_id, claim=True)
+    return None if outcome is None else replace(outcome, run_id=run_id)

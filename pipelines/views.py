@@ -29,10 +29,12 @@ class CallView:
     finished_at: datetime | None
     idempotency_key: str | None = None
     reversed_by: str | None = None
+    run_id: str | None = None
 
     @classmethod
     def of(cls, row: Any) -> CallView:
         return cls(
+            run_id=row.run_id,
             id=row.id,
             key=row.key,
             kind=row.kind,
@@ -61,6 +63,7 @@ class CallView:
             "finished_at": iso(self.finished_at),
             "idempotency_key": self.idempotency_key,
             "reversed_by": self.reversed_by,
+            "run_id": self.run_id,
         }
 
 
