@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -20,7 +19,6 @@ from types import FrameType
 from typing import Annotated, Any, NoReturn
 
 import typer
-from pydantic_settings import SettingsError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from typer.core import TyperGroup
@@ -125,23 +123,11 @@ def settings_for_cli(*, worker: bool = False) -> Settings:
     set it logs only errors (the engine's warnings would repeat the `error:` line); a worker
     has nobody else to report for it and keeps the configured level (default warning).
     """
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        # load_settings() reports validation errors, but a value that is not even JSON
-        # (GATEHOUSE_GROUPS='{oops') fails earlier, inside pydantic-settings' env source.
-        raise CliError(settings_error_line(exc)) from exc
+    settings = load_settings()
     explicit = "log_level" in settings.model_fields_set
     level = settings.log_level if worker or explicit else "error"
     configure_logging(settings.log_format, level)
     return settings
-
-
-def settings_error_line(exc: SettingsError) -> str:
-    match = re.search(r'field "(\w+)"', str(exc))
-    variable = f"GATEHOUSE_{match.group(1).upper()}" if match else "a GATEHOUSE_* variable"
-    cause = f" ({exc.__cause__})" if exc.__cause__ else ""
-    return f"{variable} is not valid JSON{cause}"
 
 
 @contextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import Field, ValidationError, field_validator
@@ -49,10 +50,12 @@ def load_settings() -> Settings:
     try:
         return Settings()
     except SettingsError as exc:
-        # pydantic-settings could not even parse a value (malformed JSON in GATEHOUSE_GROUPS).
-        raise ConfigurationError(
-            f"{exc}; JSON settings like GATEHOUSE_GROUPS need valid JSON"
-        ) from exc
+        # A value that is not even JSON (GATEHOUSE_GROUPS='{oops') fails inside
+        # pydantic-settings' environment source, before validation.
+        match = re.search(r'field "(\w+)"', str(exc))
+        variable = f"GATEHOUSE_{match.group(1).upper()}" if match else "a GATEHOUSE_* variable"
+        cause = f" ({exc.__cause__})" if exc.__cause__ else ""
+        raise ConfigurationError(f"{variable} is not valid JSON{cause}") from exc
     except ValidationError as exc:
         lines = []
         for error in exc.errors():
