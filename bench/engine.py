@@ -15,19 +15,16 @@ import json
 import secrets
 import sqlite3
 import statistics
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from pydantic import BaseModel
 
-from pydantic import BaseModel  # noqa: E402
-
-from pipelines import Context, Gatehouse, StaticDirectory, pipeline, tool  # noqa: E402
-from pipelines.logs import configure_logging  # noqa: E402
-from storage.db import Database  # noqa: E402
+from pipelines import Context, Gatehouse, StaticDirectory, pipeline, tool
+from pipelines.logs import configure_logging
+from storage.db import Database
 
 
 class BenchInput(BaseModel):
@@ -117,11 +114,22 @@ def bench_floor(runs: int, workdir: Path) -> list[float]:
         )
         conn.execute("COMMIT")
         values = [i * 2, i * 2 + 1, f"n={i * 2 + 1}"]
-        for seq, (name, value) in enumerate(zip(("double", "add_one", "describe"), values, strict=True)):
+        for seq, (name, value) in enumerate(
+            zip(("double", "add_one", "describe"), values, strict=True)
+        ):
             conn.execute("BEGIN IMMEDIATE")
             conn.execute(
                 "INSERT INTO calls VALUES (?, ?, ?, ?, 'step', 'succeeded', ?, ?, ?, ?)",
-                ("call_" + secrets.token_hex(8), run_id, seq, f"{name}#1", json.dumps([i]), json.dumps(value), now, now),
+                (
+                    "call_" + secrets.token_hex(8),
+                    run_id,
+                    seq,
+                    f"{name}#1",
+                    json.dumps([i]),
+                    json.dumps(value),
+                    now,
+                    now,
+                ),
             )
             conn.execute("COMMIT")
         conn.execute("BEGIN IMMEDIATE")
@@ -160,12 +168,24 @@ def bench_schema_floor(runs: int, workdir: Path) -> list[float]:
         )
         conn.execute("COMMIT")
         values = [i * 2, i * 2 + 1, f"n={i * 2 + 1}"]
-        for seq, (name, value) in enumerate(zip(("double", "add_one", "describe"), values, strict=True)):
+        for seq, (name, value) in enumerate(
+            zip(("double", "add_one", "describe"), values, strict=True)
+        ):
             conn.execute("BEGIN IMMEDIATE")
             conn.execute(
                 "INSERT INTO calls (id, run_id, seq, key, kind, name, status, input, output, "
                 "started_at, finished_at) VALUES (?, ?, ?, ?, 'step', ?, 'succeeded', ?, ?, ?, ?)",
-                ("call_" + secrets.token_hex(8), run_id, seq, f"{name}#1", name, json.dumps([i]), json.dumps(value), now, now),
+                (
+                    "call_" + secrets.token_hex(8),
+                    run_id,
+                    seq,
+                    f"{name}#1",
+                    name,
+                    json.dumps([i]),
+                    json.dumps(value),
+                    now,
+                    now,
+                ),
             )
             conn.execute("COMMIT")
         conn.execute("BEGIN IMMEDIATE")
@@ -220,10 +240,18 @@ def main() -> None:
     engine_ms = statistics.median(engine)
     print(f"runs: {args.runs} sequential 3-step runs on SQLite (WAL, synchronous=NORMAL)")
     print(f"floor  (sqlite3, 5 rows, 5 commits): median {floor_ms:.3f} ms/run")
-    print(f"schema floor (sqlite3, the engine's rows in its schema): median {statistics.median(schema_floor):.3f} ms/run")
-    print(f"engine (Gatehouse.trigger):           median {engine_ms:.3f} ms/run, p90 {statistics.quantiles(engine, n=10)[-1]:.3f} ms")
-    print(f"ratio engine/floor: {engine_ms / floor_ms:.1f}x (target <= 3x); engine/schema floor: {engine_ms / statistics.median(schema_floor):.1f}x")
-    print(f"resume, approve() -> next call starts: median {statistics.median(resume):.3f} ms, p90 {statistics.quantiles(resume, n=10)[-1]:.3f} ms")
+    print(
+        f"schema floor (sqlite3, the engine's rows in its schema): median {statistics.median(schema_floor):.3f} ms/run"
+    )
+    print(
+        f"engine (Gatehouse.trigger):           median {engine_ms:.3f} ms/run, p90 {statistics.quantiles(engine, n=10)[-1]:.3f} ms"
+    )
+    print(
+        f"ratio engine/floor: {engine_ms / floor_ms:.1f}x (target <= 3x); engine/schema floor: {engine_ms / statistics.median(schema_floor):.1f}x"
+    )
+    print(
+        f"resume, approve() -> next call starts: median {statistics.median(resume):.3f} ms, p90 {statistics.quantiles(resume, n=10)[-1]:.3f} ms"
+    )
 
 
 if __name__ == "__main__":

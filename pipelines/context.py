@@ -389,37 +389,27 @@ class Context:
                     finished_at=now if rejected else None,
                 )
             if decision.started:
-                append_audit(
-                    conn,
-                    event="tool.started",
-                    at=now,
-                    actor=self.trigger_user,
-                    run_id=self.run_id,
-                    call_id=call_id,
-                    tool=tool.name,
-                    idempotency_key=idempotency_key,
-                    detail={"args": args_json, "kind": tool.kind},
-                )
+                event, detail = "tool.started", {"args": args_json, "kind": tool.kind}
             elif rejected is not None:
-                append_audit(
-                    conn,
-                    event="tool.rate_limited",
-                    at=now,
-                    run_id=self.run_id,
-                    call_id=call_id,
-                    tool=tool.name,
-                    detail={"rejected": True, "used": decision.used},
-                )
+                event, detail = "tool.rate_limited", {"rejected": True, "used": decision.used}
             else:
-                append_audit(
-                    conn,
-                    event="tool.rate_limited",
-                    at=now,
-                    run_id=self.run_id,
-                    call_id=call_id,
-                    tool=tool.name,
-                    detail={"retry_at": wake_at.isoformat() if wake_at else None},
-                )
+                event = "tool.rate_limited"
+                detail = {
+                    "retry_at": wake_at.isoformat() if wake_at else None,
+                    "used": decision.used,
+                }
+            append_audit(
+                conn,
+                event=event,
+                at=now,
+                actor=self.trigger_user,
+                run_id=self.run_id,
+                call_id=call_id,
+                tool=tool.name,
+                idempotency_key=idempotency_key,
+                detail=detail,
+            )
+            if not decision.started and rejected is None:
                 self._suspend_run(conn, now, f"rate limit of {tool.name}", wake_at=wake_at)
         if rejected is not None:
             raise ActionRejected(tool.name, rejected)

@@ -5,9 +5,11 @@ Every refusal (not an approver, four-eyes) is written to the audit log before it
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import structlog
+from sqlalchemy import Connection
 
 from pipelines.errors import (
     AlreadyDecided,
@@ -111,26 +113,7 @@ def decide(
             reason=reason if not approve else reason or None,
         )
         if won:
-            append_audit(
-                conn,
-                event=f"approval.{status}",
-                at=now,
-                actor=user,
-                run_id=approval.run_id,
-                call_id=approval.call_id,
-                tool=approval.tool,
-                approval_id=approval.id,
-                detail={"reason": reason},
-            )
-            run_rows.transition(
-                conn,
-                approval.run_id,
-                from_statuses=[RunStatus.WAITING],
-                to_status=RunStatus.QUEUED,
-                now=now,
-                detail=f"approval {approval_id} {status}",
-                wake_at=None,
-            )
+            _record_decision(conn, approval, status, actor=user, now=now, detail={"reason": reason})
         decided = approval_rows.fetch_approval(conn, approval_id)
         run = run_rows.fetch_run(conn, approval.run_id)
     assert decided is not None
@@ -166,26 +149,43 @@ def expire_due(rt: Runtime) -> list[ApprovalView]:
             approval = approval_rows.fetch_approval(conn, approval_id)
             assert approval is not None
             run = run_rows.fetch_run(conn, approval.run_id)
-            append_audit(
-                conn,
-                event="approval.expired",
-                at=now,
-                run_id=approval.run_id,
-                call_id=approval.call_id,
-                tool=approval.tool,
-                approval_id=approval_id,
-            )
-            run_rows.transition(
-                conn,
-                approval.run_id,
-                from_statuses=[RunStatus.WAITING],
-                to_status=RunStatus.QUEUED,
-                now=now,
-                detail=f"approval {approval_id} expired",
-                wake_at=None,
+            _record_decision(
+                conn, approval, ApprovalStatus.EXPIRED, actor=None, now=now, detail=None
             )
         view = ApprovalView.of(approval, pipeline=run.pipeline if run else None)
         log.info("approval.expired", approval_id=approval_id)
         rt.notifier.approval_decided(view)
         expired.append(view)
     return expired
+
+
+def _record_decision(
+    conn: Connection,
+    approval: Any,
+    status: ApprovalStatus,
+    *,
+    actor: str | None,
+    now: datetime,
+    detail: Any,
+) -> None:
+    """In the deciding transaction: audit the decision and queue the run to act on it."""
+    append_audit(
+        conn,
+        event=f"approval.{status}",
+        at=now,
+        actor=actor,
+        run_id=approval.run_id,
+        call_id=approval.call_id,
+        tool=approval.tool,
+        approval_id=approval.id,
+        detail=detail,
+    )
+    run_rows.transition(
+        conn,
+        approval.run_id,
+        from_statuses=[RunStatus.WAITING],
+        to_status=RunStatus.QUEUED,
+        now=now,
+        detail=f"approval {approval.id} {status}",
+        wake_at=None,
+    )
