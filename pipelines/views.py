@@ -30,11 +30,13 @@ class CallView:
     idempotency_key: str | None = None
     reversed_by: str | None = None
     run_id: str | None = None
+    meta: Any = None
 
     @classmethod
     def of(cls, row: Any) -> CallView:
         return cls(
             run_id=row.run_id,
+            meta=row.meta,
             id=row.id,
             key=row.key,
             kind=row.kind,
@@ -64,6 +66,7 @@ class CallView:
             "idempotency_key": self.idempotency_key,
             "reversed_by": self.reversed_by,
             "run_id": self.run_id,
+            "meta": self.meta,
         }
 
 

@@ -38,6 +38,7 @@ def insert_call(
     error: str | None = None,
     idempotency_key: str | None = None,
     wake_at: datetime | None = None,
+    meta: Any = None,
 ) -> None:
     fast_insert(
         conn,
@@ -58,6 +59,7 @@ def insert_call(
             "finished_at": finished_at,
             "wake_at": wake_at,
             "reversed_by": None,
+            "meta": meta,
         },
     )
 

@@ -139,6 +139,8 @@ class Call(Base):
     finished_at: Mapped[datetime | None]
     wake_at: Mapped[datetime | None]
     reversed_by: Mapped[str | None] = mapped_column(String(40))
+    # Call-kind specifics: for an LLM call the model, attempts, tokens, cost, confidence.
+    meta: Mapped[Any] = mapped_column(nullable=True)
 
     __table_args__ = (
         UniqueConstraint("run_id", "seq", name="uq_calls_run_seq"),
