@@ -16,6 +16,7 @@ from pipelines import Gatehouse, StaticDirectory, discover
 from storage.db import Database
 from tests.fakes.clock import FakeClock
 from tests.fakes.notifier import RecordingNotifier
+from tests.fakes.openai import FakeOpenAI
 
 POSTGRES_URL = os.environ.get("GATEHOUSE_TEST_POSTGRES_URL")
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -87,3 +88,10 @@ def notifier() -> RecordingNotifier:
 @pytest.fixture
 def gatehouse(db: Database, clock: FakeClock, notifier: RecordingNotifier) -> Gatehouse:
     return Gatehouse(db, clock=clock, notifier=notifier, directory=StaticDirectory(GROUPS))
+
+
+@pytest.fixture
+def fake_openai() -> Iterator[FakeOpenAI]:
+    """An OpenAI-compatible server on loopback, scripted per test (tests/fakes/openai.py)."""
+    with FakeOpenAI() as fake:
+        yield fake
