@@ -25,6 +25,7 @@ from pipelines.errors import (
     StepFailed,
     ToolFailed,
 )
+from pipelines.llm import LLMConfig, Price, llm_config_from
 from pipelines.logs import configure_logging
 from pipelines.pipeline import Pipeline, discover, get_pipeline, pipeline, registered_pipelines
 from pipelines.ports import (
@@ -53,8 +54,10 @@ __all__ = [
     "Context",
     "Gatehouse",
     "GatehouseError",
+    "LLMConfig",
     "Notifier",
     "Pipeline",
+    "Price",
     "ReplayReport",
     "Run",
     "Settings",
@@ -93,6 +96,7 @@ class Gatehouse:
         directory: ApproverDirectory | None = None,
         worker_id: str | None = None,
         lease: timedelta = timedelta(minutes=5),
+        llm: LLMConfig | None = None,
     ) -> None:
         db = Database(database) if isinstance(database, str) else database
         self.rt = Runtime(
@@ -102,6 +106,7 @@ class Gatehouse:
             directory=directory or StaticDirectory(),
             worker_id=worker_id or new_worker_id(),
             lease=lease,
+            llm_config=llm or LLMConfig(),
         )
 
     @classmethod
@@ -124,6 +129,7 @@ class Gatehouse:
             notifier=notifier,
             directory=StaticDirectory(settings.groups),
             lease=timedelta(seconds=settings.run_lease_seconds),
+            llm=llm_config_from(settings),
         )
 
     @property
@@ -160,8 +166,9 @@ class Gatehouse:
     def undo(self, call_id: str, *, user: str) -> CallView:
         return reversal.undo(self.rt, call_id, user=user)
 
-    def replay(self, run_id: str) -> ReplayReport:
-        return replay(self.rt, run_id)
+    def replay(self, run_id: str, *, fresh: bool = False) -> ReplayReport:
+        """Re-execute on the record with no side effects; `fresh` asks the model again."""
+        return replay(self.rt, run_id, fresh=fresh)
 
     def run(self, run_id: str) -> Run:
         return inspect.get_run(self.rt, run_id)

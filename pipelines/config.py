@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from pipelines.errors import GatehouseError
@@ -30,8 +30,43 @@ class Settings(BaseSettings):
     )
     run_lease_seconds: float = Field(300.0, gt=0, description="How long a worker's claim lasts")
     worker_poll_seconds: float = Field(0.5, gt=0, description="Idle worker's polling interval")
+    llm_model: str | None = Field(
+        None, description="Model name for ctx.llm; unset → LLM steps go to a human"
+    )
+    llm_base_url: str | None = Field(
+        None, description="OpenAI-compatible server, e.g. http://localhost:11434/v1"
+    )
+    llm_api_key: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("GATEHOUSE_LLM_API_KEY", "OPENAI_API_KEY"),
+        description="API key (falls back to OPENAI_API_KEY)",
+    )
+    llm_timeout_seconds: float = Field(
+        60.0, gt=0, description="Per request, before the SDK retries"
+    )
+    llm_max_retries: int = Field(2, ge=0, description="The SDK's retries for 429, 5xx and timeouts")
+    llm_output_mode: Literal["json_schema", "json_object"] = Field(
+        "json_schema",
+        description="Structured outputs, or JSON mode + validation for servers without them",
+    )
+    llm_prices: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description='USD per million tokens, JSON: {"my-model": {"prompt": 0.5, "completion": 1.5}}',
+    )
     log_format: Literal["console", "json"] = "console"
     log_level: Literal["debug", "info", "warning", "error"] = "warning"
+
+    @field_validator("llm_prices")
+    @classmethod
+    def _prices_have_both_sides(
+        cls, value: dict[str, dict[str, float]]
+    ) -> dict[str, dict[str, float]]:
+        for model, price in value.items():
+            if set(price) != {"prompt", "completion"}:
+                raise ValueError(
+                    f"{model}: give exactly 'prompt' and 'completion' (USD per million tokens)"
+                )
+        return value
 
     @field_validator("database_url")
     @classmethod

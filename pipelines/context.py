@@ -26,6 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from pipelines.errors import (
     ActionRejected,
     CancelRun,
+    CannotAnswer,
     LostClaim,
     NeedsAttention,
     PipelineChanged,
@@ -33,6 +34,7 @@ from pipelines.errors import (
     Suspend,
     ToolFailed,
 )
+from pipelines.llm import TASKS, has_confidence
 from pipelines.runtime import Runtime
 from pipelines.tools import Tool
 from pipelines.views import ApprovalView, TaskView
@@ -521,6 +523,178 @@ class Context:
             if recorded.status == CallStatus.SUCCEEDED:
                 return output.model_validate(recorded.output)
             return self._collect_answer(output, recorded)
+        described = describe_args(context)
+        self._open_human_task(
+            seq,
+            key,
+            CallKind.HUMAN,
+            name,
+            question,
+            output,
+            context=described,
+            assignees=assignees,
+            call_input={"question": question, "context": described},
+        )
+
+    # -- ctx.llm ---------------------------------------------------------------------------
+
+    def llm(
+        self,
+        name: str,
+        *,
+        task: str,
+        prompt: str,
+        output: type[M],
+        system: str | None = None,
+        model: str | None = None,
+        min_confidence: float | None = None,
+        max_attempts: int = 3,
+        on_fail: str = "human",
+        assignees: list[str] | None = None,
+    ) -> M:
+        """One scoped model call: `task` (classify, extract, draft, summarize) on `prompt`, parsed
+        into `output`. No usable answer (no model, refusal, invalid after `max_attempts`,
+        confidence under `min_confidence`, model unreachable) takes the human exit: a task whose
+        answer, validated by `output`, becomes the result; or, with `on_fail="raise"`,
+        `CannotAnswer`. Replays return the recorded result without calling the model."""
+        if task not in TASKS:
+            raise ValueError(f"ctx.llm task={task!r}: use one of {', '.join(TASKS)}")
+        if on_fail not in ("human", "raise"):
+            raise ValueError(f"ctx.llm on_fail={on_fail!r}: use 'human' or 'raise'")
+        if max_attempts < 1:
+            raise ValueError("ctx.llm max_attempts must be at least 1")
+        if min_confidence is not None and not has_confidence(output):
+            raise TypeError(
+                f"ctx.llm min_confidence needs a `confidence: float` field in {output.__name__}"
+            )
+        seq, key, recorded = self._next(CallKind.LLM, name)
+        if recorded is not None:
+            if recorded.status == CallStatus.SUCCEEDED:
+                return output.model_validate(recorded.output)
+            if recorded.status == CallStatus.FAILED:
+                raise CannotAnswer(recorded.error or f"{name}: no usable answer")
+            return self._collect_answer(output, recorded)
+        started_at = self._rt.clock.now()
+        result = self._rt.llm.call(
+            task=task,
+            prompt=prompt,
+            output=output,
+            system=system,
+            model=model,
+            min_confidence=min_confidence,
+            max_attempts=max_attempts,
+        )
+        call_input = {
+            "task": task,
+            "model": result.model,
+            "system": result.system,
+            "prompt": prompt,
+            "min_confidence": min_confidence,
+            "max_attempts": max_attempts,
+        }
+        meta = result.meta()
+        log.info(
+            "llm.called",
+            run_id=self.run_id,
+            call=key,
+            model=result.model,
+            failure=result.failure,
+            attempts=len(result.attempts),
+            latency_ms=result.latency_ms,
+        )
+        if result.failure is None and result.value is not None:
+            meta["answered_by"] = "model"
+            output_json = result.value.model_dump(mode="json")
+            self._record_llm(
+                seq,
+                key,
+                name,
+                call_input,
+                started_at,
+                CallStatus.SUCCEEDED,
+                output_json,
+                None,
+                meta,
+            )
+            return cast(M, result.value)
+        reason = result.reason or "no usable answer"
+        if on_fail == "raise":
+            self._record_llm(
+                seq, key, name, call_input, started_at, CallStatus.FAILED, None, reason, meta
+            )
+            raise CannotAnswer(f"{name}: {reason}")
+        suggestion = result.value.model_dump(mode="json") if result.value is not None else None
+        self._open_human_task(
+            seq,
+            key,
+            CallKind.LLM,
+            name,
+            f"The model could not {task} this ({reason}). Please answer in its place.",
+            output,
+            context={
+                "task": task,
+                "input": prompt,
+                "model": result.model,
+                "model_said": result.last_raw,
+                "suggestion": suggestion,
+                "reason": reason,
+            },
+            assignees=assignees,
+            call_input=call_input,
+            meta=meta,
+        )
+
+    def _record_llm(
+        self,
+        seq: int,
+        key: str,
+        name: str,
+        call_input: dict[str, Any],
+        started_at: datetime,
+        status: CallStatus,
+        output: Any,
+        error: str | None,
+        meta: dict[str, Any],
+    ) -> None:
+        """One write per model call: the outcome, the attempts, tokens and cost together."""
+        try:
+            with self._fast_transaction() as conn:
+                call_rows.insert_call(
+                    conn,
+                    call_id=new_id("call"),
+                    run_id=self.run_id,
+                    seq=seq,
+                    key=key,
+                    kind=CallKind.LLM,
+                    name=name,
+                    status=status,
+                    input=call_input,
+                    output=output,
+                    error=error,
+                    started_at=started_at,
+                    finished_at=self._rt.clock.now(),
+                    meta=meta,
+                )
+        except IntegrityError as exc:
+            raise LostClaim(self.run_id) from exc
+
+    # -- human tasks -----------------------------------------------------------------------
+
+    def _open_human_task(
+        self,
+        seq: int,
+        key: str,
+        kind: CallKind,
+        name: str,
+        question: str,
+        output: type[BaseModel],
+        *,
+        context: Any,
+        assignees: list[str] | None,
+        call_input: Any,
+        meta: dict[str, Any] | None = None,
+    ) -> typing.NoReturn:
+        """Record the call as waiting for a person, open the task, suspend the run."""
         path = model_path(output)
         now = self._rt.clock.now()
         call_id = new_id("call")
@@ -534,7 +708,7 @@ class Context:
             "question": question,
             "output_model": path,
             "output_schema": output.model_json_schema(),
-            "context": describe_args(context),
+            "context": context,
             "assignees": list(assignees or []),
             "status": TaskStatus.OPEN,
             "opened_at": now,
@@ -546,11 +720,12 @@ class Context:
                 run_id=self.run_id,
                 seq=seq,
                 key=key,
-                kind=CallKind.HUMAN,
+                kind=kind,
                 name=name,
                 status=CallStatus.AWAITING_HUMAN,
-                input={"question": question, "context": values["context"]},
+                input=call_input,
                 started_at=now,
+                meta=meta,
             )
             approval_rows.insert_task(conn, **values)
             append_audit(
@@ -580,14 +755,19 @@ class Context:
                 waiting = task.id if task is not None else None
             else:
                 answer = output.model_validate(task.answer)
-                call_rows.update_call(
-                    conn,
-                    recorded.id,
-                    status=CallStatus.SUCCEEDED,
-                    output={**answer.model_dump(mode="json")},
-                    finished_at=now,
-                    error=None,
-                )
+                values: dict[str, Any] = {
+                    "status": CallStatus.SUCCEEDED,
+                    "output": answer.model_dump(mode="json"),
+                    "finished_at": now,
+                    "error": None,
+                }
+                if recorded.kind == CallKind.LLM:
+                    values["meta"] = {
+                        **(recorded.meta or {}),
+                        "answered_by": "human",
+                        "answered_by_user": task.answered_by,
+                    }
+                call_rows.update_call(conn, recorded.id, **values)
                 return answer
         raise Suspend(f"waiting for human task {waiting}", waiting_for=waiting)
 

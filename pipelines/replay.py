@@ -14,7 +14,15 @@ from typing import Any, TypeVar, cast
 from pydantic import BaseModel, ValidationError
 
 from pipelines.context import Context, _return_adapter, record_value
-from pipelines.errors import ActionRejected, GatehouseError, StepFailed, ToolFailed, UnknownRun
+from pipelines.errors import (
+    ActionRejected,
+    CannotAnswer,
+    GatehouseError,
+    StepFailed,
+    ToolFailed,
+    UnknownRun,
+)
+from pipelines.llm import LLMResult, diff_outputs
 from pipelines.pipeline import get_pipeline
 from pipelines.runner import format_validation_errors
 from pipelines.runtime import Runtime
@@ -85,9 +93,12 @@ class ReplayReport:
 class ReplayContext(Context):
     """A context that never writes and never runs a tool."""
 
-    def __init__(self, runtime: Runtime, report: ReplayReport, **kwargs: Any) -> None:
+    def __init__(
+        self, runtime: Runtime, report: ReplayReport, *, fresh: bool = False, **kwargs: Any
+    ) -> None:
         super().__init__(runtime, **kwargs)
         self.report = report
+        self.fresh = fresh
 
     def _checked_next(self, kind: CallKind, name: str) -> tuple[int, str, Any]:
         seq = self._seq
@@ -155,6 +166,59 @@ class ReplayContext(Context):
         )
         raise _StopReplay
 
+    def llm(
+        self,
+        name: str,
+        *,
+        task: str,
+        prompt: str,
+        output: type[M],
+        system: str | None = None,
+        model: str | None = None,
+        min_confidence: float | None = None,
+        max_attempts: int = 3,
+        on_fail: str = "human",
+        assignees: list[str] | None = None,
+    ) -> M:
+        """Reuse the recorded answer; with `fresh`, also ask the model again and report how the
+        new answer differs (the replay goes on with the recorded one, to follow the record)."""
+        seq, key, recorded = self._checked_next(CallKind.LLM, name)
+        fresh_result = None
+        if self.fresh:
+            fresh_result = self._rt.llm.call(
+                task=task,
+                prompt=prompt,
+                output=output,
+                system=system,
+                model=model,
+                min_confidence=min_confidence,
+                max_attempts=max_attempts,
+            )
+        if recorded is not None and recorded.status == CallStatus.SUCCEEDED:
+            line = ReplayLine(seq + 1, "llm", key, "reused", recorded.output)
+            if fresh_result is not None:
+                line.outcome, line.detail = _compare_fresh(recorded.output, fresh_result)
+            self.report.lines.append(line)
+            return output.model_validate(recorded.output)
+        if recorded is not None and recorded.status == CallStatus.FAILED:
+            self.report.lines.append(
+                ReplayLine(seq + 1, "llm", key, "reused (failed)", recorded.error)
+            )
+            raise CannotAnswer(recorded.error or f"{name}: no usable answer")
+        if (
+            fresh_result is not None
+            and fresh_result.value is not None
+            and fresh_result.failure is None
+        ):
+            value = fresh_result.value.model_dump(mode="json")
+            self.report.lines.append(
+                ReplayLine(seq + 1, "llm", key, "fresh (not in the record)", value)
+            )
+            return cast(M, fresh_result.value)
+        outcome = "would ask a human" if recorded is not None else "would call the model"
+        self.report.lines.append(ReplayLine(seq + 1, "llm", key, outcome, prompt))
+        raise _StopReplay
+
     def ask_human(
         self,
         name: str,
@@ -172,7 +236,16 @@ class ReplayContext(Context):
         raise _StopReplay
 
 
-def replay(rt: Runtime, run_id: str) -> ReplayReport:
+def _compare_fresh(recorded: Any, fresh: LLMResult) -> tuple[str, Any]:
+    if fresh.value is None or fresh.failure is not None:
+        return "fresh: no usable answer", {"recorded": recorded, "fresh": fresh.reason}
+    differences = diff_outputs(recorded, fresh.value.model_dump(mode="json"))
+    if not differences:
+        return "fresh: same", recorded
+    return "fresh: differs", differences
+
+
+def replay(rt: Runtime, run_id: str, *, fresh: bool = False) -> ReplayReport:
     with rt.db.transaction() as conn:
         run = run_rows.fetch_run(conn, run_id)
         if run is None:
@@ -188,6 +261,7 @@ def replay(rt: Runtime, run_id: str) -> ReplayReport:
     ctx = ReplayContext(
         rt,
         report,
+        fresh=fresh,
         run_id=run_id,
         pipeline=run.pipeline,
         trigger_user=run.trigger_user,

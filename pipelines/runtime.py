@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from pipelines.leases import LeaseKeeper
+from pipelines.llm import LLMCaller, LLMConfig
 from pipelines.ports import (
     ApproverDirectory,
     Clock,
@@ -41,7 +42,16 @@ class Runtime:
     directory: ApproverDirectory = field(default_factory=StaticDirectory)
     worker_id: str = field(default_factory=new_worker_id)
     lease: timedelta = timedelta(minutes=5)
+    llm_config: LLMConfig = field(default_factory=LLMConfig)
+    _llm_caller: LLMCaller | None = field(default=None, repr=False, compare=False)
     _lease_keeper: LeaseKeeper | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def llm(self) -> LLMCaller:
+        """The model client for `ctx.llm`, built on first use (none is needed without LLM steps)."""
+        if self._llm_caller is None:
+            self._llm_caller = LLMCaller(self.llm_config)
+        return self._llm_caller
 
     @property
     def leases(self) -> LeaseKeeper:
