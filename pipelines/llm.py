@@ -14,6 +14,7 @@ server.
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import time
@@ -172,6 +173,7 @@ def has_confidence(output: type[BaseModel]) -> bool:
     return "confidence" in output.model_fields
 
 
+@functools.lru_cache(maxsize=512)
 def system_prompt(task: str, output: type[BaseModel], system: str | None, mode: OutputMode) -> str:
     parts = [system.strip()] if system else []
     parts.append(_TASK_INSTRUCTIONS[task])
