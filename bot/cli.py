@@ -455,11 +455,18 @@ def undo(
 @app.command()
 def replay(
     run_id: Annotated[str, typer.Argument(help="A run id (`gatehouse runs`).")],
+    fresh: Annotated[
+        bool,
+        typer.Option(
+            "--fresh",
+            help="Ask the model again and show where each LLM answer differs from the record.",
+        ),
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Re-execute a run with today's code and no side effects; show where it diverges."""
     with open_gatehouse(quiet=as_json) as gatehouse:
-        report = gatehouse.replay(run_id)
+        report = gatehouse.replay(run_id, fresh=fresh)
     if as_json:
         print_json(report.to_json())
     else:

@@ -237,6 +237,32 @@ def call_lines(number: str, c: CallView, key_width: int = 0) -> list[str]:
         lines.append(f"       error:  {c.error}")
     if c.reversed_by:
         lines.append(f"       undone by call {c.reversed_by}")
+    if c.kind == "llm" and isinstance(c.meta, dict):
+        lines += llm_meta_lines(c.meta)
+    return lines
+
+
+def llm_meta_lines(meta: dict[str, Any]) -> list[str]:
+    """Model, attempts, confidence, tokens, cost, latency and who answered an LLM call."""
+    attempts = meta.get("attempts") or []
+    cost = meta.get("cost_usd")
+    parts = [
+        f"model {meta.get('model') or '(none)'}",
+        f"{len(attempts)} attempt{'s' if len(attempts) != 1 else ''}",
+        f"confidence {meta['confidence']}" if meta.get("confidence") is not None else None,
+        f"{meta.get('prompt_tokens', 0)}+{meta.get('completion_tokens', 0)} tokens",
+        f"${cost:.6f}" if cost is not None else "cost unknown (no price for this model)",
+        f"{meta.get('latency_ms', 0):.1f} ms",
+        f"answered by {meta['answered_by']}" if meta.get("answered_by") else None,
+    ]
+    lines = ["       llm:    " + " · ".join(p for p in parts if p)]
+    if meta.get("reason"):
+        lines.append(f"       why a human: {meta['reason']}")
+    for number, attempt in enumerate(attempts, 1):
+        if attempt.get("error"):
+            lines.append(
+                f"       attempt {number}: {attempt['error']} (said: {compact(attempt.get('raw'))})"
+            )
     return lines
 
 
