@@ -97,4 +97,3 @@ def test_replay_fresh_asks_the_model_again_and_shows_what_changed(llm_env: FakeO
     assert fresh["calls"][0]["detail"] == {"mood": {"recorded": "happy", "fresh": "sad"}}
     llm_env.script(reply_json({"mood": "sad", "confidence": 0.9}))
     assert "fresh: differs" in ok("replay", run["id"], "--fresh").stdout
-    )
