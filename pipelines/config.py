@@ -53,6 +53,29 @@ class Settings(BaseSettings):
         default_factory=dict,
         description='USD per million tokens, JSON: {"my-model": {"prompt": 0.5, "completion": 1.5}}',
     )
+    slack_bot_token: SecretStr | None = Field(
+        None, validation_alias="SLACK_BOT_TOKEN", description="xoxb-… token for the Web API"
+    )
+    slack_signing_secret: SecretStr | None = Field(
+        None, validation_alias="SLACK_SIGNING_SECRET", description="Verifies requests in HTTP mode"
+    )
+    slack_app_token: SecretStr | None = Field(
+        None, validation_alias="SLACK_APP_TOKEN", description="xapp-… token: Socket Mode when set"
+    )
+    slack_api_url: str | None = Field(
+        None,
+        validation_alias="SLACK_API_URL",
+        description="Web API base URL override (sandbox, tests)",
+    )
+    http_host: str = Field(
+        "127.0.0.1", description="HTTP mode: the address `gatehouse serve` binds"
+    )
+    http_port: int = Field(3000, ge=0, le=65535, description="HTTP mode: the port")
+    approvals_channel: str | None = Field(None, description="Channel id or name for approval cards")
+    review_channel: str | None = Field(None, description="Channel for the weekly review")
+    alerts_channel: str | None = Field(None, description="Channel for error-rate alerts")
+    slash_command: str = Field("/gatehouse", description="The slash command's name")
+    serve_workers: int = Field(2, ge=0, le=64, description="Worker threads in `gatehouse serve`")
     log_format: Literal["console", "json"] = "console"
     log_level: Literal["debug", "info", "warning", "error"] = "warning"
 
@@ -95,5 +118,7 @@ def load_settings() -> Settings:
         lines = []
         for error in exc.errors():
             field = str(error["loc"][0]) if error["loc"] else "?"
-            lines.append(f"GATEHOUSE_{field.upper()}: {error['msg']}")
+            # Fields read under Slack's own names (SLACK_BOT_TOKEN) report that name.
+            variable = field if field.isupper() else f"GATEHOUSE_{field.upper()}"
+            lines.append(f"{variable}: {error['msg']}")
         raise ConfigurationError("; ".join(lines)) from exc
