@@ -619,10 +619,13 @@ class Context:
             return cast(M, result.value)
         reason = result.reason or "no usable answer"
         if on_fail == "raise":
+            # Recorded as raised: a resume or replay re-raises the recorded text, and the
+            # pipeline must see the same message it saw live.
+            message = f"{name}: {reason}"
             self._record_llm(
-                seq, key, name, call_input, started_at, CallStatus.FAILED, None, reason, meta
+                seq, key, name, call_input, started_at, CallStatus.FAILED, None, message, meta
             )
-            raise CannotAnswer(f"{name}: {reason}")
+            raise CannotAnswer(message)
         suggestion = result.value.model_dump(mode="json") if result.value is not None else None
         self._open_human_task(
             seq,
