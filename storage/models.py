@@ -246,3 +246,49 @@ class DemoRefund(Base):
     status: Mapped[str] = mapped_column(String(20))
     issued_at: Mapped[datetime]
     reversed_at: Mapped[datetime | None]
+
+
+class DemoCompany(Base):
+    """DEMO CONNECTOR: firmographics of a few companies, for the example lead pipeline."""
+
+    __tablename__ = "demo_companies"
+
+    domain: Mapped[str] = mapped_column(String(200), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    employees: Mapped[int] = mapped_column(Integer)
+    industry: Mapped[str] = mapped_column(String(100))
+    country: Mapped[str] = mapped_column(String(2))
+    revenue_band: Mapped[str] = mapped_column(String(20))
+
+
+class DemoCrmLead(Base):
+    """DEMO CONNECTOR: leads "added to the CRM" by the example lead pipeline; keyed for
+    idempotency."""
+
+    __tablename__ = "demo_crm_leads"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    idempotency_key: Mapped[str] = mapped_column(String(400), unique=True)
+    email: Mapped[str] = mapped_column(String(320))
+    company: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(200))
+    score: Mapped[int] = mapped_column(Integer)
+    note: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[str] = mapped_column(String(20))
+    added_at: Mapped[datetime]
+    removed_at: Mapped[datetime | None]
+
+
+class DemoOutboxEmail(Base):
+    """DEMO CONNECTOR: emails "sent" by the example lead pipeline; keyed for idempotency."""
+
+    __tablename__ = "demo_outbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    idempotency_key: Mapped[str] = mapped_column(String(400), unique=True)
+    to_address: Mapped[str] = mapped_column(String(320))
+    subject: Mapped[str] = mapped_column(String(300))
+    body: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20))
+    sent_at: Mapped[datetime]
+    recalled_at: Mapped[datetime | None]

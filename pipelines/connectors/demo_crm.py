@@ -118,7 +118,14 @@ def find_company(name: str, email_domain: str | None = None) -> CompanyRecord | 
 
 
 def add_lead(
-    *, email: str, company: str, role: str, score: int, idempotency_key: str, now: datetime
+    *,
+    email: str,
+    company: str,
+    role: str,
+    score: int,
+    note: str,
+    idempotency_key: str,
+    now: datetime,
 ) -> CrmLeadRecord:
     """Idempotent by key: a second call with the same key returns the first lead."""
     with current_database().transaction() as conn:
@@ -134,6 +141,7 @@ def add_lead(
                     "company": company,
                     "role": role,
                     "score": score,
+                    "note": note,
                     "status": "open",
                     "added_at": now,
                     "removed_at": None,
@@ -162,7 +170,7 @@ def remove_lead(lead_id: int, *, now: datetime) -> CrmLeadRecord:
 def send_email(
     *, to_address: str, subject: str, body: str, idempotency_key: str, now: datetime
 ) -> OutboxRecord:
-    """"Send" by writing to the outbox. Idempotent by key: a second call returns the first email."""
+    """ "Send" by writing to the outbox. Idempotent by key: a second call returns the first email."""
     with current_database().transaction() as conn:
         existing = conn.execute(
             select(outbox).where(outbox.c.idempotency_key == idempotency_key)
@@ -194,6 +202,8 @@ def recall_email(email_id: int, *, now: datetime) -> OutboxRecord:
             raise LookupError(f"demo outbox email {email_id} does not exist")
         if row.status != "recalled":
             conn.execute(
-                update(outbox).where(outbox.c.id == email_id).values(status="recalled", recalled_at=now)
+                update(outbox)
+                .where(outbox.c.id == email_id)
+                .values(status="recalled", recalled_at=now)
             )
     return OutboxRecord(row.id, row.to_address, row.subject, "recalled")
