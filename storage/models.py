@@ -292,3 +292,19 @@ class DemoOutboxEmail(Base):
     status: Mapped[str] = mapped_column(String(20))
     sent_at: Mapped[datetime]
     recalled_at: Mapped[datetime | None]
+
+
+class SlackMessage(Base):
+    """Where a card was posted, so it can be updated in place (`chat.update` needs channel + ts;
+    `response_url` expires after 30 minutes and 5 uses)."""
+
+    __tablename__ = "slack_messages"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(20))  # approval | task
+    ref_id: Mapped[str] = mapped_column(String(40))
+    channel: Mapped[str] = mapped_column(String(40))
+    ts: Mapped[str] = mapped_column(String(40))
+    posted_at: Mapped[datetime]
+
+    __table_args__ = (UniqueConstraint("kind", "ref_id", name="uq_slack_messages_ref"),)

@@ -1,0 +1,34 @@
+"""Where each Slack card lives (channel, ts), keyed by what it shows (an approval or a task)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Table
+
+from storage.fastsql import fast_insert, fast_select, fast_update
+from storage.models import SlackMessage
+
+messages_table: Table = SlackMessage.__table__  # type: ignore[assignment]
+
+
+def save_message_ref(
+    conn: Connection, *, kind: str, ref_id: str, channel: str, ts: str, now: datetime
+) -> None:
+    """Remember a card; a re-post of the same approval or task replaces the old reference."""
+    where = {"kind": kind, "ref_id": ref_id}
+    if (
+        fast_update(conn, messages_table, {"channel": channel, "ts": ts, "posted_at": now}, where)
+        == 0
+    ):
+        fast_insert(
+            conn,
+            messages_table,
+            {"kind": kind, "ref_id": ref_id, "channel": channel, "ts": ts, "posted_at": now},
+        )
+
+
+def message_ref(conn: Connection, *, kind: str, ref_id: str) -> Any:
+    rows = fast_select(conn, messages_table, {"kind": kind, "ref_id": ref_id})
+    return rows[0] if rows else None
