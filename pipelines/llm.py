@@ -27,8 +27,17 @@ from openai.lib._parsing._completions import type_to_response_format_param
 from pydantic import BaseModel, ValidationError
 
 from pipelines.config import Settings
+from pipelines.errors import GatehouseError
 
 TASKS = ("classify", "extract", "draft", "summarize")
+# Client errors that mean the configuration is wrong (not retryable, not a model's doubt).
+_CONFIGURATION_STATUSES = frozenset({400, 401, 403, 404, 422})
+
+
+class LLMConfigurationError(GatehouseError):
+    """The model server rejects the request itself: a configuration problem, not the model's."""
+
+
 Task = Literal["classify", "extract", "draft", "summarize"]
 OutputMode = Literal["json_schema", "json_object"]
 Failure = Literal["no_model", "refused", "invalid", "low_confidence", "model_error"]
@@ -283,6 +292,20 @@ class LLMCaller:
                 messages=messages,
                 response_format=response_format,
             )
+        except openai.APIStatusError as exc:
+            if exc.status_code in _CONFIGURATION_STATUSES:
+                # Not the model being unsure or busy: the request itself is wrong. A person
+                # can't fix that by answering; fail the run loudly instead.
+                raise LLMConfigurationError(
+                    f"the model server refused the request (HTTP {exc.status_code}: {exc.message}); "
+                    "check GATEHOUSE_LLM_MODEL, GATEHOUSE_LLM_BASE_URL, GATEHOUSE_LLM_API_KEY and "
+                    "GATEHOUSE_LLM_OUTPUT_MODE (json_object for servers without structured outputs)"
+                ) from exc
+            error = f"{type(exc).__name__}: {exc}"
+            result.attempts.append(Attempt(None, error, latency_ms=_ms_since(began)))
+            result.failure = "model_error"
+            result.reason = f"the model could not be reached after the SDK's retries ({error})"
+            return True
         except openai.APIError as exc:
             error = f"{type(exc).__name__}: {exc}"
             result.attempts.append(Attempt(None, error, latency_ms=_ms_since(began)))

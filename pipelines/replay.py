@@ -201,9 +201,13 @@ class ReplayContext(Context):
             self.report.lines.append(line)
             return output.model_validate(recorded.output)
         if recorded is not None and recorded.status == CallStatus.FAILED:
-            self.report.lines.append(
-                ReplayLine(seq + 1, "llm", key, "reused (failed)", recorded.error)
-            )
+            line = ReplayLine(seq + 1, "llm", key, "reused (failed)", recorded.error)
+            if fresh_result is not None:
+                line.outcome, line.detail = _compare_fresh(None, fresh_result)
+                if line.outcome == "fresh: differs" and fresh_result.value is not None:
+                    fresh_value = fresh_result.value.model_dump(mode="json")
+                    line.detail = {"recorded": f"failed: {recorded.error}", "fresh": fresh_value}
+            self.report.lines.append(line)
             raise CannotAnswer(recorded.error or f"{name}: no usable answer")
         if (
             fresh_result is not None
