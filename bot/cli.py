@@ -279,6 +279,30 @@ def trigger(
 
 
 @app.command()
+def serve() -> None:
+    """Start the Slack bot with its workers: Socket Mode with SLACK_APP_TOKEN, else HTTP mode
+    on GATEHOUSE_HTTP_HOST:GATEHOUSE_HTTP_PORT at /slack/events. Ctrl-C drains and stops."""
+    from bot.serve import serve as run_bot
+    from bot.serve import slack_config_problems
+
+    settings = settings_for_cli(worker=True)
+    problems = slack_config_problems(settings)
+    if problems:
+        for problem in problems:
+            typer.echo(f"error: {problem}", err=True)
+        raise typer.Exit(1)
+    typer.echo(
+        "gatehouse serve: "
+        + (
+            "Socket Mode"
+            if settings.slack_app_token
+            else f"HTTP mode on http://{settings.http_host}:{settings.http_port}/slack/events"
+        )
+    )
+    run_bot(settings)
+
+
+@app.command()
 def worker(
     once: Annotated[
         bool, typer.Option("--once", help="Run what is ready, then exit instead of polling.")

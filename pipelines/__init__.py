@@ -115,6 +115,7 @@ class Gatehouse:
         settings: Settings | None = None,
         *,
         notifier: Notifier | None = None,
+        directory: ApproverDirectory | None = None,
         upgrade: bool = True,
     ) -> Gatehouse:
         settings = settings or load_settings()
@@ -127,7 +128,7 @@ class Gatehouse:
         return cls(
             db,
             notifier=notifier,
-            directory=StaticDirectory(settings.groups),
+            directory=directory or StaticDirectory(settings.groups),
             lease=timedelta(seconds=settings.run_lease_seconds),
             llm=llm_config_from(settings),
         )
@@ -172,6 +173,12 @@ class Gatehouse:
 
     def run(self, run_id: str) -> Run:
         return inspect.get_run(self.rt, run_id)
+
+    def task(self, task_id: str) -> TaskView:
+        return inspect.get_task(self.rt, task_id)
+
+    def approval(self, approval_id: str) -> ApprovalView:
+        return inspect.get_approval(self.rt, approval_id)
 
     def runs(self, **filters: Any) -> list[Run]:
         return inspect.list_runs(self.rt, **filters)

@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pipelines.errors import UnknownRun
+from pipelines.errors import UnknownApproval, UnknownRun, UnknownTask
 from pipelines.runtime import Runtime
 from pipelines.views import ApprovalView, CallView, Run, TaskView, iso
 from storage import queries
 from storage.models import ApprovalStatus, TaskStatus
+from storage.approvals import fetch_approval, fetch_task
 from storage.runs import fetch_run
 
 
@@ -27,6 +28,24 @@ def get_run(rt: Runtime, run_id: str) -> Run:
     waiting = [a.id for a in approvals if a.status == ApprovalStatus.PENDING]
     waiting += [t.id for t in tasks if t.status == TaskStatus.OPEN]
     return Run.of(row, calls=calls, approvals=approvals, tasks=tasks, waiting_for=waiting)
+
+
+def get_task(rt: Runtime, task_id: str) -> TaskView:
+    with rt.db.transaction() as conn:
+        row = fetch_task(conn, task_id)
+        run = fetch_run(conn, row.run_id) if row is not None else None
+    if row is None:
+        raise UnknownTask(f"no human task {task_id}; `gatehouse pending` lists the open ones")
+    return TaskView.of(row, pipeline=run.pipeline if run else None)
+
+
+def get_approval(rt: Runtime, approval_id: str) -> ApprovalView:
+    with rt.db.transaction() as conn:
+        row = fetch_approval(conn, approval_id)
+        run = fetch_run(conn, row.run_id) if row is not None else None
+    if row is None:
+        raise UnknownApproval(f"no approval {approval_id}; `gatehouse pending` lists the open ones")
+    return ApprovalView.of(row, pipeline=run.pipeline if run else None)
 
 
 def list_runs(

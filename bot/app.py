@@ -1,0 +1,140 @@
+"""The Slack bot: the Bolt app (sync, `process_before_response=True`) and its ASGI server.
+
+Every listener acks at once and hands its work to a thread pool; nothing slow runs before the
+ack. Bolt's dispatch itself runs in a worker thread (not on the event loop), so one slow
+`views.open` cannot stall other requests. Slack's own retries of an event we already took
+(`X-Slack-Retry-Num`) are acknowledged and dropped: they never cause a second effect.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio.to_thread
+import structlog
+from slack_bolt import App, BoltResponse
+from slack_bolt.adapter.starlette.handler import to_bolt_request, to_starlette_response
+from slack_sdk import WebClient
+from slack_sdk.http_retry.builtin_handlers import (
+    ConnectionErrorRetryHandler,
+    RateLimitErrorRetryHandler,
+)
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from pipelines import Gatehouse, Settings
+
+log = structlog.get_logger()
+
+MAX_BODY_BYTES = 1_000_000  # Slack's payloads are far smaller; refuse anything larger
+
+
+@dataclass
+class Bot:
+    """What the listeners need: the engine, the Web API client, settings, and a place to work."""
+
+    gatehouse: Gatehouse
+    client: WebClient
+    settings: Settings
+    work: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(8, "slack-work"))
+    _pending: set[Future[None]] = field(default_factory=set)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """Run after the ack; errors are logged, never lost silently."""
+
+        def guarded() -> None:
+            try:
+                fn(*args, **kwargs)
+            except Exception:
+                log.exception("slack.work_failed", work=getattr(fn, "__name__", repr(fn)))
+
+        future = self.work.submit(guarded)
+        with self._lock:
+            self._pending.add(future)
+        future.add_done_callback(self._forget)
+
+    def _forget(self, future: Future[None]) -> None:
+        with self._lock:
+            self._pending.discard(future)
+
+    def wait_idle(self, timeout: float = 10.0) -> None:
+        """Block until every submitted piece of work is done (shutdown, tests)."""
+        with self._lock:
+            pending = list(self._pending)
+        _done, not_done = wait(pending, timeout=timeout)
+        if not_done:
+            raise TimeoutError(f"{len(not_done)} Slack work items still running after {timeout}s")
+
+
+def build_web_client(settings: Settings) -> WebClient:
+    """A Web API client that survives Slack's rate limits (honouring `Retry-After`) and
+    connection blips through slack-sdk's own retry handlers."""
+    token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
+    kwargs: dict[str, Any] = {}
+    if settings.slack_api_url:
+        kwargs["base_url"] = settings.slack_api_url.rstrip("/") + "/"
+    return WebClient(
+        token=token,
+        retry_handlers=[
+            RateLimitErrorRetryHandler(max_retry_count=3),
+            ConnectionErrorRetryHandler(max_retry_count=2),
+        ],
+        **kwargs,
+    )
+
+
+def build_bolt_app(bot: Bot) -> App:
+    from bot import actions, commands_listener, home_listener
+
+    secret = bot.settings.slack_signing_secret
+    app = App(
+        client=bot.client,
+        signing_secret=secret.get_secret_value() if secret else None,
+        process_before_response=True,
+        token_verification_enabled=False,
+    )
+
+    @app.middleware
+    def drop_slack_retries(
+        req: Any, resp: BoltResponse, next: Callable[[], BoltResponse]
+    ) -> BoltResponse:
+        retry = req.headers.get("x-slack-retry-num")
+        if retry:
+            log.info("slack.retry_dropped", retry=retry[0] if isinstance(retry, list) else retry)
+            return BoltResponse(status=200, body="")
+        return next()
+
+    actions.register(app, bot)
+    commands_listener.register(app, bot)
+    home_listener.register(app, bot)
+    return app
+
+
+def build_asgi(app: App) -> Starlette:
+    async def slack_events(request: Request) -> Response:
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
+            return JSONResponse({"error": "request body too large"}, status_code=413)
+        body = await request.body()
+        if len(body) > MAX_BODY_BYTES:
+            return JSONResponse({"error": "request body too large"}, status_code=413)
+        bolt_request = to_bolt_request(request, body)
+        bolt_response = await anyio.to_thread.run_sync(app.dispatch, bolt_request)
+        return to_starlette_response(bolt_response)
+
+    async def healthz(_request: Request) -> Response:
+        return JSONResponse({"ok": True})
+
+    return Starlette(
+        routes=[
+            Route("/slack/events", slack_events, methods=["POST"]),
+            Route("/healthz", healthz, methods=["GET"]),
+        ]
+    )

@@ -1,0 +1,104 @@
+"""`gatehouse serve`: the Slack bot, the workers (and later the scheduler) in one process.
+
+Socket Mode when SLACK_APP_TOKEN is set (no public URL needed); otherwise HTTP mode on
+GATEHOUSE_HTTP_HOST:GATEHOUSE_HTTP_PORT with everything Slack sends at `/slack/events`.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import structlog
+
+from bot.app import Bot, build_asgi, build_bolt_app, build_web_client
+from bot.server import serve_forever
+from bot.slack_directory import SlackDirectory
+from bot.slack_notifier import SlackNotifier
+from pipelines import Gatehouse, Settings, Worker
+from pipelines.config import ConfigurationError
+
+log = structlog.get_logger()
+
+
+def slack_config_problems(settings: Settings) -> list[str]:
+    """One line per missing or contradictory setting, each naming its variable."""
+    problems = []
+    bot_token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else ""
+    app_token = settings.slack_app_token.get_secret_value() if settings.slack_app_token else ""
+    if not bot_token:
+        problems.append("SLACK_BOT_TOKEN is not set: the bot's xoxb-… token (OAuth & Permissions)")
+    elif not bot_token.startswith("xoxb-"):
+        problems.append("SLACK_BOT_TOKEN should be a bot token starting with xoxb-")
+    if app_token and not app_token.startswith("xapp-"):
+        problems.append(
+            "SLACK_APP_TOKEN should be an app-level token starting with xapp- (Socket Mode)"
+        )
+    if not app_token and not settings.slack_signing_secret:
+        problems.append(
+            "SLACK_SIGNING_SECRET is not set: HTTP mode needs it to verify requests "
+            "(or set SLACK_APP_TOKEN for Socket Mode)"
+        )
+    if not settings.approvals_channel:
+        problems.append("GATEHOUSE_APPROVALS_CHANNEL is not set: where approval cards are posted")
+    return problems
+
+
+def build_bot(settings: Settings) -> Bot:
+    problems = slack_config_problems(settings)
+    if problems:
+        raise ConfigurationError("; ".join(problems))
+    client = build_web_client(settings)
+    holder: dict[str, Gatehouse] = {}
+    notifier = SlackNotifier(
+        client,
+        approvals_channel=str(settings.approvals_channel),
+        runtime=lambda: holder["gatehouse"].rt,
+    )
+    gatehouse = Gatehouse.from_settings(
+        settings, notifier=notifier, directory=SlackDirectory(client)
+    )
+    holder["gatehouse"] = gatehouse
+    return Bot(gatehouse=gatehouse, client=client, settings=settings)
+
+
+def start_workers(bot: Bot, count: int) -> list[tuple[Worker, threading.Thread]]:
+    started = []
+    for number in range(count):
+        worker = bot.gatehouse.worker(poll_seconds=bot.settings.worker_poll_seconds)
+        thread = threading.Thread(
+            target=worker.run_forever, name=f"gatehouse-worker-{number}", daemon=True
+        )
+        thread.start()
+        started.append((worker, thread))
+    return started
+
+
+def serve(settings: Settings) -> None:
+    bot = build_bot(settings)
+    app = build_bolt_app(bot)
+    workers = start_workers(bot, settings.serve_workers)
+    try:
+        if settings.slack_app_token:
+            from slack_bolt.adapter.socket_mode import SocketModeHandler
+
+            log.warning("serve.socket_mode")
+            SocketModeHandler(app, settings.slack_app_token.get_secret_value()).start()  # type: ignore[no-untyped-call]
+        else:
+            log.warning(
+                "serve.http", url=f"http://{settings.http_host}:{settings.http_port}/slack/events"
+            )
+            serve_forever(build_asgi(app), settings.http_host, settings.http_port)
+    finally:
+        _drain(bot, workers)
+
+
+def _drain(bot: Bot, workers: list[tuple[Worker, Any]]) -> None:
+    """Stop claiming, let running runs finish or suspend, finish acknowledged Slack work."""
+    for worker, _thread in workers:
+        worker.stop()
+    for _worker, thread in workers:
+        thread.join(timeout=60)
+    bot.wait_idle(timeout=60)
+    bot.work.shutdown(wait=True)
+    log.warning("serve.stopped")
