@@ -8,6 +8,7 @@ Non-interactive; finishes in a few seconds.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import sys
@@ -48,6 +49,15 @@ def pending_approval_id() -> str:
     engine = Gatehouse.from_settings()
     try:
         return engine.pending()[0].id
+    finally:
+        engine.db.dispose()
+
+
+def open_task_id() -> str | None:
+    """The ticket's human task, if the LLM step took the human exit (no model configured)."""
+    engine = Gatehouse.from_settings()
+    try:
+        return next((item.id for item in engine.pending() if item.id.startswith("task_")), None)
     finally:
         engine.db.dispose()
 
@@ -103,7 +113,23 @@ def main() -> None:
     gatehouse("undo", refund_call, "--as", "bob")
     gatehouse("run", run_id)
 
-    section(11, "All runs")
+    section(11, "A support ticket with an LLM step: with no model configured, a person answers")
+    ticket = json.dumps(
+        {
+            "ticket_id": "T-1042",
+            "customer_email": "ada@example.com",
+            "subject": "Scratched lid",
+            "body": "Order ord_1001 arrived scratched. Could I get 5.00 back?",
+        }
+    )
+    gatehouse("trigger", "ticket_triage", "--input", ticket, "--as", "carol")
+    task = open_task_id()
+    if task is not None:
+        gatehouse("pending")
+        label = '{"kind": "refund", "confidence": 1, "order_id": "ord_1001", "amount": "5.00"}'
+        gatehouse("answer", task, "--as", "olga", "--answer", label)
+
+    section(12, "All runs")
     gatehouse("runs")
     print(
         "\nDone. Look around yourself: "

@@ -632,7 +632,7 @@ class Context:
             key,
             CallKind.LLM,
             name,
-            f"The model could not {task} this ({reason}). Please answer in its place.",
+            f"The model could not {task} this: {reason}. Please answer in its place.",
             output,
             context={
                 "task": task,
