@@ -17,6 +17,7 @@ from storage.db import Database
 from tests.fakes.clock import FakeClock
 from tests.fakes.notifier import RecordingNotifier
 from tests.fakes.openai import FakeOpenAI
+from tests.fakes.slack import FakeSlack
 
 POSTGRES_URL = os.environ.get("GATEHOUSE_TEST_POSTGRES_URL")
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -94,4 +95,11 @@ def gatehouse(db: Database, clock: FakeClock, notifier: RecordingNotifier) -> Ga
 def fake_openai() -> Iterator[FakeOpenAI]:
     """An OpenAI-compatible server on loopback, scripted per test (tests/fakes/openai.py)."""
     with FakeOpenAI() as fake:
+        yield fake
+
+
+@pytest.fixture
+def fake_slack() -> Iterator[FakeSlack]:
+    """The Slack Web API on loopback, recording every call (tests/fakes/slack.py)."""
+    with FakeSlack() as fake:
         yield fake
