@@ -152,7 +152,7 @@ def register(app: App, bot: Bot) -> None:
         try:
             load_model(task.output_model).model_validate(answer)
         except ValidationError as exc:
-            ack(response_action="errors", errors=forms.errors_for_modal(exc))
+            ack(response_action="errors", errors=forms.errors_for_modal(exc, task.output_schema))
             return
         ack()
         bot.submit(answer_and_resume, bot, body, task_id, answer)

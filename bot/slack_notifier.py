@@ -69,7 +69,8 @@ class SlackNotifier:
             (i for i, c in enumerate(run.calls) if c.id == approval.call_id), len(run.calls)
         )
         return cards.ApprovalContext(
-            trigger=run.trigger_user,
+            trigger=run.trigger,
+            run_input=run.input,
             llm_calls=[c for c in run.calls[:position] if c.kind == "llm"],
             rate_limit=rate_limit_headroom(rt, tool) if tool is not None else None,
             tool_description=tool.description if tool is not None else "",

@@ -208,6 +208,7 @@ class Run:
     created_at: datetime
     finished_at: datetime | None
     waiting_for: list[str] = field(default_factory=list)
+    trigger: str | None = None  # how the run started: api, cli, slack, schedule…
     calls: list[CallView] = field(default_factory=list)
     approvals: list[ApprovalView] = field(default_factory=list)
     tasks: list[TaskView] = field(default_factory=list)
@@ -224,6 +225,7 @@ class Run:
             trigger_user=row.trigger_user,
             created_at=row.created_at,
             finished_at=row.finished_at,
+            trigger=getattr(row, "trigger", None),
             **extra,
         )
 
@@ -239,6 +241,7 @@ class Run:
             "created_at": iso(self.created_at),
             "finished_at": iso(self.finished_at),
             "waiting_for": self.waiting_for,
+            "trigger": self.trigger,
             "calls": [c.to_json() for c in self.calls],
             "approvals": [a.to_json() for a in self.approvals],
             "tasks": [t.to_json() for t in self.tasks],
