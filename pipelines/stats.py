@@ -1,0 +1,105 @@
+"""Volume, error rate, latency and cost per pipeline over the last 24 h and 7 d (or any windows).
+
+What each number counts is written once, in `storage.stats`. Here the windows end at the
+engine's clock (or the `now` given), and every registered pipeline is listed even without runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from pipelines.pipeline import registered_pipelines
+from pipelines.runtime import Runtime
+from storage import stats as stats_queries
+from storage.stats import PendingCounts, WindowStats
+
+DAY = timedelta(days=1)
+WEEK = timedelta(days=7)
+DEFAULT_WINDOWS = (DAY, WEEK)
+
+__all__ = [
+    "DAY",
+    "DEFAULT_WINDOWS",
+    "WEEK",
+    "PendingCounts",
+    "PipelineStats",
+    "StatsReport",
+    "WindowStats",
+    "pipeline_stats",
+]
+
+
+@dataclass(frozen=True)
+class PipelineStats:
+    """One pipeline: its numbers per window (in the order asked) and what waits for people."""
+
+    pipeline: str
+    windows: tuple[WindowStats, ...]
+    pending: PendingCounts = field(default_factory=PendingCounts)
+
+    def window(self, length: timedelta) -> WindowStats | None:
+        return next((w for w in self.windows if w.window == length), None)
+
+
+@dataclass(frozen=True)
+class StatsReport:
+    """Every pipeline's numbers at one moment, `now` (the end of every window)."""
+
+    now: datetime
+    windows: tuple[timedelta, ...]
+    pipelines: tuple[PipelineStats, ...]
+
+    def get(self, pipeline: str) -> PipelineStats | None:
+        return next((p for p in self.pipelines if p.pipeline == pipeline), None)
+
+
+def pipeline_stats(
+    rt: Runtime,
+    *,
+    now: datetime | None = None,
+    windows: Sequence[timedelta] = DEFAULT_WINDOWS,
+    pipeline: str | None = None,
+) -> StatsReport:
+    """Numbers per pipeline for each window ending at `now` (default: the engine's clock).
+
+    Without `pipeline`: every registered pipeline, plus any other with runs in a window (a
+    pipeline removed from the code still shows its recent history). With it: that one only.
+    """
+    if not windows:
+        raise ValueError("pipeline_stats needs at least one window")
+    if any(w <= timedelta(0) for w in windows):
+        raise ValueError(f"windows must be positive durations, got {list(windows)}")
+    end = now if now is not None else rt.clock.now()
+    names = [pipeline] if pipeline is not None else list(registered_pipelines())
+    per_window: list[dict[str, WindowStats]] = []
+    with rt.db.transaction() as conn:
+        for length in windows:
+            per_window.append(
+                stats_queries.window_stats(
+                    conn,
+                    since=end - length,
+                    until=end,
+                    pipelines=None if pipeline is None else names,
+                )
+            )
+        pending = stats_queries.pending_counts(conn, None if pipeline is None else names)
+    everyone = set(names).union(*per_window)
+    if pipeline is None:
+        everyone |= set(pending)
+    return StatsReport(
+        now=end,
+        windows=tuple(windows),
+        pipelines=tuple(
+            PipelineStats(
+                pipeline=name,
+                windows=tuple(
+                    found.get(name) or WindowStats(name, end - length, end)
+                    for length, found in zip(windows, per_window, strict=True)
+                ),
+                pending=pending.get(name, PendingCounts()),
+            )
+            for name in sorted(everyone)
+        ),
+    )

@@ -1,0 +1,263 @@
+"""Per-pipeline numbers for a time window: volume, error rate, latency percentiles, LLM cost.
+
+What each number counts (the window is `since <= t <= until`, both given by the caller):
+
+- `runs`: runs *created* in the window (`created_at`), whatever their state now.
+- `finished`, `by_status`: runs that *finished* in the window (`finished_at`), by final status.
+- `errors`: of those, the ones that ended `failed` or `needs_attention` (the engine's own
+  failures). `rejected`, `invalid_input` and `cancelled` are outcomes a person or the caller
+  chose, so they count as finished but not as errors; `by_status` has them for anyone who
+  wants another definition. `error_rate = errors / finished` (None when nothing finished).
+- `p50_seconds`, `p95_seconds`: percentiles of `finished_at - created_at` over the runs that
+  finished in the window, so a run's latency includes its time queued and waiting for people.
+  Linear interpolation between the closest ranks, i.e. PostgreSQL's `percentile_cont`, which
+  computes them there; on SQLite the durations are fetched and `percentile_cont` is applied in
+  Python (`percentile` below), so both databases give the same numbers.
+- `llm_cost_usd`: the sum of `meta.cost_usd` over the LLM calls of the runs *created* in the
+  window (the same runs as `runs`); `llm_calls` counts those calls and `priced_llm_calls` the
+  ones with a known cost (no price configured, or no model: the cost is unknown and left out).
+  `cost_per_run = llm_cost_usd / runs` — every run in the denominator, with or without LLM
+  calls (None when there are no runs).
+
+Pending work (`pending_counts`) is not windowed: approvals still `pending` and human tasks
+still `open` right now, per pipeline.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Float, Select, Table, cast, extract, func, select
+
+from storage.approvals import approvals_table, tasks_table
+from storage.calls import calls_table
+from storage.models import FINISHED_RUN_STATUSES, ApprovalStatus, CallKind, RunStatus, TaskStatus
+from storage.runs import runs_table
+
+ERROR_STATUSES = frozenset({RunStatus.FAILED, RunStatus.NEEDS_ATTENTION})
+PERCENTILES = (0.5, 0.95)
+
+
+@dataclass(frozen=True)
+class WindowStats:
+    """One pipeline's numbers for one window (see the module docstring for what they count)."""
+
+    pipeline: str
+    since: datetime
+    until: datetime
+    runs: int = 0
+    finished: int = 0
+    errors: int = 0
+    by_status: dict[str, int] = field(default_factory=dict)
+    p50_seconds: float | None = None
+    p95_seconds: float | None = None
+    llm_cost_usd: float = 0.0
+    llm_calls: int = 0
+    priced_llm_calls: int = 0
+
+    @property
+    def window(self) -> timedelta:
+        return self.until - self.since
+
+    @property
+    def error_rate(self) -> float | None:
+        return self.errors / self.finished if self.finished else None
+
+    @property
+    def cost_per_run(self) -> float | None:
+        return self.llm_cost_usd / self.runs if self.runs else None
+
+
+@dataclass(frozen=True)
+class PendingCounts:
+    approvals: int = 0
+    tasks: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.approvals + self.tasks
+
+
+def percentile(sorted_values: Sequence[float], fraction: float) -> float | None:
+    """`percentile_cont`: linear interpolation between the two closest ranks (None if empty)."""
+    if not sorted_values:
+        return None
+    position = fraction * (len(sorted_values) - 1)
+    low = math.floor(position)
+    high = min(low + 1, len(sorted_values) - 1)
+    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (position - low)
+
+
+def window_stats(
+    conn: Connection,
+    *,
+    since: datetime,
+    until: datetime,
+    pipelines: Iterable[str] | None = None,
+) -> dict[str, WindowStats]:
+    """Every pipeline with runs created or finished in the window (or only `pipelines`, each
+    present even without runs), keyed by name."""
+    wanted = None if pipelines is None else sorted(set(pipelines))
+    volume = _volume(conn, since, until, wanted)
+    outcomes = _outcomes(conn, since, until, wanted)
+    latency = (
+        _latency_postgres(conn, since, until, wanted)
+        if conn.dialect.name == "postgresql"
+        else _latency_fetched(conn, since, until, wanted)
+    )
+    costs = _costs(conn, since, until, wanted)
+    names = set(wanted or ()) | set(volume) | set(outcomes)
+    result = {}
+    for name in sorted(names):
+        by_status = outcomes.get(name, {})
+        p50, p95 = latency.get(name, (None, None))
+        cost, calls, priced = costs.get(name, (0.0, 0, 0))
+        result[name] = WindowStats(
+            pipeline=name,
+            since=since,
+            until=until,
+            runs=volume.get(name, 0),
+            finished=sum(by_status.values()),
+            errors=sum(n for status, n in by_status.items() if status in ERROR_STATUSES),
+            by_status=dict(sorted(by_status.items())),
+            p50_seconds=p50,
+            p95_seconds=p95,
+            llm_cost_usd=cost,
+            llm_calls=calls,
+            priced_llm_calls=priced,
+        )
+    return result
+
+
+def pending_counts(
+    conn: Connection, pipelines: Iterable[str] | None = None
+) -> dict[str, PendingCounts]:
+    """Approvals pending and human tasks open now, per pipeline (only pipelines that have any)."""
+    wanted = None if pipelines is None else sorted(set(pipelines))
+    approvals = _count_waiting(conn, approvals_table, ApprovalStatus.PENDING, wanted)
+    tasks = _count_waiting(conn, tasks_table, TaskStatus.OPEN, wanted)
+    return {
+        name: PendingCounts(approvals=approvals.get(name, 0), tasks=tasks.get(name, 0))
+        for name in sorted(set(approvals) | set(tasks))
+    }
+
+
+# -- the queries ---------------------------------------------------------------------------------
+
+
+def _only(query: Select[Any], pipelines: list[str] | None) -> Select[Any]:
+    return query if pipelines is None else query.where(runs_table.c.pipeline.in_(pipelines))
+
+
+def _finished_in(since: datetime, until: datetime) -> Any:
+    finished_at = runs_table.c.finished_at
+    return (
+        finished_at >= since,
+        finished_at <= until,
+        runs_table.c.status.in_([str(s) for s in FINISHED_RUN_STATUSES]),
+    )
+
+
+def _volume(
+    conn: Connection, since: datetime, until: datetime, pipelines: list[str] | None
+) -> dict[str, int]:
+    query = (
+        select(runs_table.c.pipeline, func.count())
+        .where(runs_table.c.created_at >= since, runs_table.c.created_at <= until)
+        .group_by(runs_table.c.pipeline)
+    )
+    return {row[0]: int(row[1]) for row in conn.execute(_only(query, pipelines))}
+
+
+def _outcomes(
+    conn: Connection, since: datetime, until: datetime, pipelines: list[str] | None
+) -> dict[str, dict[str, int]]:
+    query = (
+        select(runs_table.c.pipeline, runs_table.c.status, func.count())
+        .where(*_finished_in(since, until))
+        .group_by(runs_table.c.pipeline, runs_table.c.status)
+    )
+    found: dict[str, dict[str, int]] = {}
+    for name, status, count in conn.execute(_only(query, pipelines)):
+        found.setdefault(name, {})[str(status)] = int(count)
+    return found
+
+
+def _latency_postgres(
+    conn: Connection, since: datetime, until: datetime, pipelines: list[str] | None
+) -> dict[str, tuple[float | None, float | None]]:
+    seconds = cast(extract("epoch", runs_table.c.finished_at - runs_table.c.created_at), Float)
+    query = (
+        select(
+            runs_table.c.pipeline,
+            *(func.percentile_cont(p).within_group(seconds) for p in PERCENTILES),
+        )
+        .where(*_finished_in(since, until))
+        .group_by(runs_table.c.pipeline)
+    )
+    return {
+        row[0]: (_float_or_none(row[1]), _float_or_none(row[2]))
+        for row in conn.execute(_only(query, pipelines))
+    }
+
+
+def _latency_fetched(
+    conn: Connection, since: datetime, until: datetime, pipelines: list[str] | None
+) -> dict[str, tuple[float | None, float | None]]:
+    """SQLite has no percentile function: fetch the two timestamps of each finished run (the
+    typed columns give exact aware datetimes) and interpolate like `percentile_cont`."""
+    query = select(runs_table.c.pipeline, runs_table.c.created_at, runs_table.c.finished_at).where(
+        *_finished_in(since, until)
+    )
+    durations: dict[str, list[float]] = {}
+    for name, created_at, finished_at in conn.execute(_only(query, pipelines)):
+        durations.setdefault(name, []).append((finished_at - created_at).total_seconds())
+    result = {}
+    for name, values in durations.items():
+        values.sort()
+        result[name] = (percentile(values, PERCENTILES[0]), percentile(values, PERCENTILES[1]))
+    return result
+
+
+def _costs(
+    conn: Connection, since: datetime, until: datetime, pipelines: list[str] | None
+) -> dict[str, tuple[float, int, int]]:
+    """(sum of cost_usd, LLM calls, LLM calls with a cost) of the runs created in the window.
+
+    `meta["cost_usd"].as_float()` is SQLite's `json_extract` and PostgreSQL's `->>` cast to a
+    float; a JSON null or a missing key is SQL NULL, which SUM and COUNT skip."""
+    cost = calls_table.c.meta["cost_usd"].as_float()
+    query = (
+        select(runs_table.c.pipeline, func.sum(cost), func.count(), func.count(cost))
+        .select_from(calls_table.join(runs_table, runs_table.c.id == calls_table.c.run_id))
+        .where(
+            calls_table.c.kind == str(CallKind.LLM),
+            runs_table.c.created_at >= since,
+            runs_table.c.created_at <= until,
+        )
+        .group_by(runs_table.c.pipeline)
+    )
+    return {
+        row[0]: (float(row[1] or 0.0), int(row[2]), int(row[3]))
+        for row in conn.execute(_only(query, pipelines))
+    }
+
+
+def _count_waiting(
+    conn: Connection, table: Table, status: str, pipelines: list[str] | None
+) -> dict[str, int]:
+    query = (
+        select(runs_table.c.pipeline, func.count())
+        .select_from(table.join(runs_table, runs_table.c.id == table.c.run_id))
+        .where(table.c.status == status)
+        .group_by(runs_table.c.pipeline)
+    )
+    return {row[0]: int(row[1]) for row in conn.execute(_only(query, pipelines))}
+
+
+def _float_or_none(value: Any) -> float | None:
+    return None if value is None else float(value)
