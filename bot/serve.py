@@ -15,7 +15,7 @@ from bot.app import Bot, build_asgi, build_bolt_app, build_web_client
 from bot.server import serve_forever
 from bot.slack_directory import SlackDirectory
 from bot.slack_notifier import SlackNotifier
-from pipelines import Gatehouse, Settings, Worker
+from pipelines import Clock, Gatehouse, Settings, Worker
 from pipelines.config import ConfigurationError
 
 log = structlog.get_logger()
@@ -44,7 +44,7 @@ def slack_config_problems(settings: Settings) -> list[str]:
     return problems
 
 
-def build_bot(settings: Settings) -> Bot:
+def build_bot(settings: Settings, *, clock: Clock | None = None) -> Bot:
     problems = slack_config_problems(settings)
     if problems:
         raise ConfigurationError("; ".join(problems))
@@ -56,7 +56,7 @@ def build_bot(settings: Settings) -> Bot:
         runtime=lambda: holder["gatehouse"].rt,
     )
     gatehouse = Gatehouse.from_settings(
-        settings, notifier=notifier, directory=SlackDirectory(client)
+        settings, notifier=notifier, directory=SlackDirectory(client), clock=clock
     )
     holder["gatehouse"] = gatehouse
     return Bot(gatehouse=gatehouse, client=client, settings=settings)

@@ -116,6 +116,7 @@ class Gatehouse:
         *,
         notifier: Notifier | None = None,
         directory: ApproverDirectory | None = None,
+        clock: Clock | None = None,
         upgrade: bool = True,
     ) -> Gatehouse:
         settings = settings or load_settings()
@@ -129,6 +130,7 @@ class Gatehouse:
             db,
             notifier=notifier,
             directory=directory or StaticDirectory(settings.groups),
+            clock=clock,
             lease=timedelta(seconds=settings.run_lease_seconds),
             llm=llm_config_from(settings),
         )
