@@ -232,12 +232,31 @@ def test_a_429_from_chat_post_message_is_retried_and_the_card_posted_once(
     assert len(world.fake.calls_to("chat.postMessage")) == 2
 
 
-def test_the_slash_command_answers_ephemerally(world: SlackWorld) -> None:
+def test_the_slash_command_acks_at_once_and_answers_ephemerally(world: SlackWorld) -> None:
     run_id, approval_id, card = _request_refund(world)
-    help_reply = world.slack.command("help", user_id="U_CAROL")
-    assert help_reply.status == 200
-    pending = world.slack.command("pending", user_id="U_CAROL")
-    assert approval_id in pending.text
-    unknown = world.slack.command("frobnicate", user_id="U_CAROL")
-    assert unknown.status == 200 and "frobnicate" in unknown.text
+    for text in ("help", "pending", f"run {run_id}", "frobnicate"):
+        response = world.slack.command(text, user_id="U_CAROL")
+        assert response.status == 200 and response.text == ""  # the ack carries nothing
+    world.settle()
+    replies = [
+        e["text"] + "\n" + _texts(e.get("blocks", [])) for e in world.fake.ephemerals("U_CAROL")
+    ]
+    assert len(replies) == 4  # answered concurrently, so in any order
+    assert any("help" in reply.lower() for reply in replies)
+    assert any(approval_id in reply for reply in replies)
+    assert any(run_id in reply and "issue_refund" in reply for reply in replies)
+    assert any("frobnicate" in reply for reply in replies)
+    assert all(e["via"] == "response_url" for e in world.fake.ephemerals("U_CAROL"))
     assert world.fake.rejected == []
+
+
+def test_trigger_from_slack_runs_the_pipeline_as_the_user(world: SlackWorld) -> None:
+    world.slack.command(
+        'trigger refund_request {"order_id": "ord_1001", "amount": "12.50", "reason": "scratched"}',
+        user_id="U_CAROL",
+    )
+    world.settle()
+    [run] = world.gatehouse.runs()
+    assert (run.status, run.trigger_user, run.trigger) == ("succeeded", "U_CAROL", "slack")
+    [reply] = world.fake.ephemerals("U_CAROL")
+    assert run.id in reply["text"] + _texts(reply.get("blocks", []))
