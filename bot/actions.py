@@ -1,7 +1,8 @@
 """Buttons and modals: Approve, Reject (with a reason), Answer (a form from the output schema).
 
-The handler of a button that opens a modal calls `views.open` first thing, before any database
-work: a `trigger_id` is only valid for three seconds. Decisions run after the ack, on the bot's
+A button that opens a modal acks, then calls `views.open` first thing on the bot's UI pool
+(which never waits on a run), before any slow work: a `trigger_id` is only valid for three
+seconds. Decisions run after the ack, on the bot's
 thread pool; the card is then updated by the notifier and the run resumes right here.
 """
 
@@ -87,6 +88,21 @@ def fill_answer_modal(bot: Bot, view_id: str, task_id: str) -> None:
     bot.client.views_update(view_id=view_id, view=view)
 
 
+def open_reject_modal(bot: Bot, trigger_id: str, approval_id: str) -> None:
+    # One keyed read (well under a millisecond) names the action in the modal; nothing slower
+    # comes before views.open, as the trigger_id lives only 3 seconds.
+    with bot.gatehouse.db.transaction() as conn:
+        approval = task_rows.fetch_approval(conn, approval_id)
+    tool = approval.tool if approval is not None else None
+    bot.client.views_open(trigger_id=trigger_id, view=cards.reject_modal(approval_id, tool))
+
+
+def open_answer_modal(bot: Bot, trigger_id: str, task_id: str) -> None:
+    """Open at once with a placeholder, then put the form generated from the schema in it."""
+    opened = bot.client.views_open(trigger_id=trigger_id, view=loading_modal())
+    fill_answer_modal(bot, str(opened["view"]["id"]), task_id)
+
+
 def register(app: App, bot: Bot) -> None:
     @app.action("approval.approve")
     def approve_clicked(ack: Ack, body: dict[str, Any], action: dict[str, Any]) -> None:
@@ -94,17 +110,9 @@ def register(app: App, bot: Bot) -> None:
         bot.submit(decide_and_resume, bot, body, str(action["value"]), approve=True)
 
     @app.action("approval.reject")
-    def reject_clicked(
-        ack: Ack, body: dict[str, Any], action: dict[str, Any], client: WebClient
-    ) -> None:
+    def reject_clicked(ack: Ack, body: dict[str, Any], action: dict[str, Any]) -> None:
         ack()
-        approval_id = str(action["value"])
-        # One keyed read (well under a millisecond) names the action in the modal; everything
-        # slower waits until after views.open, as the trigger_id lives only 3 seconds.
-        with bot.gatehouse.db.transaction() as conn:
-            approval = task_rows.fetch_approval(conn, approval_id)
-        tool = approval.tool if approval is not None else "this action"
-        client.views_open(trigger_id=body["trigger_id"], view=cards.reject_modal(approval_id, tool))
+        bot.submit_ui(open_reject_modal, bot, str(body["trigger_id"]), str(action["value"]))
 
     @app.view("approval.reject_reason")
     def reject_reason_submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
@@ -127,12 +135,9 @@ def register(app: App, bot: Bot) -> None:
         )
 
     @app.action("task.answer")
-    def answer_clicked(
-        ack: Ack, body: dict[str, Any], action: dict[str, Any], client: WebClient
-    ) -> None:
+    def answer_clicked(ack: Ack, body: dict[str, Any], action: dict[str, Any]) -> None:
         ack()
-        opened = client.views_open(trigger_id=body["trigger_id"], view=loading_modal())
-        bot.submit(fill_answer_modal, bot, str(opened["view"]["id"]), str(action["value"]))
+        bot.submit_ui(open_answer_modal, bot, str(body["trigger_id"]), str(action["value"]))
 
     @app.view("task.answer")
     def answer_submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:

@@ -1,9 +1,11 @@
 """The Slack bot: the Bolt app (sync, `process_before_response=True`) and its ASGI server.
 
 Every listener acks at once and hands its work to a thread pool; nothing slow runs before the
-ack. Bolt's dispatch itself runs in a worker thread (not on the event loop), so one slow
-`views.open` cannot stall other requests. Slack's own retries of an event we already took
-(`X-Slack-Retry-Num`) are acknowledged and dropped: they never cause a second effect.
+ack, so Bolt's dispatch runs right on the event loop (a thread hop per request costs a third of
+the throughput). Two pools: `ui` for the Slack calls a person is waiting on (`views.open` must
+happen within the 3 s a trigger_id lives), `work` for decisions and the runs they resume, which
+may take long. Slack's own retries of an event we already took (`X-Slack-Retry-Num`) are
+acknowledged and dropped: they never cause a second effect.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
-import anyio.to_thread
 import structlog
 from slack_bolt import App, BoltResponse
 from slack_bolt.adapter.starlette.handler import to_bolt_request, to_starlette_response
@@ -42,12 +43,27 @@ class Bot:
     gatehouse: Gatehouse
     client: WebClient
     settings: Settings
-    work: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(8, "slack-work"))
+    work: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(4, "slack-work"))
+    ui: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(4, "slack-ui"))
     _pending: set[Future[None]] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-        """Run after the ack; errors are logged, never lost silently."""
+        """Run after the ack on the work pool; errors are logged, never lost silently."""
+        self._run(self.work, fn, *args, **kwargs)
+
+    def submit_ui(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """Run after the ack on the pool that only talks to Slack (never waits on a run)."""
+        self._run(self.ui, fn, *args, **kwargs)
+
+    def shutdown(self) -> None:
+        self.wait_idle(timeout=60)
+        self.ui.shutdown(wait=True)
+        self.work.shutdown(wait=True)
+
+    def _run(
+        self, pool: ThreadPoolExecutor, fn: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> None:
 
         def guarded() -> None:
             try:
@@ -55,7 +71,7 @@ class Bot:
             except Exception:
                 log.exception("slack.work_failed", work=getattr(fn, "__name__", repr(fn)))
 
-        future = self.work.submit(guarded)
+        future = pool.submit(guarded)
         with self._lock:
             self._pending.add(future)
         future.add_done_callback(self._forget)
@@ -126,7 +142,7 @@ def build_asgi(app: App) -> Starlette:
         if len(body) > MAX_BODY_BYTES:
             return JSONResponse({"error": "request body too large"}, status_code=413)
         bolt_request = to_bolt_request(request, body)
-        bolt_response = await anyio.to_thread.run_sync(app.dispatch, bolt_request)
+        bolt_response = app.dispatch(bolt_request)
         return to_starlette_response(bolt_response)
 
     async def healthz(_request: Request) -> Response:

@@ -6,6 +6,7 @@ GATEHOUSE_HTTP_HOST:GATEHOUSE_HTTP_PORT with everything Slack sends at `/slack/e
 
 from __future__ import annotations
 
+import sys
 import threading
 from typing import Any
 
@@ -75,6 +76,9 @@ def start_workers(bot: Bot, count: int) -> list[tuple[Worker, threading.Thread]]
 
 
 def serve(settings: Settings) -> None:
+    # The event loop acks Slack while worker threads run pipelines: a shorter GIL switch
+    # interval (default 5 ms) keeps CPU-bound runs from holding an ack back for long.
+    sys.setswitchinterval(0.001)
     bot = build_bot(settings)
     app = build_bolt_app(bot)
     workers = start_workers(bot, settings.serve_workers)
@@ -99,6 +103,5 @@ def _drain(bot: Bot, workers: list[tuple[Worker, Any]]) -> None:
         worker.stop()
     for _worker, thread in workers:
         thread.join(timeout=60)
-    bot.wait_idle(timeout=60)
-    bot.work.shutdown(wait=True)
+    bot.shutdown()
     log.warning("serve.stopped")

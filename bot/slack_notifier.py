@@ -53,11 +53,10 @@ class SlackNotifier:
         )
 
     def approval_decided(self, approval: ApprovalView) -> None:
-        context = self.approval_context(approval)
         self._update(
             "approval",
             approval.id,
-            cards.approval_decided_card(approval, context),
+            lambda: cards.approval_decided_card(approval, self.approval_context(approval)),
             cards.approval_fallback_text(approval),
         )
 
@@ -90,13 +89,11 @@ class SlackNotifier:
     def task_opened(self, task: TaskView) -> None:
         pipeline = registered_pipelines().get(task.pipeline or "")
         channel = (pipeline.approvals_channel if pipeline else None) or self._default_channel
-        self._post(
-            "task", task.id, channel, cards.task_card(task), f"A person is needed: {task.question}"
-        )
+        self._post("task", task.id, channel, cards.task_card(task), cards.task_fallback_text(task))
 
     def task_answered(self, task: TaskView) -> None:
         self._update(
-            "task", task.id, cards.task_answered_card(task), f"Answered by {task.answered_by}"
+            "task", task.id, lambda: cards.task_answered_card(task), cards.task_fallback_text(task)
         )
 
     # -- Web API --------------------------------------------------------------------------
@@ -123,7 +120,10 @@ class SlackNotifier:
             )
         log.info("slack.card_posted", kind=kind, ref_id=ref_id, channel=response["channel"])
 
-    def _update(self, kind: str, ref_id: str, blocks: list[dict[str, Any]], text: str) -> None:
+    def _update(
+        self, kind: str, ref_id: str, blocks: Callable[[], list[dict[str, Any]]], text: str
+    ) -> None:
+        """Update the card in place; the blocks are only built when there is a card."""
         rt = self._runtime()
         with rt.db.transaction() as conn:
             ref = messages.message_ref(conn, kind=kind, ref_id=ref_id)
@@ -131,7 +131,7 @@ class SlackNotifier:
             log.warning("slack.card_missing", kind=kind, ref_id=ref_id)
             return
         try:
-            self._client.chat_update(channel=ref.channel, ts=ref.ts, blocks=blocks, text=text)
+            self._client.chat_update(channel=ref.channel, ts=ref.ts, blocks=blocks(), text=text)
         except SlackApiError as exc:
             log.error(
                 "slack.update_failed",

@@ -306,7 +306,7 @@ class Context:
             _Record(values, decided_by=None, decided_at=None, reason=None), pipeline=self.pipeline
         )
         log.info("approval.requested", run_id=self.run_id, approval_id=approval_id, tool=tool.name)
-        self._rt.notifier.approval_requested(view)
+        self._rt.notify("approval_requested", view)
         raise Suspend(f"waiting for approval {approval_id}", waiting_for=approval_id)
 
     def _settle_approval(self, tool: Tool, call_id: str) -> None:
@@ -741,11 +741,12 @@ class Context:
             )
             self._suspend_run(conn, now, f"human task {task_id}")
         log.info("task.opened", run_id=self.run_id, task_id=task_id, name=name)
-        self._rt.notifier.task_opened(
+        self._rt.notify(
+            "task_opened",
             TaskView.of(
                 _Record(values, answered_by=None, answered_at=None, answer=None),
                 pipeline=self.pipeline,
-            )
+            ),
         )
         raise Suspend(f"waiting for human task {task_id}", waiting_for=task_id)
 

@@ -127,7 +127,7 @@ def decide(
         raise AlreadyDecided(_already_decided_message(decided))
     view = ApprovalView.of(decided, pipeline=run.pipeline if run else None)
     log.info("approval.decided", approval_id=approval_id, status=str(status), user=user)
-    rt.notifier.approval_decided(view)
+    rt.notify("approval_decided", view)
     return view
 
 
@@ -156,7 +156,7 @@ def expire_due(rt: Runtime) -> list[ApprovalView]:
             )
         view = ApprovalView.of(approval, pipeline=run.pipeline if run else None)
         log.info("approval.expired", approval_id=approval_id)
-        rt.notifier.approval_decided(view)
+        rt.notify("approval_decided", view)
         expired.append(view)
     return expired
 

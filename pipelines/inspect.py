@@ -9,8 +9,8 @@ from pipelines.errors import UnknownApproval, UnknownRun, UnknownTask
 from pipelines.runtime import Runtime
 from pipelines.views import ApprovalView, CallView, Run, TaskView, iso
 from storage import queries
-from storage.models import ApprovalStatus, TaskStatus
 from storage.approvals import fetch_approval, fetch_task
+from storage.models import ApprovalStatus, TaskStatus
 from storage.runs import fetch_run
 
 

@@ -14,6 +14,9 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
+
+import structlog
 
 from pipelines.leases import LeaseKeeper
 from pipelines.llm import LLMCaller, LLMConfig
@@ -26,6 +29,8 @@ from pipelines.ports import (
     SystemClock,
 )
 from storage.db import Database
+
+log = structlog.get_logger()
 
 
 def new_worker_id() -> str:
@@ -45,6 +50,14 @@ class Runtime:
     llm_config: LLMConfig = field(default_factory=LLMConfig)
     _llm_caller: LLMCaller | None = field(default=None, repr=False, compare=False)
     _lease_keeper: LeaseKeeper | None = field(default=None, repr=False, compare=False)
+
+    def notify(self, event: str, view: Any) -> None:
+        """Tell the notifier; its failure (Slack down, a bug in a card) is logged and never
+        undoes or blocks what the engine already committed."""
+        try:
+            getattr(self.notifier, event)(view)
+        except Exception:
+            log.exception("notifier.failed", notify=event, id=getattr(view, "id", None))
 
     @property
     def llm(self) -> LLMCaller:

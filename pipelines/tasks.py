@@ -87,5 +87,5 @@ def answer(rt: Runtime, task_id: str, *, user: str, answer: Any) -> TaskView:
         run = run_rows.fetch_run(conn, task.run_id)
     view = TaskView.of(updated, pipeline=None if run is None else str(run.pipeline))
     log.info("task.answered", task_id=task_id, user=user)
-    rt.notifier.task_answered(view)
+    rt.notify("task_answered", view)
     return view

@@ -67,6 +67,5 @@ def slack_world(
         yield SlackWorld(fake, bot, server, SlackSender(server.url, SIGNING_SECRET, fake), clock)
     finally:
         server.stop()
-        bot.wait_idle(timeout=15)
-        bot.work.shutdown(wait=True)
+        bot.shutdown()
         bot.gatehouse.db.dispose()

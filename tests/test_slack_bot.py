@@ -82,6 +82,7 @@ def test_a_gated_call_posts_a_card_and_approve_resumes_the_run(world: SlackWorld
 def test_reject_opens_a_modal_and_the_reason_ends_the_run(world: SlackWorld) -> None:
     run_id, approval_id, card = _request_refund(world)
     world.slack.block_action("approval.reject", message=card["ts"], user_id="U_BOB")
+    world.settle()
     [modal] = world.fake.views
     empty = world.slack.view_submission(
         "approval.reject_reason", {"reason": {"reason": "  "}}, user_id="U_BOB", view_id=modal["id"]
