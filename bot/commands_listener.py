@@ -23,6 +23,10 @@ def register(app: App, bot: Bot) -> None:
 
 def answer(bot: Bot, text: str, user: str, respond: Respond) -> None:
     reply = commands.handle_command(
-        text, user_id=user, gatehouse=bot.gatehouse, command=bot.settings.slash_command
+        text,
+        user_id=user,
+        gatehouse=bot.gatehouse,
+        command=bot.settings.slash_command,
+        triggerers=bot.settings.triggerers or None,
     )
     respond(**reply.to_payload())

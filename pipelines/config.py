@@ -75,6 +75,10 @@ class Settings(BaseSettings):
     review_channel: str | None = Field(None, description="Channel for the weekly review")
     alerts_channel: str | None = Field(None, description="Channel for error-rate alerts")
     slash_command: str = Field("/gatehouse", description="The slash command's name")
+    triggerers: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description='Who may `/gatehouse trigger`, JSON by pipeline or "*": {"*": ["@ops"]}; unset: anyone',
+    )
     serve_workers: int = Field(2, ge=0, le=64, description="Worker threads in `gatehouse serve`")
     log_format: Literal["console", "json"] = "console"
     log_level: Literal["debug", "info", "warning", "error"] = "warning"
