@@ -11,7 +11,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from storage.types import JSONValue, UTCDateTime
@@ -101,6 +101,8 @@ class Run(Base):
         Index("ix_runs_status_wake", "status", "wake_at"),
         Index("ix_runs_created", "created_at"),
         Index("ix_runs_finished", "finished_at"),
+        # Covering for windowed error rates per pipeline (alerts, stats): no table lookups.
+        Index("ix_runs_finished_pipeline_status", "finished_at", "pipeline", "status"),
     )
 
 
@@ -308,3 +310,115 @@ class SlackMessage(Base):
     posted_at: Mapped[datetime]
 
     __table_args__ = (UniqueConstraint("kind", "ref_id", name="uq_slack_messages_ref"),)
+
+
+class ScheduleFire(Base):
+    """One row per (schedule, fire time): the unique key makes each fire create one run, however
+    many processes run the scheduler."""
+
+    __tablename__ = "schedule_fires"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    schedule: Mapped[str] = mapped_column(String(300))
+    fire_time: Mapped[datetime]
+    claimed_by: Mapped[str] = mapped_column(String(200))
+    claimed_at: Mapped[datetime]
+    run_id: Mapped[str | None] = mapped_column(String(40))
+    outcome: Mapped[str] = mapped_column(String(20), default="fired")  # fired | skipped | late
+
+    __table_args__ = (UniqueConstraint("schedule", "fire_time", name="uq_schedule_fires"),)
+
+
+class ScheduleState(Base):
+    """A schedule's pause switch (absent row: running)."""
+
+    __tablename__ = "schedule_states"
+
+    schedule: Mapped[str] = mapped_column(String(300), primary_key=True)
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    changed_by: Mapped[str | None] = mapped_column(String(200))
+    changed_at: Mapped[datetime]
+
+
+class WebhookDelivery(Base):
+    """An accepted webhook delivery: retries with the same Idempotency-Key create no second run."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    pipeline: Mapped[str] = mapped_column(String(200))
+    idempotency_key: Mapped[str] = mapped_column(String(300))
+    body_sha256: Mapped[str] = mapped_column(String(64))
+    run_id: Mapped[str | None] = mapped_column(String(40))
+    received_at: Mapped[datetime]
+
+    __table_args__ = (
+        UniqueConstraint("pipeline", "idempotency_key", name="uq_webhook_deliveries"),
+    )
+
+
+class ReviewWeek(Base):
+    """A weekly review: the stored pick makes a re-post or a retry post the same runs, once."""
+
+    __tablename__ = "review_weeks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    week_start: Mapped[datetime] = mapped_column(unique=True)
+    picked_at: Mapped[datetime]
+    status: Mapped[str] = mapped_column(String(20))  # picked | posting | posted | summarized
+    channel: Mapped[str | None] = mapped_column(String(40))
+    parent_ts: Mapped[str | None] = mapped_column(String(40))
+    summary_ts: Mapped[str | None] = mapped_column(String(40))
+
+
+class ReviewItem(Base):
+    __tablename__ = "review_items"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    week_id: Mapped[int] = mapped_column(ForeignKey("review_weeks.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    run_id: Mapped[str] = mapped_column(String(40))
+    reply_ts: Mapped[str | None] = mapped_column(String(40))
+    verdict: Mapped[str | None] = mapped_column(String(20))  # looks_right | flagged
+    category: Mapped[str | None] = mapped_column(String(40))
+    note: Mapped[str | None] = mapped_column(Text)
+    expected: Mapped[Any] = mapped_column(nullable=True)
+    reviewer: Mapped[str | None] = mapped_column(String(200))
+    reviewed_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        UniqueConstraint("week_id", "position", name="uq_review_items_position"),
+        UniqueConstraint("week_id", "run_id", name="uq_review_items_run"),
+        Index("ix_review_items_verdict", "verdict", "reviewed_at"),
+    )
+
+
+class Alert(Base):
+    """An error-rate alert. At most one open alert per pipeline (a partial unique index), so
+    each spike alerts once across replicas."""
+
+    __tablename__ = "alerts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    pipeline: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(20))  # open | recovered
+    opened_at: Mapped[datetime]
+    rate: Mapped[float]
+    baseline: Mapped[float | None]
+    window_runs: Mapped[int] = mapped_column(Integer)
+    details: Mapped[Any] = mapped_column(nullable=True)
+    channel: Mapped[str | None] = mapped_column(String(40))
+    ts: Mapped[str | None] = mapped_column(String(40))
+    below_since: Mapped[datetime | None]
+    recovered_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        Index(
+            "uq_alerts_one_open",
+            "pipeline",
+            unique=True,
+            sqlite_where=text("status = 'open'"),
+            postgresql_where=text("status = 'open'"),
+        ),
+        Index("ix_alerts_opened", "opened_at"),
+    )
