@@ -80,6 +80,45 @@ class Settings(BaseSettings):
         description='Who may `/gatehouse trigger`, JSON by pipeline or "*": {"*": ["@ops"]}; unset: anyone',
     )
     serve_workers: int = Field(2, ge=0, le=64, description="Worker threads in `gatehouse serve`")
+    timezone: str = Field("UTC", description="IANA zone for cron schedules and the weekly review")
+    misfire_grace_seconds: float = Field(
+        300.0,
+        ge=0,
+        description="A fire missed by less than this runs once late; older ones are skipped",
+    )
+    webhook_secrets: dict[str, str] = Field(
+        default_factory=dict,
+        description='HMAC-SHA256 secret per pipeline for POST /hooks/PIPELINE, JSON: {"p": "s3cret"}',
+    )
+    webhook_tokens: dict[str, str] = Field(
+        default_factory=dict,
+        description="Bearer token per pipeline (instead of an HMAC secret), JSON",
+    )
+    webhook_max_bytes: int = Field(
+        262_144, gt=0, description="Largest webhook body accepted (413 above)"
+    )
+    review_cron: str = Field(
+        "0 9 * * MON", description="When the weekly review is posted (cron, GATEHOUSE_TIMEZONE)"
+    )
+    review_size: int = Field(20, ge=1, le=100, description="Runs picked for the weekly review")
+    review_stratify: bool = Field(False, description="Pick review runs evenly across pipelines")
+    alert_window_minutes: float = Field(15.0, gt=0, description="Error-rate window for alerts")
+    alert_baseline_hours: float = Field(
+        24.0, gt=0, description="The baseline the window is compared with"
+    )
+    alert_threshold: float = Field(
+        0.2, ge=0, le=1, description="Alert at or above this error rate…"
+    )
+    alert_factor: float = Field(
+        3.0, ge=1, description="…and at least this many times the baseline…"
+    )
+    alert_min_volume: int = Field(
+        10, ge=1, description="…with at least this many finished runs in the window"
+    )
+    alert_overrides: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description='Per-pipeline thresholds, JSON: {"p": {"threshold": 0.5, "factor": 2, "min_volume": 5}}',
+    )
     log_format: Literal["console", "json"] = "console"
     log_level: Literal["debug", "info", "warning", "error"] = "warning"
 
