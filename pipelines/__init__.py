@@ -37,7 +37,7 @@ from pipelines.ports import (
     SystemClock,
 )
 from pipelines.replay import ReplayReport, replay
-from pipelines.runtime import Runtime, current_database, new_worker_id
+from pipelines.runtime import Runtime, current_clock, current_database, new_worker_id
 from pipelines.tools import Tool, registered_tools, tool, when
 from pipelines.triggers import cron, every, webhook
 from pipelines.views import ApprovalView, CallView, Run, TaskView
@@ -70,6 +70,7 @@ __all__ = [
     "ToolFailed",
     "Worker",
     "cron",
+    "current_clock",
     "current_database",
     "discover",
     "every",

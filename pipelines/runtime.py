@@ -85,6 +85,13 @@ def running_in(runtime: Runtime) -> Iterator[None]:
         _current_runtime.reset(token)
 
 
+def current_clock() -> Clock:
+    """The engine's clock while a run executes (a test's fake clock included); the system
+    clock otherwise. Connectors stamp their records with it."""
+    runtime = _current_runtime.get()
+    return runtime.clock if runtime is not None else SystemClock()
+
+
 def current_database() -> Database:
     runtime = _current_runtime.get()
     if runtime is None:

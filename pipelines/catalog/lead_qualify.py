@@ -12,13 +12,13 @@ With no model configured the extraction becomes a human task, so the demo works 
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
 from typing import Literal
 
 from pydantic import BaseModel, Field
 
 from pipelines import ActionRejected, Context, pipeline, tool, webhook
 from pipelines.connectors import demo_crm
+from pipelines.runtime import current_clock
 
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 EXTRACT_MIN_CONFIDENCE = 0.6  # a shakier reading goes to a person before anyone is emailed
@@ -259,7 +259,7 @@ def look_up_firmographics(args: CompanyLookup, *, idempotency_key: str) -> Firmo
 
 
 def recall_intro_email(args: IntroEmail, result: SentEmail, *, idempotency_key: str) -> None:
-    demo_crm.recall_email(result.email_id, now=datetime.now(UTC))
+    demo_crm.recall_email(result.email_id, now=current_clock().now())
 
 
 @tool(
@@ -277,13 +277,13 @@ def send_intro_email(args: IntroEmail, *, idempotency_key: str) -> SentEmail:
         subject=args.subject,
         body=args.body,
         idempotency_key=idempotency_key,
-        now=datetime.now(UTC),
+        now=current_clock().now(),
     )
     return SentEmail(email_id=record.id, to=record.to_address, status=record.status)
 
 
 def remove_from_crm(args: CrmLeadArgs, result: CrmLead, *, idempotency_key: str) -> None:
-    demo_crm.remove_lead(result.lead_id, now=datetime.now(UTC))
+    demo_crm.remove_lead(result.lead_id, now=current_clock().now())
 
 
 @tool(
@@ -302,7 +302,7 @@ def add_to_crm(args: CrmLeadArgs, *, idempotency_key: str) -> CrmLead:
         score=args.score,
         note=args.note,
         idempotency_key=idempotency_key,
-        now=datetime.now(UTC),
+        now=current_clock().now(),
     )
     return CrmLead(lead_id=record.id, status=record.status)
 

@@ -7,7 +7,6 @@ issue the refund (spend tool: rate-limited, approval by @finance-leads above 100
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Literal
 
@@ -15,6 +14,7 @@ from pydantic import BaseModel, Field
 
 from pipelines import Context, pipeline, tool, webhook, when
 from pipelines.connectors import demo_orders
+from pipelines.runtime import current_clock
 
 APPROVAL_THRESHOLD_CENTS = 100_00
 
@@ -67,7 +67,7 @@ def find_order(args: OrderLookup, *, idempotency_key: str) -> Order | None:
 
 
 def reverse_refund(args: RefundArgs, result: Refund, *, idempotency_key: str) -> None:
-    demo_orders.reverse_refund(result.refund_id, now=datetime.now(UTC))
+    demo_orders.reverse_refund(result.refund_id, now=current_clock().now())
 
 
 @tool(
@@ -82,7 +82,7 @@ def reverse_refund(args: RefundArgs, result: Refund, *, idempotency_key: str) ->
 def issue_refund(args: RefundArgs, *, idempotency_key: str) -> Refund:
     """Refund part or all of an order (demo connector)."""
     record = demo_orders.issue_refund(
-        args.order_id, args.amount_cents, idempotency_key=idempotency_key, now=datetime.now(UTC)
+        args.order_id, args.amount_cents, idempotency_key=idempotency_key, now=current_clock().now()
     )
     return Refund(
         refund_id=record.id,
