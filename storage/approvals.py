@@ -5,13 +5,32 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, or_, select, update
+from sqlalchemy import Connection, Table, bindparam, or_, select, update
 
 from storage.fastsql import fast_insert, fast_select, fast_update
 from storage.models import Approval, ApprovalStatus, HumanTask, TaskStatus
 
 approvals_table: Table = Approval.__table__  # type: ignore[assignment]
 tasks_table: Table = HumanTask.__table__  # type: ignore[assignment]
+
+
+# Built once: the statement cache then skips compiling it on every decision.
+_DECIDE_BEFORE_DEADLINE = (
+    update(approvals_table)
+    .where(
+        approvals_table.c.id == bindparam("b_id"),
+        approvals_table.c.status == ApprovalStatus.PENDING.value,
+        or_(
+            approvals_table.c.expires_at.is_(None), approvals_table.c.expires_at > bindparam("b_at")
+        ),
+    )
+    .values(
+        status=bindparam("b_status"),
+        decided_by=bindparam("b_by"),
+        decided_at=bindparam("b_at"),
+        reason=bindparam("b_reason"),
+    )
+)
 
 
 def insert_approval(conn: Connection, **values: Any) -> None:
@@ -43,16 +62,8 @@ def decide_approval(
     if status == ApprovalStatus.EXPIRED:
         where = {"id": approval_id, "status": ApprovalStatus.PENDING}
         return fast_update(conn, approvals_table, values, where) == 1
-    stmt = (
-        update(approvals_table)
-        .where(
-            approvals_table.c.id == approval_id,
-            approvals_table.c.status == ApprovalStatus.PENDING,
-            or_(approvals_table.c.expires_at.is_(None), approvals_table.c.expires_at > at),
-        )
-        .values(values)
-    )
-    return conn.execute(stmt).rowcount == 1
+    params = {"b_id": approval_id, "b_at": at, "b_status": status, "b_by": by, "b_reason": reason}
+    return conn.execute(_DECIDE_BEFORE_DEADLINE, params).rowcount == 1
 
 
 def due_expiries(conn: Connection, now: datetime, limit: int = 100) -> list[str]:
