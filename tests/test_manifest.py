@@ -49,3 +49,38 @@ def test_manifest_subscribes_to_the_events_the_bot_handles_and_enables_what_it_u
     assert manifest["settings"]["interactivity"]["is_enabled"] is True
     assert manifest["settings"]["socket_mode_enabled"] is True
     assert manifest["features"]["app_home"]["home_tab_enabled"] is True
+
+
+SCOPE_OF_METHOD = {
+    "chat_postMessage": "chat:write",
+    "chat_update": "chat:write",
+    "chat_postEphemeral": "chat:write",
+    "chat_getPermalink": None,
+    "views_open": None,
+    "views_update": None,
+    "views_push": None,
+    "views_publish": None,
+    "usergroups_list": "usergroups:read",
+    "usergroups_users_list": "usergroups:read",
+    "users_info": "users:read",
+    "conversations_replies": "channels:history",
+    "files_getUploadURLExternal": "files:write",
+    "files_completeUploadExternal": "files:write",
+}
+
+
+def test_the_scopes_are_exactly_those_of_the_web_api_methods_the_bot_calls() -> None:
+    import re
+
+    called: set[str] = set()
+    for source in (REPO_ROOT / "bot").rglob("*.py"):
+        called |= set(
+            re.findall(
+                r"\.(chat_\w+|views_\w+|usergroups_\w+|users_\w+|files_\w+|conversations_\w+)\(",
+                source.read_text(),
+            )
+        )
+    unknown = called - SCOPE_OF_METHOD.keys()
+    assert not unknown, f"add these Web API methods to SCOPE_OF_METHOD: {sorted(unknown)}"
+    needed = {SCOPE_OF_METHOD[m] for m in called} - {None} | {"commands"}
+    assert set(_manifest()["oauth_config"]["scopes"]["bot"]) == needed
