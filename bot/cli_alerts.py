@@ -1,0 +1,178 @@
+"""`gatehouse alerts`: open and recent error-rate alerts; `gatehouse alerts check` evaluates now.
+
+`check` is what the bot's job does every minute. With SLACK_BOT_TOKEN and
+GATEHOUSE_ALERTS_CHANNEL set it posts what is due, exactly as the job would; without them it
+still evaluates (alerts open and recover in the database) and prints what it would post, and
+the bot sends those messages at its next check.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from bot.cli import (
+    CliError,
+    JsonFlag,
+    fail,
+    open_gatehouse,
+    print_json,
+    say,
+    settings_for_cli,
+)
+from bot.cli_render import when
+from pipelines import Settings
+from pipelines.alerts import AlertChange, AlertView, evaluate, list_alerts, percent
+from pipelines.durations import parse_duration
+
+app = typer.Typer(help="Error-rate alerts: the open and recent ones; `check` evaluates now.")
+
+SinceOption = Annotated[
+    str, typer.Option("--since", help="Also list alerts opened this far back (7d, 24h, 30m).")
+]
+
+
+@app.callback(invoke_without_command=True)
+def alerts_default(
+    ctx: typer.Context, as_json: JsonFlag = False, since: SinceOption = "7d"
+) -> None:
+    """Open alerts, and the others opened in the last 7 days (newest first)."""
+    if ctx.invoked_subcommand is None:
+        show_alerts(as_json=as_json, since=since)
+
+
+@app.command("list")
+def list_command(as_json: JsonFlag = False, since: SinceOption = "7d") -> None:
+    """Open alerts, and the others opened in the last 7 days (newest first)."""
+    show_alerts(as_json=as_json, since=since)
+
+
+@app.command("check")
+def check_command(as_json: JsonFlag = False) -> None:
+    """Evaluate every pipeline's error rate now and post what is due (what the bot does each
+    minute); without Slack settings, print what would be posted."""
+    settings = settings_for_cli()
+    missing = slack_missing(settings)
+    with open_gatehouse(quiet=as_json, settings=settings) as gatehouse:
+        if missing:
+            changes = evaluate(gatehouse.rt, settings)
+            if as_json:
+                print_json(
+                    {
+                        "changes": [c.to_json() for c in changes],
+                        "posted": [],
+                        "failed": [],
+                        "not_posted": missing,
+                    }
+                )
+                return
+            say(would_post_lines(changes, missing))
+            return
+        from bot.alerts import check_alerts
+        from bot.app import Bot, build_web_client
+
+        bot = Bot(gatehouse=gatehouse, client=build_web_client(settings), settings=settings)
+        try:
+            result = check_alerts(bot)
+        finally:
+            bot.shutdown()
+    if as_json:
+        print_json(result.to_json())
+    else:
+        say(change_lines(result.changes))
+        for alert_id, stage in result.posted:
+            typer.echo(f"posted: alert #{alert_id} {_stage_words(stage)}")
+    if result.failed:
+        fail(
+            "; ".join(
+                f"alert #{alert_id} {_stage_words(stage)} not posted: {error}"
+                for alert_id, stage, error in result.failed
+            )
+            + " (the alert is kept; the next check posts it)"
+        )
+
+
+def show_alerts(*, as_json: bool, since: str) -> None:
+    try:
+        window = parse_duration(since)
+    except ValueError:
+        raise CliError(f"--since {since!r} is not a duration; use e.g. 30m, 24h, 7d") from None
+    with open_gatehouse(quiet=as_json) as gatehouse:
+        found = list_alerts(gatehouse.rt, since=window)
+    if as_json:
+        print_json([alert.to_json() for alert in found])
+        return
+    if not found:
+        typer.echo(f"no alerts open or opened in the last {since}")
+        return
+    for alert in found:
+        say(alert_lines(alert))
+
+
+def slack_missing(settings: Settings) -> str | None:
+    """Why `check` cannot post (None when it can)."""
+    missing = []
+    if not settings.slack_bot_token or not settings.slack_bot_token.get_secret_value():
+        missing.append("SLACK_BOT_TOKEN")
+    if not settings.alerts_channel:
+        missing.append("GATEHOUSE_ALERTS_CHANNEL")
+    return f"{' and '.join(missing)} not set" if missing else None
+
+
+# -- rendering (pure) ----------------------------------------------------------------------------
+
+
+def _stage_words(stage: str) -> str:
+    return "message" if stage == "opened" else "recovered reply"
+
+
+def alert_lines(alert: AlertView) -> list[str]:
+    """One alert for the terminal: a headline, then what the Slack message shows."""
+    state = "OPEN" if alert.is_open else "recovered"
+    minutes = f"{alert.window.total_seconds() / 60:g} min"
+    lines = [
+        f"#{alert.id} {state:<9} {alert.pipeline}: {percent(alert.rate)} errors "
+        f"({alert.window_errors}/{alert.window_runs} runs in {minutes}), "
+        f"baseline {percent(alert.baseline)}",
+        f"    opened {when(alert.opened_at)}"
+        + (f", recovered {when(alert.recovered_at)}" if alert.recovered_at else "")
+        + (
+            f", under the threshold since {when(alert.below_since)}"
+            if alert.is_open and alert.below_since
+            else ""
+        )
+        + ("" if alert.ts else ", not yet posted to Slack"),
+    ]
+    for error in alert.top_errors:
+        lines.append(f"    {error.count:>5} x {error.message}")
+    if alert.sample_run_ids:
+        lines.append(f"    runs: {', '.join(alert.sample_run_ids)}")
+    return lines
+
+
+def change_lines(changes: list[AlertChange]) -> list[str]:
+    if not changes:
+        return ["no alert opened or recovered"]
+    lines = []
+    for change in changes:
+        verb = "opened" if change.kind == "opened" else "recovered"
+        lines.append(f"{verb}: alert #{change.alert.id} on {change.alert.pipeline}")
+        lines += alert_lines(change.alert)[1:]
+    return lines
+
+
+def would_post_lines(changes: list[AlertChange], missing: str) -> list[str]:
+    if not changes:
+        return [f"no alert opened or recovered; nothing would be posted ({missing})"]
+    lines = [f"{missing}: not posting; this is what the bot will post at its next check:"]
+    for change in changes:
+        alert = change.alert
+        if change.kind == "opened":
+            lines.append(f"[alerts channel] Error-rate alert: {alert.pipeline}")
+            lines += alert_lines(alert)
+        else:
+            lines.append(f"[thread of alert #{alert.id}] Recovered: {alert.pipeline}")
+            rate = percent(alert.recovery_rate) if alert.recovery_rate is not None else "no runs"
+            lines.append(f"    back under {percent(alert.threshold)} (now {rate})")
+    return lines
