@@ -1,6 +1,8 @@
 """`gatehouse alerts`: open and recent error-rate alerts; `gatehouse alerts check` evaluates now.
 
-`check` is what the bot's job does every minute. With SLACK_BOT_TOKEN and
+A Typer sub-app mounted by `bot.cli` (`app.add_typer(cli_alerts.app, name="alerts")`); its
+errors reach the root command, which prints one `error: …` line and exits 1. `check` is what
+the bot's job does every minute. With SLACK_BOT_TOKEN and
 GATEHOUSE_ALERTS_CHANNEL set it posts what is due, exactly as the job would; without them it
 still evaluates (alerts open and recover in the database) and prints what it would post, and
 the bot sends those messages at its next check.
@@ -12,21 +14,19 @@ from typing import Annotated
 
 import typer
 
-from bot.cli import (
-    CliError,
-    JsonFlag,
-    fail,
-    open_gatehouse,
-    print_json,
-    say,
-    settings_for_cli,
-)
 from bot.cli_render import when
 from pipelines import Settings
 from pipelines.alerts import AlertChange, AlertView, evaluate, list_alerts, percent
 from pipelines.durations import parse_duration
 
-app = typer.Typer(help="Error-rate alerts: the open and recent ones; `check` evaluates now.")
+app = typer.Typer(
+    name="alerts",
+    help="Error-rate alerts: the open and recent ones; `check` evaluates now.",
+    add_completion=False,
+    rich_markup_mode=None,
+)
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON only, on stdout.")]
 
 SinceOption = Annotated[
     str, typer.Option("--since", help="Also list alerts opened this far back (7d, 24h, 30m).")
@@ -52,6 +52,9 @@ def list_command(as_json: JsonFlag = False, since: SinceOption = "7d") -> None:
 def check_command(as_json: JsonFlag = False) -> None:
     """Evaluate every pipeline's error rate now and post what is due (what the bot does each
     minute); without Slack settings, print what would be posted."""
+    # bot.cli mounts this app, so its helpers are imported when a command runs.
+    from bot.cli import fail, open_gatehouse, print_json, say, settings_for_cli
+
     settings = settings_for_cli()
     missing = slack_missing(settings)
     with open_gatehouse(quiet=as_json, settings=settings) as gatehouse:
@@ -94,6 +97,8 @@ def check_command(as_json: JsonFlag = False) -> None:
 
 
 def show_alerts(*, as_json: bool, since: str) -> None:
+    from bot.cli import CliError, open_gatehouse, print_json, say
+
     try:
         window = parse_duration(since)
     except ValueError:
