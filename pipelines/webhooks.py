@@ -1,0 +1,144 @@
+"""Webhook deliveries: the engine side of `webhook()` triggers (the HTTP route is in the bot).
+
+A delivery's JSON body is validated by the pipeline's input model; valid input becomes a run
+queued for a worker (never executed on the request path), invalid input an `invalid_input` run
+like any trigger's. With an Idempotency-Key, the key is claimed in the run's transaction: a
+retry with the same body gets the same run, the same key with a different body is refused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import structlog
+from pydantic import ValidationError
+
+from pipelines import runner
+from pipelines.errors import UnknownPipeline
+from pipelines.pipeline import Pipeline, get_pipeline, registered_pipelines
+from pipelines.runtime import Runtime
+from pipelines.triggers import Webhook
+from storage import runs as run_rows
+from storage import webhooks as delivery_rows
+from storage.ids import new_id
+from storage.models import RunStatus
+
+log = structlog.get_logger()
+
+WEBHOOK_SOURCE = "webhook"
+DeliveryOutcome = Literal["queued", "duplicate", "invalid", "conflict"]
+
+
+@dataclass(frozen=True)
+class FieldError:
+    field: str
+    message: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"field": self.field, "message": self.message}
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What became of a delivery. `duplicate`: this key and body were seen, `run_id` is the
+    first delivery's run; `conflict`: this key came with another body before."""
+
+    outcome: DeliveryOutcome
+    run_id: str | None = None
+    message: str = ""
+    errors: list[FieldError] = field(default_factory=list)
+
+
+def webhook_pipelines() -> dict[str, Pipeline]:
+    """The registered pipelines that declare a `webhook()` trigger."""
+    return {
+        name: p
+        for name, p in registered_pipelines().items()
+        if any(isinstance(t, Webhook) for t in p.triggers)
+    }
+
+
+def webhook_pipeline(name: str) -> Pipeline:
+    """The pipeline behind `POST /hooks/NAME`; UnknownPipeline when it has no webhook trigger."""
+    pipeline = get_pipeline(name)
+    if not any(isinstance(t, Webhook) for t in pipeline.triggers):
+        raise UnknownPipeline(f"pipeline {name!r} has no webhook() trigger")
+    return pipeline
+
+
+def field_errors(exc: ValidationError) -> list[FieldError]:
+    return [
+        FieldError(".".join(str(p) for p in error["loc"]) or "(body)", error["msg"])
+        for error in exc.errors(include_url=False)
+    ]
+
+
+def accept_delivery(
+    rt: Runtime,
+    name: str,
+    payload: Any,
+    *,
+    body_sha256: str,
+    idempotency_key: str | None = None,
+) -> Delivery:
+    """Queue a run of pipeline `name` for this delivery (or find the one a retry refers to)."""
+    pipeline = webhook_pipeline(name)
+    if idempotency_key is not None:
+        seen = _seen(rt, name, idempotency_key, body_sha256)
+        if seen is not None:
+            return seen
+    try:
+        model = pipeline.input_model.model_validate(payload)
+    except ValidationError as exc:
+        run = runner.trigger(rt, name, payload, source=WEBHOOK_SOURCE, run_here=False)
+        return Delivery("invalid", run.id, run.error or "invalid input", field_errors(exc))
+    if idempotency_key is None:
+        run = runner.trigger(rt, name, model, source=WEBHOOK_SOURCE, run_here=False)
+        log.info("webhook.accepted", pipeline=name, run_id=run.id)
+        return Delivery("queued", run.id)
+
+    run_id = new_id("run")
+    now = rt.clock.now()
+    with rt.db.transaction() as conn:
+        claimed = delivery_rows.claim_delivery(
+            conn,
+            pipeline=name,
+            idempotency_key=idempotency_key,
+            body_sha256=body_sha256,
+            run_id=run_id,
+            now=now,
+        )
+        if claimed:
+            run_rows.insert_run(
+                conn,
+                run_id=run_id,
+                pipeline=name,
+                status=RunStatus.QUEUED,
+                input=model.model_dump(mode="json"),
+                now=now,
+                trigger=WEBHOOK_SOURCE,
+            )
+    if not claimed:  # a concurrent retry claimed the key between our look and our insert
+        seen = _seen(rt, name, idempotency_key, body_sha256)
+        assert seen is not None, "a delivery key that could not be claimed must exist"
+        return seen
+    log.info("webhook.accepted", pipeline=name, run_id=run_id, idempotency_key=idempotency_key)
+    return Delivery("queued", run_id)
+
+
+def _seen(rt: Runtime, name: str, key: str, body_sha256: str) -> Delivery | None:
+    with rt.db.transaction() as conn:
+        row = delivery_rows.find_delivery(conn, name, key)
+    if row is None:
+        return None
+    if row.body_sha256 != body_sha256:
+        log.info("webhook.key_conflict", pipeline=name, idempotency_key=key)
+        return Delivery(
+            "conflict",
+            row.run_id,
+            f"Idempotency-Key {key!r} was already used for {name} with a different body "
+            f"(run {row.run_id}); use a new key for a new delivery",
+        )
+    log.info("webhook.duplicate", pipeline=name, run_id=row.run_id, idempotency_key=key)
+    return Delivery("duplicate", row.run_id)
