@@ -497,6 +497,16 @@ def replay(
         say(cli_render.replay_lines(report))
 
 
+def _mount_subcommands() -> None:
+    """Command groups that live in their own modules (they import this one's helpers lazily)."""
+    from bot import cli_alerts
+
+    app.add_typer(cli_alerts.app, name="alerts")
+
+
+_mount_subcommands()
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """The console script `gatehouse` (and `python -m bot.cli`)."""
     app(args=list(argv) if argv is not None else None, prog_name="gatehouse")
