@@ -11,7 +11,7 @@ acknowledged and dropped: they never cause a second effect.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,7 +27,7 @@ from slack_sdk.http_retry.builtin_handlers import (
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from pipelines import Gatehouse, Settings
 
@@ -133,7 +133,9 @@ def build_bolt_app(bot: Bot) -> App:
     return app
 
 
-def build_asgi(app: App) -> Starlette:
+def build_asgi(app: App | None, extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
+    """The HTTP server: `/slack/events` (HTTP mode), webhook routes, `/healthz`."""
+
     async def slack_events(request: Request) -> Response:
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
@@ -142,15 +144,14 @@ def build_asgi(app: App) -> Starlette:
         if len(body) > MAX_BODY_BYTES:
             return JSONResponse({"error": "request body too large"}, status_code=413)
         bolt_request = to_bolt_request(request, body)
+        assert app is not None
         bolt_response = app.dispatch(bolt_request)
         return to_starlette_response(bolt_response)
 
     async def healthz(_request: Request) -> Response:
         return JSONResponse({"ok": True})
 
-    return Starlette(
-        routes=[
-            Route("/slack/events", slack_events, methods=["POST"]),
-            Route("/healthz", healthz, methods=["GET"]),
-        ]
-    )
+    routes: list[BaseRoute] = [Route("/healthz", healthz, methods=["GET"]), *extra_routes]
+    if app is not None:
+        routes.append(Route("/slack/events", slack_events, methods=["POST"]))
+    return Starlette(routes=routes)

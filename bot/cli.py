@@ -315,12 +315,21 @@ def worker(
             help="Seconds between polls when idle (GATEHOUSE_WORKER_POLL_SECONDS).",
         ),
     ] = None,
+    scheduler: Annotated[
+        bool,
+        typer.Option(
+            "--scheduler", help="Also fire the pipelines' cron/every schedules from this process."
+        ),
+    ] = False,
 ) -> None:
     """Execute queued runs (and expire approvals, wake timers) until Ctrl-C or SIGTERM."""
+    from bot.scheduler import start_scheduler
+
     settings = settings_for_cli(worker=True)
     with open_gatehouse(quiet=False, settings=settings) as gatehouse:
         runner = gatehouse.worker(poll_seconds=poll or settings.worker_poll_seconds)
         restore = install_stop_handlers(runner)
+        schedules = start_scheduler(gatehouse, settings) if scheduler and not once else None
         try:
             if once:
                 count = runner.run_until_idle()
@@ -333,6 +342,8 @@ def worker(
             runner.run_forever()
             typer.echo(f"worker stopped after {runner.executed} run(s)")
         finally:
+            if schedules is not None:
+                schedules.shutdown(wait=True)
             restore()
 
 
@@ -499,9 +510,10 @@ def replay(
 
 def _mount_subcommands() -> None:
     """Command groups that live in their own modules (they import this one's helpers lazily)."""
-    from bot import cli_alerts
+    from bot import cli_alerts, cli_schedules
 
     app.add_typer(cli_alerts.app, name="alerts")
+    app.add_typer(cli_schedules.app, name="schedules")
 
 
 _mount_subcommands()

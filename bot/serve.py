@@ -12,10 +12,13 @@ from typing import Any
 
 import structlog
 
+from bot.alerts import check_alerts
 from bot.app import Bot, build_asgi, build_bolt_app, build_web_client
+from bot.scheduler import SchedulerHandle, start_scheduler
 from bot.server import serve_forever
 from bot.slack_directory import SlackDirectory
 from bot.slack_notifier import SlackNotifier
+from bot.webhooks import webhook_routes
 from pipelines import Clock, Gatehouse, Settings, Worker
 from pipelines.config import ConfigurationError
 
@@ -82,19 +85,35 @@ def serve(settings: Settings) -> None:
     bot = build_bot(settings)
     app = build_bolt_app(bot)
     workers = start_workers(bot, settings.serve_workers)
+    scheduler = start_jobs(bot, settings)
+    hooks = webhook_routes(bot.gatehouse, settings)
     try:
         if settings.slack_app_token:
             from slack_bolt.adapter.socket_mode import SocketModeHandler
 
-            log.warning("serve.socket_mode")
-            SocketModeHandler(app, settings.slack_app_token.get_secret_value()).start()  # type: ignore[no-untyped-call]
+            handler = SocketModeHandler(app, settings.slack_app_token.get_secret_value())
+            handler.connect()  # type: ignore[no-untyped-call]
+            log.warning(
+                "serve.socket_mode",
+                webhooks=f"http://{settings.http_host}:{settings.http_port}/hooks/",
+            )
+            # Slack comes over the socket; the HTTP server still serves webhooks and /healthz.
+            serve_forever(build_asgi(None, hooks), settings.http_host, settings.http_port)
         else:
             log.warning(
                 "serve.http", url=f"http://{settings.http_host}:{settings.http_port}/slack/events"
             )
-            serve_forever(build_asgi(app), settings.http_host, settings.http_port)
+            serve_forever(build_asgi(app, hooks), settings.http_host, settings.http_port)
     finally:
+        scheduler.shutdown(wait=True)
         _drain(bot, workers)
+
+
+def start_jobs(bot: Bot, settings: Settings) -> SchedulerHandle:
+    """Pipeline schedules, plus the bot's own jobs: the alert check every minute."""
+    handle = start_scheduler(bot.gatehouse, settings)
+    handle.add_system_job("alerts", "1m", lambda _fire_time: check_alerts(bot))
+    return handle
 
 
 def _drain(bot: Bot, workers: list[tuple[Worker, Any]]) -> None:
