@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import threading
 from typing import Any
 
+import structlog
 import uvicorn
+
+log = structlog.get_logger()
 
 
 class BackgroundServer:
@@ -40,7 +44,22 @@ class BackgroundServer:
 
 
 def serve_forever(asgi: Any, host: str, port: int) -> None:
-    """Blocks until SIGINT/SIGTERM (uvicorn's own handlers), then returns."""
-    uvicorn.Server(
-        uvicorn.Config(asgi, host=host, port=port, log_level="warning", access_log=False)
-    ).run()
+    """Blocks until SIGINT/SIGTERM, then returns so the caller can drain.
+
+    uvicorn handles the signal to stop, then re-raises it with the handler that was installed
+    before it started; with Python's defaults that would kill the process before the drain.
+    So the handlers it finds are ones that just note the signal.
+    """
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def noted(signum: int, _frame: Any) -> None:
+        log.warning("serve.stopping", signal=signal.Signals(signum).name)
+
+    for sig in previous:
+        signal.signal(sig, noted)
+    try:
+        config = uvicorn.Config(asgi, host=host, port=port, log_level="warning", access_log=False)
+        uvicorn.Server(config).run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
