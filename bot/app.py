@@ -107,7 +107,7 @@ def build_web_client(settings: Settings) -> WebClient:
 
 
 def build_bolt_app(bot: Bot) -> App:
-    from bot import actions, commands_listener, home_listener
+    from bot import actions, commands_listener, home_listener, review
 
     secret = bot.settings.slack_signing_secret
     app = App(
@@ -130,6 +130,7 @@ def build_bolt_app(bot: Bot) -> App:
     actions.register(app, bot)
     commands_listener.register(app, bot)
     home_listener.register(app, bot)
+    review.register(app, bot)
     return app
 
 

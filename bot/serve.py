@@ -14,6 +14,7 @@ import structlog
 
 from bot.alerts import check_alerts
 from bot.app import Bot, build_asgi, build_bolt_app, build_web_client
+from bot.review import post_weekly_review, resume_review, summarize_due_reviews
 from bot.scheduler import SchedulerHandle, start_scheduler
 from bot.server import serve_forever
 from bot.slack_directory import SlackDirectory
@@ -110,9 +111,21 @@ def serve(settings: Settings) -> None:
 
 
 def start_jobs(bot: Bot, settings: Settings) -> SchedulerHandle:
-    """Pipeline schedules, plus the bot's own jobs: the alert check every minute."""
+    """Pipeline schedules, plus the bot's own jobs: the alert check every minute and, with a
+    review channel, the weekly review (one replica posts each: `claim=True`) and its summaries."""
     handle = start_scheduler(bot.gatehouse, settings)
     handle.add_system_job("alerts", "1m", lambda _fire_time: check_alerts(bot))
+    if settings.review_channel:
+        handle.add_system_job(
+            "review",
+            settings.review_cron,
+            lambda fire_time: post_weekly_review(bot, fire_time),
+            claim=True,
+        )
+        handle.add_system_job(
+            "review-summaries", "1h", lambda fire_time: summarize_due_reviews(bot, fire_time)
+        )
+        bot.submit(resume_review, bot)  # finishes a post a crash interrupted; never starts one
     return handle
 
 
