@@ -3,9 +3,11 @@ SQLite and PostgreSQL, checked against numbers worked out by hand."""
 
 from __future__ import annotations
 
+import itertools
+import random
 import statistics
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -15,6 +17,7 @@ from sqlalchemy import insert
 
 from pipelines import Gatehouse, StaticDirectory
 from pipelines.stats import DAY, WEEK, pipeline_stats
+from storage import stats as stats_queries
 from storage.calls import calls_table
 from storage.db import Database
 from storage.runs import runs_table
@@ -241,3 +244,70 @@ def test_percentile_interpolates_like_percentile_cont(values: list[float]) -> No
     cuts = statistics.quantiles(ordered, n=100, method="inclusive")
     assert percentile(ordered, 0.5) == pytest.approx(cuts[49], rel=1e-9, abs=1e-6)
     assert percentile(ordered, 0.95) == pytest.approx(cuts[94], rel=1e-9, abs=1e-6)
+
+
+def add_runs_fast(gatehouse: Gatehouse, rows: list[dict[str, Any]]) -> None:
+    with gatehouse.db.transaction() as conn:
+        conn.execute(insert(runs_table), rows)
+
+
+def spread_runs(now: datetime, pipeline: str, count: int, seconds: Any) -> list[dict[str, Any]]:
+    """`count` succeeded runs finishing evenly over the last 24 h, run i taking `seconds(i)`."""
+    rows = []
+    for i in range(count):
+        finished = now - DAY * (i + 0.5) / count
+        created = finished - timedelta(seconds=seconds(i))
+        rows.append(
+            {
+                "id": f"run_{pipeline}_{i:05d}",
+                "pipeline": pipeline,
+                "status": "succeeded",
+                "input": {},
+                "created_at": created,
+                "started_at": created,
+                "finished_at": finished,
+                "updated_at": finished,
+            }
+        )
+    return rows
+
+
+def test_a_busy_window_estimates_percentiles_from_a_sample_and_keeps_quiet_pipelines_exact(
+    engine: Gatehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(stats_queries, "EXACT_LATENCY_RUNS", 300)
+    monkeypatch.setattr(stats_queries, "LATENCY_SAMPLE_RUNS", 400)
+    monkeypatch.setattr(stats_queries, "QUIET_PIPELINE_RUNS", 50)
+    now = engine.rt.clock.now()
+    # busy: durations 1..2000 s in a shuffled order (exact p50 ≈ 1000, p95 ≈ 1900)
+    order = list(range(1, 2001))
+    random.Random(7).shuffle(order)
+    add_runs_fast(engine, spread_runs(now, "busy", 2000, lambda i: order[i]))
+    add_runs_fast(engine, spread_runs(now, "quiet", 11, lambda i: i))  # 0..10 s
+
+    report = pipeline_stats(engine.rt, now=now, windows=[DAY])
+    busy = report.get("busy").window(DAY)  # type: ignore[union-attr]
+    quiet = report.get("quiet").window(DAY)  # type: ignore[union-attr]
+
+    assert busy is not None and quiet is not None
+    assert busy.finished == 2000 and busy.errors == 0  # counts stay exact
+    assert busy.p50_seconds == pytest.approx(1000, rel=0.1)
+    assert busy.p95_seconds == pytest.approx(1900, rel=0.05)
+    assert (quiet.p50_seconds, quiet.p95_seconds) == (pytest.approx(5.0), pytest.approx(9.5))
+    again = pipeline_stats(engine.rt, now=now, windows=[DAY]).get("busy").window(DAY)  # type: ignore[union-attr]
+    assert again is not None and again.p95_seconds == busy.p95_seconds  # same window, same sample
+
+
+@pytest.mark.parametrize("finished", [20_001, 233_000, 5_000_000])
+def test_sample_slices_cover_the_sampled_share_of_the_window_without_overlap(
+    finished: int,
+) -> None:
+    now = datetime(2026, 11, 2, 9, tzinfo=UTC)
+    slices = stats_queries._sample_slices(now - WEEK, now, finished)
+
+    assert all(now - WEEK <= a < b <= now for a, b in slices)
+    ordered = sorted(slices)
+    assert all(b1 <= a2 for (_, b1), (a2, _) in itertools.pairwise(ordered))
+    covered = sum(((b - a) for a, b in slices), timedelta(0))
+    share = stats_queries.LATENCY_SAMPLE_RUNS / finished
+    assert covered / WEEK == pytest.approx(share, rel=1e-6)
