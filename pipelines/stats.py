@@ -1,4 +1,5 @@
-"""Volume, error rate, latency and cost per pipeline over the last 24 h and 7 d (or any windows).
+"""Volume, error rate, latency, cost, tokens, approvals and human tasks per pipeline, over the
+last 24 h and 7 d (or any windows), and every pipeline together (`StatsReport.overall`).
 
 What each number counts is written once, in `storage.stats`. Here the windows end at the
 engine's clock (or the `now` given), and every registered pipeline is listed even without runs.
@@ -18,8 +19,10 @@ from storage.stats import PendingCounts, WindowStats
 DAY = timedelta(days=1)
 WEEK = timedelta(days=7)
 DEFAULT_WINDOWS = (DAY, WEEK)
+ALL_PIPELINES = "(all)"  # the name of `StatsReport.overall`'s row
 
 __all__ = [
+    "ALL_PIPELINES",
     "DAY",
     "DEFAULT_WINDOWS",
     "WEEK",
@@ -53,6 +56,33 @@ class StatsReport:
 
     def get(self, pipeline: str) -> PipelineStats | None:
         return next((p for p in self.pipelines if p.pipeline == pipeline), None)
+
+    def overall(self, length: timedelta) -> WindowStats:
+        """Every pipeline together for one window: counts, cost and tokens summed. Percentiles
+        and the median decision time do not add up, so they are None here."""
+        found = [w for p in self.pipelines if (w := p.window(length)) is not None]
+        by_status: dict[str, int] = {}
+        for w in found:
+            for status, n in w.by_status.items():
+                by_status[status] = by_status.get(status, 0) + n
+        return WindowStats(
+            pipeline=ALL_PIPELINES,
+            since=self.now - length,
+            until=self.now,
+            runs=sum(w.runs for w in found),
+            finished=sum(w.finished for w in found),
+            errors=sum(w.errors for w in found),
+            by_status=dict(sorted(by_status.items())),
+            llm_cost_usd=sum(w.llm_cost_usd for w in found),
+            llm_calls=sum(w.llm_calls for w in found),
+            priced_llm_calls=sum(w.priced_llm_calls for w in found),
+            prompt_tokens=sum(w.prompt_tokens for w in found),
+            completion_tokens=sum(w.completion_tokens for w in found),
+            approvals_approved=sum(w.approvals_approved for w in found),
+            approvals_rejected=sum(w.approvals_rejected for w in found),
+            approvals_expired=sum(w.approvals_expired for w in found),
+            runs_with_task=sum(w.runs_with_task for w in found),
+        )
 
 
 def pipeline_stats(

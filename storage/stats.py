@@ -20,6 +20,13 @@ What each number counts (the window is `since <= t <= until`, both given by the 
   percent and p95 within roughly ±2 percentile points of rank (more where the tail is spiky);
   the counts, error rate and cost stay exact. Sampled durations come from SQLite's `julianday`,
   good to well under a millisecond.
+- `prompt_tokens`, `completion_tokens`: sums of those `meta` keys over the same LLM calls as
+  `llm_cost_usd` (calls that did not report them count 0).
+- `approvals_approved`, `_rejected`, `_expired`: approvals *requested* in the window, by their
+  decision so far (pending ones are in `pending_counts`); `median_decision_seconds` is the
+  median of `decided_at - requested_at` over the approved and rejected ones (None without any).
+- `runs_with_task`: runs created in the window that opened a human task;
+  `human_task_rate = runs_with_task / runs`.
 - `llm_cost_usd`: the sum of `meta.cost_usd` over the LLM calls of the runs *created* in the
   window (the same runs as `runs`); `llm_calls` counts those calls and `priced_llm_calls` the
   ones with a known cost (no price configured, or no model: the cost is unknown and left out).
@@ -88,6 +95,13 @@ class WindowStats:
     llm_cost_usd: float = 0.0
     llm_calls: int = 0
     priced_llm_calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    approvals_approved: int = 0
+    approvals_rejected: int = 0
+    approvals_expired: int = 0
+    median_decision_seconds: float | None = None
+    runs_with_task: int = 0
 
     @property
     def window(self) -> timedelta:
@@ -100,6 +114,18 @@ class WindowStats:
     @property
     def cost_per_run(self) -> float | None:
         return self.llm_cost_usd / self.runs if self.runs else None
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    @property
+    def approvals_decided(self) -> int:
+        return self.approvals_approved + self.approvals_rejected + self.approvals_expired
+
+    @property
+    def human_task_rate(self) -> float | None:
+        return self.runs_with_task / self.runs if self.runs else None
 
 
 @dataclass(frozen=True)
@@ -138,12 +164,15 @@ def window_stats(
         conn, since, until, wanted, {name: sum(by.values()) for name, by in outcomes.items()}
     )
     costs = _costs(conn, since, until, wanted)
+    approvals = _approvals(conn, since, until, wanted)
+    with_task = _runs_with_task(conn, since, until, wanted)
     names = set(wanted or ()) | set(volume) | set(outcomes)
     result = {}
     for name in sorted(names):
         by_status = outcomes.get(name, {})
         p50, p95 = latency.get(name, (None, None))
-        cost, calls, priced = costs.get(name, (0.0, 0, 0))
+        cost, calls, priced, prompt, completion = costs.get(name, (0.0, 0, 0, 0, 0))
+        decided = approvals.get(name, _Decisions())
         result[name] = WindowStats(
             pipeline=name,
             since=since,
@@ -157,6 +186,13 @@ def window_stats(
             llm_cost_usd=cost,
             llm_calls=calls,
             priced_llm_calls=priced,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            approvals_approved=decided.counts.get(ApprovalStatus.APPROVED, 0),
+            approvals_rejected=decided.counts.get(ApprovalStatus.REJECTED, 0),
+            approvals_expired=decided.counts.get(ApprovalStatus.EXPIRED, 0),
+            median_decision_seconds=percentile(sorted(decided.waits), 0.5),
+            runs_with_task=with_task.get(name, 0),
         )
     return result
 
@@ -395,14 +431,24 @@ def _percentiles(durations: dict[str, list[float]]) -> dict[str, tuple[float | N
 
 def _costs(
     conn: Connection, since: datetime, until: datetime, pipelines: list[str] | None
-) -> dict[str, tuple[float, int, int]]:
-    """(sum of cost_usd, LLM calls, LLM calls with a cost) of the runs created in the window.
+) -> dict[str, tuple[float, int, int, int, int]]:
+    """(sum of cost_usd, LLM calls, LLM calls with a cost, prompt tokens, completion tokens) of
+    the runs created in the window.
 
     `meta["cost_usd"].as_float()` is SQLite's `json_extract` and PostgreSQL's `->>` cast to a
     float; a JSON null or a missing key is SQL NULL, which SUM and COUNT skip."""
     cost = calls_table.c.meta["cost_usd"].as_float()
+    prompt = calls_table.c.meta["prompt_tokens"].as_integer()
+    completion = calls_table.c.meta["completion_tokens"].as_integer()
     query = (
-        select(runs_table.c.pipeline, func.sum(cost), func.count(), func.count(cost))
+        select(
+            runs_table.c.pipeline,
+            func.sum(cost),
+            func.count(),
+            func.count(cost),
+            func.sum(prompt),
+            func.sum(completion),
+        )
         .select_from(calls_table.join(runs_table, runs_table.c.id == calls_table.c.run_id))
         .where(
             calls_table.c.kind == str(CallKind.LLM),
@@ -412,9 +458,65 @@ def _costs(
         .group_by(runs_table.c.pipeline)
     )
     return {
-        row[0]: (float(row[1] or 0.0), int(row[2]), int(row[3]))
+        row[0]: (float(row[1] or 0.0), int(row[2]), int(row[3]), int(row[4] or 0), int(row[5] or 0))
         for row in conn.execute(_only(query, pipelines))
     }
+
+
+@dataclass
+class _Decisions:
+    counts: dict[str, int] = field(default_factory=dict)
+    waits: list[float] = field(default_factory=list)
+
+
+def _approvals(
+    conn: Connection, since: datetime, until: datetime, pipelines: list[str] | None
+) -> dict[str, _Decisions]:
+    """Approvals *requested* in the window that are no longer pending, by status, and the
+    waits (decided_at - requested_at) of those a person approved or rejected. Read from
+    `ix_approvals_status_requested`; approvals are a small share of calls, so the waits are
+    fetched and their median is exact."""
+    requested_at = approvals_table.c.requested_at
+    query = (
+        select(
+            runs_table.c.pipeline,
+            approvals_table.c.status,
+            requested_at,
+            approvals_table.c.decided_at,
+        )
+        .select_from(approvals_table.join(runs_table, runs_table.c.id == approvals_table.c.run_id))
+        .where(
+            approvals_table.c.status.in_(
+                [
+                    str(ApprovalStatus.APPROVED),
+                    str(ApprovalStatus.REJECTED),
+                    str(ApprovalStatus.EXPIRED),
+                ]
+            ),
+            requested_at >= since,
+            requested_at <= until,
+        )
+    )
+    found: dict[str, _Decisions] = {}
+    for name, status, asked, decided_at in conn.execute(_only(query, pipelines)):
+        entry = found.setdefault(name, _Decisions())
+        entry.counts[str(status)] = entry.counts.get(str(status), 0) + 1
+        if status != ApprovalStatus.EXPIRED and decided_at is not None:
+            entry.waits.append(max(0.0, (decided_at - asked).total_seconds()))
+    return found
+
+
+def _runs_with_task(
+    conn: Connection, since: datetime, until: datetime, pipelines: list[str] | None
+) -> dict[str, int]:
+    """Runs created in the window (the same runs as `runs`) that opened at least one human task."""
+    query = (
+        select(runs_table.c.pipeline, func.count(func.distinct(tasks_table.c.run_id)))
+        .select_from(tasks_table.join(runs_table, runs_table.c.id == tasks_table.c.run_id))
+        .where(runs_table.c.created_at >= since, runs_table.c.created_at <= until)
+        .group_by(runs_table.c.pipeline)
+    )
+    return {row[0]: int(row[1]) for row in conn.execute(_only(query, pipelines))}
 
 
 def _count_waiting(

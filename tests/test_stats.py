@@ -211,6 +211,34 @@ def test_runs_of_the_shipped_refund_pipeline_and_what_waits_for_people(
     assert (refunds.pending.approvals, refunds.pending.tasks) == (1, 0)
     ask = report.get("t_ask_price")
     assert ask is not None and (ask.pending.approvals, ask.pending.tasks) == (0, 1)
+    # one approval decided (approved after 10 minutes), one still pending and not counted
+    assert (day.approvals_approved, day.approvals_rejected, day.approvals_expired) == (1, 0, 0)
+    assert day.median_decision_seconds == pytest.approx(600.0)
+    assert (day.runs_with_task, day.human_task_rate) == (0, 0.0)
+    ask_day = ask.window(DAY)
+    assert ask_day is not None
+    assert (ask_day.runs, ask_day.runs_with_task, ask_day.human_task_rate) == (1, 1, 1.0)
+    assert ask_day.median_decision_seconds is None
+
+
+def test_tokens_are_summed_over_the_llm_calls_of_the_runs_created_in_the_window(
+    engine: Gatehouse,
+) -> None:
+    now = engine.rt.clock.now()
+    add_run(engine, "t1", created=now - HOUR, took=1, status="succeeded")
+    add_run(engine, "t2", created=now - 2 * DAY, took=1, status="succeeded")
+    add_call(engine, "t1", 0, kind="llm", meta={"prompt_tokens": 120, "completion_tokens": 30})
+    add_call(engine, "t1", 1, kind="llm", meta={"prompt_tokens": 80})  # no completion reported
+    add_call(engine, "t1", 2, kind="step", meta={"prompt_tokens": 999})  # not an LLM call
+    add_call(engine, "t2", 0, kind="llm", meta={"prompt_tokens": 5, "completion_tokens": 5})
+
+    alpha = pipeline_stats(engine.rt, now=now).get("alpha")
+
+    assert alpha is not None
+    day, week = alpha.window(DAY), alpha.window(WEEK)
+    assert day is not None and week is not None
+    assert (day.prompt_tokens, day.completion_tokens, day.tokens) == (200, 30, 230)
+    assert (week.prompt_tokens, week.completion_tokens) == (205, 35)
 
 
 def test_every_registered_pipeline_is_listed_even_without_runs(engine: Gatehouse) -> None:
@@ -311,3 +339,15 @@ def test_sample_slices_cover_the_sampled_share_of_the_window_without_overlap(
     covered = sum(((b - a) for a, b in slices), timedelta(0))
     share = stats_queries.LATENCY_SAMPLE_RUNS / finished
     assert covered / WEEK == pytest.approx(share, rel=1e-6)
+
+
+def test_overall_sums_every_pipeline_and_leaves_percentiles_out(engine: Gatehouse) -> None:
+    now = seed_alpha(engine)
+    add_run(engine, "b1", pipeline="beta", created=now - HOUR, took=5, status="failed")
+
+    total = pipeline_stats(engine.rt, now=now).overall(DAY)
+
+    assert (total.runs, total.finished, total.errors) == (7, 7, 3)
+    assert total.by_status["failed"] == 2
+    assert total.llm_cost_usd == pytest.approx(0.03)
+    assert total.p50_seconds is None and total.p95_seconds is None
