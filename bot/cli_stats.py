@@ -1,0 +1,179 @@
+"""`gatehouse stats`: per-pipeline numbers over a window as a table or JSON, and the 7-day chart.
+
+A Typer sub-app mounted by `bot.cli` (`app.add_typer(cli_stats.app, name="stats")`); its errors
+reach the root command, which prints one `error: …` line and exits 1. The numbers are
+`pipelines.stats.pipeline_stats` (what each counts is written in `storage.stats`); `--chart`
+writes the PNG `/gatehouse stats` uploads (`bot.charts`, over `pipelines.daily_stats`).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from bot.home import duration, money, rate, window_label
+from pipelines.durations import parse_duration
+from pipelines.stats import StatsReport, WindowStats
+
+app = typer.Typer(
+    name="stats",
+    help="Volume, error rate, latency, cost, tokens, approvals and human tasks per pipeline.",
+    add_completion=False,
+    rich_markup_mode=None,
+)
+
+COLUMNS = [
+    "pipeline",
+    "runs",
+    "err",
+    "p50",
+    "p95",
+    "$/run",
+    "tokens",
+    "appr/rej/exp",
+    "decide",
+    "tasks",
+]
+
+
+@app.callback(invoke_without_command=True)
+def stats_default(
+    pipeline: Annotated[str | None, typer.Option("--pipeline", help="Only this pipeline.")] = None,
+    since: Annotated[
+        str, typer.Option("--since", help="The window, ending now (7d, 24h, 30m).")
+    ] = "7d",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON only, on stdout.")] = False,
+    chart: Annotated[
+        Path | None,
+        typer.Option("--chart", help="Also write the last 7 days as a PNG chart to this file."),
+    ] = None,
+) -> None:
+    """Every pipeline's numbers over the last 7 days (or --since), and all of them together."""
+    from bot.cli import CliError, open_gatehouse, print_json, say, settings_for_cli
+    from pipelines.stats import pipeline_stats
+
+    try:
+        window = parse_duration(since)
+    except ValueError:
+        raise CliError(f"--since {since!r} is not a duration; use e.g. 30m, 24h, 7d") from None
+    if window <= timedelta(0):
+        raise CliError(f"--since {since!r} must be longer than zero")
+    render = _chart_renderer() if chart is not None else None
+    settings = settings_for_cli()
+    with open_gatehouse(quiet=as_json, settings=settings) as gatehouse:
+        report = pipeline_stats(gatehouse.rt, windows=[window], pipeline=pipeline)
+        png = render(gatehouse, pipeline) if render is not None else None
+    if png is not None and chart is not None:
+        try:
+            chart.write_bytes(png)
+        except OSError as exc:
+            raise CliError(f"cannot write the chart to {chart}: {exc.strerror}") from None
+    if as_json:
+        print_json(report_json(report, window))
+        return
+    say(table_lines(report, window))
+    if chart is not None:
+        typer.echo(f"chart of the last 7 days written to {chart}")
+
+
+def _chart_renderer() -> Any:
+    """The chart's two functions, imported only when asked for (matplotlib is slow to load)."""
+    from bot.cli import CliError
+
+    try:
+        from bot.charts import render_week_chart
+        from pipelines.daily_stats import daily_series
+    except ImportError as exc:
+        raise CliError(f"--chart is not available: {exc}") from None
+
+    def render(gatehouse: Any, pipeline: str | None) -> bytes:
+        series = daily_series(gatehouse.rt, days=7, pipeline=pipeline)
+        title = f"{pipeline or 'All pipelines'}: last 7 days"
+        return render_week_chart(series, title=title)
+
+    return render
+
+
+# -- rendering (pure) ----------------------------------------------------------------------------
+
+
+def window_json(w: WindowStats) -> dict[str, Any]:
+    return {
+        "pipeline": w.pipeline,
+        "since": w.since.isoformat(),
+        "until": w.until.isoformat(),
+        "runs": w.runs,
+        "finished": w.finished,
+        "errors": w.errors,
+        "error_rate": w.error_rate,
+        "by_status": w.by_status,
+        "p50_seconds": w.p50_seconds,
+        "p95_seconds": w.p95_seconds,
+        "llm_cost_usd": w.llm_cost_usd,
+        "llm_calls": w.llm_calls,
+        "priced_llm_calls": w.priced_llm_calls,
+        "cost_per_run": w.cost_per_run,
+        "prompt_tokens": w.prompt_tokens,
+        "completion_tokens": w.completion_tokens,
+        "approvals": {
+            "approved": w.approvals_approved,
+            "rejected": w.approvals_rejected,
+            "expired": w.approvals_expired,
+            "median_decision_seconds": w.median_decision_seconds,
+        },
+        "runs_with_task": w.runs_with_task,
+        "human_task_rate": w.human_task_rate,
+    }
+
+
+def report_json(report: StatsReport, window: timedelta) -> dict[str, Any]:
+    pipelines = []
+    for p in report.pipelines:
+        w = p.window(window)
+        if w is not None:
+            pending = {"approvals": p.pending.approvals, "tasks": p.pending.tasks}
+            pipelines.append({**window_json(w), "pending": pending})
+    return {
+        "now": report.now.isoformat(),
+        "window_seconds": window.total_seconds(),
+        "pipelines": pipelines,
+        "overall": window_json(report.overall(window)),
+    }
+
+
+def _cells(w: WindowStats) -> list[str]:
+    return [
+        w.pipeline,
+        str(w.runs),
+        rate(w.error_rate),
+        duration(w.p50_seconds),
+        duration(w.p95_seconds),
+        money(w.cost_per_run, partial=w.priced_llm_calls < w.llm_calls),
+        f"{w.prompt_tokens}+{w.completion_tokens}" if w.tokens else "-",
+        f"{w.approvals_approved}/{w.approvals_rejected}/{w.approvals_expired}",
+        duration(w.median_decision_seconds),
+        rate(w.human_task_rate),
+    ]
+
+
+def table_lines(report: StatsReport, window: timedelta) -> list[str]:
+    """A header, one row per pipeline with runs (or asked for), and the overall row."""
+    found = [w for p in report.pipelines if (w := p.window(window)) is not None]
+    shown = [w for w in found if w.runs or w.finished] or found[:1]
+    rows = [COLUMNS, *(_cells(w) for w in shown)]
+    if len(found) > 1:
+        rows.append(_cells(report.overall(window)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
+    lines = [f"last {window_label(window)} to {report.now:%Y-%m-%d %H:%M} UTC"]
+    for r in rows:
+        lines.append(
+            "  ".join(c.ljust(widths[i]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(r))
+        )
+    if not any(w.runs or w.finished for w in found):
+        lines.append("no runs in this window")
+    lines.append("err: failed + needs_attention over finished; tokens: prompt+completion;")
+    lines.append("decide: median time to an approval decision; tasks: runs that asked a person")
+    return lines
