@@ -326,6 +326,7 @@ class FakeSlack:
         self._homes: dict[str, str] = {}  # user → view id
         self._triggers: dict[str, _Trigger] = {}
         self._response_urls: dict[str, _ResponseUrl] = {}
+        self._uploads: dict[str, dict[str, Any]] = {}  # file id → upload (bytes once POSTed)
         self._ts = 1_700_000_000_000_000  # microseconds; each message +100
         self._serial = 0
         self._server: _Server | None = None
@@ -346,6 +347,8 @@ class FakeSlack:
             "usergroups.list": self._usergroups_list,
             "usergroups.users.list": self._usergroups_users_list,
             "users.info": self._users_info,
+            "files.getUploadURLExternal": self._files_get_upload_url_external,
+            "files.completeUploadExternal": self._files_complete_upload_external,
         }
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -452,6 +455,26 @@ class FakeSlack:
                     m for m in found if m["ts"] == thread_ts or m.get("thread_ts") == thread_ts
                 ]
             return copy.deepcopy(found)
+
+    def files(self, channel: str) -> list[dict[str, Any]]:
+        """Files shared to the channel, in share order: id, name, title, bytes, thread_ts."""
+        with self._lock:
+            try:
+                channel_id = self._channel_id(channel, allow_names=True)
+            except _ApiError:
+                raise KeyError(f"fake Slack: no channel {channel!r}") from None
+            shared = [u for u in self._uploads.values() if channel_id in u["channels"]]
+            shared.sort(key=lambda u: u["shared_order"])
+            return [
+                {
+                    "id": u["id"],
+                    "name": u["name"],
+                    "title": u["title"],
+                    "bytes": u["bytes"],
+                    "thread_ts": u["thread_ts"],
+                }
+                for u in shared
+            ]
 
     def find_message(self, ts: str) -> tuple[str, dict[str, Any]]:
         """(channel id, message) of the message with this ts, in any channel."""
@@ -744,6 +767,81 @@ class FakeSlack:
             link += f"?thread_ts={message['thread_ts']}&cid={channel_id}"
         return {"channel": channel_id, "permalink": link}
 
+    # -- files: Slack's upload flow (get an upload URL, POST the bytes there, complete) ------
+
+    def _files_get_upload_url_external(self, params: dict[str, Any]) -> dict[str, Any]:
+        filename, length = params.get("filename"), params.get("length")
+        if not filename:
+            raise _invalid_arguments("[ERROR] missing required field: filename")
+        try:
+            size = int(length)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise _invalid_arguments("[ERROR] missing required field: length") from None
+        self._serial += 1
+        file_id = f"F{self._serial:08d}"
+        self._uploads[file_id] = {
+            "id": file_id,
+            "name": filename,
+            "title": filename,
+            "length": size,
+            "bytes": None,
+            "channels": [],
+            "thread_ts": None,
+            "shared_order": None,
+        }
+        return {"upload_url": f"{self.base_url}/upload/{file_id}", "file_id": file_id}
+
+    def _receive_upload(self, file_id: str, data: bytes) -> tuple[int, str]:
+        """The upload URL: stores the bytes (Slack answers a plain "OK - <length>")."""
+        with self._lock:
+            self._calls.append(("upload", {"file_id": file_id, "length": len(data)}))
+            upload = self._uploads.get(file_id)
+            if upload is None:
+                return 404, "fake Slack: no such upload"
+            upload["bytes"] = data
+            return 200, f"OK - {len(data)}"
+
+    def _files_complete_upload_external(self, params: dict[str, Any]) -> dict[str, Any]:
+        files = params.get("files")
+        if isinstance(files, str):
+            try:
+                files = json.loads(files)
+            except ValueError:
+                raise _invalid_arguments("[ERROR] files must be a JSON array") from None
+        if not isinstance(files, list) or not files:
+            raise _invalid_arguments("[ERROR] missing required field: files")
+        channel_id = None
+        if params.get("channel_id"):
+            channel_id = self._channel_id(params["channel_id"], allow_names=False)
+        thread_ts = params.get("thread_ts") or None
+        if thread_ts is not None and channel_id is not None:
+            self._message(channel_id, thread_ts)
+        done = []
+        for item in files:
+            upload = self._uploads.get(item.get("id") if isinstance(item, dict) else None)
+            if upload is None or upload["bytes"] is None:
+                raise _ApiError("file_not_found")
+            if len(upload["bytes"]) != upload["length"]:
+                raise _ApiError("file_size_mismatch")
+            upload["title"] = item.get("title") or upload["name"]
+            if channel_id is not None and channel_id not in upload["channels"]:
+                self._serial += 1
+                upload["channels"].append(channel_id)
+                upload["thread_ts"] = thread_ts
+                upload["shared_order"] = self._serial
+            done.append(
+                {
+                    "id": upload["id"],
+                    "name": upload["name"],
+                    "title": upload["title"],
+                    "size": upload["length"],
+                    "channels": list(upload["channels"]),
+                    "permalink": f"https://{self.team_domain}.slack.com/files/"
+                    f"{self.bot_user_id}/{upload['id']}/{upload['name']}",
+                }
+            )
+        return {"files": done}
+
     def _conversations_replies(self, params: dict[str, Any]) -> dict[str, Any]:
         channel_id = self._channel_id(params.get("channel"), allow_names=False)
         ts = str(params.get("ts"))
@@ -1030,6 +1128,10 @@ class _Handler(BaseHTTPRequestHandler):
             except ValueError:
                 body = None
             status, text = fake._respond(url.path.removeprefix("/response_url/"), body)
+            self._send(status, text.encode(), "text/plain; charset=utf-8")
+            return
+        if url.path.startswith("/upload/"):
+            status, text = fake._receive_upload(url.path.removeprefix("/upload/"), raw)
             self._send(status, text.encode(), "text/plain; charset=utf-8")
             return
         if not url.path.startswith("/api/"):
