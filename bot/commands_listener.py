@@ -12,13 +12,33 @@ from slack_bolt import Ack, App, Respond
 
 from bot import commands
 from bot.app import Bot
+from bot.stats_upload import ChartUploadFailed, stats_chart_reply
 
 
 def register(app: App, bot: Bot) -> None:
     @app.command(bot.settings.slash_command)
     def slash(ack: Ack, command: dict[str, Any], respond: Respond) -> None:
         ack()
-        bot.submit(answer, bot, str(command.get("text") or ""), str(command["user_id"]), respond)
+        text = str(command.get("text") or "")
+        bot.submit(answer, bot, text, str(command["user_id"]), respond)
+        subcommand, rest = commands.split_command(text)
+        if subcommand == "stats":
+            bot.submit(
+                send_chart, bot, str(command["channel_id"]), str(command["user_id"]), rest, respond
+            )
+
+
+def send_chart(bot: Bot, channel: str, user: str, rest: str, respond: Respond) -> None:
+    """The 7-day chart goes up as a file in the channel; its link comes back privately."""
+    pipeline = rest.split()[0] if rest.split() and not rest.split()[0][0].isdigit() else None
+    try:
+        link = stats_chart_reply(bot, channel=channel, user=user, pipeline=pipeline)
+    except ChartUploadFailed as exc:
+        respond(
+            response_type="ephemeral", text=f":warning: no chart: {exc}", replace_original=False
+        )
+        return
+    respond(response_type="ephemeral", text=f"7-day chart: {link}", replace_original=False)
 
 
 def answer(bot: Bot, text: str, user: str, respond: Respond) -> None:

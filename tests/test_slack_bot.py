@@ -261,3 +261,17 @@ def test_trigger_from_slack_runs_the_pipeline_as_the_user(world: SlackWorld) -> 
     assert (run.status, run.trigger_user, run.trigger) == ("succeeded", "U_CAROL", "slack")
     [reply] = world.fake.ephemerals("U_CAROL")
     assert run.id in reply["text"] + _texts(reply.get("blocks", []))
+
+
+def test_stats_replies_with_the_numbers_and_uploads_the_7_day_chart(world: SlackWorld) -> None:
+    world.gatehouse.trigger(
+        "refund_request", {"order_id": "ord_1001", "amount": "12.50", "reason": "x"}, user="U_CAROL"
+    )
+    world.slack.command("stats", user_id="U_CAROL", channel_id="C_GENERAL")
+    world.settle()
+    [chart] = world.fake.files("C_GENERAL")
+    assert chart["bytes"].startswith(b"\x89PNG\r\n\x1a\n")
+    replies = [e["text"] + _texts(e.get("blocks", [])) for e in world.fake.ephemerals("U_CAROL")]
+    assert any("refund_request" in reply for reply in replies)
+    assert any("7-day chart" in reply for reply in replies)
+    assert world.fake.rejected == []
