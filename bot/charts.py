@@ -59,3 +59,51 @@ def render_week_chart(series: Sequence[DayStats], *, title: str) -> bytes:
         metadata={"Software": None},  # matplotlib's version; no timestamp is written for PNG
     )
     return out.getvalue()
+
+
+def render_week_chart_isolated(
+    series: Sequence[DayStats], *, title: str, timeout: float = 60
+) -> bytes:
+    """`render_week_chart` in a short-lived process: matplotlib costs ~55 MB once imported and
+    would stay in a long-running bot for good; a chart a day is not worth that."""
+    import json
+    import subprocess
+    import sys
+
+    request = {
+        "title": title,
+        "series": [
+            {"day": d.day.isoformat(), "runs": d.runs, "finished": d.finished, "errors": d.errors}
+            for d in series
+        ],
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "bot.charts"],
+        input=json.dumps(request).encode(),
+        capture_output=True,
+        timeout=timeout,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"drawing the chart failed: {done.stderr.decode(errors='replace')[-500:]}"
+        )
+    return done.stdout
+
+
+def _main() -> None:
+    """`python -m bot.charts`: a JSON request on stdin, the PNG on stdout."""
+    import json
+    import sys
+    from datetime import date
+
+    request = json.load(sys.stdin)
+    series = [
+        DayStats(date.fromisoformat(d["day"]), d["runs"], d["finished"], d["errors"])
+        for d in request["series"]
+    ]
+    sys.stdout.buffer.write(render_week_chart(series, title=request["title"]))
+
+
+if __name__ == "__main__":
+    _main()

@@ -13,7 +13,7 @@ import structlog
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from bot.charts import render_week_chart
+from bot.charts import render_week_chart_isolated
 from pipelines.daily_stats import daily_series
 
 if TYPE_CHECKING:
@@ -77,6 +77,6 @@ def stats_chart_reply(
     )
     scope = pipeline or "all pipelines"
     title = f"Gatehouse: {scope}, last {CHART_DAYS} days"
-    png = render_week_chart(series, title=title)
+    png = render_week_chart_isolated(series, title=title)
     log.info("stats_chart.requested", user=user, channel=channel, pipeline=pipeline)
     return upload_chart(bot.client, channel=channel, png=png, title=title, thread_ts=thread_ts)

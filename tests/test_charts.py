@@ -213,3 +213,18 @@ def test_stats_chart_reply_draws_the_week_and_uploads_it(
     assert shared["title"] == "Gatehouse: alpha, last 7 days"
     assert png_size(shared["bytes"]) == (800, 400)
     assert shared["id"] in link
+
+
+def test_the_isolated_renderer_draws_the_same_png_without_loading_matplotlib_here() -> None:
+    import sys
+    from datetime import date, timedelta
+
+    from bot.charts import render_week_chart, render_week_chart_isolated
+    from storage.daily_stats import DayStats
+
+    series = [DayStats(date(2026, 11, 1) + timedelta(days=i), 10 * i, 10 * i, i) for i in range(7)]
+    loaded_before = "matplotlib" in sys.modules
+    isolated = render_week_chart_isolated(series, title="refund_request")
+    assert isolated.startswith(b"\x89PNG\r\n\x1a\n")
+    assert ("matplotlib" in sys.modules) == loaded_before
+    assert isolated == render_week_chart(series, title="refund_request")
