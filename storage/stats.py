@@ -509,11 +509,19 @@ def _approvals(
 def _runs_with_task(
     conn: Connection, since: datetime, until: datetime, pipelines: list[str] | None
 ) -> dict[str, int]:
-    """Runs created in the window (the same runs as `runs`) that opened at least one human task."""
+    """Runs created in the window (the same runs as `runs`) that opened at least one human task.
+
+    Driven from `human_tasks` (far fewer rows than runs): `id IN (tasks' run ids)` makes each
+    task's run one key lookup. A join let SQLite start from the window's runs instead and probe
+    the tasks once for each (about 300 ms for a week at a million runs)."""
+    created_at = runs_table.c.created_at
     query = (
-        select(runs_table.c.pipeline, func.count(func.distinct(tasks_table.c.run_id)))
-        .select_from(tasks_table.join(runs_table, runs_table.c.id == tasks_table.c.run_id))
-        .where(runs_table.c.created_at >= since, runs_table.c.created_at <= until)
+        select(runs_table.c.pipeline, func.count())
+        .where(
+            runs_table.c.id.in_(select(tasks_table.c.run_id)),
+            created_at >= since,
+            created_at <= until,
+        )
         .group_by(runs_table.c.pipeline)
     )
     return {row[0]: int(row[1]) for row in conn.execute(_only(query, pipelines))}
