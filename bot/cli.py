@@ -510,9 +510,10 @@ def replay(
 
 def _mount_subcommands() -> None:
     """Command groups that live in their own modules (they import this one's helpers lazily)."""
-    from bot import cli_alerts, cli_review, cli_schedules
+    from bot import cli_alerts, cli_review, cli_schedules, cli_stats
 
     app.add_typer(cli_alerts.app, name="alerts")
+    app.add_typer(cli_stats.app, name="stats")
     app.add_typer(cli_review.app, name="review")
     app.add_typer(cli_schedules.app, name="schedules")
 

@@ -14,6 +14,7 @@ import structlog
 
 from bot.alerts import check_alerts
 from bot.app import Bot, build_asgi, build_bolt_app, build_web_client
+from bot.metrics import metrics_routes
 from bot.review import post_weekly_review, resume_review, summarize_due_reviews
 from bot.scheduler import SchedulerHandle, start_scheduler
 from bot.server import serve_forever
@@ -87,7 +88,7 @@ def serve(settings: Settings) -> None:
     app = build_bolt_app(bot)
     workers = start_workers(bot, settings.serve_workers)
     scheduler = start_jobs(bot, settings)
-    hooks = webhook_routes(bot.gatehouse, settings)
+    hooks = [*webhook_routes(bot.gatehouse, settings), *metrics_routes(bot.gatehouse)]
     try:
         if settings.slack_app_token:
             from slack_bolt.adapter.socket_mode import SocketModeHandler
