@@ -198,6 +198,25 @@ class Context:
         output: Any,
         error: str | None,
     ) -> None:
+        call_input = describe_args(list(args)) if args else None
+        self._record_finished(
+            seq, key, CallKind.STEP, name, call_input, started_at, status, output, error
+        )
+
+    def _record_finished(
+        self,
+        seq: int,
+        key: str,
+        kind: CallKind,
+        name: str,
+        call_input: Any,
+        started_at: datetime,
+        status: CallStatus,
+        output: Any,
+        error: str | None,
+        meta: dict[str, Any] | None = None,
+    ) -> None:
+        """One write for a call that is over by the time it is recorded (a step, a model call)."""
         try:
             with self._fast_transaction() as conn:
                 call_rows.insert_call(
@@ -206,14 +225,15 @@ class Context:
                     run_id=self.run_id,
                     seq=seq,
                     key=key,
-                    kind=CallKind.STEP,
+                    kind=kind,
                     name=name,
                     status=status,
-                    input=describe_args(list(args)) if args else None,
+                    input=call_input,
                     output=output,
                     error=error,
                     started_at=started_at,
                     finished_at=self._rt.clock.now(),
+                    meta=meta,
                 )
         except IntegrityError as exc:  # another worker recorded this position: it owns the run
             raise LostClaim(self.run_id) from exc
@@ -605,9 +625,10 @@ class Context:
         if result.failure is None and result.value is not None:
             meta["answered_by"] = "model"
             output_json = result.value.model_dump(mode="json")
-            self._record_llm(
+            self._record_finished(
                 seq,
                 key,
+                CallKind.LLM,
                 name,
                 call_input,
                 started_at,
@@ -622,8 +643,17 @@ class Context:
             # Recorded as raised: a resume or replay re-raises the recorded text, and the
             # pipeline must see the same message it saw live.
             message = f"{name}: {reason}"
-            self._record_llm(
-                seq, key, name, call_input, started_at, CallStatus.FAILED, None, message, meta
+            self._record_finished(
+                seq,
+                key,
+                CallKind.LLM,
+                name,
+                call_input,
+                started_at,
+                CallStatus.FAILED,
+                None,
+                message,
+                meta,
             )
             raise CannotAnswer(message)
         suggestion = result.value.model_dump(mode="json") if result.value is not None else None
@@ -646,40 +676,6 @@ class Context:
             call_input=call_input,
             meta=meta,
         )
-
-    def _record_llm(
-        self,
-        seq: int,
-        key: str,
-        name: str,
-        call_input: dict[str, Any],
-        started_at: datetime,
-        status: CallStatus,
-        output: Any,
-        error: str | None,
-        meta: dict[str, Any],
-    ) -> None:
-        """One write per model call: the outcome, the attempts, tokens and cost together."""
-        try:
-            with self._fast_transaction() as conn:
-                call_rows.insert_call(
-                    conn,
-                    call_id=new_id("call"),
-                    run_id=self.run_id,
-                    seq=seq,
-                    key=key,
-                    kind=CallKind.LLM,
-                    name=name,
-                    status=status,
-                    input=call_input,
-                    output=output,
-                    error=error,
-                    started_at=started_at,
-                    finished_at=self._rt.clock.now(),
-                    meta=meta,
-                )
-        except IntegrityError as exc:
-            raise LostClaim(self.run_id) from exc
 
     # -- human tasks -----------------------------------------------------------------------
 
