@@ -28,6 +28,7 @@ from pydantic import BaseModel, ValidationError
 
 from pipelines.config import Settings
 from pipelines.errors import GatehouseError
+from pipelines.validation import format_validation_errors
 
 TASKS = ("classify", "extract", "draft", "summarize")
 # Client errors that mean the configuration is wrong (not retryable, not a model's doubt).
@@ -195,14 +196,6 @@ def system_prompt(task: str, output: type[BaseModel], system: str | None, mode: 
     return "\n\n".join(parts)
 
 
-def _validation_summary(exc: ValidationError) -> str:
-    parts = []
-    for error in exc.errors(include_url=False):
-        location = ".".join(str(p) for p in error["loc"]) or "(answer)"
-        parts.append(f"{location}: {error['msg']}")
-    return "; ".join(parts)
-
-
 class LLMCaller:
     """The SDK client for one configuration, and the per-model `response_format` cache."""
 
@@ -335,7 +328,7 @@ class LLMCaller:
         try:
             value = output.model_validate_json(attempt.raw)
         except ValidationError as exc:
-            attempt.error = _validation_summary(exc)
+            attempt.error = format_validation_errors(exc, whole="(answer)")
             messages.append({"role": "assistant", "content": attempt.raw})
             messages.append(
                 {

@@ -24,9 +24,9 @@ from pipelines.errors import (
 )
 from pipelines.llm import LLMResult, diff_outputs
 from pipelines.pipeline import get_pipeline
-from pipelines.runner import format_validation_errors
 from pipelines.runtime import Runtime
 from pipelines.tools import Tool
+from pipelines.validation import format_validation_errors
 from storage import calls as call_rows
 from storage import runs as run_rows
 from storage.models import CallKind, CallStatus

@@ -30,6 +30,7 @@ from pipelines.errors import (
 )
 from pipelines.pipeline import Pipeline, get_pipeline
 from pipelines.runtime import Runtime, running_in
+from pipelines.validation import format_validation_errors
 from pipelines.views import Run
 from storage import calls as call_rows
 from storage import runs as run_rows
@@ -38,15 +39,6 @@ from storage.ids import new_id
 from storage.models import RunStatus
 
 log = structlog.get_logger()
-
-
-def format_validation_errors(exc: ValidationError) -> str:
-    """`field.path: message` for each error, joined by "; " — one line, every field named."""
-    parts = []
-    for error in exc.errors(include_url=False):
-        location = ".".join(str(p) for p in error["loc"]) or "(input)"
-        parts.append(f"{location}: {error['msg']}")
-    return "; ".join(parts)
 
 
 @dataclass(frozen=True)

@@ -34,9 +34,9 @@ from pipelines.fire_times import (
     next_fire_time,
 )
 from pipelines.pipeline import Pipeline, get_pipeline, registered_pipelines
-from pipelines.runner import format_validation_errors
 from pipelines.runtime import Runtime
 from pipelines.triggers import Cron, Every, Misfire
+from pipelines.validation import format_validation_errors
 from pipelines.views import iso
 from storage import runs as run_rows
 from storage import schedules as schedule_rows

@@ -10,8 +10,8 @@ from pydantic import BaseModel, ValidationError
 
 from pipelines.errors import AlreadyAnswered, InvalidAnswer, NotAnAssignee, UnknownTask
 from pipelines.gates import may_act
-from pipelines.runner import format_validation_errors
 from pipelines.runtime import Runtime
+from pipelines.validation import format_validation_errors
 from pipelines.views import TaskView
 from storage import approvals as task_rows
 from storage import runs as run_rows

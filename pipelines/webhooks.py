@@ -19,6 +19,7 @@ from pipelines.errors import UnknownPipeline
 from pipelines.pipeline import Pipeline, get_pipeline, registered_pipelines
 from pipelines.runtime import Runtime
 from pipelines.triggers import Webhook
+from pipelines.validation import field_messages
 from storage import runs as run_rows
 from storage import webhooks as delivery_rows
 from storage.ids import new_id
@@ -69,8 +70,7 @@ def webhook_pipeline(name: str) -> Pipeline:
 
 def field_errors(exc: ValidationError) -> list[FieldError]:
     return [
-        FieldError(".".join(str(p) for p in error["loc"]) or "(body)", error["msg"])
-        for error in exc.errors(include_url=False)
+        FieldError(location, message) for location, message in field_messages(exc, whole="(body)")
     ]
 
 
