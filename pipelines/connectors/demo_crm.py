@@ -12,8 +12,9 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Table, func, insert, select, update
+from sqlalchemy import Table, func, insert, select
 
+from pipelines.connectors.demo_ledger import insert_once, mark_once
 from pipelines.runtime import current_database
 from storage.models import DemoCompany, DemoCrmLead, DemoOutboxEmail
 
@@ -129,41 +130,35 @@ def add_lead(
 ) -> CrmLeadRecord:
     """Idempotent by key: a second call with the same key returns the first lead."""
     with current_database().transaction() as conn:
-        existing = conn.execute(
-            select(crm_leads).where(crm_leads.c.idempotency_key == idempotency_key)
-        ).first()
-        if existing is None:
-            conn.execute(
-                insert(crm_leads),
-                {
-                    "idempotency_key": idempotency_key,
-                    "email": email,
-                    "company": company,
-                    "role": role,
-                    "score": score,
-                    "note": note,
-                    "status": "open",
-                    "added_at": now,
-                    "removed_at": None,
-                },
-            )
-            existing = conn.execute(
-                select(crm_leads).where(crm_leads.c.idempotency_key == idempotency_key)
-            ).one()
-    return CrmLeadRecord(existing.id, existing.email, existing.company, existing.status)
+        lead, _ = insert_once(
+            conn,
+            crm_leads,
+            {
+                "idempotency_key": idempotency_key,
+                "email": email,
+                "company": company,
+                "role": role,
+                "score": score,
+                "note": note,
+                "status": "open",
+                "added_at": now,
+                "removed_at": None,
+            },
+        )
+    return CrmLeadRecord(lead.id, lead.email, lead.company, lead.status)
 
 
 def remove_lead(lead_id: int, *, now: datetime) -> CrmLeadRecord:
     with current_database().transaction() as conn:
-        row = conn.execute(select(crm_leads).where(crm_leads.c.id == lead_id)).first()
-        if row is None:
-            raise LookupError(f"demo CRM lead {lead_id} does not exist")
-        if row.status != "removed":
-            conn.execute(
-                update(crm_leads)
-                .where(crm_leads.c.id == lead_id)
-                .values(status="removed", removed_at=now)
-            )
+        row, _ = mark_once(
+            conn,
+            crm_leads,
+            lead_id,
+            status="removed",
+            at_column="removed_at",
+            now=now,
+            what="demo CRM lead",
+        )
     return CrmLeadRecord(row.id, row.email, row.company, "removed")
 
 
@@ -172,38 +167,32 @@ def send_email(
 ) -> OutboxRecord:
     """ "Send" by writing to the outbox. Idempotent by key: a second call returns the first email."""
     with current_database().transaction() as conn:
-        existing = conn.execute(
-            select(outbox).where(outbox.c.idempotency_key == idempotency_key)
-        ).first()
-        if existing is None:
-            conn.execute(
-                insert(outbox),
-                {
-                    "idempotency_key": idempotency_key,
-                    "to_address": to_address,
-                    "subject": subject,
-                    "body": body,
-                    "status": "sent",
-                    "sent_at": now,
-                    "recalled_at": None,
-                },
-            )
-            existing = conn.execute(
-                select(outbox).where(outbox.c.idempotency_key == idempotency_key)
-            ).one()
-    return OutboxRecord(existing.id, existing.to_address, existing.subject, existing.status)
+        email, _ = insert_once(
+            conn,
+            outbox,
+            {
+                "idempotency_key": idempotency_key,
+                "to_address": to_address,
+                "subject": subject,
+                "body": body,
+                "status": "sent",
+                "sent_at": now,
+                "recalled_at": None,
+            },
+        )
+    return OutboxRecord(email.id, email.to_address, email.subject, email.status)
 
 
 def recall_email(email_id: int, *, now: datetime) -> OutboxRecord:
     """Mark a sent email recalled (a real mail system would send a follow-up or retract it)."""
     with current_database().transaction() as conn:
-        row = conn.execute(select(outbox).where(outbox.c.id == email_id)).first()
-        if row is None:
-            raise LookupError(f"demo outbox email {email_id} does not exist")
-        if row.status != "recalled":
-            conn.execute(
-                update(outbox)
-                .where(outbox.c.id == email_id)
-                .values(status="recalled", recalled_at=now)
-            )
+        row, _ = mark_once(
+            conn,
+            outbox,
+            email_id,
+            status="recalled",
+            at_column="recalled_at",
+            now=now,
+            what="demo outbox email",
+        )
     return OutboxRecord(row.id, row.to_address, row.subject, "recalled")

@@ -12,6 +12,7 @@ from datetime import datetime
 
 from sqlalchemy import Table, func, insert, select, update
 
+from pipelines.connectors.demo_ledger import insert_once, mark_once
 from pipelines.runtime import current_database
 from storage.models import DemoOrder, DemoRefund
 
@@ -76,43 +77,39 @@ def issue_refund(
 ) -> RefundRecord:
     """Idempotent by key: a second call with the same key returns the first refund."""
     with current_database().transaction() as conn:
-        existing = conn.execute(
-            select(refunds).where(refunds.c.idempotency_key == idempotency_key)
-        ).first()
-        if existing is None:
-            conn.execute(
-                insert(refunds),
-                {
-                    "idempotency_key": idempotency_key,
-                    "order_id": order_id,
-                    "amount_cents": amount_cents,
-                    "status": "issued",
-                    "issued_at": now,
-                    "reversed_at": None,
-                },
-            )
+        refund, inserted = insert_once(
+            conn,
+            refunds,
+            {
+                "idempotency_key": idempotency_key,
+                "order_id": order_id,
+                "amount_cents": amount_cents,
+                "status": "issued",
+                "issued_at": now,
+                "reversed_at": None,
+            },
+        )
+        if inserted:
             conn.execute(
                 update(orders)
                 .where(orders.c.id == order_id)
                 .values(refunded_cents=orders.c.refunded_cents + amount_cents)
             )
-            existing = conn.execute(
-                select(refunds).where(refunds.c.idempotency_key == idempotency_key)
-            ).one()
-    return RefundRecord(existing.id, existing.order_id, existing.amount_cents, existing.status)
+    return RefundRecord(refund.id, refund.order_id, refund.amount_cents, refund.status)
 
 
 def reverse_refund(refund_id: int, *, now: datetime) -> RefundRecord:
     with current_database().transaction() as conn:
-        row = conn.execute(select(refunds).where(refunds.c.id == refund_id)).first()
-        if row is None:
-            raise LookupError(f"demo refund {refund_id} does not exist")
-        if row.status != "reversed":
-            conn.execute(
-                update(refunds)
-                .where(refunds.c.id == refund_id)
-                .values(status="reversed", reversed_at=now)
-            )
+        row, changed = mark_once(
+            conn,
+            refunds,
+            refund_id,
+            status="reversed",
+            at_column="reversed_at",
+            now=now,
+            what="demo refund",
+        )
+        if changed:
             conn.execute(
                 update(orders)
                 .where(orders.c.id == row.order_id)
