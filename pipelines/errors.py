@@ -22,10 +22,6 @@ class DuplicateName(GatehouseError):
     pass
 
 
-class InvalidInput(GatehouseError):
-    pass
-
-
 class UnknownRun(GatehouseError):
     pass
 

@@ -9,12 +9,3 @@ PREFIXES = {"run": "run", "call": "call", "approval": "apr", "task": "task"}
 
 def new_id(kind: str) -> str:
     return f"{PREFIXES[kind]}_{secrets.token_hex(8)}"
-
-
-def id_kind(value: str) -> str | None:
-    """The kind an id names, from its prefix (None when it has no known prefix)."""
-    prefix = value.split("_", 1)[0]
-    for kind, known in PREFIXES.items():
-        if prefix == known:
-            return kind
-    return None
