@@ -128,13 +128,17 @@ class Context:
         key = f"{name}#{count}"
         recorded = self._recorded[seq] if seq < len(self._recorded) else None
         if recorded is not None and (recorded.kind != kind or recorded.key != key):
-            raise PipelineChanged(
-                f"pipeline changed under a running run: call {seq + 1} of run {self.run_id} was "
-                f"recorded as {recorded.kind} {recorded.key!r} but today's code calls {kind} "
-                f"{key!r}; finish or cancel runs started with the old code before changing a "
-                "pipeline's call sequence (`gatehouse replay RUN_ID` shows the difference)"
-            )
+            self._diverged(seq, kind, key, recorded)
         return seq, key, recorded
+
+    def _diverged(self, seq: int, kind: CallKind, key: str, recorded: Row[Any]) -> typing.NoReturn:
+        """Today's code makes a different call than the record at this position."""
+        raise PipelineChanged(
+            f"pipeline changed under a running run: call {seq + 1} of run {self.run_id} was "
+            f"recorded as {recorded.kind} {recorded.key!r} but today's code calls {kind} "
+            f"{key!r}; finish or cancel runs started with the old code before changing a "
+            "pipeline's call sequence (`gatehouse replay RUN_ID` shows the difference)"
+        )
 
     def _suspend_run(
         self, conn: Connection, now: datetime, reason: str, wake_at: datetime | None = None

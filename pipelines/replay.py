@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, cast
+from typing import Any, NoReturn, TypeVar, cast
 
 from pydantic import BaseModel, ValidationError
 
@@ -100,23 +100,17 @@ class ReplayContext(Context):
         self.report = report
         self.fresh = fresh
 
-    def _checked_next(self, kind: CallKind, name: str) -> tuple[int, str, Any]:
-        seq = self._seq
-        recorded = self._recorded[seq] if seq < len(self._recorded) else None
-        key = f"{name}#{self._name_counts.get(name, 0) + 1}"
-        if recorded is not None and (recorded.kind != kind or recorded.key != key):
-            self.report.divergence = (
-                f"call {seq + 1}: the record has {recorded.kind} {recorded.key!r}, "
-                f"today's code calls {kind} {key!r}"
-            )
-            self.report.lines.append(
-                ReplayLine(seq + 1, kind, key, "diverged", self.report.divergence)
-            )
-            raise _StopReplay
-        return self._next(kind, name)
+    def _diverged(self, seq: int, kind: CallKind, key: str, recorded: Any) -> NoReturn:
+        """Report the first difference from the record and stop, instead of failing a run."""
+        self.report.divergence = (
+            f"call {seq + 1}: the record has {recorded.kind} {recorded.key!r}, "
+            f"today's code calls {kind} {key!r}"
+        )
+        self.report.lines.append(ReplayLine(seq + 1, kind, key, "diverged", self.report.divergence))
+        raise _StopReplay
 
     def step(self, name: str, fn: Callable[..., T], *args: Any) -> T:
-        seq, key, recorded = self._checked_next(CallKind.STEP, name)
+        seq, key, recorded = self._next(CallKind.STEP, name)
         if recorded is not None and recorded.status == CallStatus.SUCCEEDED:
             self.report.lines.append(ReplayLine(seq + 1, "step", key, "reused", recorded.output))
             adapter = _return_adapter(fn)
@@ -142,7 +136,7 @@ class ReplayContext(Context):
 
     def tool(self, tool: Tool, args: Any) -> Any:
         checked = tool.coerce_args(args)
-        seq, key, recorded = self._checked_next(CallKind.TOOL, tool.name)
+        seq, key, recorded = self._next(CallKind.TOOL, tool.name)
         args_json = checked.model_dump(mode="json")
         if recorded is not None:
             if recorded.status == CallStatus.SUCCEEDED:
@@ -182,7 +176,7 @@ class ReplayContext(Context):
     ) -> M:
         """Reuse the recorded answer; with `fresh`, also ask the model again and report how the
         new answer differs (the replay goes on with the recorded one, to follow the record)."""
-        seq, key, recorded = self._checked_next(CallKind.LLM, name)
+        seq, key, recorded = self._next(CallKind.LLM, name)
         fresh_result = None
         if self.fresh:
             fresh_result = self._rt.llm.call(
@@ -232,7 +226,7 @@ class ReplayContext(Context):
         context: Any = None,
         assignees: list[str] | None = None,
     ) -> M:
-        seq, key, recorded = self._checked_next(CallKind.HUMAN, name)
+        seq, key, recorded = self._next(CallKind.HUMAN, name)
         if recorded is not None and recorded.status == CallStatus.SUCCEEDED:
             self.report.lines.append(ReplayLine(seq + 1, "human", key, "reused", recorded.output))
             return output.model_validate(recorded.output)
