@@ -1,0 +1,26 @@
+"""Who is in the sandbox workspace: its team, the bot, the demo users, user groups and channels.
+
+The demo users: alice and bob are in @finance-leads (and, in the sandbox, @sales-leads), carol
+approves nothing, olga is @ops. Channel ids are stable so settings and tests can name them.
+"""
+
+from __future__ import annotations
+
+TEAM_ID = "T_GATEHOUSE"
+TEAM_DOMAIN = "gatehouse-test"
+APP_ID = "A_GATEHOUSE"
+BOT_ID = "B_GATEHOUSE"
+BOT_USER_ID = "U_GATEHOUSE"
+BOT_TOKEN = "xoxb-fake-gatehouse"
+VERIFICATION_TOKEN = "fake-verification-token"
+
+DEFAULT_USERS = {"U_ALICE": "alice", "U_BOB": "bob", "U_CAROL": "carol", "U_OLGA": "olga"}
+DEFAULT_GROUPS = {"finance-leads": ["U_ALICE", "U_BOB"], "ops": ["U_OLGA"]}
+DEFAULT_CHANNELS = {
+    "C_APPROVALS": "approvals",
+    "C_REVIEW": "review",
+    "C_ALERTS": "alerts",
+    "C_GENERAL": "general",
+}
+# The sandbox's own workspace also has the approvers group the lead pipeline gates on.
+DEMO_GROUPS = {**DEFAULT_GROUPS, "sales-leads": ["U_ALICE", "U_BOB"]}
