@@ -11,6 +11,7 @@ import threading
 from typing import Any
 
 import structlog
+from slack_sdk import WebClient
 
 from bot.alerts import check_alerts
 from bot.app import Bot, build_asgi, build_bolt_app, build_web_client
@@ -23,6 +24,7 @@ from bot.slack_notifier import SlackNotifier
 from bot.webhooks import webhook_routes
 from pipelines import Clock, Gatehouse, Settings, Worker
 from pipelines.config import ConfigurationError
+from pipelines.outbox import OutboxSender
 
 log = structlog.get_logger()
 
@@ -57,7 +59,9 @@ def build_bot(settings: Settings, *, clock: Clock | None = None) -> Bot:
     client = build_web_client(settings)
     holder: dict[str, Gatehouse] = {}
     notifier = SlackNotifier(
-        client,
+        # Its own client without slack-sdk's retry handlers: the outbox sender retries, after
+        # `Retry-After`, without holding a thread in a sleep.
+        WebClient(token=client.token, base_url=client.base_url, retry_handlers=[]),
         approvals_channel=str(settings.approvals_channel),
         runtime=lambda: holder["gatehouse"].rt,
     )
@@ -65,6 +69,9 @@ def build_bot(settings: Settings, *, clock: Clock | None = None) -> Bot:
         settings, notifier=notifier, directory=SlackDirectory(client), clock=clock
     )
     holder["gatehouse"] = gatehouse
+    # Cards go through the outbox. Until `start_jobs` starts the sender's thread, a change is
+    # delivered inline right after its commit (the test harness, one-off tools).
+    gatehouse.rt.sender = OutboxSender(gatehouse.rt)
     return Bot(gatehouse=gatehouse, client=client, settings=settings)
 
 
@@ -100,12 +107,12 @@ def serve(settings: Settings) -> None:
                 webhooks=f"http://{settings.http_host}:{settings.http_port}/hooks/",
             )
             # Slack comes over the socket; the HTTP server still serves webhooks and /healthz.
-            serve_forever(build_asgi(None, hooks), settings.http_host, settings.http_port)
+            serve_forever(build_asgi(None, hooks, settings), settings.http_host, settings.http_port)
         else:
             log.warning(
                 "serve.http", url=f"http://{settings.http_host}:{settings.http_port}/slack/events"
             )
-            serve_forever(build_asgi(app, hooks), settings.http_host, settings.http_port)
+            serve_forever(build_asgi(app, hooks, settings), settings.http_host, settings.http_port)
     finally:
         scheduler.shutdown(wait=True)
         _drain(bot, workers)
@@ -115,6 +122,7 @@ def start_jobs(bot: Bot, settings: Settings) -> SchedulerHandle:
     """Pipeline schedules, plus the bot's own jobs: the alert check every minute and, with a
     review channel, the weekly review (one replica posts each: `claim=True`) and its summaries."""
     handle = start_scheduler(bot.gatehouse, settings)
+    outbox_sender(bot).start()
     handle.add_system_job("alerts", "1m", lambda _fire_time: check_alerts(bot))
     if settings.review_channel:
         handle.add_system_job(
@@ -130,6 +138,12 @@ def start_jobs(bot: Bot, settings: Settings) -> SchedulerHandle:
     return handle
 
 
+def outbox_sender(bot: Bot) -> OutboxSender:
+    sender = bot.gatehouse.rt.sender
+    assert isinstance(sender, OutboxSender), "build_bot attaches the outbox sender"
+    return sender
+
+
 def _drain(bot: Bot, workers: list[tuple[Worker, Any]]) -> None:
     """Stop claiming, let running runs finish or suspend, finish acknowledged Slack work."""
     for worker, _thread in workers:
@@ -137,4 +151,7 @@ def _drain(bot: Bot, workers: list[tuple[Worker, Any]]) -> None:
     for _worker, thread in workers:
         thread.join(timeout=60)
     bot.shutdown()
+    # Last: the sender ran while the runs finished or suspended, so their cards went out;
+    # whatever Slack did not take stays in the outbox for the next process.
+    outbox_sender(bot).stop()
     log.warning("serve.stopped")

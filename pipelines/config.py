@@ -71,6 +71,15 @@ class Settings(BaseSettings):
         "127.0.0.1", description="HTTP mode: the address `gatehouse serve` binds"
     )
     http_port: int = Field(3000, ge=0, le=65535, description="HTTP mode: the port")
+    http_max_body_bytes: int = Field(
+        1_000_000, gt=0, description="Largest request body on any HTTP route (413 above)"
+    )
+    http_rate_limit: float = Field(
+        50.0, ge=0, description="Requests per second per client address (429 above); 0: off"
+    )
+    http_rate_burst: int = Field(
+        200, ge=1, description="Requests a client address may send at once before the rate applies"
+    )
     approvals_channel: str | None = Field(None, description="Channel id or name for approval cards")
     review_channel: str | None = Field(None, description="Channel for the weekly review")
     alerts_channel: str | None = Field(None, description="Channel for error-rate alerts")

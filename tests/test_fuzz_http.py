@@ -1,0 +1,287 @@
+"""Hostile HTTP against the real ASGI app (Bolt on `/slack/events`, `/hooks/PIPELINE`, behind the
+size and rate limits): malformed JSON, wrong types, huge bodies, bad, missing and stale
+signatures, wrong content types, random forms, and validly signed garbage never get a 500 and
+never change the database, beyond the `invalid_input` run a signed webhook delivery records."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import inspect, text
+from starlette.testclient import TestClient
+
+import tests.schedule_pipelines  # noqa: F401  (registers the s_ pipelines)
+from bot.app import Bot, build_asgi, build_bolt_app
+from bot.http_limits import HTTPLimits, Limits, TokenBuckets
+from bot.serve import build_bot
+from bot.webhooks import signature, webhook_routes
+from tests.fakes.clock import FakeClock
+from tests.fakes.slack import FakeSlack
+from tests.slack_harness import SIGNING_SECRET, settings_for
+
+HOOK_SECRET = "fuzz-hook-secret"
+FUZZ = settings(
+    max_examples=40,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+junk_bytes = st.binary(max_size=2048)
+bodies = st.one_of(
+    junk_bytes,
+    json_values.map(lambda v: json.dumps(v).encode()),
+    st.dictionaries(st.text(max_size=12), st.text(max_size=40), max_size=5).map(
+        lambda d: urlencode(d).encode()
+    ),
+    json_values.map(lambda v: urlencode({"payload": json.dumps(v)}).encode()),
+    st.sampled_from(
+        [
+            b"{",
+            b'{"order": ',
+            b"[" * 5000,
+            b'{"order": NaN, "amount": Infinity}',
+            b'{"order": "A\\u0000", "amount": 1}',
+            b'{"order": 1, "amount": "x"}',
+            b"payload=%7B",
+            b"payload=" + b"%5B" * 3000,
+            b"\xff\xfe\x00",
+        ]
+    ),
+)
+content_types = st.sampled_from(
+    [
+        "application/json",
+        "application/x-www-form-urlencoded",
+        "text/plain",
+        "multipart/form-data; boundary=x",
+        "",
+        "application/json; charset=utf-16",
+    ]
+)
+
+
+def slack_signature(timestamp: str, body: bytes) -> str:
+    """Slack's v0 signature over any bytes (slack_sdk's helper only signs UTF-8 text)."""
+    base = b"v0:" + timestamp.encode() + b":" + body
+    return "v0=" + hmac.new(SIGNING_SECRET.encode(), base, hashlib.sha256).hexdigest()
+
+
+class World:
+    def __init__(self, bot: Bot, client: TestClient) -> None:
+        self.bot = bot
+        self.client = client
+
+    def snapshot(self) -> dict[str, list[Any]]:
+        """Every row of every table, as compared before and after a request."""
+        db = self.bot.gatehouse.db
+        rows: dict[str, list[Any]] = {}
+        with db.engine.connect() as conn:
+            for table in inspect(db.engine).get_table_names():
+                found = conn.execute(text(f'SELECT * FROM "{table}"')).all()
+                rows[table] = sorted(repr(tuple(r)) for r in found)
+        return rows
+
+    def slack_post(
+        self, body: bytes, content_type: str, *, sign: str = "good", ts: int | None = None
+    ) -> Any:
+        stamp = str(int(time.time()) if ts is None else ts)
+        headers = {"Content-Type": content_type} if content_type else {}
+        if sign == "good":
+            headers["X-Slack-Signature"] = slack_signature(stamp, body)
+            headers["X-Slack-Request-Timestamp"] = stamp
+        elif sign == "bad":
+            headers["X-Slack-Signature"] = "v0=" + "0" * 64
+            headers["X-Slack-Request-Timestamp"] = stamp
+        elif sign == "stale":
+            old = str(int(time.time()) - 3600)
+            headers["X-Slack-Signature"] = slack_signature(old, body)
+            headers["X-Slack-Request-Timestamp"] = old
+        return self.client.post("/slack/events", content=body, headers=headers)
+
+
+@pytest.fixture(scope="module")
+def world(
+    migrated_sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[World]:
+    path = tmp_path_factory.mktemp("fuzz") / "gatehouse.db"
+    shutil.copy(migrated_sqlite_template, path)
+    with FakeSlack() as fake:
+        config = settings_for(
+            fake,
+            f"sqlite:///{path}",
+            webhook_secrets={"s_hook": HOOK_SECRET},
+            webhook_max_bytes=8192,
+            http_max_body_bytes=64 * 1024,
+            http_rate_limit=0.0,
+        )
+        bot = build_bot(config, clock=FakeClock())
+        asgi = build_asgi(
+            build_bolt_app(bot), webhook_routes(bot.gatehouse, config), settings=config
+        )
+        with TestClient(asgi, raise_server_exceptions=False) as client:
+            yield World(bot, client)
+        bot.shutdown()
+        bot.gatehouse.db.dispose()
+
+
+@FUZZ
+@given(
+    body=bodies, content_type=content_types, sign=st.sampled_from(["good", "bad", "none", "stale"])
+)
+def test_slack_events_never_500_and_never_change_state(
+    world: World, body: bytes, content_type: str, sign: str
+) -> None:
+    before = world.snapshot()
+    response = world.slack_post(body, content_type, sign=sign)
+    world.bot.wait_idle(timeout=15)
+    assert response.status_code < 500, response.text
+    if sign != "good":
+        assert response.status_code in (400, 401)  # 400: not even a Slack request's shape
+    assert world.snapshot() == before
+
+
+@FUZZ
+@given(
+    payload=st.fixed_dictionaries(
+        {
+            "type": st.sampled_from(
+                ["block_actions", "view_submission", "view_closed", "shortcut", "bogus"]
+            ),
+        },
+        optional={
+            "user": st.one_of(json_values, st.fixed_dictionaries({"id": st.text(max_size=12)})),
+            "actions": st.lists(
+                st.fixed_dictionaries(
+                    {"action_id": st.text(max_size=30), "value": st.text(max_size=30)}
+                ),
+                max_size=2,
+            ),
+            "view": json_values,
+            "message": json_values,
+            "trigger_id": json_values,
+        },
+    )
+)
+def test_signed_interactions_with_garbage_payloads_never_500_and_never_change_state(
+    world: World, payload: dict[str, Any]
+) -> None:
+    before = world.snapshot()
+    body = urlencode({"payload": json.dumps(payload)}).encode()
+    response = world.slack_post(body, "application/x-www-form-urlencoded")
+    world.bot.wait_idle(timeout=15)
+    assert response.status_code < 500, response.text
+    assert world.snapshot() == before
+
+
+@FUZZ
+@given(
+    body=bodies,
+    content_type=content_types,
+    sign=st.sampled_from(["good", "bad", "none"]),
+    pipeline=st.sampled_from(["s_hook", "s_unsecured", "nope", "..%2Fetc"]),
+)
+def test_webhooks_never_500_and_only_a_signed_delivery_records_a_run(
+    world: World, body: bytes, content_type: str, sign: str, pipeline: str
+) -> None:
+    before = world.snapshot()
+    headers = {"Content-Type": content_type} if content_type else {}
+    if sign == "good":
+        headers["X-Gatehouse-Signature"] = signature(HOOK_SECRET, body)
+    elif sign == "bad":
+        headers["X-Gatehouse-Signature"] = "sha256=" + "0" * 64
+    response = world.client.post(f"/hooks/{pipeline}", content=body, headers=headers)
+    assert response.status_code < 500, response.text
+    after = world.snapshot()
+    if sign != "good" or pipeline != "s_hook":
+        assert response.status_code in (401, 404, 413)
+        assert after == before
+    else:
+        assert response.status_code in (202, 400, 413)
+        new_runs = len(after["runs"]) - len(before["runs"])
+        assert new_runs == (
+            0 if response.status_code == 413 else (1 if "run_id" in response.json() else 0)
+        )
+        assert after["approvals"] == before["approvals"]
+        assert after["human_tasks"] == before["human_tasks"]
+
+
+def test_a_body_over_the_limit_gets_413_by_content_length_and_by_stream(world: World) -> None:
+    huge = b"x" * (64 * 1024 + 1)
+    before = world.snapshot()
+    assert world.slack_post(huge, "application/json").status_code == 413
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(65):
+            yield b"y" * 1024
+
+    streamed = world.client.post(
+        "/slack/events", content=chunks(), headers={"Content-Type": "application/json"}
+    )
+    assert streamed.status_code == 413
+    assert world.snapshot() == before
+
+
+def test_a_client_over_its_rate_gets_429_with_retry_after_and_others_still_pass() -> None:
+    now = [0.0]
+    sent: list[dict[str, Any]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    limits = HTTPLimits(app, Limits(rate=2.0, burst=3), now=lambda: now[0])
+
+    def call(ip: str) -> int:
+        sent.clear()
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        import asyncio
+
+        scope = {"type": "http", "path": "/x", "headers": [], "client": (ip, 1)}
+        asyncio.run(limits(scope, receive, send))
+        return int(sent[0]["status"])
+
+    assert [call("10.0.0.1") for _ in range(4)] == [200, 200, 200, 429]
+    retry_after = dict(sent[0]["headers"])[b"retry-after"]
+    assert retry_after == b"1"
+    assert call("10.0.0.2") == 200  # another address has its own bucket
+    now[0] += 0.5  # one token back at 2 per second
+    assert call("10.0.0.1") == 200
+    assert call("10.0.0.1") == 429
+
+
+def test_buckets_forget_the_oldest_clients_beyond_the_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import bot.http_limits as limits_module
+
+    monkeypatch.setattr(limits_module, "MAX_TRACKED_CLIENTS", 3)
+    buckets = TokenBuckets(rate=1.0, burst=1, now=lambda: 0.0)
+    for ip in ("a", "b", "c", "d"):
+        assert buckets.take(ip) == 0
+    assert buckets.take("a") == 0  # forgotten, so a fresh bucket
+    assert buckets.take("d") > 0
