@@ -1,1 +1,41 @@
-"""The local Slack sandbox: a loopback Slack for the bot (see bot/sandbox/sandbox.py)."""
+"""The local Slack sandbox: a loopback Slack that the bot talks to, and a web page to drive it.
+
+It serves the Slack Web API subset the bot uses (chat.postMessage, chat.update,
+chat.postEphemeral, views.open/push/update/publish, usergroups.list, usergroups.users.list,
+users.info, conversations.replies, auth.test and the files upload flow), stores what the bot
+posts, and refuses Block Kit real Slack would refuse (slack_sdk.models plus Slack's limits). A
+web page at `/` shows the channels, threads, ephemerals, modals and App Home as the selected
+demo user sees them; its buttons, modals and composer reach the bot's `/slack/events` as signed
+requests in Slack's payload shapes.
+
+Public API:
+
+    from bot.sandbox import Sandbox
+
+    with Sandbox(bot_events_url="http://127.0.0.1:3000/slack/events",
+                 signing_secret=secret, host="127.0.0.1", port=8765) as sandbox:
+        sandbox.url        # the web page, http://127.0.0.1:8765
+        sandbox.api_url    # the bot's WebClient base_url, http://127.0.0.1:8765/api/
+        sandbox.token      # the xoxb- token the Web API accepts (generated unless given)
+        sandbox.signing_secret  # what the bot verifies requests with (generated unless given)
+        sandbox.api        # SlackWebApi: messages(), ephemerals(), views, home(), calls, rejected
+        sandbox.sender     # SlackSender: command(), block_action(), view_submission(), …
+
+`Sandbox(...)` without `bot_events_url` starts unconnected; `connect_bot(url)` sets it later.
+`port=0` takes a free port. `bot.serve.serve_with_sandbox(settings)` runs `gatehouse serve`
+with a sandbox beside the bot (what `gatehouse serve` does without SLACK_BOT_TOKEN).
+
+Demo users (workspace.py): U_ALICE alice and U_BOB bob (@finance-leads, @sales-leads), U_CAROL
+carol (approves nothing), U_OLGA olga (@ops). Channels: C_APPROVALS approvals, C_REVIEW review,
+C_ALERTS alerts, C_GENERAL general.
+
+Modules: workspace (who is in it), blockkit (validation), webapi (the Web API and its state),
+http (the server), sender (signed requests to the bot), page (the web page's JSON API and
+static files in static/), sandbox (`Sandbox`, all of it on one port).
+"""
+
+from bot.sandbox.sandbox import DEFAULT_HOST, DEFAULT_PORT, Sandbox
+from bot.sandbox.sender import BotResponse, SlackSender
+from bot.sandbox.webapi import SlackWebApi
+
+__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "BotResponse", "Sandbox", "SlackSender", "SlackWebApi"]

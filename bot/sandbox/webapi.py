@@ -49,6 +49,21 @@ RESPONSE_URL_USES = 5
 
 JSON_PARAMS = ("blocks", "attachments", "view", "metadata")
 
+# Methods that change nothing a page shows (every other successful call wakes its long-polls).
+READ_METHODS = frozenset(
+    {
+        "auth.test",
+        "chat.getPermalink",
+        "conversations.replies",
+        "conversations.list",
+        "conversations.info",
+        "usergroups.list",
+        "usergroups.users.list",
+        "users.info",
+        "files.getUploadURLExternal",
+    }
+)
+
 # Errors that mean "real Slack would have refused this content"; they land in `rejected`.
 CONTENT_ERRORS = frozenset({"invalid_blocks", "invalid_blocks_format", "msg_too_long", "no_text"})
 
@@ -128,6 +143,8 @@ class SlackWebApi:
         self._clock = clock
         self._skew = 0.0
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)  # page long-polls wait on it
+        self._version = 0  # +1 for every change a page would show
         self._calls: list[tuple[str, dict[str, Any]]] = []
         self._rejected: list[Rejection] = []
         self._scripted: dict[str, deque[tuple[str, Any]]] = defaultdict(deque)
@@ -135,6 +152,8 @@ class SlackWebApi:
         self._ephemerals: list[dict[str, Any]] = []
         self._views: dict[str, dict[str, Any]] = {}
         self._closed_views: set[str] = set()
+        self._view_users: dict[str, str] = {}  # modal id → who it was opened for
+        self._view_errors: dict[str, dict[str, str]] = {}  # modal id → block id → error
         self._homes: dict[str, str] = {}  # user → view id
         self._triggers: dict[str, _Trigger] = {}
         self._response_urls: dict[str, _ResponseUrl] = {}
@@ -329,6 +348,82 @@ class SlackWebApi:
             view_id = self._homes.get(user)
             return copy.deepcopy(self._views[view_id]) if view_id else None
 
+    def group_handles(self, user: str) -> list[str]:
+        """The handles of the user groups `user` is in."""
+        return [handle for handle, members in self.groups.items() if user in members]
+
+    def open_modal(self, user: str) -> dict[str, Any] | None:
+        """The modal on top of `user`'s screen (the last opened or pushed that is still open),
+        with the errors of the bot's last `response_action: errors` as `errors`."""
+        with self._lock:
+            open_ids = [
+                view_id
+                for view_id, owner in self._view_users.items()
+                if owner == user and view_id not in self._closed_views
+            ]
+            if not open_ids:
+                return None
+            view = copy.deepcopy(self._views[open_ids[-1]])
+            view["errors"] = dict(self._view_errors.get(view["id"], {}))
+            return view
+
+    def close_view(self, view_id: str) -> None:
+        """The user closed the modal (its whole stack, as Slack's ✕ does)."""
+        with self._lock:
+            view = self._views.get(view_id)
+            if view is None:
+                raise KeyError(f"Slack sandbox: no view {view_id}")
+            root = view["root_view_id"]
+            self._closed_views |= {k for k, v in self._views.items() if v["root_view_id"] == root}
+            self._touch()
+
+    def ephemeral(self, ts: str) -> dict[str, Any]:
+        with self._lock:
+            for message in self._ephemerals:
+                if message["ts"] == ts:
+                    return copy.deepcopy(message)
+        raise KeyError(f"Slack sandbox: no ephemeral message with ts {ts}")
+
+    def shared_files(self, channel_id: str) -> list[dict[str, Any]]:
+        """Files shared to the channel as the messages Slack shows for them: ts, thread_ts,
+        and the file's id, name and title."""
+        with self._lock:
+            return [
+                {
+                    "ts": u["ts"],
+                    "thread_ts": u["thread_ts"],
+                    "id": u["id"],
+                    "name": u["name"],
+                    "title": u["title"],
+                }
+                for u in sorted(self._uploads.values(), key=lambda u: u["shared_order"] or 0)
+                if channel_id in u["channels"]
+            ]
+
+    def file_content(self, file_id: str) -> tuple[str, bytes] | None:
+        """(name, bytes) of an uploaded file, or None."""
+        with self._lock:
+            upload = self._uploads.get(file_id)
+            if upload is None or upload["bytes"] is None:
+                return None
+            return str(upload["name"]), bytes(upload["bytes"])
+
+    @property
+    def version(self) -> int:
+        with self._lock:
+            return self._version
+
+    def wait_for_change(self, since: int, timeout: float) -> int:
+        """Block until the version passes `since` (or `timeout` seconds); the version now."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._version > since, timeout=timeout)
+            return self._version
+
+    def _touch(self) -> None:
+        """Note a change a page would show (the lock is held)."""
+        self._version += 1
+        self._changed.notify_all()
+
     def group_id(self, handle: str) -> str:
         return "S" + re.sub(r"[^A-Z0-9]", "", handle.upper())
 
@@ -355,7 +450,10 @@ class SlackWebApi:
                     return 429, {"ok": False, "error": "ratelimited"}, {"Retry-After": str(arg)}
                 return 200, {"ok": False, "error": arg}, {}
             try:
-                return 200, {"ok": True, **handler(params)}, {}
+                answer = handler(params)
+                if method not in READ_METHODS:
+                    self._touch()
+                return 200, {"ok": True, **answer}, {}
             except _ApiError as exc:
                 if exc.error in CONTENT_ERRORS or "errors" in exc.extra:
                     self._record_content_failure(method, exc)
@@ -616,6 +714,7 @@ class SlackWebApi:
             if upload is None:
                 return 404, "Slack sandbox: no such upload"
             upload["bytes"] = data
+            self._touch()
             return 200, f"OK - {len(data)}"
 
     def _files_complete_upload_external(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -646,6 +745,7 @@ class SlackWebApi:
                 upload["channels"].append(channel_id)
                 upload["thread_ts"] = thread_ts
                 upload["shared_order"] = self._serial
+                upload["ts"] = self._next_ts()
             done.append(
                 {
                     "id": upload["id"],
@@ -727,6 +827,7 @@ class SlackWebApi:
         }
         self._views[view_id] = stored
         self._closed_views.discard(view_id)
+        self._view_errors.pop(view_id, None)
         return stored
 
     def _views_open(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -742,6 +843,7 @@ class SlackWebApi:
             raise _ApiError("expired_trigger_id")
         view = self._store_view(self._view_param(params))
         trigger.used = True
+        self._view_users[view["id"]] = trigger.user
         return {"view": copy.deepcopy(view)}
 
     def _views_update(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -812,6 +914,7 @@ class SlackWebApi:
             except _ApiError as exc:
                 self._record_content_failure("response_url", exc)
                 return 400, exc.error
+            self._touch()
             return 200, "ok"
 
     def _show_reply(
@@ -847,6 +950,7 @@ class SlackWebApi:
         with self._lock:
             try:
                 self._show_reply(user, channel_id, None, body, via="ack")
+                self._touch()
             except _ApiError as exc:
                 self._record_content_failure("ack", exc)
 
@@ -868,14 +972,17 @@ class SlackWebApi:
                             "invalid_response_action",
                             [f"errors must name input blocks of the view; unknown: {unknown}"],
                         )
+                    self._view_errors[view_id] = {str(k): str(v) for k, v in body["errors"].items()}
                 elif action == "update":
                     self._store_view(body.get("view"), view_id=view_id)
                 elif action == "push":
-                    self._store_view(
+                    pushed = self._store_view(
                         body.get("view"),
                         previous_view_id=view_id,
                         root_view_id=view["root_view_id"],
                     )
+                    if view_id in self._view_users:
+                        self._view_users[pushed["id"]] = self._view_users[view_id]
                 elif action == "clear":
                     root = view["root_view_id"]
                     self._closed_views |= {
@@ -885,3 +992,4 @@ class SlackWebApi:
                     self._closed_views.add(view_id)
             except _ApiError as exc:
                 self._record_content_failure("view_submission", exc)
+            self._touch()

@@ -1,0 +1,83 @@
+"""`Sandbox`: the Web API, the web page and the signed sender to the bot, on one loopback port."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from types import TracebackType
+
+from bot.sandbox.page import SandboxPage
+from bot.sandbox.sender import SlackSender
+from bot.sandbox.webapi import SlackWebApi
+from bot.sandbox.workspace import DEFAULT_CHANNELS, DEFAULT_USERS, DEMO_GROUPS
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8765
+
+
+class Sandbox:
+    """A local Slack for the bot. `bot_events_url` may be given later with `connect_bot` (the
+    bot may need the sandbox's `api_url` before its own URL is known)."""
+
+    def __init__(
+        self,
+        bot_events_url: str | None = None,
+        signing_secret: str | None = None,
+        *,
+        host: str = DEFAULT_HOST,
+        port: int = DEFAULT_PORT,
+        token: str | None = None,
+        users: Mapping[str, str] | None = None,
+        groups: Mapping[str, list[str]] | None = None,
+        channels: Mapping[str, str] | None = None,
+        command: str = "/gatehouse",
+        default_user: str = "U_ALICE",
+    ) -> None:
+        self.host, self.port = host, port
+        self.token = token or f"xoxb-sandbox-{secrets.token_hex(12)}"
+        self.signing_secret = signing_secret or secrets.token_hex(16)
+        self.api = SlackWebApi(
+            users=DEFAULT_USERS if users is None else users,
+            groups=DEMO_GROUPS if groups is None else groups,
+            channels=DEFAULT_CHANNELS if channels is None else channels,
+            token=self.token,
+        )
+        self.page = SandboxPage(self.api, None, command=command, default_user=default_user)
+        if bot_events_url:
+            self.connect_bot(bot_events_url)
+
+    def connect_bot(self, bot_events_url: str) -> None:
+        """Where clicks, submissions and commands go (the bot's `/slack/events`)."""
+        self.page.sender = SlackSender(bot_events_url, self.signing_secret, self.api)
+
+    @property
+    def sender(self) -> SlackSender | None:
+        return self.page.sender
+
+    @property
+    def url(self) -> str:
+        """The web page, e.g. http://127.0.0.1:8765 (known once started)."""
+        return self.api.base_url
+
+    @property
+    def api_url(self) -> str:
+        """The Web API base URL for the bot's WebClient, e.g. http://127.0.0.1:8765/api/."""
+        return self.api.api_url
+
+    def start(self) -> Sandbox:
+        self.api.start(self.host, self.port, self.page)
+        return self
+
+    def stop(self) -> None:
+        self.api.stop()
+
+    def __enter__(self) -> Sandbox:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
