@@ -1,0 +1,1 @@
+"""End-to-end tests: a person's journeys through the Slack sandbox page, in headless Chromium."""
