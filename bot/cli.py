@@ -281,11 +281,15 @@ def trigger(
 @app.command()
 def serve() -> None:
     """Start the Slack bot with its workers: Socket Mode with SLACK_APP_TOKEN, else HTTP mode
-    on GATEHOUSE_HTTP_HOST:GATEHOUSE_HTTP_PORT at /slack/events. Ctrl-C drains and stops."""
+    on GATEHOUSE_HTTP_HOST:GATEHOUSE_HTTP_PORT at /slack/events; with no SLACK_BOT_TOKEN, the
+    local Slack sandbox beside it (its URL is printed). Ctrl-C drains and stops."""
     from bot.serve import serve as run_bot
-    from bot.serve import slack_config_problems
+    from bot.serve import serve_with_sandbox, slack_config_problems, wants_sandbox
 
     settings = settings_for_cli(worker=True)
+    if wants_sandbox(settings):
+        serve_with_sandbox(settings)
+        return
     problems = slack_config_problems(settings)
     if problems:
         for problem in problems:
@@ -510,12 +514,13 @@ def replay(
 
 def _mount_subcommands() -> None:
     """Command groups that live in their own modules (they import this one's helpers lazily)."""
-    from bot import cli_alerts, cli_review, cli_schedules, cli_stats
+    from bot import cli_alerts, cli_review, cli_sandbox, cli_schedules, cli_stats
 
     app.add_typer(cli_alerts.app, name="alerts")
     app.add_typer(cli_stats.app, name="stats")
     app.add_typer(cli_review.app, name="review")
     app.add_typer(cli_schedules.app, name="schedules")
+    app.command("sandbox")(cli_sandbox.sandbox)
 
 
 _mount_subcommands()

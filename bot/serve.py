@@ -1,16 +1,20 @@
 """`gatehouse serve`: the Slack bot, the workers (and later the scheduler) in one process.
 
 Socket Mode when SLACK_APP_TOKEN is set (no public URL needed); otherwise HTTP mode on
-GATEHOUSE_HTTP_HOST:GATEHOUSE_HTTP_PORT with everything Slack sends at `/slack/events`.
+GATEHOUSE_HTTP_HOST:GATEHOUSE_HTTP_PORT with everything Slack sends at `/slack/events`. With no
+Slack credentials at all, the local Slack sandbox (bot/sandbox/) runs beside the bot and plays
+Slack: `serve_with_sandbox(settings)`.
 """
 
 from __future__ import annotations
 
 import sys
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import structlog
+from pydantic import SecretStr
 from slack_sdk import WebClient
 
 from bot.alerts import check_alerts
@@ -25,6 +29,9 @@ from bot.webhooks import webhook_routes
 from pipelines import Clock, Gatehouse, Settings, Worker
 from pipelines.config import ConfigurationError
 from pipelines.outbox import OutboxSender
+
+if TYPE_CHECKING:
+    from bot.sandbox import Sandbox
 
 log = structlog.get_logger()
 
@@ -155,3 +162,56 @@ def _drain(bot: Bot, workers: list[tuple[Worker, Any]]) -> None:
     # whatever Slack did not take stays in the outbox for the next process.
     outbox_sender(bot).stop()
     log.warning("serve.stopped")
+
+
+def wants_sandbox(settings: Settings) -> bool:
+    """No Slack token at all: `gatehouse serve` plays Slack itself with the local sandbox."""
+    return not settings.slack_bot_token and not settings.slack_app_token
+
+
+def serve_with_sandbox(
+    settings: Settings, *, on_ready: Callable[[Sandbox], None] | None = None
+) -> None:
+    """`gatehouse serve` with the local Slack sandbox beside the bot, in this process: the
+    sandbox on GATEHOUSE_SANDBOX_HOST:GATEHOUSE_SANDBOX_PORT with a generated token (and signing
+    secret unless SLACK_SIGNING_SECRET is set) that the bot shares, the bot's WebClient pointed
+    at it, its channels created. Prints `Gatehouse sandbox: URL`, calls `on_ready(sandbox)`,
+    then serves until SIGINT/SIGTERM like `serve`."""
+    from bot.sandbox import Sandbox, reachable_host
+    from bot.sandbox.workspace import channels_for
+
+    secret = settings.slack_signing_secret
+    bot_host = reachable_host(settings.http_host)
+    sandbox = Sandbox(
+        bot_events_url=f"http://{bot_host}:{settings.http_port}/slack/events",
+        signing_secret=secret.get_secret_value() if secret else None,
+        host=settings.sandbox_host,
+        port=settings.sandbox_port,
+        channels=channels_for(
+            settings.approvals_channel, settings.review_channel, settings.alerts_channel
+        ),
+        command=settings.slash_command,
+    )
+    with sandbox:
+        log.warning(
+            "sandbox.started", url=sandbox.url, bot=f"http://{bot_host}:{settings.http_port}"
+        )
+        print(f"Gatehouse sandbox: {sandbox.url}", flush=True)
+        if on_ready is not None:
+            on_ready(sandbox)
+        serve(sandbox_settings(settings, sandbox))
+
+
+def sandbox_settings(settings: Settings, sandbox: Sandbox) -> Settings:
+    """`settings` pointed at the sandbox (its token, signing secret and Web API), with its
+    channels for whichever of approvals, review and alerts are unset."""
+    return settings.model_copy(
+        update={
+            "slack_bot_token": SecretStr(sandbox.token),
+            "slack_signing_secret": SecretStr(sandbox.signing_secret),
+            "slack_api_url": sandbox.api_url,
+            "approvals_channel": settings.approvals_channel or "C_APPROVALS",
+            "review_channel": settings.review_channel or "C_REVIEW",
+            "alerts_channel": settings.alerts_channel or "C_ALERTS",
+        }
+    )

@@ -84,6 +84,11 @@ class Settings(BaseSettings):
     review_channel: str | None = Field(None, description="Channel for the weekly review")
     alerts_channel: str | None = Field(None, description="Channel for error-rate alerts")
     slash_command: str = Field("/gatehouse", description="The slash command's name")
+    sandbox_host: str = Field(
+        "127.0.0.1",
+        description="Without SLACK_BOT_TOKEN, `gatehouse serve` runs the local Slack sandbox here",
+    )
+    sandbox_port: int = Field(8765, ge=0, le=65535, description="The local Slack sandbox's port")
     triggerers: dict[str, list[str]] = Field(
         default_factory=dict,
         description='Who may `/gatehouse trigger`, JSON by pipeline or "*": {"*": ["@ops"]}; unset: anyone',

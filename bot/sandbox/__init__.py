@@ -34,8 +34,16 @@ http (the server), sender (signed requests to the bot), page (the web page's JSO
 static files in static/), sandbox (`Sandbox`, all of it on one port).
 """
 
-from bot.sandbox.sandbox import DEFAULT_HOST, DEFAULT_PORT, Sandbox
+from bot.sandbox.sandbox import DEFAULT_HOST, DEFAULT_PORT, Sandbox, reachable_host
 from bot.sandbox.sender import BotResponse, SlackSender
 from bot.sandbox.webapi import SlackWebApi
 
-__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "BotResponse", "Sandbox", "SlackSender", "SlackWebApi"]
+__all__ = [
+    "DEFAULT_HOST",
+    "DEFAULT_PORT",
+    "BotResponse",
+    "Sandbox",
+    "SlackSender",
+    "SlackWebApi",
+    "reachable_host",
+]

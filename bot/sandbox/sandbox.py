@@ -81,3 +81,8 @@ class Sandbox:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def reachable_host(bind_host: str) -> str:
+    """Where to reach, from this machine, a server bound to `bind_host` (0.0.0.0 → loopback)."""
+    return "127.0.0.1" if bind_host in ("", "0.0.0.0", "::") else bind_host

@@ -24,3 +24,20 @@ DEFAULT_CHANNELS = {
 }
 # The sandbox's own workspace also has the approvers group the lead pipeline gates on.
 DEMO_GROUPS = {**DEFAULT_GROUPS, "sales-leads": ["U_ALICE", "U_BOB"]}
+
+
+def channels_for(*configured: str | None) -> dict[str, str]:
+    """The default channels plus each configured one (an id like `C_OPS` or a name like `#ops`)
+    the defaults lack, so whatever the bot's settings name exists in the sandbox."""
+    channels = dict(DEFAULT_CHANNELS)
+    for channel in configured:
+        if not channel:
+            continue
+        name = channel.removeprefix("#")
+        if name in channels or name in channels.values():
+            continue
+        if name[:1] in ("C", "G") and name.upper() == name:  # an id: name it after itself
+            channels[name] = name.removeprefix("C_").lower()
+        else:
+            channels["C_" + "".join(c if c.isalnum() else "_" for c in name.upper())] = name
+    return channels
