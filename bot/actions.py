@@ -20,9 +20,10 @@ from bot import cards, forms
 from bot.app import Bot
 from bot.modals import loading_modal, notice_modal
 from pipelines import GatehouseError
-from pipelines.errors import AlreadyAnswered, UnknownTask
-from pipelines.tasks import load_model
+from pipelines.errors import AlreadyAnswered, NotAuthorized, UnknownTask
+from pipelines.tasks import authorize_answer, load_model
 from storage import approvals as task_rows
+from storage.messages import message_ref
 
 log = structlog.get_logger()
 
@@ -64,17 +65,27 @@ def decide_and_resume(
     bot.gatehouse.resume(decision.run_id)
 
 
+def tell_about_task(bot: Bot, user: str, task_id: str, text: str) -> None:
+    """An ephemeral line beside the task's card (a modal's submission has no channel)."""
+    with bot.gatehouse.db.transaction() as conn:
+        card = message_ref(conn, kind="task", ref_id=task_id)
+    if card is not None:
+        tell(bot.client, {"user": {"id": user}, "channel": {"id": card.channel}}, text)
+
+
 def answer_and_resume(bot: Bot, body: dict[str, Any], task_id: str, answer: dict[str, Any]) -> None:
     try:
         task = bot.gatehouse.answer(task_id, user=_user(body), answer=answer)
     except GatehouseError as refusal:
         log.warning("slack.answer_refused", task_id=task_id, why=str(refusal))
+        tell_about_task(bot, _user(body), task_id, f":no_entry: {refusal}")
         return
     bot.gatehouse.resume(task.run_id)
 
 
-def fill_answer_modal(bot: Bot, view_id: str, task_id: str) -> None:
-    """The Answer modal opened as a placeholder at once; now put the real form in it."""
+def fill_answer_modal(bot: Bot, view_id: str, task_id: str, user: str) -> None:
+    """The Answer modal opened as a placeholder at once; now put the real form in it, or say
+    why this person may not answer (the engine's check, audited)."""
     try:
         task = bot.gatehouse.task(task_id)
     except UnknownTask:
@@ -84,7 +95,11 @@ def fill_answer_modal(bot: Bot, view_id: str, task_id: str) -> None:
             "Nothing to answer", f"Task {task_id} was already answered or no longer exists."
         )
     else:
-        view = forms.answer_modal(task)
+        try:
+            authorize_answer(bot.gatehouse.rt, task, user)
+            view = forms.answer_modal(task)
+        except NotAuthorized as refusal:
+            view = notice_modal("Not yours to answer", str(refusal))
     bot.client.views_update(view_id=view_id, view=view)
 
 
@@ -97,10 +112,10 @@ def open_reject_modal(bot: Bot, trigger_id: str, approval_id: str) -> None:
     bot.client.views_open(trigger_id=trigger_id, view=cards.reject_modal(approval_id, tool))
 
 
-def open_answer_modal(bot: Bot, trigger_id: str, task_id: str) -> None:
+def open_answer_modal(bot: Bot, trigger_id: str, task_id: str, user: str) -> None:
     """Open at once with a placeholder, then put the form generated from the schema in it."""
     opened = bot.client.views_open(trigger_id=trigger_id, view=loading_modal())
-    fill_answer_modal(bot, str(opened["view"]["id"]), task_id)
+    fill_answer_modal(bot, str(opened["view"]["id"]), task_id, user)
 
 
 def register(app: App, bot: Bot) -> None:
@@ -137,7 +152,9 @@ def register(app: App, bot: Bot) -> None:
     @app.action("task.answer")
     def answer_clicked(ack: Ack, body: dict[str, Any], action: dict[str, Any]) -> None:
         ack()
-        bot.submit_ui(open_answer_modal, bot, str(body["trigger_id"]), str(action["value"]))
+        bot.submit_ui(
+            open_answer_modal, bot, str(body["trigger_id"]), str(action["value"]), _user(body)
+        )
 
     @app.view("task.answer")
     def answer_submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:

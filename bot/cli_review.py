@@ -17,7 +17,6 @@ import typer
 
 from bot.review_cards import DEFAULT_PACE_SECONDS
 from pipelines.config import ConfigurationError
-from pipelines.review import reviewed_cases
 
 app = typer.Typer(
     name="review",
@@ -93,7 +92,7 @@ def export(
 
     moment = parse_since(since)
     with open_gatehouse(quiet=True) as gatehouse:
-        cases = reviewed_cases(gatehouse.rt, since=moment, flagged_only=flagged)
+        cases = gatehouse.export_reviewed(since=moment, flagged_only=flagged)
     lines = [json.dumps(case, ensure_ascii=False, default=str) for case in cases]
     if out is not None:
         out.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")

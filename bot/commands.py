@@ -6,9 +6,11 @@ text) and the app sends it. `trigger` runs a pipeline, which may take a while, s
 `response_url`. Bad input gets what was wrong and the usage line, an engine error its own
 message, never a stack trace; whatever a person, a pipeline or a model wrote is escaped.
 
-Who may do what: anyone may inspect (`runs`, `run`, `pending`, `stats`, `replay`). `undo`
-follows the tool's approvers (the engine checks). `trigger` is open unless `triggerers` lists who
-may run a pipeline; either way every gated tool the run reaches still waits for its approvers.
+Who may do what is the engine's to check (`pipelines.authorization`), so Slack and the CLI share
+one rule and every refusal is audited: anyone may inspect (`runs`, `run`, `pending`, `stats`);
+`trigger` follows GATEHOUSE_TRIGGERERS, `replay` GATEHOUSE_OPERATORS, `undo` the tool's approvers
+and the operators (each open to anyone while unset). Every gated tool a run reaches still waits
+for its approvers.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ from __future__ import annotations
 import json
 import re
 import shlex
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -38,7 +40,6 @@ from bot.mrkdwn import SLASH_COMMAND, code, code_block, escape, mention, mention
 from pipelines import Gatehouse, GatehouseError, ReplayReport, Run, registered_pipelines
 from pipelines.durations import parse_duration
 from pipelines.errors import NotAuthorized
-from pipelines.gates import may_act
 from pipelines.stats import DEFAULT_WINDOWS, pipeline_stats
 from pipelines.views import ApprovalView, CallView, TaskView
 from storage.models import RunStatus
@@ -72,7 +73,7 @@ EXPLAIN = {
     "trigger": "run a pipeline; values are read as JSON when they parse, else as text "
     "(quote to keep text: `id='\"42\"'`)",
     "replay": "re-run a run's record with today's code, no side effects; shows where it diverges",
-    "undo": "reverse a tool call (its approvers only)",
+    "undo": "reverse a tool call (its approvers and the operators only)",
 }
 STATUS_ICONS = {
     "queued": ":inbox_tray:",
@@ -121,7 +122,6 @@ class Invocation:
     gatehouse: Gatehouse
     now: datetime
     command: str = SLASH_COMMAND
-    triggerers: Mapping[str, Sequence[str]] = field(default_factory=dict)
 
 
 # -- entry points ----------------------------------------------------------------------------
@@ -134,10 +134,9 @@ def handle_command(
     gatehouse: Gatehouse,
     now: datetime | None = None,
     command: str = SLASH_COMMAND,
-    triggerers: Mapping[str, Sequence[str]] | None = None,
 ) -> CommandReply:
     """Answer one `/gatehouse …` (the `text` Slack sent, entities and all)."""
-    inv = _invocation(user_id, gatehouse, now, command, triggerers)
+    inv = _invocation(user_id, gatehouse, now, command)
     subcommand, rest = split_command(text)
     handler = _HANDLERS.get(subcommand)
     if handler is None:
@@ -154,11 +153,10 @@ def trigger_command(
     gatehouse: Gatehouse,
     now: datetime | None = None,
     command: str = SLASH_COMMAND,
-    triggerers: Mapping[str, Sequence[str]] | None = None,
 ) -> CommandReply:
     """`trigger PIPELINE …` with `args` = the text after `trigger` (see `split_command`): run the
     pipeline here, as `user_id`, until it finishes or waits, and report where it stands."""
-    inv = _invocation(user_id, gatehouse, now, command, triggerers)
+    inv = _invocation(user_id, gatehouse, now, command)
     return _answer(inv, "trigger", lambda: _trigger(inv, args))
 
 
@@ -177,14 +175,12 @@ def _invocation(
     gatehouse: Gatehouse,
     now: datetime | None,
     command: str,
-    triggerers: Mapping[str, Sequence[str]] | None,
 ) -> Invocation:
     return Invocation(
         user_id=user_id,
         gatehouse=gatehouse,
         now=now if now is not None else gatehouse.rt.clock.now(),
         command=command,
-        triggerers=triggerers or {},
     )
 
 
@@ -563,13 +559,6 @@ def parse_trigger(args: str) -> tuple[str, dict[str, Any]]:
 
 def _trigger(inv: Invocation, args: str) -> CommandReply:
     name, payload = parse_trigger(args)
-    allowed = inv.triggerers.get(name, inv.triggerers.get("*"))
-    if allowed is not None and not may_act(inv.gatehouse.rt, inv.user_id, list(allowed)):
-        log.info("command.trigger_refused", pipeline=name, user=inv.user_id)
-        return error_reply(
-            f":no_entry: {mention(inv.user_id)} may not run `{escape(name)}`; "
-            f"who may: {mentions(list(allowed), 600)}"
-        )
     run = inv.gatehouse.trigger(name, payload, user=inv.user_id, source="slack")
     if run.status == RunStatus.WAITING:
         run = inv.gatehouse.run(run.id)
@@ -619,7 +608,7 @@ def replay_lines(report: ReplayReport) -> list[str]:
 
 def _replay(inv: Invocation, rest: str) -> CommandReply:
     run_id = _one_id("replay", rest, "run id")
-    report = inv.gatehouse.replay(run_id)
+    report = inv.gatehouse.replay(run_id, user=inv.user_id)
     blocks = [
         section(
             f"*Replay of `{escape(report.run_id)}`* ({escape(report.pipeline)}) with today's "

@@ -47,6 +47,5 @@ def answer(bot: Bot, text: str, user: str, respond: Respond) -> None:
         user_id=user,
         gatehouse=bot.gatehouse,
         command=bot.settings.slash_command,
-        triggerers=bot.settings.triggerers or None,
     )
     respond(**reply.to_payload())

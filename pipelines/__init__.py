@@ -10,12 +10,13 @@ more than `trigger()` (the CLI, the bot, tests).
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
 
 from pipelines import gates, inspect, reversal, runner, tasks
+from pipelines.authorization import Authorization, authorize_operator
 from pipelines.config import Settings, load_settings
 from pipelines.context import Context
 from pipelines.errors import (
@@ -48,6 +49,7 @@ __all__ = [
     "ActionRejected",
     "ApprovalView",
     "ApproverDirectory",
+    "Authorization",
     "CallView",
     "CannotAnswer",
     "Clock",
@@ -98,6 +100,7 @@ class Gatehouse:
         worker_id: str | None = None,
         lease: timedelta = timedelta(minutes=5),
         llm: LLMConfig | None = None,
+        authorization: Authorization | None = None,
     ) -> None:
         db = Database(database) if isinstance(database, str) else database
         self.rt = Runtime(
@@ -108,6 +111,7 @@ class Gatehouse:
             worker_id=worker_id or new_worker_id(),
             lease=lease,
             llm_config=llm or LLMConfig(),
+            authorization=authorization or Authorization(),
         )
 
     @classmethod
@@ -134,6 +138,9 @@ class Gatehouse:
             clock=clock,
             lease=timedelta(seconds=settings.run_lease_seconds),
             llm=llm_config_from(settings),
+            authorization=Authorization(
+                triggerers=settings.triggerers, operators=settings.operators
+            ),
         )
 
     @property
@@ -170,9 +177,20 @@ class Gatehouse:
     def undo(self, call_id: str, *, user: str) -> CallView:
         return reversal.undo(self.rt, call_id, user=user)
 
-    def replay(self, run_id: str, *, fresh: bool = False) -> ReplayReport:
-        """Re-execute on the record with no side effects; `fresh` asks the model again."""
-        return replay(self.rt, run_id, fresh=fresh)
+    def replay(self, run_id: str, *, fresh: bool = False, user: str | None = None) -> ReplayReport:
+        """Re-execute on the record with no side effects; `fresh` asks the model again. `user`
+        must be an operator when operators are configured (None: a local operator, the CLI)."""
+        return replay(self.rt, run_id, fresh=fresh, user=user)
+
+    def export_reviewed(
+        self, *, since: datetime, flagged_only: bool, user: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Reviewed runs as test cases (`gatehouse review export`); operators only, like replay."""
+        from pipelines.review import reviewed_cases
+
+        what = "flagged runs" if flagged_only else "reviewed runs"
+        authorize_operator(self.rt, user, "export", what)
+        return reviewed_cases(self.rt, since=since, flagged_only=flagged_only)
 
     def run(self, run_id: str) -> Run:
         return inspect.get_run(self.rt, run_id)

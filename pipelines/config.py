@@ -93,6 +93,10 @@ class Settings(BaseSettings):
         default_factory=dict,
         description='Who may `/gatehouse trigger`, JSON by pipeline or "*": {"*": ["@ops"]}; unset: anyone',
     )
+    operators: list[str] = Field(
+        default_factory=list,
+        description='Who may undo (besides the tool\'s approvers), replay and export from Slack, JSON: ["@ops", "U123"]; unset: anyone',
+    )
     serve_workers: int = Field(2, ge=0, le=64, description="Worker threads in `gatehouse serve`")
     timezone: str = Field("UTC", description="IANA zone for cron schedules and the weekly review")
     misfire_grace_seconds: float = Field(

@@ -62,6 +62,14 @@ class NotAnAssignee(NotAuthorized):
     pass
 
 
+class NotATriggerer(NotAuthorized):
+    pass
+
+
+class NotAnOperator(NotAuthorized):
+    """Undo, replay or export by someone who is not an operator (GATEHOUSE_OPERATORS)."""
+
+
 class ReasonRequired(GatehouseError):
     pass
 

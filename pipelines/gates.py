@@ -1,6 +1,7 @@
 """Approvals: who may decide, the compare-and-set decision, and expiry at the deadline.
 
-Every refusal (not an approver, four-eyes) is written to the audit log before it is raised.
+Every refusal (not an approver, four-eyes) is written to the audit log before it is raised
+(`pipelines.authorization.refuse`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 import structlog
 from sqlalchemy import Connection
 
+from pipelines.authorization import may_act, refuse
 from pipelines.errors import (
     AlreadyDecided,
     FourEyesViolation,
@@ -29,20 +31,6 @@ from storage.audit import append_audit
 from storage.models import ApprovalStatus, RunStatus
 
 log = structlog.get_logger()
-
-
-def may_act(rt: Runtime, user: str, allowed: list[str]) -> bool:
-    """Is `user` one of `allowed` (user ids, or `@group` names resolved by the directory)?
-    An empty list allows everybody."""
-    if not allowed:
-        return True
-    for entry in allowed:
-        if entry.startswith("@"):
-            if user in rt.directory.members(entry[1:]):
-                return True
-        elif entry == user:
-            return True
-    return False
 
 
 def check_approver(rt: Runtime, approval: Any, user: str) -> None:
@@ -89,20 +77,17 @@ def decide(
     try:
         check_approver(rt, approval, user)
     except NotAuthorized as refusal:
-        with rt.db.transaction() as conn:
-            append_audit(
-                conn,
-                event="approval.refused",
-                at=rt.clock.now(),
-                actor=user,
-                run_id=approval.run_id,
-                call_id=approval.call_id,
-                tool=approval.tool,
-                approval_id=approval.id,
-                detail={"why": str(refusal)},
-            )
-        log.warning("approval.refused", approval_id=approval_id, user=user, why=str(refusal))
-        raise
+        refuse(
+            rt,
+            refusal,
+            actor=user,
+            action="approve" if approve else "reject",
+            target=approval.id,
+            run_id=approval.run_id,
+            call_id=approval.call_id,
+            tool=approval.tool,
+            approval_id=approval.id,
+        )
     status = ApprovalStatus.APPROVED if approve else ApprovalStatus.REJECTED
     now = rt.clock.now()
     with rt.db.transaction() as conn:

@@ -13,6 +13,7 @@ from typing import Any, NoReturn, TypeVar, cast
 
 from pydantic import BaseModel, ValidationError
 
+from pipelines.authorization import authorize_operator
 from pipelines.context import Context, _return_adapter, record_value
 from pipelines.errors import (
     ActionRejected,
@@ -243,7 +244,11 @@ def _compare_fresh(recorded: Any, fresh: LLMResult) -> tuple[str, Any]:
     return "fresh: differs", differences
 
 
-def replay(rt: Runtime, run_id: str, *, fresh: bool = False) -> ReplayReport:
+def replay(
+    rt: Runtime, run_id: str, *, fresh: bool = False, user: str | None = None
+) -> ReplayReport:
+    """`user`: who asks (checked against the operators); None for a local operator (the CLI)."""
+    authorize_operator(rt, user, "replay", run_id, run_id=run_id)
     with rt.db.transaction() as conn:
         run = run_rows.fetch_run(conn, run_id)
         if run is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import structlog
 from sqlalchemy import Table, update
 
+from pipelines.authorization import may_act, refuse
 from pipelines.errors import (
     AlreadyReversed,
     NotAnApprover,
@@ -16,7 +17,6 @@ from pipelines.errors import (
     ReversalFailed,
     UnknownCall,
 )
-from pipelines.gates import may_act
 from pipelines.runtime import Runtime, running_in
 from pipelines.tools import lookup_tool
 from pipelines.views import CallView
@@ -49,19 +49,23 @@ def undo(rt: Runtime, call_id: str, *, user: str) -> CallView:
         raise NotReversible(f"call {call_id} is {call.status}; only a succeeded call can be undone")
     if call.reversed_by is not None:
         raise AlreadyReversed(f"call {call_id} was already undone by call {call.reversed_by}")
-    if not may_act(rt, user, list(tool.approvers)):
-        with rt.db.transaction() as conn:
-            append_audit(
-                conn,
-                event="tool.reverse_refused",
-                at=rt.clock.now(),
-                actor=user,
-                run_id=call.run_id,
-                call_id=call_id,
-                tool=tool.name,
-            )
-        raise NotAnApprover(
-            f"{user} may not undo {tool.name} (call {call_id}); approvers: {', '.join(tool.approvers)}"
+    # The tool's approvers and the operators; nobody listed on either side: anyone.
+    allowed = [*tool.approvers, *rt.authorization.operators]
+    if not may_act(rt, user, allowed):
+        operators = ", ".join(rt.authorization.operators)
+        refuse(
+            rt,
+            NotAnApprover(
+                f"{user} may not undo {tool.name} (call {call_id}); approvers: "
+                f"{', '.join(tool.approvers) or 'none'}"
+                + (f"; operators: {operators}" if operators else "")
+            ),
+            actor=user,
+            action="undo",
+            target=call_id,
+            run_id=call.run_id,
+            call_id=call_id,
+            tool=tool.name,
         )
 
     reversal_id = new_id("call")

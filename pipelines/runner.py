@@ -16,6 +16,7 @@ import structlog
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import Connection
 
+from pipelines.authorization import authorize_trigger
 from pipelines.context import Context, describe_args, record_value
 from pipelines.errors import (
     ActionRejected,
@@ -65,6 +66,7 @@ def trigger(
     errors, before any step runs; the returned `Run` says so.
     """
     pipeline = get_pipeline(name)
+    authorize_trigger(rt, user, name)
     now = rt.clock.now()
     run_id = new_id("run")
     try:

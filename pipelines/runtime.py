@@ -18,6 +18,7 @@ from typing import Any
 
 import structlog
 
+from pipelines.authorization import Authorization
 from pipelines.leases import LeaseKeeper
 from pipelines.llm import LLMCaller, LLMConfig
 from pipelines.ports import (
@@ -48,6 +49,7 @@ class Runtime:
     worker_id: str = field(default_factory=new_worker_id)
     lease: timedelta = timedelta(minutes=5)
     llm_config: LLMConfig = field(default_factory=LLMConfig)
+    authorization: Authorization = field(default_factory=Authorization)
     _llm_caller: LLMCaller | None = field(default=None, repr=False, compare=False)
     _lease_keeper: LeaseKeeper | None = field(default=None, repr=False, compare=False)
 

@@ -8,8 +8,8 @@ from typing import Any
 import structlog
 from pydantic import BaseModel, ValidationError
 
+from pipelines.authorization import may_act, refuse
 from pipelines.errors import AlreadyAnswered, InvalidAnswer, NotAnAssignee, UnknownTask
-from pipelines.gates import may_act
 from pipelines.runtime import Runtime
 from pipelines.validation import format_validation_errors
 from pipelines.views import TaskView
@@ -31,6 +31,23 @@ def load_model(path: str) -> type[BaseModel]:
     return target
 
 
+def authorize_answer(rt: Runtime, task: Any, user: str) -> None:
+    """Only the task's assignees may answer it (anyone when it lists none); a refusal is
+    audited and raised. Slack also asks before it shows the form."""
+    assignees = list(task.assignees or [])
+    if may_act(rt, user, assignees):
+        return
+    refuse(
+        rt,
+        NotAnAssignee(f"{user} may not answer task {task.id}; assignees: {', '.join(assignees)}"),
+        actor=user,
+        action="answer",
+        target=task.id,
+        run_id=task.run_id,
+        call_id=task.call_id,
+    )
+
+
 def answer(rt: Runtime, task_id: str, *, user: str, answer: Any) -> TaskView:
     with rt.db.transaction() as conn:
         task = task_rows.fetch_task(conn, task_id)
@@ -38,21 +55,7 @@ def answer(rt: Runtime, task_id: str, *, user: str, answer: Any) -> TaskView:
         raise UnknownTask(f"no human task {task_id}; `gatehouse pending` lists the open ones")
     if task.status != TaskStatus.OPEN:
         raise AlreadyAnswered(f"task {task_id} was already answered by {task.answered_by}")
-    assignees = list(task.assignees or [])
-    if not may_act(rt, user, assignees):
-        with rt.db.transaction() as conn:
-            append_audit(
-                conn,
-                event="task.refused",
-                at=rt.clock.now(),
-                actor=user,
-                run_id=task.run_id,
-                call_id=task.call_id,
-                detail={"task_id": task_id},
-            )
-        raise NotAnAssignee(
-            f"{user} may not answer task {task_id}; assignees: {', '.join(assignees)}"
-        )
+    authorize_answer(rt, task, user)
     model = load_model(task.output_model)
     try:
         validated = model.model_validate(answer)

@@ -147,6 +147,12 @@ def fast_insert(
         cursor.close()
 
 
+def fast_scalar(conn: Connection, sql: str, params: Sequence[Any] = ()) -> Any:
+    """The first column of the first row (None without rows) of a statement run on the driver."""
+    row = _driver(conn).execute(sql, params).fetchone()
+    return None if row is None else row[0]
+
+
 def fast_update(
     conn: Connection, table: Table, values: Mapping[str, Any], where: Mapping[str, Any]
 ) -> int:

@@ -203,7 +203,8 @@ class HumanTask(Base):
 
 
 class AuditEntry(Base):
-    """Append-only: rows are inserted, never updated. Rate limits count `tool.started` rows."""
+    """Append-only and hash-chained: rows are inserted, never updated. Rate limits count
+    `tool.started` rows."""
 
     __tablename__ = "audit_log"
 
@@ -217,6 +218,9 @@ class AuditEntry(Base):
     approval_id: Mapped[str | None] = mapped_column(String(40))
     idempotency_key: Mapped[str | None] = mapped_column(String(400))
     detail: Mapped[Any] = mapped_column(nullable=True)
+    # The hash chain (storage/audit.py): the previous entry's hash, and this entry's.
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
 
     __table_args__ = (
         Index("ix_audit_tool_event_at", "tool", "event", "at"),

@@ -158,7 +158,7 @@ def test_run_shows_calls_approvals_transitions_and_the_audit_trail(cli_env: str)
         f"{approval_id}  issue_refund#1  approved by bob",
         "waiting → queued",
         "running → succeeded",
-        "approval.refused  issue_refund  by alice",
+        "refused  issue_refund  by alice",
         "approval.approved  issue_refund  by bob",
         "tool.succeeded  issue_refund",
     ):

@@ -17,7 +17,7 @@ from slack_sdk.models.blocks import Block
 from sqlalchemy import insert, select
 
 from bot.commands import CommandReply, handle_command, parse_trigger, split_command, trigger_command
-from pipelines import Gatehouse, StaticDirectory
+from pipelines import Authorization, Gatehouse, StaticDirectory
 from storage.calls import calls_table
 from storage.db import Database
 from storage.runs import runs_table
@@ -485,17 +485,12 @@ def test_trigger_command_is_the_same_answer_off_the_request_thread(gatehouse: Ga
 
 
 def test_who_may_trigger_can_be_limited_per_pipeline(gatehouse: Gatehouse) -> None:
-    triggerers = {"refund_request": ["@finance-leads"]}
-    refused = ask(gatehouse, "trigger refund_request " + json.dumps(SMALL), triggerers=triggerers)
-    assert ":no_entry: <@UCAROL> may not run `refund_request`; who may: @finance-leads" in refused
+    gatehouse.rt.authorization = Authorization(triggerers={"refund_request": ["@finance-leads"]})
+    refused = ask(gatehouse, "trigger refund_request " + json.dumps(SMALL))
+    assert ":no_entry: UCAROL may not run refund_request; who may: @finance-leads" in refused
     assert gatehouse.runs() == []
 
-    allowed = ask(
-        gatehouse,
-        "trigger refund_request " + json.dumps(SMALL),
-        user="alice",
-        triggerers=triggerers,
-    )
+    allowed = ask(gatehouse, "trigger refund_request " + json.dumps(SMALL), user="alice")
     assert "succeeded" in allowed and len(gatehouse.runs()) == 1
 
 

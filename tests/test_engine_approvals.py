@@ -162,12 +162,12 @@ def test_user_who_is_not_an_approver_is_refused_audited_and_decides_nothing(
     assert run.status == "waiting"
     assert run.approvals[0].status == "pending"
     assert run.approvals[0].decided_by is None
-    refusals = [a for a in _audit_events(gatehouse, run.id) if a["event"] == "approval.refused"]
+    refusals = [a for a in _audit_events(gatehouse, run.id) if a["event"] == "refused"]
     assert [(a["actor"], a["approval_id"], a["tool"]) for a in refusals] == [
         (user, approval.id, "t_pay"),
         (user, approval.id, "t_pay"),
     ]
-    assert "may not approve" in refusals[0]["detail"]["why"]
+    assert "may not approve" in refusals[0]["detail"]["reason"]
     assert notifier.names() == ["approval_requested"]
     assert ep.executions["t_pay"] == 0
 
@@ -183,9 +183,7 @@ def test_four_eyes_forbids_the_trigger_user_even_when_an_approver(
 
     assert isinstance(refused.value, NotAuthorized)
     assert gatehouse.run(approval.run_id).approvals[0].status == "pending"
-    refusals = [
-        a for a in _audit_events(gatehouse, approval.run_id) if a["event"] == "approval.refused"
-    ]
+    refusals = [a for a in _audit_events(gatehouse, approval.run_id) if a["event"] == "refused"]
     assert [a["actor"] for a in refusals] == ["alice"]
     assert notifier.names() == ["approval_requested"]
 

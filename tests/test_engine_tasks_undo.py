@@ -138,7 +138,7 @@ def test_only_assignees_may_answer_and_refusals_are_audited(
         gatehouse.answer(task.id, user=user, answer={"price_cents": 250})
 
     assert gatehouse.run(task.run_id).tasks[0].status == "open"
-    assert [a["actor"] for a in _audit(gatehouse, task.run_id, "task.refused")] == [user]
+    assert [a["actor"] for a in _audit(gatehouse, task.run_id, "refused")] == [user]
 
 
 def test_assignee_listed_by_user_id_may_answer(gatehouse: Gatehouse) -> None:
@@ -247,7 +247,7 @@ def test_undo_by_a_non_approver_is_refused_audited_and_reverses_nothing(
         gatehouse.undo(call.id, user="olga")
 
     assert _demo_state(gatehouse) == (1250, ["issued"])
-    assert [a["actor"] for a in _audit(gatehouse, run_id, "tool.reverse_refused")] == ["olga"]
+    assert [a["actor"] for a in _audit(gatehouse, run_id, "refused")] == ["olga"]
     assert [c.kind for c in gatehouse.run(run_id).calls].count("reversal") == 0
 
 

@@ -1,0 +1,121 @@
+"""Who may do what, checked on the engine's side of every entry point (Slack, the CLI, code), and
+the one way a refusal is recorded: an audit entry `refused` (actor, action, target, reason),
+then the `NotAuthorized` error the caller shows (an ephemeral in Slack, `error:` in the CLI).
+
+| action          | who may                                                   | nobody listed |
+|-----------------|-----------------------------------------------------------|---------------|
+| approve, reject | the gate's approvers; with four-eyes not the run's trigger | anyone        |
+| answer          | the task's assignees                                      | anyone        |
+| trigger         | `GATEHOUSE_TRIGGERERS[pipeline]`, else `["*"]`            | anyone        |
+| undo            | the tool's approvers and `GATEHOUSE_OPERATORS`            | anyone        |
+| replay, export  | `GATEHOUSE_OPERATORS`                                     | anyone        |
+
+Entries are user ids or `@group` handles (resolved by the `ApproverDirectory`). A trigger with
+no user is a system trigger (a signed webhook, a schedule, code) and is not checked here; replay
+and export with no user are a local operator's (the CLI, which holds the database credentials
+and could read the same records directly).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, NoReturn
+
+import structlog
+
+from pipelines.errors import NotAnOperator, NotATriggerer, NotAuthorized
+from storage.audit import append_audit
+
+if TYPE_CHECKING:
+    from pipelines.runtime import Runtime
+
+log = structlog.get_logger()
+
+
+@dataclass(frozen=True)
+class Authorization:
+    """The configured lists (the per-gate and per-task ones live on the gate and the task)."""
+
+    triggerers: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    operators: Sequence[str] = ()
+
+    def triggerers_of(self, pipeline: str) -> list[str]:
+        return list(self.triggerers.get(pipeline, self.triggerers.get("*", ())))
+
+
+def may_act(rt: Runtime, user: str, allowed: Sequence[str]) -> bool:
+    """Is `user` one of `allowed` (user ids, or `@group` names resolved by the directory)?
+    An empty list allows everybody."""
+    if not allowed:
+        return True
+    for entry in allowed:
+        if entry.startswith("@"):
+            if user in rt.directory.members(entry[1:]):
+                return True
+        elif entry == user:
+            return True
+    return False
+
+
+def refuse(
+    rt: Runtime,
+    refusal: NotAuthorized,
+    *,
+    actor: str | None,
+    action: str,
+    target: str,
+    run_id: str | None = None,
+    call_id: str | None = None,
+    tool: str | None = None,
+    approval_id: str | None = None,
+) -> NoReturn:
+    """Record the refusal in the audit log (its own transaction: nothing else was written),
+    log it, and raise it."""
+    with rt.db.transaction() as conn:
+        append_audit(
+            conn,
+            event="refused",
+            at=rt.clock.now(),
+            actor=actor,
+            run_id=run_id,
+            call_id=call_id,
+            tool=tool,
+            approval_id=approval_id,
+            detail={"action": action, "target": target, "reason": str(refusal)},
+        )
+    log.warning("authorization.refused", action=action, target=target, user=actor)
+    raise refusal
+
+
+def authorize_trigger(rt: Runtime, user: str | None, pipeline: str) -> None:
+    allowed = rt.authorization.triggerers_of(pipeline)
+    if user is None or may_act(rt, user, allowed):
+        return
+    refuse(
+        rt,
+        NotATriggerer(f"{user} may not run {pipeline}; who may: {', '.join(allowed)}"),
+        actor=user,
+        action="trigger",
+        target=pipeline,
+    )
+
+
+def authorize_operator(
+    rt: Runtime, user: str | None, action: str, target: str, *, run_id: str | None = None
+) -> None:
+    """Replay and export: the operators (`GATEHOUSE_OPERATORS`) only, when any are listed."""
+    operators = list(rt.authorization.operators)
+    if user is None or may_act(rt, user, operators):
+        return
+    refuse(
+        rt,
+        NotAnOperator(
+            f"{user} may not {action} {target}; operators: {', '.join(operators)} "
+            "(GATEHOUSE_OPERATORS)"
+        ),
+        actor=user,
+        action=action,
+        target=target,
+        run_id=run_id,
+    )
