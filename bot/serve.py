@@ -29,6 +29,7 @@ from bot.webhooks import webhook_routes
 from pipelines import Clock, Gatehouse, Settings, Worker
 from pipelines.config import ConfigurationError
 from pipelines.outbox import OutboxSender
+from pipelines.stats import roll_up_stats
 
 if TYPE_CHECKING:
     from bot.sandbox import Sandbox
@@ -126,11 +127,14 @@ def serve(settings: Settings) -> None:
 
 
 def start_jobs(bot: Bot, settings: Settings) -> SchedulerHandle:
-    """Pipeline schedules, plus the bot's own jobs: the alert check every minute and, with a
-    review channel, the weekly review (one replica posts each: `claim=True`) and its summaries."""
+    """Pipeline schedules, plus the bot's own jobs: the alert check and the stats roll-up every
+    minute and, with a review channel, the weekly review (one replica posts each:
+    `claim=True`) and its summaries."""
     handle = start_scheduler(bot.gatehouse, settings)
     outbox_sender(bot).start()
     handle.add_system_job("alerts", "1m", lambda _fire_time: check_alerts(bot))
+    # Every replica may roll: each hour's roll-up is claimed in the database.
+    handle.add_system_job("stats-rollup", "1m", lambda _fire_time: roll_up_stats(bot.gatehouse.rt))
     if settings.review_channel:
         handle.add_system_job(
             "review",

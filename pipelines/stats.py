@@ -14,7 +14,9 @@ from datetime import datetime, timedelta
 from pipelines.pipeline import registered_pipelines
 from pipelines.runtime import Runtime
 from storage import stats as stats_queries
-from storage.stats import PendingCounts, WindowStats
+from storage import stats_rollups
+from storage.latency import percentile
+from storage.stats import PERCENTILES, PendingCounts, WindowStats, overall_latencies
 
 DAY = timedelta(days=1)
 WEEK = timedelta(days=7)
@@ -31,6 +33,7 @@ __all__ = [
     "StatsReport",
     "WindowStats",
     "pipeline_stats",
+    "roll_up_stats",
 ]
 
 
@@ -58,9 +61,12 @@ class StatsReport:
         return next((p for p in self.pipelines if p.pipeline == pipeline), None)
 
     def overall(self, length: timedelta) -> WindowStats:
-        """Every pipeline together for one window: counts, cost and tokens summed. Percentiles
-        and the median decision time do not add up, so they are None here."""
+        """Every pipeline together for one window: counts, cost and tokens summed; the
+        percentiles and the median decision time over every pipeline's runs and approvals
+        (their latencies and waits merged, not their percentiles averaged)."""
         found = [w for p in self.pipelines if (w := p.window(length)) is not None]
+        latencies = overall_latencies(found)
+        waits = tuple(sorted(wait for w in found for wait in w.decision_waits))
         by_status: dict[str, int] = {}
         for w in found:
             for status, n in w.by_status.items():
@@ -73,6 +79,8 @@ class StatsReport:
             finished=sum(w.finished for w in found),
             errors=sum(w.errors for w in found),
             by_status=dict(sorted(by_status.items())),
+            p50_seconds=latencies.percentile(PERCENTILES[0]),
+            p95_seconds=latencies.percentile(PERCENTILES[1]),
             llm_cost_usd=sum(w.llm_cost_usd for w in found),
             llm_calls=sum(w.llm_calls for w in found),
             priced_llm_calls=sum(w.priced_llm_calls for w in found),
@@ -81,7 +89,10 @@ class StatsReport:
             approvals_approved=sum(w.approvals_approved for w in found),
             approvals_rejected=sum(w.approvals_rejected for w in found),
             approvals_expired=sum(w.approvals_expired for w in found),
+            median_decision_seconds=percentile(waits, 0.5),
             runs_with_task=sum(w.runs_with_task for w in found),
+            latencies=latencies,
+            decision_waits=waits,
         )
 
 
@@ -133,3 +144,18 @@ def pipeline_stats(
             for name in sorted(everyone)
         ),
     )
+
+
+def roll_up_stats(rt: Runtime, *, now: datetime | None = None, catch_up: bool = False) -> int:
+    """Roll the stats of the hours that are due (`storage.stats_rollups`); with `catch_up`,
+    call again until nothing is left (a first roll-up over old history goes a week a call).
+    Safe on every replica at once: each range is claimed. Returns the hours rolled."""
+    end = now if now is not None else rt.clock.now()
+    hours = 0
+    while True:
+        with rt.db.transaction() as conn:
+            done = stats_rollups.roll_up(conn, now=end, worker=rt.worker_id)
+        if done.since is not None and done.until is not None:
+            hours += int((done.until - done.since) / stats_rollups.HOUR)
+        if not catch_up or not done.rolled:
+            return hours

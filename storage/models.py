@@ -426,3 +426,42 @@ class Alert(Base):
         ),
         Index("ix_alerts_opened", "opened_at"),
     )
+
+
+class StatsRollup(Base):
+    """The finished runs of one pipeline in one hour (`span_seconds` 3600) or one UTC day
+    (86400): counts by final status and a latency histogram (`storage.latency`), plus the runs
+    created in it. Written only by the roll-up (`storage.stats_rollups`), which recomputes a
+    range from `runs` and replaces its rows: one row per (span, start, pipeline)."""
+
+    __tablename__ = "stats_rollups"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    span_seconds: Mapped[int] = mapped_column(Integer)
+    bucket_start: Mapped[datetime]
+    pipeline: Mapped[str] = mapped_column(String(200))
+    created: Mapped[int] = mapped_column(Integer, default=0)
+    succeeded: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    rejected: Mapped[int] = mapped_column(Integer, default=0)
+    invalid_input: Mapped[int] = mapped_column(Integer, default=0)
+    needs_attention: Mapped[int] = mapped_column(Integer, default=0)
+    cancelled: Mapped[int] = mapped_column(Integer, default=0)
+    latency_histogram: Mapped[Any] = mapped_column(nullable=True)  # {"bin": count}
+
+    __table_args__ = (
+        UniqueConstraint("span_seconds", "bucket_start", "pipeline", name="uq_stats_rollups"),
+    )
+
+
+class StatsRollupProgress(Base):
+    """How far the rollups go: hours before `hours_until` and days before `days_until` are
+    rolled. One row (`name` "runs"); a roll-up claims its range by moving it (compare-and-set)."""
+
+    __tablename__ = "stats_rollup_progress"
+
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    hours_until: Mapped[datetime | None]
+    days_until: Mapped[datetime | None]
+    rolled_by: Mapped[str | None] = mapped_column(String(200))
+    rolled_at: Mapped[datetime | None]
