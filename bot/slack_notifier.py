@@ -2,8 +2,11 @@
 
 A card is posted when an approval is requested or a task opened, and updated in place (with
 `chat.update` on the stored channel and ts, not the short-lived `response_url`) when it is
-decided, expires or is answered. Slack being unreachable must not fail a run: errors are logged
-and the approval stays decidable from the CLI.
+decided, expires or is answered. The outbox sender (`pipelines.outbox`) calls these methods with
+the subject's state at delivery time and retries failures, so each method is idempotent: a card
+that exists is updated, one that does not is posted (a late "decided" card included), and a
+subject gets one card. Slack's failures are raised as `DeliveryFailed`: retryable (429 with its
+`Retry-After`, 5xx, connection errors) or not (a channel that does not exist, missing scopes).
 """
 
 from __future__ import annotations
@@ -13,18 +16,54 @@ from typing import Any
 
 import structlog
 from slack_sdk import WebClient
-from slack_sdk.errors import SlackApiError
+from slack_sdk.errors import SlackApiError, SlackClientError
 
 from bot import cards
 from pipelines import inspect
 from pipelines.gates import rate_limit_headroom
 from pipelines.pipeline import registered_pipelines
+from pipelines.ports import DeliveryFailed
 from pipelines.runtime import Runtime
 from pipelines.tools import lookup_tool
 from pipelines.views import ApprovalView, TaskView
 from storage import messages
 
 log = structlog.get_logger()
+
+# Slack errors that say "try again later" with a 200 or without a Retry-After.
+RETRYABLE_ERRORS = frozenset(
+    {
+        "ratelimited",
+        "rate_limited",
+        "service_unavailable",
+        "fatal_error",
+        "internal_error",
+        "request_timeout",
+        "team_added_to_org",
+    }
+)
+
+
+def delivery_failure(exc: Exception) -> DeliveryFailed:
+    """What a Web API failure means for a delivery: when to retry, or that retrying is futile."""
+    if isinstance(exc, SlackApiError):
+        response = exc.response
+        error = str(response.get("error") or "") if response is not None else ""
+        status = getattr(response, "status_code", 200) if response is not None else 200
+        headers = getattr(response, "headers", None) or {}
+        retry_after = None
+        for name, value in headers.items():
+            if name.lower() == "retry-after":
+                try:
+                    retry_after = float(value[0] if isinstance(value, list) else value)
+                except (TypeError, ValueError):
+                    retry_after = None
+        retryable = status == 429 or status >= 500 or error in RETRYABLE_ERRORS
+        return DeliveryFailed(
+            f"slack {error or status}", retryable=retryable, retry_after=retry_after
+        )
+    # The client could not reach Slack (refused, reset, timed out, DNS): try again later.
+    return DeliveryFailed(f"slack unreachable: {type(exc).__name__}: {exc}", retryable=True)
 
 
 class SlackNotifier:
@@ -42,20 +81,19 @@ class SlackNotifier:
     # -- approvals ------------------------------------------------------------------------
 
     def approval_requested(self, approval: ApprovalView) -> None:
-        context = self.approval_context(approval)
-        channel = self.channel_for(approval)
-        self._post(
+        self._show(
             "approval",
             approval.id,
-            channel,
-            cards.approval_card(approval, context),
+            self.channel_for(approval),
+            lambda: cards.approval_card(approval, self.approval_context(approval)),
             cards.approval_fallback_text(approval),
         )
 
     def approval_decided(self, approval: ApprovalView) -> None:
-        self._update(
+        self._show(
             "approval",
             approval.id,
+            self.channel_for(approval),
             lambda: cards.approval_decided_card(approval, self.approval_context(approval)),
             cards.approval_fallback_text(approval),
         )
@@ -87,28 +125,51 @@ class SlackNotifier:
     # -- human tasks ----------------------------------------------------------------------
 
     def task_opened(self, task: TaskView) -> None:
-        pipeline = registered_pipelines().get(task.pipeline or "")
-        channel = (pipeline.approvals_channel if pipeline else None) or self._default_channel
-        self._post("task", task.id, channel, cards.task_card(task), cards.task_fallback_text(task))
+        self._show(
+            "task",
+            task.id,
+            self.task_channel(task),
+            lambda: cards.task_card(task),
+            cards.task_fallback_text(task),
+        )
 
     def task_answered(self, task: TaskView) -> None:
-        self._update(
-            "task", task.id, lambda: cards.task_answered_card(task), cards.task_fallback_text(task)
+        self._show(
+            "task",
+            task.id,
+            self.task_channel(task),
+            lambda: cards.task_answered_card(task),
+            cards.task_fallback_text(task),
         )
+
+    def task_channel(self, task: TaskView) -> str:
+        pipeline = registered_pipelines().get(task.pipeline or "")
+        return (pipeline.approvals_channel if pipeline else None) or self._default_channel
 
     # -- Web API --------------------------------------------------------------------------
 
-    def _post(
-        self, kind: str, ref_id: str, channel: str, blocks: list[dict[str, Any]], text: str
+    def _show(
+        self,
+        kind: str,
+        ref_id: str,
+        channel: str,
+        blocks: Callable[[], list[dict[str, Any]]],
+        text: str,
     ) -> None:
-        try:
-            response = self._client.chat_postMessage(channel=channel, blocks=blocks, text=text)
-        except SlackApiError as exc:
-            log.error(
-                "slack.post_failed", kind=kind, ref_id=ref_id, error=str(exc.response.get("error"))
-            )
-            return
+        """Make Slack show this card: update it where it is, or post it once."""
         rt = self._runtime()
+        with rt.db.transaction() as conn:
+            ref = messages.message_ref(conn, kind=kind, ref_id=ref_id)
+        try:
+            if ref is not None:
+                self._client.chat_update(channel=ref.channel, ts=ref.ts, blocks=blocks(), text=text)
+                log.info("slack.card_updated", kind=kind, ref_id=ref_id)
+                return
+            response = self._client.chat_postMessage(channel=channel, blocks=blocks(), text=text)
+        except (SlackClientError, OSError) as exc:
+            failure = delivery_failure(exc)
+            log.warning("slack.delivery_failed", kind=kind, ref_id=ref_id, error=str(failure))
+            raise failure from exc
         with rt.db.transaction() as conn:
             messages.save_message_ref(
                 conn,
@@ -119,23 +180,3 @@ class SlackNotifier:
                 now=rt.clock.now(),
             )
         log.info("slack.card_posted", kind=kind, ref_id=ref_id, channel=response["channel"])
-
-    def _update(
-        self, kind: str, ref_id: str, blocks: Callable[[], list[dict[str, Any]]], text: str
-    ) -> None:
-        """Update the card in place; the blocks are only built when there is a card."""
-        rt = self._runtime()
-        with rt.db.transaction() as conn:
-            ref = messages.message_ref(conn, kind=kind, ref_id=ref_id)
-        if ref is None:
-            log.warning("slack.card_missing", kind=kind, ref_id=ref_id)
-            return
-        try:
-            self._client.chat_update(channel=ref.channel, ts=ref.ts, blocks=blocks(), text=text)
-        except SlackApiError as exc:
-            log.error(
-                "slack.update_failed",
-                kind=kind,
-                ref_id=ref_id,
-                error=str(exc.response.get("error")),
-            )

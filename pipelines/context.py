@@ -326,6 +326,7 @@ class Context:
                 detail={"args": args_json},
             )
             self._suspend_run(conn, now, f"approval {approval_id}")
+            self._rt.enqueue(conn, "approval_requested", approval_id, now)
         view = ApprovalView.of(
             _Record(values, decided_by=None, decided_at=None, reason=None), pipeline=self.pipeline
         )
@@ -740,6 +741,7 @@ class Context:
                 detail={"task_id": task_id},
             )
             self._suspend_run(conn, now, f"human task {task_id}")
+            self._rt.enqueue(conn, "task_opened", task_id, now)
         log.info("task.opened", run_id=self.run_id, task_id=task_id, name=name)
         self._rt.notify(
             "task_opened",

@@ -101,6 +101,7 @@ def decide(
         )
         if won:
             _record_decision(conn, approval, status, actor=user, now=now, detail={"reason": reason})
+            rt.enqueue(conn, "approval_decided", approval_id, now)
         decided = approval_rows.fetch_approval(conn, approval_id)
         run = run_rows.fetch_run(conn, approval.run_id)
     assert decided is not None
@@ -139,6 +140,7 @@ def expire_due(rt: Runtime) -> list[ApprovalView]:
             _record_decision(
                 conn, approval, ApprovalStatus.EXPIRED, actor=None, now=now, detail=None
             )
+            rt.enqueue(conn, "approval_decided", approval_id, now)
         view = ApprovalView.of(approval, pipeline=run.pipeline if run else None)
         log.info("approval.expired", approval_id=approval_id)
         rt.notify("approval_decided", view)

@@ -39,6 +39,20 @@ class Notifier(Protocol):
     def task_answered(self, task: TaskView) -> None: ...
 
 
+class DeliveryFailed(Exception):
+    """A notifier could not deliver (Slack down, rate-limited, a bad channel).
+
+    `retryable`: trying later may work (a 429, a 5xx, a connection error); `retry_after`: the
+    seconds the service asked us to wait (`Retry-After`). A permanent failure (a channel that
+    does not exist) is tried a few times, then given up loudly. The outbox sender retries.
+    """
+
+    def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
 class SilentNotifier:
     """For processes nobody watches (workers started without a bot); the log still records all."""
 

@@ -14,9 +14,10 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
+from sqlalchemy import Connection
 
 from pipelines.authorization import Authorization
 from pipelines.leases import LeaseKeeper
@@ -29,9 +30,19 @@ from pipelines.ports import (
     StaticDirectory,
     SystemClock,
 )
+from storage import outbox as outbox_rows
 from storage.db import Database
 
+if TYPE_CHECKING:
+    from datetime import datetime
+
 log = structlog.get_logger()
+
+
+class Deliverer(Protocol):
+    """The outbox sender as the runtime sees it (`pipelines.outbox.OutboxSender`)."""
+
+    def nudge(self, subject_id: str | None = None) -> None: ...
 
 
 def new_worker_id() -> str:
@@ -50,12 +61,27 @@ class Runtime:
     lease: timedelta = timedelta(minutes=5)
     llm_config: LLMConfig = field(default_factory=LLMConfig)
     authorization: Authorization = field(default_factory=Authorization)
+    # Every change a person must see writes an outbox row (one INSERT in its transaction), for
+    # whichever process delivers to Slack. With a `sender`, this runtime's notifier is fed by the
+    # outbox; without one, the notifier is a local echo (the terminal, a test's recorder) told
+    # right after the commit, and the rows wait for a delivering process.
+    outbox: bool = True
+    sender: Deliverer | None = None
     _llm_caller: LLMCaller | None = field(default=None, repr=False, compare=False)
     _lease_keeper: LeaseKeeper | None = field(default=None, repr=False, compare=False)
 
+    def enqueue(self, conn: Connection, event: str, subject_id: str, now: datetime) -> None:
+        """Owe `event` about `subject_id`; call inside the transaction making the change."""
+        if self.outbox:
+            outbox_rows.enqueue(conn, event=event, subject_id=subject_id, now=now)
+
     def notify(self, event: str, view: Any) -> None:
-        """Tell the notifier; its failure (Slack down, a bug in a card) is logged and never
+        """After the commit: nudge the sender (it delivers the subject's current state), or tell
+        a local notifier directly. A failure (Slack down, a bug in a card) is logged and never
         undoes or blocks what the engine already committed."""
+        if self.sender is not None:
+            self.sender.nudge(getattr(view, "id", None))
+            return
         try:
             getattr(self.notifier, event)(view)
         except Exception:

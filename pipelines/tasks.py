@@ -86,6 +86,7 @@ def answer(rt: Runtime, task_id: str, *, user: str, answer: Any) -> TaskView:
             detail=f"task {task_id} answered",
             wake_at=None,
         )
+        rt.enqueue(conn, "task_answered", task_id, now)
         updated = task_rows.fetch_task(conn, task_id)
         run = run_rows.fetch_run(conn, task.run_id)
     view = TaskView.of(updated, pipeline=None if run is None else str(run.pipeline))

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -31,6 +32,27 @@ def normalize_url(url: str) -> str:
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix) :]
     return url
+
+
+def is_disconnect(exc: BaseException) -> bool:
+    """Did this error come from losing the database (a restart, a killed backend, a refused
+    connection) rather than from the statement? Such work is retried once the database is back.
+
+    The engine's hot path talks to the driver directly (`storage.fastsql`), so psycopg's own
+    errors arrive unwrapped; SQLAlchemy's wrap them and flag `connection_invalidated`.
+    """
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        if isinstance(exc, OperationalError | InterfaceError) and exc.orig is not None:
+            exc = exc.orig
+        else:
+            return False
+    if type(exc).__module__.startswith("psycopg"):
+        import psycopg
+
+        return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+    return False
 
 
 def _tune_sqlite(engine: Engine) -> None:
@@ -65,7 +87,15 @@ def create_database_engine(url: str) -> Engine:
         _tune_sqlite(engine)
         return engine
     if parsed.get_backend_name() == "postgresql":
-        return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+        # pre-ping: a pooled connection the server dropped (a restart) is replaced on checkout;
+        # connect_timeout: a database that is down fails fast, and the callers back off.
+        return create_engine(
+            url,
+            pool_pre_ping=True,
+            pool_size=5,
+            max_overflow=10,
+            connect_args={"connect_timeout": 5},
+        )
     raise DatabaseConfigError(
         f"GATEHOUSE_DATABASE_URL uses {parsed.get_backend_name()!r}; "
         "Gatehouse supports sqlite and postgresql"

@@ -428,6 +428,44 @@ class Alert(Base):
     )
 
 
+class OutboxStatus(StrEnum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    DEAD = "dead"  # gave up: a permanent error (a bad channel) after its attempts; logged loudly
+
+
+class Outbox(Base):
+    """What the bot must tell people (a card to post or update), written in the same transaction
+    as the state change it reports, and delivered by a sender with retries: Slack being down or
+    rate-limiting delays a card, never loses it. `subject_id` is the approval or task; the sender
+    shows the subject's state at delivery time, so rows for one subject collapse into one."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    event: Mapped[str] = mapped_column(String(40))  # approval_requested | approval_decided | …
+    subject_id: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[datetime]
+    status: Mapped[str] = mapped_column(String(20), default=OutboxStatus.PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime]
+    claimed_by: Mapped[str | None] = mapped_column(String(200))
+    claim_until: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    delivered_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        # The sender's scan: pending rows by due time (a partial index stays small).
+        Index(
+            "ix_outbox_due",
+            "next_attempt_at",
+            sqlite_where=text("status = 'pending'"),
+            postgresql_where=text("status = 'pending'"),
+        ),
+        Index("ix_outbox_subject", "subject_id", "id"),
+    )
+
+
 class StatsRollup(Base):
     """The finished runs of one pipeline in one hour (`span_seconds` 3600) or one UTC day
     (86400): counts by final status and a latency histogram (`storage.latency`), plus the runs

@@ -227,8 +227,16 @@ def test_slack_retries_of_a_delivery_never_act_twice(world: SlackWorld) -> None:
 def test_a_429_from_chat_post_message_is_retried_and_the_card_posted_once(
     world: SlackWorld,
 ) -> None:
-    world.fake.rate_limit_next("chat.postMessage", retry_after=0)
-    run_id, approval_id, card = _request_refund(world)
+    world.fake.rate_limit_next("chat.postMessage", retry_after=30)
+    run = world.gatehouse.trigger("refund_request", LARGE, user="U_CAROL", source="slack")
+    assert run.status == "waiting" and world.approval_cards() == []  # owed, in the outbox
+    sender = world.gatehouse.rt.sender
+    assert sender is not None
+    world.clock.advance(timedelta(seconds=29))
+    sender.nudge()
+    assert world.approval_cards() == []  # Retry-After is honoured
+    world.clock.advance(timedelta(seconds=2))
+    sender.nudge()
     assert len(world.approval_cards()) == 1
     assert len(world.fake.calls_to("chat.postMessage")) == 2
 

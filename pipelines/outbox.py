@@ -1,0 +1,238 @@
+"""The outbox sender: delivers what the engine owes people (cards) through the `Notifier` port.
+
+The engine writes an outbox row in the transaction of every change a person must see (an
+approval requested or decided, a task opened or answered). The sender claims a subject, loads
+its state *now* and hands that to the notifier: a card delivered late shows what is true when
+it is delivered (requested while Slack was down, approved from the CLI meanwhile: one card,
+"approved"), and several rows of one subject collapse into one delivery. The notifier makes a
+delivery idempotent (a card that exists is updated, never posted twice).
+
+A failure raised as `DeliveryFailed(retryable=True)` (429, 5xx, connection) is retried with
+capped exponential backoff and jitter, never sooner than the service's `Retry-After`; a
+permanent one (a bad channel) after `max_attempts` marks the rows dead and logs an error. A
+database that goes away is waited out with bounded backoff; the rows stay in the table.
+
+In one process the sender is nudged right after the commit (a `threading.Event`), so a card
+goes out at once instead of at the next poll; without a running thread (`gatehouse approve` in
+a terminal, the tests' bot harness) `nudge` delivers the subject inline on the caller's thread.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+import structlog
+
+from pipelines import inspect
+from pipelines.errors import UnknownApproval, UnknownTask
+from pipelines.ports import DeliveryFailed
+from pipelines.runtime import Runtime
+from pipelines.views import ApprovalView, TaskView
+from storage import messages
+from storage import outbox as rows
+from storage.db import is_disconnect
+
+log = structlog.get_logger()
+
+APPROVAL_EVENTS = ("approval_requested", "approval_decided")
+TASK_EVENTS = ("task_opened", "task_answered")
+
+
+class OutboxSender:
+    """Claims due subjects, delivers each subject's current state, records the outcome."""
+
+    def __init__(
+        self,
+        rt: Runtime,
+        *,
+        poll_seconds: float = 1.0,
+        lease: timedelta = timedelta(seconds=60),
+        max_attempts: int = 5,
+        base_backoff: float = 1.0,
+        max_backoff: float = 300.0,
+        stale_after: timedelta = timedelta(hours=24),
+        batch: int = 20,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self.rt = rt
+        self.poll_seconds = poll_seconds
+        self.lease = lease
+        self.max_attempts = max_attempts
+        self.base_backoff = base_backoff
+        self.max_backoff = max_backoff
+        self.stale_after = stale_after
+        self.batch = batch
+        self._jitter = jitter
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.delivered = 0
+
+    # -- in-process use ----------------------------------------------------------------------
+
+    def nudge(self, subject_id: str | None = None) -> None:
+        """A change just committed: deliver now (the thread, or inline when there is none).
+        Never raises: the change is committed and its row waits for the next pass anyway."""
+        if self._thread is not None and self._thread.is_alive():
+            self._wake.set()
+            return
+        try:
+            self.deliver_due(subject_id=subject_id)
+        except Exception as exc:  # a database hiccup: the row is still pending
+            log.warning("outbox.inline_failed", subject_id=subject_id, error=str(exc))
+
+    def start(self) -> OutboxSender:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self.run_forever, name="gatehouse-outbox", daemon=True
+            )
+            self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop polling; a delivery in flight finishes. Undelivered rows wait in the table."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=timeout)
+
+    def run_forever(self) -> None:
+        log.info("outbox.started", worker=self.rt.worker_id)
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                delivered = self.deliver_due()
+                failures = 0
+            except Exception as exc:
+                failures += 1
+                pause = min(self.poll_seconds * 2**failures, 30.0)
+                event = "outbox.database_unavailable" if is_disconnect(exc) else "outbox.error"
+                log.warning(event, error=str(exc), retry_in=pause)
+                self._stop.wait(pause)
+                continue
+            if delivered == 0:
+                self._wake.wait(self.poll_seconds)
+                self._wake.clear()
+        log.info("outbox.stopped", delivered=self.delivered)
+
+    # -- one pass ----------------------------------------------------------------------------
+
+    def deliver_due(self, *, subject_id: str | None = None) -> int:
+        """Claim and deliver every due subject (only `subject_id` if given); returns how many
+        subjects were delivered."""
+        done = 0
+        while True:
+            now = self.rt.clock.now()
+            with self.rt.db.transaction() as conn:
+                claimed = rows.claim_due(
+                    conn,
+                    worker=self.rt.worker_id,
+                    now=now,
+                    lease=self.lease,
+                    limit=self.batch,
+                    subject_id=subject_id,
+                )
+            if not claimed:
+                return done
+            for head in claimed:
+                if self._deliver(head):
+                    done += 1
+            if len(claimed) < self.batch or subject_id is not None:
+                return done
+
+    def _deliver(self, head: rows.Claimed) -> bool:
+        with self.rt.db.transaction() as conn:
+            up_to = rows.last_pending_id(conn, head.subject_id) or head.id
+        try:
+            method, view = self._current(head)
+            if method is not None and not self._stale(head, view):
+                getattr(self.rt.notifier, method)(view)
+        except DeliveryFailed as exc:
+            self._failed(head, up_to, str(exc), exc.retryable, exc.retry_after)
+            return False
+        except (UnknownApproval, UnknownTask):
+            method = None  # its run was deleted: nothing left to show
+        except Exception as exc:
+            if is_disconnect(exc):
+                raise
+            # A bug in a card builder: retried like a permanent error, then dead.
+            log.exception("outbox.notifier_error", subject_id=head.subject_id)
+            self._failed(head, up_to, f"{type(exc).__name__}: {exc}", False, None)
+            return False
+        with self.rt.db.transaction() as conn:
+            rows.mark_delivered(conn, head.subject_id, up_to=up_to, now=self.rt.clock.now())
+        self.delivered += 1
+        log.info("outbox.delivered", subject_id=head.subject_id, owed=head.event)
+        return True
+
+    def _current(self, head: rows.Claimed) -> tuple[str | None, ApprovalView | TaskView | None]:
+        """Which notifier method shows the subject's state now, and the view to show."""
+        if head.event in APPROVAL_EVENTS:
+            approval = inspect.get_approval(self.rt, head.subject_id)
+            pending = approval.status == "pending"
+            return ("approval_requested" if pending else "approval_decided"), approval
+        if head.event in TASK_EVENTS:
+            task = inspect.get_task(self.rt, head.subject_id)
+            return ("task_opened" if task.status == "open" else "task_answered"), task
+        log.error("outbox.unknown_event", owed=head.event, subject_id=head.subject_id)
+        return None, None
+
+    def _stale(self, head: rows.Claimed, view: ApprovalView | TaskView | None) -> bool:
+        """A subject settled long ago that never had a card (rows a CLI-only install left
+        behind) is not worth a late post; anything still waiting for a person always is."""
+        if view is None or head.created_at > self.rt.clock.now() - self.stale_after:
+            return False
+        if view.status in ("pending", "open"):
+            return False
+        kind = "approval" if isinstance(view, ApprovalView) else "task"
+        with self.rt.db.transaction() as conn:
+            has_card = messages.message_ref(conn, kind=kind, ref_id=view.id) is not None
+        if not has_card:
+            log.info(
+                "outbox.skipped_stale", subject_id=head.subject_id, created=str(head.created_at)
+            )
+        return not has_card
+
+    def _failed(
+        self,
+        head: rows.Claimed,
+        up_to: int,
+        error: str,
+        retryable: bool,
+        retry_after: float | None,
+    ) -> None:
+        attempts = head.attempts + 1
+        now = self.rt.clock.now()
+        with self.rt.db.transaction() as conn:
+            if not retryable and attempts >= self.max_attempts:
+                rows.mark_dead(conn, head.subject_id, up_to=up_to, error=error)
+                log.error(
+                    "outbox.dead",
+                    subject_id=head.subject_id,
+                    owed=head.event,
+                    attempts=attempts,
+                    error=error,
+                    hint="fix the cause (channel, token, scopes); the approval or task is "
+                    "still decidable with `gatehouse approve|reject|answer`",
+                )
+                return
+            retry_at = self.retry_at(now, attempts, retry_after)
+            rows.reschedule(conn, head.id, worker=self.rt.worker_id, retry_at=retry_at, error=error)
+        log.warning(
+            "outbox.retry",
+            subject_id=head.subject_id,
+            attempts=attempts,
+            retry_at=retry_at.isoformat(),
+            error=error,
+        )
+
+    def retry_at(self, now: datetime, attempts: int, retry_after: float | None) -> datetime:
+        """Capped exponential backoff with jitter, never sooner than `Retry-After`."""
+        backoff = min(self.base_backoff * 2 ** (attempts - 1), self.max_backoff)
+        delay = backoff * (0.5 + self._jitter() / 2)
+        if retry_after is not None:
+            delay = max(delay, retry_after)
+        return now + timedelta(seconds=delay)
