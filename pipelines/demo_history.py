@@ -49,6 +49,7 @@ from pipelines.runtime import Runtime
 from pipelines.tasks import answer
 from pipelines.views import ApprovalView, TaskView
 from pipelines.worker import Worker
+from storage import outbox as outbox_rows
 from storage.approvals import approvals_table, tasks_table
 from storage.calls import calls_table
 from storage.db import Database
@@ -146,6 +147,7 @@ class _History:
             directory=StaticDirectory(people.groups),
             worker_id="demo-history:worker-1",
             lease=LEASE,
+            outbox=False,  # no card is owed for the past; `_owe_cards` adds the waiting ones
             _llm_caller=self.model.caller(),
         )
         # The process that takes over runs whose worker "died" (after their lease runs out).
@@ -155,6 +157,7 @@ class _History:
             directory=self.rt.directory,
             worker_id="demo-history:worker-2",
             lease=LEASE,
+            outbox=False,
         )
         self.worker = Worker(self.rt)
         self.events: list[tuple[datetime, int, Callable[[], None]]] = []
@@ -254,6 +257,17 @@ class _History:
         self.at(when, answered)
 
     # -- alerts: evaluated every minute around the spike, as the bot's job does ---------------
+
+    def owe_cards(self) -> int:
+        """The outbox rows the engine writes for what still waits, so that the demo's bot posts
+        those cards when it starts (and only those: the past needs no card)."""
+        waiting = pending(self.rt)
+        now = self.clock.now()  # owed as of now: older rows would be skipped as stale
+        with self.rt.db.transaction() as conn:
+            for item in waiting:
+                event = "approval_requested" if isinstance(item, ApprovalView) else "task_opened"
+                outbox_rows.enqueue(conn, event=event, subject_id=item.id, now=now)
+        return len(waiting)
 
     def evaluate_alerts(self) -> None:
         self.alerts_opened += sum(
@@ -461,6 +475,7 @@ def seed_history(
     _plan_waiting(history, planner, end - timedelta(minutes=20))
     try:
         history.play(end)
+        history.owe_cards()
     finally:
         history.rt.leases.stop()
         history.successor.leases.stop()

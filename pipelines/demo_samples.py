@@ -8,12 +8,17 @@ the run should do. The order book here extends the demo connector's four orders.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from pipelines.connectors.demo_crm import SEED_COMPANIES
 from pipelines.connectors.demo_orders import SEED_ORDERS
+from pipelines.fire_times import interval_trigger
+from pipelines.schedules import Schedule
+from pipelines.triggers import every
 
 CUSTOMERS = (
     "ada",
@@ -189,3 +194,19 @@ def scheduled_ticket(index: int) -> dict[str, Any]:
 def scheduled_lead(index: int) -> dict[str, Any]:
     """The lead the demo's short lead_qualify schedule sends at its `index`-th fire."""
     return lead_sample(random.Random(index)).lead
+
+
+DEMO_SCHEDULES: dict[str, tuple[timedelta, Callable[[int], dict[str, Any]]]] = {
+    "ticket_triage": (timedelta(minutes=2), scheduled_ticket),
+    "lead_qualify": (timedelta(minutes=5), scheduled_lead),
+}
+
+
+def demo_schedule(pipeline: str, fire_time: datetime) -> Schedule:
+    """The demo's short schedule of `pipeline` at one fire: `every(...)` with this fire's sample
+    as its input (a schedule's input is fixed; the demo's changes from fire to fire). Named
+    `PIPELINE#demo`; claimed and queued by `pipelines.schedules.fire` like any schedule."""
+    interval, sample = DEMO_SCHEDULES[pipeline]
+    index = int(fire_time.timestamp() // interval.total_seconds())
+    trigger = every(interval, input=sample(index))
+    return Schedule(f"{pipeline}#demo", pipeline, trigger, "UTC", interval_trigger(interval, "UTC"))
