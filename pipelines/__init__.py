@@ -15,7 +15,7 @@ from typing import Any
 
 import structlog
 
-from pipelines import gates, inspect, reversal, runner, tasks
+from pipelines import gates, inspect, reversal, runner, sensitive, tasks
 from pipelines.authorization import Authorization, authorize_operator
 from pipelines.config import Settings, load_settings
 from pipelines.context import Context
@@ -27,7 +27,7 @@ from pipelines.errors import (
     ToolFailed,
 )
 from pipelines.llm import LLMConfig, Price, llm_config_from
-from pipelines.logs import configure_logging
+from pipelines.logs import configure_logging, remember_secrets, settings_secrets
 from pipelines.pipeline import Pipeline, discover, get_pipeline, pipeline, registered_pipelines
 from pipelines.ports import (
     ApproverDirectory,
@@ -39,6 +39,7 @@ from pipelines.ports import (
 )
 from pipelines.replay import ReplayReport, replay
 from pipelines.runtime import Runtime, current_clock, current_database, new_worker_id
+from pipelines.sensitive import Sensitive
 from pipelines.tools import Tool, registered_tools, tool, when
 from pipelines.triggers import cron, every, webhook
 from pipelines.views import ApprovalView, CallView, Run, TaskView
@@ -62,6 +63,7 @@ __all__ = [
     "Price",
     "ReplayReport",
     "Run",
+    "Sensitive",
     "Settings",
     "SilentNotifier",
     "StaticDirectory",
@@ -103,6 +105,7 @@ class Gatehouse:
         authorization: Authorization | None = None,
     ) -> None:
         db = Database(database) if isinstance(database, str) else database
+        sensitive.configure(None, db.url)  # the database's key, unless GATEHOUSE_SECRET_KEY is set
         self.rt = Runtime(
             db=db,
             clock=clock or SystemClock(),
@@ -125,6 +128,9 @@ class Gatehouse:
         upgrade: bool = True,
     ) -> Gatehouse:
         settings = settings or load_settings()
+        remember_secrets(settings_secrets(settings))
+        key = settings.secret_key.get_secret_value() if settings.secret_key else None
+        sensitive.configure(key, settings.database_url)
         if not structlog.is_configured():
             configure_logging(settings.log_format, settings.log_level)
         discover(settings.pipeline_modules)

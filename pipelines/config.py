@@ -112,6 +112,11 @@ class Settings(BaseSettings):
         default_factory=dict,
         description="Bearer token per pipeline (instead of an HMAC secret), JSON",
     )
+    secret_key: SecretStr | None = Field(
+        None,
+        description="Fernet key(s), comma-separated (the first seals), for sensitive fields at rest; "
+        "unset: a key file beside a SQLite database, refused on PostgreSQL",
+    )
     webhook_max_bytes: int = Field(
         262_144, gt=0, description="Largest webhook body accepted (413 above)"
     )

@@ -23,6 +23,7 @@ from pydantic_core import PydanticSerializationError, to_jsonable_python
 from sqlalchemy import Connection, Row
 from sqlalchemy.exc import IntegrityError
 
+from pipelines import sensitive
 from pipelines.errors import (
     ActionRejected,
     CancelRun,
@@ -221,6 +222,9 @@ class Context:
         meta: dict[str, Any] | None = None,
     ) -> None:
         """One write for a call that is over by the time it is recorded (a step, a model call)."""
+        # Free text (a prompt, step arguments, the model's raw answers, an error) may quote a
+        # sensitive value; the output is a model dump, sealed already, and must round-trip.
+        call_input, error, meta = sensitive.scrub((call_input, error, meta))
         try:
             with self._fast_transaction() as conn:
                 call_rows.insert_call(
@@ -470,6 +474,7 @@ class Context:
         began: float,
     ) -> None:
         latency_ms = round((time.perf_counter() - began) * 1000, 3)
+        error = sensitive.scrub(error)
         now = self._rt.clock.now()
         with self._fast_transaction() as conn:
             call_rows.update_call(
@@ -699,6 +704,7 @@ class Context:
         meta: dict[str, Any] | None = None,
     ) -> typing.NoReturn:
         """Record the call as waiting for a person, open the task, suspend the run."""
+        question, context, call_input, meta = sensitive.scrub((question, context, call_input, meta))
         path = model_path(output)
         now = self._rt.clock.now()
         call_id = new_id("call")

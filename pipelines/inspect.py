@@ -7,6 +7,7 @@ from typing import Any
 
 from pipelines.errors import UnknownApproval, UnknownRun, UnknownTask
 from pipelines.runtime import Runtime
+from pipelines.sensitive import mask
 from pipelines.views import ApprovalView, CallView, Run, TaskView, iso
 from storage import queries
 from storage.approvals import fetch_approval, fetch_task
@@ -95,7 +96,7 @@ def run_history(rt: Runtime, run_id: str) -> dict[str, Any]:
                 "call_id": a.call_id,
                 "approval_id": a.approval_id,
                 "idempotency_key": a.idempotency_key,
-                "detail": a.detail,
+                "detail": mask(a.detail),
             }
             for a in audit
         ],

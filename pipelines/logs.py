@@ -1,7 +1,11 @@
 """One `configure_logging()`: structlog, JSON in production, console in development.
 
-Secrets are redacted by a processor before anything is rendered: keys that name a secret
-(token, secret, password, api_key, authorization) have their values replaced.
+Secrets are redacted by one processor, after exceptions are formatted and before anything is
+rendered, wherever they sit in an event (a value, inside a longer string, a traceback, a nested
+dict): the configured secret values (Slack tokens, the signing secret, the LLM key, webhook
+secrets and tokens, the secret key; `remember_secrets`), the plain text of sensitive fields seen
+by this run (`pipelines.sensitive`), anything shaped like a Slack or OpenAI-style token, and the
+whole value of a key that names a secret (token, secret, password, api_key, authorization).
 """
 
 from __future__ import annotations
@@ -9,22 +13,104 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import MutableMapping
-from typing import Any
+import threading
+from collections.abc import Iterable, MutableMapping
+from typing import TYPE_CHECKING, Any
 
 import structlog
+from pydantic import SecretStr
+
+from pipelines import sensitive
+
+if TYPE_CHECKING:
+    from pipelines.config import Settings
 
 _SECRET_KEY = re.compile(r"(token|secret|password|passwd|api_key|apikey|authorization)", re.I)
+# Slack tokens (xoxb-, xoxp-, xoxa-, xoxr-, xoxs-, xoxe-, xapp-), OpenAI-style keys (sk-…,
+# sk-proj-…) and bearer credentials; long enough not to catch words like "sk-ip".
+_TOKEN = re.compile(
+    r"\b(?:xox[abeoprs]-[A-Za-z0-9-]{8,}|xapp-[A-Za-z0-9-]{8,}|sk-[A-Za-z0-9_-]{16,})"
+    r"|(?<=Bearer )[A-Za-z0-9._~+/=-]{8,}",
+    re.I,
+)
 REDACTED = "[redacted]"
+MIN_SECRET_LENGTH = 4  # shorter values would redact ordinary words
+
+_known: tuple[str, ...] = ()  # longest first: a secret that contains another goes whole
+_known_lock = threading.Lock()
+
+
+def remember_secrets(values: Iterable[str | None]) -> None:
+    """Add exact values to redact from every event (settings call this as they load)."""
+    global _known
+    fresh = {v for v in values if v and len(v) >= MIN_SECRET_LENGTH}
+    with _known_lock:
+        _known = tuple(sorted({*_known, *fresh}, key=len, reverse=True))
+
+
+def settings_secrets(settings: Settings) -> list[str]:
+    """Every secret value a Settings holds: its SecretStr fields and the webhook credentials."""
+    values: list[str] = []
+    for name in type(settings).model_fields:
+        value = getattr(settings, name, None)
+        if isinstance(value, SecretStr):
+            values.append(value.get_secret_value())
+    values.extend(settings.webhook_secrets.values())
+    values.extend(settings.webhook_tokens.values())
+    return values
+
+
+def scrub(text: str, known: Iterable[str] = ()) -> str:
+    """`text` with every known secret value and token-shaped string replaced by [redacted]."""
+    for value in (*_known, *sorted(known, key=len, reverse=True)):
+        if value in text:
+            text = text.replace(value, REDACTED)
+    return _TOKEN.sub(REDACTED, text) if ("-" in text or "Bearer" in text) else text
+
+
+def _scrub_value(value: Any, known: frozenset[str]) -> Any:
+    if isinstance(value, str):
+        return scrub(value, known)
+    if isinstance(value, dict):
+        return {k: REDACTED if _secret_key(k) else _scrub_value(v, known) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrub_value(v, known) for v in value]
+    if isinstance(value, int | float | bool) or value is None:
+        return value
+    return scrub(str(value), known)
+
+
+def _secret_key(key: Any) -> bool:
+    return isinstance(key, str) and bool(_SECRET_KEY.search(key))
 
 
 def redact_secrets(
     _logger: Any, _method: str, event: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
+    known = sensitive.seen_values()
     for key in list(event):
-        if _SECRET_KEY.search(key):
+        if _secret_key(key):
             event[key] = REDACTED
+        else:
+            event[key] = _scrub_value(event[key], known)
     return event
+
+
+class _RedactingFilter(logging.Filter):
+    """The same redaction for the standard library's records (slack_bolt, uvicorn, httpx)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:
+            return True
+        cleaned = scrub(message, sensitive.seen_values())
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
+
+
+_filter = _RedactingFilter()
 
 
 def configure_logging(fmt: str = "console", level: str = "warning") -> None:
@@ -38,8 +124,9 @@ def configure_logging(fmt: str = "console", level: str = "warning") -> None:
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            redact_secrets,
+            # Tracebacks become text first, so a secret in an exception message is redacted too.
             structlog.processors.format_exc_info,
+            redact_secrets,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
@@ -48,3 +135,6 @@ def configure_logging(fmt: str = "console", level: str = "warning") -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
+    for handler in logging.getLogger().handlers:
+        if _filter not in handler.filters:
+            handler.addFilter(_filter)

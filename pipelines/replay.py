@@ -13,6 +13,7 @@ from typing import Any, NoReturn, TypeVar, cast
 
 from pydantic import BaseModel, ValidationError
 
+from pipelines import sensitive
 from pipelines.authorization import authorize_operator
 from pipelines.context import Context, _return_adapter, record_value
 from pipelines.errors import (
@@ -247,7 +248,25 @@ def _compare_fresh(recorded: Any, fresh: LLMResult) -> tuple[str, Any]:
 def replay(
     rt: Runtime, run_id: str, *, fresh: bool = False, user: str | None = None
 ) -> ReplayReport:
-    """`user`: who asks (checked against the operators); None for a local operator (the CLI)."""
+    """`user`: who asks (checked against the operators); None for a local operator (the CLI).
+
+    The report shows sensitive values as a view does: sealed ones as ••••, and the plain values
+    the replay opened scrubbed from what today's code produced (step results, errors)."""
+    with sensitive.tracking():
+        report = _replay(rt, run_id, fresh=fresh, user=user)
+        for line in report.lines:
+            line.detail = sensitive.mask(sensitive.scrub(line.detail))
+        report.would_call = sensitive.mask(sensitive.scrub(report.would_call))
+        report.recorded_output = sensitive.mask(report.recorded_output)
+        report.output = sensitive.mask(sensitive.scrub(report.output))
+        report.error = sensitive.scrub(report.error)
+        report.divergence = sensitive.scrub(report.divergence)
+    return report
+
+
+def _replay(
+    rt: Runtime, run_id: str, *, fresh: bool = False, user: str | None = None
+) -> ReplayReport:
     authorize_operator(rt, user, "replay", run_id, run_id=run_id)
     with rt.db.transaction() as conn:
         run = run_rows.fetch_run(conn, run_id)

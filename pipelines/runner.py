@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy import Connection
 
 from pipelines.authorization import authorize_trigger
+from pipelines import sensitive
 from pipelines.context import Context, describe_args, record_value
 from pipelines.errors import (
     ActionRejected,
@@ -77,7 +78,7 @@ def trigger(
         )
     except ValidationError as exc:
         error = f"invalid input for {name}: {format_validation_errors(exc)}"
-        recorded_input = describe_args(input)
+        recorded_input = sensitive.redact_fields(pipeline.input_model, describe_args(input))
         with rt.db.transaction() as conn:
             run_rows.insert_run(
                 conn,
@@ -196,7 +197,9 @@ def _execute(
         rt.leases.hold(run_id),
         running_in(rt),
         structlog.contextvars.bound_contextvars(run_id=run_id, pipeline=pipeline.name),
+        sensitive.tracking(),
     ):
+        sensitive.remember_model(model)
         try:
             result = pipeline.fn(ctx, model)
             if ctx.calls_made < ctx.recorded_count:
@@ -227,6 +230,8 @@ def _execute(
 
 
 def _finish(rt: Runtime, held: Connection, run_id: str, outcome: Outcome) -> Outcome:
+    if outcome.error:  # an exception's text may quote a sensitive value the run holds
+        outcome = replace(outcome, error=sensitive.scrub(outcome.error))
     now = rt.clock.now()
     with driver_transaction(held) as conn:
         moved = run_rows.transition(

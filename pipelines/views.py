@@ -10,9 +10,21 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from pipelines.sensitive import mask
+
 
 def iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
+
+
+def _mask_fields(view: Any, *names: str) -> None:
+    """Sealed sensitive values (`pipelines.sensitive`) show as •••• in every view: cards, App
+    Home, `--json`. The engine reads the records themselves, never a view, to resume."""
+    for name in names:
+        value = getattr(view, name)
+        masked = mask(value)
+        if masked is not value:
+            object.__setattr__(view, name, masked)
 
 
 @dataclass(frozen=True)
@@ -31,6 +43,9 @@ class CallView:
     reversed_by: str | None = None
     run_id: str | None = None
     meta: Any = None
+
+    def __post_init__(self) -> None:
+        _mask_fields(self, "input", "output")
 
     @classmethod
     def of(cls, row: Any) -> CallView:
@@ -89,6 +104,9 @@ class ApprovalView:
     decided_at: datetime | None
     reason: str | None
     pipeline: str | None = None
+
+    def __post_init__(self) -> None:
+        _mask_fields(self, "args")
 
     @classmethod
     def of(cls, row: Any, *, pipeline: str | None = None) -> ApprovalView:
@@ -153,6 +171,9 @@ class TaskView:
     answer: Any
     pipeline: str | None = None
 
+    def __post_init__(self) -> None:
+        _mask_fields(self, "context", "answer")
+
     @classmethod
     def of(cls, row: Any, *, pipeline: str | None = None) -> TaskView:
         return cls(
@@ -212,6 +233,9 @@ class Run:
     calls: list[CallView] = field(default_factory=list)
     approvals: list[ApprovalView] = field(default_factory=list)
     tasks: list[TaskView] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        _mask_fields(self, "input", "output")
 
     @classmethod
     def of(cls, row: Any, **extra: Any) -> Run:
