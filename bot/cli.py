@@ -514,8 +514,9 @@ def replay(
 
 def _mount_subcommands() -> None:
     """Command groups that live in their own modules (they import this one's helpers lazily)."""
-    from bot import cli_alerts, cli_review, cli_sandbox, cli_schedules, cli_stats
+    from bot import cli_alerts, cli_audit, cli_review, cli_sandbox, cli_schedules, cli_stats
 
+    app.add_typer(cli_audit.app, name="audit")
     app.add_typer(cli_alerts.app, name="alerts")
     app.add_typer(cli_stats.app, name="stats")
     app.add_typer(cli_review.app, name="review")
