@@ -1,6 +1,7 @@
 """The whole product on loopback, as `gatehouse serve` runs it without a Slack token: the Slack
 sandbox (Web API + web page), the Bolt app served by uvicorn, the engine on the test database
-with the shipped pipelines, and a worker. The clock is the real one: a person is clicking."""
+with the shipped pipelines, a worker and the outbox sender's thread. The clock is the real one:
+a person is clicking. (No scheduler: the tests post the weekly review themselves.)"""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pydantic import SecretStr
 
 from bot.app import Bot, build_asgi, build_bolt_app
 from bot.sandbox import Sandbox
-from bot.serve import build_bot, start_workers
+from bot.serve import build_bot, outbox_sender, start_workers
 from bot.server import BackgroundServer
 from pipelines import Gatehouse, Run, Settings, Worker
 
@@ -76,6 +77,7 @@ def sandbox_world(database_url: str) -> Iterator[SandboxWorld]:
         server = BackgroundServer(build_asgi(build_bolt_app(bot))).start()
         sandbox.connect_bot(f"{server.url}/slack/events")
         workers = start_workers(bot, 1)
+        outbox_sender(bot).start()  # cards go out from its thread, as in `gatehouse serve`
         try:
             yield SandboxWorld(sandbox, bot, server, workers)
         finally:
@@ -85,4 +87,5 @@ def sandbox_world(database_url: str) -> Iterator[SandboxWorld]:
                 thread.join(timeout=15)
             server.stop()
             bot.shutdown()
+            outbox_sender(bot).stop()
             bot.gatehouse.db.dispose()
