@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+DEMO_ARGS ?=
 
 .PHONY: test demo install lint typecheck unit bench clean
 
@@ -29,8 +30,9 @@ unit: install
 
 test: lint typecheck unit
 
+# The sandbox at http://127.0.0.1:8765 with days of history; DEMO_ARGS="--reuse" keeps the last one.
 demo: install
-	$(BIN)/python -m bot.demo
+	$(BIN)/python -m bot.demo $(DEMO_ARGS)
 
 bench: install
 	$(BIN)/python bench/engine.py

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import os
+import queue
 import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
 import time
+import urllib.request
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,6 +25,7 @@ from pipelines.alerts import list_alerts
 from pipelines.demo_history import HistoryReport, NotAFreshDatabase, seed_history
 from pipelines.stats import pipeline_stats
 from storage.db import Database
+from tests.conftest import REPO_ROOT
 
 END = datetime(2026, 11, 25, 17, 30, tzinfo=UTC)  # a Wednesday afternoon
 
@@ -87,3 +98,81 @@ def test_history_refuses_a_database_that_already_has_runs(sqlite_url: str) -> No
     _seed(sqlite_url, days=1)
     with pytest.raises(NotAFreshDatabase, match="already has"):
         _seed(sqlite_url, days=1)
+
+
+# -- the demo process ----------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _get_json(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return dict(json.loads(response.read()))
+
+
+def _texts(base: str, channel: str) -> list[str]:
+    state = _get_json(f"{base}/sandbox/api/state?user=U_ALICE&channel={channel}")
+    return [str(message.get("text", "")) for message in state["messages"]]
+
+
+@pytest.mark.slow
+def test_demo_starts_the_sandbox_with_history_and_stops_on_sigterm(tmp_path: Path) -> None:
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "GATEHOUSE_", "OPENAI_"))
+    }
+    stderr = (tmp_path / "stderr.log").open("w")
+    ports = ["--port", str(_free_port()), "--bot-port", str(_free_port())]
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "bot.demo", "--dir", str(tmp_path / "demo"), "--days", "1", *ports],
+        env=env,
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(
+        target=lambda: [lines.put(line) for line in demo.stdout or ()], daemon=True
+    ).start()
+    began = time.monotonic()
+    try:
+        url = None
+        printed: list[str] = []
+        while url is None and time.monotonic() - began < 20:
+            try:
+                line = lines.get(timeout=0.5)
+            except queue.Empty:
+                assert demo.poll() is None, (printed, (tmp_path / "stderr.log").read_text())
+                continue
+            printed.append(line)
+            if line.startswith("Gatehouse sandbox: "):
+                url = line.removeprefix("Gatehouse sandbox: ").strip()
+        assert url is not None, printed
+        assert any(line.startswith("Gatehouse demo: seeded ") for line in printed), printed
+
+        with urllib.request.urlopen(url + "/", timeout=5) as page:
+            assert page.status == 200 and b"<html" in page.read().lower()
+        deadline = time.monotonic() + 15
+        review: list[str] = []
+        approvals: list[str] = []
+        while time.monotonic() < deadline:
+            review, approvals = _texts(url, "C_REVIEW"), _texts(url, "C_APPROVALS")
+            if any(t.startswith("Weekly review: ") for t in review) and len(approvals) >= 3:
+                break
+            time.sleep(0.2)
+        assert any(t.startswith("Weekly review: ") for t in review), review
+        assert sum(t.startswith("Approval needed") for t in approvals) >= 2, approvals
+    finally:
+        demo.send_signal(signal.SIGTERM)
+        try:
+            code = demo.wait(timeout=15)
+        finally:
+            if demo.poll() is None:
+                demo.kill()
+            stderr.close()
+    assert code == 0, (tmp_path / "stderr.log").read_text()[-3000:]
+    assert time.monotonic() - began < 40
