@@ -1,10 +1,11 @@
 """The sandbox's HTTP server (stdlib, a thread per connection): the Web API at `/api/`, the
-response_url and upload endpoints, and, when a page is attached, the web page and its JSON API."""
+response_url, upload and file endpoints, and, when a page is attached, the web page and its JSON API."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import mimetypes
 import socket
 import sys
 import threading
@@ -93,6 +94,16 @@ class _Handler(BaseHTTPRequestHandler):
                 body = None
             status, text = api._respond(url.path.removeprefix("/response_url/"), body)
             self._send(status, text.encode(), "text/plain; charset=utf-8")
+            return
+        if url.path.startswith("/files/"):  # a shared file's permalink: its bytes
+            file_id = url.path.removeprefix("/files/").split("/")[0]  # /files/ID[/name]
+            found = api.file_content(file_id)
+            if found is None:
+                self._send(404, b"Slack sandbox: no such file", "text/plain; charset=utf-8")
+                return
+            name, data = found
+            content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+            self._send(200, data, content_type, {"Cache-Control": "max-age=3600"})
             return
         if url.path.startswith("/upload/"):
             status, text = api._receive_upload(url.path.removeprefix("/upload/"), raw)

@@ -10,7 +10,6 @@ the `SlackSender`: a click (`POST /sandbox/api/click`), a modal's Submit or ✕ 
 from __future__ import annotations
 
 import json
-import mimetypes
 from collections.abc import Callable, Mapping
 from importlib import resources
 from typing import Any
@@ -72,8 +71,6 @@ class SandboxPage:
                 name, content_type = STATIC_FILES[path]
                 data = resources.files("bot.sandbox").joinpath("static", name).read_bytes()
                 return 200, content_type, data, NO_STORE
-            if method == "GET" and path.startswith("/files/"):
-                return self._file(path.removeprefix("/files/"))
             params = dict(parse_qsl(query))
             if method == "GET" and path == "/sandbox/api/state":
                 return _json(self.state(params.get("user"), params.get("channel"), params))
@@ -95,14 +92,6 @@ class SandboxPage:
             log.warning("sandbox.bot_unreachable", error=str(exc))
             return _json({"ok": False, "error": f"the bot did not answer: {exc}"}, 502)
         return None
-
-    def _file(self, file_id: str) -> Reply:
-        found = self.api.file_content(file_id)
-        if found is None:
-            raise PageError(f"no file {file_id}", 404)
-        name, data = found
-        content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
-        return 200, content_type, data, {"Cache-Control": "max-age=3600"}
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -165,7 +154,7 @@ class SandboxPage:
                             "id": shared["id"],
                             "name": shared["name"],
                             "title": shared["title"],
-                            "url": f"/files/{shared['id']}",
+                            "url": f"/files/{shared['id']}/{shared['name']}",
                         }
                     ],
                     **({"thread_ts": shared["thread_ts"]} if shared["thread_ts"] else {}),

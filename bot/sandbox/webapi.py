@@ -753,8 +753,8 @@ class SlackWebApi:
                     "title": upload["title"],
                     "size": upload["length"],
                     "channels": list(upload["channels"]),
-                    "permalink": f"https://{self.team_domain}.slack.com/files/"
-                    f"{self.bot_user_id}/{upload['id']}/{upload['name']}",
+                    # Served by the sandbox itself (http.py), so the link opens the file.
+                    "permalink": f"{self.base_url}/files/{upload['id']}/{upload['name']}",
                 }
             )
         return {"files": done}

@@ -95,6 +95,10 @@ function angle(inner) {
     const handle = label || "@" + ((ui.snapshot?.groups || {})[id] || id);
     return el("span", { class: "mention" }, handle.startsWith("@") ? handle : "@" + handle);
   }
+  if (target.startsWith("!date^")) {
+    const seconds = Number(target.split("^")[1]);
+    return document.createTextNode(unescapeSlack(label || new Date(seconds * 1000).toLocaleString()));
+  }
   if (target.startsWith("!")) {
     return el("span", { class: "mention" }, "@" + (label || target.slice(1).split("^")[0]));
   }
