@@ -60,17 +60,21 @@ def decide_and_resume(
             else bot.gatehouse.reject(approval_id, user=user, reason=reason or "")
         )
     except GatehouseError as refusal:
-        tell(bot.client, body, f":no_entry: {refusal}")
+        tell_beside_card(bot, body, "approval", approval_id, f":no_entry: {refusal}")
         return
     bot.gatehouse.resume(decision.run_id)
 
 
-def tell_about_task(bot: Bot, user: str, task_id: str, text: str) -> None:
-    """An ephemeral line beside the task's card (a modal's submission has no channel)."""
-    with bot.gatehouse.db.transaction() as conn:
-        card = message_ref(conn, kind="task", ref_id=task_id)
-    if card is not None:
-        tell(bot.client, {"user": {"id": user}, "channel": {"id": card.channel}}, text)
+def tell_beside_card(bot: Bot, body: dict[str, Any], kind: str, ref_id: str, text: str) -> None:
+    """`tell`, in the channel of the click, or for a modal's submission (which has no channel)
+    in the channel of the approval's or task's card."""
+    if _channel(body) is None:
+        with bot.gatehouse.db.transaction() as conn:
+            card = message_ref(conn, kind=kind, ref_id=ref_id)
+        if card is None:
+            return
+        body = {**body, "channel": {"id": card.channel}}
+    tell(bot.client, body, text)
 
 
 def answer_and_resume(bot: Bot, body: dict[str, Any], task_id: str, answer: dict[str, Any]) -> None:
@@ -78,7 +82,7 @@ def answer_and_resume(bot: Bot, body: dict[str, Any], task_id: str, answer: dict
         task = bot.gatehouse.answer(task_id, user=_user(body), answer=answer)
     except GatehouseError as refusal:
         log.warning("slack.answer_refused", task_id=task_id, why=str(refusal))
-        tell_about_task(bot, _user(body), task_id, f":no_entry: {refusal}")
+        tell_beside_card(bot, body, "task", task_id, f":no_entry: {refusal}")
         return
     bot.gatehouse.resume(task.run_id)
 
