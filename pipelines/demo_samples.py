@@ -175,20 +175,16 @@ def scheduled_ticket(index: int) -> dict[str, Any]:
     """The ticket the demo's short ticket_triage schedule sends at its `index`-th fire: it
     cycles through a refund over 100.00 (an approval after the human task), a small refund, a
     bug and a question, all from the connector's own orders and customers."""
+    number = 9000 + index % 1000
+    large = DemoOrder("ord_1004", "barbara@example.com", 89_900)
+    small = DemoOrder("ord_1001", "ada@example.com", 4_999)
     cycle = [
-        refund_ticket(
-            9000 + index,
-            DemoOrder("ord_1004", "barbara@example.com", 89_900),
-            120_00,
-            "stopped working",
-        ),
-        refund_ticket(
-            9000 + index, DemoOrder("ord_1001", "ada@example.com", 4_999), 5_00, "arrived scratched"
-        ),
-        plain_ticket(9000 + index, "bug", random.Random(index)),
-        plain_ticket(9000 + index, "question", random.Random(index)),
+        lambda: refund_ticket(number, large, 120_00, "stopped working"),
+        lambda: refund_ticket(number, small, 5_00, "arrived scratched"),
+        lambda: plain_ticket(number, "bug", random.Random(index)),
+        lambda: plain_ticket(number, "question", random.Random(index)),
     ]
-    return cycle[index % len(cycle)].ticket
+    return cycle[index % len(cycle)]().ticket
 
 
 def scheduled_lead(index: int) -> dict[str, Any]:

@@ -23,9 +23,12 @@ import pytest
 from pipelines import Gatehouse
 from pipelines.alerts import list_alerts
 from pipelines.demo_history import HistoryReport, NotAFreshDatabase, seed_history
+from pipelines.demo_samples import demo_schedule
+from pipelines.schedules import fire
 from pipelines.stats import pipeline_stats
 from storage.db import Database
 from tests.conftest import REPO_ROOT
+from tests.fakes.clock import FakeClock
 
 END = datetime(2026, 11, 25, 17, 30, tzinfo=UTC)  # a Wednesday afternoon
 
@@ -98,6 +101,23 @@ def test_history_refuses_a_database_that_already_has_runs(sqlite_url: str) -> No
     _seed(sqlite_url, days=1)
     with pytest.raises(NotAFreshDatabase, match="already has"):
         _seed(sqlite_url, days=1)
+
+
+def test_demo_schedules_fire_like_any_schedule_with_a_new_sample_each_time(
+    gatehouse: Gatehouse, clock: FakeClock
+) -> None:
+    fired = []
+    for minute in (0, 2, 4, 6):
+        fire_time = datetime(2026, 11, 2, 9, minute, tzinfo=UTC)
+        schedule = demo_schedule("ticket_triage", fire_time)
+        assert schedule.input_problem() is None
+        clock.advance(timedelta(seconds=1))
+        fired.append(fire(gatehouse.rt, schedule, fire_time))
+        assert fire(gatehouse.rt, schedule, fire_time).outcome == "taken"  # claimed once
+    runs = [gatehouse.run(str(result.run_id)) for result in fired]
+    assert {run.trigger for run in runs} == {"schedule:ticket_triage#demo"}
+    assert len({run.input["ticket_id"] for run in runs}) == 4
+    assert demo_schedule("lead_qualify", END).input_problem() is None
 
 
 # -- the demo process ----------------------------------------------------------------------
