@@ -36,6 +36,7 @@ from pipelines.validation import format_validation_errors
 from pipelines.views import Run
 from storage import calls as call_rows
 from storage import runs as run_rows
+from storage.db import is_disconnect
 from storage.fastsql import driver_transaction
 from storage.ids import new_id
 from storage.models import RunStatus
@@ -224,6 +225,12 @@ def _execute(
         except CancelRun as exc:
             outcome = Outcome(RunStatus.CANCELLED, error=str(exc))
         except Exception as exc:
+            if is_disconnect(exc):
+                # The database went away (a restart): nothing here can be written, and the run
+                # did not fail. It stays `running` under our claim; the worker carries on with
+                # it once the database is back, replaying from its record.
+                log.warning("run.database_lost", error=str(exc))
+                raise
             log.warning("run.failed", error=str(exc), traceback=traceback.format_exc())
             outcome = Outcome(RunStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
         return _finish(rt, held, run_id, outcome)

@@ -3,6 +3,11 @@
 A claim is a lease renewed by a heartbeat thread while the run executes. A run whose worker
 died is taken over when its lease runs out, or at once when the dead owner was a process on
 this same host (its pid no longer exists).
+
+The loop outlives the database: an error that comes from losing it (a restart, a killed
+connection) is logged and waited out with bounded exponential backoff, and a run it interrupted
+is carried on from its record by this worker (it still holds the claim) once the database is
+back: completed calls return their recorded results, tools keep their at-most-once rules.
 """
 
 from __future__ import annotations
@@ -13,10 +18,12 @@ import threading
 
 import structlog
 
+from pipelines.errors import RunNotRunnable, UnknownRun
 from pipelines.gates import expire_due
 from pipelines.runner import Outcome, execute_claimed
 from pipelines.runtime import Runtime
 from storage import runs as run_rows
+from storage.db import is_disconnect
 from storage.models import RunStatus
 
 log = structlog.get_logger()
@@ -90,11 +97,16 @@ def reclaim_orphans(rt: Runtime, limit: int = 1) -> list[str]:
 class Worker:
     """Runs queued runs one at a time until `stop()`; a stop lets the current run finish."""
 
-    def __init__(self, rt: Runtime, *, poll_seconds: float = 0.5) -> None:
+    def __init__(
+        self, rt: Runtime, *, poll_seconds: float = 0.5, max_backoff: float = 10.0
+    ) -> None:
         self.rt = rt
         self.poll_seconds = poll_seconds
+        self.max_backoff = max_backoff
         self._stop = threading.Event()
+        self._interrupted: str | None = None  # a run the database dropped under us
         self.executed = 0
+        self.database_errors = 0
 
     def stop(self) -> None:
         self._stop.set()
@@ -108,7 +120,10 @@ class Worker:
         wake_due_timers(self.rt)
 
     def run_one(self) -> Outcome | None:
-        """Execute one run if there is one to take: an orphan first, then the oldest queued."""
+        """Execute one run if there is one to take: a run the database interrupted, an orphan,
+        then the oldest queued."""
+        if self._interrupted is not None:
+            return self._execute(self._interrupted)
         self.tick()
         reclaimed = reclaim_orphans(self.rt)
         if reclaimed:
@@ -132,12 +147,43 @@ class Worker:
 
     def run_forever(self) -> None:
         log.info("worker.started", worker=self.rt.worker_id)
+        failures = 0
         while not self.stopping:
-            if self.run_one() is None:
+            try:
+                idle = self.run_one() is None
+            except Exception as exc:
+                failures += 1
+                pause = min(self.poll_seconds * 2**failures, self.max_backoff)
+                if is_disconnect(exc):
+                    self.database_errors += 1
+                    log.warning(
+                        "worker.database_unavailable",
+                        error=str(exc),
+                        retry_in=pause,
+                        interrupted_run=self._interrupted,
+                    )
+                else:  # a bug must not kill the loop of a long-running process
+                    log.exception("worker.error", retry_in=pause)
+                self._stop.wait(pause)
+                continue
+            failures = 0
+            if idle:
                 self._stop.wait(self.poll_seconds)
         log.info("worker.stopped", worker=self.rt.worker_id, executed=self.executed)
 
-    def _execute(self, run_id: str) -> Outcome:
-        outcome = execute_claimed(self.rt, run_id)
+    def _execute(self, run_id: str) -> Outcome | None:
+        self._interrupted = run_id
+        try:
+            outcome = execute_claimed(self.rt, run_id)
+        except (RunNotRunnable, UnknownRun) as exc:
+            # Taken over (our lease ran out while the database was away) or gone: not ours.
+            log.warning("worker.run_not_ours", run_id=run_id, why=str(exc))
+            self._interrupted = None
+            return None
+        except Exception as exc:
+            if not is_disconnect(exc):
+                self._interrupted = None
+            raise
+        self._interrupted = None
         self.executed += 1
         return outcome
