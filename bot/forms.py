@@ -37,6 +37,7 @@ from pydantic import ValidationError
 
 from bot.cards import llm_exit, mrkdwn_text, plain_text, section
 from bot.mrkdwn import escape, fmt_value, truncate
+from pipelines.sensitive import MASK
 
 ANSWER_CALLBACK = "task.answer"
 # One JSON input for the whole answer; a leading underscore can't be a pydantic field name.
@@ -274,6 +275,8 @@ def _initial_number(item: FormField, initial: Any) -> str | None:
 
 def _element(item: FormField, initial: Any) -> dict[str, Any]:
     """The input element for one field, prefilled with `initial` when it fits."""
+    if initial == MASK:  # a sensitive value is never shown, so it is never prefilled either
+        initial = _MISSING
     has = initial is not _MISSING and initial is not None
     element: dict[str, Any] = {"action_id": item.name}
     if item.kind in ("select", "multi_select"):

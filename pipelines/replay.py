@@ -239,7 +239,10 @@ class ReplayContext(Context):
 def _compare_fresh(recorded: Any, fresh: LLMResult) -> tuple[str, Any]:
     if fresh.value is None or fresh.failure is not None:
         return "fresh: no usable answer", {"recorded": recorded, "fresh": fresh.reason}
-    differences = diff_outputs(recorded, fresh.value.model_dump(mode="json"))
+    # Sealed values differ on every dump (a fresh IV): compared as ••••, a sensitive field
+    # never shows up as a difference, nor in clear.
+    recorded = sensitive.mask(recorded)
+    differences = diff_outputs(recorded, sensitive.mask(fresh.value.model_dump(mode="json")))
     if not differences:
         return "fresh: same", recorded
     return "fresh: differs", differences

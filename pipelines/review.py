@@ -29,6 +29,7 @@ from pipelines.config import ConfigurationError
 from pipelines.errors import GatehouseError
 from pipelines.runtime import Runtime
 from pipelines.sampling import pick_runs
+from pipelines.sensitive import mask
 from pipelines.views import iso
 from storage import review as rows
 from storage.models import FINISHED_RUN_STATUSES, RunStatus
@@ -392,5 +393,5 @@ def reviewed_cases(rt: Runtime, *, since: datetime, flagged_only: bool) -> list[
         else:
             case["reviewed_by"] = row.reviewer
             case["reviewed_at"] = iso(row.reviewed_at)
-        cases.append(case)
+        cases.append(mask(case))  # sensitive values as ••••, as every view shows them
     return cases
