@@ -196,7 +196,14 @@ def serve_with_sandbox(
         ),
         command=settings.slash_command,
     )
-    with sandbox:
+    try:
+        sandbox.start()
+    except OSError as exc:
+        raise ConfigurationError(
+            f"GATEHOUSE_SANDBOX_PORT: the sandbox cannot listen on {settings.sandbox_host}:"
+            f"{settings.sandbox_port} ({exc.strerror or exc}); choose a free port"
+        ) from exc
+    try:
         log.warning(
             "sandbox.started", url=sandbox.url, bot=f"http://{bot_host}:{settings.http_port}"
         )
@@ -204,6 +211,8 @@ def serve_with_sandbox(
         if on_ready is not None:
             on_ready(sandbox)
         serve(sandbox_settings(settings, sandbox))
+    finally:
+        sandbox.stop()
 
 
 def sandbox_settings(settings: Settings, sandbox: Sandbox) -> Settings:

@@ -16,6 +16,9 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot.sandbox import Sandbox
+from bot.serve import serve_with_sandbox
+from pipelines import Settings
+from pipelines.config import ConfigurationError
 
 GOOD_CARD = [
     {"type": "header", "text": {"type": "plain_text", "text": "Refund"}},
@@ -180,3 +183,13 @@ def test_page_requests_without_a_bot_or_with_unknown_users_say_what_is_wrong(
 
     assert no_bot[0] == 503 and "bot's URL" in no_bot[1]["error"]
     assert nobody[0] == 400 and "U_NOBODY" in nobody[1]["error"]
+
+
+def test_serve_with_a_busy_sandbox_port_says_which_setting_to_change(sandbox: Sandbox) -> None:
+    busy = int(sandbox.url.rsplit(":", 1)[1])
+    settings = Settings.model_construct(
+        **{**Settings().model_dump(), "sandbox_port": busy, "slack_bot_token": None}
+    )
+
+    with pytest.raises(ConfigurationError, match=f"GATEHOUSE_SANDBOX_PORT: .*:{busy}"):
+        serve_with_sandbox(settings)

@@ -29,9 +29,10 @@ Demo users (workspace.py): U_ALICE alice and U_BOB bob (@finance-leads, @sales-l
 carol (approves nothing), U_OLGA olga (@ops). Channels: C_APPROVALS approvals, C_REVIEW review,
 C_ALERTS alerts, C_GENERAL general.
 
-Modules: workspace (who is in it), blockkit (validation), webapi (the Web API and its state),
-http (the server), sender (signed requests to the bot), page (the web page's JSON API and
-static files in static/), sandbox (`Sandbox`, all of it on one port).
+Modules: workspace (who is in it), blockkit (validation), state (what the Web API keeps),
+webapi + views + files (the Web API's methods), http (the server), sender (signed requests to the
+bot), page (the web page's JSON API; the page itself is static/), sandbox (`Sandbox`, all of it
+on one port).
 """
 
 from bot.sandbox.sandbox import DEFAULT_HOST, DEFAULT_PORT, Sandbox, reachable_host

@@ -114,6 +114,8 @@ class SlackWebApi(ViewMethods, FileMethods):
         server, thread = self._server, self._thread
         if server is None:
             return
+        with self._changed:  # answer the pages' long-polls now rather than at their timeout
+            self._touch()
         server.shutdown()
         server.close_connections()
         server.server_close()
