@@ -147,7 +147,7 @@ class _History:
             directory=StaticDirectory(people.groups),
             worker_id="demo-history:worker-1",
             lease=LEASE,
-            outbox=False,  # no card is owed for the past; `_owe_cards` adds the waiting ones
+            outbox=False,  # no card is owed for the past; `owe_cards` adds the waiting ones
             _llm_caller=self.model.caller(),
         )
         # The process that takes over runs whose worker "died" (after their lease runs out).
@@ -193,7 +193,7 @@ class _History:
 
     def trigger(self, plan: Plan) -> None:
         self.model.script(plan.replies)
-        if plan.crash:
+        if plan.crash and plan.marker:  # a crash during the run's first execution
             self.faults.crash_on_insert(plan.crash, plan.marker)
         if plan.failing_read:
             self.faults.fail_on_read(plan.failing_read, _service_error(plan.failing_read))
@@ -237,7 +237,7 @@ class _History:
         reason = self.rng.choice(REJECT_REASONS) if plan.fate == "reject" else None
 
         def decided() -> None:
-            if plan.crash and plan.marker is None:
+            if plan.crash and plan.marker is None:  # a crash once the approval resumes it
                 self.faults.crash_on_insert(plan.crash, approval.run_id)
             decide(self.rt, approval.id, user=user, approve=reason is None, reason=reason)
 

@@ -162,7 +162,8 @@ def test_demo_starts_the_sandbox_with_history_and_stops_on_sigterm(tmp_path: Pat
     try:
         url = None
         printed: list[str] = []
-        while url is None and time.monotonic() - began < 20:
+        # Generous: on a loaded 2-core machine importing the stack alone can take 15 s.
+        while url is None and time.monotonic() - began < 60:
             try:
                 line = lines.get(timeout=0.5)
             except queue.Empty:
@@ -176,7 +177,7 @@ def test_demo_starts_the_sandbox_with_history_and_stops_on_sigterm(tmp_path: Pat
 
         with urllib.request.urlopen(url + "/", timeout=5) as page:
             assert page.status == 200 and b"<html" in page.read().lower()
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + 30
         review: list[str] = []
         approvals: list[str] = []
         while time.monotonic() < deadline:
@@ -188,6 +189,7 @@ def test_demo_starts_the_sandbox_with_history_and_stops_on_sigterm(tmp_path: Pat
         assert sum(t.startswith("Approval needed") for t in approvals) >= 2, approvals
     finally:
         demo.send_signal(signal.SIGTERM)
+        stopping = time.monotonic()
         try:
             code = demo.wait(timeout=15)
         finally:
@@ -195,4 +197,4 @@ def test_demo_starts_the_sandbox_with_history_and_stops_on_sigterm(tmp_path: Pat
                 demo.kill()
             stderr.close()
     assert code == 0, (tmp_path / "stderr.log").read_text()[-3000:]
-    assert time.monotonic() - began < 40
+    assert time.monotonic() - stopping < 15
