@@ -325,18 +325,36 @@ def worker(
             "--scheduler", help="Also fire the pipelines' cron/every schedules from this process."
         ),
     ] = False,
+    outbox: Annotated[
+        bool,
+        typer.Option(
+            "--outbox",
+            help="Also deliver the Slack cards owed in the outbox (SLACK_BOT_TOKEN, "
+            "GATEHOUSE_APPROVALS_CHANNEL); `gatehouse serve` does this already.",
+        ),
+    ] = False,
 ) -> None:
     """Execute queued runs (and expire approvals, wake timers) until Ctrl-C or SIGTERM."""
     from bot.scheduler import start_scheduler
+    from bot.serve import attach_outbox_sender
+    from pipelines.config import ConfigurationError
 
     settings = settings_for_cli(worker=True)
     with open_gatehouse(quiet=False, settings=settings) as gatehouse:
         runner = gatehouse.worker(poll_seconds=poll or settings.worker_poll_seconds)
+        try:
+            sender = attach_outbox_sender(gatehouse, settings) if outbox else None
+        except ConfigurationError as exc:
+            raise CliError(f"--outbox: {exc}") from None
         restore = install_stop_handlers(runner)
         schedules = start_scheduler(gatehouse, settings) if scheduler and not once else None
+        if sender is not None and not once:
+            sender.start()
         try:
             if once:
                 count = runner.run_until_idle()
+                if sender is not None:
+                    sender.deliver_due()
                 typer.echo(f"worker --once: executed {count} run(s); nothing else is ready")
                 return
             typer.echo(
@@ -348,6 +366,8 @@ def worker(
         finally:
             if schedules is not None:
                 schedules.shutdown(wait=True)
+            if sender is not None:
+                sender.stop()  # undelivered cards wait in the outbox for the next sender
             restore()
 
 

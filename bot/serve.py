@@ -60,19 +60,41 @@ def slack_config_problems(settings: Settings) -> list[str]:
     return problems
 
 
+def slack_notifier(
+    settings: Settings, client: WebClient, gatehouse: Callable[[], Gatehouse]
+) -> SlackNotifier:
+    return SlackNotifier(
+        # Its own client without slack-sdk's retry handlers: the outbox sender retries, after
+        # `Retry-After`, without holding a thread in a sleep.
+        WebClient(token=client.token, base_url=client.base_url, retry_handlers=[]),
+        approvals_channel=str(settings.approvals_channel),
+        runtime=lambda: gatehouse().rt,
+    )
+
+
+def attach_outbox_sender(gatehouse: Gatehouse, settings: Settings) -> OutboxSender:
+    """`gatehouse worker --outbox`: this engine's cards, and every card owed by other processes
+    (the CLI's decisions included), delivered to Slack from here."""
+    problems = [
+        line
+        for line in slack_config_problems(settings)
+        if not line.startswith(("SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN"))
+    ]
+    if problems:
+        raise ConfigurationError("; ".join(problems))
+    gatehouse.rt.notifier = slack_notifier(settings, build_web_client(settings), lambda: gatehouse)
+    sender = OutboxSender(gatehouse.rt)
+    gatehouse.rt.sender = sender
+    return sender
+
+
 def build_bot(settings: Settings, *, clock: Clock | None = None) -> Bot:
     problems = slack_config_problems(settings)
     if problems:
         raise ConfigurationError("; ".join(problems))
     client = build_web_client(settings)
     holder: dict[str, Gatehouse] = {}
-    notifier = SlackNotifier(
-        # Its own client without slack-sdk's retry handlers: the outbox sender retries, after
-        # `Retry-After`, without holding a thread in a sleep.
-        WebClient(token=client.token, base_url=client.base_url, retry_handlers=[]),
-        approvals_channel=str(settings.approvals_channel),
-        runtime=lambda: holder["gatehouse"].rt,
-    )
+    notifier = slack_notifier(settings, client, lambda: holder["gatehouse"])
     gatehouse = Gatehouse.from_settings(
         settings, notifier=notifier, directory=SlackDirectory(client), clock=clock
     )

@@ -4,6 +4,10 @@ CLI meanwhile; several senders deliver each subject once."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -19,7 +23,7 @@ from pipelines.outbox import OutboxSender
 from pipelines.ports import DeliveryFailed
 from storage import outbox as outbox_rows
 from storage.db import Database
-from tests.conftest import GROUPS
+from tests.conftest import GROUPS, REPO_ROOT
 from tests.fakes.clock import FakeClock
 from tests.fakes.notifier import RecordingNotifier
 from tests.fakes.slack import FakeSlack
@@ -348,3 +352,31 @@ def test_two_senders_on_postgres_deliver_each_subject_once(postgres_url: str) ->
     for sender in senders:
         sender.rt.db.dispose()
     maker.db.dispose()
+
+
+def test_worker_with_outbox_delivers_cards_owed_by_other_processes(
+    fake_slack: FakeSlack, sqlite_url: str
+) -> None:
+    cli = Gatehouse(sqlite_url, notifier=RecordingNotifier(), directory=StaticDirectory(GROUPS))
+    run = cli.trigger("refund_request", LARGE, user="alice")  # a terminal: no Slack here
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEHOUSE_", "SLACK_"))}
+    env.update(
+        GATEHOUSE_DATABASE_URL=sqlite_url,
+        GATEHOUSE_GROUPS=json.dumps(GROUPS),
+        SLACK_BOT_TOKEN=fake_slack.token,
+        SLACK_API_URL=fake_slack.api_url,
+        GATEHOUSE_APPROVALS_CHANNEL="C_APPROVALS",
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "worker", "--once", "--outbox"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    [card] = fake_slack.messages("C_APPROVALS")
+    assert run.waiting_for[0] in texts(card["blocks"])
+    assert statuses(cli.db, run.waiting_for[0]) == ["delivered"]
+    cli.db.dispose()
