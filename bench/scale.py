@@ -9,16 +9,20 @@ engine would take hours), then times, as the median of several repeats:
 - one alert evaluation over the 50 pipelines (`pipelines.alerts.evaluate`): the steady minute
   (nothing changes), and a minute that opens an alert (the alert is deleted between repeats);
 - `gatehouse runs --pipeline P --limit 20` (`storage.queries.list_runs`);
-- the 7-day stats of every pipeline (`pipelines.stats.pipeline_stats`).
+- the 7-day stats of every pipeline (`pipelines.stats.pipeline_stats`), read from the hourly and
+  daily rollups (`storage.stats_rollups`, rolled once after seeding, as `gatehouse serve` keeps
+  them) plus the last hour from `runs`; and, for comparison, the same read from `runs` alone;
+- the roll-up job itself: a minute with nothing due, and a minute that rolls one hour.
 
 Target: each under 100 ms median on SQLite. The seeded SQLite file is cached under /tmp (keyed
-by the seed parameters and the schema revision) and the PostgreSQL data in its own schema, so a
+by the seed parameters and the migrations' text) and the PostgreSQL data in its own schema, so a
 second run skips the seeding; `--fresh` seeds again. Run by hand; not a test.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import random
 import sqlite3
@@ -36,10 +40,11 @@ from sqlalchemy import create_engine, delete, text
 from pipelines import Gatehouse
 from pipelines.alerts import AlertPolicy, Thresholds, evaluate
 from pipelines.logs import configure_logging
-from pipelines.stats import WEEK, pipeline_stats
-from storage import queries
+from pipelines.stats import WEEK, pipeline_stats, roll_up_stats
+from storage import queries, stats_rollups
 from storage.alerts import alerts_table
-from storage.db import Database
+from storage.db import MIGRATIONS_DIR, Database
+from storage.stats import window_stats
 
 NOW = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)  # the end of the seeded history
 DAYS = 30
@@ -147,13 +152,25 @@ def _sqlite_time(value: datetime | None) -> str | None:
 # -- SQLite ------------------------------------------------------------------------------------
 
 
+def schema_key() -> str:
+    """A digest of every migration's text: a changed schema means a new seed."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(MIGRATIONS_DIR, "versions").glob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:10]
+
+
 def sqlite_path(runs: int) -> Path:
-    from alembic.script import ScriptDirectory
+    return CACHE_DIR / f"scale-{runs}-{PIPELINES}p-{DAYS}d-schema{schema_key()}.db"
 
-    from storage.db import MIGRATIONS_DIR
 
-    head = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
-    return CACHE_DIR / f"scale-{runs}-{PIPELINES}p-{DAYS}d-rev{head}.db"
+def roll_up_seeded(url: str) -> None:
+    """Roll the seeded history up to `NOW`, as the serve job would have (a week a call)."""
+    database = Database(url)
+    started = time.perf_counter()
+    hours = roll_up_stats(Gatehouse(database).rt, now=NOW, catch_up=True)
+    log(f"  rolled {hours:,} hours of stats in {time.perf_counter() - started:.1f}s")
+    database.dispose()
 
 
 def seed_sqlite(runs: int, fresh: bool) -> str:
@@ -209,6 +226,7 @@ def seed_sqlite(runs: int, fresh: bool) -> str:
         conn.execute(index_sql)
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
+    roll_up_seeded(f"sqlite:///{partial}")
     for suffix in ("-wal", "-shm"):
         Path(str(partial) + suffix).unlink(missing_ok=True)
     partial.rename(path)
@@ -243,7 +261,7 @@ def seed_postgres(url: str, runs: int, fresh: bool) -> str:
             if exists
             else None
         )
-    if marker == f"seeded {runs}" and not fresh:
+    if marker == f"seeded {runs} schema {schema_key()}" and not fresh:
         admin.dispose()
         log(f"PostgreSQL: reusing schema {PG_SCHEMA}")
         return target
@@ -282,10 +300,13 @@ def seed_postgres(url: str, runs: int, fresh: bool) -> str:
                 )
         for _name, index_sql in indexes:
             conn.execute(index_sql)
-        conn.execute(f"COMMENT ON TABLE runs IS 'seeded {runs}'")
         conn.commit()
         conn.autocommit = True
         conn.execute("VACUUM ANALYZE runs")  # what autovacuum does after a load
+    roll_up_seeded(target)
+    with psycopg.connect(plain, autocommit=True, options=f"-csearch_path={PG_SCHEMA}") as conn:
+        conn.execute("VACUUM ANALYZE stats_rollups")
+        conn.execute(f"COMMENT ON TABLE runs IS 'seeded {runs} schema {schema_key()}'")
     log(f"PostgreSQL: seeded {runs:,} runs in {time.perf_counter() - started:.1f}s")
     return target
 
@@ -422,11 +443,60 @@ def measure(url: str, repeats: int) -> list[Timing]:
         timed(
             "7-day stats, every pipeline",
             lambda: pipeline_stats(rt, now=NOW, windows=(WEEK,)),
-            max(3, repeats // 3),
+            repeats,
+            note="rollups + the last hour from runs",
         )
     )
+
+    def stats_from_runs() -> Any:
+        with database.transaction() as conn:
+            return window_stats(conn, since=NOW - WEEK, until=NOW, use_rollups=False)
+
+    results.append(
+        timed(
+            "7-day stats from runs alone",
+            stats_from_runs,
+            max(3, repeats // 5),
+            note="no rollups: the reference, not a target",
+        )
+    )
+    results.extend(roll_up_timings(database, repeats))
     database.dispose()
     return results
+
+
+def roll_up_timings(database: Database, repeats: int) -> list[Timing]:
+    """The serve job's minute: nothing due (the usual minute), and the minute that rolls the
+    hour that just ended (the last seeded hour, re-rolled each repeat by moving the watermark
+    back one hour)."""
+    progress = stats_rollups.progress_table
+
+    def tick(now: datetime) -> Callable[[], Any]:
+        def work() -> Any:
+            with database.transaction() as conn:
+                return stats_rollups.roll_up(conn, now=now, worker="bench")
+
+        return work
+
+    def move_back() -> None:
+        with database.transaction() as conn:
+            conn.execute(
+                progress.update().values(
+                    hours_until=stats_rollups.floor_hour(NOW - stats_rollups.LAG),
+                    days_until=stats_rollups.floor_day(NOW - stats_rollups.LAG),
+                )
+            )
+
+    quiet = timed("roll-up minute, nothing due", tick(NOW), repeats)
+    hour = timed(
+        "roll-up minute that rolls an hour",
+        tick(NOW + stats_rollups.HOUR),
+        repeats,
+        before=move_back,
+        note="~1,400 runs (and the hour before, again)",
+    )
+    move_back()
+    return [quiet, hour]
 
 
 def print_table(title: str, timings: list[Timing]) -> None:

@@ -2,8 +2,10 @@
 
 A Typer sub-app mounted by `bot.cli` (`app.add_typer(cli_stats.app, name="stats")`); its errors
 reach the root command, which prints one `error: …` line and exits 1. The numbers are
-`pipelines.stats.pipeline_stats` (what each counts is written in `storage.stats`); `--chart`
-writes the PNG `/gatehouse stats` uploads (`bot.charts`, over `pipelines.daily_stats`).
+`pipelines.stats.pipeline_stats` (what each counts is written in `storage.stats`), read after
+rolling up the hours `gatehouse serve` has not; `--chart` writes the PNG `/gatehouse stats`
+uploads (`bot.charts`, over `pipelines.daily_stats`). The table shows the same figures as
+`/gatehouse stats` and the App Home, with tokens split into prompt+completion.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ def stats_default(
 ) -> None:
     """Every pipeline's numbers over the last 7 days (or --since), and all of them together."""
     from bot.cli import CliError, open_gatehouse, print_json, say, settings_for_cli
-    from pipelines.stats import pipeline_stats
+    from pipelines.stats import pipeline_stats, roll_up_stats
 
     try:
         window = parse_duration(since)
@@ -64,6 +66,9 @@ def stats_default(
     render = _chart_renderer() if chart is not None else None
     settings = settings_for_cli()
     with open_gatehouse(quiet=as_json, settings=settings) as gatehouse:
+        # Whatever `gatehouse serve` has not rolled up yet (or ever, without serve): the hours
+        # rolled now make this and the next reading fast; a first one over old history is slow.
+        roll_up_stats(gatehouse.rt, catch_up=True)
         report = pipeline_stats(gatehouse.rt, windows=[window], pipeline=pipeline)
         png = render(gatehouse, pipeline) if render is not None else None
     if png is not None and chart is not None:

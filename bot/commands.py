@@ -69,7 +69,8 @@ EXPLAIN = {
     "runs": "recent runs, newest first; e.g. `runs refund_request failed 24h` (any order)",
     "run": "one run: input, output, every call, approvals",
     "pending": "approvals and human tasks waiting for a person",
-    "stats": "volume, error rate, p50/p95 latency and cost per run (24 h and 7 d, or `7d`, `3h`…)",
+    "stats": "volume, errors, p50/p95 latency, cost, tokens, approvals and human tasks "
+    "(24 h and 7 d, or `7d`, `3h`…)",
     "trigger": "run a pipeline; values are read as JSON when they parse, else as text "
     "(quote to keep text: `id='\"42\"'`)",
     "replay": "re-run a run's record with today's code, no side effects; shows where it diverges",
@@ -502,7 +503,9 @@ def _stats(inv: Invocation, rest: str) -> CommandReply:
     blocks.append(
         context(
             "runs: created in the window · err: failed or needs_attention, of the runs that "
-            "finished in it · p50/p95: created → finished · $/run: LLM cost ÷ runs"
+            "finished in it · p50/p95: created → finished · $/run: LLM cost ÷ runs · tokens: "
+            "prompt + completion · appr/rej/exp: approvals asked in the window, by decision · "
+            "decide: median time to a decision · tasks: share of runs that asked a person"
         )
     )
     busiest = busiest_first(report.pipelines)

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from bot.mrkdwn import SLASH_COMMAND, code, escape, mention, mentions, slack_len, truncate
-from pipelines.stats import PipelineStats, StatsReport, WindowStats
+from pipelines.stats import ALL_PIPELINES, PipelineStats, StatsReport, WindowStats
 from pipelines.views import ApprovalView, TaskView
 
 TEXT_LIMIT = 3000
@@ -26,8 +26,10 @@ DASH = "-"
 
 DEFINITIONS = (
     "runs: created in the window · err: failed or needs_attention, of the runs that finished in "
-    "the window · p50/p95: created → finished (waiting for people included) · $/run: LLM cost of "
-    "the runs created in the window ÷ runs (≥: some calls had no price)"
+    "the window · p50/p95: created → finished (waiting for people included; ±6% once rolled up) "
+    "· $/run: LLM cost of the runs created in the window ÷ runs (≥: some calls had no price) · "
+    "tokens: LLM prompt + completion · appr/rej/exp: approvals asked in the window, by decision "
+    "· decide: median time to a decision · tasks: share of runs that asked a person"
 )
 
 
@@ -128,17 +130,44 @@ def _row(w: WindowStats) -> list[str]:
     ]
 
 
-def stats_table(p: PipelineStats) -> str:
-    """The pipeline's windows as a monospace table (about 50 characters wide), escaped."""
-    rows = [["", "runs", "err", "p50", "p95", "$/run"], *(_row(w) for w in p.windows)]
+def _people_row(w: WindowStats) -> list[str]:
+    return [
+        window_label(w.window),
+        count(w.tokens),
+        f"{w.approvals_approved}/{w.approvals_rejected}/{w.approvals_expired}",
+        duration(w.median_decision_seconds),
+        rate(w.human_task_rate),
+    ]
+
+
+def count(n: int) -> str:
+    """`950`, `12.3k`, `4.5M`: a count in a few characters."""
+    if n < 1000:
+        return str(n)
+    if n < 1_000_000:
+        return f"{n / 1000:.1f}k"
+    return f"{n / 1_000_000:.1f}M"
+
+
+def _aligned(rows: Sequence[Sequence[str]]) -> list[str]:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = [
+    return [
         "  ".join(
             cell.ljust(widths[0]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(r)
         )
         for r in rows
     ]
-    return "```" + escape("\n".join(lines)) + "```"
+
+
+def stats_table(p: PipelineStats) -> str:
+    """The pipeline's windows as a monospace table (about 50 characters wide), escaped: volume,
+    errors, latency and cost, then tokens, approvals and human tasks under their own header."""
+    numbers = [["", "runs", "err", "p50", "p95", "$/run"], *(_row(w) for w in p.windows)]
+    people = [
+        ["", "tokens", "appr/rej/exp", "decide", "tasks"],
+        *(_people_row(w) for w in p.windows),
+    ]
+    return "```" + escape("\n".join([*_aligned(numbers), *_aligned(people)])) + "```"
 
 
 def pending_note(p: PipelineStats) -> str:
@@ -152,7 +181,8 @@ def pending_note(p: PipelineStats) -> str:
 
 def pipeline_text(p: PipelineStats) -> str:
     note = pending_note(p)
-    title = f"*{escape(p.pipeline)}*" + (f"  ·  :hourglass_flowing_sand: {note}" if note else "")
+    name = "All pipelines" if p.pipeline == ALL_PIPELINES else p.pipeline
+    title = f"*{escape(name)}*" + (f"  ·  :hourglass_flowing_sand: {note}" if note else "")
     return f"{title}\n{stats_table(p)}"
 
 
@@ -184,14 +214,16 @@ def stats_blocks(
     idle = [p.pipeline for p in report.pipelines if is_idle(p)]
     if not active and not idle:
         return [section("No pipelines are registered.")]
-    texts = [pipeline_text(p) for p in active[:max_tables]]
-    hidden = [p.pipeline for p in active[max_tables:]]
+    # With several pipelines, every one together comes first (its own percentiles, not sums).
+    shown = [report.overall_stats(), *active] if len(active) > 1 else active
+    texts = [pipeline_text(p) for p in shown[: max_tables + len(shown) - len(active)]]
+    hidden = [p.pipeline for p in shown[len(texts) :]]
     if len(texts) + (1 if idle or hidden else 0) <= max_blocks:
         blocks = [section(t) for t in texts]
     else:
         packed = _pack(texts, max(max_blocks - 1, 1))
         blocks = [section(t) for t in packed.texts]
-        hidden = [p.pipeline for p in active[packed.used :]]
+        hidden = [p.pipeline for p in shown[packed.used :]]
     notes = []
     if hidden:
         notes.append(

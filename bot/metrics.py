@@ -4,21 +4,34 @@ Written by hand (the format is a few lines of text; no client library to configu
 figure is a gauge computed from the database at scrape time by `pipelines.stats`, so any
 replica answers the same and nothing is lost on restart; what each counts is in `storage.stats`.
 A figure with no value (no finished runs: no error rate, no percentiles) is left out rather
-than reported as 0 or NaN.
+than reported as 0 or NaN. Percentiles do not add up across pipelines, so every pipeline
+together has its own `gatehouse_overall_*` gauges (counts are left to PromQL's `sum`).
+
+With GATEHOUSE_METRICS_TOKEN set, a scrape must send `Authorization: Bearer <token>` (the
+Prometheus `authorization` setting); anything else gets 401.
 """
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from pydantic import SecretStr
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from pipelines import Gatehouse
-from pipelines.stats import DAY, PipelineStats, StatsReport, WindowStats, pipeline_stats
+from pipelines.stats import (
+    DAY,
+    LATENCY_RELATIVE_ERROR,
+    PipelineStats,
+    StatsReport,
+    WindowStats,
+    pipeline_stats,
+)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -69,6 +82,31 @@ GAUGES = (
         lambda w, _: w.completion_tokens,
     ),
     Gauge(
+        "gatehouse_approvals_approved_24h",
+        "Approvals requested in the last 24 hours and approved.",
+        lambda w, _: w.approvals_approved,
+    ),
+    Gauge(
+        "gatehouse_approvals_rejected_24h",
+        "Approvals requested in the last 24 hours and rejected.",
+        lambda w, _: w.approvals_rejected,
+    ),
+    Gauge(
+        "gatehouse_approvals_expired_24h",
+        "Approvals requested in the last 24 hours that expired undecided.",
+        lambda w, _: w.approvals_expired,
+    ),
+    Gauge(
+        "gatehouse_approval_decision_median_seconds_24h",
+        "Median time to approve or reject, of the approvals requested in the last 24 hours.",
+        lambda w, _: w.median_decision_seconds,
+    ),
+    Gauge(
+        "gatehouse_human_task_rate_24h",
+        "Share of the runs created in the last 24 hours that asked a person (0 to 1).",
+        lambda w, _: w.human_task_rate,
+    ),
+    Gauge(
         "gatehouse_pending_approvals",
         "Approvals waiting for a decision now.",
         lambda _, p: p.pending.approvals,
@@ -77,6 +115,28 @@ GAUGES = (
         "gatehouse_open_human_tasks",
         "Human tasks waiting for an answer now.",
         lambda _, p: p.pending.tasks,
+    ),
+)
+
+
+_PRECISION = f"within {LATENCY_RELATIVE_ERROR:.1%} once rolled up"
+OVERALL_GAUGES = (
+    Gauge(
+        "gatehouse_overall_latency_p50_seconds_24h",
+        "Median creation-to-finish time over every pipeline's runs finished in the last 24 hours "
+        f"({_PRECISION}).",
+        lambda w, _: w.p50_seconds,
+    ),
+    Gauge(
+        "gatehouse_overall_latency_p95_seconds_24h",
+        "95th percentile creation-to-finish time over every pipeline's runs finished in the last "
+        f"24 hours ({_PRECISION}).",
+        lambda w, _: w.p95_seconds,
+    ),
+    Gauge(
+        "gatehouse_overall_approval_decision_median_seconds_24h",
+        "Median time to approve or reject, over every pipeline, last 24 hours.",
+        lambda w, _: w.median_decision_seconds,
     ),
 )
 
@@ -98,11 +158,19 @@ def exposition(report: StatsReport) -> str:
     """Every gauge with a HELP and a TYPE line, then one sample per pipeline that has a value."""
     lines: list[str] = []
     for gauge in GAUGES:
-        samples = list(_samples(gauge, report.pipelines))
-        lines.append(f"# HELP {gauge.name} {_escape_help(gauge.help)}")
-        lines.append(f"# TYPE {gauge.name} gauge")
-        lines.extend(samples)
+        lines.extend(_header(gauge))
+        lines.extend(_samples(gauge, report.pipelines))
+    overall = report.overall_stats()
+    for gauge in OVERALL_GAUGES:
+        lines.extend(_header(gauge))
+        value = gauge.value(overall.windows[0], overall)
+        if value is not None:
+            lines.append(f"{gauge.name} {_number(value)}")
     return "\n".join(lines) + "\n"
+
+
+def _header(gauge: Gauge) -> list[str]:
+    return [f"# HELP {gauge.name} {_escape_help(gauge.help)}", f"# TYPE {gauge.name} gauge"]
 
 
 def _samples(gauge: Gauge, pipelines: Iterable[PipelineStats]) -> Iterable[str]:
@@ -115,10 +183,21 @@ def _samples(gauge: Gauge, pipelines: Iterable[PipelineStats]) -> Iterable[str]:
             yield f'{gauge.name}{{pipeline="{escape_label(p.pipeline)}"}} {_number(value)}'
 
 
-def metrics_routes(gatehouse: Gatehouse) -> list[Route]:
-    """`GET /metrics`, to mount on the bot's Starlette app beside `/slack/events`."""
+def metrics_routes(gatehouse: Gatehouse, *, token: SecretStr | None = None) -> list[Route]:
+    """`GET /metrics`, to mount on the bot's Starlette app beside `/slack/events`; with a
+    `token`, only for requests that bring it as a bearer token."""
+    expected = f"Bearer {token.get_secret_value()}".encode() if token else None
 
-    async def metrics(_request: Request) -> Response:
+    async def metrics(request: Request) -> Response:
+        if expected is not None:
+            given = request.headers.get("authorization", "").encode()
+            if not hmac.compare_digest(given, expected):
+                return Response(
+                    "unauthorized: send Authorization: Bearer <GATEHOUSE_METRICS_TOKEN>\n",
+                    status_code=401,
+                    headers={"WWW-Authenticate": 'Bearer realm="gatehouse metrics"'},
+                    media_type="text/plain",
+                )
         report = await run_in_threadpool(pipeline_stats, gatehouse.rt, windows=[DAY])
         return Response(exposition(report), media_type=CONTENT_TYPE)
 

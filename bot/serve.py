@@ -125,7 +125,10 @@ def serve(settings: Settings) -> None:
     app = build_bolt_app(bot)
     workers = start_workers(bot, settings.serve_workers)
     scheduler = start_jobs(bot, settings)
-    hooks = [*webhook_routes(bot.gatehouse, settings), *metrics_routes(bot.gatehouse)]
+    hooks = [
+        *webhook_routes(bot.gatehouse, settings),
+        *metrics_routes(bot.gatehouse, token=settings.metrics_token),
+    ]
     try:
         if settings.slack_app_token:
             from slack_bolt.adapter.socket_mode import SocketModeHandler

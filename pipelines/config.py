@@ -120,6 +120,10 @@ class Settings(BaseSettings):
     webhook_max_bytes: int = Field(
         262_144, gt=0, description="Largest webhook body accepted (413 above)"
     )
+    metrics_token: SecretStr | None = Field(
+        None,
+        description="Bearer token GET /metrics asks for (401 without it); unset: /metrics is open",
+    )
     review_cron: str = Field(
         "0 9 * * MON", description="When the weekly review is posted (cron, GATEHOUSE_TIMEZONE)"
     )

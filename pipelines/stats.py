@@ -7,16 +7,22 @@ engine's clock (or the `now` given), and every registered pipeline is listed eve
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+
+import structlog
 
 from pipelines.pipeline import registered_pipelines
 from pipelines.runtime import Runtime
 from storage import stats as stats_queries
 from storage import stats_rollups
+from storage.latency import RELATIVE_ERROR as LATENCY_RELATIVE_ERROR
 from storage.latency import percentile
 from storage.stats import PERCENTILES, PendingCounts, WindowStats, overall_latencies
+
+log = structlog.get_logger()
 
 DAY = timedelta(days=1)
 WEEK = timedelta(days=7)
@@ -27,6 +33,7 @@ __all__ = [
     "ALL_PIPELINES",
     "DAY",
     "DEFAULT_WINDOWS",
+    "LATENCY_RELATIVE_ERROR",
     "WEEK",
     "PendingCounts",
     "PipelineStats",
@@ -59,6 +66,17 @@ class StatsReport:
 
     def get(self, pipeline: str) -> PipelineStats | None:
         return next((p for p in self.pipelines if p.pipeline == pipeline), None)
+
+    def overall_stats(self) -> PipelineStats:
+        """Every pipeline together, each window (named `ALL_PIPELINES`), and all that waits."""
+        return PipelineStats(
+            pipeline=ALL_PIPELINES,
+            windows=tuple(self.overall(length) for length in self.windows),
+            pending=PendingCounts(
+                approvals=sum(p.pending.approvals for p in self.pipelines),
+                tasks=sum(p.pending.tasks for p in self.pipelines),
+            ),
+        )
 
     def overall(self, length: timedelta) -> WindowStats:
         """Every pipeline together for one window: counts, cost and tokens summed; the
@@ -146,16 +164,27 @@ def pipeline_stats(
     )
 
 
-def roll_up_stats(rt: Runtime, *, now: datetime | None = None, catch_up: bool = False) -> int:
-    """Roll the stats of the hours that are due (`storage.stats_rollups`); with `catch_up`,
-    call again until nothing is left (a first roll-up over old history goes a week a call).
-    Safe on every replica at once: each range is claimed. Returns the hours rolled."""
+def roll_up_stats(
+    rt: Runtime,
+    *,
+    now: datetime | None = None,
+    catch_up: bool = False,
+    budget_seconds: float = 10.0,
+) -> int:
+    """Roll the stats of the hours that are due (`storage.stats_rollups`), a chunk of hours a
+    transaction, for up to `budget_seconds` (the serve job's minute: a first roll-up over a
+    long history goes on at the next one), or until nothing is left with `catch_up`. Safe on
+    every replica at once: each range is claimed. Returns the hours rolled."""
     end = now if now is not None else rt.clock.now()
+    started = time.monotonic()  # pacing only: the rolled hours follow `end`, the clock port
     hours = 0
     while True:
         with rt.db.transaction() as conn:
             done = stats_rollups.roll_up(conn, now=end, worker=rt.worker_id)
         if done.since is not None and done.until is not None:
             hours += int((done.until - done.since) / stats_rollups.HOUR)
-        if not catch_up or not done.rolled:
+        if not done.rolled:
+            return hours
+        if not catch_up and time.monotonic() - started > budget_seconds:
+            log.info("stats.roll_up_paused", hours=hours, until=str(done.until))
             return hours

@@ -10,11 +10,16 @@ from pathlib import Path
 import pytest
 import structlog
 import typer
+from sqlalchemy import insert
 from typer.testing import CliRunner, Result
 
 from bot import cli_stats
 from bot.cli import GatehouseGroup
 from bot.cli import app as gatehouse_app
+from pipelines import Gatehouse, StaticDirectory
+from storage.calls import calls_table
+from storage.db import Database
+from storage.stats_rollups import read_progress
 
 GROUPS = '{"finance-leads": ["alice", "bob"]}'
 SMALL = '{"order_id": "ord_1001", "amount": "12.50", "reason": "arrived scratched"}'
@@ -123,3 +128,46 @@ def test_chart_writes_a_png_of_the_last_7_days(cli_env: str, tmp_path: Path) -> 
     assert result.exit_code == 0, (result.stdout, result.stderr)
     assert out.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     assert f"written to {out}" in result.stdout
+
+
+def test_json_has_tokens_approvals_human_tasks_and_overall_percentiles(cli_env: str) -> None:
+    seed_refunds()  # a small refund (done) and a large one (waiting for an approval)
+    ask = ["trigger", "cli_review", "--input", '{"text": "ok?"}', "--as", "carol"]
+    assert CliRunner().invoke(gatehouse_app, ask).exit_code == 0
+    database = Database(cli_env)
+    gatehouse = Gatehouse(database, directory=StaticDirectory({"finance-leads": ["alice"]}))
+    [approval] = [a for a in gatehouse.pending() if getattr(a, "tool", None) == "issue_refund"]
+    gatehouse.approve(approval.id, user="alice")
+    [small] = [r for r in gatehouse.runs() if r.status == "succeeded"]
+    with database.transaction() as conn:
+        conn.execute(
+            insert(calls_table),
+            {
+                "id": "llm_1",
+                "run_id": small.id,
+                "seq": 99,
+                "key": "classify#1",
+                "kind": "llm",
+                "name": "classify",
+                "status": "succeeded",
+                "started_at": small.created_at,
+                "meta": {"cost_usd": 0.002, "prompt_tokens": 700, "completion_tokens": 50},
+            },
+        )
+
+    result = stats("--json", "--since", "24h")
+
+    assert result.exit_code == 0, (result.stdout, result.stderr)
+    data = json.loads(result.stdout)
+    [refunds] = [p for p in data["pipelines"] if p["pipeline"] == "refund_request"]
+    assert (refunds["prompt_tokens"], refunds["completion_tokens"]) == (700, 50)
+    assert refunds["approvals"]["approved"] == 1
+    assert refunds["approvals"]["median_decision_seconds"] >= 0
+    overall = data["overall"]
+    assert (overall["runs"], overall["runs_with_task"]) == (3, 1)
+    assert overall["human_task_rate"] == pytest.approx(1 / 3)
+    assert overall["approvals"]["median_decision_seconds"] is not None
+    assert overall["p50_seconds"] is not None and overall["p95_seconds"] is not None
+    with database.transaction() as conn:
+        assert read_progress(conn).hours_until is not None  # the CLI rolled up first
+    database.dispose()

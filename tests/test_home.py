@@ -92,6 +92,12 @@ def test_home_numbers_are_the_hand_computed_ones() -> None:
                         llm_cost_usd=0.01,
                         llm_calls=4,
                         priced_llm_calls=4,
+                        prompt_tokens=900,
+                        completion_tokens=350,
+                        approvals_approved=2,
+                        approvals_rejected=1,
+                        median_decision_seconds=240.0,
+                        runs_with_task=1,
                     ),
                     window(
                         "triage",
@@ -113,10 +119,16 @@ def test_home_numbers_are_the_hand_computed_ones() -> None:
     out = check_view(home_view(stats, []))
 
     lines = [line.split() for line in out.replace("```", "\n").splitlines() if line.strip()]
-    rows = {cells[0]: cells for cells in lines}
+    rows: dict[str, list[list[str]]] = {}
+    for cells in lines:
+        rows.setdefault(cells[0], []).append(cells)
     # 1 error of 3 finished; 0.01 USD over 4 runs; 2.5 USD over 10 runs, one call unpriced
-    assert rows["24"] == ["24", "h", "4", "33.3%", "250", "ms", "95.0", "s", "$0.0025"]
-    assert rows["7"] == ["7", "d", "10", "25.0%", "10.0", "min", "3.0", "d", "≥$0.25"]
+    assert rows["24"][0] == ["24", "h", "4", "33.3%", "250", "ms", "95.0", "s", "$0.0025"]
+    assert rows["7"][0] == ["7", "d", "10", "25.0%", "10.0", "min", "3.0", "d", "≥$0.25"]
+    # then tokens, approvals approved/rejected/expired, median decision, runs that asked a person
+    assert rows["tokens"] == [["tokens", "appr/rej/exp", "decide", "tasks"]]
+    assert rows["24"][1] == ["24", "h", "1.2k", "2/1/0", "4.0", "min", "25.0%"]
+    assert rows["7"][1] == ["7", "d", "0", "0/0/0", "-", "0.0%"]
     assert "Nothing is waiting for a person" in out
 
 

@@ -4,11 +4,13 @@ pipeline, and every line valid in the text exposition format."""
 from __future__ import annotations
 
 import re
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import insert
 from starlette.applications import Starlette
 
@@ -47,8 +49,10 @@ def server(engine: Gatehouse) -> Iterator[BackgroundServer]:
     running.stop()
 
 
-def scrape(server: BackgroundServer) -> tuple[str, str]:
-    with urllib.request.urlopen(f"{server.url}/metrics", timeout=10) as response:
+def scrape(server: BackgroundServer, token: str | None = None) -> tuple[str, str]:
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    request = urllib.request.Request(f"{server.url}/metrics", headers=headers)
+    with urllib.request.urlopen(request, timeout=10) as response:
         return response.headers["Content-Type"], response.read().decode()
 
 
@@ -99,6 +103,14 @@ def test_metrics_serve_the_last_24_hours_per_pipeline_and_pending_work(
     assert found['gatehouse_latency_p95_seconds_24h{pipeline="refund_request"}'] == 600
     assert found['gatehouse_pending_approvals{pipeline="refund_request"}'] == 1
     assert "# TYPE gatehouse_cost_per_run_usd_24h gauge" in text
+    # approvals requested in the window: one rejected after 10 minutes, one still pending
+    assert found['gatehouse_approvals_rejected_24h{pipeline="refund_request"}'] == 1
+    assert found['gatehouse_approvals_approved_24h{pipeline="refund_request"}'] == 0
+    assert found['gatehouse_approval_decision_median_seconds_24h{pipeline="refund_request"}'] == 600
+    assert found['gatehouse_human_task_rate_24h{pipeline="refund_request"}'] == 0
+    # every pipeline together: percentiles of all their runs, not a sum of percentiles
+    assert found["gatehouse_overall_latency_p95_seconds_24h"] == 600
+    assert found["gatehouse_overall_approval_decision_median_seconds_24h"] == 600
 
 
 def test_label_values_are_escaped_and_missing_figures_left_out(
@@ -127,3 +139,20 @@ def test_label_values_are_escaped_and_missing_figures_left_out(
     # nothing finished: no error rate and no percentiles rather than a misleading 0
     assert f"gatehouse_error_rate_24h{label}" not in text
     assert f"gatehouse_latency_p50_seconds_24h{label}" not in text
+
+
+def test_with_a_token_set_a_scrape_without_it_gets_401(engine: Gatehouse) -> None:
+    routes = metrics_routes(engine, token=SecretStr("s3cret-scrape-token"))
+    running = BackgroundServer(Starlette(routes=routes)).start()
+    try:
+        for wrong in (None, "nope", "s3cret-scrape-token-and-more"):
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                scrape(running, wrong)
+            assert refused.value.code == 401
+            assert refused.value.headers["WWW-Authenticate"].startswith("Bearer")
+            assert "gatehouse_" not in refused.value.read().decode()
+        content_type, text = scrape(running, "s3cret-scrape-token")
+    finally:
+        running.stop()
+    assert content_type.startswith("text/plain; version=0.0.4")
+    assert_valid_exposition(text)
