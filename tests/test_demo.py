@@ -198,3 +198,22 @@ def test_demo_starts_the_sandbox_with_history_and_stops_on_sigterm(tmp_path: Pat
             stderr.close()
     assert code == 0, (tmp_path / "stderr.log").read_text()[-3000:]
     assert time.monotonic() - stopping < 15
+
+
+@pytest.mark.slow
+def test_terminal_walk_through_runs_every_section(tmp_path: Path) -> None:
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "GATEHOUSE_", "OPENAI_"))
+    }
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    done = subprocess.run(
+        [sys.executable, "-m", "bot.demo", "--terminal"],
+        env=env,
+        cwd=tmp_path,  # its database goes to ./.demo/terminal.db
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "=== 12. All runs" in done.stdout
+    assert (tmp_path / ".demo" / "terminal.db").exists()
