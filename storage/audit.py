@@ -48,13 +48,20 @@ _HEAD_SQL = {
 def _canonical_json(value: Any) -> Any:
     """Integral floats as ints: PostgreSQL's jsonb prints 1e16 as 10000000000000000 and SQLite
     may read a bare 1.0 back as 1, so the hash must not depend on which one comes back."""
-    if isinstance(value, float):
+    kind = type(value)
+    if kind is str or kind is int or value is None or kind is bool:
+        return value
+    if kind is float:
         return int(value) if value.is_integer() else value
     if isinstance(value, dict):
         return {str(k): _canonical_json(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_canonical_json(v) for v in value]
     return value
+
+
+# Built once: json.dumps with options builds a new encoder on every call.
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
 def _text(value: Any) -> str | None:
@@ -75,11 +82,11 @@ def entry_hash(
     prev_hash: str,
 ) -> str:
     """Format v1: SHA-256 (hex) of the compact, key-sorted, ASCII JSON array
-    `["v1", at (UTC, microseconds, Z), event, actor, run_id, call_id, tool, approval_id,
+    `["v1", at (UTC ISO 8601, microseconds), event, actor, run_id, call_id, tool, approval_id,
     idempotency_key, detail, prev_hash]`. The id is left out: the database assigns it after."""
     fields = [
         "v1",
-        at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        (at if at.tzinfo is UTC else at.astimezone(UTC)).isoformat(timespec="microseconds"),
         _text(event),
         _text(actor),
         _text(run_id),
@@ -90,8 +97,7 @@ def entry_hash(
         _canonical_json(detail),
         prev_hash,
     ]
-    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    return hashlib.sha256(canonical.encode("ascii")).hexdigest()
+    return hashlib.sha256(_ENCODER.encode(fields).encode("ascii")).hexdigest()
 
 
 def chain_head(conn: Connection) -> str:
