@@ -25,8 +25,6 @@ import functools
 import json
 import os
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
@@ -56,6 +54,8 @@ class _SensitiveMarker:
     def __get_pydantic_core_schema__(
         self, source: Any, handler: GetCoreSchemaHandler
     ) -> core_schema.CoreSchema:
+        global _in_use
+        _in_use = True
         inner = handler(source)
         return core_schema.no_info_wrap_validator_function(
             _open_then_validate,
@@ -70,6 +70,9 @@ class _SensitiveMarker:
 
 
 Sensitive = _SensitiveMarker()
+# Set once a model with a Sensitive field is built: until then nothing can be sealed or opened
+# here, and masking, tracking and scrubbing cost one check per run.
+_in_use = False
 
 
 # -- which fields ---------------------------------------------------------------------------
@@ -96,6 +99,8 @@ def redact_fields(model: type[BaseModel], raw: Any) -> Any:
 
 def remember_model(model: BaseModel) -> None:
     """Note a validated model's sensitive values for scrubbing (the input a run starts from)."""
+    if not _in_use:
+        return
     for name in sensitive_fields(type(model)):
         _remember(getattr(model, name))
 
@@ -243,6 +248,8 @@ def _open_then_validate(value: Any, handler: core_schema.ValidatorFunctionWrapHa
 
 def mask(value: Any) -> Any:
     """`value` with every sealed string shown as ••••; unchanged (the same object) if none."""
+    if not _in_use:
+        return value
     if isinstance(value, str):
         return MASK if value.startswith(SEALED_PREFIX) else value
     if isinstance(value, dict):
@@ -257,16 +264,13 @@ def mask(value: Any) -> Any:
 
 
 def _has_sealed(value: Any) -> bool:
-    pending = [value]
-    while pending:
-        item = pending.pop()
+    items = value.values() if isinstance(value, dict) else value
+    for item in items:
         if isinstance(item, str):
             if item.startswith(SEALED_PREFIX):
                 return True
-        elif isinstance(item, dict):
-            pending.extend(item.values())
-        elif isinstance(item, list):
-            pending.extend(item)
+        elif isinstance(item, dict | list) and _has_sealed(item):
+            return True
     return False
 
 
@@ -275,15 +279,23 @@ def _has_sealed(value: Any) -> bool:
 _seen: ContextVar[set[str] | None] = ContextVar("gatehouse_sensitive_seen", default=None)
 
 
-@contextmanager
-def tracking() -> Iterator[set[str]]:
-    """Remember the plain values sealed or opened inside (one run's execution)."""
-    seen: set[str] = set()
-    token = _seen.set(seen)
-    try:
-        yield seen
-    finally:
-        _seen.reset(token)
+class tracking:  # noqa: N801  (used as a function: `with sensitive.tracking():`)
+    """Remember the plain values sealed or opened inside (one run's execution). A class, not a
+    generator: it is entered on every run."""
+
+    __slots__ = ("_token",)
+
+    def __enter__(self) -> set[str] | None:
+        if not _in_use:
+            self._token = None
+            return None
+        seen: set[str] = set()
+        self._token = _seen.set(seen)
+        return seen
+
+    def __exit__(self, *_exc: object) -> None:
+        if self._token is not None:
+            _seen.reset(self._token)
 
 
 def _remember(value: Any) -> None:
