@@ -16,6 +16,7 @@ GATEHOUSE_LLM_BASE_URL and GATEHOUSE_LLM_MODEL set they call the model). Ctrl-C 
 from __future__ import annotations
 
 import argparse
+import socket
 import sys
 import threading
 import time
@@ -177,6 +178,24 @@ def _wait_for(url: str, stopping: threading.Event) -> bool:
     return False
 
 
+def busy_port_problem(settings: Settings) -> str | None:
+    """Checked before seeding: a port in use would stop the demo only after the history."""
+    for port, flag in ((settings.sandbox_port, "--port"), (settings.http_port, "--bot-port")):
+        if port == 0:
+            continue
+        with socket.socket() as probe:
+            # As the servers do: a port still in TIME_WAIT from the last demo is free.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                return (
+                    f"port {port} is in use; pick another: make demo DEMO_ARGS='{flag} {port + 1}'"
+                    f" (or python -m bot.demo {flag} {port + 1})"
+                )
+    return None
+
+
 def what_to_try(sandbox: Sandbox, command: str) -> None:
     print(
         f"1. Open {sandbox.url} in a browser (you are alice; switch user at the top).\n"
@@ -199,6 +218,9 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigurationError as exc:
         raise SystemExit(f"gatehouse demo: {exc}") from exc
     # The history's injected failures log warnings as they would in production: not here.
+    problem = busy_port_problem(demo_settings(base, "sqlite://", args))
+    if problem:
+        raise SystemExit(f"gatehouse demo: {problem}")
     configure_logging(base.log_format, "error")
     url, report = prepare_database(args.dir, reuse=args.reuse, days=args.days)
     configure_logging(base.log_format, base.log_level)
