@@ -9,6 +9,12 @@ values, with each value replaced by its bin's geometric midpoint (0 for bin 0, t
 for bin 201). Every value is then within a factor 10^(1/40) ≈ 1.0593 of itself, and so is any
 interpolation between two of them: **a percentile from the histogram is within ±5.93 % of the
 exact one, or within 1 ms for durations under 1 ms** (above 115 days: "at least 115 days").
+
+Stored (`pack`), a histogram is one integer with `BIN_BITS` bits per bin, bin `k` at bit
+`BIN_BITS * k`, written as `"LOW:HEX"` (the lowest bin, and the integer shifted down to it in
+hex). Adding two histograms is then adding two integers, which Python does in C: a week of
+hourly rows for 50 pipelines (~50,000 bins) merges in a few milliseconds instead of ~50 ms of
+dict updates. 40 bits a bin hold counts up to 10^12.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ DECADES = 10
 TOP_BIN = BINS_PER_DECADE * DECADES + 1  # durations from 10^7 s
 RELATIVE_ERROR = 10 ** (1 / (2 * BINS_PER_DECADE)) - 1  # ≈ 0.0593
 ABSOLUTE_ERROR_SECONDS = FLOOR_SECONDS
+BIN_BITS = 40
+_BIN_MASK = (1 << BIN_BITS) - 1
 
 
 def bin_of(seconds: float) -> int:
@@ -55,6 +63,42 @@ def add_histogram(into: dict[int, int], counts: Mapping[int, int] | Mapping[str,
     for k, n in counts.items():
         key = int(k)
         into[key] = into.get(key, 0) + int(n)
+
+
+def pack(counts: Mapping[int, int]) -> str:
+    """The stored form of a histogram (see the module docstring); "" when empty."""
+    found = {k: n for k, n in counts.items() if n}
+    if not found:
+        return ""
+    low = min(found)
+    value = 0
+    for k, n in found.items():
+        if not 0 <= n <= _BIN_MASK:
+            raise ValueError(f"bin {k} holds {n}, more than {BIN_BITS} bits")
+        value += n << (BIN_BITS * (k - low))
+    return f"{low}:{value:x}"
+
+
+def packed_sum(packed: Iterable[str | None]) -> int:
+    """Stored histograms added up, as one integer (`unpack` it)."""
+    total = 0
+    for text in packed:
+        if text:
+            low, _, digits = text.partition(":")
+            total += int(digits, 16) << (BIN_BITS * int(low))
+    return total
+
+
+def unpack(value: int) -> dict[int, int]:
+    counts: dict[int, int] = {}
+    k = 0
+    while value:
+        n = value & _BIN_MASK
+        if n:
+            counts[k] = n
+        value >>= BIN_BITS
+        k += 1
+    return counts
 
 
 def percentile(sorted_values: Sequence[float], fraction: float) -> float | None:

@@ -485,7 +485,7 @@ class StatsRollup(Base):
     invalid_input: Mapped[int] = mapped_column(Integer, default=0)
     needs_attention: Mapped[int] = mapped_column(Integer, default=0)
     cancelled: Mapped[int] = mapped_column(Integer, default=0)
-    latency_histogram: Mapped[Any] = mapped_column(nullable=True)  # {"bin": count}
+    latency_histogram: Mapped[str] = mapped_column(Text, default="")  # storage.latency.pack
 
     __table_args__ = (
         UniqueConstraint("span_seconds", "bucket_start", "pipeline", name="uq_stats_rollups"),

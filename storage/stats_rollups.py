@@ -18,15 +18,14 @@ replica's UPDATE waits for the first one's commit, then matches nothing and back
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Table, delete, func, insert, select, update
+from sqlalchemy import Connection, Table, delete, func, insert, literal, select, update
 
-from storage.latency import Latencies, add_histogram, histogram
+from storage.latency import Latencies, histogram, pack, packed_sum, unpack
 from storage.models import FINISHED_RUN_STATUSES, StatsRollup, StatsRollupProgress
 from storage.runs import runs_table
 
@@ -58,7 +57,7 @@ class Bucket:
             n = int(getattr(row, status))
             if n:
                 self.by_status[status] = self.by_status.get(status, 0) + n
-        self.latencies.add(Latencies.binned(row.latency_histogram or {}))
+        self.latencies.add(Latencies.binned(unpack(packed_sum([row.latency_histogram]))))
 
 
 @dataclass(frozen=True)
@@ -150,15 +149,15 @@ def rolled_buckets(
 ) -> dict[str, Bucket]:
     """The rows of `span` starting in `[since, until)`, added up per pipeline.
 
-    One row per pipeline comes back: the counts summed in SQL and the histograms gathered
-    into one JSON array (`json_group_array` / `jsonb_agg`), so Python parses one value per
-    pipeline and adds up bins, instead of handling a row object per hour (a week is over a
-    thousand rows with 50 pipelines)."""
+    One row per pipeline comes back: the counts summed in SQL and the packed histograms
+    (`storage.latency.pack`) joined into one string, which Python adds up as integers: no row
+    object and no dict update per hour and bin (a week is ~1,500 rows, ~50,000 bins, with 50
+    pipelines)."""
     t = rollups_table
     if conn.dialect.name == "postgresql":
-        histograms: Any = func.jsonb_agg(t.c.latency_histogram)
+        histograms: Any = func.string_agg(t.c.latency_histogram, literal(" "))
     else:
-        histograms = func.json_group_array(func.json(t.c.latency_histogram))
+        histograms = func.group_concat(t.c.latency_histogram, literal(" "))
     query = (
         select(
             t.c.pipeline,
@@ -178,11 +177,7 @@ def rolled_buckets(
     found: dict[str, Bucket] = {}
     for name, created, *counts, gathered in conn.execute(query):
         by_status = {s: int(n) for s, n in zip(STATUS_COLUMNS, counts, strict=True) if n}
-        bins: dict[int, int] = {}
-        for one in json.loads(gathered) if isinstance(gathered, str) else gathered:
-            for k, n in (one or {}).items():
-                key = int(k)
-                bins[key] = bins.get(key, 0) + n
+        bins = unpack(packed_sum((gathered or "").split(" ")))
         found[name] = Bucket(int(created), by_status, Latencies(bins, None))
     return found
 
@@ -297,13 +292,11 @@ def _row_values(
     by_status: dict[str, int],
     counts: dict[int, int],
 ) -> dict[str, Any]:
-    packed: dict[int, int] = {}
-    add_histogram(packed, counts)
     return {
         "span_seconds": int(span.total_seconds()),
         "bucket_start": start,
         "pipeline": pipeline,
         "created": created,
         **{status: by_status.get(status, 0) for status in STATUS_COLUMNS},
-        "latency_histogram": {str(k): n for k, n in sorted(packed.items())},
+        "latency_histogram": pack(counts),
     }

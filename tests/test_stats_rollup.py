@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import math
 import random
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, select, text, update
 
 from storage import stats_rollups
 from storage.db import Database
@@ -25,7 +27,10 @@ from storage.latency import (
     bin_value,
     histogram,
     histogram_percentile,
+    pack,
+    packed_sum,
     percentile,
+    unpack,
 )
 from storage.runs import runs_table
 from storage.stats import WindowStats, window_pieces, window_stats
@@ -194,6 +199,46 @@ def test_rolling_again_or_from_a_second_replica_changes_nothing(database: Databa
     assert count == len(before)
 
 
+@pytest.mark.postgres
+def test_two_replicas_rolling_at_once_roll_the_range_once(postgres_url: str) -> None:
+    database = Database(postgres_url)
+    seed_history(database, count=300)
+    roll(database, NOW - timedelta(days=1))
+    outcome: dict[str, object] = {}
+    with database.engine.connect() as first:
+        with first.begin():
+            claimed = stats_rollups.roll_up(first, now=NOW, worker="replica-1")
+            assert claimed.rolled
+
+            # replica 2 reads the old watermark and waits on replica 1's claim
+            def second() -> None:
+                with database.transaction() as conn:
+                    outcome["pid"] = conn.execute(text("SELECT pg_backend_pid()")).scalar()
+                    outcome["result"] = stats_rollups.roll_up(conn, now=NOW, worker="replica-2")
+
+            thread = threading.Thread(target=second)
+            thread.start()
+            with database.engine.connect() as watcher:
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline:
+                    waiting = watcher.execute(
+                        text("SELECT wait_event_type FROM pg_stat_activity WHERE pid = :pid"),
+                        {"pid": outcome.get("pid", -1)},
+                    ).scalar()
+                    if waiting == "Lock":
+                        break
+                    time.sleep(0.005)
+                assert waiting == "Lock"  # replica 2 is blocked on replica 1's claim
+        thread.join(timeout=30)
+    result = outcome["result"]
+    assert isinstance(result, stats_rollups.RollUpResult) and not result.rolled
+    with database.transaction() as conn:
+        assert stats_rollups.read_progress(conn).hours_until == claimed.until
+    roll(database, NOW)
+    assert_same_numbers(*both_ways(database, NOW - timedelta(days=7), NOW))
+    database.dispose()
+
+
 def test_a_first_roll_up_over_a_long_history_goes_a_chunk_at_a_time(database: Database) -> None:
     add_runs(
         database,
@@ -244,3 +289,17 @@ def test_the_stated_resolution() -> None:
     assert pytest.approx(0.0593, abs=1e-4) == RELATIVE_ERROR  # what README and docstrings say
     assert histogram_percentile({}, 0.5) is None
     assert Latencies.of([0.0, 0.0]).percentile(0.5) == 0.0
+
+
+bins = st.dictionaries(st.integers(0, 201), st.integers(0, 10**9), max_size=60)
+
+
+@given(st.lists(bins, max_size=8))
+def test_packed_histograms_add_up_like_the_bins(parts: list[dict[int, int]]) -> None:
+    expected: dict[int, int] = {}
+    for part in parts:
+        for k, n in part.items():
+            if n:
+                expected[k] = expected.get(k, 0) + n
+    assert unpack(packed_sum(pack(p) for p in parts)) == expected
+    assert unpack(packed_sum([pack(expected)])) == expected

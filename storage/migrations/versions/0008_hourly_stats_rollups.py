@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from storage.types import JSONValue, UTCDateTime
+from storage.types import UTCDateTime
 
 revision = "0008"
 down_revision = "0007"
@@ -32,7 +32,7 @@ def upgrade() -> None:
         sa.Column("invalid_input", sa.Integer(), nullable=False),
         sa.Column("needs_attention", sa.Integer(), nullable=False),
         sa.Column("cancelled", sa.Integer(), nullable=False),
-        sa.Column("latency_histogram", JSONValue, nullable=True),
+        sa.Column("latency_histogram", sa.Text(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("span_seconds", "bucket_start", "pipeline", name="uq_stats_rollups"),
     )
