@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -54,6 +55,7 @@ class OutboxSender:
         base_backoff: float = 1.0,
         max_backoff: float = 300.0,
         stale_after: timedelta = timedelta(hours=24),
+        keep_delivered: timedelta = timedelta(days=7),
         batch: int = 20,
         jitter: Callable[[], float] = random.random,
     ) -> None:
@@ -64,11 +66,13 @@ class OutboxSender:
         self.base_backoff = base_backoff
         self.max_backoff = max_backoff
         self.stale_after = stale_after
+        self.keep_delivered = keep_delivered
         self.batch = batch
         self._jitter = jitter
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._give_up_at: float | None = None
         self.delivered = 0
 
     # -- in-process use ----------------------------------------------------------------------
@@ -93,22 +97,28 @@ class OutboxSender:
         return self
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Stop polling; a delivery in flight finishes. Undelivered rows wait in the table."""
+        """Stop polling after one last pass (what the drained runs owe), bounded by `timeout`;
+        what is not delivered by then waits in the table for the next sender."""
+        self._give_up_at = time.monotonic() + timeout
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
-            self._thread.join(timeout=timeout)
+            self._thread.join(timeout=timeout + 5)
 
     def run_forever(self) -> None:
         log.info("outbox.started", worker=self.rt.worker_id)
         failures = 0
+        purged_at = 0.0
         while not self._stop.is_set():
             try:
                 delivered = self.deliver_due()
+                if time.monotonic() - purged_at > 3600:
+                    self.purge()
+                    purged_at = time.monotonic()
                 failures = 0
             except Exception as exc:
                 failures += 1
-                pause = min(self.poll_seconds * 2**failures, 30.0)
+                pause = min(self.poll_seconds * 2**failures, 10.0)
                 event = "outbox.database_unavailable" if is_disconnect(exc) else "outbox.error"
                 log.warning(event, error=str(exc), retry_in=pause)
                 self._stop.wait(pause)
@@ -116,6 +126,10 @@ class OutboxSender:
             if delivered == 0:
                 self._wake.wait(self.poll_seconds)
                 self._wake.clear()
+        try:
+            self.deliver_due()  # the last pass: cards owed by the runs that just drained
+        except Exception as exc:
+            log.warning("outbox.last_pass_failed", error=str(exc))
         log.info("outbox.stopped", delivered=self.delivered)
 
     # -- one pass ----------------------------------------------------------------------------
@@ -137,11 +151,25 @@ class OutboxSender:
                 )
             if not claimed:
                 return done
-            for head in claimed:
+            for index, head in enumerate(claimed):
+                if self._give_up_at is not None and time.monotonic() > self._give_up_at:
+                    # draining and out of time: give the rest back for the next sender
+                    self._release(claimed[index:])
+                    return done
                 if self._deliver(head):
                     done += 1
             if len(claimed) < self.batch or subject_id is not None:
                 return done
+
+    def _release(self, claimed: list[rows.Claimed]) -> None:
+        with self.rt.db.transaction() as conn:
+            for head in claimed:
+                rows.release(conn, head.id, worker=self.rt.worker_id)
+
+    def purge(self) -> int:
+        """Forget rows delivered more than `keep_delivered` ago (the sender does it hourly)."""
+        with self.rt.db.transaction() as conn:
+            return rows.purge_delivered(conn, before=self.rt.clock.now() - self.keep_delivered)
 
     def _deliver(self, head: rows.Claimed) -> bool:
         with self.rt.db.transaction() as conn:

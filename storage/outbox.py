@@ -154,6 +154,19 @@ def reschedule(
     )
 
 
+def release(conn: Connection, row_id: int, *, worker: str) -> bool:
+    """Give a claim back untried (a sender stopping): due again at once for another sender."""
+    o = outbox_table.c
+    return (
+        conn.execute(
+            update(outbox_table)
+            .where(o.id == row_id, o.status == OutboxStatus.PENDING, o.claimed_by == worker)
+            .values(claimed_by=None, claim_until=None)
+        ).rowcount
+        == 1
+    )
+
+
 def mark_dead(conn: Connection, subject_id: str, *, up_to: int, error: str) -> int:
     """Give up on the subject's rows up to `up_to` (a permanent error after every attempt)."""
     o = outbox_table.c

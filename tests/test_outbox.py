@@ -380,3 +380,21 @@ def test_worker_with_outbox_delivers_cards_owed_by_other_processes(
     assert run.waiting_for[0] in texts(card["blocks"])
     assert statuses(cli.db, run.waiting_for[0]) == ["delivered"]
     cli.db.dispose()
+
+
+def test_delivered_rows_are_purged_after_a_week_and_pending_ones_never(
+    db: Database, clock: FakeClock
+) -> None:
+    notifier = RecordingNotifier()
+    gatehouse = outboxed(db, clock, notifier)
+    delivered = gatehouse.trigger("refund_request", LARGE, user="alice")
+    quiet = Gatehouse(db, clock=clock, notifier=RecordingNotifier())
+    waiting = quiet.trigger("refund_request", LARGE, user="alice")
+    sender = gatehouse.rt.sender
+    assert isinstance(sender, OutboxSender)
+    clock.advance(timedelta(days=6))
+    assert sender.purge() == 0
+    clock.advance(timedelta(days=2))
+    assert sender.purge() == 1
+    assert statuses(db, delivered.waiting_for[0]) == []
+    assert statuses(db, waiting.waiting_for[0]) == ["pending"]
