@@ -128,7 +128,7 @@ class Gatehouse:
         upgrade: bool = True,
     ) -> Gatehouse:
         settings = settings or load_settings()
-        remember_secrets(settings_secrets(settings))
+        remember_secrets(settings_secrets(settings), keys=settings.log_redact_keys)
         key = settings.secret_key.get_secret_value() if settings.secret_key else None
         sensitive.configure(key, settings.database_url)
         if not structlog.is_configured():

@@ -148,6 +148,10 @@ class Settings(BaseSettings):
     )
     log_format: Literal["console", "json"] = "console"
     log_level: Literal["debug", "info", "warning", "error"] = "warning"
+    log_redact_keys: list[str] = Field(
+        default_factory=list,
+        description='More log keys whose values are redacted (PII), JSON: ["email", "phone"]',
+    )
 
     @field_validator("llm_prices")
     @classmethod

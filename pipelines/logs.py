@@ -5,7 +5,8 @@ rendered, wherever they sit in an event (a value, inside a longer string, a trac
 dict): the configured secret values (Slack tokens, the signing secret, the LLM key, webhook
 secrets and tokens, the secret key; `remember_secrets`), the plain text of sensitive fields seen
 by this run (`pipelines.sensitive`), anything shaped like a Slack or OpenAI-style token, and the
-whole value of a key that names a secret (token, secret, password, api_key, authorization).
+whole value of a key that names a secret (token, secret, password, api_key, authorization) or
+is configured as personal data (GATEHOUSE_LOG_REDACT_KEYS, e.g. `["email", "phone"]`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,12 @@ from pipelines import sensitive
 if TYPE_CHECKING:
     from pipelines.config import Settings
 
-_SECRET_KEY = re.compile(r"(token|secret|password|passwd|api_key|apikey|authorization)", re.I)
+# A key that names a secret as a word: `token`, `bot_token`, `webhook_secrets`, `api_key`,
+# `Authorization`; not `prompt_tokens` (a count) or `idempotency_key`.
+_SECRET_KEY = re.compile(
+    r"(?:^|[_\-.])(?:token|secrets?|passwords?|passwd|api[_\-]?keys?|authorization|cookie)(?:$|[_\-.])",
+    re.I,
+)
 # Slack tokens (xoxb-, xoxp-, xoxa-, xoxr-, xoxs-, xoxe-, xapp-), OpenAI-style keys (sk-…,
 # sk-proj-…) and bearer credentials; long enough not to catch words like "sk-ip".
 _TOKEN = re.compile(
@@ -40,12 +46,17 @@ _known: tuple[str, ...] = ()  # longest first: a secret that contains another go
 _known_lock = threading.Lock()
 
 
-def remember_secrets(values: Iterable[str | None]) -> None:
-    """Add exact values to redact from every event (settings call this as they load)."""
-    global _known
+_extra_keys: frozenset[str] = frozenset()  # GATEHOUSE_LOG_REDACT_KEYS: PII such as "email"
+
+
+def remember_secrets(values: Iterable[str | None], *, keys: Iterable[str] = ()) -> None:
+    """Add exact values to redact from every event, and key names whose values are always
+    redacted (settings call this as they load)."""
+    global _known, _extra_keys
     fresh = {v for v in values if v and len(v) >= MIN_SECRET_LENGTH}
     with _known_lock:
         _known = tuple(sorted({*_known, *fresh}, key=len, reverse=True))
+        _extra_keys = _extra_keys | {k.lower() for k in keys}
 
 
 def settings_secrets(settings: Settings) -> list[str]:
@@ -81,7 +92,9 @@ def _scrub_value(value: Any, known: frozenset[str]) -> Any:
 
 
 def _secret_key(key: Any) -> bool:
-    return isinstance(key, str) and bool(_SECRET_KEY.search(key))
+    return isinstance(key, str) and (
+        bool(_SECRET_KEY.search(key)) or (bool(_extra_keys) and key.lower() in _extra_keys)
+    )
 
 
 def redact_secrets(

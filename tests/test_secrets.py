@@ -246,7 +246,7 @@ def test_no_planted_secret_is_written_anywhere_and_the_run_resumes_after_a_resta
 
 
 def test_the_log_processor_redacts_configured_values_token_shapes_and_secret_keys() -> None:
-    remember_secrets([HOOK_SECRET])
+    remember_secrets([HOOK_SECRET], keys=["Customer_Email"])
     event = redact_secrets(
         None,
         "info",
@@ -257,6 +257,7 @@ def test_the_log_processor_redacts_configured_values_token_shapes_and_secret_key
             "api_key": "whatever",
             "text": "sk-abcdefghijklmnopqrstuvwx and sk-ip",
             "count": 3,
+            "customer_email": "ada@example.com",
         },
     )
     assert event == {
@@ -266,6 +267,7 @@ def test_the_log_processor_redacts_configured_values_token_shapes_and_secret_key
         "api_key": "[redacted]",
         "text": "[redacted] and sk-ip",
         "count": 3,
+        "customer_email": "[redacted]",
     }
 
 
