@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import inspect, text
 from starlette.testclient import TestClient
@@ -31,8 +31,9 @@ from tests.fakes.slack import FakeSlack
 from tests.slack_harness import SIGNING_SECRET, settings_for
 
 HOOK_SECRET = "fuzz-hook-secret"
+LARGE = {"order_id": "ord_1002", "amount": "150.00", "reason": "never delivered"}
 FUZZ = settings(
-    max_examples=40,
+    max_examples=30,
     deadline=None,
     derandomize=True,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
@@ -86,9 +87,10 @@ def slack_signature(timestamp: str, body: bytes) -> str:
 
 
 class World:
-    def __init__(self, bot: Bot, client: TestClient) -> None:
+    def __init__(self, bot: Bot, client: TestClient, approval_id: str) -> None:
         self.bot = bot
         self.client = client
+        self.approval_id = approval_id  # pending: no forged click may decide it
 
     def snapshot(self) -> dict[str, list[Any]]:
         """Every row of every table, as compared before and after a request."""
@@ -137,8 +139,10 @@ def world(
         asgi = build_asgi(
             build_bolt_app(bot), webhook_routes(bot.gatehouse, config), settings=config
         )
+        waiting = bot.gatehouse.trigger("refund_request", LARGE, user="U_CAROL", source="slack")
+        assert waiting.status == "waiting", waiting.error
         with TestClient(asgi, raise_server_exceptions=False) as client:
-            yield World(bot, client)
+            yield World(bot, client, waiting.waiting_for[0])
         bot.shutdown()
         bot.gatehouse.db.dispose()
 
@@ -193,6 +197,53 @@ def test_signed_interactions_with_garbage_payloads_never_500_and_never_change_st
 
 
 @FUZZ
+@given(
+    action_id=st.sampled_from(["approval.approve", "approval.reject", "task.answer", "x"]),
+    value=st.one_of(st.just("APPROVAL"), st.text(max_size=30), json_values),
+    user=st.one_of(st.none(), json_values, st.fixed_dictionaries({"id": st.text(max_size=12)})),
+    extra=st.dictionaries(
+        st.sampled_from(["message", "container", "channel", "view", "trigger_id", "response_url"]),
+        json_values,
+        max_size=3,
+    ),
+    sign=st.sampled_from(["good", "bad"]),
+)
+def test_forged_or_garbled_approval_clicks_never_decide_and_never_500(
+    world: World, action_id: str, value: Any, user: Any, extra: dict[str, Any], sign: str
+) -> None:
+    before = world.snapshot()
+    payload: dict[str, Any] = {
+        "type": "block_actions",
+        "actions": [
+            {
+                "action_id": action_id,
+                "block_id": "actions",
+                "type": "button",
+                "value": world.approval_id if value == "APPROVAL" else value,
+            }
+        ],
+        **extra,
+    }
+    if user is not None:
+        payload["user"] = user
+    body = urlencode({"payload": json.dumps(payload)}).encode()
+    response = world.slack_post(body, "application/x-www-form-urlencoded", sign=sign)
+    world.bot.wait_idle(timeout=15)
+    assert response.status_code < 500, response.text
+    assert world.bot.gatehouse.approval(world.approval_id).status == "pending"
+    after = world.snapshot()
+    # A signed click from somebody who may not decide is refused and audited; nothing else.
+    changed = {t for t in after if after[t] != before[t]}
+    assert changed <= {"audit_log"}, changed
+
+
+@FUZZ
+@example(
+    body=b'{"order": "A-1", "amount": 1}',
+    content_type="application/json",
+    sign="good",
+    pipeline="s_hook",
+)
 @given(
     body=bodies,
     content_type=content_types,
