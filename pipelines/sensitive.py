@@ -192,16 +192,24 @@ def _fallback_for(url: str) -> Path | str:
 
 
 def _load_or_create_key(path: Path) -> bytes:
+    """The key in `path`, created (mode 0600) if there is none. Written whole to a temporary
+    file and linked into place, so two processes starting at once agree on one key."""
     try:
         return path.read_bytes().strip()
     except FileNotFoundError:
-        key = Fernet.generate_key()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            out.write(key + b"\n")
-        return key
-    except FileExistsError:  # another process created it between our read and our create
-        return path.read_bytes().strip()
+        pass
+    key = Fernet.generate_key()
+    temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(key + b"\n")
+    try:
+        os.link(temporary, path)
+    except FileExistsError:  # another process won the race: use its key
+        key = path.read_bytes().strip()
+    finally:
+        temporary.unlink()
+    return key
 
 
 keyring = _Keyring()

@@ -299,3 +299,28 @@ def test_models_without_sensitive_fields_dump_as_before() -> None:
     assert Plain(a="x").model_dump(mode="json") == {"a": "x"}
     stream = io.StringIO()
     assert stream.getvalue() == ""
+
+
+def test_a_rotated_key_still_opens_what_the_old_one_sealed_and_a_wrong_key_says_so() -> None:
+    old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    before = sensitive._Keyring()
+    before.configure(old, None)
+    sealed = before.seal(b'"4111"')
+    rotated = sensitive._Keyring()
+    rotated.configure(f"{new},{old}", None)
+    assert rotated.open(sealed) == b'"4111"'
+    other = sensitive._Keyring()
+    other.configure(new, None)
+    with pytest.raises(sensitive.SensitiveValueError, match="key this process does not have"):
+        other.open(sealed)
+    with pytest.raises(sensitive.SensitiveValueError, match="Fernet keys"):
+        sensitive._Keyring().configure("not-a-key", None)
+
+
+def test_input_a_model_refuses_is_recorded_with_its_sensitive_fields_redacted() -> None:
+    raw = {"customer": "Eve", "card_number": CARD, "amount": "lots"}
+    assert sensitive.redact_fields(Payment, raw) == {
+        "customer": "Eve",
+        "card_number": "[redacted]",
+        "amount": "lots",
+    }
