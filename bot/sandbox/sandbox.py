@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Mapping
 from types import TracebackType
 
@@ -41,6 +42,7 @@ class Sandbox:
             groups=DEMO_GROUPS if groups is None else groups,
             channels=DEFAULT_CHANNELS if channels is None else channels,
             token=self.token,
+            first_ts=time.time(),  # messages show the time they were posted
         )
         self.page = SandboxPage(self.api, None, command=command, default_user=default_user)
         if bot_events_url:

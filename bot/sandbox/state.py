@@ -101,6 +101,7 @@ class WorkspaceState:
         channels: Mapping[str, str] | None = None,
         token: str = BOT_TOKEN,
         clock: Callable[[], float] = time.monotonic,
+        first_ts: float = 1_700_000_000.0,
     ) -> None:
         self.token = token
         self.team_id, self.team_domain, self.app_id = TEAM_ID, TEAM_DOMAIN, APP_ID
@@ -131,7 +132,8 @@ class WorkspaceState:
         self._triggers: dict[str, Trigger] = {}
         self._response_urls: dict[str, ResponseUrl] = {}
         self._uploads: dict[str, dict[str, Any]] = {}  # file id → upload (bytes once POSTed)
-        self._ts = 1_700_000_000_000_000  # microseconds; each message +100
+        # Message ts in microseconds, each +100; a fixed start keeps tests' ts stable.
+        self._ts = int(first_ts * 1_000_000)
         self._serial = 0
 
     def _now(self) -> float:

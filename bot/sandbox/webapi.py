@@ -65,8 +65,16 @@ class SlackWebApi(ViewMethods, FileMethods):
         channels: Mapping[str, str] | None = None,
         token: str = BOT_TOKEN,
         clock: Callable[[], float] = time.monotonic,
+        first_ts: float = 1_700_000_000.0,
     ) -> None:
-        super().__init__(users=users, groups=groups, channels=channels, token=token, clock=clock)
+        super().__init__(
+            users=users,
+            groups=groups,
+            channels=channels,
+            token=token,
+            clock=clock,
+            first_ts=first_ts,
+        )
         self._server: SandboxHttpServer | None = None
         self._thread: threading.Thread | None = None
         self._methods: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
