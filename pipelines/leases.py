@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from pipelines.errors import RunNotRunnable
 from storage import runs as run_rows
 
 if TYPE_CHECKING:
@@ -33,7 +34,12 @@ class LeaseKeeper:
 
     @contextmanager
     def hold(self, run_id: str) -> Iterator[None]:
+        """Renew `run_id`'s lease while it executes here. Exclusive within the process: every
+        thread claims under the same worker id, so this is what keeps two of them (a worker
+        carrying on after a database restart, another taking the orphan over) off one run."""
         with self._lock:
+            if run_id in self._runs:
+                raise RunNotRunnable(f"run {run_id} is already executing in this process")
             self._runs.add(run_id)
             if self._thread is None:
                 self._thread = threading.Thread(
@@ -45,6 +51,10 @@ class LeaseKeeper:
         finally:
             with self._lock:
                 self._runs.discard(run_id)
+
+    def holds(self, run_id: str) -> bool:
+        with self._lock:
+            return run_id in self._runs
 
     def renew_now(self) -> int:
         """Renew every held lease once; returns how many were renewed."""

@@ -73,9 +73,11 @@ def reclaim_orphans(rt: Runtime, limit: int = 1) -> list[str]:
         candidates = run_rows.orphaned_runs(conn)
     taken = []
     for run in candidates:
-        if run.claimed_by == rt.worker_id:
-            continue
         lease_over = run.lease_until is None or run.lease_until <= now
+        if run.claimed_by == rt.worker_id and (not lease_over or rt.leases.holds(run.id)):
+            # Ours and executing (or just claimed). Ours, not executing and out of lease: a
+            # run the database dropped under a Slack click or a trigger; take it back.
+            continue
         if not (lease_over or owner_is_dead(run.claimed_by)):
             continue
         with rt.db.transaction() as conn:

@@ -231,3 +231,28 @@ def test_disconnects_are_told_apart_from_statement_errors(
 
 def _large() -> dict[str, str]:
     return {"order_id": "ord_1002", "amount": "150.00", "reason": "never delivered"}
+
+
+def test_a_run_interrupted_outside_the_worker_is_taken_back_by_its_own_process_after_its_lease(
+    tagged_url: tuple[str, Callable[[], None]],
+) -> None:
+    """A Slack click or `/gatehouse trigger` executes a run on the bot's pool, under the process's
+    worker id; the restart leaves it `running` with nobody executing it. Once its lease is over
+    the same process's worker takes it back (no other process needed) and finishes it."""
+    url, restart = tagged_url
+    gh = engine(url)
+    kill_switch["during_step"] = restart
+    with pytest.raises(Exception) as lost:
+        gh.trigger("dbr_restart_mid_step", {"n": 3})
+    assert is_disconnect(lost.value)
+    [run] = gh.runs(pipeline="dbr_restart_mid_step")
+    assert run.status == "running"
+    worker = Worker(gh.rt, poll_seconds=0.01)
+    assert worker.run_until_idle() == 0  # still within its lease: it might be executing
+    clock = gh.rt.clock
+    assert isinstance(clock, FakeClock)
+    clock.advance(gh.rt.lease)
+    assert worker.run_until_idle() == 1
+    assert gh.run(run.id).status == "succeeded"
+    assert set(effects.values()) == {1} and len(effects) == 2
+    gh.db.dispose()
