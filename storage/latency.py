@@ -58,13 +58,6 @@ def histogram(durations: Iterable[float]) -> dict[int, int]:
     return counts
 
 
-def add_histogram(into: dict[int, int], counts: Mapping[int, int] | Mapping[str, int]) -> None:
-    """Add `counts` (int keys, or the string keys JSON gives back) into `into`."""
-    for k, n in counts.items():
-        key = int(k)
-        into[key] = into.get(key, 0) + int(n)
-
-
 def pack(counts: Mapping[int, int]) -> str:
     """The stored form of a histogram (see the module docstring); "" when empty."""
     found = {k: n for k, n in counts.items() if n}
@@ -90,14 +83,14 @@ def packed_sum(packed: Iterable[str | None]) -> int:
 
 
 def unpack(value: int) -> dict[int, int]:
+    """The bins of a packed histogram (or of a sum of them), the empty ones left out."""
+    width = BIN_BITS // 8
+    raw = value.to_bytes(-(-value.bit_length() // 8), "little")
     counts: dict[int, int] = {}
-    k = 0
-    while value:
-        n = value & _BIN_MASK
+    for k in range(-(-len(raw) // width)):
+        n = int.from_bytes(raw[k * width : (k + 1) * width], "little")
         if n:
             counts[k] = n
-        value >>= BIN_BITS
-        k += 1
     return counts
 
 
@@ -133,38 +126,44 @@ def histogram_percentile(counts: Mapping[int, int], fraction: float) -> float | 
 
 @dataclass
 class Latencies:
-    """The latencies of a set of runs: always the histogram, and the exact durations as long as
-    every part merged in had them (`exact is None` once a part came from the rollups)."""
+    """The latencies of a set of runs: always the histogram (packed: merging adds integers),
+    and the exact durations as long as every part merged in had them (`exact is None` once a
+    part came from the rollups)."""
 
-    counts: dict[int, int] = field(default_factory=dict)
+    packed: int = 0
     exact: list[float] | None = field(default_factory=list)
+    _bins: dict[int, int] | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def of(cls, durations: Iterable[float]) -> Latencies:
         values = [max(0.0, d) for d in durations]
-        return cls(histogram(values), values)
+        return cls(packed_sum([pack(histogram(values))]), values)
 
     @classmethod
-    def binned(cls, counts: Mapping[int, int] | Mapping[str, int]) -> Latencies:
-        found: dict[int, int] = {}
-        add_histogram(found, counts)
-        return cls(found, None)
+    def rolled(cls, packed: int) -> Latencies:
+        return cls(packed, None)
 
     def add(self, other: Latencies) -> None:
-        add_histogram(self.counts, other.counts)
+        self.packed += other.packed
+        self._bins = None
         if self.exact is None or other.exact is None:
             self.exact = None
         else:
             self.exact.extend(other.exact)
 
+    def bins(self) -> dict[int, int]:
+        if self._bins is None:
+            self._bins = unpack(self.packed)
+        return self._bins
+
     @property
     def total(self) -> int:
-        return sum(self.counts.values())
+        return sum(self.bins().values())
 
     def percentile(self, fraction: float) -> float | None:
         if self.exact is not None:
             return percentile(sorted(self.exact), fraction)
-        return histogram_percentile(self.counts, fraction)
+        return histogram_percentile(self.bins(), fraction)
 
 
 def merged(parts: Iterable[Latencies]) -> Latencies:

@@ -75,6 +75,7 @@ from storage.stats_rollups import (
     floor_hour,
     read_progress,
     rolled_buckets,
+    run_seconds,
 )
 from storage.types import UTCDateTime
 
@@ -278,12 +279,12 @@ def _raw_numbers(conn: Connection, piece: _Piece, pipelines: list[str] | None) -
     found = {name: Bucket(created=n) for name, n in _volume(conn, piece, pipelines).items()}
     finished = {str(s) for s in FINISHED_RUN_STATUSES}
     durations: dict[str, list[float]] = {}
-    for name, status, created_at, finished_at in conn.execute(_finished_in(conn, piece, pipelines)):
+    for name, status, seconds in conn.execute(_finished_in(conn, piece, pipelines)):
         if str(status) not in finished:
             continue
         bucket = found.setdefault(name, Bucket())
         bucket.by_status[str(status)] = bucket.by_status.get(str(status), 0) + 1
-        durations.setdefault(name, []).append((finished_at - created_at).total_seconds())
+        durations.setdefault(name, []).append(float(seconds))
     for name, values in durations.items():
         found[name].latencies = Latencies.of(values)
     return found
@@ -301,12 +302,13 @@ def _filter_only(conn: Connection, column: ColumnElement[str]) -> ColumnElement[
 
 
 def _finished_in(conn: Connection, piece: _Piece, pipelines: list[str] | None) -> Select[Any]:
-    """The piece's finished runs from the `finished_at` range (statuses checked by the caller:
-    a `status IN (...)` condition tempts SQLite onto `ix_runs_status_wake`)."""
+    """(pipeline, status, seconds from creation to finish) of the piece's finished runs, from
+    the `finished_at` range (statuses checked by the caller: a `status IN (...)` condition
+    tempts SQLite onto `ix_runs_status_wake`). The seconds are computed in SQL, as the
+    roll-up computes them (`run_seconds`): fetching both timestamps as datetimes cost more
+    than the rest of the window's reading."""
     finished_at = runs_table.c.finished_at
-    query = select(
-        runs_table.c.pipeline, runs_table.c.status, runs_table.c.created_at, finished_at
-    ).where(
+    query = select(runs_table.c.pipeline, runs_table.c.status, run_seconds(conn)).where(
         finished_at >= piece.since,
         finished_at <= piece.until if piece.inclusive else finished_at < piece.until,
     )
