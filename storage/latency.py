@@ -6,9 +6,10 @@ The histogram has `BINS_PER_DECADE` = 20 bins a decade from 1 ms (`FLOOR_SECONDS
 bin 0 everything under 1 ms (0 included: an `invalid_input` run finishes as it is created) and
 bin 201 everything from 10^7 s. A percentile is read the way `percentile_cont` reads sorted
 values, with each value replaced by its bin's geometric midpoint (0 for bin 0, the lower edge
-for bin 201). Every value is then within a factor 10^(1/40) ≈ 1.0593 of itself, and so is any
-interpolation between two of them: **a percentile from the histogram is within ±5.93 % of the
-exact one, or within 1 ms for durations under 1 ms** (above 115 days: "at least 115 days").
+for bin 201). Every value from 1 ms is then within a factor 10^(1/40) ≈ 1.0593 of itself and
+every value under it within 1 ms, so an interpolation between two of them is off by at most
+5.93 % of the exact value plus 1 ms: **a percentile from the histogram is within ±(5.93 % + 1 ms)
+of the exact one** (above 115 days: "at least 115 days").
 
 Stored (`pack`), a histogram is one integer with `BIN_BITS` bits per bin, bin `k` at bit
 `BIN_BITS * k`, written as `"LOW:HEX"` (the lowest bin, and the integer shifted down to it in

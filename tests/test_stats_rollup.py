@@ -119,7 +119,7 @@ def assert_within_bound(estimate: float | None, exact: float | None) -> None:
     assert (estimate is None) == (exact is None)
     if estimate is None or exact is None:
         return
-    allowed = max(exact * RELATIVE_ERROR, ABSOLUTE_ERROR_SECONDS) + 1e-9
+    allowed = exact * RELATIVE_ERROR + ABSOLUTE_ERROR_SECONDS + 1e-9
     assert abs(estimate - exact) <= allowed, (estimate, exact)
 
 
