@@ -503,3 +503,52 @@ class StatsRollupProgress(Base):
     days_until: Mapped[datetime | None]
     rolled_by: Mapped[str | None] = mapped_column(String(200))
     rolled_at: Mapped[datetime | None]
+
+
+class Eval(Base):
+    """One `gatehouse eval`: a pipeline run over a test set with no side effects. Kept in its
+    own tables: no metric, alert, stats roll-up or review pick reads them (they read `runs`)."""
+
+    __tablename__ = "evals"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    pipeline: Mapped[str] = mapped_column(String(200))
+    dataset: Mapped[str] = mapped_column(String(500))
+    dataset_hash: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str | None] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(20))  # running | finished | failed
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    cases: Mapped[int] = mapped_column(Integer, default=0)
+    passed: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    human: Mapped[int] = mapped_column(Integer, default=0)
+    cost_usd: Mapped[float | None]
+    min_pass: Mapped[float | None]
+    triggered_by: Mapped[str | None] = mapped_column(String(200))
+    source: Mapped[str] = mapped_column(String(20), default="cli")
+    report: Mapped[Any] = mapped_column(nullable=True)
+
+    __table_args__ = (Index("ix_evals_pipeline_started", "pipeline", "started_at"),)
+
+
+class EvalCase(Base):
+    """One case of an eval: what went in, what came out, what it would have called, the verdict."""
+
+    __tablename__ = "eval_cases"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    eval_id: Mapped[str] = mapped_column(ForeignKey("evals.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(20))  # passed | failed | error | human
+    input: Mapped[Any] = mapped_column(nullable=True)
+    expected: Mapped[Any] = mapped_column(nullable=True)
+    output: Mapped[Any] = mapped_column(nullable=True)
+    would_calls: Mapped[Any] = mapped_column(nullable=True)
+    diff: Mapped[Any] = mapped_column(nullable=True)
+    error: Mapped[str | None] = mapped_column(Text)
+    note: Mapped[str | None] = mapped_column(Text)
+    cost_usd: Mapped[float | None]
+    latency_ms: Mapped[float]
+
+    __table_args__ = (UniqueConstraint("eval_id", "position", name="uq_eval_cases_position"),)
