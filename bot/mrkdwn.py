@@ -20,7 +20,7 @@ _GRAVE = "\u02cb"
 
 # Slack user ids (U…, or W… on Enterprise Grid). Anything else (a CLI name such as "alice",
 # a "@group" handle) is shown as text: a mention is only built for what is certainly a user id.
-_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
+_USER_ID = re.compile(r"^[UW][A-Z0-9_]{2,}$")  # `_`: the sandbox's readable ids (U_ALICE)
 
 
 def escape(text: str) -> str:

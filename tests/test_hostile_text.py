@@ -42,8 +42,9 @@ HOSTILE_STRINGS = [
 HOSTILE = " ".join(HOSTILE_STRINGS)
 LONG = "<!channel> " * 800
 ALERTS, REVIEW = "C_ALERTS", "C_REVIEW"
-# The only `<…>` tokens the bot may send: a date it formats itself.
-ALLOWED_TOKEN = re.compile(r"^<!date\^\d+\^[^|<>]*\|[^<>]*>$")
+# The bot's own tokens: dates, and mentions of the people who really acted in the test (never the
+# hostile `<@U123>`).
+ALLOWED_TOKEN = re.compile(r"^(<!date\^\d+\^[^|<>]*\|[^<>]*>|<@U_(ALICE|BOB|CAROL)>)$")
 
 
 class HostileInput(BaseModel):

@@ -298,7 +298,7 @@ def test_looks_right_records_the_verdict_and_updates_the_reply_and_the_progress(
 
     item = review.get_item(world.gatehouse.rt, week.items[0].id)
     assert (item.verdict, item.reviewer) == ("looks_right", "U_BOB")
-    assert "✅ Looks right — U_BOB" in _texts(world.card(first["ts"])["blocks"])
+    assert "✅ Looks right — <@U_BOB>" in _texts(world.card(first["ts"])["blocks"])
     parent = world.card(str(week.parent_ts))
     assert "1/5 reviewed, 0 flagged" in _texts(parent["blocks"])
     assert parent["text"].endswith("1/5 reviewed, 0 flagged")
@@ -360,7 +360,7 @@ def test_flag_opens_a_modal_that_needs_a_category_and_records_the_flag(world: Sl
     assert (item.verdict, item.category, item.reviewer) == ("flagged", "hallucination", "U_ALICE")
     assert (item.note, item.expected) == ("it invented an order <@U_BOB>", {"route": "queue"})
     shown = _texts(world.card(reply["ts"])["blocks"])
-    assert "🚩 Flagged by U_ALICE: *Hallucination* — it invented an order &lt;@U_BOB&gt;" in shown
+    assert "🚩 Flagged by <@U_ALICE>: *Hallucination* — it invented an order &lt;@U_BOB&gt;" in shown
     assert "1/5 reviewed, 1 flagged" in _texts(world.card(str(week.parent_ts))["blocks"])
     assert world.fake.rejected == []
 
@@ -379,7 +379,7 @@ def test_a_flag_overrides_an_earlier_looks_right(world: SlackWorld) -> None:
     after = review.get_week(world.gatehouse.rt, week.id)
     assert (after.reviewed, after.flagged) == (1, 1)
     shown = _texts(world.card(reply["ts"])["blocks"])
-    assert "🚩 Flagged by U_ALICE: *Policy*" in shown and "✅" not in shown
+    assert "🚩 Flagged by <@U_ALICE>: *Policy*" in shown and "✅" not in shown
 
 
 # -- summaries ---------------------------------------------------------------------------------
