@@ -534,7 +534,15 @@ def replay(
 
 def _mount_subcommands() -> None:
     """Command groups that live in their own modules (they import this one's helpers lazily)."""
-    from bot import cli_alerts, cli_audit, cli_review, cli_sandbox, cli_schedules, cli_stats
+    from bot import (
+        cli_alerts,
+        cli_audit,
+        cli_eval,
+        cli_review,
+        cli_sandbox,
+        cli_schedules,
+        cli_stats,
+    )
 
     app.add_typer(cli_audit.app, name="audit")
     app.add_typer(cli_alerts.app, name="alerts")
@@ -542,6 +550,8 @@ def _mount_subcommands() -> None:
     app.add_typer(cli_review.app, name="review")
     app.add_typer(cli_schedules.app, name="schedules")
     app.command("sandbox")(cli_sandbox.sandbox)
+    app.command("eval")(cli_eval.eval_command)
+    app.command("evals")(cli_eval.evals_command)
 
 
 _mount_subcommands()

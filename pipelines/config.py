@@ -129,6 +129,11 @@ class Settings(BaseSettings):
     )
     review_size: int = Field(20, ge=1, le=100, description="Runs picked for the weekly review")
     review_stratify: bool = Field(False, description="Pick review runs evenly across pipelines")
+    eval_datasets_dir: str | None = Field(
+        None,
+        description="Where `gatehouse eval PIPELINE` and `/gatehouse eval` find PIPELINE.jsonl "
+        "when no --dataset is given (then the example sets in pipelines/catalog/datasets/)",
+    )
     alert_window_minutes: float = Field(15.0, gt=0, description="Error-rate window for alerts")
     alert_baseline_hours: float = Field(
         24.0, gt=0, description="The baseline the window is compared with"

@@ -58,6 +58,8 @@ class Tool:
     on_rate_limit: Literal["wait", "reject"] = "wait"
     reverse: Callable[..., Any] | None = None
     idempotent: bool = False
+    # What an eval continues on instead of calling a write/send/spend tool (`gatehouse eval`).
+    simulate: Callable[[Any], Any] | None = None
     description: str = ""
     approvals_channel: str | None = None
     rate_limit_text: str | None = field(default=None)
@@ -77,6 +79,11 @@ class Tool:
         if self.approval == "never":
             return False
         return bool(self.approval.predicate(args))
+
+    def runs_in_eval(self, args: BaseModel) -> bool:
+        """An eval executes only reads no approval rule stops; every other call is recorded as
+        "would call" and, unless the tool has `simulate`, ends the case there."""
+        return self.kind == "read" and not self.needs_approval(args)
 
     @property
     def gated(self) -> bool:
@@ -123,9 +130,12 @@ def tool(
     reverse: Callable[..., Any] | None = None,
     idempotent: bool | None = None,
     approvals_channel: str | None = None,
+    simulate: Callable[[Any], Any] | None = None,
 ) -> Callable[[Callable[..., Any]], Tool]:
     """Declare a tool. Approval defaults to "always" for write/send/spend and "never" for read;
-    read tools default to idempotent (a crash mid-call just reads again)."""
+    read tools default to idempotent (a crash mid-call just reads again). `simulate(args) ->
+    result`: in an eval, the call is recorded as "would call" and the pipeline goes on with
+    this result instead of stopping there."""
     if kind not in TOOL_KINDS:
         raise ValueError(f"tool kind {kind!r} is not one of {', '.join(TOOL_KINDS)}")
     if on_expiry not in ("reject", "cancel"):
@@ -164,6 +174,7 @@ def tool(
             description=(inspect.getdoc(fn) or "").split("\n")[0],
             approvals_channel=approvals_channel,
             rate_limit_text=rate_limit,
+            simulate=simulate,
         )
         existing = _TOOLS.get(tool_name)
         if existing is not None and existing.fn.__qualname__ != fn.__qualname__:

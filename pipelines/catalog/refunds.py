@@ -70,6 +70,13 @@ def reverse_refund(args: RefundArgs, result: Refund, *, idempotency_key: str) ->
     demo_orders.reverse_refund(result.refund_id, now=current_clock().now())
 
 
+def simulated_refund(args: RefundArgs) -> Refund:
+    """What an eval goes on with instead of refunding (`gatehouse eval`): nothing is issued."""
+    return Refund(
+        refund_id=0, order_id=args.order_id, amount_cents=args.amount_cents, status="simulated"
+    )
+
+
 @tool(
     kind="spend",
     rate_limit="20/hour",
@@ -78,6 +85,7 @@ def reverse_refund(args: RefundArgs, result: Refund, *, idempotency_key: str) ->
     four_eyes=True,
     expires="24h",
     reverse=reverse_refund,
+    simulate=simulated_refund,
 )
 def issue_refund(args: RefundArgs, *, idempotency_key: str) -> Refund:
     """Refund part or all of an order (demo connector)."""
