@@ -17,6 +17,7 @@ import structlog
 
 from pipelines import gates, inspect, reversal, runner, sensitive, tasks
 from pipelines.authorization import Authorization, authorize_operator
+from pipelines.categorical import Categorical
 from pipelines.config import Settings, load_settings
 from pipelines.context import Context
 from pipelines.errors import (
@@ -53,6 +54,7 @@ __all__ = [
     "Authorization",
     "CallView",
     "CannotAnswer",
+    "Categorical",
     "Clock",
     "Context",
     "Gatehouse",

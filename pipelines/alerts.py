@@ -1,4 +1,10 @@
-"""Error-rate alerts: one evaluation per minute opens an alert on a spike and recovers it later.
+"""Alert rules: one evaluation per minute opens an alert on a spike and recovers it later.
+
+Every rule runs through the same machinery here: an alert has a rule and a subject, is opened by
+`open_alert` (once across replicas: one open alert per rule and subject), stays quiet while open,
+and is followed by `follow_open_alert` (recovered after `recover_after` under its bar). The
+error-rate rule lives in this module; the human-exit, confidence and drift rules in
+`pipelines.drift`, which `evaluate` calls in the same transaction (drift itself is hourly).
 
 A pipeline *spikes* when, over the last window (default 15 min), its error rate (failed +
 needs_attention over finished) is at least the threshold (20%), at least `factor` times its
@@ -31,7 +37,7 @@ from pipelines.config import ConfigurationError, Settings
 from pipelines.runtime import Runtime
 from pipelines.views import iso
 from storage import alerts as store
-from storage.alerts import OPEN, RECOVERED, ErrorCounts
+from storage.alerts import ERROR_RATE, OPEN, RECOVERED, ErrorCounts
 
 log = structlog.get_logger()
 
@@ -46,16 +52,34 @@ RETRY_HORIZON = timedelta(days=7)
 _EPSILON = 1e-9
 
 ChangeKind = Literal["opened", "recovered"]
+HUMAN_EXIT_RATE = "human_exit_rate"
+CONFIDENCE_DROP = "confidence_drop"
+INPUT_DRIFT = "input_drift"
+OUTPUT_DRIFT = "output_drift"
+RULES = (ERROR_RATE, HUMAN_EXIT_RATE, CONFIDENCE_DROP, INPUT_DRIFT, OUTPUT_DRIFT)
 Stage = Literal["opened", "recovered"]
 
 
 @dataclass(frozen=True)
 class Thresholds:
-    """When one pipeline's window counts as a spike."""
+    """When one pipeline's window counts as a spike, for each rule.
+
+    error_rate: `threshold`, `factor` times the baseline, `min_volume` finished runs.
+    human_exit_rate: at least `human_exit_min_rate` and `human_exit_factor` times the baseline,
+    over `human_exit_min_volume` LLM calls. confidence_drop: the mean confidence more than
+    `confidence_drop` under the baseline's, over `confidence_min_volume` answers with one.
+    input/output drift: a PSI above `psi`, with `drift_min_volume` values in each period."""
 
     threshold: float = 0.2
     factor: float = 3.0
     min_volume: int = 10
+    human_exit_factor: float = 2.0
+    human_exit_min_rate: float = 0.1
+    human_exit_min_volume: int = 20
+    confidence_drop: float = 0.15
+    confidence_min_volume: int = 20
+    psi: float = 0.2
+    drift_min_volume: int = 50
 
     def over_threshold(self, counts: ErrorCounts) -> bool:
         rate = counts.rate
@@ -68,6 +92,9 @@ class Thresholds:
 
 
 _OVERRIDE_KEYS = tuple(f.name for f in fields(Thresholds))
+_SHARES = ("threshold", "human_exit_min_rate", "confidence_drop")
+_FACTORS = ("factor", "human_exit_factor")
+_VOLUMES = ("min_volume", "human_exit_min_volume", "confidence_min_volume", "drift_min_volume")
 
 
 @dataclass(frozen=True)
@@ -78,6 +105,10 @@ class AlertPolicy:
     baseline: timedelta = timedelta(hours=24)
     default: Thresholds = Thresholds()
     overrides: Mapping[str, Thresholds] | None = None
+    # Drift: the last `drift_recent` against the `drift_reference` before it, every `drift_every`.
+    drift_recent: timedelta = timedelta(days=7)
+    drift_reference: timedelta = timedelta(days=28)
+    drift_every: timedelta = timedelta(hours=1)
 
     def for_pipeline(self, pipeline: str) -> Thresholds:
         return (self.overrides or {}).get(pipeline, self.default)
@@ -89,6 +120,13 @@ class AlertPolicy:
             threshold=settings.alert_threshold,
             factor=settings.alert_factor,
             min_volume=settings.alert_min_volume,
+            human_exit_factor=settings.alert_human_exit_factor,
+            human_exit_min_rate=settings.alert_human_exit_min_rate,
+            human_exit_min_volume=settings.alert_human_exit_min_volume,
+            confidence_drop=settings.alert_confidence_drop,
+            confidence_min_volume=settings.alert_confidence_min_volume,
+            psi=settings.alert_drift_psi,
+            drift_min_volume=settings.alert_drift_min_volume,
         )
         overrides = {
             pipeline: _override(pipeline, values, default)
@@ -99,6 +137,8 @@ class AlertPolicy:
             baseline=timedelta(hours=settings.alert_baseline_hours),
             default=default,
             overrides=overrides,
+            drift_recent=timedelta(days=settings.alert_drift_recent_days),
+            drift_reference=timedelta(days=settings.alert_drift_reference_days),
         )
 
 
@@ -109,16 +149,21 @@ def _override(pipeline: str, values: Mapping[str, float], default: Thresholds) -
         raise ConfigurationError(
             f"{where}: unknown key {', '.join(map(repr, unknown))}; use {', '.join(_OVERRIDE_KEYS)}"
         )
-    threshold = float(values.get("threshold", default.threshold))
-    factor = float(values.get("factor", default.factor))
-    min_volume = values.get("min_volume", default.min_volume)
-    if not 0 <= threshold <= 1:
-        raise ConfigurationError(f"{where}: threshold must be between 0 and 1, got {threshold}")
-    if factor < 1:
-        raise ConfigurationError(f"{where}: factor must be at least 1, got {factor}")
-    if float(min_volume) != int(min_volume) or int(min_volume) < 1:
-        raise ConfigurationError(f"{where}: min_volume must be a whole number ≥ 1")
-    return Thresholds(threshold=threshold, factor=factor, min_volume=int(min_volume))
+    chosen: dict[str, Any] = {}
+    for key in _OVERRIDE_KEYS:
+        value = values.get(key, getattr(default, key))
+        if key in _SHARES and not 0 <= float(value) <= 1:
+            raise ConfigurationError(f"{where}: {key} must be between 0 and 1, got {value}")
+        if key in _FACTORS and float(value) < 1:
+            raise ConfigurationError(f"{where}: {key} must be at least 1, got {value}")
+        if key in _VOLUMES:
+            if float(value) != int(value) or int(value) < 1:
+                raise ConfigurationError(f"{where}: {key} must be a whole number ≥ 1")
+            value = int(value)
+        if key == "psi" and float(value) <= 0:
+            raise ConfigurationError(f"{where}: psi must be above 0, got {value}")
+        chosen[key] = value if key in _VOLUMES else float(value)
+    return Thresholds(**chosen)
 
 
 # -- views ---------------------------------------------------------------------------------------
@@ -157,10 +202,16 @@ class AlertView:
     recovery_rate: float | None
     recovery_runs: int | None
     recovered_reply_ts: str | None
+    rule: str = ERROR_RATE
+    subject: str = ""
+    details: Mapping[str, Any] | None = None  # the rule's own figures (pipelines.drift)
 
     @property
     def is_open(self) -> bool:
         return self.status == OPEN
+
+    def detail(self, key: str, default: Any = None) -> Any:
+        return (self.details or {}).get(key, default)
 
     @classmethod
     def of(cls, row: Any) -> AlertView:
@@ -192,11 +243,16 @@ class AlertView:
             recovery_rate=details.get("recovery_rate"),
             recovery_runs=details.get("recovery_runs"),
             recovered_reply_ts=details.get("recovered_reply_ts"),
+            rule=getattr(row, "rule", None) or ERROR_RATE,
+            subject=getattr(row, "subject", None) or row.pipeline,
+            details=details,
         )
 
     def to_json(self) -> dict[str, Any]:
         return {
             "id": self.id,
+            "rule": self.rule,
+            "subject": self.subject,
             "pipeline": self.pipeline,
             "status": self.status,
             "opened_at": iso(self.opened_at),
@@ -219,6 +275,7 @@ class AlertView:
             "recovery_rate": self.recovery_rate,
             "recovery_runs": self.recovery_runs,
             "recovered_reply_ts": self.recovered_reply_ts,
+            **({"figures": self.detail("figures")} if self.rule != ERROR_RATE else {}),
         }
 
 
@@ -239,11 +296,16 @@ class AlertChange:
 def evaluate(
     rt: Runtime, policy: AlertPolicy | Settings, now: datetime | None = None
 ) -> list[AlertChange]:
-    """Open alerts on spikes and recover the ones whose rate stayed down; return the changes.
+    """Open alerts on spikes and recover the ones back under their bar; return the changes.
 
     One transaction: a GROUP BY over the window (covering index), the open alerts, and only for
-    pipelines already over the threshold with enough volume, a GROUP BY over their baseline.
+    pipelines already over the threshold with enough volume, a GROUP BY over their baseline;
+    then the per-minute LLM-call rules (`pipelines.drift.evaluate_call_rules`), the same way.
+    Drift (PSI) is not evaluated here: `pipelines.drift.evaluate_drift`, hourly.
     """
+    # pipelines.drift builds on this module's machinery (open_alert, follow_open_alert).
+    from pipelines.drift import evaluate_call_rules
+
     if not isinstance(policy, AlertPolicy):
         policy = AlertPolicy.from_settings(policy)
     now = now if now is not None else rt.clock.now()
@@ -251,11 +313,11 @@ def evaluate(
     changes: list[AlertChange] = []
     with rt.db.transaction() as conn:
         window = store.error_counts(conn, since=since, until=now)
-        open_rows = {row.pipeline: row for row in store.open_alerts(conn)}
+        open_rows = open_alerts_by_subject(conn)
         candidates = [
             name
             for name, counts in sorted(window.items())
-            if name not in open_rows
+            if (ERROR_RATE, name) not in open_rows
             and counts.finished >= policy.for_pipeline(name).min_volume
             and policy.for_pipeline(name).over_threshold(counts)
         ]
@@ -273,26 +335,50 @@ def evaluate(
                 if not thresholds.spikes(window[name], baseline):
                     continue
                 details = _details(conn, name, window[name], baseline, policy, thresholds, now)
-                row = store.insert_open_alert(
+                change = open_alert(
                     conn,
+                    rule=ERROR_RATE,
+                    subject=name,
                     pipeline=name,
                     now=now,
-                    rate=window[name].rate or 0.0,
+                    value=window[name].rate or 0.0,
                     baseline=baseline.rate,
-                    window_runs=window[name].finished,
+                    volume=window[name].finished,
                     details=details,
                 )
-                if row is not None:
-                    changes.append(AlertChange("opened", AlertView.of(row)))
-        for name, row in sorted(open_rows.items()):
-            recovered = _follow_open_alert(conn, row, window.get(name, ErrorCounts()), policy, now)
+                if change is not None:
+                    changes.append(change)
+        for (rule, _subject), row in sorted(open_rows.items()):
+            if rule != ERROR_RATE:
+                continue
+            counts = window.get(row.pipeline, ErrorCounts())
+            recovered = follow_open_alert(
+                conn,
+                row,
+                over=policy.for_pipeline(row.pipeline).over_threshold(counts),
+                recover_after=policy.window,
+                now=now,
+                patch={
+                    "recovery_rate": counts.rate,
+                    "recovery_runs": counts.finished,
+                    "recovery_errors": counts.errors,
+                },
+            )
             if recovered is not None:
-                changes.append(AlertChange("recovered", recovered))
+                changes.append(recovered)
+        changes += evaluate_call_rules(conn, policy, now, open_rows)
+    log_changes(changes)
+    return changes
+
+
+def log_changes(changes: list[AlertChange]) -> None:
     for change in changes:
         alert = change.alert
         if change.kind == "opened":
             log.warning(
                 "alert.opened",
+                rule=alert.rule,
+                subject=alert.subject,
                 pipeline=alert.pipeline,
                 alert_id=alert.id,
                 rate=round(alert.rate, 4),
@@ -300,8 +386,45 @@ def evaluate(
                 window_runs=alert.window_runs,
             )
         else:
-            log.warning("alert.recovered", pipeline=alert.pipeline, alert_id=alert.id)
-    return changes
+            log.warning(
+                "alert.recovered",
+                rule=alert.rule,
+                subject=alert.subject,
+                pipeline=alert.pipeline,
+                alert_id=alert.id,
+            )
+
+
+def open_alerts_by_subject(conn: Connection) -> dict[tuple[str, str], Any]:
+    """The open alerts by (rule, subject): a rule skips the subjects that have one (quiet)."""
+    return {(row.rule, row.subject): row for row in store.open_alerts(conn)}
+
+
+def open_alert(
+    conn: Connection,
+    *,
+    rule: str,
+    subject: str,
+    pipeline: str,
+    now: datetime,
+    value: float,
+    baseline: float | None,
+    volume: int,
+    details: Mapping[str, Any],
+) -> AlertChange | None:
+    """Open an alert of `rule` on `subject`, unless another evaluator just did (None then)."""
+    row = store.insert_open_alert(
+        conn,
+        rule=rule,
+        subject=subject,
+        pipeline=pipeline,
+        now=now,
+        rate=value,
+        baseline=baseline,
+        window_runs=volume,
+        details=details,
+    )
+    return None if row is None else AlertChange("opened", AlertView.of(row))
 
 
 def _details(
@@ -342,11 +465,18 @@ def error_headline(error: str | None) -> str:
     return NO_MESSAGE
 
 
-def _follow_open_alert(
-    conn: Connection, row: Any, window: ErrorCounts, policy: AlertPolicy, now: datetime
-) -> AlertView | None:
-    """Track how long the rate has been under the threshold; recover after a full window."""
-    if policy.for_pipeline(row.pipeline).over_threshold(window):
+def follow_open_alert(
+    conn: Connection,
+    row: Any,
+    *,
+    over: bool,
+    recover_after: timedelta,
+    now: datetime,
+    patch: Mapping[str, Any],
+) -> AlertChange | None:
+    """Track how long an open alert's figure has been back under its bar (`over` False);
+    recover it after `recover_after`, storing `patch` (the figures it recovered with)."""
+    if over:
         if row.below_since is not None:
             store.update_alert(
                 conn,
@@ -361,7 +491,7 @@ def _follow_open_alert(
             conn, row.id, status=OPEN, below_since=(None,), values={"below_since": now}
         )
         return None
-    if now - row.below_since < policy.window:
+    if now - row.below_since < recover_after:
         return None
     changed = store.update_alert(
         conn,
@@ -369,13 +499,11 @@ def _follow_open_alert(
         status=OPEN,
         below_since=(row.below_since,),
         values={"status": RECOVERED, "recovered_at": now},
-        patch={
-            "recovery_rate": window.rate,
-            "recovery_runs": window.finished,
-            "recovery_errors": window.errors,
-        },
+        patch=patch,
     )
-    return AlertView.of(store.get_alert(conn, row.id)) if changed else None
+    if not changed:
+        return None
+    return AlertChange("recovered", AlertView.of(store.get_alert(conn, row.id)))
 
 
 # -- reading -------------------------------------------------------------------------------------

@@ -82,7 +82,7 @@ class Settings(BaseSettings):
     )
     approvals_channel: str | None = Field(None, description="Channel id or name for approval cards")
     review_channel: str | None = Field(None, description="Channel for the weekly review")
-    alerts_channel: str | None = Field(None, description="Channel for error-rate alerts")
+    alerts_channel: str | None = Field(None, description="Channel for alerts (error rate, drift)")
     slash_command: str = Field("/gatehouse", description="The slash command's name")
     sandbox_host: str = Field(
         "127.0.0.1",
@@ -150,6 +150,38 @@ class Settings(BaseSettings):
     alert_overrides: dict[str, dict[str, float]] = Field(
         default_factory=dict,
         description='Per-pipeline thresholds, JSON: {"p": {"threshold": 0.5, "factor": 2, "min_volume": 5}}',
+    )
+    alert_human_exit_factor: float = Field(
+        2.0,
+        ge=1,
+        description="Alert when an LLM call's human-exit rate is this many times its baseline…",
+    )
+    alert_human_exit_min_rate: float = Field(
+        0.1, ge=0, le=1, description="…and at least this rate…"
+    )
+    alert_human_exit_min_volume: int = Field(
+        20, ge=1, description="…over at least this many LLM calls in the window"
+    )
+    alert_confidence_drop: float = Field(
+        0.15,
+        ge=0,
+        le=1,
+        description="Alert when the mean confidence falls more than this under its baseline…",
+    )
+    alert_confidence_min_volume: int = Field(
+        20, ge=1, description="…over at least this many answers with a confidence in the window"
+    )
+    alert_drift_psi: float = Field(
+        0.2, gt=0, description="Drift alert when a categorical field's PSI is above this…"
+    )
+    alert_drift_min_volume: int = Field(
+        50, ge=1, description="…with at least this many values in each period"
+    )
+    alert_drift_recent_days: float = Field(
+        7.0, gt=0, description="Drift: the recent period compared…"
+    )
+    alert_drift_reference_days: float = Field(
+        28.0, gt=0, description="…with this many days before it"
     )
     log_format: Literal["console", "json"] = "console"
     log_level: Literal["debug", "info", "warning", "error"] = "warning"

@@ -24,6 +24,7 @@ from sqlalchemy import Connection, Row
 from sqlalchemy.exc import IntegrityError
 
 from pipelines import sensitive
+from pipelines.categorical import categorical_fields
 from pipelines.errors import (
     ActionRejected,
     CancelRun,
@@ -632,6 +633,11 @@ class Context:
             attempts=len(result.attempts),
             latency_ms=result.latency_ms,
         )
+        # Read by the drift rules (pipelines.drift): the human exit, and which output fields
+        # are categorical (their values are in the recorded output).
+        meta["human_exit"] = False
+        if categorical := categorical_fields(output):
+            meta["categorical"] = list(categorical)
         if result.failure is None and result.value is not None:
             meta["answered_by"] = "model"
             output_json = result.value.model_dump(mode="json")
@@ -666,6 +672,7 @@ class Context:
                 meta,
             )
             raise CannotAnswer(message)
+        meta["human_exit"] = True
         suggestion = result.value.model_dump(mode="json") if result.value is not None else None
         self._open_human_task(
             seq,

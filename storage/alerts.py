@@ -1,9 +1,9 @@
-"""Error-rate alerts in the database: windowed error counts per pipeline, and the alert rows.
+"""Alerts in the database: windowed error counts per pipeline, and the alert rows of every rule.
 
 Counts come from the covering index `ix_runs_finished_pipeline_status` (finished_at, pipeline,
 status): a range scan over the window and a GROUP BY, with no table lookups. An alert is opened
-by one INSERT that the partial unique index (one `open` alert per pipeline) turns into a no-op
-for every evaluator but the first; everything after that is a compare-and-set UPDATE.
+by one INSERT that the partial unique index (one `open` alert per rule and subject) turns into a
+no-op for every evaluator but the first; everything after that is a compare-and-set UPDATE.
 
 `details` (JSON) holds what the alert message shows and where its posting stands; it is only
 ever changed by merging keys in SQL (`json_patch` on SQLite, `||` on PostgreSQL), so two
@@ -40,6 +40,7 @@ alerts_table: Table = Alert.__table__  # type: ignore[assignment]
 
 OPEN = "open"
 RECOVERED = "recovered"
+ERROR_RATE = "error_rate"
 ERROR_STATUSES = frozenset({str(RunStatus.FAILED), str(RunStatus.NEEDS_ATTENTION)})
 _FINISHED = frozenset(str(s) for s in FINISHED_RUN_STATUSES)
 
@@ -125,7 +126,7 @@ def _filter_only(conn: Connection, column: ColumnElement[str]) -> ColumnElement[
 
 
 def open_alerts(conn: Connection) -> list[Any]:
-    """Every open alert (at most one per pipeline)."""
+    """Every open alert (at most one per rule and subject)."""
     query = select(alerts_table).where(alerts_table.c.status == OPEN).order_by(alerts_table.c.id)
     return list(conn.execute(query).all())
 
@@ -154,11 +155,16 @@ def insert_open_alert(
     baseline: float | None,
     window_runs: int,
     details: Mapping[str, Any],
+    rule: str = ERROR_RATE,
+    subject: str | None = None,
 ) -> Any:
-    """Open an alert unless the pipeline has one open already: the partial unique index makes
-    the INSERT do nothing for every concurrent evaluator but one. Returns the new row, or None."""
+    """Open an alert unless the (rule, subject) has one open already (the subject defaults to
+    the pipeline): the partial unique index makes the INSERT do nothing for every concurrent
+    evaluator but one. Returns the new row, or None."""
     values = {
         "pipeline": pipeline,
+        "rule": rule,
+        "subject": subject if subject is not None else pipeline,
         "status": OPEN,
         "opened_at": now,
         "rate": rate,

@@ -398,13 +398,17 @@ class ReviewItem(Base):
 
 
 class Alert(Base):
-    """An error-rate alert. At most one open alert per pipeline (a partial unique index), so
-    each spike alerts once across replicas."""
+    """An alert of one rule (error_rate, human_exit_rate, confidence_drop, input_drift,
+    output_drift) on one subject (a pipeline, one of its LLM calls, one of its fields). At most
+    one open alert per (rule, subject) (a partial unique index), so each spike alerts once
+    across replicas. `rate` is the rule's figure (a rate, a mean confidence, a PSI)."""
 
     __tablename__ = "alerts"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     pipeline: Mapped[str] = mapped_column(String(200))
+    rule: Mapped[str] = mapped_column(String(40), server_default="error_rate")
+    subject: Mapped[str] = mapped_column(String(400))
     status: Mapped[str] = mapped_column(String(20))  # open | recovered
     opened_at: Mapped[datetime]
     rate: Mapped[float]
@@ -419,7 +423,8 @@ class Alert(Base):
     __table_args__ = (
         Index(
             "uq_alerts_one_open",
-            "pipeline",
+            "rule",
+            "subject",
             unique=True,
             sqlite_where=text("status = 'open'"),
             postgresql_where=text("status = 'open'"),
@@ -552,3 +557,21 @@ class EvalCase(Base):
     latency_ms: Mapped[float]
 
     __table_args__ = (UniqueConstraint("eval_id", "position", name="uq_eval_cases_position"),)
+
+
+class DriftFigure(Base):
+    """The last hourly drift evaluation's PSI of one categorical field (`pipelines.drift`), for
+    the stats and App Home: replaced whole by each evaluation."""
+
+    __tablename__ = "drift_figures"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    pipeline: Mapped[str] = mapped_column(String(200))
+    label: Mapped[str] = mapped_column(String(400))  # input.FIELD, output.FIELD, llm KEY.FIELD
+    psi: Mapped[float]
+    reference_count: Mapped[int] = mapped_column(Integer)
+    recent_count: Mapped[int] = mapped_column(Integer)
+    figures: Mapped[Any] = mapped_column(nullable=True)
+    evaluated_at: Mapped[datetime]
+
+    __table_args__ = (Index("ix_drift_figures_pipeline", "pipeline", "psi"),)

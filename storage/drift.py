@@ -1,0 +1,215 @@
+"""The figures the drift rules read: LLM calls per pipeline and call key (human exits, mean
+confidence) in a window, and the values of one categorical field in two periods.
+
+LLM calls count in the window their run was *created* in (like the stats' cost and tokens): the
+window's runs come from `ix_runs_created` and each run's calls from `ix_calls_run`, so no index is
+added to `calls` (the hot path writes one row per call and stays as it is). A run that takes the
+human exit waits for a person and may finish hours later: counting by creation sees the exits
+when they happen, not when people have answered them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Table,
+    Text,
+    case,
+    cast,
+    delete,
+    func,
+    insert,
+    select,
+)
+
+from storage.calls import calls_table
+from storage.models import CallKind, CallStatus, DriftFigure, RunStatus
+from storage.runs import runs_table
+
+figures_table: Table = DriftFigure.__table__  # type: ignore[assignment]
+
+Source = Literal["input", "output", "llm"]
+MISSING = "(missing)"  # a field absent or null in a record: a category of its own
+
+
+@dataclass(frozen=True)
+class CallCounts:
+    """LLM calls in a window: how many, how many took the human exit, and the confidences the
+    model gave (summed, for a mean that adds up across call keys)."""
+
+    calls: int = 0
+    human_exits: int = 0
+    confident: int = 0
+    confidence_sum: float = 0.0
+
+    @property
+    def human_exit_rate(self) -> float | None:
+        return self.human_exits / self.calls if self.calls else None
+
+    @property
+    def mean_confidence(self) -> float | None:
+        return self.confidence_sum / self.confident if self.confident else None
+
+    def __add__(self, other: CallCounts) -> CallCounts:
+        return CallCounts(
+            self.calls + other.calls,
+            self.human_exits + other.human_exits,
+            self.confident + other.confident,
+            self.confidence_sum + other.confidence_sum,
+        )
+
+
+def llm_call_counts(
+    conn: Connection,
+    *,
+    since: datetime,
+    until: datetime,
+    until_inclusive: bool = True,
+    pipelines: Collection[str] | None = None,
+) -> dict[tuple[str, str], CallCounts]:
+    """LLM calls of the runs created in the window, per (pipeline, call key); only pairs that
+    have any. A call took the human exit when its `meta.human_exit` is true."""
+    created_at = runs_table.c.created_at
+    human_exit = calls_table.c.meta["human_exit"].as_boolean()
+    confidence = calls_table.c.meta["confidence"].as_float()
+    query = (
+        select(
+            runs_table.c.pipeline,
+            calls_table.c.key,
+            func.count(),
+            func.sum(case((human_exit.is_(True), 1), else_=0)),
+            func.count(confidence),
+            func.sum(confidence),
+        )
+        .select_from(runs_table.join(calls_table, calls_table.c.run_id == runs_table.c.id))
+        .where(
+            created_at >= since,
+            created_at <= until if until_inclusive else created_at < until,
+            calls_table.c.kind == str(CallKind.LLM),
+        )
+        .group_by(runs_table.c.pipeline, calls_table.c.key)
+    )
+    if pipelines is not None:
+        query = query.where(_filter_only(conn, runs_table.c.pipeline).in_(sorted(pipelines)))
+    return {
+        (str(name), str(key)): CallCounts(int(n), int(exits or 0), int(n_conf), float(total or 0))
+        for name, key, n, exits, n_conf, total in conn.execute(query)
+    }
+
+
+def _filter_only(conn: Connection, column: ColumnElement[str]) -> ColumnElement[str]:
+    """Keep SQLite's planner on the time range (see `storage.alerts._filter_only`)."""
+    return cast(column, Text) if conn.dialect.name == "sqlite" else column
+
+
+def llm_categorical_fields(
+    conn: Connection, *, since: datetime, until: datetime
+) -> dict[tuple[str, str], tuple[str, ...]]:
+    """Which LLM calls record categorical output fields (`meta.categorical`, written by
+    `ctx.llm`), per (pipeline, call key), among the runs created in the period."""
+    fields_text = calls_table.c.meta["categorical"].as_string()
+    query = (
+        select(runs_table.c.pipeline, calls_table.c.key, fields_text)
+        .select_from(runs_table.join(calls_table, calls_table.c.run_id == runs_table.c.id))
+        .where(
+            runs_table.c.created_at >= since,
+            runs_table.c.created_at <= until,
+            calls_table.c.kind == str(CallKind.LLM),
+            fields_text.is_not(None),
+        )
+        .distinct()
+    )
+    found: dict[tuple[str, str], tuple[str, ...]] = {}
+    for name, key, text in conn.execute(query):
+        names = json.loads(text) if isinstance(text, str) else text
+        if isinstance(names, list):
+            merged = dict.fromkeys([*found.get((name, key), ()), *map(str, names)])
+            found[(str(name), str(key))] = tuple(merged)
+    return found
+
+
+def category_counts(
+    conn: Connection,
+    *,
+    pipeline: str,
+    source: Source,
+    field: str,
+    since: datetime,
+    split: datetime,
+    until: datetime,
+    call_key: str | None = None,
+) -> dict[str, tuple[int, int]]:
+    """Value → (count in the reference period [since, split), count in the recent one
+    [split, until]) of one field: of the pipeline's input or output (runs created in the
+    period; the output of succeeded runs) or of one LLM call's answer. Counted in SQL, one scan of the pipeline's runs by
+    `ix_runs_pipeline_created`; a missing value counts as `MISSING`."""
+    created_at = runs_table.c.created_at
+    recent = case((created_at >= split, 1), else_=0)
+    if source == "llm":
+        value: Any = calls_table.c.output[field].as_string()
+        query = (
+            select(value, recent, func.count())
+            .select_from(runs_table.join(calls_table, calls_table.c.run_id == runs_table.c.id))
+            .where(
+                calls_table.c.kind == str(CallKind.LLM),
+                calls_table.c.key == call_key,
+                calls_table.c.status == str(CallStatus.SUCCEEDED),
+            )
+        )
+    else:
+        column = runs_table.c.input if source == "input" else runs_table.c.output
+        value = column[field].as_string()
+        query = select(value, recent, func.count())
+        if source == "output":  # a run that did not succeed has no output to compare
+            query = query.where(runs_table.c.status == str(RunStatus.SUCCEEDED))
+    query = query.where(
+        runs_table.c.pipeline == pipeline, created_at >= since, created_at <= until
+    ).group_by(value, recent)
+    counts: dict[str, list[int]] = {}
+    for raw, is_recent, n in conn.execute(query):
+        label = MISSING if raw is None else str(raw)
+        pair = counts.setdefault(label, [0, 0])
+        pair[int(is_recent)] += int(n)
+    return {label: (pair[0], pair[1]) for label, pair in sorted(counts.items())}
+
+
+def save_figures(conn: Connection, figures: list[dict[str, Any]], *, now: datetime) -> None:
+    """Replace the stored drift figures with one evaluation's (`FieldDrift.to_json()`s)."""
+    conn.execute(delete(figures_table).where(figures_table.c.evaluated_at <= now))
+    if figures:
+        conn.execute(
+            insert(figures_table),
+            [
+                {
+                    "pipeline": f["pipeline"],
+                    "label": f["label"],
+                    "psi": f["psi"],
+                    "reference_count": f["reference_count"],
+                    "recent_count": f["recent_count"],
+                    "figures": f,
+                    "evaluated_at": now,
+                }
+                for f in figures
+            ],
+        )
+
+
+def max_psi_by_pipeline(conn: Connection) -> dict[str, tuple[float, str, datetime]]:
+    """Per pipeline, the stored field with the largest PSI: (psi, label, evaluated at)."""
+    query = select(
+        figures_table.c.pipeline,
+        figures_table.c.psi,
+        figures_table.c.label,
+        figures_table.c.evaluated_at,
+    ).order_by(figures_table.c.pipeline, figures_table.c.psi.desc(), figures_table.c.label)
+    found: dict[str, tuple[float, str, datetime]] = {}
+    for pipeline, value, label, at in conn.execute(query):
+        found.setdefault(str(pipeline), (float(value), str(label), at))
+    return found
