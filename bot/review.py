@@ -44,6 +44,7 @@ from bot.review_cards import (
 from pipelines import GatehouseError, Run, review
 from pipelines.config import ConfigurationError
 from pipelines.errors import UnknownRun
+from pipelines.evaluation import output_schema
 from pipelines.inspect import get_run
 from pipelines.review import ReviewItemView, ReviewWeekView
 from storage.review import FLAGGED, POSTED, SUMMARIZED
@@ -314,8 +315,10 @@ def record_flag(bot: Bot, body: dict[str, Any], item_id: int, flag: dict[str, An
 
 
 def open_flag_modal(bot: Bot, trigger_id: str, value: str) -> None:
-    item_id, _, run_id = value.partition(":")
-    bot.client.views_open(trigger_id=trigger_id, view=flag_modal(int(item_id), run_id))
+    item_id, _, rest = value.partition(":")
+    run_id, _, pipeline = rest.partition(":")
+    view = flag_modal(int(item_id), run_id, pipeline or None, output_schema(pipeline))
+    bot.client.views_open(trigger_id=trigger_id, view=view)
 
 
 def _item_id(text: str) -> int | None:
@@ -340,8 +343,10 @@ def register(app: App, bot: Bot) -> None:
 
     @app.view(FLAG_CALLBACK)
     def flag_submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
-        item_id = _item_id(str(view.get("private_metadata", "")))
-        flag, errors = flag_from_submission(view["state"]["values"])
+        metadata = str(view.get("private_metadata", ""))
+        item_id = _item_id(metadata)
+        schema = output_schema(metadata.partition(":")[2])
+        flag, errors = flag_from_submission(view["state"]["values"], schema)
         if errors:
             ack(response_action="errors", errors=errors)
             return

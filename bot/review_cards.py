@@ -3,9 +3,13 @@
 The listeners in `bot.review` find their way back through these ids:
 
 - a reply's buttons: `review.looks_right` (value: the item id) and `review.flag` (value:
-  `ITEM_ID:RUN_ID`), in an actions block `review.<item id>`;
-- the flag modal: callback `review.flag`, `private_metadata` = item id, inputs `category`
-  (static select, required), `note` and `expected` (JSON; both optional).
+  `ITEM_ID:RUN_ID:PIPELINE`; older replies `ITEM_ID:RUN_ID`), in an actions block
+  `review.<item id>`;
+- the flag modal: callback `review.flag`, `private_metadata` = `ITEM_ID:PIPELINE`, inputs
+  `category` (static select, required), `note`, the "what it should have been" form generated
+  from the pipeline's output schema like a human task's (`bot.forms`; blocks `expected.FIELD`,
+  each optional) and `expected` (the same as JSON); all but the category optional. What is
+  filled becomes the item's `expected`, the test case's expectation in the export.
 
 Everything a run, a model or a reviewer wrote is escaped; values are cut to a few hundred
 characters with the full run one command away (`/gatehouse run RUN_ID`).
@@ -19,6 +23,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from bot import forms
 from bot.cards import button, context, plain_text, section
 from bot.mrkdwn import clock, code, escape, mention, truncate
 from pipelines import Run
@@ -31,6 +36,8 @@ FLAG_CALLBACK = "review.flag"
 CATEGORY_BLOCK = CATEGORY_ACTION = "category"
 NOTE_BLOCK = NOTE_ACTION = "note"
 EXPECTED_BLOCK = EXPECTED_ACTION = "expected"
+EXPECTED_FIELD_PREFIX = "expected."  # + a field of the output schema
+EXPECTED_FIELDS_LIMIT = 90  # a modal holds 100 blocks
 ITEM_BLOCK_PREFIX = "review."
 
 DEFAULT_PACE_SECONDS = 1.1  # between posts: Slack allows about one message a second a channel
@@ -171,7 +178,9 @@ def item_blocks(
             "block_id": f"{ITEM_BLOCK_PREFIX}{item.id}",
             "elements": [
                 button("Looks right", LOOKS_RIGHT_ACTION, str(item.id), style="primary"),
-                button("Flag", FLAG_ACTION, f"{item.id}:{item.run_id}", style="danger"),
+                button(
+                    "Flag", FLAG_ACTION, f"{item.id}:{item.run_id}:{run.pipeline}", style="danger"
+                ),
             ],
         }
     )
@@ -183,15 +192,42 @@ def item_text(item: ReviewItemView, run: Run | None, total: int) -> str:
     return f"Review {item.position}/{total}: {what or escape(item.run_id)}"
 
 
-def flag_modal(item_id: int, run_id: str) -> dict[str, Any]:
-    """Built from the button's value alone: it opens before anything is read (3 s trigger)."""
+def _expected_fields(output_schema: Any) -> list[forms.FormField]:
+    fields = forms.form_fields(output_schema) if output_schema is not None else None
+    return fields if fields is not None and len(fields) <= EXPECTED_FIELDS_LIMIT else []
+
+
+def _expected_blocks(output_schema: Any) -> list[dict[str, Any]]:
+    """The output schema as a form, every field optional: a reviewer fills what was wrong."""
+    fields = _expected_fields(output_schema)
+    if not fields:
+        return []
+    blocks = [
+        section(
+            "*What it should have been* (optional): fill the fields the run got wrong; they "
+            "become `expected` in the exported test case."
+        )
+    ]
+    for item in fields:
+        block = forms._input_block(item, None)  # the human-task form's own inputs
+        block["block_id"] = f"{EXPECTED_FIELD_PREFIX}{item.name}"
+        block["optional"] = True
+        blocks.append(block)
+    return blocks
+
+
+def flag_modal(
+    item_id: int, run_id: str, pipeline: str | None = None, output_schema: Any = None
+) -> dict[str, Any]:
+    """Built from the button's value and the pipeline's declared output schema alone: it opens
+    before anything is read from the database (3 s trigger)."""
     options = [
         {"text": plain_text(label, 75), "value": value} for value, label in FLAG_CATEGORIES.items()
     ]
     return {
         "type": "modal",
         "callback_id": FLAG_CALLBACK,
-        "private_metadata": str(item_id),
+        "private_metadata": f"{item_id}:{pipeline}" if pipeline else str(item_id),
         "title": plain_text("Flag a run", 24),
         "submit": plain_text("Flag", 24),
         "close": plain_text("Cancel", 24),
@@ -224,11 +260,17 @@ def flag_modal(item_id: int, run_id: str) -> dict[str, Any]:
                     "placeholder": plain_text("What should have happened, and why", 150),
                 },
             },
+            *_expected_blocks(output_schema),
             {
                 "type": "input",
                 "block_id": EXPECTED_BLOCK,
                 "optional": True,
-                "label": plain_text("What the output should have been (JSON)", 2000),
+                "label": plain_text(
+                    "…or the whole output as JSON"
+                    if _expected_fields(output_schema)
+                    else "What the output should have been (JSON)",
+                    2000,
+                ),
                 "hint": plain_text("Becomes `expected` in the exported test case.", 2000),
                 "element": {
                     "type": "plain_text_input",
@@ -242,8 +284,37 @@ def flag_modal(item_id: int, run_id: str) -> dict[str, Any]:
     }
 
 
-def flag_from_submission(values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
-    """(category, note, expected) from the modal's state, and errors keyed by input block."""
+def _expected_from_fields(values: Mapping[str, Any], output_schema: Any) -> dict[str, Any]:
+    """The filled fields of the "what it should have been" form (empty ones left out)."""
+    state = {
+        block[len(EXPECTED_FIELD_PREFIX) :]: value
+        for block, value in values.items()
+        if block.startswith(EXPECTED_FIELD_PREFIX)
+    }
+    if not state or not _expected_fields(output_schema):
+        return {}
+    answer = forms.answer_from_submission(output_schema, state)
+    filled = {name for name, value in state.items() if _filled(value)}
+    return {name: value for name, value in answer.items() if name in filled}
+
+
+def _filled(element_state: Any) -> bool:
+    if not isinstance(element_state, Mapping):
+        return False
+    inner = next(iter(element_state.values()), None) if element_state else None
+    if not isinstance(inner, Mapping):
+        return False
+    return any(
+        inner.get(key) not in (None, "", [])
+        for key in ("value", "selected_option", "selected_options", "selected_date")
+    )
+
+
+def flag_from_submission(
+    values: Mapping[str, Any], output_schema: Any = None
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """(category, note, expected) from the modal's state, and errors keyed by input block.
+    `expected` is the JSON box's object with the form's filled fields over it."""
     selected = values.get(CATEGORY_BLOCK, {}).get(CATEGORY_ACTION, {}).get("selected_option")
     category = selected.get("value") if isinstance(selected, Mapping) else None
     note = values.get(NOTE_BLOCK, {}).get(NOTE_ACTION, {}).get("value") or ""
@@ -261,6 +332,14 @@ def flag_from_submission(values: Mapping[str, Any]) -> tuple[dict[str, Any], dic
             errors[EXPECTED_BLOCK] = (
                 f"Not JSON ({exc.msg} at column {exc.colno}); leave it empty or fix it."
             )
+    fields = _expected_from_fields(values, output_schema)
+    if fields:
+        if expected is None:
+            expected = fields
+        elif isinstance(expected, dict):
+            expected = {**expected, **fields}
+        else:
+            errors[EXPECTED_BLOCK] = "The JSON must be an object when fields are filled above."
     return {"category": category, "note": note.strip() or None, "expected": expected}, errors
 
 

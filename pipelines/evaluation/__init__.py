@@ -24,7 +24,7 @@ from pipelines.evaluation.dataset import (
     load_dataset,
     parse_dataset,
 )
-from pipelines.evaluation.engine import evaluate, get_eval, list_evals
+from pipelines.evaluation.engine import evaluate, get_eval, list_evals, output_schema
 from pipelines.evaluation.report import CaseResult, EvalReport, junit_xml
 
 __all__ = [
@@ -43,6 +43,7 @@ __all__ = [
     "junit_xml",
     "list_evals",
     "load_dataset",
+    "output_schema",
     "parse_dataset",
     "within",
 ]

@@ -17,11 +17,12 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from pipelines import sensitive
 from pipelines.authorization import authorize_operator
 from pipelines.context import record_value
+from pipelines.errors import UnknownPipeline
 from pipelines.evaluation.comparators import diff_calls, diff_output, registered_comparators
 from pipelines.evaluation.context import CaseStopped, EvalContext
 from pipelines.evaluation.dataset import Case, Dataset
@@ -43,6 +44,20 @@ def output_type(pipeline: Pipeline) -> Any:
         return typing.get_type_hints(pipeline.fn).get("return")
     except Exception:
         return None
+
+
+def output_schema(pipeline_name: str | None) -> dict[str, Any] | None:
+    """The JSON schema of a pipeline's declared output model (None: unknown pipeline, or an
+    output that is not a pydantic model): what the weekly review's Flag form is built from."""
+    if not pipeline_name:
+        return None
+    try:
+        declared = output_type(get_pipeline(pipeline_name))
+    except UnknownPipeline:
+        return None
+    if isinstance(declared, type) and issubclass(declared, BaseModel):
+        return declared.model_json_schema()
+    return None
 
 
 def eval_runtime(rt: Runtime, db: Database) -> Runtime:
