@@ -34,6 +34,7 @@ from bot.mrkdwn import (
     slack_len,
     truncate,
 )
+from pipelines.validator import is_validator_call
 from pipelines.views import ApprovalView, CallView, TaskView
 
 APPROVE_ACTION = "approval.approve"
@@ -226,8 +227,11 @@ def _approval_summary(approval: ApprovalView, ctx: ApprovalContext) -> list[dict
         blocks.append(section(f"*Arguments*\n{rendered}"))
 
     blocks.append(section(_why(approval, ctx)))
-    if ctx.llm_calls:
-        blocks.append(section(_model_said(ctx.llm_calls)))
+    llm_calls = [c for c in ctx.llm_calls if not is_validator_call(c.name)]
+    if llm_calls:
+        blocks.append(section(_model_said(llm_calls)))
+    if isinstance(approval.validator, Mapping):
+        blocks.append(section(_validator_said(approval.validator)))
 
     notes = []
     if ctx.rate_limit:
@@ -291,6 +295,30 @@ def _model_said(calls: list[CallView]) -> str:
         else:
             failure = meta.get("reason") or call.error or "no answer"
             lines.append(f"{label}: no answer — {escape(truncate(str(failure), 300))}")
+    return "\n".join(lines)
+
+
+_VERDICT_WORDS = {"approve": "approve", "reject": "reject", "unsure": "unsure"}
+
+
+def _validator_said(judged: Mapping[str, Any]) -> str:
+    """The validation model's verdict that sent this call to a person (`approval=validator`)."""
+    model = escape(truncate(str(judged.get("model") or "no model"), 80))
+    lines = [f"*The validator* ({model}) handed this to a person"]
+    verdict = _VERDICT_WORDS.get(str(judged.get("verdict")))
+    confidence = judged.get("confidence")
+    if verdict is None:
+        lines.append("Verdict: none")
+    else:
+        said = f"Verdict: *{verdict}*"
+        if isinstance(confidence, int | float) and not isinstance(confidence, bool):
+            said += f" · confidence {confidence:.2f}"
+            bar = judged.get("min_confidence")
+            if isinstance(bar, int | float) and confidence < bar:
+                said += f" (under the bar of {bar:g})"
+        lines.append(said)
+    reason = str(judged.get("reason") or "no reason given")
+    lines.append(f"Reason: {escape(truncate(reason, REASON_LIMIT))}")
     return "\n".join(lines)
 
 

@@ -43,6 +43,7 @@ from pipelines.runtime import Runtime, current_clock, current_database, new_work
 from pipelines.sensitive import Sensitive
 from pipelines.tools import Tool, registered_tools, tool, when
 from pipelines.triggers import cron, every, webhook
+from pipelines.validator import Validator, validator
 from pipelines.views import ApprovalView, CallView, Run, TaskView
 from pipelines.worker import Worker
 from storage.db import Database
@@ -74,6 +75,7 @@ __all__ = [
     "TaskView",
     "Tool",
     "ToolFailed",
+    "Validator",
     "Worker",
     "cron",
     "current_clock",
@@ -86,6 +88,7 @@ __all__ = [
     "registered_tools",
     "tool",
     "trigger",
+    "validator",
     "webhook",
     "when",
 ]

@@ -24,6 +24,7 @@ from sqlalchemy import Connection, Row
 from sqlalchemy.exc import IntegrityError
 
 from pipelines import sensitive
+from pipelines import validator as validation
 from pipelines.categorical import categorical_fields
 from pipelines.errors import (
     ActionRejected,
@@ -36,7 +37,7 @@ from pipelines.errors import (
     Suspend,
     ToolFailed,
 )
-from pipelines.llm import TASKS, has_confidence
+from pipelines.llm import TASKS, LLMConfigurationError, has_confidence
 from pipelines.runtime import Runtime
 from pipelines.tools import Tool
 from pipelines.views import ApprovalView, TaskView
@@ -254,15 +255,34 @@ class Context:
         if not isinstance(tool, Tool):
             raise TypeError(f"ctx.tool() takes a @tool-declared function, got {tool!r}")
         checked = tool.coerce_args(args)
+        args_json = checked.model_dump(mode="json")
+        judgement = None
+        if isinstance(tool.approval, validation.Validator):
+            # Its own recorded call, just before the tool's: replays read the verdict.
+            judgement = self._validate(tool, tool.approval, args_json)
         seq, key, recorded = self._next(CallKind.TOOL, tool.name)
         idempotency_key = f"{self.run_id}:{key}"
-        args_json = checked.model_dump(mode="json")
         if recorded is None:
             call_id = new_id("call")
-            if tool.needs_approval(checked):
+            if judgement is not None:
+                if judgement.outcome == "reject":
+                    self._reject_by_validator(tool, judgement, call_id, seq, key, args_json)
+                if judgement.outcome == "human":
+                    self._request_approval(
+                        tool, call_id, seq, key, args_json, idempotency_key, judgement
+                    )
+            elif tool.needs_approval(checked):
                 self._request_approval(tool, call_id, seq, key, args_json, idempotency_key)
             return self._start_and_execute(
-                tool, checked, call_id, seq, key, args_json, idempotency_key, fresh=True
+                tool,
+                checked,
+                call_id,
+                seq,
+                key,
+                args_json,
+                idempotency_key,
+                fresh=True,
+                validated=judgement,
             )
 
         call_id = recorded.id
@@ -284,7 +304,14 @@ class Context:
         )
 
     def _request_approval(
-        self, tool: Tool, call_id: str, seq: int, key: str, args_json: Any, idempotency_key: str
+        self,
+        tool: Tool,
+        call_id: str,
+        seq: int,
+        key: str,
+        args_json: Any,
+        idempotency_key: str,
+        judgement: validation.Judgement | None = None,
     ) -> typing.NoReturn:
         now = self._rt.clock.now()
         approval_id = new_id("approval")
@@ -316,6 +343,7 @@ class Context:
                 "status": ApprovalStatus.PENDING,
                 "requested_at": now,
                 "expires_at": now + tool.expires if tool.expires is not None else None,
+                "validator": judgement.to_json() if judgement is not None else None,
             }
             approval_rows.insert_approval(conn, **values)
             append_audit(
@@ -328,7 +356,10 @@ class Context:
                 tool=tool.name,
                 approval_id=approval_id,
                 idempotency_key=idempotency_key,
-                detail={"args": args_json},
+                detail={
+                    "args": args_json,
+                    **({"validator": values["validator"]} if judgement else {}),
+                },
             )
             self._suspend_run(conn, now, f"approval {approval_id}")
             self._rt.enqueue(conn, "approval_requested", approval_id, now)
@@ -338,6 +369,183 @@ class Context:
         log.info("approval.requested", run_id=self.run_id, approval_id=approval_id, tool=tool.name)
         self._rt.notify("approval_requested", view)
         raise Suspend(f"waiting for approval {approval_id}", waiting_for=approval_id)
+
+    def _validate(
+        self, tool: Tool, rule: validation.Validator, args_json: Any
+    ) -> validation.Judgement:
+        """The validation model's verdict on this call, recorded as an LLM call of the run just
+        before the tool's own; a resume or a replay judges the recorded verdict again."""
+        name = validation.call_name(tool.name)
+        seq, key, recorded = self._next(CallKind.LLM, name)
+        if recorded is not None:
+            was = recorded.meta or {}
+            if recorded.status == CallStatus.SUCCEEDED:
+                verdict = validation.ValidatorVerdict.model_validate(recorded.output)
+                return validation.judge(rule, model=was.get("model"), verdict=verdict)
+            return validation.judge(
+                rule,
+                model=was.get("model"),
+                verdict=None,
+                failure=was.get("failure"),
+                failure_reason=recorded.error,
+            )
+        started_at = self._rt.clock.now()
+        with self._transaction() as conn:
+            run = run_rows.fetch_run(conn, self.run_id)
+            earlier = [
+                (str(c.kind), str(c.name), c.output)
+                for c in call_rows.recorded_calls(conn, self.run_id)
+                if c.seq < seq
+            ]
+        prompt = validation.prompt(
+            tool_name=tool.name,
+            kind=tool.kind,
+            description=tool.description,
+            args=args_json,
+            pipeline=self.pipeline,
+            run_input=run.input if run is not None else None,
+            earlier=earlier,
+        )
+        system = validation.system_text(rule)
+        call_input = {
+            "task": validation.VALIDATOR_TASK,
+            "model": rule.model or self._rt.llm.config.model,
+            "system": system,
+            "prompt": prompt,
+            "min_confidence": rule.min_confidence,
+            "max_attempts": 2,
+            "validates": tool.name,
+        }
+        try:
+            result = self._rt.llm.call(
+                task=validation.VALIDATOR_TASK,
+                prompt=prompt,
+                output=validation.ValidatorVerdict,
+                system=system,
+                model=rule.model,
+                max_attempts=2,
+            )
+        except LLMConfigurationError as exc:
+            # The gate stays closed either way: a person (or `then="reject"`) decides instead.
+            reason = str(exc)
+            meta: dict[str, Any] = {
+                "model": call_input["model"],
+                "failure": "model_error",
+                "reason": reason,
+                "validator": True,
+            }
+            self._record_finished(
+                seq,
+                key,
+                CallKind.LLM,
+                name,
+                call_input,
+                started_at,
+                CallStatus.FAILED,
+                None,
+                reason,
+                meta,
+            )
+            return validation.judge(
+                rule,
+                model=meta["model"],
+                verdict=None,
+                failure="model_error",
+                failure_reason=reason,
+            )
+        meta = {**result.meta(), "validator": True}
+        call_input["model"] = result.model
+        log.info(
+            "validator.called",
+            run_id=self.run_id,
+            call=key,
+            model=result.model,
+            failure=result.failure,
+            latency_ms=result.latency_ms,
+        )
+        value = result.value
+        if result.failure is None and isinstance(value, validation.ValidatorVerdict):
+            meta["answered_by"] = "model"
+            output = sensitive.scrub(value.model_dump(mode="json"))
+            self._record_finished(
+                seq,
+                key,
+                CallKind.LLM,
+                name,
+                call_input,
+                started_at,
+                CallStatus.SUCCEEDED,
+                output,
+                None,
+                meta,
+            )
+            verdict = validation.ValidatorVerdict.model_validate(output)
+            return validation.judge(rule, model=result.model, verdict=verdict)
+        reason = result.reason or "no usable verdict"
+        self._record_finished(
+            seq,
+            key,
+            CallKind.LLM,
+            name,
+            call_input,
+            started_at,
+            CallStatus.FAILED,
+            None,
+            reason,
+            meta,
+        )
+        return validation.judge(
+            rule, model=result.model, verdict=None, failure=result.failure, failure_reason=reason
+        )
+
+    def _reject_by_validator(
+        self,
+        tool: Tool,
+        judgement: validation.Judgement,
+        call_id: str,
+        seq: int,
+        key: str,
+        args_json: Any,
+    ) -> typing.NoReturn:
+        """The validator said no (or could not say, with `then="reject"`): the call is recorded
+        rejected, as a person's rejection would be, and the pipeline gets `ActionRejected`."""
+        now = self._rt.clock.now()
+        reason = f"rejected by {judgement.actor}: {judgement.reason}"
+        if judgement.outcome == "reject" and (
+            judgement.verdict != "reject" or (judgement.confidence or 0) < judgement.min_confidence
+        ):
+            reason = f"rejected: {judgement.summary} (the validator's fallback is to reject)"
+        reason = sensitive.scrub(reason)
+        idempotency_key = f"{self.run_id}:{key}"
+        with self._transaction() as conn:
+            call_rows.insert_call(
+                conn,
+                call_id=call_id,
+                run_id=self.run_id,
+                seq=seq,
+                key=key,
+                kind=CallKind.TOOL,
+                name=tool.name,
+                status=CallStatus.REJECTED,
+                input=args_json,
+                idempotency_key=idempotency_key,
+                started_at=now,
+                finished_at=now,
+                error=reason,
+            )
+            append_audit(
+                conn,
+                event="validator.rejected",
+                at=now,
+                actor=judgement.actor,
+                run_id=self.run_id,
+                call_id=call_id,
+                tool=tool.name,
+                idempotency_key=idempotency_key,
+                detail={"decision": reason, **judgement.to_json()},
+            )
+        log.info("validator.rejected", run_id=self.run_id, tool=tool.name, model=judgement.model)
+        raise ActionRejected(tool.name, reason, by=judgement.actor)
 
     def _settle_approval(self, tool: Tool, call_id: str) -> None:
         """Replaying a call that waited for approval: go on, wait again, or raise the rejection."""
@@ -377,10 +585,23 @@ class Context:
         idempotency_key: str,
         *,
         fresh: bool,
+        validated: validation.Judgement | None = None,
     ) -> Any:
         now = self._rt.clock.now()
         rejected: str | None = None
         with self._transaction() as conn:
+            if fresh and validated is not None:
+                append_audit(
+                    conn,
+                    event="validator.approved",
+                    at=now,
+                    actor=validated.actor,
+                    run_id=self.run_id,
+                    call_id=call_id,
+                    tool=tool.name,
+                    idempotency_key=idempotency_key,
+                    detail={"decision": f"approved by {validated.actor}", **validated.to_json()},
+                )
             decision = call_rows.check_rate_limit(
                 conn, tool=tool.name, now=now, limit=tool.rate_limit
             )

@@ -527,7 +527,19 @@ def _plan_waiting(history: _History, planner: _Planner, at: datetime) -> None:
             "message": "I am VP Engineering at Brightwave Software. We would like a demo and "
             "pricing for about 200 seats; budget is approved for Q1.",
         },
-        replies=[_model_reply(signals, confidence=0.94, rng=rng)],
+        replies=[
+            _model_reply(signals, confidence=0.94, rng=rng),
+            # The validation model reading the intro email: a person decides (the card says why).
+            Reply(
+                {
+                    "verdict": "unsure",
+                    "reason": "A 200-seat deal with budget approved: worth a salesperson's own "
+                    "eyes before the first email goes out.",
+                    "confidence": 0.86,
+                },
+                latency_seconds=_latency(rng),
+            ),
+        ],
         leave_waiting=True,
     )
     ticket = Plan(

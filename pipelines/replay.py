@@ -29,6 +29,8 @@ from pipelines.pipeline import get_pipeline
 from pipelines.runtime import Runtime
 from pipelines.tools import Tool
 from pipelines.validation import format_validation_errors
+from pipelines.validator import Validator
+from pipelines.validator import call_name as validator_call_name
 from storage import calls as call_rows
 from storage import runs as run_rows
 from storage.models import CallKind, CallStatus
@@ -138,6 +140,19 @@ class ReplayContext(Context):
 
     def tool(self, tool: Tool, args: Any) -> Any:
         checked = tool.coerce_args(args)
+        if isinstance(tool.approval, Validator):  # its verdict is the call before the tool's
+            vseq, vkey, verdict = self._next(CallKind.LLM, validator_call_name(tool.name))
+            if verdict is not None:
+                failed = verdict.status != CallStatus.SUCCEEDED
+                self.report.lines.append(
+                    ReplayLine(
+                        vseq + 1,
+                        "llm",
+                        vkey,
+                        "reused (failed)" if failed else "reused",
+                        verdict.error if failed else verdict.output,
+                    )
+                )
         seq, key, recorded = self._next(CallKind.TOOL, tool.name)
         args_json = checked.model_dump(mode="json")
         if recorded is not None:

@@ -18,6 +18,7 @@ from pydantic import BaseModel, TypeAdapter
 
 from pipelines.durations import parse_duration, parse_rate
 from pipelines.errors import DuplicateName
+from pipelines.validator import Validator
 from storage.calls import RateLimit
 
 ToolKind = Literal["read", "write", "send", "spend"]
@@ -39,7 +40,7 @@ def when(predicate: Callable[[Any], bool], description: str = "") -> When:
     return When(predicate, description)
 
 
-ApprovalRule = Literal["always", "never"] | When
+ApprovalRule = Literal["always", "never"] | When | Validator
 
 
 @dataclass(eq=False)
@@ -78,6 +79,8 @@ class Tool:
             return True
         if self.approval == "never":
             return False
+        if isinstance(self.approval, Validator):
+            return True  # the validator judges every call; it decides whether a person must
         return bool(self.approval.predicate(args))
 
     def runs_in_eval(self, args: BaseModel) -> bool:
@@ -145,8 +148,10 @@ def tool(
     rule: ApprovalRule = (
         approval if approval is not None else ("never" if kind == "read" else "always")
     )
-    if not isinstance(rule, When) and rule not in ("always", "never"):
-        raise ValueError(f"approval={rule!r}: use 'always', 'never' or when(predicate)")
+    if not isinstance(rule, When | Validator) and rule not in ("always", "never"):
+        raise ValueError(
+            f"approval={rule!r}: use 'always', 'never', when(predicate) or validator(...)"
+        )
     limit = None
     if rate_limit is not None:
         count, period = parse_rate(rate_limit)

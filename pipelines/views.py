@@ -104,6 +104,8 @@ class ApprovalView:
     decided_at: datetime | None
     reason: str | None
     pipeline: str | None = None
+    # The validation model's verdict, when `approval=validator(...)` handed the call to a person.
+    validator: Any = None
 
     def __post_init__(self) -> None:
         _mask_fields(self, "args")
@@ -128,6 +130,7 @@ class ApprovalView:
             decided_at=row.decided_at,
             reason=row.reason,
             pipeline=pipeline,
+            validator=getattr(row, "validator", None),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -150,6 +153,7 @@ class ApprovalView:
             "decided_by": self.decided_by,
             "decided_at": iso(self.decided_at),
             "reason": self.reason,
+            "validator": self.validator,
         }
 
 

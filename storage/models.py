@@ -169,6 +169,8 @@ class Approval(Base):
     decided_by: Mapped[str | None] = mapped_column(String(200))
     decided_at: Mapped[datetime | None]
     reason: Mapped[str | None] = mapped_column(Text)
+    # The validation model's verdict when it handed the call to a person (`approval=validator`).
+    validator: Mapped[Any] = mapped_column(nullable=True)
 
     __table_args__ = (
         Index("ix_approvals_status_requested", "status", "requested_at"),

@@ -15,6 +15,7 @@ from pipelines.catalog.lead_qualify import add_to_crm, send_intro_email
 from pipelines.connectors import demo_crm
 from pipelines.errors import NotAnApprover
 from pipelines.runtime import running_in
+from pipelines.validator import Validator
 from pipelines.views import Run, TaskView
 from storage.db import Database
 from storage.models import DemoCrmLead, DemoOrder, DemoOutboxEmail, DemoRefund
@@ -214,9 +215,11 @@ def test_high_lead_read_by_a_person_waits_for_a_sales_lead_then_sends_the_intro_
         ("llm", "extract_lead", "succeeded"),
         ("tool", "look_up_firmographics", "succeeded"),
         ("step", "score_lead", "succeeded"),
+        # No model for the validator either: it gave no verdict, so a sales lead decided.
+        ("llm", "validator:send_intro_email", "failed"),
         ("tool", "send_intro_email", "succeeded"),
     ]
-    [llm_call] = [c for c in gatehouse.run(run.id).calls if c.kind == "llm"]
+    [llm_call] = [c for c in gatehouse.run(run.id).calls if c.name == "extract_lead"]
     assert llm_call.meta["answered_by"] == "human"
 
 
@@ -340,7 +343,9 @@ def test_firmographics_match_the_email_domain_when_the_name_differs(
 
 
 def test_the_lead_tools_declare_their_gates() -> None:
-    assert (send_intro_email.kind, send_intro_email.approval) == ("send", "always")
+    assert send_intro_email.kind == "send"
+    assert isinstance(send_intro_email.approval, Validator)
+    assert send_intro_email.approval.then == "human"
     assert send_intro_email.rate_limit_text == "10/hour"
     assert send_intro_email.approvers == ("@sales-leads",)
     assert send_intro_email.reverse is not None
@@ -515,12 +520,13 @@ def test_lead_read_by_the_model_is_routed_by_its_score(
     action: str,
     tier: str,
 ) -> None:
-    fake_openai.script(reply_json(signals))
+    unsure = {"verdict": "unsure", "reason": "A first contact.", "confidence": 0.9}
+    fake_openai.script(reply_json(signals), reply_json(unsure))  # the validator reads the email
 
     run = gatehouse_llm.trigger("lead_qualify", lead)
 
-    assert fake_openai.calls == 1
-    [llm_call] = [c for c in gatehouse_llm.run(run.id).calls if c.kind == "llm"]
+    assert fake_openai.calls == (2 if action == "approval" else 1)
+    [llm_call] = [c for c in gatehouse_llm.run(run.id).calls if c.name == "extract_lead"]
     assert (llm_call.status, llm_call.output) == ("succeeded", signals)
     assert llm_call.meta["answered_by"] == "model"
     assert llm_call.input["task"] == "extract"
@@ -529,6 +535,10 @@ def test_lead_read_by_the_model_is_routed_by_its_score(
         assert run.status == "waiting"
         [approval] = gatehouse_llm.run(run.id).approvals
         assert approval.tool == "send_intro_email"
+        assert (approval.validator["verdict"], approval.validator["reason"]) == (
+            "unsure",
+            "A first contact.",
+        )
         assert [t for t in gatehouse_llm.run(run.id).tasks] == []
     else:
         assert run.status == "succeeded", run.error

@@ -3,8 +3,9 @@
 1. extract (ctx.llm): company, role and intent signal from the lead's message;
 2. look up (read tool): the company's firmographics in the DEMO CONNECTOR's table;
 3. score (step): a deterministic ICP rubric, `score_lead`, written out below;
-4. route: high → an intro email (send tool: approval by @sales-leads always, 10/hour, recallable
-   with `gatehouse undo`); mid → the CRM (write tool, no approval, idempotent); low → archived.
+4. route: high → an intro email (send tool: a validation model reads it first and what it does
+   not clearly approve goes to @sales-leads; 10/hour, recallable with `gatehouse undo`);
+   mid → the CRM (write tool, no approval, idempotent); low → archived.
 
 With no model configured the extraction becomes a human task, so the demo works without one.
 """
@@ -16,7 +17,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from pipelines import ActionRejected, Context, pipeline, tool, webhook
+from pipelines import ActionRejected, Context, pipeline, tool, validator, webhook
 from pipelines.connectors import demo_crm
 from pipelines.runtime import current_clock
 
@@ -262,10 +263,19 @@ def recall_intro_email(args: IntroEmail, result: SentEmail, *, idempotency_key: 
     demo_crm.recall_email(result.email_id, now=current_clock().now())
 
 
+INTRO_EMAIL_RULES = """Approve an intro email when it goes to the person who wrote in (the \
+workflow's input), names their company as they or the firmographics give it, and offers a call \
+and nothing else. Reject one that promises prices, discounts, features or dates, goes to another \
+address, or reads as spam. Answer unsure when the lead looks like a job seeker, a vendor or a \
+competitor."""
+
+
 @tool(
     kind="send",
     rate_limit="10/hour",
-    approval="always",
+    # A second model reads every intro email first; what it can't clearly approve or reject
+    # (and any rejection it is not sure of) goes to a sales lead's card with its verdict.
+    approval=validator(INTRO_EMAIL_RULES, min_confidence=0.8, then="human"),
     approvers=["@sales-leads"],
     expires="48h",
     reverse=recall_intro_email,
