@@ -63,6 +63,7 @@ USAGE = {
     "trigger": "trigger PIPELINE {json} | trigger PIPELINE key=value …",
     "replay": "replay RUN_ID",
     "undo": "undo CALL_ID",
+    "eval": "eval PIPELINE [reviewed]",
 }
 EXPLAIN = {
     "help": "this list",
@@ -75,6 +76,8 @@ EXPLAIN = {
     "(quote to keep text: `id='\"42\"'`)",
     "replay": "re-run a run's record with today's code, no side effects; shows where it diverges",
     "undo": "reverse a tool call (its approvers and the operators only)",
+    "eval": "run the pipeline on its test set (or the runs `reviewed` in 30 days) with no side "
+    "effects, in the background; the summary is posted in the channel (operators only)",
 }
 STATUS_ICONS = {
     "queued": ":inbox_tray:",
@@ -659,6 +662,16 @@ def _undo(inv: Invocation, rest: str) -> CommandReply:
     )
 
 
+def _eval(inv: Invocation, rest: str) -> CommandReply:
+    """Evals run for minutes: the slash listener hands them to `bot.eval_slack`, which posts the
+    summary in the channel. A direct call (no channel to post in) is told where they run."""
+    raise UsageError(
+        "eval",
+        "an eval runs in the background from Slack (its summary is posted in the channel), "
+        "or in a terminal: `gatehouse eval PIPELINE`",
+    )
+
+
 _HANDLERS: dict[str, Callable[[Invocation, str], CommandReply]] = {
     "help": _help,
     "runs": _runs,
@@ -668,4 +681,5 @@ _HANDLERS: dict[str, Callable[[Invocation, str], CommandReply]] = {
     "trigger": _trigger,
     "replay": _replay,
     "undo": _undo,
+    "eval": _eval,
 }

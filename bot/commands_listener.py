@@ -10,7 +10,7 @@ from typing import Any
 
 from slack_bolt import Ack, App, Respond
 
-from bot import commands
+from bot import commands, eval_slack
 from bot.app import Bot
 from bot.stats_upload import ChartUploadFailed, stats_chart_reply
 
@@ -20,8 +20,12 @@ def register(app: App, bot: Bot) -> None:
     def slash(ack: Ack, command: dict[str, Any], respond: Respond) -> None:
         ack()
         text = str(command.get("text") or "")
-        bot.submit(answer, bot, text, str(command["user_id"]), respond)
         subcommand, rest = commands.split_command(text)
+        if subcommand == "eval":  # runs for minutes: its summary is posted in the channel
+            user, channel = str(command["user_id"]), str(command["channel_id"])
+            bot.submit(eval_slack.run_in_channel, bot, channel, user, rest, respond)
+            return
+        bot.submit(answer, bot, text, str(command["user_id"]), respond)
         if subcommand == "stats":
             bot.submit(
                 send_chart, bot, str(command["channel_id"]), str(command["user_id"]), rest, respond
