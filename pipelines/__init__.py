@@ -11,7 +11,8 @@ more than `trigger()` (the CLI, the bot, tests).
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -47,6 +48,9 @@ from pipelines.validator import Validator, validator
 from pipelines.views import ApprovalView, CallView, Run, TaskView
 from pipelines.worker import Worker
 from storage.db import Database
+
+if TYPE_CHECKING:
+    from pipelines.evaluation import Dataset, EvalReport
 
 __all__ = [
     "ActionRejected",
@@ -202,6 +206,22 @@ class Gatehouse:
         what = "flagged runs" if flagged_only else "reviewed runs"
         authorize_operator(self.rt, user, "export", what)
         return reviewed_cases(self.rt, since=since, flagged_only=flagged_only)
+
+    def evaluate(
+        self,
+        name: str,
+        dataset: str | Path | Dataset,
+        *,
+        concurrency: int = 4,
+        min_pass: float | None = None,
+        user: str | None = None,
+    ) -> EvalReport:
+        """Run `name` on every case of a test set (a JSONL path or a parsed `Dataset`) with no
+        side effects, score and store it (`gatehouse eval`; see `pipelines.evaluation`)."""
+        from pipelines.evaluation import Dataset, evaluate, load_dataset
+
+        cases = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, pipeline=name)
+        return evaluate(self.rt, name, cases, concurrency=concurrency, min_pass=min_pass, user=user)
 
     def run(self, run_id: str) -> Run:
         return inspect.get_run(self.rt, run_id)
