@@ -1,11 +1,12 @@
-"""`gatehouse alerts`: open and recent error-rate alerts; `gatehouse alerts check` evaluates now.
+"""`gatehouse alerts`: open and recent alerts of every rule; `gatehouse alerts check` evaluates now.
 
 A Typer sub-app mounted by `bot.cli` (`app.add_typer(cli_alerts.app, name="alerts")`); its
 errors reach the root command, which prints one `error: …` line and exits 1. `check` is what
 the bot's job does every minute. With SLACK_BOT_TOKEN and
 GATEHOUSE_ALERTS_CHANNEL set it posts what is due, exactly as the job would; without them it
 still evaluates (alerts open and recover in the database) and prints what it would post, and
-the bot sends those messages at its next check.
+the bot sends those messages at its next check. `check --drift` also evaluates drift (PSI),
+which the bot does hourly.
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ import typer
 from bot.cli_render import when
 from pipelines import Settings
 from pipelines.alerts import AlertChange, AlertView, evaluate, list_alerts, percent
+from pipelines.drift import evaluate_drift
 from pipelines.durations import parse_duration
 
 app = typer.Typer(
     name="alerts",
-    help="Error-rate alerts: the open and recent ones; `check` evaluates now.",
+    help="Alerts (error rate, human exits, confidence, drift): the open and recent ones; "
+    "`check` evaluates now.",
     add_completion=False,
     rich_markup_mode=None,
 )
@@ -48,10 +51,15 @@ def list_command(as_json: JsonFlag = False, since: SinceOption = "7d") -> None:
     show_alerts(as_json=as_json, since=since)
 
 
+DriftFlag = Annotated[
+    bool, typer.Option("--drift", help="Also evaluate drift (PSI), which the bot does hourly.")
+]
+
+
 @app.command("check")
-def check_command(as_json: JsonFlag = False) -> None:
-    """Evaluate every pipeline's error rate now and post what is due (what the bot does each
-    minute); without Slack settings, print what would be posted."""
+def check_command(as_json: JsonFlag = False, with_drift: DriftFlag = False) -> None:
+    """Evaluate every alert rule now and post what is due (what the bot does each minute);
+    without Slack settings, print what would be posted."""
     # bot.cli mounts this app, so its helpers are imported when a command runs.
     from bot.cli import fail, open_gatehouse, print_json, say, settings_for_cli
 
@@ -60,6 +68,8 @@ def check_command(as_json: JsonFlag = False) -> None:
     with open_gatehouse(quiet=as_json, settings=settings) as gatehouse:
         if missing:
             changes = evaluate(gatehouse.rt, settings)
+            if with_drift:
+                changes += evaluate_drift(gatehouse.rt, settings)
             if as_json:
                 print_json(
                     {
@@ -72,12 +82,17 @@ def check_command(as_json: JsonFlag = False) -> None:
                 return
             say(would_post_lines(changes, missing))
             return
-        from bot.alerts import check_alerts
+        from bot.alerts import check_alerts, check_drift
         from bot.app import Bot, build_web_client
 
         bot = Bot(gatehouse=gatehouse, client=build_web_client(settings), settings=settings)
         try:
             result = check_alerts(bot)
+            if with_drift:
+                drifted = check_drift(bot)
+                result.changes.extend(drifted.changes)
+                result.posted.extend(drifted.posted)
+                result.failed.extend(drifted.failed)
         finally:
             bot.shutdown()
     if as_json:
@@ -128,18 +143,52 @@ def slack_missing(settings: Settings) -> str | None:
 # -- rendering (pure) ----------------------------------------------------------------------------
 
 
+_TITLES = {
+    "error_rate": "Error-rate alert",
+    "human_exit_rate": "Human-exit alert",
+    "confidence_drop": "Confidence drop",
+    "input_drift": "Input drift",
+    "output_drift": "Output drift",
+}
+
+
 def _stage_words(stage: str) -> str:
     return "message" if stage == "opened" else "recovered reply"
+
+
+def headline(alert: AlertView) -> str:
+    """The rule and its figure against the baseline, in one line."""
+    minutes = f"{alert.window.total_seconds() / 60:g} min"
+    figures = alert.detail("figures") or {}
+    if alert.rule == "human_exit_rate":
+        return (
+            f"human exits {percent(alert.rate)} ({figures.get('human_exits', 0)}/"
+            f"{alert.window_runs} calls in {minutes}), baseline {percent(alert.baseline)}"
+        )
+    if alert.rule == "confidence_drop":
+        baseline = "n/a" if alert.baseline is None else f"{alert.baseline:.2f}"
+        return (
+            f"mean confidence {alert.rate:.2f} ({alert.window_runs} answers in {minutes}), "
+            f"baseline {baseline}"
+        )
+    if alert.rule in ("input_drift", "output_drift"):
+        return (
+            f"{alert.rule.replace('_', ' ')}: PSI {alert.rate:.2f} "
+            f"({alert.detail('recent_count', 0)} recent values, "
+            f"{alert.detail('reference_count', 0)} before)"
+        )
+    return (
+        f"{percent(alert.rate)} errors ({alert.window_errors}/{alert.window_runs} runs in "
+        f"{minutes}), baseline {percent(alert.baseline)}"
+    )
 
 
 def alert_lines(alert: AlertView) -> list[str]:
     """One alert for the terminal: a headline, then what the Slack message shows."""
     state = "OPEN" if alert.is_open else "recovered"
-    minutes = f"{alert.window.total_seconds() / 60:g} min"
     lines = [
-        f"#{alert.id} {state:<9} {alert.pipeline}: {percent(alert.rate)} errors "
-        f"({alert.window_errors}/{alert.window_runs} runs in {minutes}), "
-        f"baseline {percent(alert.baseline)}",
+        f"#{alert.id} {state:<9} [{alert.rule}] {alert.subject or alert.pipeline}: "
+        f"{headline(alert)}",
         f"    opened {when(alert.opened_at)}"
         + (f", recovered {when(alert.recovered_at)}" if alert.recovered_at else "")
         + (
@@ -153,6 +202,11 @@ def alert_lines(alert: AlertView) -> list[str]:
         lines.append(f"    {error.count:>5} x {error.message}")
     if alert.sample_run_ids:
         lines.append(f"    runs: {', '.join(alert.sample_run_ids)}")
+    for shift in alert.detail("top_shifts") or []:
+        lines.append(
+            f"    {shift['value']}: {percent(shift['reference_share'])} -> "
+            f"{percent(shift['recent_share'])}"
+        )
     return lines
 
 
@@ -162,7 +216,8 @@ def change_lines(changes: list[AlertChange]) -> list[str]:
     lines = []
     for change in changes:
         verb = "opened" if change.kind == "opened" else "recovered"
-        lines.append(f"{verb}: alert #{change.alert.id} on {change.alert.pipeline}")
+        alert = change.alert
+        lines.append(f"{verb}: alert #{alert.id} [{alert.rule}] on {alert.subject}")
         lines += alert_lines(change.alert)[1:]
     return lines
 
@@ -174,10 +229,17 @@ def would_post_lines(changes: list[AlertChange], missing: str) -> list[str]:
     for change in changes:
         alert = change.alert
         if change.kind == "opened":
-            lines.append(f"[alerts channel] Error-rate alert: {alert.pipeline}")
+            title = _TITLES.get(alert.rule, "Alert")
+            lines.append(f"[alerts channel] {title}: {alert.subject or alert.pipeline}")
             lines += alert_lines(alert)
         else:
-            lines.append(f"[thread of alert #{alert.id}] Recovered: {alert.pipeline}")
-            rate = percent(alert.recovery_rate) if alert.recovery_rate is not None else "no runs"
-            lines.append(f"    back under {percent(alert.threshold)} (now {rate})")
+            lines.append(f"[thread of alert #{alert.id}] Recovered: {alert.subject}")
+            if alert.rule == "error_rate":
+                rate = (
+                    percent(alert.recovery_rate) if alert.recovery_rate is not None else "no runs"
+                )
+                lines.append(f"    back under {percent(alert.threshold)} (now {rate})")
+            else:
+                now = "n/a" if alert.recovery_rate is None else f"{alert.recovery_rate:.3g}"
+                lines.append(f"    back under the bar (now {now})")
     return lines

@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from bot.home import duration, money, rate, window_label
+from pipelines.drift import DriftFigures
 from pipelines.durations import parse_duration
 from pipelines.stats import StatsReport, WindowStats
 
@@ -55,6 +56,7 @@ def stats_default(
 ) -> None:
     """Every pipeline's numbers over the last 7 days (or --since), and all of them together."""
     from bot.cli import CliError, open_gatehouse, print_json, say, settings_for_cli
+    from pipelines.drift import drift_figures
     from pipelines.stats import pipeline_stats, roll_up_stats
 
     try:
@@ -70,6 +72,9 @@ def stats_default(
         # rolled now make this and the next reading fast; a first one over old history is slow.
         roll_up_stats(gatehouse.rt, catch_up=True)
         report = pipeline_stats(gatehouse.rt, windows=[window], pipeline=pipeline)
+        drift = drift_figures(gatehouse.rt, window=window, now=report.now)
+        if pipeline is not None:
+            drift = {name: f for name, f in drift.items() if name == pipeline}
         png = render(gatehouse, pipeline) if render is not None else None
     if png is not None and chart is not None:
         try:
@@ -77,9 +82,10 @@ def stats_default(
         except OSError as exc:
             raise CliError(f"cannot write the chart to {chart}: {exc.strerror}") from None
     if as_json:
-        print_json(report_json(report, window))
+        print_json({**report_json(report, window), "drift": drift_json(drift)})
         return
     say(table_lines(report, window))
+    say(drift_lines(drift))
     if chart is not None:
         typer.echo(f"chart of the last 7 days written to {chart}")
 
@@ -181,4 +187,37 @@ def table_lines(report: StatsReport, window: timedelta) -> list[str]:
         lines.append("no runs in this window")
     lines.append("err: failed + needs_attention over finished; tokens: prompt+completion;")
     lines.append("decide: median time to an approval decision; tasks: runs that asked a person")
+    return lines
+
+
+def drift_json(figures: dict[str, DriftFigures]) -> list[dict[str, Any]]:
+    return [f.to_json() for _name, f in sorted(figures.items())]
+
+
+def drift_lines(figures: dict[str, DriftFigures]) -> list[str]:
+    """The quiet failures per pipeline: human exits and mean confidence of the window's LLM
+    calls, and the largest PSI from the last hourly drift check (none: nothing to show)."""
+    if not figures:
+        return []
+    header = ["pipeline", "llm calls", "human exits", "confidence", "max PSI", "field"]
+    rows = [header]
+    for _name, f in sorted(figures.items()):
+        rows.append(
+            [
+                f.pipeline,
+                str(f.llm_calls),
+                rate(f.human_exit_rate),
+                "-" if f.mean_confidence is None else f"{f.mean_confidence:.2f}",
+                "-" if f.max_psi is None else f"{f.max_psi:.2f}",
+                f.max_psi_field or "-",
+            ]
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = ["", "quiet failures (LLM calls in the window; PSI: last 7 days vs the 28 before):"]
+    for r in rows:
+        lines.append(
+            "  ".join(
+                c.ljust(widths[i]) if i in (0, 5) else c.rjust(widths[i]) for i, c in enumerate(r)
+            ).rstrip()
+        )
     return lines

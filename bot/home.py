@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from bot.mrkdwn import SLASH_COMMAND, code, escape, mention, mentions, slack_len, truncate
+from pipelines.drift import DriftFigures
 from pipelines.stats import ALL_PIPELINES, PipelineStats, StatsReport, WindowStats
 from pipelines.views import ApprovalView, TaskView
 
@@ -331,6 +332,34 @@ def alert_text(alert: AlertNote, now: datetime) -> str:
     )
 
 
+def drift_line(f: DriftFigures) -> str:
+    """One pipeline's quiet-failure figures: `name` · human exits · mean confidence · max PSI."""
+    parts = [f"`{escape(truncate(f.pipeline, 100))}`"]
+    if f.llm_calls:
+        parts.append(f"human exits {rate(f.human_exit_rate)} of {count(f.llm_calls)} LLM calls")
+        confidence = DASH if f.mean_confidence is None else f"{f.mean_confidence:.2f}"
+        parts.append(f"mean confidence {confidence}")
+    if f.max_psi is not None:
+        parts.append(f"max PSI {f.max_psi:.2f} ({code(f.max_psi_field or '?', 200)})")
+    return " · ".join(parts)
+
+
+def drift_blocks(figures: Mapping[str, DriftFigures]) -> list[dict[str, Any]]:
+    """The quiet failures: one section of lines, cut to Slack's text limit."""
+    if not figures:
+        return []
+    lines = [drift_line(f) for _name, f in sorted(figures.items())]
+    return [
+        header("Quiet failures"),
+        section(truncate("\n".join(lines), TEXT_LIMIT - 10)),
+        context(
+            "human exits and mean confidence: the LLM calls of the last 24 h · max PSI: the "
+            "categorical field that moved most, last 7 days against the 28 before (drift "
+            "alerts above 0.2), from the hourly check"
+        ),
+    ]
+
+
 def home_view(
     stats: StatsReport,
     pending: Sequence[ApprovalView | TaskView],
@@ -338,6 +367,7 @@ def home_view(
     *,
     card_links: Mapping[str, str] | None = None,
     command: str = SLASH_COMMAND,
+    drift: Mapping[str, DriftFigures] | None = None,
 ) -> dict[str, Any]:
     """The App Home tab (`views.publish` body's `view`): per pipeline the numbers of each window
     in `stats`, then what waits for people, then the last alerts. Ages are counted to
@@ -363,6 +393,15 @@ def home_view(
                 "channel shows up here too."
             )
         )
-    room = VIEW_BLOCKS - len(top) - len(waiting) - len(last) - 2  # two dividers
-    blocks = [*top, *stats_blocks(stats, room, command=command), DIVIDER, *waiting, DIVIDER, *last]
+    quiet = drift_blocks(drift or {})
+    room = VIEW_BLOCKS - len(top) - len(quiet) - len(waiting) - len(last) - 2  # two dividers
+    blocks = [
+        *top,
+        *stats_blocks(stats, room, command=command),
+        *quiet,
+        DIVIDER,
+        *waiting,
+        DIVIDER,
+        *last,
+    ]
     return {"type": "home", "blocks": blocks[:VIEW_BLOCKS]}

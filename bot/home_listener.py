@@ -8,6 +8,7 @@ from slack_bolt import Ack, App
 
 from bot import home
 from bot.app import Bot
+from pipelines.drift import drift_figures
 from pipelines.stats import pipeline_stats
 
 
@@ -21,5 +22,10 @@ def register(app: App, bot: Bot) -> None:
 
 def publish_home(bot: Bot, user: str) -> None:
     stats = pipeline_stats(bot.gatehouse.rt)
-    view = home.home_view(stats, bot.gatehouse.pending(), command=bot.settings.slash_command)
+    view = home.home_view(
+        stats,
+        bot.gatehouse.pending(),
+        command=bot.settings.slash_command,
+        drift=drift_figures(bot.gatehouse.rt),
+    )
     bot.client.views_publish(user_id=user, view=view)

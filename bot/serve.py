@@ -17,7 +17,7 @@ import structlog
 from pydantic import SecretStr
 from slack_sdk import WebClient
 
-from bot.alerts import check_alerts
+from bot.alerts import check_alerts, check_drift
 from bot.app import Bot, build_asgi, build_bolt_app, build_web_client
 from bot.metrics import metrics_routes
 from bot.review import post_weekly_review, resume_review, summarize_due_reviews
@@ -153,11 +153,13 @@ def serve(settings: Settings) -> None:
 
 def start_jobs(bot: Bot, settings: Settings) -> SchedulerHandle:
     """Pipeline schedules, plus the bot's own jobs: the alert check and the stats roll-up every
-    minute and, with a review channel, the weekly review (one replica posts each:
+    minute, the drift check hourly (one replica a fire: it reads 35 days) and, with a review
+    channel, the weekly review (one replica posts each:
     `claim=True`) and its summaries."""
     handle = start_scheduler(bot.gatehouse, settings)
     outbox_sender(bot).start()
     handle.add_system_job("alerts", "1m", lambda _fire_time: check_alerts(bot))
+    handle.add_system_job("drift", "1h", lambda _fire_time: check_drift(bot), claim=True)
     # Every replica may roll: each hour's roll-up is claimed in the database.
     handle.add_system_job("stats-rollup", "1m", lambda _fire_time: roll_up_stats(bot.gatehouse.rt))
     if settings.review_channel:

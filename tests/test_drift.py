@@ -491,3 +491,111 @@ def test_the_migration_makes_existing_alerts_error_rate_alerts(sqlite_url: str) 
         assert (row.rule, row.subject, row.pipeline) == ("error_rate", "a", "a")
     finally:
         db.dispose()
+
+
+# -- in Slack ------------------------------------------------------------------------------------
+
+HOSTILE = "<!channel> & <@U0BOSS>"
+
+
+@pytest.fixture
+def world(fake_slack: Any, sqlite_url: str, clock: FakeClock) -> Iterator[Any]:
+    from tests.slack_harness import slack_world
+
+    with slack_world(fake_slack, sqlite_url, clock, alerts_channel="C_ALERTS") as built:
+        yield built
+
+
+def shown(message: dict[str, Any]) -> str:
+    """The message's text and its blocks; the header is plain text (Slack parses no mention
+    in it), so it is shown as it is and the rest must be escaped."""
+    import json
+
+    return message.get("text", "") + json.dumps(message.get("blocks", []), ensure_ascii=False)
+
+
+def mrkdwn_of(message: dict[str, Any]) -> str:
+    import json
+
+    parsed = [b for b in message.get("blocks", []) if b.get("type") != "header"]
+    return message.get("text", "") + json.dumps(parsed, ensure_ascii=False)
+
+
+def test_a_human_exit_alert_is_posted_then_recovered_in_its_thread(world: Any) -> None:
+    from bot.alerts import check_alerts
+
+    now = world.clock.now()
+    key = "<!here>#1"
+    llm_calls(world.gatehouse, "triage", at=now - 3 * HOUR, exits=10, answered=190, key=key)
+    llm_calls(world.gatehouse, "triage", at=now, exits=12, answered=18, key=key)
+    check_alerts(world.bot)
+    [message] = world.fake.messages("C_ALERTS")
+    text = shown(message)
+    assert "Human-exit alert: triage · llm &lt;!here&gt;#1" in text
+    assert "*40%* of the 30 calls" in text and "took the human exit (12)" in text
+    assert "Baseline: *5%* over the 24 h before (200 calls)" in text
+    assert "<!here>" not in mrkdwn_of(message)
+    world.clock.advance(16 * MIN)
+    check_alerts(world.bot)
+    world.clock.advance(15 * MIN)
+    check_alerts(world.bot)
+    [_original, reply] = world.fake.messages("C_ALERTS", thread_ts=message["ts"])
+    assert "Recovered" in shown(reply) and "Human exits back under the bar" in shown(reply)
+
+
+def test_a_drift_alert_shows_the_field_and_the_most_shifted_categories_escaped(
+    world: Any,
+) -> None:
+    from bot.alerts import check_drift
+
+    now = world.clock.now()
+    add_runs(
+        world.gatehouse, "d_route", 280, at=now - 8 * DAY, spacing=2 * HOUR,
+        input=lambda i: {"text": "hi", "region": "eu" if i % 2 else "us"},
+    )  # fmt: skip
+    add_runs(
+        world.gatehouse, "d_route", 70, at=now, spacing=2 * HOUR,
+        input=lambda i: {"text": "hi", "region": HOSTILE if i % 3 else "eu"},
+    )  # fmt: skip
+    result = check_drift(world.bot)
+    assert [c.alert.rule for c in result.changes] == [INPUT_DRIFT]
+    [message] = world.fake.messages("C_ALERTS")
+    text = shown(message)
+    assert "Input drift: d_route · input.region" in text
+    assert "PSI *" in text and "`input.region`" in text
+    assert "*Most shifted*" in text and "`&lt;!channel&gt; &amp; &lt;@U0BOSS&gt;`: 0% → 66%" in text
+    assert "<!channel>" not in mrkdwn_of(message) and "<@U0BOSS>" not in mrkdwn_of(message)
+
+
+# -- the CLI and App Home ------------------------------------------------------------------------
+
+
+def test_alerts_cli_stats_and_app_home_show_the_rule_and_the_drift_figures(
+    engine: Gatehouse, clock: FakeClock
+) -> None:
+    from bot.cli_alerts import alert_lines
+    from bot.cli_stats import drift_lines
+    from bot.home import drift_blocks
+
+    now = clock.now()
+    add_runs(engine, "d_route", 280, at=now - 8 * DAY, spacing=2 * HOUR, input=inquiries(0.5, 280))
+    add_runs(engine, "d_route", 70, at=now, spacing=2 * HOUR, input=inquiries(0.9, 70))
+    llm_calls(engine, "triage", at=now, exits=3, answered=7, confidence=0.8)
+    [change] = evaluate_drift(engine.rt, POLICY)
+
+    [first, *rest] = alert_lines(change.alert)
+    assert first.startswith(f"#{change.alert.id} OPEN      [input_drift] d_route · input.region:")
+    assert "input drift: PSI 0.88" in first and "70 recent values, 280 before" in first
+    assert any(line.strip().startswith("us: 50% -> 10%") for line in rest)
+
+    figures = drift_figures(engine.rt)
+    lines = drift_lines(figures)
+    rows = {line.split()[0]: line.split() for line in lines[2:]}
+    assert rows["d_route"] == ["d_route", "0", "-", "-", f"{change.alert.rate:.2f}", "input.region"]
+    assert rows["triage"] == ["triage", "10", "30.0%", "0.80", "-", "-"]
+
+    [title, body, _note] = drift_blocks(figures)
+    assert title["text"]["text"] == "Quiet failures"
+    text = body["text"]["text"]
+    assert "`triage` · human exits 30.0% of 10 LLM calls · mean confidence 0.80" in text
+    assert f"`d_route` · max PSI {change.alert.rate:.2f} (`input.region`)" in text
