@@ -468,3 +468,26 @@ def test_the_example_ticket_triage_set_loads_and_runs_without_a_model(
     assert len(dataset.cases) >= 5
     report = evaluate(gatehouse.rt, "ticket_triage", dataset, store=False)
     assert {r.status for r in report.results} == {"human"}
+
+
+# -- both databases --------------------------------------------------------------------------------
+
+
+def test_the_eval_database_refuses_writes_on_both_databases(
+    any_db_url: str, clock: FakeClock
+) -> None:
+    db = Database(any_db_url)
+    try:
+        gatehouse = Gatehouse(db, clock=clock, directory=StaticDirectory(GROUPS))
+        before = table_counts(db)
+        text_ = cases({"input": {"order": "o1"}}, {"input": {"order": "o2"}})
+        report = evaluate(gatehouse.rt, "ev_sneaky", parse_dataset(text_, name="s"), concurrency=2)
+        assert [r.status for r in report.results] == ["error", "error"]
+        assert all("read" in (r.error or "").lower() for r in report.results)
+        route = evaluate(gatehouse.rt, "ev_route", parse_dataset(ROUTE_SET, name="r"))
+        assert route.count("passed") == 2 and executed["ev_write_note"] == 0
+        assert table_counts(db) == before
+        with db.transaction() as conn:
+            assert eval_rows.latest(conn, "ev_route") is not None
+    finally:
+        db.dispose()

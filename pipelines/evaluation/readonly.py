@@ -16,7 +16,12 @@ from sqlalchemy import Connection, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import sessionmaker
 
+from pipelines.errors import GatehouseError
 from storage.db import Database
+
+
+class NoFileToRead(GatehouseError):
+    """An in-memory SQLite database cannot be opened a second time, read-only."""
 
 
 class ReadOnlyDatabase(Database):
@@ -27,7 +32,7 @@ class ReadOnlyDatabase(Database):
         url = make_url(db.url)
         if url.get_backend_name() == "sqlite":
             if not url.database or url.database == ":memory:" or "mode=memory" in str(url):
-                raise ValueError(
+                raise NoFileToRead(
                     "an eval needs a database file (an in-memory SQLite database cannot be "
                     "opened a second time, read-only)"
                 )
