@@ -64,8 +64,8 @@ def report_lines(report: EvalReport) -> list[str]:
     total = s["cases"]
     lines = [
         f"eval {report.eval_id} of {report.pipeline} on {report.dataset}: {total} case(s), "
-        f"model {report.model or 'none (LLM steps take the human exit)'}; nothing was written "
-        "and no side effect ran"
+        f"model {report.model or 'none (LLM steps take the human exit)'}; no production state "
+        "was written and no side effect ran"
     ]
     if s["skipped"]:
         lines.append(f"  ({s['skipped']} case(s) of other pipelines left out)")
