@@ -538,6 +538,7 @@ def _mount_subcommands() -> None:
         cli_alerts,
         cli_audit,
         cli_eval,
+        cli_ready,
         cli_review,
         cli_sandbox,
         cli_schedules,
@@ -552,6 +553,7 @@ def _mount_subcommands() -> None:
     app.command("sandbox")(cli_sandbox.sandbox)
     app.command("eval")(cli_eval.eval_command)
     app.command("evals")(cli_eval.evals_command)
+    app.command("ready")(cli_ready.ready_command)
 
 
 _mount_subcommands()

@@ -14,6 +14,7 @@ from typing import Any
 
 from bot.mrkdwn import SLASH_COMMAND, code, escape, mention, mentions, slack_len, truncate
 from pipelines.drift import DriftFigures
+from pipelines.readiness import Readiness
 from pipelines.stats import ALL_PIPELINES, PipelineStats, StatsReport, WindowStats
 from pipelines.views import ApprovalView, TaskView
 
@@ -360,6 +361,35 @@ def drift_blocks(figures: Mapping[str, DriftFigures]) -> list[dict[str, Any]]:
     ]
 
 
+def readiness_line(r: Readiness) -> str:
+    """ ":red_circle: *name* not ready — records: …; eval: …" (each red answer's reason, cut)."""
+    name = escape(truncate(r.pipeline, 100))
+    if r.ready:
+        return f":large_green_circle: *{name}* ready"
+    reds = "; ".join(f"{a.title.lower()}: {escape(truncate(a.reason, 300))}" for a in r.red)
+    return f":red_circle: *{name}* not ready — {reds}"
+
+
+def readiness_blocks(found: Sequence[Readiness]) -> list[dict[str, Any]]:
+    """`gatehouse ready` in App Home: a line per pipeline, packed into at most two sections."""
+    if not found:
+        return []
+    ready = sum(1 for r in found if r.ready)
+    packed = _pack([readiness_line(r) for r in found], 2)
+    blocks = [header(f"Readiness ({ready} of {len(found)} ready)")]
+    blocks += [section(t) for t in packed.texts]
+    left = [r.pipeline for r in found[packed.used :]]
+    note = (
+        "gates (human exits, rate limits, approval or reverse) · approvers · complete records "
+        "over 7 days · the last eval within 30 days at its bar · `gatehouse ready PIPELINE` "
+        "gives every answer"
+    )
+    if left:
+        note = f"Not shown: {_names(left)} · {note}"
+    blocks.append(context(note))
+    return blocks
+
+
 def home_view(
     stats: StatsReport,
     pending: Sequence[ApprovalView | TaskView],
@@ -368,6 +398,7 @@ def home_view(
     card_links: Mapping[str, str] | None = None,
     command: str = SLASH_COMMAND,
     drift: Mapping[str, DriftFigures] | None = None,
+    readiness: Sequence[Readiness] = (),
 ) -> dict[str, Any]:
     """The App Home tab (`views.publish` body's `view`): per pipeline the numbers of each window
     in `stats`, then what waits for people, then the last alerts. Ages are counted to
@@ -393,7 +424,7 @@ def home_view(
                 "channel shows up here too."
             )
         )
-    quiet = drift_blocks(drift or {})
+    quiet = drift_blocks(drift or {}) + readiness_blocks(readiness)
     room = VIEW_BLOCKS - len(top) - len(quiet) - len(waiting) - len(last) - 2  # two dividers
     blocks = [
         *top,

@@ -9,6 +9,7 @@ from slack_bolt import Ack, App
 from bot import home
 from bot.app import Bot
 from pipelines.drift import drift_figures
+from pipelines.readiness import readiness
 from pipelines.stats import pipeline_stats
 
 
@@ -27,5 +28,6 @@ def publish_home(bot: Bot, user: str) -> None:
         bot.gatehouse.pending(),
         command=bot.settings.slash_command,
         drift=drift_figures(bot.gatehouse.rt),
+        readiness=readiness(bot.gatehouse.rt),
     )
     bot.client.views_publish(user_id=user, view=view)

@@ -25,6 +25,7 @@ class Pipeline:
     triggers: tuple[Trigger, ...]
     description: str
     approvals_channel: str | None = None
+    eval_min_pass: float | None = None  # the pass rate `gatehouse ready` asks of its last eval
 
 
 _PIPELINES: dict[str, Pipeline] = {}
@@ -36,9 +37,12 @@ def pipeline(
     input: type[BaseModel],
     triggers: Iterable[Trigger] = (),
     approvals_channel: str | None = None,
+    eval_min_pass: float | None = None,
 ) -> Callable[[PipelineFn], PipelineFn]:
     if not (isinstance(input, type) and issubclass(input, BaseModel)):
         raise TypeError(f"pipeline {name!r}: input= must be a pydantic model class")
+    if eval_min_pass is not None and not 0 <= eval_min_pass <= 1:
+        raise ValueError(f"pipeline {name!r}: eval_min_pass={eval_min_pass!r} is not in 0..1")
 
     def register(fn: PipelineFn) -> PipelineFn:
         existing = _PIPELINES.get(name)
@@ -54,6 +58,7 @@ def pipeline(
             triggers=tuple(triggers),
             description=(inspect.getdoc(fn) or "").split("\n")[0],
             approvals_channel=approvals_channel,
+            eval_min_pass=eval_min_pass,
         )
         return fn
 

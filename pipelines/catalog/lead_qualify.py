@@ -298,6 +298,7 @@ def remove_from_crm(args: CrmLeadArgs, result: CrmLead, *, idempotency_key: str)
 
 @tool(
     kind="write",
+    rate_limit="120/hour",
     approval="never",
     approvers=["@sales-leads"],  # who may undo it
     idempotent=True,
