@@ -7,6 +7,12 @@ the subject's state at delivery time and retries failures, so each method is ide
 that exists is updated, one that does not is posted (a late "decided" card included), and a
 subject gets one card. Slack's failures are raised as `DeliveryFailed`: retryable (429 with its
 `Retry-After`, 5xx, connection errors) or not (a channel that does not exist, missing scopes).
+
+A card carries message metadata naming what it shows (`gatehouse_card`: kind and id). A sender
+that died (or lost the database) after Slack accepted the post but before the ts was recorded
+leaves a card nobody knows about; the sender that takes the delivery over calls
+`adopt_lost_card`, which finds that card in the channel's recent history by its metadata and
+records it, so the delivery updates it instead of posting a second one.
 """
 
 from __future__ import annotations
@@ -42,6 +48,8 @@ RETRYABLE_ERRORS = frozenset(
         "team_added_to_org",
     }
 )
+CARD_EVENT = "gatehouse_card"  # the message metadata's event_type on every card
+HISTORY_PAGES = 5  # of 200 messages, newest first: how far back a lost card is looked for
 
 
 def delivery_failure(exc: Exception) -> DeliveryFailed:
@@ -142,6 +150,54 @@ class SlackNotifier:
             cards.task_fallback_text(task),
         )
 
+    def adopt_lost_card(self, view: ApprovalView | TaskView) -> bool:
+        """Find a card for `view` whose ts was never recorded (its sender died between Slack's
+        answer and the commit) among the channel's latest messages, newest first, and record
+        it. True when one was found. Slack's ts is not compared with our clock: only the
+        metadata identifies the card."""
+        kind = "approval" if isinstance(view, ApprovalView) else "task"
+        channel = (
+            self.channel_for(view) if isinstance(view, ApprovalView) else self.task_channel(view)
+        )
+        if channel[:1] not in ("C", "G") or channel.upper() != channel:
+            # conversations.history takes ids only: name the channel by id for this protection
+            log.warning("slack.card_not_looked_up", ref_id=view.id, channel=channel)
+            return False
+        rt = self._runtime()
+        with rt.db.transaction() as conn:
+            if messages.message_ref(conn, kind=kind, ref_id=view.id) is not None:
+                return False
+        cursor = None
+        try:
+            for _ in range(HISTORY_PAGES):
+                page = self._client.conversations_history(
+                    channel=channel,
+                    include_all_metadata=True,
+                    limit=200,
+                    cursor=cursor,
+                )
+                for message in page.get("messages") or []:
+                    meta = message.get("metadata") or {}
+                    payload = meta.get("event_payload") or {}
+                    if meta.get("event_type") == CARD_EVENT and payload.get("ref_id") == view.id:
+                        with rt.db.transaction() as conn:
+                            messages.save_message_ref(
+                                conn,
+                                kind=kind,
+                                ref_id=view.id,
+                                channel=str(page.get("channel") or channel),
+                                ts=str(message["ts"]),
+                                now=rt.clock.now(),
+                            )
+                        log.warning("slack.card_adopted", kind=kind, ref_id=view.id)
+                        return True
+                cursor = (page.get("response_metadata") or {}).get("next_cursor")
+                if not cursor:
+                    return False
+        except (SlackClientError, OSError) as exc:
+            raise delivery_failure(exc) from exc
+        return False
+
     def task_channel(self, task: TaskView) -> str:
         pipeline = registered_pipelines().get(task.pipeline or "")
         return (pipeline.approvals_channel if pipeline else None) or self._default_channel
@@ -165,7 +221,15 @@ class SlackNotifier:
                 self._client.chat_update(channel=ref.channel, ts=ref.ts, blocks=blocks(), text=text)
                 log.info("slack.card_updated", kind=kind, ref_id=ref_id)
                 return
-            response = self._client.chat_postMessage(channel=channel, blocks=blocks(), text=text)
+            response = self._client.chat_postMessage(
+                channel=channel,
+                blocks=blocks(),
+                text=text,
+                metadata={
+                    "event_type": CARD_EVENT,
+                    "event_payload": {"kind": kind, "ref_id": ref_id},
+                },
+            )
         except (SlackClientError, OSError) as exc:
             failure = delivery_failure(exc)
             log.warning("slack.delivery_failed", kind=kind, ref_id=ref_id, error=str(failure))

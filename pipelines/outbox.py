@@ -10,7 +10,10 @@ delivery idempotent (a card that exists is updated, never posted twice).
 A failure raised as `DeliveryFailed(retryable=True)` (429, 5xx, connection) is retried with
 capped exponential backoff and jitter, never sooner than the service's `Retry-After`; a
 permanent one (a bad channel) after `max_attempts` marks the rows dead and logs an error. A
-database that goes away is waited out with bounded backoff; the rows stay in the table.
+database that goes away is waited out with bounded backoff; the rows stay in the table, and
+the claims it interrupted are ended when it is back. A claim held by a process of this host
+that no longer exists (a sender killed mid-delivery) is ended at once rather than at the end of
+its lease, as the worker does with runs.
 
 In one process the sender is nudged right after the commit (a `threading.Event`), so a card
 goes out at once instead of at the next poll; without a running thread (`gatehouse approve` in
@@ -32,6 +35,7 @@ from pipelines.errors import UnknownApproval, UnknownTask
 from pipelines.ports import DeliveryFailed
 from pipelines.runtime import Runtime
 from pipelines.views import ApprovalView, TaskView
+from pipelines.worker import owner_is_dead
 from storage import messages
 from storage import outbox as rows
 from storage.db import is_disconnect
@@ -73,7 +77,9 @@ class OutboxSender:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._give_up_at: float | None = None
+        self._lost_database = False  # claims of ours the database dropped mid-delivery
         self.delivered = 0
+        self.taken_over = 0
 
     # -- in-process use ----------------------------------------------------------------------
 
@@ -120,6 +126,7 @@ class OutboxSender:
                 failures += 1
                 pause = min(self.poll_seconds * 2**failures, 10.0)
                 event = "outbox.database_unavailable" if is_disconnect(exc) else "outbox.error"
+                self._lost_database = self._lost_database or is_disconnect(exc)
                 log.warning(event, error=str(exc), retry_in=pause)
                 self._stop.wait(pause)
                 continue
@@ -137,6 +144,8 @@ class OutboxSender:
     def deliver_due(self, *, subject_id: str | None = None) -> int:
         """Claim and deliver every due subject (only `subject_id` if given); returns how many
         subjects were delivered."""
+        if subject_id is None:
+            self.end_abandoned_claims()
         done = 0
         while True:
             now = self.rt.clock.now()
@@ -161,6 +170,21 @@ class OutboxSender:
             if len(claimed) < self.batch or subject_id is not None:
                 return done
 
+    def end_abandoned_claims(self) -> int:
+        """End the claims nobody is delivering any more: those of dead processes on this host,
+        and ours that a lost database interrupted. Their subjects are claimable again now."""
+        now = self.rt.clock.now()
+        ended = 0
+        with self.rt.db.transaction() as conn:
+            for row_id, holder in rows.live_claims(conn, now):
+                ours = holder == self.rt.worker_id
+                abandoned = self._lost_database if ours else owner_is_dead(holder)
+                if abandoned and rows.end_claim(conn, row_id, holder=holder, now=now):
+                    ended += 1
+                    log.warning("outbox.claim_ended", row_id=row_id, holder=holder)
+        self._lost_database = False
+        return ended
+
     def _release(self, claimed: list[rows.Claimed]) -> None:
         with self.rt.db.transaction() as conn:
             for head in claimed:
@@ -174,8 +198,13 @@ class OutboxSender:
     def _deliver(self, head: rows.Claimed) -> bool:
         with self.rt.db.transaction() as conn:
             up_to = rows.last_pending_id(conn, head.subject_id) or head.id
+        if head.taken_over:
+            self.taken_over += 1
+            log.warning("outbox.taken_over", subject_id=head.subject_id, owed=head.event)
         try:
             method, view = self._current(head)
+            if method is not None and head.taken_over and view is not None:
+                self._adopt_lost_card(head, view)
             if method is not None and not self._stale(head, view):
                 getattr(self.rt.notifier, method)(view)
         except DeliveryFailed as exc:
@@ -195,6 +224,14 @@ class OutboxSender:
         self.delivered += 1
         log.info("outbox.delivered", subject_id=head.subject_id, owed=head.event)
         return True
+
+    def _adopt_lost_card(self, head: rows.Claimed, view: ApprovalView | TaskView) -> None:
+        """The previous sender may have posted the card and died before recording it: let the
+        notifier find it (an optional `adopt_lost_card(view)`), so it is updated, not posted
+        twice."""
+        adopt = getattr(self.rt.notifier, "adopt_lost_card", None)
+        if adopt is not None:
+            adopt(view)
 
     def _current(self, head: rows.Claimed) -> tuple[str | None, ApprovalView | TaskView | None]:
         """Which notifier method shows the subject's state now, and the view to show."""

@@ -5,7 +5,9 @@ a card is owed exactly when the change committed. A sender claims a *subject* (a
 task) through its oldest pending row: a row is claimable only when no older row of its subject
 is still pending, so one subject is never delivered by two senders at once, and its rows are
 delivered in order. The claim is a lease (`claimed_by`, `claim_until`): a sender that died gives
-its subject back when the lease runs out. `FOR UPDATE SKIP LOCKED` lets several senders claim
+its subject back when the lease runs out, or at once when its holder is known to be dead
+(`end_claim`); a claim taken over that way is `taken_over`: its delivery may have half happened
+(posted to Slack, not recorded). `FOR UPDATE SKIP LOCKED` lets several senders claim
 side by side on PostgreSQL; SQLite's `BEGIN IMMEDIATE` serializes the claim.
 """
 
@@ -32,6 +34,9 @@ class Claimed:
     subject_id: str
     created_at: datetime
     attempts: int
+    # The previous claim was neither settled nor given back: its holder died (or lost the
+    # database) mid-delivery, so the card may be in Slack without its ts recorded.
+    taken_over: bool = False
 
 
 def enqueue(conn: Connection, *, event: str, subject_id: str, now: datetime) -> None:
@@ -81,7 +86,7 @@ def claim_due(
     if subject_id is not None:
         conditions.append(o.subject_id == subject_id)
     query = (
-        select(o.id, o.event, o.subject_id, o.created_at, o.attempts)
+        select(o.id, o.event, o.subject_id, o.created_at, o.attempts, o.claimed_by)
         .where(and_(*conditions))  # type: ignore[arg-type]
         .order_by(o.next_attempt_at, o.id)
         .limit(limit)
@@ -101,8 +106,40 @@ def claim_due(
             .values(claimed_by=worker, claim_until=now + lease)
         ).rowcount
         if taken == 1:
-            claimed.append(Claimed(row.id, row.event, row.subject_id, row.created_at, row.attempts))
+            claimed.append(
+                Claimed(
+                    row.id,
+                    row.event,
+                    row.subject_id,
+                    row.created_at,
+                    row.attempts,
+                    taken_over=row.claimed_by is not None,
+                )
+            )
     return claimed
+
+
+def live_claims(conn: Connection, now: datetime) -> list[tuple[int, str]]:
+    """(row id, holder) of every pending row whose claim still runs."""
+    o = outbox_table.c
+    query = select(o.id, o.claimed_by).where(
+        o.status == OutboxStatus.PENDING, o.claimed_by.is_not(None), o.claim_until > now
+    )
+    return [(int(row.id), str(row.claimed_by)) for row in conn.execute(query).all()]
+
+
+def end_claim(conn: Connection, row_id: int, *, holder: str, now: datetime) -> bool:
+    """End `holder`'s claim now (it is dead, or it lost the database mid-delivery). The holder
+    stays named, so whoever claims the row next knows the delivery may have half happened."""
+    o = outbox_table.c
+    return (
+        conn.execute(
+            update(outbox_table)
+            .where(o.id == row_id, o.status == OutboxStatus.PENDING, o.claimed_by == holder)
+            .values(claim_until=now)
+        ).rowcount
+        == 1
+    )
 
 
 def last_pending_id(conn: Connection, subject_id: str) -> int | None:

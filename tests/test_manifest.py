@@ -40,7 +40,13 @@ def test_manifest_declares_the_slash_command_the_bot_listens_to() -> None:
 def test_manifest_asks_for_the_minimal_scopes_the_code_calls() -> None:
     scopes = set(_manifest()["oauth_config"]["scopes"]["bot"])
     # chat.postMessage/update/postEphemeral; the slash command; usergroups.list/users.list.
-    assert scopes == {"chat:write", "commands", "usergroups:read", "files:write"}
+    assert scopes == {
+        "chat:write",
+        "commands",
+        "usergroups:read",
+        "files:write",
+        "channels:history",
+    }
 
 
 def test_manifest_subscribes_to_the_events_the_bot_handles_and_enables_what_it_uses() -> None:
@@ -64,6 +70,7 @@ SCOPE_OF_METHOD = {
     "usergroups_users_list": "usergroups:read",
     "users_info": "users:read",
     "conversations_replies": "channels:history",
+    "conversations_history": "channels:history",
     "files_getUploadURLExternal": "files:write",
     "files_completeUploadExternal": "files:write",
     "files_upload_v2": "files:write",

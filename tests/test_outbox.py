@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -124,6 +125,43 @@ def test_a_card_posted_before_slack_went_down_is_updated_not_posted_again(
     assert "Approved by" in texts(updated["blocks"]) and not has_buttons(updated)
     assert len(world.fake.calls_to("chat.postMessage")) == 1
     assert len(world.fake.calls_to("chat.update")) == 4  # three refused, one taken
+
+
+def test_a_card_posted_by_a_sender_that_died_before_recording_it_is_found_and_not_posted_again(
+    world: SlackWorld, clock: FakeClock
+) -> None:
+    """The window a crash leaves: Slack accepted chat.postMessage, the sender was killed before
+    it recorded the ts. The next sender ends the dead holder's claim at once, finds the card by
+    its metadata in the channel's history and updates it."""
+    from sqlalchemy import delete, update
+
+    from storage.messages import messages_table
+
+    run = world.gatehouse.trigger("refund_request", LARGE, user="U_CAROL", source="slack")
+    [approval_id] = run.waiting_for
+    [card] = world.approval_cards()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    holder = f"{socket.gethostname()}:{dead.pid}:dead00"
+    db = world.gatehouse.db
+    with db.transaction() as conn:  # as the dead sender left it: posted, nothing recorded
+        conn.execute(delete(messages_table))
+        conn.execute(
+            update(outbox_rows.outbox_table)
+            .where(outbox_rows.outbox_table.c.subject_id == approval_id)
+            .values(
+                status="pending", claimed_by=holder, claim_until=clock.now() + timedelta(hours=1)
+            )
+        )
+    sender = sender_of(world)
+    assert sender.deliver_due() == 1  # long before the dead holder's lease runs out
+    assert sender.taken_over == 1
+    assert len(world.fake.calls_to("chat.postMessage")) == 1
+    assert [c["ts"] for c in world.fake.calls_to("chat.update")] == [card["ts"]]
+    assert statuses(db, approval_id) == ["delivered"]
+    world.gatehouse.approve(approval_id, user="U_BOB")
+    [updated] = world.approval_cards()
+    assert updated["ts"] == card["ts"] and not has_buttons(updated)
 
 
 def test_a_429_is_retried_no_sooner_than_retry_after(world: SlackWorld, clock: FakeClock) -> None:

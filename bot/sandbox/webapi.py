@@ -44,6 +44,7 @@ READ_METHODS = frozenset(
         "auth.test",
         "chat.getPermalink",
         "conversations.replies",
+        "conversations.history",
         "conversations.list",
         "conversations.info",
         "usergroups.list",
@@ -84,6 +85,7 @@ class SlackWebApi(ViewMethods, FileMethods):
             "chat.postEphemeral": self._chat_post_ephemeral,
             "chat.getPermalink": self._chat_get_permalink,
             "conversations.replies": self._conversations_replies,
+            "conversations.history": self._conversations_history,
             "conversations.list": self._conversations_list,
             "conversations.info": self._conversations_info,
             "views.open": self._views_open,
@@ -351,6 +353,30 @@ class SlackWebApi(ViewMethods, FileMethods):
         return {
             "messages": copy.deepcopy(thread),
             "has_more": False,
+            "response_metadata": {"next_cursor": ""},
+        }
+
+    def _conversations_history(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Top-level messages, newest first, within `oldest`/`latest` (exclusive, as Slack's
+        default); `metadata` only with `include_all_metadata`. One page: the fake has no cursor."""
+        channel_id = self._channel_id(params.get("channel"), allow_names=False)
+        oldest = float(params.get("oldest") or 0)
+        latest = float(params.get("latest") or "inf")
+        with_metadata = truthy(params.get("include_all_metadata"))
+        found = []
+        for message in reversed(list(self._messages.get(channel_id, {}).values())):
+            if message.get("thread_ts") not in (None, message["ts"]):
+                continue
+            if not oldest < float(message["ts"]) < latest:
+                continue
+            shown = copy.deepcopy(message)
+            if not with_metadata:
+                shown.pop("metadata", None)
+            found.append(shown)
+        limit = int(params.get("limit") or 100)
+        return {
+            "messages": found[:limit],
+            "has_more": len(found) > limit,
             "response_metadata": {"next_cursor": ""},
         }
 
