@@ -185,6 +185,8 @@ def approval_detail(a: ApprovalView) -> str:
         parts.append(f"four-eyes: not {a.trigger_user}")
     if a.expires_at is not None:
         parts.append(f"expires {when(a.expires_at)}")
+    if isinstance(a.validator, dict) and a.validator.get("summary"):
+        parts.append(str(a.validator["summary"]))  # why the validator handed it to a person
     return "; ".join(parts)
 
 

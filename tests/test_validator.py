@@ -14,6 +14,7 @@ import pytest
 from pydantic import BaseModel
 
 from bot import cards
+from bot.cli_render import approval_detail
 from pipelines import (
     ActionRejected,
     Context,
@@ -208,6 +209,7 @@ def test_unsure_verdict_posts_the_approval_card_with_the_verdict_and_reason(
     assert "The validator" in text and "Verdict: *unsure*" in text and "confidence 0.90" in text
     assert "&lt;!channel&gt;" in text and "<!channel>" not in text, "the reason is escaped"
     assert "validator:v_send_email" not in text, "not repeated under what the model said"
+    assert f"validator ({MODEL}) said unsure (confidence 0.90)" in approval_detail(approval)
     requested = [e for e in _audit(gh, run.id) if e.event == "approval.requested"]
     assert requested[0].detail["validator"]["verdict"] == "unsure"
 
