@@ -45,6 +45,7 @@ log = structlog.get_logger()
 
 ERROR_LIMIT = 800  # one error line, escaped, in a message (3 of them + labels < 3,000)
 NAME_LIMIT = 100
+DRIFT_BUDGET_SECONDS = 60.0  # of counting days per hourly drift check
 
 
 @dataclass(frozen=True)
@@ -72,11 +73,16 @@ def check_alerts(bot: Bot, now: datetime | None = None) -> AlertsCheck:
     return post_due(bot, alerts.evaluate(rt, bot.settings, now=now), now)
 
 
-def check_drift(bot: Bot, now: datetime | None = None) -> AlertsCheck:
-    """Evaluate drift (PSI of every categorical field) and send what is due. Hourly."""
+def check_drift(
+    bot: Bot, now: datetime | None = None, *, budget_seconds: float | None = DRIFT_BUDGET_SECONDS
+) -> AlertsCheck:
+    """Count the days not yet counted (for up to `budget_seconds`: a first count of a long
+    history goes on at the next fire), evaluate drift (PSI of every categorical field) and send
+    what is due. Hourly."""
     rt = bot.gatehouse.rt
     now = now if now is not None else rt.clock.now()
-    return post_due(bot, drift.evaluate_drift(rt, bot.settings, now=now), now)
+    changes = drift.evaluate_drift(rt, bot.settings, now=now, budget_seconds=budget_seconds)
+    return post_due(bot, changes, now)
 
 
 def post_due(bot: Bot, changes: list[AlertChange], now: datetime) -> AlertsCheck:

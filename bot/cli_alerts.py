@@ -89,7 +89,7 @@ def check_command(as_json: JsonFlag = False, with_drift: DriftFlag = False) -> N
         try:
             result = check_alerts(bot)
             if with_drift:
-                drifted = check_drift(bot)
+                drifted = check_drift(bot, budget_seconds=None)
                 result.changes.extend(drifted.changes)
                 result.posted.extend(drifted.posted)
                 result.failed.extend(drifted.failed)

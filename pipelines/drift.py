@@ -16,18 +16,22 @@ recovered after a stretch under the bar):
 
 The first two run in the minute check (`evaluate_call_rules`, called by `alerts.evaluate`):
 the window is one range of `ix_runs_created` and the baseline is read only for subjects already
-over their floor. Drift needs 35 days of values and changes slowly: `evaluate_drift` runs
-hourly (one replica a fire) and keeps its last figures (`drift_figures`) for the stats.
+over their floor. Drift needs 35 days of values and changes slowly: each field's values are counted
+once per whole UTC day (`drift_counts`, a few rows a day), and `evaluate_drift` runs hourly (one
+replica a fire) over those counts: the last 7 whole days against the 28 before. It keeps its
+last figures (`drift_figures`) for the stats.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import structlog
 from sqlalchemy import Connection
 
 from pipelines.alerts import (
@@ -50,6 +54,9 @@ from pipelines.runtime import Runtime
 from storage import drift as store
 from storage.drift import CallCounts, Source
 
+log = structlog.get_logger()
+
+DAY = timedelta(days=1)
 # A share of 0 in either period would make the PSI infinite: shares are floored at this.
 PSI_EPSILON = 1e-4
 TOP_SHIFTS = 3
@@ -330,53 +337,96 @@ class FieldDrift:
         }
 
 
+def floor_day(moment: datetime) -> datetime:
+    return moment.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
 def watched_fields(
-    conn: Connection, now: datetime, recent: timedelta
+    conn: Connection, *, since: datetime, until: datetime
 ) -> list[tuple[str, Source, str, str | None]]:
-    """(pipeline, source, field, call key) of every categorical field: the registered
-    pipelines' input and output models, and the LLM calls that recorded categorical output
-    fields in the recent period."""
+    """(pipeline, source, field, call key) of every categorical field with values in the
+    period: the input and output models of the registered pipelines that ran, and the LLM calls
+    that recorded categorical output fields (`meta.categorical`)."""
+    ran = store.pipelines_with_runs(conn, since=since, until=until)
     found: list[tuple[str, Source, str, str | None]] = []
     for name, registered in registered_pipelines().items():
+        if name not in ran:
+            continue
         found += [(name, "input", f, None) for f in categorical_fields(registered.input_model)]
         output = return_model(registered.fn)
         if output is not None:
             found += [(name, "output", f, None) for f in categorical_fields(output)]
-    llm = store.llm_categorical_fields(conn, since=now - recent, until=now)
+    llm = store.llm_categorical_fields(conn, since=since, until=until)
     for (name, key), names in sorted(llm.items()):
         found += [(name, "llm", f, key) for f in names]
     return found
 
 
-def field_drift(
-    conn: Connection,
-    pipeline: str,
-    source: Source,
-    field: str,
-    call_key: str | None,
-    *,
-    now: datetime,
-    policy: AlertPolicy,
-) -> FieldDrift:
-    split = now - policy.drift_recent
-    counts = store.category_counts(
-        conn,
-        pipeline=pipeline,
-        source=source,
-        field=field,
-        call_key=call_key,
-        since=split - policy.drift_reference,
-        split=split,
-        until=now,
-    )
-    reference = {v: ref for v, (ref, _) in counts.items() if ref}
-    recent = {v: new for v, (_, new) in counts.items() if new}
+def roll_up_drift(
+    rt: Runtime, policy: AlertPolicy, now: datetime, *, budget_seconds: float | None = None
+) -> bool:
+    """Count the values of every categorical field for each whole UTC day of the drift periods
+    not yet counted, oldest first: one short transaction per pipeline and day (SQLite's write
+    lock is held for one pipeline's day of runs, never for 35 days). Stops after
+    `budget_seconds`; True when every day is counted. Safe on several replicas at once: a day
+    counted twice inserts nothing the second time."""
+    today = floor_day(now)
+    first = floor_day(today - policy.drift_recent - policy.drift_reference)
+    with rt.db.transaction() as conn:
+        done = store.rolled_days(conn, since=first, until=today)
+    started = time.monotonic()  # pacing only; the days follow `now`, the clock port
+    day = first
+    while day < today:
+        if day not in done:
+            if budget_seconds is not None and time.monotonic() - started > budget_seconds:
+                log.info("drift.roll_up_paused", next_day=day.date().isoformat())
+                return False
+            _roll_day(rt, day, now)
+        day += DAY
+    return True
+
+
+def _roll_day(rt: Runtime, day: datetime, now: datetime) -> None:
+    with rt.db.transaction() as conn:
+        watched = watched_fields(conn, since=day, until=day + DAY)
+    by_pipeline: dict[str, list[tuple[Source, str, str | None]]] = {}
+    for pipeline, source, field, key in watched:
+        by_pipeline.setdefault(pipeline, []).append((source, field, key))
+    for pipeline, fields in sorted(by_pipeline.items()):
+        with rt.db.transaction() as conn:
+            for source, field, key in fields:
+                counts = store.value_counts(
+                    conn,
+                    pipeline=pipeline,
+                    source=source,
+                    field=field,
+                    call_key=key,
+                    since=day,
+                    until=day + DAY,
+                )
+                store.add_day_counts(
+                    conn,
+                    day=day,
+                    pipeline=pipeline,
+                    source=source,
+                    field=field,
+                    call_key=key,
+                    counts=counts,
+                )
+    with rt.db.transaction() as conn:
+        store.mark_rolled(conn, day=day, now=now)
+
+
+def _field_drift(key: store.FieldKey, values: Mapping[str, tuple[int, int]]) -> FieldDrift:
+    pipeline, source, call_key, field = key
+    reference = {v: ref for v, (ref, _) in values.items() if ref}
+    recent = {v: new for v, (_, new) in values.items() if new}
     terms = psi_terms(reference, recent)
     return FieldDrift(
         pipeline=pipeline,
-        source=source,
+        source=source,  # type: ignore[arg-type]
         field=field,
-        call_key=call_key,
+        call_key=call_key or None,
         psi=sum(t.contribution for t in terms),
         reference_count=sum(reference.values()),
         recent_count=sum(recent.values()),
@@ -385,21 +435,31 @@ def field_drift(
 
 
 def evaluate_drift(
-    rt: Runtime, policy: AlertPolicy | Settings, now: datetime | None = None
+    rt: Runtime,
+    policy: AlertPolicy | Settings,
+    now: datetime | None = None,
+    *,
+    budget_seconds: float | None = None,
 ) -> list[AlertChange]:
-    """Compute every categorical field's PSI, open a drift alert where it is over the bar,
-    follow the open ones (recovered one `drift_every` after the PSI went back under); store the
-    figures for the stats. The hourly job; opens once across replicas like every rule."""
+    """Count the days not yet counted (`roll_up_drift`), then compute every categorical field's
+    PSI over whole UTC days (the last `drift_recent` before today against the
+    `drift_reference` before that), open a drift alert where it is over the bar, follow the
+    open ones (recovered one `drift_every` after the PSI went back under), and store the
+    figures for the stats. The hourly job; opens once across replicas like every rule. While
+    the first counts of a long history are still being made, it evaluates nothing."""
     if not isinstance(policy, AlertPolicy):
         policy = AlertPolicy.from_settings(policy)
     now = now if now is not None else rt.clock.now()
+    if not roll_up_drift(rt, policy, now, budget_seconds=budget_seconds):
+        return []
+    today = floor_day(now)
+    split = today - policy.drift_recent
     changes: list[AlertChange] = []
     with rt.db.transaction() as conn:
-        computed = [
-            field_drift(conn, *watched, now=now, policy=policy)
-            for watched in watched_fields(conn, now, policy.drift_recent)
-        ]
-        drifts = [d for d in computed if d.reference_count or d.recent_count]
+        periods = store.period_counts(
+            conn, since=split - policy.drift_reference, split=split, until=today
+        )
+        drifts = [_field_drift(key, values) for key, values in periods.items()]
         store.save_figures(conn, [d.to_json() for d in drifts], now=now)
         open_rows = open_alerts_by_subject(conn)
         by_subject = {(d.rule, d.subject): d for d in drifts}

@@ -1,5 +1,5 @@
 """The figures the drift rules read: LLM calls per pipeline and call key (human exits, mean
-confidence) in a window, and the values of one categorical field in two periods.
+confidence) in a window, and the daily counts of each categorical field's values.
 
 LLM calls count in the window their run was *created* in (like the stats' cost and tokens): the
 window's runs come from `ix_runs_created` and each run's calls from `ix_calls_run`, so no index is
@@ -28,12 +28,23 @@ from sqlalchemy import (
     insert,
     select,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 
 from storage.calls import calls_table
-from storage.models import CallKind, CallStatus, DriftFigure, RunStatus
+from storage.models import (
+    CallKind,
+    CallStatus,
+    DriftCount,
+    DriftFigure,
+    DriftRolledDay,
+    RunStatus,
+)
 from storage.runs import runs_table
 
 figures_table: Table = DriftFigure.__table__  # type: ignore[assignment]
+counts_table: Table = DriftCount.__table__  # type: ignore[assignment]
+rolled_table: Table = DriftRolledDay.__table__  # type: ignore[assignment]
+VALUE_LIMIT = 400  # a longer value is cut (a free-text field marked categorical by mistake)
 
 Source = Literal["input", "output", "llm"]
 MISSING = "(missing)"  # a field absent or null in a record: a category of its own
@@ -79,9 +90,12 @@ def llm_call_counts(
     created_at = runs_table.c.created_at
     human_exit = calls_table.c.meta["human_exit"].as_boolean()
     confidence = calls_table.c.meta["confidence"].as_float()
+    # Grouped by the pipeline as a plain value: grouped by the column, SQLite walks
+    # `ix_runs_pipeline_created` (or every call) for its order instead of the time range.
+    pipeline = _filter_only(conn, runs_table.c.pipeline)
     query = (
         select(
-            runs_table.c.pipeline,
+            pipeline,
             calls_table.c.key,
             func.count(),
             func.sum(case((human_exit.is_(True), 1), else_=0)),
@@ -94,10 +108,10 @@ def llm_call_counts(
             created_at <= until if until_inclusive else created_at < until,
             calls_table.c.kind == str(CallKind.LLM),
         )
-        .group_by(runs_table.c.pipeline, calls_table.c.key)
+        .group_by(pipeline, calls_table.c.key)
     )
     if pipelines is not None:
-        query = query.where(_filter_only(conn, runs_table.c.pipeline).in_(sorted(pipelines)))
+        query = query.where(pipeline.in_(sorted(pipelines)))
     return {
         (str(name), str(key)): CallCounts(int(n), int(exits or 0), int(n_conf), float(total or 0))
         for name, key, n, exits, n_conf, total in conn.execute(query)
@@ -116,7 +130,7 @@ def llm_categorical_fields(
     `ctx.llm`), per (pipeline, call key), among the runs created in the period."""
     fields_text = calls_table.c.meta["categorical"].as_string()
     query = (
-        select(runs_table.c.pipeline, calls_table.c.key, fields_text)
+        select(_filter_only(conn, runs_table.c.pipeline), calls_table.c.key, fields_text)
         .select_from(runs_table.join(calls_table, calls_table.c.run_id == runs_table.c.id))
         .where(
             runs_table.c.created_at >= since,
@@ -135,27 +149,24 @@ def llm_categorical_fields(
     return found
 
 
-def category_counts(
+def value_counts(
     conn: Connection,
     *,
     pipeline: str,
     source: Source,
     field: str,
     since: datetime,
-    split: datetime,
     until: datetime,
     call_key: str | None = None,
-) -> dict[str, tuple[int, int]]:
-    """Value → (count in the reference period [since, split), count in the recent one
-    [split, until]) of one field: of the pipeline's input or output (runs created in the
-    period; the output of succeeded runs) or of one LLM call's answer. Counted in SQL, one scan of the pipeline's runs by
+) -> dict[str, int]:
+    """Value → count of one field over the runs created in [since, until): of the pipeline's
+    input, its output (succeeded runs), or one LLM call's answer (succeeded calls). One range of
     `ix_runs_pipeline_created`; a missing value counts as `MISSING`."""
     created_at = runs_table.c.created_at
-    recent = case((created_at >= split, 1), else_=0)
     if source == "llm":
         value: Any = calls_table.c.output[field].as_string()
         query = (
-            select(value, recent, func.count())
+            select(value, func.count())
             .select_from(runs_table.join(calls_table, calls_table.c.run_id == runs_table.c.id))
             .where(
                 calls_table.c.kind == str(CallKind.LLM),
@@ -166,18 +177,121 @@ def category_counts(
     else:
         column = runs_table.c.input if source == "input" else runs_table.c.output
         value = column[field].as_string()
-        query = select(value, recent, func.count())
+        query = select(value, func.count())
         if source == "output":  # a run that did not succeed has no output to compare
             query = query.where(runs_table.c.status == str(RunStatus.SUCCEEDED))
     query = query.where(
-        runs_table.c.pipeline == pipeline, created_at >= since, created_at <= until
-    ).group_by(value, recent)
-    counts: dict[str, list[int]] = {}
-    for raw, is_recent, n in conn.execute(query):
-        label = MISSING if raw is None else str(raw)
-        pair = counts.setdefault(label, [0, 0])
+        runs_table.c.pipeline == pipeline, created_at >= since, created_at < until
+    ).group_by(value)
+    counts: dict[str, int] = {}
+    for raw, n in conn.execute(query):
+        label = MISSING if raw is None else str(raw)[:VALUE_LIMIT]
+        counts[label] = counts.get(label, 0) + int(n)
+    return counts
+
+
+def pipelines_with_runs(conn: Connection, *, since: datetime, until: datetime) -> set[str]:
+    """The pipelines with runs created in [since, until) (one range of `ix_runs_created`)."""
+    pipeline = _filter_only(conn, runs_table.c.pipeline)
+    query = (
+        select(pipeline)
+        .where(runs_table.c.created_at >= since, runs_table.c.created_at < until)
+        .group_by(pipeline)
+    )
+    return {str(name) for (name,) in conn.execute(query)}
+
+
+def rolled_days(conn: Connection, *, since: datetime, until: datetime) -> set[datetime]:
+    query = select(rolled_table.c.day).where(
+        rolled_table.c.day >= since, rolled_table.c.day < until
+    )
+    return set(conn.execute(query).scalars())
+
+
+def _insert_ignoring_duplicates(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+    """Insert, skipping rows another roll-up (a replica, `alerts check --drift`) wrote first:
+    both counted the same day from the same runs."""
+    if not rows:
+        return
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        conn.execute(postgresql.insert(table).on_conflict_do_nothing(), rows)
+    elif dialect == "sqlite":
+        conn.execute(sqlite.insert(table).on_conflict_do_nothing(), rows)
+    else:  # pragma: no cover - Gatehouse supports these two
+        raise RuntimeError(f"drift needs SQLite or PostgreSQL, not {dialect}")
+
+
+def add_day_counts(
+    conn: Connection,
+    *,
+    day: datetime,
+    pipeline: str,
+    source: Source,
+    field: str,
+    call_key: str | None,
+    counts: dict[str, int],
+) -> None:
+    _insert_ignoring_duplicates(
+        conn,
+        counts_table,
+        [
+            {
+                "day": day,
+                "pipeline": pipeline,
+                "source": source,
+                "call_key": call_key or "",
+                "field": field,
+                "value": value,
+                "count": n,
+            }
+            for value, n in counts.items()
+        ],
+    )
+
+
+def mark_rolled(conn: Connection, *, day: datetime, now: datetime) -> None:
+    _insert_ignoring_duplicates(conn, rolled_table, [{"day": day, "rolled_at": now}])
+
+
+FieldKey = tuple[str, str, str, str]  # (pipeline, source, call key or "", field)
+
+
+def period_counts(
+    conn: Connection, *, since: datetime, split: datetime, until: datetime
+) -> dict[FieldKey, dict[str, tuple[int, int]]]:
+    """Every field's values summed over the days in [since, split) (reference) and
+    [split, until) (recent): field → value → (reference count, recent count)."""
+    day = counts_table.c.day
+    recent = case((day >= split, 1), else_=0)
+    query = (
+        select(
+            counts_table.c.pipeline,
+            counts_table.c.source,
+            counts_table.c.call_key,
+            counts_table.c.field,
+            counts_table.c.value,
+            recent,
+            func.sum(counts_table.c.count),
+        )
+        .where(day >= since, day < until)
+        .group_by(
+            counts_table.c.pipeline,
+            counts_table.c.source,
+            counts_table.c.call_key,
+            counts_table.c.field,
+            counts_table.c.value,
+            recent,
+        )
+    )
+    found: dict[FieldKey, dict[str, list[int]]] = {}
+    for pipeline, source, key, field, value, is_recent, n in conn.execute(query):
+        pair = found.setdefault((pipeline, source, key, field), {}).setdefault(value, [0, 0])
         pair[int(is_recent)] += int(n)
-    return {label: (pair[0], pair[1]) for label, pair in sorted(counts.items())}
+    return {
+        key: {value: (pair[0], pair[1]) for value, pair in sorted(values.items())}
+        for key, values in sorted(found.items())
+    }
 
 
 def save_figures(conn: Connection, figures: list[dict[str, Any]], *, now: datetime) -> None:

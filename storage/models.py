@@ -577,3 +577,36 @@ class DriftFigure(Base):
     evaluated_at: Mapped[datetime]
 
     __table_args__ = (Index("ix_drift_figures_pipeline", "pipeline", "psi"),)
+
+
+class DriftCount(Base):
+    """How many runs (or LLM answers) had one value of one categorical field on one UTC day:
+    the daily roll-up the drift rule's PSI sums (`pipelines.drift`), so the hourly check reads
+    35 days of a few rows, not 35 days of runs. `call_key` is "" for a pipeline's own input or
+    output. Inserted once per day (`DriftRolledDay` marks the days done)."""
+
+    __tablename__ = "drift_counts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    day: Mapped[datetime]
+    pipeline: Mapped[str] = mapped_column(String(200))
+    source: Mapped[str] = mapped_column(String(20))  # input | output | llm
+    call_key: Mapped[str] = mapped_column(String(300))
+    field: Mapped[str] = mapped_column(String(200))
+    value: Mapped[str] = mapped_column(String(400))
+    count: Mapped[int] = mapped_column(Integer)
+
+    __table_args__ = (
+        UniqueConstraint(
+            "day", "pipeline", "source", "call_key", "field", "value", name="uq_drift_counts"
+        ),
+    )
+
+
+class DriftRolledDay(Base):
+    """A UTC day whose drift counts are all in `drift_counts`."""
+
+    __tablename__ = "drift_rolled_days"
+
+    day: Mapped[datetime] = mapped_column(primary_key=True)
+    rolled_at: Mapped[datetime]

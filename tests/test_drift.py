@@ -44,6 +44,8 @@ MIN = timedelta(minutes=1)
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
 POLICY = AlertPolicy()  # 15 min window, 24 h baseline; 7 d against 28 d for drift
+# Drift counts whole UTC days: the clock starts at 09:00, so recent runs end 10 h before it
+# (yesterday) to all be in the last 7 days.
 KEY = "classify#1"
 _ids = itertools.count()
 
@@ -335,7 +337,7 @@ def test_input_drift_opens_once_with_the_field_and_the_top_shifts_then_recovers(
     now = clock.now()
     # Reference (35 to 7 days ago): half eu, half us. Recent 7 days: 90% eu.
     add_runs(engine, "d_route", 280, at=now - 8 * DAY, spacing=2 * HOUR, input=inquiries(0.5, 280))
-    add_runs(engine, "d_route", 70, at=now, spacing=2 * HOUR, input=inquiries(0.9, 70))
+    add_runs(engine, "d_route", 70, at=now - 10 * HOUR, spacing=2 * HOUR, input=inquiries(0.9, 70))
 
     [change] = evaluate_drift(engine.rt, POLICY)
 
@@ -352,7 +354,14 @@ def test_input_drift_opens_once_with_the_field_and_the_top_shifts_then_recovers(
 
     # A week later the recent week is balanced again (the skewed one is now in the reference).
     clock.advance(7 * DAY)
-    add_runs(engine, "d_route", 70, at=clock.now(), spacing=2 * HOUR, input=inquiries(0.5, 70))
+    add_runs(
+        engine,
+        "d_route",
+        70,
+        at=clock.now() - 10 * HOUR,
+        spacing=2 * HOUR,
+        input=inquiries(0.5, 70),
+    )
     assert evaluate_drift(engine.rt, POLICY) == []  # under: from now
     clock.advance(HOUR)
     [recovered] = evaluate_drift(engine.rt, POLICY)
@@ -377,9 +386,11 @@ def test_output_drift_of_the_pipeline_and_of_an_llm_answer(
         }
 
     add_runs(engine, "d_route", 280, at=now - 8 * DAY, spacing=2 * HOUR, output=routed(0.2, 280))
-    add_runs(engine, "d_route", 70, at=now, spacing=2 * HOUR, output=routed(0.2, 70))
+    add_runs(engine, "d_route", 70, at=now - 10 * HOUR, spacing=2 * HOUR, output=routed(0.2, 70))
     add_runs(engine, "d_llm", 280, at=now - 8 * DAY, spacing=2 * HOUR, call=label(["refund"]))
-    add_runs(engine, "d_llm", 70, at=now, spacing=2 * HOUR, call=label(["refund", "bug"]))
+    add_runs(
+        engine, "d_llm", 70, at=now - 10 * HOUR, spacing=2 * HOUR, call=label(["refund", "bug"])
+    )
 
     changes = evaluate_drift(engine.rt, POLICY)
 
@@ -414,7 +425,14 @@ def test_replicas_evaluating_at_once_open_each_alert_once(
             replicas[0], "d_route", 280, at=now - 8 * DAY, spacing=2 * HOUR,
             input=inquiries(0.5, 280),
         )  # fmt: skip
-        add_runs(replicas[0], "d_route", 70, at=now, spacing=2 * HOUR, input=inquiries(1.0, 70))
+        add_runs(
+            replicas[0],
+            "d_route",
+            70,
+            at=now - 10 * HOUR,
+            spacing=2 * HOUR,
+            input=inquiries(1.0, 70),
+        )
         barrier = threading.Barrier(len(replicas))
         results: list[list[AlertChange]] = [[] for _ in replicas]
         errors: list[BaseException] = []
@@ -554,7 +572,7 @@ def test_a_drift_alert_shows_the_field_and_the_most_shifted_categories_escaped(
         input=lambda i: {"text": "hi", "region": "eu" if i % 2 else "us"},
     )  # fmt: skip
     add_runs(
-        world.gatehouse, "d_route", 70, at=now, spacing=2 * HOUR,
+        world.gatehouse, "d_route", 70, at=now - 10 * HOUR, spacing=2 * HOUR,
         input=lambda i: {"text": "hi", "region": HOSTILE if i % 3 else "eu"},
     )  # fmt: skip
     result = check_drift(world.bot)
@@ -579,7 +597,7 @@ def test_alerts_cli_stats_and_app_home_show_the_rule_and_the_drift_figures(
 
     now = clock.now()
     add_runs(engine, "d_route", 280, at=now - 8 * DAY, spacing=2 * HOUR, input=inquiries(0.5, 280))
-    add_runs(engine, "d_route", 70, at=now, spacing=2 * HOUR, input=inquiries(0.9, 70))
+    add_runs(engine, "d_route", 70, at=now - 10 * HOUR, spacing=2 * HOUR, input=inquiries(0.9, 70))
     llm_calls(engine, "triage", at=now, exits=3, answered=7, confidence=0.8)
     [change] = evaluate_drift(engine.rt, POLICY)
 
@@ -599,3 +617,30 @@ def test_alerts_cli_stats_and_app_home_show_the_rule_and_the_drift_figures(
     text = body["text"]["text"]
     assert "`triage` · human exits 30.0% of 10 LLM calls · mean confidence 0.80" in text
     assert f"`d_route` · max PSI {change.alert.rate:.2f} (`input.region`)" in text
+
+
+def test_drift_counts_each_whole_day_once_and_waits_for_a_long_history_to_be_counted(
+    engine: Gatehouse, clock: FakeClock
+) -> None:
+    from storage.drift import counts_table, rolled_table
+
+    now = clock.now()
+    add_runs(engine, "d_route", 280, at=now - 8 * DAY, spacing=2 * HOUR, input=inquiries(0.5, 280))
+    add_runs(engine, "d_route", 70, at=now - 10 * HOUR, spacing=2 * HOUR, input=inquiries(1, 70))
+    add_runs(engine, "d_route", 50, at=now, spacing=MIN, input=inquiries(0, 50))  # today: later
+
+    assert evaluate_drift(engine.rt, POLICY, budget_seconds=0) == []  # paused: nothing judged
+    [change] = evaluate_drift(engine.rt, POLICY)
+    assert change.alert.detail("recent_count") == 70
+    with engine.db.transaction() as conn:
+        days = conn.execute(select(rolled_table.c.day)).scalars().all()
+        counted = (
+            conn.execute(select(counts_table.c.count).where(counts_table.c.source == "input"))
+            .scalars()
+            .all()
+        )
+    assert len(days) == 35 and sum(counted) == 2 * (280 + 70)  # region and channel, not today
+    assert evaluate_drift(engine.rt, POLICY) == []
+    with engine.db.transaction() as conn:
+        rows = conn.execute(select(counts_table.c.id).where(counts_table.c.source == "input"))
+        assert len(rows.all()) == len(counted)

@@ -3,7 +3,8 @@
 Each alert now has a rule (`error_rate`, `human_exit_rate`, `confidence_drop`, `input_drift`,
 `output_drift`) and a subject (the pipeline, `pipeline · llm KEY`, `pipeline · input.FIELD`); the
 one-open-alert guard becomes one open alert per (rule, subject). Existing alerts are error-rate
-alerts on their pipeline. `drift_figures` keeps the last hourly drift evaluation's PSI per field.
+alerts on their pipeline. `drift_counts` holds the daily counts of each categorical field's values
+(`drift_rolled_days` the days done); `drift_figures` the last hourly evaluation's PSI per field.
 
 Revision ID: 0010
 Revises: 0009
@@ -56,9 +57,32 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
     )
     op.create_index("ix_drift_figures_pipeline", "drift_figures", ["pipeline", "psi"])
+    op.create_table(
+        "drift_counts",
+        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("day", UTCDateTime(), nullable=False),
+        sa.Column("pipeline", sa.String(length=200), nullable=False),
+        sa.Column("source", sa.String(length=20), nullable=False),
+        sa.Column("call_key", sa.String(length=300), nullable=False),
+        sa.Column("field", sa.String(length=200), nullable=False),
+        sa.Column("value", sa.String(length=400), nullable=False),
+        sa.Column("count", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint(
+            "day", "pipeline", "source", "call_key", "field", "value", name="uq_drift_counts"
+        ),
+    )
+    op.create_table(
+        "drift_rolled_days",
+        sa.Column("day", UTCDateTime(), nullable=False),
+        sa.Column("rolled_at", UTCDateTime(), nullable=False),
+        sa.PrimaryKeyConstraint("day"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("drift_rolled_days")
+    op.drop_table("drift_counts")
     op.drop_index("ix_drift_figures_pipeline", table_name="drift_figures")
     op.drop_table("drift_figures")
     # Only error-rate alerts existed before: the others go (they would break one-per-pipeline).
