@@ -261,8 +261,13 @@ class Decider:
     _serial: int = 0
 
     def run(self) -> None:
+        seen = (-1, -1)
         while not self._stop.is_set():
-            for message in self.slack.messages(CHANNEL):
+            # Look again when the channel changed or a plan was learnt; not otherwise (500 cards
+            # are megabytes to copy every 50 ms).
+            now_seen = (self.slack.version, len(self.plans))
+            changed, seen = now_seen != seen, now_seen
+            for message in self.slack.messages(CHANNEL) if changed else []:
                 approval_id = _pending_approval_on(message)
                 if approval_id is None or approval_id in self.acted:
                     continue
@@ -393,7 +398,7 @@ def run_soak(postgres_url: str, tmp_path: Path, runs: int, seed: int) -> None:
         trigger_every = chaos_seconds * 0.6 / runs
         next_kill = time.monotonic() + rng.uniform(1.5, 3.5)
         restart_at = time.monotonic() + chaos_seconds * 0.5
-        next_trigger = time.monotonic()
+        next_trigger = next_learn = time.monotonic()
         pending_inputs = list(inputs)
         while time.monotonic() < chaos_end or pending_inputs:
             now = time.monotonic()
@@ -419,7 +424,9 @@ def run_soak(postgres_url: str, tmp_path: Path, runs: int, seed: int) -> None:
             if restart_at is not None and now >= restart_at:
                 restart_at = None
                 _restart_database(proxy, admin, app, chaos)
-            _learn_plans(gh, run_plans, plans)
+            if now >= next_learn:
+                _learn_plans(gh, run_plans, plans)
+                next_learn = now + 0.1
             time.sleep(0.01)
 
         # Settle: every run finished (the unanswered approvals expire), every card delivered.
