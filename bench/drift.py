@@ -50,6 +50,7 @@ DAYS = 35
 PIPELINES = 50
 CACHE_DIR = Path("/tmp/gatehouse-bench")
 SPIKING = "pipeline_03"  # its LLM call takes the human exit 60% of the time, last 10 minutes
+SPIKE_RUNS = 40
 DRIFTING = ("pipeline_01", "pipeline_05")  # their region mix moves in the last 7 days
 REGIONS = ["eu", "us", "apac", "latam"]
 QUEUES = ["billing", "support", "sales"]
@@ -119,8 +120,11 @@ def seed(runs: int, fresh: bool) -> str:
     span = DAYS * 86400.0
     start = NOW - timedelta(days=DAYS)
     recent = NOW - timedelta(days=7)
-    offsets = sorted(rng.random() * span for _ in range(runs))
-    chosen = rng.choices(pipelines, weights=weights, k=runs)
+    offsets = sorted(rng.random() * span for _ in range(runs - SPIKE_RUNS))
+    chosen = rng.choices(pipelines, weights=weights, k=len(offsets))
+    # The spike: 40 more runs of one pipeline in the last 10 minutes.
+    offsets += [span - 600 + 15 * i for i in range(SPIKE_RUNS)]
+    chosen += [SPIKING] * SPIKE_RUNS
     run_sql = (
         "INSERT INTO runs (id, pipeline, status, input, output, trigger, created_at, "
         "started_at, finished_at, updated_at) VALUES (?, ?, ?, ?, ?, 'schedule', ?, ?, ?, ?)"

@@ -10,7 +10,7 @@ A pipeline *spikes* when, over the last window (default 15 min), its error rate 
 needs_attention over finished) is at least the threshold (20%), at least `factor` times its
 baseline (3 times; the baseline is the rate over the 24 h before the window, 0 when nothing
 finished then), and at least `min_volume` runs (10) finished in the window. A spike opens an alert with a
-single INSERT guarded by the one-open-alert-per-pipeline index, so however many replicas
+single INSERT guarded by the one-open-alert-per-rule-and-subject index, so however many replicas
 evaluate at once, one alert is opened. While it is open the pipeline is quiet. The alert
 recovers once the window's rate has stayed under the threshold for a full window, counted from
 the first evaluation that saw it under (`below_since`); a window with no finished runs counts as
