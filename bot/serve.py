@@ -22,7 +22,7 @@ from bot.app import Bot, build_asgi, build_bolt_app, build_web_client
 from bot.metrics import metrics_routes
 from bot.review import post_weekly_review, resume_review, summarize_due_reviews
 from bot.scheduler import SchedulerHandle, start_scheduler
-from bot.server import serve_forever
+from bot.server import StopSignals, serve_forever
 from bot.slack_directory import SlackDirectory
 from bot.slack_notifier import SlackNotifier
 from bot.webhooks import webhook_routes
@@ -121,6 +121,11 @@ def serve(settings: Settings) -> None:
     # The event loop acks Slack while worker threads run pipelines: a shorter GIL switch
     # interval (default 5 ms) keeps CPU-bound runs from holding an ack back for long.
     sys.setswitchinterval(0.001)
+    with StopSignals() as stop:
+        _serve(settings, stop)
+
+
+def _serve(settings: Settings, stop: StopSignals) -> None:
     bot = build_bot(settings)
     app = build_bolt_app(bot)
     workers = start_workers(bot, settings.serve_workers)
@@ -140,12 +145,16 @@ def serve(settings: Settings) -> None:
                 webhooks=f"http://{settings.http_host}:{settings.http_port}/hooks/",
             )
             # Slack comes over the socket; the HTTP server still serves webhooks and /healthz.
-            serve_forever(build_asgi(None, hooks, settings), settings.http_host, settings.http_port)
+            serve_forever(
+                build_asgi(None, hooks, settings), settings.http_host, settings.http_port, stop
+            )
         else:
             log.warning(
                 "serve.http", url=f"http://{settings.http_host}:{settings.http_port}/slack/events"
             )
-            serve_forever(build_asgi(app, hooks, settings), settings.http_host, settings.http_port)
+            serve_forever(
+                build_asgi(app, hooks, settings), settings.http_host, settings.http_port, stop
+            )
     finally:
         scheduler.shutdown(wait=True)
         _drain(bot, workers)

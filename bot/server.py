@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import socket
 import threading
@@ -43,23 +44,50 @@ class BackgroundServer:
         self._sock.close()
 
 
-def serve_forever(asgi: Any, host: str, port: int) -> None:
-    """Blocks until SIGINT/SIGTERM, then returns so the caller can drain.
+class StopSignals:
+    """SIGINT/SIGTERM noted, not obeyed, from before `gatehouse serve` starts its workers until it
+    has drained them: a signal that lands while the process is still starting (workers already
+    running a pipeline, uvicorn not yet up) must lead to a drain too, never to a killed run.
 
-    uvicorn handles the signal to stop, then re-raises it with the handler that was installed
-    before it started; with Python's defaults that would kill the process before the drain.
-    So the handlers it finds are ones that just note the signal.
+    uvicorn handles the signal to stop while it runs, then re-raises it with the handler that was
+    installed before it started; with Python's defaults that would kill the process before the
+    drain, so the handlers it finds are these, which only note the signal.
     """
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
 
-    def noted(signum: int, _frame: Any) -> None:
-        log.warning("serve.stopping", signal=signal.Signals(signum).name)
+    def __init__(self) -> None:
+        self.requested = False
+        self._server: uvicorn.Server | None = None
+        self._previous: dict[int, Any] = {}
 
-    for sig in previous:
-        signal.signal(sig, noted)
-    try:
-        config = uvicorn.Config(asgi, host=host, port=port, log_level="warning", access_log=False)
-        uvicorn.Server(config).run()
-    finally:
-        for sig, handler in previous.items():
+    def __enter__(self) -> StopSignals:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.getsignal(sig)
+            signal.signal(sig, self._noted)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+    def _noted(self, signum: int, _frame: Any) -> None:
+        log.warning("serve.stopping", signal=signal.Signals(signum).name)
+        self.requested = True
+        if self._server is not None:
+            self._server.should_exit = True
+
+    def watch(self, server: uvicorn.Server) -> None:
+        """A signal noted before uvicorn took over its handlers stops this server too."""
+        self._server = server
+        if self.requested:
+            server.should_exit = True
+
+
+def serve_forever(asgi: Any, host: str, port: int, stop: StopSignals | None = None) -> None:
+    """Blocks until SIGINT/SIGTERM (also one `stop` noted earlier), then returns so the caller
+    can drain."""
+    with StopSignals() if stop is None else contextlib.nullcontext(stop) as signals:
+        config = uvicorn.Config(asgi, host=host, port=port, log_level="warning", access_log=False)
+        server = uvicorn.Server(config)
+        signals.watch(server)
+        if not signals.requested:
+            server.run()
