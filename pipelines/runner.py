@@ -16,8 +16,8 @@ import structlog
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import Connection
 
-from pipelines.authorization import authorize_trigger
 from pipelines import sensitive
+from pipelines.authorization import authorize_trigger
 from pipelines.context import Context, describe_args, record_value
 from pipelines.errors import (
     ActionRejected,
