@@ -360,7 +360,9 @@ def test_flag_opens_a_modal_that_needs_a_category_and_records_the_flag(world: Sl
     assert (item.verdict, item.category, item.reviewer) == ("flagged", "hallucination", "U_ALICE")
     assert (item.note, item.expected) == ("it invented an order <@U_BOB>", {"route": "queue"})
     shown = _texts(world.card(reply["ts"])["blocks"])
-    assert "🚩 Flagged by <@U_ALICE>: *Hallucination* — it invented an order &lt;@U_BOB&gt;" in shown
+    assert (
+        "🚩 Flagged by <@U_ALICE>: *Hallucination* — it invented an order &lt;@U_BOB&gt;" in shown
+    )
     assert "1/5 reviewed, 1 flagged" in _texts(world.card(str(week.parent_ts))["blocks"])
     assert world.fake.rejected == []
 
