@@ -16,7 +16,7 @@ import re
 import sys
 import threading
 from collections.abc import Iterable, MutableMapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 import structlog
 from pydantic import SecretStr
@@ -126,7 +126,16 @@ class _RedactingFilter(logging.Filter):
 _filter = _RedactingFilter()
 
 
-def configure_logging(fmt: str = "console", level: str = "warning") -> None:
+def _stderr_logger(*_args: Any) -> structlog.PrintLogger:
+    """Whatever `sys.stderr` is when a line is written, not when logging was configured: a
+    stream swapped out since (a test's capture, a daemon's redirect) may be closed by now."""
+    return structlog.PrintLogger(sys.stderr)
+
+
+def configure_logging(
+    fmt: str = "console", level: str = "warning", stream: TextIO | None = None
+) -> None:
+    """Lines go to `stream` when given, else to whatever `sys.stderr` is at each line."""
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if fmt == "json"
@@ -145,7 +154,7 @@ def configure_logging(fmt: str = "console", level: str = "warning") -> None:
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_stderr_logger if stream is None else structlog.PrintLoggerFactory(stream),
         cache_logger_on_first_use=False,
     )
     for handler in logging.getLogger().handlers:

@@ -132,7 +132,7 @@ def log_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     saved = structlog.get_config() if structlog.is_configured() else None
     with path.open("w") as out:
         monkeypatch.setattr(sys, "stderr", out)
-        configure_logging("json", "debug")
+        configure_logging("json", "debug", stream=out)
         yield path
     if saved is not None:
         structlog.configure(**saved)
@@ -233,7 +233,7 @@ def test_no_planted_secret_is_written_anywhere_and_the_run_resumes_after_a_resta
         outputs.append(result.output)
     shown = json.loads(outputs[0])
     assert shown["input"]["card_number"] == sensitive.MASK
-    configure_logging("json", "debug")  # the CLI pointed logging at its own stream
+    configure_logging("json", "debug", stream=sys.stderr)  # the CLI pointed logging elsewhere
 
     assert slack_calls and log_file.read_text().count("\n") > 10
     found = leaks("log", log_file.read_text())
