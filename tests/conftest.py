@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 from sqlalchemy import create_engine, text
 
 from pipelines import Gatehouse, StaticDirectory, discover
@@ -24,6 +25,18 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 GROUPS = {"finance-leads": ["alice", "bob"], "ops": ["olga"]}
 
 discover()
+
+
+@pytest.fixture(autouse=True)
+def _restore_structlog() -> Iterator[None]:
+    """Tests and the CLI they drive reconfigure structlog (level, format, stream); every test
+    starts from the configuration the previous one found."""
+    was_configured, saved = structlog.is_configured(), structlog.get_config()
+    yield
+    if was_configured:
+        structlog.configure(**saved)
+    else:
+        structlog.reset_defaults()
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-import structlog
 import typer
 from sqlalchemy import insert, select
 from typer.testing import CliRunner, Result
@@ -482,12 +481,7 @@ def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Any, sqlite_url: str) -> 
     monkeypatch.setenv("GATEHOUSE_DATABASE_URL", sqlite_url)
     for name in ("SLACK_BOT_TOKEN", "GATEHOUSE_ALERTS_CHANNEL", "SLACK_API_URL"):
         monkeypatch.delenv(name, raising=False)
-    was_configured, saved = structlog.is_configured(), structlog.get_config()
     yield sqlite_url
-    if was_configured:
-        structlog.configure(**saved)
-    else:
-        structlog.reset_defaults()
 
 
 def gatehouse_cli() -> typer.Typer:

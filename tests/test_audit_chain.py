@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Integer, String, column, delete, func, insert, select, table, update
@@ -384,12 +383,7 @@ def cli_db(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, sqlite_url: str) -> 
     monkeypatch.setenv("GATEHOUSE_GROUPS", json.dumps(GROUPS))
     for name in ("GATEHOUSE_USER", "GATEHOUSE_LOG_LEVEL", "GATEHOUSE_OPERATORS"):
         monkeypatch.delenv(name, raising=False)
-    was_configured, saved = structlog.is_configured(), structlog.get_config()
     yield sqlite_url
-    if was_configured:
-        structlog.configure(**saved)
-    else:
-        structlog.reset_defaults()
 
 
 def gh(*args: str) -> Result:

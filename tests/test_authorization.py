@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
 from typer.testing import CliRunner, Result
 
 from bot.cli import app
@@ -248,12 +247,7 @@ def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, sqlite_url: str) ->
     monkeypatch.setenv("GATEHOUSE_PIPELINES", "tests.cli_pipelines")
     for name in ("GATEHOUSE_USER", "GATEHOUSE_LOG_LEVEL", "GATEHOUSE_LOG_FORMAT"):
         monkeypatch.delenv(name, raising=False)
-    was_configured, saved = structlog.is_configured(), structlog.get_config()
     yield sqlite_url
-    if was_configured:
-        structlog.configure(**saved)
-    else:
-        structlog.reset_defaults()
 
 
 def gh(*args: str) -> Result:

@@ -7,12 +7,10 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
 from typer.testing import CliRunner, Result
 
 from bot.cli import app
@@ -38,18 +36,6 @@ RUN_KEYS = {
 CALL_KEYS = {"key", "kind", "name", "status", "input", "output", "error", "started_at"}
 CALL_KEYS |= {"finished_at"}
 APPROVAL_KEYS = {"id", "call_key", "status", "requested_at", "decided_by", "decided_at", "reason"}
-
-
-@pytest.fixture(autouse=True)
-def _restore_structlog() -> Iterator[None]:
-    """The CLI configures structlog to print to the runner's stderr; later tests must not log
-    into that closed stream."""
-    was_configured, saved = structlog.is_configured(), structlog.get_config()
-    yield
-    if was_configured:
-        structlog.configure(**saved)
-    else:
-        structlog.reset_defaults()
 
 
 @pytest.fixture

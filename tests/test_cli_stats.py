@@ -4,11 +4,9 @@ table, the JSON, the window flag and the chart."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import structlog
 import typer
 from sqlalchemy import insert
 from typer.testing import CliRunner, Result
@@ -35,16 +33,6 @@ def _root() -> None:
 
 
 root.add_typer(cli_stats.app, name="stats")
-
-
-@pytest.fixture(autouse=True)
-def _restore_structlog() -> Iterator[None]:
-    was_configured, saved = structlog.is_configured(), structlog.get_config()
-    yield
-    if was_configured:
-        structlog.configure(**saved)
-    else:
-        structlog.reset_defaults()
 
 
 @pytest.fixture

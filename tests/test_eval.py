@@ -13,7 +13,6 @@ from typing import Any, Literal
 from xml.etree import ElementTree
 
 import pytest
-import structlog
 from pydantic import BaseModel, Field
 from sqlalchemy import func, insert, select, text
 from typer.testing import CliRunner
@@ -414,7 +413,6 @@ def test_junit_xml_is_read_by_a_junit_parser(gatehouse: Gatehouse) -> None:
 
 @pytest.fixture
 def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, sqlite_url: str) -> Path:
-    was_configured, saved = structlog.is_configured(), structlog.get_config()
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("GATEHOUSE_DATABASE_URL", sqlite_url)
     monkeypatch.setenv("GATEHOUSE_PIPELINES", "tests.test_eval")
@@ -423,10 +421,6 @@ def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, sqlite_url: str) ->
     path = tmp_path / "route.jsonl"
     path.write_text(ROUTE_SET, encoding="utf-8")
     yield path
-    if was_configured:
-        structlog.configure(**saved)
-    else:
-        structlog.reset_defaults()
 
 
 def test_cli_eval_gates_on_min_pass_writes_junit_and_lists_evals(cli_env: Path) -> None:

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
 import typer
 from typer.testing import CliRunner, Result
 
@@ -324,18 +323,6 @@ def test_looks_right_is_recorded_once_and_a_flag_stands_over_it(
 
 
 # -- export ----------------------------------------------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def _restore_structlog() -> Iterator[None]:
-    """The CLI configures structlog to print to the runner's stderr; later tests must not log
-    into that closed stream."""
-    was_configured, saved = structlog.is_configured(), structlog.get_config()
-    yield
-    if was_configured:
-        structlog.configure(**saved)
-    else:
-        structlog.reset_defaults()
 
 
 def gh(*args: str) -> Result:

@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-import structlog
 import typer
 from typer.testing import CliRunner, Result
 
@@ -319,12 +318,7 @@ def cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, sqlite_url: str) -> Ite
     monkeypatch.setenv("GATEHOUSE_TIMEZONE", "Europe/Paris")
     for name in ("GATEHOUSE_LOG_LEVEL", "GATEHOUSE_LOG_FORMAT"):
         monkeypatch.delenv(name, raising=False)
-    was_configured, saved = structlog.is_configured(), structlog.get_config()
     yield sqlite_url
-    if was_configured:
-        structlog.configure(**saved)
-    else:
-        structlog.reset_defaults()
 
 
 def gatehouse_cli(*args: str) -> Result:

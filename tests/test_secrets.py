@@ -129,15 +129,10 @@ def dump_database(url: str) -> str:
 def log_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """Every structlog event of the test, JSON, at debug level, into a file."""
     path = tmp_path / "gatehouse.log"
-    saved = structlog.get_config() if structlog.is_configured() else None
     with path.open("w") as out:
         monkeypatch.setattr(sys, "stderr", out)
         configure_logging("json", "debug", stream=out)
         yield path
-    if saved is not None:
-        structlog.configure(**saved)
-    else:
-        structlog.reset_defaults()
 
 
 @pytest.fixture(autouse=True)
