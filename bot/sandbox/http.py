@@ -31,20 +31,18 @@ class PageRoutes(Protocol):
         ...
 
 
-class SandboxHttpServer(ThreadingHTTPServer):
+class LoopbackHttpServer(ThreadingHTTPServer):
+    """A threaded loopback server that can stop at once: it tracks its keep-alive connections so
+    `close_connections()` unblocks handler threads waiting for a next request, and a client that
+    hung up (a timeout under test, a closed page) is not reported as an error."""
+
     daemon_threads = True
     block_on_close = False
-    request_queue_size = 128  # the ack benchmark opens 50 connections at once
-    api: SlackWebApi
-    page: PageRoutes | None
 
-    def __init__(
-        self, address: tuple[str, int], api: SlackWebApi, page: PageRoutes | None = None
-    ) -> None:
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
-        self.api, self.page = api, page
-        super().__init__(address, _Handler)
+        super().__init__(address, handler)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._connections_lock:
@@ -66,8 +64,20 @@ class SandboxHttpServer(ThreadingHTTPServer):
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         if isinstance(sys.exc_info()[1], ConnectionError):
-            return  # a client that hung up; anything else is a bug in the sandbox
+            return  # a client that hung up; anything else is a bug in the server
         super().handle_error(request, client_address)
+
+
+class SandboxHttpServer(LoopbackHttpServer):
+    request_queue_size = 128  # the ack benchmark opens 50 connections at once
+    api: SlackWebApi
+    page: PageRoutes | None
+
+    def __init__(
+        self, address: tuple[str, int], api: SlackWebApi, page: PageRoutes | None = None
+    ) -> None:
+        self.api, self.page = api, page
+        super().__init__(address, _Handler)
 
 
 class _Handler(BaseHTTPRequestHandler):

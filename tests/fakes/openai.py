@@ -8,19 +8,18 @@ scripted per test, and records every request body. Tests drive the real `openai`
 
 from __future__ import annotations
 
-import contextlib
 import json
-import socket
-import sys
 import threading
 import time
 import uuid
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from types import TracebackType
 from typing import Any
+
+from bot.sandbox.http import LoopbackHttpServer
 
 NO_REPLY_LEFT = "fake OpenAI: no scripted reply left"
 MODELS = ("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini")
@@ -196,41 +195,10 @@ class FakeOpenAI:
         return not self._stopping.wait(seconds)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
+class _Server(LoopbackHttpServer):
+    # A client that gave up (timeout) closes its socket and writing the late answer then fails:
+    # that is a scenario under test, which the base class keeps quiet about.
     fake: FakeOpenAI
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
-        super().__init__(*args, **kwargs)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._connections_lock:
-            self._connections.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._connections_lock:
-            self._connections.discard(request)
-        super().shutdown_request(request)
-
-    def close_connections(self) -> None:
-        """Unblock keep-alive handler threads still waiting for a next request."""
-        with self._connections_lock:
-            connections = list(self._connections)
-        for connection in connections:
-            # Already closed by the client: nothing left to unblock.
-            with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client that gave up (timeout) closes its socket; writing the late answer then fails.
-        # That is the scenario under test, so stay quiet about it; anything else is a fake bug.
-        if isinstance(sys.exc_info()[1], ConnectionError):
-            return
-        super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
