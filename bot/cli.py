@@ -24,6 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from typer.core import TyperGroup
 
 from bot import cli_render
+from bot.cli_options import JsonFlag, show_help_without_a_command
 from bot.terminal_notifier import TerminalNotifier
 from pipelines import Gatehouse, GatehouseError, Run, Settings, Worker, discover
 from pipelines.config import load_settings
@@ -89,15 +90,10 @@ db_app = typer.Typer(help="The database: create and migrate it.")
 app.add_typer(db_app, name="db")
 
 
-@app.callback(invoke_without_command=True)
-@db_app.callback(invoke_without_command=True)
-def show_help_without_a_command(ctx: typer.Context) -> None:
-    # Instead of click's no_args_is_help, which reports the help text as a usage *error*.
-    if ctx.invoked_subcommand is None:
-        typer.echo(ctx.get_help())
+app.callback(invoke_without_command=True)(show_help_without_a_command)
+db_app.callback(invoke_without_command=True)(show_help_without_a_command)
 
 
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON only, on stdout.")]
 NoRunFlag = Annotated[
     bool, typer.Option("--no-run", help="Only decide; leave the run queued for a worker.")
 ]

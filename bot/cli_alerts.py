@@ -15,6 +15,7 @@ from typing import Annotated
 
 import typer
 
+from bot.cli_options import JsonFlag
 from bot.cli_render import when
 from pipelines import Settings
 from pipelines.alerts import AlertChange, AlertView, evaluate, list_alerts, percent
@@ -29,7 +30,6 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON only, on stdout.")]
 
 SinceOption = Annotated[
     str, typer.Option("--since", help="Also list alerts opened this far back (7d, 24h, 30m).")

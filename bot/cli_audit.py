@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
+from bot.cli_options import JsonFlag, show_help_without_a_command
 from storage.audit import list_entries, verify_database
 
 app = typer.Typer(
@@ -23,13 +24,8 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON only, on stdout.")]
 
-
-@app.callback(invoke_without_command=True)
-def show_help_without_a_command(ctx: typer.Context) -> None:
-    if ctx.invoked_subcommand is None:
-        typer.echo(ctx.get_help())
+app.callback(invoke_without_command=True)(show_help_without_a_command)
 
 
 @app.command("verify")

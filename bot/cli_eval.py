@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
+from bot.cli_options import JsonFlag
 from bot.cli_render import compact, table
 from pipelines.evaluation import CaseResult, EvalReport, junit_xml
 
@@ -115,7 +116,7 @@ def eval_command(
         float | None,
         typer.Option("--min-pass", min=0.0, max=1.0, help="Exit 1 below this pass rate (0..1)."),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON only, on stdout.")] = False,
+    as_json: JsonFlag = False,
     junit: Annotated[
         Path | None, typer.Option("--junit", help="Also write JUnit XML to this file.")
     ] = None,
@@ -149,7 +150,7 @@ def evals_command(
         str | None, typer.Option("--pipeline", "-p", help="Only this pipeline.")
     ] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, max=1000)] = 20,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON only, on stdout.")] = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """Stored evals, newest first (kept apart from runs: never in stats, alerts or review)."""
     from bot.cli import open_gatehouse, print_json, say

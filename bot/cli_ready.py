@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from bot.cli_options import JsonFlag
 from pipelines.readiness import Readiness
 
 MARKS = {True: "green", False: "red  "}
@@ -32,7 +33,7 @@ def ready_command(
     pipeline: Annotated[
         str | None, typer.Argument(help="Only this pipeline (default: every one).")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON only, on stdout.")] = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """Is each pipeline ready for production? (1) every ctx.llm has a human exit or a handler
     and every write/send/spend tool a rate limit and an approval or a reverse; (2) the gated

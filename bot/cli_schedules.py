@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from bot.cli_options import JsonFlag
 from bot.cli_render import table
 from pipelines.fire_times import zone
 from pipelines.schedules import (
@@ -29,7 +30,6 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON only, on stdout.")]
 RequiredUser = Annotated[str, typer.Option("--as", help="Who acts (a user id).")]
 ScheduleName = Annotated[str, typer.Argument(help="A schedule (`gatehouse schedules`).")]
 

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
+from bot.cli_options import JsonFlag
 from bot.home import duration, money, rate, window_label
 from pipelines.drift import DriftFigures
 from pipelines.durations import parse_duration
@@ -48,7 +49,7 @@ def stats_default(
     since: Annotated[
         str, typer.Option("--since", help="The window, ending now (7d, 24h, 30m).")
     ] = "7d",
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON only, on stdout.")] = False,
+    as_json: JsonFlag = False,
     chart: Annotated[
         Path | None,
         typer.Option("--chart", help="Also write the last 7 days as a PNG chart to this file."),
