@@ -91,6 +91,27 @@ def model_path(model: type[BaseModel]) -> str:
     return f"{model.__module__}:{model.__qualname__}"
 
 
+def check_llm_args(
+    task: str,
+    output: type[BaseModel],
+    on_fail: str,
+    max_attempts: int,
+    min_confidence: float | None,
+) -> None:
+    """A `ctx.llm` call the engine can't honour fails at the call, the same in a run, a replay
+    and an eval."""
+    if task not in TASKS:
+        raise ValueError(f"ctx.llm task={task!r}: use one of {', '.join(TASKS)}")
+    if on_fail not in ("human", "raise"):
+        raise ValueError(f"ctx.llm on_fail={on_fail!r}: use 'human' or 'raise'")
+    if max_attempts < 1:
+        raise ValueError("ctx.llm max_attempts must be at least 1")
+    if min_confidence is not None and not has_confidence(output):
+        raise TypeError(
+            f"ctx.llm min_confidence needs a `confidence: float` field in {output.__name__}"
+        )
+
+
 class Context:
     """The live context: records every call and runs what the record does not have yet."""
 
@@ -809,16 +830,7 @@ class Context:
         confidence under `min_confidence`, model unreachable) takes the human exit: a task whose
         answer, validated by `output`, becomes the result; or, with `on_fail="raise"`,
         `CannotAnswer`. Replays return the recorded result without calling the model."""
-        if task not in TASKS:
-            raise ValueError(f"ctx.llm task={task!r}: use one of {', '.join(TASKS)}")
-        if on_fail not in ("human", "raise"):
-            raise ValueError(f"ctx.llm on_fail={on_fail!r}: use 'human' or 'raise'")
-        if max_attempts < 1:
-            raise ValueError("ctx.llm max_attempts must be at least 1")
-        if min_confidence is not None and not has_confidence(output):
-            raise TypeError(
-                f"ctx.llm min_confidence needs a `confidence: float` field in {output.__name__}"
-            )
+        check_llm_args(task, output, on_fail, max_attempts, min_confidence)
         seq, key, recorded = self._next(CallKind.LLM, name)
         if recorded is not None:
             if recorded.status == CallStatus.SUCCEEDED:

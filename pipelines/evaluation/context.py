@@ -31,9 +31,8 @@ from typing import Any, TypeVar, cast
 from pydantic import BaseModel
 from sqlalchemy import Connection
 
-from pipelines.context import Context, _return_adapter, record_value
+from pipelines.context import Context, _return_adapter, check_llm_args, record_value
 from pipelines.errors import CannotAnswer, GatehouseError, StepFailed, ToolFailed
-from pipelines.llm import TASKS
 from pipelines.runtime import Runtime
 from pipelines.tools import Tool
 from storage.models import CallKind
@@ -147,8 +146,7 @@ class EvalContext(Context):
         on_fail: str = "human",
         assignees: list[str] | None = None,
     ) -> M:
-        if task not in TASKS:
-            raise ValueError(f"ctx.llm task={task!r}: use one of {', '.join(TASKS)}")
+        check_llm_args(task, output, on_fail, max_attempts, min_confidence)
         _, key, _ = self._next(CallKind.LLM, name)
         began = time.perf_counter()
         result = self._rt.llm.call(
