@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import itertools
 import json
-import threading
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 import pytest
@@ -36,6 +36,7 @@ from pipelines.config import ConfigurationError
 from storage.alerts import alerts_table, insert_open_alert
 from storage.db import Database
 from storage.runs import runs_table
+from tests.concurrency import at_once
 from tests.fakes.clock import FakeClock
 
 MIN = timedelta(minutes=1)
@@ -357,23 +358,7 @@ def test_concurrent_evaluations_open_the_alert_once(
     try:
         for name in ("one", "two", "three"):
             spike(replicas[0], name)
-        barrier = threading.Barrier(len(replicas))
-        results: list[list[Any]] = [[] for _ in replicas]
-        errors: list[BaseException] = []
-
-        def evaluate_with(index: int) -> None:
-            try:
-                barrier.wait(timeout=10)
-                results[index] = evaluate(replicas[index].rt, POLICY)
-            except BaseException as exc:  # reported below, in the test's thread
-                errors.append(exc)
-
-        threads = [threading.Thread(target=evaluate_with, args=(i,)) for i in range(len(replicas))]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=30)
-        assert errors == []
+        results = at_once([partial(evaluate, replica.rt, POLICY) for replica in replicas])
         opened = sorted(c.alert.pipeline for found in results for c in found)
         assert opened == ["one", "three", "two"]
         assert sorted(row.pipeline for row in alert_rows(replicas[0])) == opened
@@ -454,19 +439,8 @@ def test_claims_race_between_replicas_and_one_wins(any_db_url: str, clock: FakeC
     try:
         spike(replicas[0])
         evaluate(replicas[0].rt, POLICY)
-        barrier = threading.Barrier(len(replicas))
-        claimed: list[Any] = []
-
-        def claim_with(index: int) -> None:
-            barrier.wait(timeout=10)
-            claimed.extend(claim_posts(replicas[index].rt))
-
-        threads = [threading.Thread(target=claim_with, args=(i,)) for i in range(len(replicas))]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=30)
-        assert len(claimed) == 1
+        claims = at_once([partial(claim_posts, replica.rt) for replica in replicas])
+        assert len([claim for claimed in claims for claim in claimed]) == 1
     finally:
         for replica in replicas:
             replica.db.dispose()

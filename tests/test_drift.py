@@ -7,9 +7,9 @@ from __future__ import annotations
 import enum
 import itertools
 import math
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Annotated, Any, Literal
 
 import pytest
@@ -38,6 +38,7 @@ from storage.db import MIGRATIONS_DIR, Database
 from storage.runs import runs_table
 from storage.types import JSONValue, UTCDateTime
 from tests import llm_pipelines as lp
+from tests.concurrency import at_once
 from tests.fakes.clock import FakeClock
 
 MIN = timedelta(minutes=1)
@@ -433,24 +434,11 @@ def test_replicas_evaluating_at_once_open_each_alert_once(
             spacing=2 * HOUR,
             input=inquiries(1.0, 70),
         )
-        barrier = threading.Barrier(len(replicas))
-        results: list[list[AlertChange]] = [[] for _ in replicas]
-        errors: list[BaseException] = []
 
-        def evaluate_with(index: int) -> None:
-            try:
-                barrier.wait(timeout=10)
-                results[index] = evaluate(replicas[index].rt, POLICY)
-                results[index] += evaluate_drift(replicas[index].rt, POLICY)
-            except BaseException as exc:  # reported below, in the test's thread
-                errors.append(exc)
+        def evaluate_all(replica: Gatehouse) -> list[AlertChange]:
+            return evaluate(replica.rt, POLICY) + evaluate_drift(replica.rt, POLICY)
 
-        threads = [threading.Thread(target=evaluate_with, args=(i,)) for i in range(len(replicas))]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=60)
-        assert errors == []
+        results = at_once([partial(evaluate_all, replica) for replica in replicas], timeout=60)
         opened = sorted(c.alert.subject for found in results for c in found)
         assert opened == ["d_route · input.region", "one · llm classify#1", "two · llm classify#1"]
         assert sorted(row.subject for row in alert_rows(replicas[0])) == opened
