@@ -7,13 +7,13 @@ Seeds SQLite straight through the driver (runs with a categorical input and outp
 `ctx.llm` call each as the engine records it: `meta.human_exit`, `meta.confidence`,
 `meta.categorical`), then times, as the median of several repeats:
 
-- the minute check (`pipelines.alerts.evaluate`: the error rate, human exits and confidence per
+- the minute check (`pipelines.operations.alerts.evaluate`: the error rate, human exits and confidence per
   LLM call) when nothing changes, and when one pipeline's calls spike (its alerts deleted
   between repeats);
-- the drift check (`pipelines.drift.evaluate_drift`: the PSI of 4 categorical fields of each of
+- the drift check (`pipelines.operations.drift.evaluate_drift`: the PSI of 4 categorical fields of each of
   the 50 pipelines, 7 days against 28): the first one, which counts 35 days of history; the
   hourly one once every day is counted; and the one that counts a new day;
-- the quiet-failure figures `gatehouse stats` and App Home read (`pipelines.drift.drift_figures`).
+- the quiet-failure figures `gatehouse stats` and App Home read (`pipelines.operations.drift.drift_figures`).
 
 The seeded file is cached under /tmp (keyed by the seed parameters and the migrations' text).
 Run by hand; not a test.
@@ -38,9 +38,9 @@ from pydantic import BaseModel
 from sqlalchemy import delete
 
 from pipelines import Categorical, Context, Gatehouse, pipeline
-from pipelines.alerts import AlertPolicy, evaluate
-from pipelines.drift import drift_figures, evaluate_drift
 from pipelines.logs import configure_logging
+from pipelines.operations.alerts import AlertPolicy, evaluate
+from pipelines.operations.drift import drift_figures, evaluate_drift
 from storage.alerts import alerts_table
 from storage.db import MIGRATIONS_DIR, Database
 from storage.drift import counts_table, rolled_table

@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import openai
 
 from pipelines import Gatehouse, LLMConfig, discover
+from pipelines.catalog.connectors import demo_orders
 from pipelines.catalog.ticket_triage import CLASSIFY_SYSTEM, TicketLabel
-from pipelines.connectors import demo_orders
 from pipelines.evaluation import evaluate, parse_dataset
 from pipelines.llm import LLMCaller, system_prompt
 from pipelines.logs import configure_logging

@@ -5,11 +5,11 @@
 Seeds the runs straight through the driver (executemany on SQLite, COPY on PostgreSQL; the
 engine would take hours), then times, as the median of several repeats:
 
-- the weekly review's pick of 20 runs of the last 7 days (`pipelines.review`, when present);
-- one alert evaluation over the 50 pipelines (`pipelines.alerts.evaluate`): the steady minute
+- the weekly review's pick of 20 runs of the last 7 days (`pipelines.operations.review`, when present);
+- one alert evaluation over the 50 pipelines (`pipelines.operations.alerts.evaluate`): the steady minute
   (nothing changes), and a minute that opens an alert (the alert is deleted between repeats);
 - `gatehouse runs --pipeline P --limit 20` (`storage.queries.list_runs`);
-- the 7-day stats of every pipeline (`pipelines.stats.pipeline_stats`), read from the hourly and
+- the 7-day stats of every pipeline (`pipelines.operations.stats.pipeline_stats`), read from the hourly and
   daily rollups (`storage.stats_rollups`, rolled once after seeding, as `gatehouse serve` keeps
   them) plus the last hour from `runs`; and, for comparison, the same read from `runs` alone;
 - the roll-up job itself: a minute with nothing due, and a minute that rolls one hour.
@@ -39,9 +39,9 @@ from typing import Any
 from sqlalchemy import create_engine, delete, text
 
 from pipelines import Gatehouse
-from pipelines.alerts import AlertPolicy, Thresholds, evaluate
 from pipelines.logs import configure_logging
-from pipelines.stats import WEEK, pipeline_stats, roll_up_stats
+from pipelines.operations.alerts import AlertPolicy, Thresholds, evaluate
+from pipelines.operations.stats import WEEK, pipeline_stats, roll_up_stats
 from storage import queries, stats_rollups
 from storage.alerts import alerts_table
 from storage.db import MIGRATIONS_DIR, Database
@@ -348,18 +348,18 @@ def timed(
 
 
 def review_picks(database: Database) -> list[tuple[str, Callable[[], Any] | str]]:
-    """The weekly review's pick (`pipelines.review.pick_runs` over the 7-day window), uniform
+    """The weekly review's pick (`pipelines.operations.review.pick_runs` over the 7-day window), uniform
     and stratified: a callable each, or why it cannot be timed."""
     name, stratified_name = "weekly pick, 20 of the last 7 days", "weekly pick, stratified"
     try:
-        from pipelines import review
+        from pipelines.operations import review
         from storage.review import Window
     except ImportError:
         return [(name, "pipelines/review.py is not there yet")]
     try:
         window = Window(NOW - review.WINDOW, NOW, review.REVIEWABLE_STATUSES)
     except (AttributeError, TypeError) as exc:
-        return [(name, f"pipelines.review changed its API ({exc})")]
+        return [(name, f"pipelines.operations.review changed its API ({exc})")]
 
     def pick(stratify: bool) -> Callable[[], Any]:
         def work() -> Any:
@@ -375,7 +375,7 @@ def review_picks(database: Database) -> list[tuple[str, Callable[[], Any] | str]
         try:
             pick(stratify)()
         except (AttributeError, TypeError) as exc:
-            found.append((label, f"pipelines.review.pick_runs changed its API ({exc})"))
+            found.append((label, f"pipelines.operations.review.pick_runs changed its API ({exc})"))
         else:
             found.append((label, pick(stratify)))
     return found

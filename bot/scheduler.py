@@ -1,13 +1,13 @@
 """The scheduler inside `gatehouse serve` (and `gatehouse worker --scheduler`): APScheduler 3.
 
-One job per cron/every trigger calls `pipelines.schedules.fire` with the time the fire was
+One job per cron/every trigger calls `pipelines.operations.schedules.fire` with the time the fire was
 *due*, which the database claim is keyed on; system jobs (the weekly review, the alert check)
 are added with `add_system_job`. APScheduler 3 does not hand a job its scheduled run time (4.x
 does, 3.x never merged it), so jobs are added with the `FIRE_TIME` placeholder among their
 arguments and `FireTimeExecutor` puts the time the fire was due in its place.
 
 Jobs coalesce and never overlap themselves. Misfires of pipeline schedules are decided by the
-claim logic in `pipelines.schedules` (shared by every replica), not by APScheduler: its own
+claim logic in `pipelines.operations.schedules` (shared by every replica), not by APScheduler: its own
 grace check is off for them, and `catch_up` handles fires missed while no process ran.
 """
 
@@ -33,8 +33,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from pipelines import Gatehouse, Settings
 from pipelines.durations import parse_duration
 from pipelines.fire_times import cron_trigger, interval_trigger, zone
-from pipelines.runtime import Runtime
-from pipelines.schedules import (
+from pipelines.operations.schedules import (
     FireResult,
     Schedule,
     ScheduleOptions,
@@ -43,6 +42,7 @@ from pipelines.schedules import (
     claim_system_fire,
     fire,
 )
+from pipelines.runtime import Runtime
 
 log = structlog.get_logger()
 

@@ -17,19 +17,19 @@ import structlog
 from pydantic import SecretStr
 from slack_sdk import WebClient
 
-from bot.alerts import check_alerts, check_drift
-from bot.app import Bot, build_asgi, build_bolt_app, build_web_client
-from bot.metrics import metrics_routes
-from bot.review import post_weekly_review, resume_review, summarize_due_reviews
+from bot.http.metrics import metrics_routes
+from bot.http.server import StopSignals, serve_forever
+from bot.http.webhooks import webhook_routes
 from bot.scheduler import SchedulerHandle, start_scheduler
-from bot.server import StopSignals, serve_forever
-from bot.slack_directory import SlackDirectory
-from bot.slack_notifier import SlackNotifier
-from bot.webhooks import webhook_routes
+from bot.slack.alerts import check_alerts, check_drift
+from bot.slack.app import Bot, build_asgi, build_bolt_app, build_web_client
+from bot.slack.directory import SlackDirectory
+from bot.slack.notifier import SlackNotifier
+from bot.slack.review import post_weekly_review, resume_review, summarize_due_reviews
 from pipelines import Clock, Gatehouse, Settings, Worker
 from pipelines.config import ConfigurationError
+from pipelines.operations.stats import roll_up_stats
 from pipelines.outbox import OutboxSender
-from pipelines.stats import roll_up_stats
 
 if TYPE_CHECKING:
     from bot.sandbox import Sandbox

@@ -201,7 +201,7 @@ class Gatehouse:
         self, *, since: datetime, flagged_only: bool, user: str | None = None
     ) -> list[dict[str, Any]]:
         """Reviewed runs as test cases (`gatehouse review export`); operators only, like replay."""
-        from pipelines.review import reviewed_cases
+        from pipelines.operations.review import reviewed_cases
 
         what = "flagged runs" if flagged_only else "reviewed runs"
         authorize_operator(self.rt, user, "export", what)

@@ -1,6 +1,6 @@
 """Trigger declarations on a pipeline: `cron(...)`, `every(...)`, `webhook()`.
 
-This module only describes them (for `gatehouse pipelines`); `pipelines.schedules` fires the
+This module only describes them (for `gatehouse pipelines`); `pipelines.operations.schedules` fires the
 cron and every triggers (the bot's scheduler calls it) and `pipelines.webhooks` accepts
 deliveries for webhook triggers (the bot's `POST /hooks/PIPELINE`).
 
@@ -102,5 +102,5 @@ def every(
 
 
 def webhook() -> Webhook:
-    """Accept `POST /hooks/PIPELINE` (see `pipelines.webhooks` and `bot.webhooks`)."""
+    """Accept `POST /hooks/PIPELINE` (see `pipelines.webhooks` and `bot.http.webhooks`)."""
     return Webhook()

@@ -20,7 +20,7 @@ import tests.schedule_pipelines  # noqa: F401  (registers the s_ pipelines)
 from pipelines import Gatehouse
 from pipelines.config import load_settings
 from pipelines.logs import configure_logging
-from pipelines.schedules import ScheduleOptions, fire
+from pipelines.operations.schedules import ScheduleOptions, fire
 from tests.fakes.clock import FakeClock
 from tests.proc_driver import emit, wait_for_go, warm_up
 

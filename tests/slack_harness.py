@@ -10,9 +10,9 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from bot.app import Bot, build_asgi, build_bolt_app
+from bot.http.server import BackgroundServer
 from bot.serve import build_bot
-from bot.server import BackgroundServer
+from bot.slack.app import Bot, build_asgi, build_bolt_app
 from pipelines import Gatehouse, Settings
 from tests.fakes.clock import FakeClock
 from tests.fakes.slack import FakeSlack, SlackSender

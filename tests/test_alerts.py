@@ -17,10 +17,11 @@ import typer
 from sqlalchemy import insert, select
 from typer.testing import CliRunner, Result
 
-from bot import cli_alerts
-from bot.cli import GatehouseGroup
+from bot.cli import alerts as cli_alerts
+from bot.cli.main import GatehouseGroup
 from pipelines import Gatehouse, Settings
-from pipelines.alerts import (
+from pipelines.config import ConfigurationError
+from pipelines.operations.alerts import (
     NO_MESSAGE,
     POST_LEASE,
     AlertPolicy,
@@ -32,7 +33,6 @@ from pipelines.alerts import (
     list_alerts,
     release_post,
 )
-from pipelines.config import ConfigurationError
 from storage.alerts import alerts_table, insert_open_alert
 from storage.db import Database
 from storage.runs import runs_table

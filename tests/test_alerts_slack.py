@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from bot.alerts import AlertsCheck, alert_blocks, check_alerts
 from bot.serve import build_bot
-from pipelines.alerts import list_alerts
+from bot.slack.alerts import AlertsCheck, alert_blocks, check_alerts
+from pipelines.operations.alerts import list_alerts
 from tests.fakes.clock import FakeClock
 from tests.fakes.slack import FakeSlack
 from tests.slack_harness import SlackWorld, settings_for, slack_world

@@ -17,7 +17,7 @@ from alembic.config import Config
 from sqlalchemy import Integer, String, column, delete, func, insert, select, table, update
 from typer.testing import CliRunner, Result
 
-from bot.cli import app
+from bot.cli.main import app
 from pipelines import Gatehouse, StaticDirectory
 from storage.audit import (
     GENESIS,

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner, Result
 
-from bot.cli import app
+from bot.cli.main import app
 from pipelines import Authorization, Gatehouse
 from pipelines.errors import NotAnOperator, NotATriggerer, NotAuthorized
 from storage.audit import verify_database

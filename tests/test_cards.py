@@ -12,9 +12,9 @@ import pytest
 from slack_sdk.models.blocks import Block
 from slack_sdk.models.views import View
 
-from bot import cards
-from bot.cards import ApprovalContext
-from bot.mrkdwn import code_block, escape, fmt_value, mention, mentions, truncate
+from bot.slack import cards
+from bot.slack.cards import ApprovalContext
+from bot.slack.mrkdwn import code_block, escape, fmt_value, mention, mentions, truncate
 from pipelines.views import ApprovalView, CallView, TaskView
 
 T0 = datetime(2024, 5, 1, 13, 30, tzinfo=UTC)

@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import select
 
 from pipelines import Gatehouse, LLMConfig, StaticDirectory
+from pipelines.catalog.connectors import demo_crm
 from pipelines.catalog.lead_qualify import add_to_crm, send_intro_email
-from pipelines.connectors import demo_crm
 from pipelines.errors import NotAnApprover
 from pipelines.runtime import running_in
 from pipelines.validator import Validator

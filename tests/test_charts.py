@@ -13,11 +13,11 @@ import pytest
 from slack_sdk import WebClient
 from sqlalchemy import insert
 
-from bot.charts import render_week_chart
 from bot.serve import build_bot
-from bot.stats_upload import ChartUploadFailed, stats_chart_reply, upload_chart
+from bot.slack.charts import render_week_chart
+from bot.slack.stats_upload import ChartUploadFailed, stats_chart_reply, upload_chart
 from pipelines import Gatehouse
-from pipelines.daily_stats import DayStats, daily_series
+from pipelines.operations.daily_stats import DayStats, daily_series
 from storage.db import Database
 from storage.runs import runs_table
 from tests.fakes.clock import FakeClock
@@ -165,7 +165,7 @@ def test_a_week_without_runs_still_draws() -> None:
 
 def test_idle_bot_imports_leave_matplotlib_out() -> None:
     code = (
-        "import sys, bot.app, bot.serve, bot.stats_upload, bot.charts, pipelines.daily_stats;"
+        "import sys, bot.slack.app, bot.serve, bot.slack.stats_upload, bot.slack.charts, pipelines.operations.daily_stats;"
         "assert 'matplotlib' not in sys.modules, 'matplotlib imported at start'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -219,7 +219,7 @@ def test_the_isolated_renderer_draws_the_same_png_without_loading_matplotlib_her
     import sys
     from datetime import date, timedelta
 
-    from bot.charts import render_week_chart, render_week_chart_isolated
+    from bot.slack.charts import render_week_chart, render_week_chart_isolated
     from storage.daily_stats import DayStats
 
     series = [DayStats(date(2026, 11, 1) + timedelta(days=i), 10 * i, 10 * i, i) for i in range(7)]

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner, Result
 
-from bot.cli import app
+from bot.cli.main import app
 from tests.cli_pipelines import SELF_SIGNAL_ENV
 from tests.conftest import REPO_ROOT
 

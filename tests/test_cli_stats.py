@@ -11,9 +11,9 @@ import typer
 from sqlalchemy import insert
 from typer.testing import CliRunner, Result
 
-from bot import cli_stats
-from bot.cli import GatehouseGroup
-from bot.cli import app as gatehouse_app
+from bot.cli import stats as cli_stats
+from bot.cli.main import GatehouseGroup
+from bot.cli.main import app as gatehouse_app
 from pipelines import Gatehouse, StaticDirectory
 from storage.calls import calls_table
 from storage.db import Database

@@ -16,7 +16,13 @@ import pytest
 from slack_sdk.models.blocks import Block
 from sqlalchemy import insert, select
 
-from bot.commands import CommandReply, handle_command, parse_trigger, split_command, trigger_command
+from bot.slack.commands import (
+    CommandReply,
+    handle_command,
+    parse_trigger,
+    split_command,
+    trigger_command,
+)
 from pipelines import Authorization, Gatehouse, StaticDirectory
 from storage.calls import calls_table
 from storage.db import Database

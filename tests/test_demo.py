@@ -20,12 +20,12 @@ from typing import Any
 
 import pytest
 
+from bot.demo.history import HistoryReport, NotAFreshDatabase, seed_history
+from bot.demo.samples import demo_schedule
 from pipelines import Gatehouse
-from pipelines.alerts import list_alerts
-from pipelines.demo_history import HistoryReport, NotAFreshDatabase, seed_history
-from pipelines.demo_samples import demo_schedule
-from pipelines.schedules import fire
-from pipelines.stats import pipeline_stats
+from pipelines.operations.alerts import list_alerts
+from pipelines.operations.schedules import fire
+from pipelines.operations.stats import pipeline_stats
 from storage.db import Database
 from tests.conftest import REPO_ROOT
 from tests.fakes.clock import FakeClock

@@ -19,7 +19,8 @@ from pydantic import BaseModel
 from sqlalchemy import Integer, String, column, insert, select, table
 
 from pipelines import Context, Gatehouse, pipeline
-from pipelines.alerts import (
+from pipelines.categorical import Categorical, categorical_fields
+from pipelines.operations.alerts import (
     CONFIDENCE_DROP,
     HUMAN_EXIT_RATE,
     INPUT_DRIFT,
@@ -30,8 +31,7 @@ from pipelines.alerts import (
     evaluate,
     list_alerts,
 )
-from pipelines.categorical import Categorical, categorical_fields
-from pipelines.drift import drift_figures, evaluate_drift, psi, psi_terms
+from pipelines.operations.drift import drift_figures, evaluate_drift, psi, psi_terms
 from storage.alerts import alerts_table, insert_open_alert
 from storage.calls import calls_table
 from storage.db import MIGRATIONS_DIR, Database
@@ -528,7 +528,7 @@ def mrkdwn_of(message: dict[str, Any]) -> str:
 
 
 def test_a_human_exit_alert_is_posted_then_recovered_in_its_thread(world: Any) -> None:
-    from bot.alerts import check_alerts
+    from bot.slack.alerts import check_alerts
 
     now = world.clock.now()
     key = "<!here>#1"
@@ -552,7 +552,7 @@ def test_a_human_exit_alert_is_posted_then_recovered_in_its_thread(world: Any) -
 def test_a_drift_alert_shows_the_field_and_the_most_shifted_categories_escaped(
     world: Any,
 ) -> None:
-    from bot.alerts import check_drift
+    from bot.slack.alerts import check_drift
 
     now = world.clock.now()
     add_runs(
@@ -579,9 +579,9 @@ def test_a_drift_alert_shows_the_field_and_the_most_shifted_categories_escaped(
 def test_alerts_cli_stats_and_app_home_show_the_rule_and_the_drift_figures(
     engine: Gatehouse, clock: FakeClock
 ) -> None:
-    from bot.cli_alerts import alert_lines
-    from bot.cli_stats import drift_lines
-    from bot.home import drift_blocks
+    from bot.cli.alerts import alert_lines
+    from bot.cli.stats import drift_lines
+    from bot.slack.home import drift_blocks
 
     now = clock.now()
     add_runs(engine, "d_route", 280, at=now - 8 * DAY, spacing=2 * HOUR, input=inquiries(0.5, 280))

@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import func, insert, select, text
 from typer.testing import CliRunner
 
-from bot.cli import app
+from bot.cli.main import app
 from pipelines import Context, Gatehouse, LLMConfig, StaticDirectory, pipeline, tool
 from pipelines.evaluation import (
     case_insensitive,

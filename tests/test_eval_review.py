@@ -7,15 +7,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from bot.review_cards import (
+from bot.slack.review_cards import (
     EXPECTED_FIELD_PREFIX,
     flag_from_submission,
     flag_modal,
     item_blocks,
 )
-from pipelines import Gatehouse, review
+from pipelines import Gatehouse
 from pipelines.evaluation import evaluate, output_schema, parse_dataset
-from pipelines.review import reviewed_cases
+from pipelines.operations import review
+from pipelines.operations.review import reviewed_cases
 from tests.fakes.clock import FakeClock
 from tests.test_review import NOW, _pick, seed_runs
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from bot.commands import handle_command
+from bot.slack.commands import handle_command
 from pipelines import Gatehouse
 from storage import evals as eval_rows
 from tests.fakes.clock import FakeClock

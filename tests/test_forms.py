@@ -12,7 +12,7 @@ from typing import Any, Literal
 import pytest
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
-from bot import forms
+from bot.slack import forms
 from tests.test_cards import HOSTILE_TEXT, check_escaped, check_view, task
 
 

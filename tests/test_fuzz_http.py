@@ -22,10 +22,10 @@ from sqlalchemy import inspect, text
 from starlette.testclient import TestClient
 
 import tests.schedule_pipelines  # noqa: F401  (registers the s_ pipelines)
-from bot.app import Bot, build_asgi, build_bolt_app
-from bot.http_limits import HTTPLimits, Limits, TokenBuckets
+from bot.http.limits import HTTPLimits, Limits, TokenBuckets
+from bot.http.webhooks import signature, webhook_routes
 from bot.serve import build_bot
-from bot.webhooks import signature, webhook_routes
+from bot.slack.app import Bot, build_asgi, build_bolt_app
 from tests.fakes.clock import FakeClock
 from tests.fakes.slack import FakeSlack
 from tests.slack_harness import SIGNING_SECRET, settings_for
@@ -328,7 +328,7 @@ def test_a_client_over_its_rate_gets_429_with_retry_after_and_others_still_pass(
 def test_buckets_forget_the_oldest_clients_beyond_the_bound(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import bot.http_limits as limits_module
+    import bot.http.limits as limits_module
 
     monkeypatch.setattr(limits_module, "MAX_TRACKED_CLIENTS", 3)
     buckets = TokenBuckets(rate=1.0, burst=1, now=lambda: 0.0)

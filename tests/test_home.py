@@ -10,9 +10,16 @@ from typing import Any
 import pytest
 from slack_sdk.models.views import View
 
-from bot.home import AlertNote, duration, home_view, money, rate, window_label
+from bot.slack.home import AlertNote, duration, home_view, money, rate, window_label
 from pipelines import ApprovalView, Gatehouse, TaskView
-from pipelines.stats import DAY, WEEK, PipelineStats, StatsReport, WindowStats, pipeline_stats
+from pipelines.operations.stats import (
+    DAY,
+    WEEK,
+    PipelineStats,
+    StatsReport,
+    WindowStats,
+    pipeline_stats,
+)
 from storage.stats import PendingCounts
 from tests import engine_pipelines as ep
 from tests.fakes.clock import FakeClock

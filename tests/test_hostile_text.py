@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from bot import review as slack_review
-from bot.alerts import check_alerts
-from bot.review_cards import item_blocks
+from bot.slack import review as slack_review
+from bot.slack.alerts import check_alerts
+from bot.slack.review_cards import item_blocks
 from pipelines import Context, pipeline, tool
-from pipelines.review import flag
+from pipelines.operations.review import flag
 from tests.fakes.clock import FakeClock
 from tests.fakes.openai import FakeOpenAI, reply_json
 from tests.fakes.slack import FakeSlack

@@ -14,8 +14,8 @@ from pydantic import SecretStr
 from sqlalchemy import insert
 from starlette.applications import Starlette
 
-from bot.metrics import escape_label, metrics_routes
-from bot.server import BackgroundServer
+from bot.http.metrics import escape_label, metrics_routes
+from bot.http.server import BackgroundServer
 from pipelines import Gatehouse, StaticDirectory
 from storage.db import Database
 from storage.runs import runs_table

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from bot.alerts import check_alerts
+from bot.slack.alerts import check_alerts
 from pipelines import Gatehouse, StaticDirectory
 from pipelines.outbox import OutboxSender
 from pipelines.ports import DeliveryFailed

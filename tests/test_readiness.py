@@ -13,11 +13,11 @@ from pydantic import BaseModel, Field
 from sqlalchemy import update
 from typer.testing import CliRunner
 
-from bot.cli import app
+from bot.cli.main import app
 from pipelines import ActionRejected, Context, Gatehouse, pipeline, tool, when
 from pipelines.errors import CannotAnswer
+from pipelines.operations.readiness import Readiness, pipeline_readiness, readiness, scan_pipeline
 from pipelines.pipeline import get_pipeline
-from pipelines.readiness import Readiness, pipeline_readiness, readiness, scan_pipeline
 from storage import evals as eval_rows
 from storage.db import Database
 from storage.models import Call, Run
@@ -373,8 +373,8 @@ def test_ready_exits_0_when_every_answer_is_green_and_1_when_one_is_red(cli_db: 
 
 
 def test_app_home_shows_readiness_per_pipeline(gatehouse: Gatehouse, clock: FakeClock) -> None:
-    from bot.home import home_view
-    from pipelines.stats import pipeline_stats
+    from bot.slack.home import home_view
+    from pipelines.operations.stats import pipeline_stats
 
     gatehouse.trigger("r_plain", {})
     found = readiness(gatehouse.rt, ["r_good", "r_gappy"])

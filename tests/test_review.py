@@ -16,11 +16,18 @@ import pytest
 import typer
 from typer.testing import CliRunner, Result
 
-from bot import cli_review
-from bot.cli import GatehouseGroup
-from pipelines import Gatehouse, review, sampling
-from pipelines.review import AlreadyReviewed, InvalidFlag, ReviewWeekView, pick_week, week_start_of
-from pipelines.sampling import allocate, pick_runs
+from bot.cli import review as cli_review
+from bot.cli.main import GatehouseGroup
+from pipelines import Gatehouse
+from pipelines.operations import review, sampling
+from pipelines.operations.review import (
+    AlreadyReviewed,
+    InvalidFlag,
+    ReviewWeekView,
+    pick_week,
+    week_start_of,
+)
+from pipelines.operations.sampling import allocate, pick_runs
 from storage.calls import insert_call
 from storage.db import Database
 from storage.fastsql import driver_transaction, fast_insert

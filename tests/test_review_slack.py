@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 import structlog
 
-from bot import review as slack_review
-from bot.app import build_asgi, build_bolt_app
-from bot.review_cards import FLAG_ACTION, FLAG_CALLBACK, LOOKS_RIGHT_ACTION
+from bot.http.server import BackgroundServer
 from bot.serve import build_bot
-from bot.server import BackgroundServer
-from pipelines import review
-from pipelines.review import ReviewWeekView
+from bot.slack import review as slack_review
+from bot.slack.app import build_asgi, build_bolt_app
+from bot.slack.review_cards import FLAG_ACTION, FLAG_CALLBACK, LOOKS_RIGHT_ACTION
+from pipelines.operations import review
+from pipelines.operations.review import ReviewWeekView
 from tests.fakes.clock import FakeClock
 from tests.fakes.slack import FakeSlack, SlackSender
 from tests.slack_harness import SIGNING_SECRET, SlackWorld, settings_for

@@ -24,7 +24,7 @@ import pytest
 
 import tests.schedule_pipelines  # noqa: F401  (the test process reads s_ runs)
 from pipelines import Gatehouse
-from pipelines.schedules import list_fires
+from pipelines.operations.schedules import list_fires
 from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.slow

@@ -22,9 +22,9 @@ from sqlalchemy import create_engine, inspect, text
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
-from bot.app import build_asgi
-from bot.cli import app as cli_app
-from bot.webhooks import signature, webhook_routes
+from bot.cli.main import app as cli_app
+from bot.http.webhooks import signature, webhook_routes
+from bot.slack.app import build_asgi
 from pipelines import Context, Sensitive, pipeline, sensitive, tool, webhook
 from pipelines.logs import configure_logging, redact_secrets, remember_secrets
 from tests.fakes.clock import FakeClock

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from sqlalchemy import insert
 
 from pipelines import Gatehouse, StaticDirectory
-from pipelines.stats import DAY, WEEK, pipeline_stats, roll_up_stats
+from pipelines.operations.stats import DAY, WEEK, pipeline_stats, roll_up_stats
 from storage.calls import calls_table
 from storage.db import Database
 from storage.latency import ABSOLUTE_ERROR_SECONDS, RELATIVE_ERROR

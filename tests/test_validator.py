@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from bot import cards
-from bot.cli_render import approval_detail
+from bot.cli.render import approval_detail
+from bot.slack import cards
 from pipelines import (
     ActionRejected,
     Context,

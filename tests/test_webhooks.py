@@ -17,8 +17,8 @@ import pytest
 from starlette.applications import Starlette
 
 import tests.schedule_pipelines  # noqa: F401  (registers the s_ pipelines)
-from bot.server import BackgroundServer
-from bot.webhooks import signature, webhook_routes
+from bot.http.server import BackgroundServer
+from bot.http.webhooks import signature, webhook_routes
 from pipelines import Gatehouse, Settings
 from pipelines.webhooks import accept_delivery
 from storage.models import RunStatus

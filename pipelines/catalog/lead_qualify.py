@@ -18,7 +18,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from pipelines import ActionRejected, Context, pipeline, tool, validator, webhook
-from pipelines.connectors import demo_crm
+from pipelines.catalog.connectors import demo_crm
 from pipelines.runtime import current_clock
 
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"

@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from pipelines import Context, pipeline, tool, webhook, when
-from pipelines.connectors import demo_orders
+from pipelines.catalog.connectors import demo_orders
 from pipelines.runtime import current_clock
 
 APPROVAL_THRESHOLD_CENTS = 100_00

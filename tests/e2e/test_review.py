@@ -12,8 +12,8 @@ pytest.importorskip(
 
 from playwright.sync_api import expect
 
-from bot.review import post_weekly_review
-from pipelines import review
+from bot.slack.review import post_weekly_review
+from pipelines.operations import review
 from tests.e2e.sandbox_page import SandboxPage
 from tests.e2e.world import SandboxWorld
 

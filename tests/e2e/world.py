@@ -14,10 +14,10 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from bot.app import Bot, build_asgi, build_bolt_app
+from bot.http.server import BackgroundServer
 from bot.sandbox import Sandbox
 from bot.serve import build_bot, outbox_sender, start_workers
-from bot.server import BackgroundServer
+from bot.slack.app import Bot, build_asgi, build_bolt_app
 from pipelines import Gatehouse, Run, Settings, Worker
 
 SIGNING_SECRET = "e2e-signing-secret-0123456789abcdef"

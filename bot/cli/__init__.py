@@ -1,0 +1,1 @@
+"""`gatehouse`, the console script: one module per command group, the shared plumbing in `session`."""

@@ -1,0 +1,562 @@
+"""`gatehouse`, the command line: trigger and inspect runs, decide approvals, run a worker.
+
+Every command builds its own engine from the environment (`GATEHOUSE_*`), so nothing is cached
+between invocations. Errors a user can act on print one line, `error: <message>`, on stderr and
+exit 1 (2 for a malformed command line); `--json` prints JSON only on stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Annotated, Any, NoReturn
+
+import typer
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+from typer.core import TyperGroup
+
+from bot.cli import render as cli_render
+from bot.cli.options import JsonFlag, show_help_without_a_command
+from bot.cli.terminal_notifier import TerminalNotifier
+from pipelines import Gatehouse, GatehouseError, Run, Settings, Worker, discover
+from pipelines.config import load_settings
+from pipelines.durations import parse_duration
+from pipelines.inspect import run_history
+from pipelines.logs import configure_logging
+from storage.db import Database, DatabaseConfigError
+from storage.models import RunStatus
+
+
+class CliError(Exception):
+    """A problem with what was typed (a flag's value, a file); raised before anything runs."""
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    lines = [line.strip() for line in str(message).splitlines() if line.strip()]
+    typer.echo(f"error: {'; '.join(lines) or 'unknown error'}", err=True)
+    sys.exit(code)
+
+
+class GatehouseGroup(TyperGroup):
+    """The root command: turns every expected failure into one `error:` line and an exit code."""
+
+    def main(  # type: ignore[override]
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        try:
+            result = super().main(
+                args=args,
+                prog_name=prog_name or "gatehouse",
+                complete_var=complete_var,
+                standalone_mode=False,
+                **extra,
+            )
+        except typer.Abort:
+            fail("aborted")
+        except typer.TyperException as exc:  # click's usage errors: unknown flag, missing --as
+            fail(exc.format_message(), getattr(exc, "exit_code", 2))
+        except (CliError, GatehouseError, DatabaseConfigError) as exc:
+            fail(str(exc))
+        except SQLAlchemyError as exc:
+            fail(f"database error: {str(exc).splitlines()[0]}")
+        code = result if isinstance(result, int) else 0
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+app = typer.Typer(
+    cls=GatehouseGroup,
+    name="gatehouse",
+    help="Gatehouse: durable pipelines with gated tools, approvals and an audit trail.",
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+db_app = typer.Typer(help="The database: create and migrate it.")
+app.add_typer(db_app, name="db")
+
+
+app.callback(invoke_without_command=True)(show_help_without_a_command)
+db_app.callback(invoke_without_command=True)(show_help_without_a_command)
+
+
+NoRunFlag = Annotated[
+    bool, typer.Option("--no-run", help="Only decide; leave the run queued for a worker.")
+]
+RequiredUser = Annotated[str, typer.Option("--as", help="Who acts (a user id).")]
+
+
+# -- plumbing ----------------------------------------------------------------------------------
+
+
+def say(lines: Iterable[str]) -> None:
+    for line in lines:
+        typer.echo(line)
+
+
+def print_json(value: Any) -> None:
+    typer.echo(cli_render.pretty_json(value))
+
+
+def settings_for_cli(*, worker: bool = False) -> Settings:
+    """Settings from the environment, with logging configured from them.
+
+    A one-shot command reports refusals and failures itself, so unless GATEHOUSE_LOG_LEVEL is
+    set it logs only errors (the engine's warnings would repeat the `error:` line); a worker
+    has nobody else to report for it and keeps the configured level (default warning).
+    """
+    settings = load_settings()
+    explicit = "log_level" in settings.model_fields_set
+    level = settings.log_level if worker or explicit else "error"
+    configure_logging(settings.log_format, level)
+    return settings
+
+
+@contextmanager
+def open_gatehouse(*, quiet: bool, settings: Settings | None = None) -> Iterator[Gatehouse]:
+    """An engine for this one invocation, migrated; engine events print to stderr when quiet."""
+    gatehouse = Gatehouse.from_settings(
+        settings or settings_for_cli(), notifier=TerminalNotifier(err=quiet)
+    )
+    try:
+        yield gatehouse
+    finally:
+        gatehouse.db.dispose()
+
+
+def parse_json_option(flag: str, text: str) -> Any:
+    """`--input '{...}'` or `--input @file.json`; a clear one-line error says where JSON broke."""
+    source, origin = text, flag
+    if text.startswith("@"):
+        path = Path(text[1:])
+        if not path.is_file():
+            raise CliError(f"{flag} {text}: there is no file {str(path)!r}")
+        try:
+            source = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CliError(f"{flag} {text}: cannot read {str(path)!r}: {exc}") from exc
+        origin = f"{flag} {text}"
+    try:
+        return json.loads(source)
+    except json.JSONDecodeError as exc:
+        near = source[max(exc.pos - 15, 0) : exc.pos + 15]
+        raise CliError(
+            f"{origin} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno} "
+            f"(near {near!r}); nothing was run"
+        ) from exc
+
+
+def parse_since(text: str) -> datetime:
+    try:
+        return datetime.now(UTC) - parse_duration(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise CliError(
+            f"--since {text!r} is neither a duration (90s, 15m, 24h, 7d) "
+            "nor an ISO time (2025-01-31T09:00)"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def parse_status(text: str) -> str:
+    try:
+        return str(RunStatus(text.strip().lower()))
+    except ValueError:
+        known = ", ".join(s.value for s in RunStatus)
+        raise CliError(f"--status {text!r} is not a run status; use one of: {known}") from None
+
+
+def safe_url(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # the URL is about to be rejected with a clearer message anyway
+        return url
+
+
+def carry_on(gatehouse: Gatehouse, run_id: str, *, here: bool) -> tuple[Run, str | None]:
+    """After a decision or answer: execute the queued run here (unless --no-run)."""
+    note = None
+    if here and gatehouse.resume(run_id) is None:
+        note = f"another worker took run {run_id} on; `gatehouse run {run_id}` shows how it ends"
+    return gatehouse.run(run_id), note
+
+
+def report_outcome(
+    label: str, decided: dict[str, Any], run: Run, note: str | None, as_json: bool
+) -> None:
+    if as_json:
+        print_json({label: decided, "run": run.to_json()})
+        return
+    say(cli_render.run_summary(run))
+    if note:
+        typer.echo(f"  note: {note}")
+
+
+# -- commands ----------------------------------------------------------------------------------
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create the database or migrate it to the latest schema (safe to repeat)."""
+    settings = settings_for_cli()
+    database = Database(settings.database_url)
+    try:
+        database.upgrade()
+        revision = database.current_revision()
+    finally:
+        database.dispose()
+    typer.echo(f"database {safe_url(settings.database_url)} is at revision {revision} (latest)")
+
+
+@app.command("pipelines")
+def list_pipelines(as_json: JsonFlag = False) -> None:
+    """List the registered pipelines: description, input fields and triggers."""
+    settings = settings_for_cli()
+    found = discover(settings.pipeline_modules)
+    if as_json:
+        print_json([cli_render.pipeline_json(p) for p in found.values()])
+        return
+    if not found:
+        typer.echo("no pipelines registered")
+    for index, pipeline in enumerate(found.values()):
+        if index:
+            typer.echo("")
+        say(cli_render.pipeline_lines(pipeline))
+
+
+@app.command()
+def trigger(
+    name: Annotated[str, typer.Argument(help="The pipeline's name (`gatehouse pipelines`).")],
+    input_text: Annotated[
+        str, typer.Option("--input", "-i", help="The input as JSON, or @file.json.")
+    ] = "{}",
+    as_user: Annotated[
+        str | None,
+        typer.Option(
+            "--as",
+            envvar="GATEHOUSE_USER",
+            help="Who triggers the run (default: $GATEHOUSE_USER, then $USER).",
+        ),
+    ] = None,
+    queue: Annotated[
+        bool, typer.Option("--queue", help="Only enqueue it; a worker runs it.")
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Start a run and execute it here until it finishes or waits for a person."""
+    payload = parse_json_option("--input", input_text)
+    user = as_user or os.environ.get("USER") or None
+    with open_gatehouse(quiet=as_json) as gatehouse:
+        started = gatehouse.trigger(name, payload, user=user, source="cli", run_here=not queue)
+        run = gatehouse.run(started.id)
+    if as_json:
+        print_json(run.to_json())
+    elif run.status != RunStatus.INVALID_INPUT:
+        say(cli_render.run_summary(run))
+    if run.status == RunStatus.INVALID_INPUT:
+        fail(f"{run.error} (recorded as run {run.id})")
+
+
+@app.command()
+def serve() -> None:
+    """Start the Slack bot with its workers: Socket Mode with SLACK_APP_TOKEN, else HTTP mode
+    on GATEHOUSE_HTTP_HOST:GATEHOUSE_HTTP_PORT at /slack/events; with no SLACK_BOT_TOKEN, the
+    local Slack sandbox beside it (its URL is printed). Ctrl-C drains and stops."""
+    from bot.serve import serve as run_bot
+    from bot.serve import serve_with_sandbox, slack_config_problems, wants_sandbox
+
+    settings = settings_for_cli(worker=True)
+    if wants_sandbox(settings):
+        serve_with_sandbox(settings)
+        return
+    problems = slack_config_problems(settings)
+    if problems:
+        for problem in problems:
+            typer.echo(f"error: {problem}", err=True)
+        raise typer.Exit(1)
+    typer.echo(
+        "gatehouse serve: "
+        + (
+            "Socket Mode"
+            if settings.slack_app_token
+            else f"HTTP mode on http://{settings.http_host}:{settings.http_port}/slack/events"
+        )
+    )
+    run_bot(settings)
+
+
+@app.command()
+def worker(
+    once: Annotated[
+        bool, typer.Option("--once", help="Run what is ready, then exit instead of polling.")
+    ] = False,
+    poll: Annotated[
+        float | None,
+        typer.Option(
+            "--poll",
+            min=0.01,
+            help="Seconds between polls when idle (GATEHOUSE_WORKER_POLL_SECONDS).",
+        ),
+    ] = None,
+    scheduler: Annotated[
+        bool,
+        typer.Option(
+            "--scheduler", help="Also fire the pipelines' cron/every schedules from this process."
+        ),
+    ] = False,
+    outbox: Annotated[
+        bool,
+        typer.Option(
+            "--outbox",
+            help="Also deliver the Slack cards owed in the outbox (SLACK_BOT_TOKEN, "
+            "GATEHOUSE_APPROVALS_CHANNEL); `gatehouse serve` does this already.",
+        ),
+    ] = False,
+) -> None:
+    """Execute queued runs (and expire approvals, wake timers) until Ctrl-C or SIGTERM."""
+    from bot.scheduler import start_scheduler
+    from bot.serve import attach_outbox_sender
+    from pipelines.config import ConfigurationError
+
+    settings = settings_for_cli(worker=True)
+    with open_gatehouse(quiet=False, settings=settings) as gatehouse:
+        runner = gatehouse.worker(poll_seconds=poll or settings.worker_poll_seconds)
+        try:
+            sender = attach_outbox_sender(gatehouse, settings) if outbox else None
+        except ConfigurationError as exc:
+            raise CliError(f"--outbox: {exc}") from None
+        restore = install_stop_handlers(runner)
+        schedules = start_scheduler(gatehouse, settings) if scheduler and not once else None
+        if sender is not None and not once:
+            sender.start()
+        try:
+            if once:
+                count = runner.run_until_idle()
+                if sender is not None:
+                    sender.deliver_due()
+                typer.echo(f"worker --once: executed {count} run(s); nothing else is ready")
+                return
+            typer.echo(
+                f"worker {gatehouse.rt.worker_id} on {safe_url(settings.database_url)}: "
+                f"polling every {runner.poll_seconds:g}s; Ctrl-C stops after the current run"
+            )
+            runner.run_forever()
+            typer.echo(f"worker stopped after {runner.executed} run(s)")
+        finally:
+            if schedules is not None:
+                schedules.shutdown(wait=True)
+            if sender is not None:
+                sender.stop()  # undelivered cards wait in the outbox for the next sender
+            restore()
+
+
+def install_stop_handlers(runner: Worker) -> Callable[[], None]:
+    """SIGINT/SIGTERM ask the worker to stop once the current run is done; they never raise
+    KeyboardInterrupt mid-run. Returns a function that puts the previous handlers back."""
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        # os.write: a handler must not re-enter a buffered stream the main thread may be using
+        if runner.stopping:
+            os.write(2, f"{name} again: still finishing the current run\n".encode())
+            return
+        os.write(2, f"{name}: stopping after the current run\n".encode())
+        runner.stop()
+
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
+        signal.signal(sig, on_signal)
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    return restore
+
+
+@app.command()
+def runs(
+    pipeline: Annotated[str | None, typer.Option("--pipeline", help="Only this pipeline.")] = None,
+    status: Annotated[
+        str | None, typer.Option("--status", help="Only runs in this state (e.g. waiting).")
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="Created within this long (24h, 7d) or since.")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many.")] = 20,
+    as_json: JsonFlag = False,
+) -> None:
+    """List recent runs, newest first."""
+    filters: dict[str, Any] = {"pipeline": pipeline, "limit": limit}
+    filters["status"] = parse_status(status) if status is not None else None
+    filters["since"] = parse_since(since) if since is not None else None
+    with open_gatehouse(quiet=as_json) as gatehouse:
+        found = gatehouse.runs(**filters)
+        if as_json:
+            print_json([gatehouse.run(r.id).to_json() for r in found])
+            return
+    say(cli_render.runs_table(found))
+
+
+@app.command("run")
+def show_run(
+    run_id: Annotated[str, typer.Argument(help="A run id (`gatehouse runs`).")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Everything recorded about one run: calls, approvals, transitions, audit trail."""
+    with open_gatehouse(quiet=as_json) as gatehouse:
+        run = gatehouse.run(run_id)
+        history = run_history(gatehouse.rt, run_id)
+    if as_json:
+        print_json(run.to_json())
+    else:
+        say(cli_render.run_detail(run, history))
+
+
+@app.command()
+def pending(as_json: JsonFlag = False) -> None:
+    """Approvals and human tasks waiting for a person, oldest first."""
+    with open_gatehouse(quiet=as_json) as gatehouse:
+        items = gatehouse.pending()
+    if as_json:
+        print_json([item.to_json() for item in items])
+    else:
+        say(cli_render.pending_lines(items))
+
+
+@app.command()
+def approve(
+    approval_id: Annotated[str, typer.Argument(help="An approval id (`gatehouse pending`).")],
+    as_user: RequiredUser,
+    reason: Annotated[str | None, typer.Option("--reason", help="Why (optional).")] = None,
+    no_run: NoRunFlag = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Approve a gated action, then carry the run on here."""
+    with open_gatehouse(quiet=as_json) as gatehouse:
+        decided = gatehouse.approve(approval_id, user=as_user, reason=reason)
+        run, note = carry_on(gatehouse, decided.run_id, here=not no_run)
+    report_outcome("approval", decided.to_json(), run, note, as_json)
+
+
+@app.command()
+def reject(
+    approval_id: Annotated[str, typer.Argument(help="An approval id (`gatehouse pending`).")],
+    as_user: RequiredUser,
+    reason: Annotated[str, typer.Option("--reason", help="Why (required).")],
+    no_run: NoRunFlag = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Reject a gated action, then carry the run on here (it ends rejected unless it reroutes)."""
+    with open_gatehouse(quiet=as_json) as gatehouse:
+        decided = gatehouse.reject(approval_id, user=as_user, reason=reason)
+        run, note = carry_on(gatehouse, decided.run_id, here=not no_run)
+    report_outcome("approval", decided.to_json(), run, note, as_json)
+
+
+@app.command()
+def answer(
+    task_id: Annotated[str, typer.Argument(help="A human task id (`gatehouse pending`).")],
+    as_user: RequiredUser,
+    answer_text: Annotated[
+        str, typer.Option("--answer", help="The answer as JSON, or @file.json.")
+    ],
+    no_run: NoRunFlag = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Answer a human task, then carry the run on here."""
+    payload = parse_json_option("--answer", answer_text)
+    with open_gatehouse(quiet=as_json) as gatehouse:
+        answered = gatehouse.answer(task_id, user=as_user, answer=payload)
+        run, note = carry_on(gatehouse, answered.run_id, here=not no_run)
+    report_outcome("task", answered.to_json(), run, note, as_json)
+
+
+@app.command()
+def undo(
+    call_id: Annotated[str, typer.Argument(help="A tool call id (`gatehouse run RUN_ID`).")],
+    as_user: RequiredUser,
+    as_json: JsonFlag = False,
+) -> None:
+    """Reverse a tool call with the tool's declared reverse; recorded as its own audited call."""
+    with open_gatehouse(quiet=as_json) as gatehouse:
+        reversal = gatehouse.undo(call_id, user=as_user)
+    if as_json:
+        print_json(reversal.to_json())
+        return
+    typer.echo(
+        f"↶ undid call {call_id} ({reversal.name}): reversal call {reversal.id} "
+        f"{reversal.status} in {cli_render.took(reversal.started_at, reversal.finished_at)}"
+    )
+
+
+@app.command()
+def replay(
+    run_id: Annotated[str, typer.Argument(help="A run id (`gatehouse runs`).")],
+    fresh: Annotated[
+        bool,
+        typer.Option(
+            "--fresh",
+            help="Ask the model again and show where each LLM answer differs from the record.",
+        ),
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Re-execute a run with today's code and no side effects; show where it diverges."""
+    with open_gatehouse(quiet=as_json) as gatehouse:
+        report = gatehouse.replay(run_id, fresh=fresh)
+    if as_json:
+        print_json(report.to_json())
+    else:
+        say(cli_render.replay_lines(report))
+
+
+def _mount_subcommands() -> None:
+    """Command groups that live in their own modules (they import this one's helpers lazily)."""
+    from bot.cli import alerts as cli_alerts
+    from bot.cli import audit as cli_audit
+    from bot.cli import eval as cli_eval
+    from bot.cli import ready as cli_ready
+    from bot.cli import review as cli_review
+    from bot.cli import sandbox as cli_sandbox
+    from bot.cli import schedules as cli_schedules
+    from bot.cli import stats as cli_stats
+
+    app.add_typer(cli_audit.app, name="audit")
+    app.add_typer(cli_alerts.app, name="alerts")
+    app.add_typer(cli_stats.app, name="stats")
+    app.add_typer(cli_review.app, name="review")
+    app.add_typer(cli_schedules.app, name="schedules")
+    app.command("sandbox")(cli_sandbox.sandbox)
+    app.command("eval")(cli_eval.eval_command)
+    app.command("evals")(cli_eval.evals_command)
+    app.command("ready")(cli_ready.ready_command)
+
+
+_mount_subcommands()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """The console script `gatehouse` (and `python -m bot.cli`)."""
+    app(args=list(argv) if argv is not None else None, prog_name="gatehouse")
+
+
+if __name__ == "__main__":
+    main()

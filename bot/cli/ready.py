@@ -1,0 +1,54 @@
+"""`gatehouse ready [PIPELINE] [--json]`: the four readiness questions per pipeline, green or red
+with the reason (`pipelines.operations.readiness`); exit 1 when any answer is red.
+
+Mounted by `bot.cli` (`app.command("ready")`).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from bot.cli.options import JsonFlag
+from pipelines.operations.readiness import Readiness
+
+MARKS = {True: "green", False: "red  "}
+
+
+def readiness_lines(found: list[Readiness]) -> list[str]:
+    lines: list[str] = []
+    for r in found:
+        lines.append(f"{r.pipeline}: {'ready' if r.ready else 'not ready'}")
+        for answer in r.answers:
+            lines.append(f"  {MARKS[answer.ok]}  {answer.title.lower():<9} {answer.reason}")
+            if answer.question == "gates" and not answer.ok:
+                lines += [f"           - {gap}" for gap in answer.details]
+    if not found:
+        lines.append("no pipelines are registered")
+    return lines
+
+
+def ready_command(
+    pipeline: Annotated[
+        str | None, typer.Argument(help="Only this pipeline (default: every one).")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Is each pipeline ready for production? (1) every ctx.llm has a human exit or a handler
+    and every write/send/spend tool a rate limit and an approval or a reverse; (2) the gated
+    tools and their approvers; (3) the share of the last 7 days' runs with a complete record;
+    (4) the last eval's pass rate and age. Exit 1 if any answer is red."""
+    from bot.cli.main import open_gatehouse, print_json, say
+    from pipelines.operations.readiness import readiness
+
+    with open_gatehouse(quiet=True) as gatehouse:
+        found = readiness(gatehouse.rt, [pipeline] if pipeline else None)
+    if as_json:
+        print_json(
+            {"ready": all(r.ready for r in found), "pipelines": [r.to_json() for r in found]}
+        )
+    else:
+        say(readiness_lines(found))
+    if not all(r.ready for r in found):
+        raise typer.Exit(1)

@@ -1,0 +1,1 @@
+"""`make demo`: the example pipelines in a local Slack, with days of history made by the real engine."""

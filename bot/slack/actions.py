@@ -1,0 +1,184 @@
+"""Buttons and modals: Approve, Reject (with a reason), Answer (a form from the output schema).
+
+A button that opens a modal acks, then calls `views.open` first thing on the bot's UI pool
+(which never waits on a run), before any slow work: a `trigger_id` is only valid for three
+seconds. Decisions run after the ack, on the bot's
+thread pool; the card is then updated by the notifier and the run resumes right here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from pydantic import ValidationError
+from slack_bolt import Ack, App
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+
+from bot.slack import cards, forms
+from bot.slack.app import Bot
+from bot.slack.modals import loading_modal, notice_modal
+from pipelines import GatehouseError
+from pipelines.errors import AlreadyAnswered, NotAuthorized, UnknownTask
+from pipelines.tasks import authorize_answer, load_model
+from storage import approvals as task_rows
+from storage.messages import message_ref
+
+log = structlog.get_logger()
+
+
+def _user(body: dict[str, Any]) -> str:
+    return str(body["user"]["id"])
+
+
+def _channel(body: dict[str, Any]) -> str | None:
+    channel = body.get("channel") or {}
+    container = body.get("container") or {}
+    return channel.get("id") or container.get("channel_id")
+
+
+def tell(client: WebClient, body: dict[str, Any], text: str) -> None:
+    """An ephemeral line to the person who clicked, in the channel where they clicked."""
+    channel = _channel(body)
+    if channel is None:
+        return
+    try:
+        client.chat_postEphemeral(channel=channel, user=_user(body), text=text)
+    except SlackApiError as exc:
+        log.warning("slack.ephemeral_failed", error=str(exc.response.get("error")))
+
+
+def decide_and_resume(
+    bot: Bot, body: dict[str, Any], approval_id: str, *, approve: bool, reason: str | None = None
+) -> None:
+    user = _user(body)
+    try:
+        decision = (
+            bot.gatehouse.approve(approval_id, user=user, reason=reason)
+            if approve
+            else bot.gatehouse.reject(approval_id, user=user, reason=reason or "")
+        )
+    except GatehouseError as refusal:
+        tell_beside_card(bot, body, "approval", approval_id, f":no_entry: {refusal}")
+        return
+    bot.gatehouse.resume(decision.run_id)
+
+
+def tell_beside_card(bot: Bot, body: dict[str, Any], kind: str, ref_id: str, text: str) -> None:
+    """`tell`, in the channel of the click, or for a modal's submission (which has no channel)
+    in the channel of the approval's or task's card."""
+    if _channel(body) is None:
+        with bot.gatehouse.db.transaction() as conn:
+            card = message_ref(conn, kind=kind, ref_id=ref_id)
+        if card is None:
+            return
+        body = {**body, "channel": {"id": card.channel}}
+    tell(bot.client, body, text)
+
+
+def answer_and_resume(bot: Bot, body: dict[str, Any], task_id: str, answer: dict[str, Any]) -> None:
+    try:
+        task = bot.gatehouse.answer(task_id, user=_user(body), answer=answer)
+    except GatehouseError as refusal:
+        log.warning("slack.answer_refused", task_id=task_id, why=str(refusal))
+        tell_beside_card(bot, body, "task", task_id, f":no_entry: {refusal}")
+        return
+    bot.gatehouse.resume(task.run_id)
+
+
+def fill_answer_modal(bot: Bot, view_id: str, task_id: str, user: str) -> None:
+    """The Answer modal opened as a placeholder at once; now put the real form in it, or say
+    why this person may not answer (the engine's check, audited)."""
+    try:
+        task = bot.gatehouse.task(task_id)
+    except UnknownTask:
+        task = None
+    if task is None or task.status != "open":
+        view = notice_modal(
+            "Nothing to answer", f"Task {task_id} was already answered or no longer exists."
+        )
+    else:
+        try:
+            authorize_answer(bot.gatehouse.rt, task, user)
+            view = forms.answer_modal(task)
+        except NotAuthorized as refusal:
+            view = notice_modal("Not yours to answer", str(refusal))
+    bot.client.views_update(view_id=view_id, view=view)
+
+
+def open_reject_modal(bot: Bot, trigger_id: str, approval_id: str) -> None:
+    # One keyed read (well under a millisecond) names the action in the modal; nothing slower
+    # comes before views.open, as the trigger_id lives only 3 seconds.
+    with bot.gatehouse.db.transaction() as conn:
+        approval = task_rows.fetch_approval(conn, approval_id)
+    tool = approval.tool if approval is not None else None
+    bot.client.views_open(trigger_id=trigger_id, view=cards.reject_modal(approval_id, tool))
+
+
+def open_answer_modal(bot: Bot, trigger_id: str, task_id: str, user: str) -> None:
+    """Open at once with a placeholder, then put the form generated from the schema in it."""
+    opened = bot.client.views_open(trigger_id=trigger_id, view=loading_modal())
+    fill_answer_modal(bot, str(opened["view"]["id"]), task_id, user)
+
+
+def register(app: App, bot: Bot) -> None:
+    @app.action("approval.approve")
+    def approve_clicked(ack: Ack, body: dict[str, Any], action: dict[str, Any]) -> None:
+        ack()
+        bot.submit(decide_and_resume, bot, body, str(action["value"]), approve=True)
+
+    @app.action("approval.reject")
+    def reject_clicked(ack: Ack, body: dict[str, Any], action: dict[str, Any]) -> None:
+        ack()
+        bot.submit_ui(open_reject_modal, bot, str(body["trigger_id"]), str(action["value"]))
+
+    @app.view("approval.reject_reason")
+    def reject_reason_submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
+        values = view["state"]["values"]
+        reason = (values.get("reason", {}).get("reason", {}).get("value") or "").strip()
+        if not reason:
+            ack(
+                response_action="errors",
+                errors={"reason": "Say why, so the team can learn from it."},
+            )
+            return
+        ack()
+        bot.submit(
+            decide_and_resume,
+            bot,
+            body,
+            str(view["private_metadata"]),
+            approve=False,
+            reason=reason,
+        )
+
+    @app.action("task.answer")
+    def answer_clicked(ack: Ack, body: dict[str, Any], action: dict[str, Any]) -> None:
+        ack()
+        bot.submit_ui(
+            open_answer_modal, bot, str(body["trigger_id"]), str(action["value"]), _user(body)
+        )
+
+    @app.view("task.answer")
+    def answer_submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
+        task_id = str(view["private_metadata"])
+        with bot.gatehouse.db.transaction() as conn:
+            task = task_rows.fetch_task(conn, task_id)
+        if task is None or task.status != "open":
+            ack(
+                response_action="update",
+                view=notice_modal(
+                    "Already answered",
+                    str(AlreadyAnswered(task_id)) if task else str(UnknownTask(task_id)),
+                ),
+            )
+            return
+        answer = forms.answer_from_submission(task.output_schema, view["state"]["values"])
+        try:
+            load_model(task.output_model).model_validate(answer)
+        except ValidationError as exc:
+            ack(response_action="errors", errors=forms.errors_for_modal(exc, task.output_schema))
+            return
+        ack()
+        bot.submit(answer_and_resume, bot, body, task_id, answer)

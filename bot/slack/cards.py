@@ -1,0 +1,532 @@
+"""Block Kit for approvals and human tasks: pure functions from views to blocks, nothing sent.
+
+The lead's handlers find their way back from a click through these ids:
+
+- approval buttons: `action_id` `approval.approve` / `approval.reject`, `value` = approval id, in an
+  actions block whose `block_id` is `approval.<approval id>`;
+- the reject modal: `callback_id` `approval.reject_reason`, `private_metadata` = approval id, the
+  reason in block `reason`, action `reason`;
+- the task button: `action_id` `task.answer`, `value` = task id, block `task.<task id>`.
+
+Every card stays inside Slack's limits whatever the data (3,000 characters a text, 10 fields of
+2,000 a section, 50 blocks a message): long or many values are cut with the full value one command
+away (`/gatehouse run RUN_ID`). Everything that came from a person or a model is escaped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from bot.slack.mrkdwn import (
+    SLASH_COMMAND,
+    clock,
+    code,
+    code_block,
+    escape,
+    fmt_value,
+    full_value_hint,
+    local_time,
+    mention,
+    mentions,
+    slack_len,
+    truncate,
+)
+from pipelines.validator import is_validator_call
+from pipelines.views import ApprovalView, CallView, TaskView
+
+APPROVE_ACTION = "approval.approve"
+REJECT_ACTION = "approval.reject"
+REJECT_CALLBACK = "approval.reject_reason"
+REASON_BLOCK = "reason"
+REASON_ACTION = "reason"
+ANSWER_ACTION = "task.answer"
+APPROVAL_BLOCK_PREFIX = "approval."
+TASK_BLOCK_PREFIX = "task."
+
+# Slack's limits (https://docs.slack.dev/reference/block-kit/).
+TEXT_LIMIT = 3000
+FIELD_LIMIT = 2000
+FIELDS_PER_SECTION = 10
+HEADER_LIMIT = 150
+BUTTON_LABEL_LIMIT = 75
+BUTTON_VALUE_LIMIT = 2000
+CONTEXT_ELEMENTS = 10
+MODAL_TITLE_LIMIT = 24
+
+# Our own, tighter, for a card that reads well on a phone.
+ARG_FIELDS_SHOWN = 20
+ARG_KEY_LIMIT = 100
+ARG_VALUE_LIMIT = 300
+LLM_CALLS_SHOWN = 3
+LLM_OUTPUT_LIMIT = 600
+INPUT_LIMIT = 500
+REASON_LIMIT = 1500
+
+KIND_WORDS = {
+    "read": "reads data",
+    "write": "changes data",
+    "send": "sends a message to someone",
+    "spend": "spends money",
+}
+
+
+@dataclass(frozen=True)
+class ApprovalContext:
+    """What an approval card shows beyond the `ApprovalView` itself; every field may be left out.
+
+    - `trigger`: how the run started, in words ("slash command", "schedule nightly", "webhook");
+      the triggering user comes from `approval.trigger_user`.
+    - `run_input`: the run's input (JSON), shown compact and cut short.
+    - `llm_calls`: the run's model calls before this gate, oldest first; the last few are shown
+      with their output and confidence, the reasons the run got here.
+    - `rate_limit`: the tool's headroom in words, e.g. "20/hour, 3 used".
+    - `tool_description`: what the tool does, from its docstring.
+    - `command`: the slash command named in "full value" hints.
+    """
+
+    trigger: str | None = None
+    run_input: Any = None
+    llm_calls: list[CallView] = field(default_factory=list)
+    rate_limit: str | None = None
+    tool_description: str = ""
+    command: str = SLASH_COMMAND
+
+
+# -- small builders --------------------------------------------------------------------------
+
+
+def mrkdwn_text(text: str, limit: int = TEXT_LIMIT) -> dict[str, Any]:
+    """A mrkdwn text object; `text` must already be escaped. `verbatim` stops Slack from turning
+    plain words into links or mentions on its own."""
+    return {"type": "mrkdwn", "text": truncate(text, limit) or " ", "verbatim": True}
+
+
+def plain_text(text: str, limit: int = TEXT_LIMIT) -> dict[str, Any]:
+    """A plain_text object (Slack does not parse mentions or links in it: no escaping needed)."""
+    return {"type": "plain_text", "text": truncate(text.strip() or "-", limit), "emoji": True}
+
+
+def section(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": mrkdwn_text(text)}
+
+
+def context(*texts: str) -> dict[str, Any]:
+    return {
+        "type": "context",
+        "elements": [mrkdwn_text(t) for t in texts if t][:CONTEXT_ELEMENTS],
+    }
+
+
+def header(text: str) -> dict[str, Any]:
+    return {"type": "header", "text": plain_text(text, HEADER_LIMIT)}
+
+
+def button(
+    label: str, action_id: str, value: str, *, style: str | None = None, **extra: Any
+) -> dict[str, Any]:
+    element: dict[str, Any] = {
+        "type": "button",
+        "action_id": action_id,
+        "text": plain_text(label, BUTTON_LABEL_LIMIT),
+        "value": value[:BUTTON_VALUE_LIMIT],
+    }
+    if style:
+        element["style"] = style
+    element.update(extra)
+    return element
+
+
+def field_sections(
+    values: Mapping[str, Any], *, title: str | None = None, max_fields: int = ARG_FIELDS_SHOWN
+) -> tuple[list[dict[str, Any]], bool]:
+    """Key/value pairs as section fields, ten to a section, the first one under `title` (mrkdwn);
+    True when something was cut short or left out."""
+    shortened = len(values) > max_fields
+    fields: list[dict[str, Any]] = []
+    for key, value in list(values.items())[:max_fields]:
+        rendered = escape(fmt_value(value))
+        shortened = shortened or slack_len(rendered) > ARG_VALUE_LIMIT - 2
+        name = truncate(escape(str(key)), ARG_KEY_LIMIT)
+        fields.append(mrkdwn_text(f"*{name}*\n{code(value, ARG_VALUE_LIMIT)}", FIELD_LIMIT))
+    blocks: list[dict[str, Any]] = []
+    for start in range(0, len(fields), FIELDS_PER_SECTION):
+        block: dict[str, Any] = {"type": "section"}
+        if title and start == 0:
+            block["text"] = mrkdwn_text(title)
+        block["fields"] = fields[start : start + FIELDS_PER_SECTION]
+        blocks.append(block)
+    if title and not blocks:
+        blocks.append(section(title))
+    return blocks, shortened
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _values_blocks(
+    title: str, value: Any, *, hint: str, limit: int = INPUT_LIMIT * 3
+) -> tuple[list[dict[str, Any]], bool]:
+    """A JSON value under a bold title: an object as fields, anything else as a code block."""
+    if isinstance(value, Mapping) and value:
+        return field_sections(value, title=f"*{title}*")
+    rendered = code_block(value, limit, hint)
+    return [section(f"*{title}*\n{rendered}")], rendered.endswith(hint)
+
+
+# -- approvals ---------------------------------------------------------------------------------
+
+
+def approval_block_id(approval_id: str) -> str:
+    return f"{APPROVAL_BLOCK_PREFIX}{approval_id}"
+
+
+def approval_id_from_block_id(block_id: str) -> str | None:
+    """The approval id an approval card's actions block carries, or None for other blocks."""
+    if block_id.startswith(APPROVAL_BLOCK_PREFIX):
+        return block_id[len(APPROVAL_BLOCK_PREFIX) :] or None
+    return None
+
+
+_HEADERS = {
+    "pending": "Approval needed",
+    "approved": "Approved",
+    "rejected": "Rejected",
+    "expired": "Expired",
+}
+
+
+def _approval_summary(approval: ApprovalView, ctx: ApprovalContext) -> list[dict[str, Any]]:
+    hint = full_value_hint(approval.run_id, ctx.command)
+    tool = escape(truncate(approval.tool, 100))
+    kind = escape(truncate(approval.tool_kind, 30))
+    what = f"*What will happen*\nGatehouse will call *{tool}*, a `{kind}` tool"
+    if approval.tool_kind in KIND_WORDS:
+        what += f" that {KIND_WORDS[approval.tool_kind]}"
+    what += "."
+    if ctx.tool_description.strip():
+        what += "\n_" + escape(truncate(" ".join(ctx.tool_description.split()), 500)) + "_"
+    blocks = [
+        header(f"{_HEADERS.get(approval.status, approval.status.title())}: {approval.tool}"),
+        section(what),
+    ]
+
+    shortened = False
+    args = approval.args
+    if isinstance(args, Mapping) and args:
+        arg_blocks, shortened = field_sections(args, title="*Arguments*")
+        blocks.extend(arg_blocks)
+    elif args in (None, {}, []):
+        blocks.append(context("No arguments."))
+    else:
+        rendered = code_block(args, 1500, hint)
+        shortened = rendered.endswith(hint)
+        blocks.append(section(f"*Arguments*\n{rendered}"))
+
+    blocks.append(section(_why(approval, ctx)))
+    llm_calls = [c for c in ctx.llm_calls if not is_validator_call(c.name)]
+    if llm_calls:
+        blocks.append(section(_model_said(llm_calls)))
+    if isinstance(approval.validator, Mapping):
+        blocks.append(section(_validator_said(approval.validator)))
+
+    notes = []
+    if ctx.rate_limit:
+        notes.append(f"Rate limit: {escape(truncate(ctx.rate_limit, 200))}")
+    approvers = f"Approvers: {mentions(approval.approvers, 600)}"
+    if approval.four_eyes:
+        approvers += " · four-eyes: whoever triggered the run may not approve"
+    notes.append(approvers)
+    if approval.status == "pending":
+        expires = approval.expires_at
+        notes.append(f"Expires {local_time(_utc(expires))}" if expires else "Does not expire")
+    notes.append(f"Approval `{escape(truncate(approval.id, 100))}`")
+    hidden = len(args) - ARG_FIELDS_SHOWN if isinstance(args, Mapping) else 0
+    if hidden > 0:
+        notes.append(f"Showing {ARG_FIELDS_SHOWN} of {len(args)} arguments; {hint}")
+    elif shortened:
+        notes.append(f"Some arguments are shortened; {hint}")
+    blocks.append(context(*notes))
+    return blocks
+
+
+def _why(approval: ApprovalView, ctx: ApprovalContext) -> str:
+    lines = ["*Why*"]
+    where = f"run `{escape(truncate(approval.run_id, 100))}`"
+    if approval.pipeline:
+        where = f"Pipeline *{escape(truncate(approval.pipeline, 100))}*, {where}"
+    else:
+        where = where[0].upper() + where[1:]
+    lines.append(f"{where}, step `{escape(truncate(approval.call_key, 100))}`")
+    trigger = None
+    if ctx.trigger and ctx.trigger != approval.trigger_user:
+        trigger = escape(truncate(ctx.trigger, 200))
+    if approval.trigger_user:
+        lines.append(
+            f"Triggered by {mention(truncate(approval.trigger_user, 100))}"
+            + (f" via {trigger}" if trigger else "")
+        )
+    elif trigger:
+        lines.append(f"Triggered by {trigger}")
+    if ctx.run_input is not None:
+        lines.append(f"Input: {code(ctx.run_input, INPUT_LIMIT)}")
+    return "\n".join(lines)
+
+
+def _model_said(calls: list[CallView]) -> str:
+    shown = calls[-LLM_CALLS_SHOWN:]
+    lines = ["*What the model said*"]
+    if len(calls) > len(shown):
+        lines.append(f"_{len(calls) - len(shown)} earlier model calls not shown_")
+    for call in shown:
+        meta = call.meta if isinstance(call.meta, Mapping) else {}
+        about = [escape(truncate(str(meta["model"]), 80))] if meta.get("model") else []
+        confidence = meta.get("confidence")
+        if isinstance(confidence, int | float) and not isinstance(confidence, bool):
+            about.append(f"confidence {confidence:.2f}")
+        label = f"• *{escape(truncate(call.name, 100))}*" + (
+            f" ({', '.join(about)})" if about else ""
+        )
+        if call.output is not None:
+            lines.append(f"{label}: {code(call.output, LLM_OUTPUT_LIMIT)}")
+        else:
+            failure = meta.get("reason") or call.error or "no answer"
+            lines.append(f"{label}: no answer — {escape(truncate(str(failure), 300))}")
+    return "\n".join(lines)
+
+
+_VERDICT_WORDS = {"approve": "approve", "reject": "reject", "unsure": "unsure"}
+
+
+def _validator_said(judged: Mapping[str, Any]) -> str:
+    """The validation model's verdict that sent this call to a person (`approval=validator`)."""
+    model = escape(truncate(str(judged.get("model") or "no model"), 80))
+    lines = [f"*The validator* ({model}) handed this to a person"]
+    verdict = _VERDICT_WORDS.get(str(judged.get("verdict")))
+    confidence = judged.get("confidence")
+    if verdict is None:
+        lines.append("Verdict: none")
+    else:
+        said = f"Verdict: *{verdict}*"
+        if isinstance(confidence, int | float) and not isinstance(confidence, bool):
+            said += f" · confidence {confidence:.2f}"
+            bar = judged.get("min_confidence")
+            if isinstance(bar, int | float) and confidence < bar:
+                said += f" (under the bar of {bar:g})"
+        lines.append(said)
+    reason = str(judged.get("reason") or "no reason given")
+    lines.append(f"Reason: {escape(truncate(reason, REASON_LIMIT))}")
+    return "\n".join(lines)
+
+
+def _approve_confirm(approval: ApprovalView) -> dict[str, Any]:
+    text = (
+        f"{approval.tool} spends money (run {approval.run_id}). "
+        f"Arguments: {fmt_value(approval.args)}"
+    )
+    return {
+        "title": plain_text("Approve this spend?", 100),
+        "text": plain_text(text, 300),
+        "confirm": plain_text("Approve", 30),
+        "deny": plain_text("Cancel", 30),
+        "style": "primary",
+    }
+
+
+def approval_card(approval: ApprovalView, ctx: ApprovalContext) -> list[dict[str, Any]]:
+    """The card posted when a gated call waits: what, why, who may decide, until when, and the
+    Approve (with a confirm dialog for `spend`) and Reject buttons."""
+    approve_extra = {"confirm": _approve_confirm(approval)} if approval.tool_kind == "spend" else {}
+    actions = {
+        "type": "actions",
+        "block_id": approval_block_id(approval.id),
+        "elements": [
+            button("Approve", APPROVE_ACTION, approval.id, style="primary", **approve_extra),
+            button("Reject", REJECT_ACTION, approval.id, style="danger"),
+        ],
+    }
+    return [*_approval_summary(approval, ctx), actions]
+
+
+def decision_line(approval: ApprovalView) -> str:
+    """ "Approved by <@U…> at 14:02 UTC", "Rejected by <@U…>: reason", "Expired — rejected
+    automatically" (mrkdwn)."""
+    decided_at = _utc(approval.decided_at) if approval.decided_at else None
+    requested_at = _utc(approval.requested_at)
+    at = f" at {clock(decided_at, same_day_as=requested_at)}" if decided_at else ""
+    who = mention(truncate(approval.decided_by, 100) if approval.decided_by else None)
+    if approval.status == "approved":
+        return f"✅ Approved by {who}{at}"
+    if approval.status == "rejected":
+        reason = escape(truncate(approval.reason or "no reason given", REASON_LIMIT))
+        return f"❌ Rejected by {who}: {reason}" + (f" ({at.strip()})" if at else "")
+    if approval.status == "expired":
+        return f"⌛ Expired — rejected automatically{at}"
+    return "Waiting for a decision"
+
+
+def approval_decided_card(approval: ApprovalView, ctx: ApprovalContext) -> list[dict[str, Any]]:
+    """The same card after the decision: no buttons, who decided when (or that it expired)."""
+    return [*_approval_summary(approval, ctx), context(decision_line(approval))]
+
+
+def approval_fallback_text(approval: ApprovalView) -> str:
+    """The message's `text`: what notifications and screen readers show instead of the blocks."""
+    tool = escape(truncate(approval.tool, 100))
+    where = f"run {escape(truncate(approval.run_id, 100))}"
+    if approval.pipeline:
+        where = f"{escape(truncate(approval.pipeline, 100))}, {where}"
+    who = mention(truncate(approval.decided_by, 100) if approval.decided_by else None)
+    if approval.status == "approved":
+        return f"Approved by {who}: {tool} ({where})"
+    if approval.status == "rejected":
+        reason = escape(truncate(approval.reason or "no reason given", 300))
+        return f"Rejected by {who}: {tool} ({where}): {reason}"
+    if approval.status == "expired":
+        return f"Expired — rejected automatically: {tool} ({where})"
+    kind = escape(truncate(approval.tool_kind, 30))
+    return f"Approval needed: {tool} ({kind}) in {where}"
+
+
+def reject_modal(approval_id: str, tool: str | None = None) -> dict[str, Any]:
+    """The modal the Reject button opens: one required reason, recorded and shown on the card.
+    `tool` is optional because the modal must open within the trigger's 3 seconds, before any
+    database lookup."""
+    return {
+        "type": "modal",
+        "callback_id": REJECT_CALLBACK,
+        "private_metadata": approval_id,
+        "title": plain_text("Reject", MODAL_TITLE_LIMIT),
+        "submit": plain_text("Reject", MODAL_TITLE_LIMIT),
+        "close": plain_text("Cancel", MODAL_TITLE_LIMIT),
+        "blocks": [
+            section(
+                f"Why reject {f'*{escape(truncate(tool, 200))}*' if tool else 'this call'}? "
+                "The reason goes on the card and into the audit log, and the run is told."
+            ),
+            {
+                "type": "input",
+                "block_id": REASON_BLOCK,
+                "label": plain_text("Reason", 2000),
+                "element": {
+                    "type": "plain_text_input",
+                    "action_id": REASON_ACTION,
+                    "multiline": True,
+                    "min_length": 1,
+                    "max_length": REASON_LIMIT,
+                    "placeholder": plain_text("e.g. the amount does not match the invoice", 150),
+                },
+            },
+        ],
+    }
+
+
+def reject_reason(state_values: Mapping[str, Any]) -> str:
+    """The reason typed into `reject_modal`, stripped ("" when missing)."""
+    value = state_values.get(REASON_BLOCK, {}).get(REASON_ACTION, {}).get("value")
+    return value.strip() if isinstance(value, str) else ""
+
+
+# -- human tasks -------------------------------------------------------------------------------
+
+
+def llm_exit(context_value: Any) -> dict[str, Any] | None:
+    """The context of a task opened by `ctx.llm`'s human exit, or None for `ask_human` tasks."""
+    if isinstance(context_value, dict) and {"task", "model_said", "suggestion"} <= set(
+        context_value
+    ):
+        return context_value
+    return None
+
+
+def task_block_id(task_id: str) -> str:
+    return f"{TASK_BLOCK_PREFIX}{task_id}"
+
+
+def _task_summary(task: TaskView, command: str) -> list[dict[str, Any]]:
+    hint = full_value_hint(task.run_id, command)
+    title = "Your answer is needed" if task.status == "open" else "Answered"
+    if task.status == "cancelled":
+        title = "Cancelled"
+    blocks = [
+        header(f"{title}: {task.name}"),
+        section(escape(truncate(task.question or "(no question)", 2000, None))),
+    ]
+    shortened = False
+    exit_context = llm_exit(task.context)
+    if exit_context is not None:
+        more, cut = _values_blocks("Input", exit_context.get("input"), hint=hint)
+        blocks += more
+        shortened = shortened or cut
+        model = exit_context.get("model")
+        said = exit_context.get("model_said")
+        if said:
+            who = f"The model ({escape(truncate(str(model), 80))})" if model else "The model"
+            rendered = code_block(said, 1200, hint)
+            shortened = shortened or rendered.endswith(hint)
+            blocks.append(section(f"*{who} said*\n{rendered}"))
+        if exit_context.get("reason"):
+            reason = escape(truncate(str(exit_context["reason"]), 1000))
+            blocks.append(section(f"*Why it came to a person*\n{reason}"))
+        suggestion = exit_context.get("suggestion")
+        if suggestion is not None:
+            more, cut = _values_blocks("Its suggestion (filled in the form)", suggestion, hint=hint)
+            blocks += more
+            shortened = shortened or cut
+    elif task.context not in (None, {}, [], ""):
+        more, cut = _values_blocks("Context", task.context, hint=hint)
+        blocks += more
+        shortened = shortened or cut
+
+    where = f"run `{escape(truncate(task.run_id, 100))}`"
+    if task.pipeline:
+        where = f"Pipeline *{escape(truncate(task.pipeline, 100))}*, {where}"
+    notes = [where, f"Who may answer: {mentions(task.assignees, 600)}"]
+    notes.append(f"Task `{escape(truncate(task.id, 100))}`")
+    if shortened:
+        notes.append(f"Some values are shortened; {hint}")
+    blocks.append(context(*notes))
+    return blocks
+
+
+def task_card(task: TaskView, *, command: str = SLASH_COMMAND) -> list[dict[str, Any]]:
+    """A human task: the question, the input and the model's attempt when there was one, and the
+    Answer button that opens `bot.slack.forms.answer_modal`."""
+    actions = {
+        "type": "actions",
+        "block_id": task_block_id(task.id),
+        "elements": [button("Answer", ANSWER_ACTION, task.id, style="primary")],
+    }
+    return [*_task_summary(task, command), actions]
+
+
+def task_answered_card(task: TaskView, *, command: str = SLASH_COMMAND) -> list[dict[str, Any]]:
+    """The task card once answered (or cancelled): no button, the answer and who gave it."""
+    blocks = _task_summary(task, command)
+    if task.status == "answered":
+        more, _ = _values_blocks("Answer", task.answer, hint=full_value_hint(task.run_id, command))
+        blocks += more
+        who = mention(truncate(task.answered_by, 100) if task.answered_by else None)
+        at = ""
+        if task.answered_at:
+            at = f" at {clock(_utc(task.answered_at), same_day_as=_utc(task.opened_at))}"
+        blocks.append(context(f"✅ Answered by {who}{at}"))
+    elif task.status == "cancelled":
+        blocks.append(context("Cancelled — no answer is needed any more"))
+    return blocks
+
+
+def task_fallback_text(task: TaskView) -> str:
+    """The message's `text` for a task card."""
+    name = escape(truncate(task.name, 100))
+    run = escape(truncate(task.run_id, 100))
+    if task.status == "answered":
+        who = mention(truncate(task.answered_by, 100) if task.answered_by else None)
+        return f"Answered by {who}: {name} (run {run})"
+    if task.status == "cancelled":
+        return f"Cancelled: {name} (run {run})"
+    question = escape(truncate(" ".join(task.question.split()), 200))
+    return f"Your answer is needed: {name} (run {run}): {question}"

@@ -1,0 +1,56 @@
+"""The slash command listener: ack at once (an empty 200), answer through `response_url`.
+
+Nothing runs before the ack, not even a quick query: `stats` over a busy week or a `trigger`
+that calls a model can take longer than Slack's 3 seconds.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from slack_bolt import Ack, App, Respond
+
+from bot.slack import commands
+from bot.slack import eval as eval_slack
+from bot.slack.app import Bot
+from bot.slack.stats_upload import ChartUploadFailed, stats_chart_reply
+
+
+def register(app: App, bot: Bot) -> None:
+    @app.command(bot.settings.slash_command)
+    def slash(ack: Ack, command: dict[str, Any], respond: Respond) -> None:
+        ack()
+        text = str(command.get("text") or "")
+        subcommand, rest = commands.split_command(text)
+        if subcommand == "eval":  # runs for minutes: its summary is posted in the channel
+            user, channel = str(command["user_id"]), str(command["channel_id"])
+            bot.submit(eval_slack.run_in_channel, bot, channel, user, rest, respond)
+            return
+        bot.submit(answer, bot, text, str(command["user_id"]), respond)
+        if subcommand == "stats":
+            bot.submit(
+                send_chart, bot, str(command["channel_id"]), str(command["user_id"]), rest, respond
+            )
+
+
+def send_chart(bot: Bot, channel: str, user: str, rest: str, respond: Respond) -> None:
+    """The 7-day chart goes up as a file in the channel; its link comes back privately."""
+    pipeline = rest.split()[0] if rest.split() and not rest.split()[0][0].isdigit() else None
+    try:
+        link = stats_chart_reply(bot, channel=channel, user=user, pipeline=pipeline)
+    except ChartUploadFailed as exc:
+        respond(
+            response_type="ephemeral", text=f":warning: no chart: {exc}", replace_original=False
+        )
+        return
+    respond(response_type="ephemeral", text=f"7-day chart: {link}", replace_original=False)
+
+
+def answer(bot: Bot, text: str, user: str, respond: Respond) -> None:
+    reply = commands.handle_command(
+        text,
+        user_id=user,
+        gatehouse=bot.gatehouse,
+        command=bot.settings.slash_command,
+    )
+    respond(**reply.to_payload())

@@ -1,0 +1,246 @@
+"""The engine's notifier, implemented for Slack: approval and human-task cards.
+
+A card is posted when an approval is requested or a task opened, and updated in place (with
+`chat.update` on the stored channel and ts, not the short-lived `response_url`) when it is
+decided, expires or is answered. The outbox sender (`pipelines.outbox`) calls these methods with
+the subject's state at delivery time and retries failures, so each method is idempotent: a card
+that exists is updated, one that does not is posted (a late "decided" card included), and a
+subject gets one card. Slack's failures are raised as `DeliveryFailed`: retryable (429 with its
+`Retry-After`, 5xx, connection errors) or not (a channel that does not exist, missing scopes).
+
+A card carries message metadata naming what it shows (`gatehouse_card`: kind and id). A sender
+that died (or lost the database) after Slack accepted the post but before the ts was recorded
+leaves a card nobody knows about; the sender that takes the delivery over calls
+`adopt_lost_card`, which finds that card in the channel's recent history by its metadata and
+records it, so the delivery updates it instead of posting a second one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError, SlackClientError
+
+from bot.slack import cards
+from pipelines import inspect
+from pipelines.gates import rate_limit_headroom
+from pipelines.pipeline import registered_pipelines
+from pipelines.ports import DeliveryFailed
+from pipelines.runtime import Runtime
+from pipelines.tools import lookup_tool
+from pipelines.views import ApprovalView, TaskView
+from storage import messages
+
+log = structlog.get_logger()
+
+# Slack errors that say "try again later" with a 200 or without a Retry-After.
+RETRYABLE_ERRORS = frozenset(
+    {
+        "ratelimited",
+        "rate_limited",
+        "service_unavailable",
+        "fatal_error",
+        "internal_error",
+        "request_timeout",
+        "team_added_to_org",
+    }
+)
+CARD_EVENT = "gatehouse_card"  # the message metadata's event_type on every card
+HISTORY_PAGES = 5  # of 200 messages, newest first: how far back a lost card is looked for
+
+
+def delivery_failure(exc: Exception) -> DeliveryFailed:
+    """What a Web API failure means for a delivery: when to retry, or that retrying is futile."""
+    if isinstance(exc, SlackApiError):
+        response = exc.response
+        error = str(response.get("error") or "") if response is not None else ""
+        status = getattr(response, "status_code", 200) if response is not None else 200
+        headers = getattr(response, "headers", None) or {}
+        retry_after = None
+        for name, value in headers.items():
+            if name.lower() == "retry-after":
+                try:
+                    retry_after = float(value[0] if isinstance(value, list) else value)
+                except (TypeError, ValueError):
+                    retry_after = None
+        retryable = status == 429 or status >= 500 or error in RETRYABLE_ERRORS
+        return DeliveryFailed(
+            f"slack {error or status}", retryable=retryable, retry_after=retry_after
+        )
+    # The client could not reach Slack (refused, reset, timed out, DNS): try again later.
+    return DeliveryFailed(f"slack unreachable: {type(exc).__name__}: {exc}", retryable=True)
+
+
+class SlackNotifier:
+    def __init__(
+        self,
+        client: WebClient,
+        *,
+        approvals_channel: str,
+        runtime: Callable[[], Runtime],
+    ) -> None:
+        self._client = client
+        self._default_channel = approvals_channel
+        self._runtime = runtime  # the engine is built after its notifier; resolved on use
+
+    # -- approvals ------------------------------------------------------------------------
+
+    def approval_requested(self, approval: ApprovalView) -> None:
+        self._show(
+            "approval",
+            approval.id,
+            self.channel_for(approval),
+            lambda: cards.approval_card(approval, self.approval_context(approval)),
+            cards.approval_fallback_text(approval),
+        )
+
+    def approval_decided(self, approval: ApprovalView) -> None:
+        self._show(
+            "approval",
+            approval.id,
+            self.channel_for(approval),
+            lambda: cards.approval_decided_card(approval, self.approval_context(approval)),
+            cards.approval_fallback_text(approval),
+        )
+
+    def approval_context(self, approval: ApprovalView) -> cards.ApprovalContext:
+        rt = self._runtime()
+        run = inspect.get_run(rt, approval.run_id)
+        tool = lookup_tool(approval.tool)
+        position = next(
+            (i for i, c in enumerate(run.calls) if c.id == approval.call_id), len(run.calls)
+        )
+        return cards.ApprovalContext(
+            trigger=run.trigger,
+            run_input=run.input,
+            llm_calls=[c for c in run.calls[:position] if c.kind == "llm"],
+            rate_limit=rate_limit_headroom(rt, tool) if tool is not None else None,
+            tool_description=tool.description if tool is not None else "",
+        )
+
+    def channel_for(self, approval: ApprovalView) -> str:
+        tool = lookup_tool(approval.tool)
+        if tool is not None and tool.approvals_channel:
+            return tool.approvals_channel
+        pipeline = registered_pipelines().get(approval.pipeline or "")
+        if pipeline is not None and pipeline.approvals_channel:
+            return pipeline.approvals_channel
+        return self._default_channel
+
+    # -- human tasks ----------------------------------------------------------------------
+
+    def task_opened(self, task: TaskView) -> None:
+        self._show(
+            "task",
+            task.id,
+            self.task_channel(task),
+            lambda: cards.task_card(task),
+            cards.task_fallback_text(task),
+        )
+
+    def task_answered(self, task: TaskView) -> None:
+        self._show(
+            "task",
+            task.id,
+            self.task_channel(task),
+            lambda: cards.task_answered_card(task),
+            cards.task_fallback_text(task),
+        )
+
+    def adopt_lost_card(self, view: ApprovalView | TaskView) -> bool:
+        """Find a card for `view` whose ts was never recorded (its sender died between Slack's
+        answer and the commit) among the channel's latest messages, newest first, and record
+        it. True when one was found. Slack's ts is not compared with our clock: only the
+        metadata identifies the card."""
+        kind = "approval" if isinstance(view, ApprovalView) else "task"
+        channel = (
+            self.channel_for(view) if isinstance(view, ApprovalView) else self.task_channel(view)
+        )
+        if channel[:1] not in ("C", "G") or channel.upper() != channel:
+            # conversations.history takes ids only: name the channel by id for this protection
+            log.warning("slack.card_not_looked_up", ref_id=view.id, channel=channel)
+            return False
+        rt = self._runtime()
+        with rt.db.transaction() as conn:
+            if messages.message_ref(conn, kind=kind, ref_id=view.id) is not None:
+                return False
+        cursor = None
+        try:
+            for _ in range(HISTORY_PAGES):
+                page = self._client.conversations_history(
+                    channel=channel,
+                    include_all_metadata=True,
+                    limit=200,
+                    cursor=cursor,
+                )
+                for message in page.get("messages") or []:
+                    meta = message.get("metadata") or {}
+                    payload = meta.get("event_payload") or {}
+                    if meta.get("event_type") == CARD_EVENT and payload.get("ref_id") == view.id:
+                        with rt.db.transaction() as conn:
+                            messages.save_message_ref(
+                                conn,
+                                kind=kind,
+                                ref_id=view.id,
+                                channel=str(page.get("channel") or channel),
+                                ts=str(message["ts"]),
+                                now=rt.clock.now(),
+                            )
+                        log.warning("slack.card_adopted", kind=kind, ref_id=view.id)
+                        return True
+                cursor = (page.get("response_metadata") or {}).get("next_cursor")
+                if not cursor:
+                    return False
+        except (SlackClientError, OSError) as exc:
+            raise delivery_failure(exc) from exc
+        return False
+
+    def task_channel(self, task: TaskView) -> str:
+        pipeline = registered_pipelines().get(task.pipeline or "")
+        return (pipeline.approvals_channel if pipeline else None) or self._default_channel
+
+    # -- Web API --------------------------------------------------------------------------
+
+    def _show(
+        self,
+        kind: str,
+        ref_id: str,
+        channel: str,
+        blocks: Callable[[], list[dict[str, Any]]],
+        text: str,
+    ) -> None:
+        """Make Slack show this card: update it where it is, or post it once."""
+        rt = self._runtime()
+        with rt.db.transaction() as conn:
+            ref = messages.message_ref(conn, kind=kind, ref_id=ref_id)
+        try:
+            if ref is not None:
+                self._client.chat_update(channel=ref.channel, ts=ref.ts, blocks=blocks(), text=text)
+                log.info("slack.card_updated", kind=kind, ref_id=ref_id)
+                return
+            response = self._client.chat_postMessage(
+                channel=channel,
+                blocks=blocks(),
+                text=text,
+                metadata={
+                    "event_type": CARD_EVENT,
+                    "event_payload": {"kind": kind, "ref_id": ref_id},
+                },
+            )
+        except (SlackClientError, OSError) as exc:
+            failure = delivery_failure(exc)
+            log.warning("slack.delivery_failed", kind=kind, ref_id=ref_id, error=str(failure))
+            raise failure from exc
+        with rt.db.transaction() as conn:
+            messages.save_message_ref(
+                conn,
+                kind=kind,
+                ref_id=ref_id,
+                channel=str(response["channel"]),
+                ts=str(response["ts"]),
+                now=rt.clock.now(),
+            )
+        log.info("slack.card_posted", kind=kind, ref_id=ref_id, channel=response["channel"])

@@ -1,0 +1,1 @@
+"""What runs on the engine: schedules, the weekly review, alerts and drift, stats, readiness."""
