@@ -39,7 +39,8 @@ from sqlalchemy import delete
 
 from pipelines import Categorical, Context, Gatehouse, pipeline
 from pipelines.logs import configure_logging
-from pipelines.operations.alerts import AlertPolicy, evaluate
+from pipelines.operations.alerting import AlertPolicy
+from pipelines.operations.alerts import evaluate
 from pipelines.operations.drift import drift_figures, evaluate_drift
 from storage.alerts import alerts_table
 from storage.db import MIGRATIONS_DIR, Database

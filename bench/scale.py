@@ -40,7 +40,8 @@ from sqlalchemy import create_engine, delete, text
 
 from pipelines import Gatehouse
 from pipelines.logs import configure_logging
-from pipelines.operations.alerts import AlertPolicy, Thresholds, evaluate
+from pipelines.operations.alerting import AlertPolicy, Thresholds
+from pipelines.operations.alerts import evaluate
 from pipelines.operations.stats import WEEK, pipeline_stats, roll_up_stats
 from storage import queries, stats_rollups
 from storage.alerts import alerts_table

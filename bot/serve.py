@@ -17,12 +17,14 @@ import structlog
 from pydantic import SecretStr
 from slack_sdk import WebClient
 
+from bot.http.asgi import build_asgi
 from bot.http.metrics import metrics_routes
 from bot.http.server import StopSignals, serve_forever
 from bot.http.webhooks import webhook_routes
 from bot.scheduler import SchedulerHandle, start_scheduler
 from bot.slack.alerts import check_alerts, check_drift
-from bot.slack.app import Bot, build_asgi, build_bolt_app, build_web_client
+from bot.slack.app import build_bolt_app
+from bot.slack.bot import Bot, build_web_client
 from bot.slack.directory import SlackDirectory
 from bot.slack.notifier import SlackNotifier
 from bot.slack.review import post_weekly_review, resume_review, summarize_due_reviews

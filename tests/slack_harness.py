@@ -10,9 +10,11 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from bot.http.asgi import build_asgi
 from bot.http.server import BackgroundServer
 from bot.serve import build_bot
-from bot.slack.app import Bot, build_asgi, build_bolt_app
+from bot.slack.app import build_bolt_app
+from bot.slack.bot import Bot
 from pipelines import Gatehouse, Settings
 from tests.fakes.clock import FakeClock
 from tests.fakes.slack import FakeSlack, SlackSender

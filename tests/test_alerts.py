@@ -18,21 +18,19 @@ from sqlalchemy import insert, select
 from typer.testing import CliRunner, Result
 
 from bot.cli import alerts as cli_alerts
-from bot.cli.main import GatehouseGroup
+from bot.cli.session import GatehouseGroup
 from pipelines import Gatehouse, Settings
 from pipelines.config import ConfigurationError
-from pipelines.operations.alerts import (
-    NO_MESSAGE,
+from pipelines.operations.alerting import (
     POST_LEASE,
     AlertPolicy,
     Thresholds,
     claim_posts,
-    error_headline,
-    evaluate,
     finish_post,
     list_alerts,
     release_post,
 )
+from pipelines.operations.alerts import NO_MESSAGE, error_headline, evaluate
 from storage.alerts import alerts_table, insert_open_alert
 from storage.db import Database
 from storage.runs import runs_table

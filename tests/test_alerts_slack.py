@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from bot.serve import build_bot
 from bot.slack.alerts import AlertsCheck, alert_blocks, check_alerts
-from pipelines.operations.alerts import list_alerts
+from pipelines.operations.alerting import list_alerts
 from tests.fakes.clock import FakeClock
 from tests.fakes.slack import FakeSlack
 from tests.slack_harness import SlackWorld, settings_for, slack_world

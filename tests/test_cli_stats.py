@@ -12,8 +12,8 @@ from sqlalchemy import insert
 from typer.testing import CliRunner, Result
 
 from bot.cli import stats as cli_stats
-from bot.cli.main import GatehouseGroup
 from bot.cli.main import app as gatehouse_app
+from bot.cli.session import GatehouseGroup
 from pipelines import Gatehouse, StaticDirectory
 from storage.calls import calls_table
 from storage.db import Database

@@ -23,7 +23,7 @@ import pytest
 from bot.demo.history import HistoryReport, NotAFreshDatabase, seed_history
 from bot.demo.samples import demo_schedule
 from pipelines import Gatehouse
-from pipelines.operations.alerts import list_alerts
+from pipelines.operations.alerting import list_alerts
 from pipelines.operations.schedules import fire
 from pipelines.operations.stats import pipeline_stats
 from storage.db import Database

@@ -20,7 +20,7 @@ from sqlalchemy import Integer, String, column, insert, select, table
 
 from pipelines import Context, Gatehouse, pipeline
 from pipelines.categorical import Categorical, categorical_fields
-from pipelines.operations.alerts import (
+from pipelines.operations.alerting import (
     CONFIDENCE_DROP,
     HUMAN_EXIT_RATE,
     INPUT_DRIFT,
@@ -28,9 +28,9 @@ from pipelines.operations.alerts import (
     AlertChange,
     AlertPolicy,
     Thresholds,
-    evaluate,
     list_alerts,
 )
+from pipelines.operations.alerts import evaluate
 from pipelines.operations.drift import drift_figures, evaluate_drift, psi, psi_terms
 from storage.alerts import alerts_table, insert_open_alert
 from storage.calls import calls_table

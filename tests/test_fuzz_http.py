@@ -22,10 +22,12 @@ from sqlalchemy import inspect, text
 from starlette.testclient import TestClient
 
 import tests.schedule_pipelines  # noqa: F401  (registers the s_ pipelines)
+from bot.http.asgi import build_asgi
 from bot.http.limits import HTTPLimits, Limits, TokenBuckets
 from bot.http.webhooks import signature, webhook_routes
 from bot.serve import build_bot
-from bot.slack.app import Bot, build_asgi, build_bolt_app
+from bot.slack.app import build_bolt_app
+from bot.slack.bot import Bot
 from tests.fakes.clock import FakeClock
 from tests.fakes.slack import FakeSlack
 from tests.slack_harness import SIGNING_SECRET, settings_for

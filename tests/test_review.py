@@ -17,7 +17,7 @@ import typer
 from typer.testing import CliRunner, Result
 
 from bot.cli import review as cli_review
-from bot.cli.main import GatehouseGroup
+from bot.cli.session import GatehouseGroup
 from pipelines import Gatehouse
 from pipelines.operations import review, sampling
 from pipelines.operations.review import (

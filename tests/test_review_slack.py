@@ -15,10 +15,11 @@ from typing import Any
 import pytest
 import structlog
 
+from bot.http.asgi import build_asgi
 from bot.http.server import BackgroundServer
 from bot.serve import build_bot
 from bot.slack import review as slack_review
-from bot.slack.app import build_asgi, build_bolt_app
+from bot.slack.app import build_bolt_app
 from bot.slack.review_cards import FLAG_ACTION, FLAG_CALLBACK, LOOKS_RIGHT_ACTION
 from pipelines.operations import review
 from pipelines.operations.review import ReviewWeekView

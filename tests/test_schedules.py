@@ -17,7 +17,7 @@ from typer.testing import CliRunner, Result
 
 import tests.schedule_pipelines  # noqa: F401  (registers the s_ pipelines)
 from bot.cli import schedules as cli_schedules
-from bot.cli.main import GatehouseGroup
+from bot.cli.session import GatehouseGroup
 from bot.scheduler import SchedulerHandle, start_scheduler
 from pipelines import Gatehouse, Settings, cron, every
 from pipelines.fire_times import cron_trigger, crontab_weekdays, next_fire_time

@@ -23,8 +23,8 @@ from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
 from bot.cli.main import app as cli_app
+from bot.http.asgi import build_asgi
 from bot.http.webhooks import signature, webhook_routes
-from bot.slack.app import build_asgi
 from pipelines import Context, Sensitive, pipeline, sensitive, tool, webhook
 from pipelines.logs import configure_logging, redact_secrets, remember_secrets
 from tests.fakes.clock import FakeClock

@@ -17,9 +17,11 @@ import typer
 
 from bot.cli.options import JsonFlag
 from bot.cli.render import when
+from bot.cli.session import CliError, fail, open_gatehouse, print_json, say, settings_for_cli
 from pipelines import Settings
 from pipelines.durations import parse_duration
-from pipelines.operations.alerts import AlertChange, AlertView, evaluate, list_alerts, percent
+from pipelines.operations.alerting import AlertChange, AlertView, list_alerts, percent
+from pipelines.operations.alerts import evaluate
 from pipelines.operations.drift import evaluate_drift
 
 app = typer.Typer(
@@ -61,7 +63,6 @@ def check_command(as_json: JsonFlag = False, with_drift: DriftFlag = False) -> N
     """Evaluate every alert rule now and post what is due (what the bot does each minute);
     without Slack settings, print what would be posted."""
     # bot.cli mounts this app, so its helpers are imported when a command runs.
-    from bot.cli.main import fail, open_gatehouse, print_json, say, settings_for_cli
 
     settings = settings_for_cli()
     missing = slack_missing(settings)
@@ -83,7 +84,7 @@ def check_command(as_json: JsonFlag = False, with_drift: DriftFlag = False) -> N
             say(would_post_lines(changes, missing))
             return
         from bot.slack.alerts import check_alerts, check_drift
-        from bot.slack.app import Bot, build_web_client
+        from bot.slack.bot import Bot, build_web_client
 
         bot = Bot(gatehouse=gatehouse, client=build_web_client(settings), settings=settings)
         try:
@@ -112,7 +113,6 @@ def check_command(as_json: JsonFlag = False, with_drift: DriftFlag = False) -> N
 
 
 def show_alerts(*, as_json: bool, since: str) -> None:
-    from bot.cli.main import CliError, open_gatehouse, print_json, say
 
     try:
         window = parse_duration(since)

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from bot.cli.options import JsonFlag, show_help_without_a_command
+from bot.cli.session import fail, open_gatehouse, print_json
 from storage.audit import list_entries, verify_database
 
 app = typer.Typer(
@@ -31,7 +32,6 @@ app.callback(invoke_without_command=True)(show_help_without_a_command)
 @app.command("verify")
 def verify(as_json: JsonFlag = False) -> None:
     """Check every entry's hash and its link to the entry before; name the first broken one."""
-    from bot.cli.main import fail, open_gatehouse, print_json
 
     with open_gatehouse(quiet=True) as gatehouse:
         result = verify_database(gatehouse.db)
@@ -70,7 +70,6 @@ def list_(
     as_json: JsonFlag = False,
 ) -> None:
     """The latest entries, oldest first: id, time, event, actor, tool, run, hash prefix."""
-    from bot.cli.main import open_gatehouse, print_json
 
     with open_gatehouse(quiet=True) as gatehouse, gatehouse.db.transaction() as conn:
         rows = list_entries(conn, run_id=run_id, limit=limit)

@@ -15,6 +15,7 @@ import typer
 
 from bot.cli.options import JsonFlag
 from bot.cli.render import compact, table
+from bot.cli.session import open_gatehouse, print_json, say, settings_for_cli
 from pipelines.evaluation import CaseResult, EvalReport, junit_xml
 
 FAILURES_SHOWN = 20
@@ -125,7 +126,6 @@ def eval_command(
 
     Read tools run; write/send/spend tools never do (their calls are reported as "would call");
     LLM steps call the configured model. The eval is stored (`gatehouse evals`)."""
-    from bot.cli.main import open_gatehouse, print_json, say, settings_for_cli
     from pipelines.evaluation import dataset_path, evaluate, load_dataset
 
     settings = settings_for_cli()
@@ -153,7 +153,6 @@ def evals_command(
     as_json: JsonFlag = False,
 ) -> None:
     """Stored evals, newest first (kept apart from runs: never in stats, alerts or review)."""
-    from bot.cli.main import open_gatehouse, print_json, say
     from pipelines.evaluation import list_evals
 
     with open_gatehouse(quiet=True) as gatehouse:

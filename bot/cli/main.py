@@ -7,76 +7,41 @@ exit 1 (2 for a malformed command line); `--json` prints JSON only on stdout.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import sys
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
-from datetime import UTC, datetime
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from types import FrameType
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
-from typer.core import TyperGroup
 
+from bot.cli import alerts as cli_alerts
+from bot.cli import audit as cli_audit
+from bot.cli import eval as cli_eval
+from bot.cli import ready as cli_ready
 from bot.cli import render as cli_render
+from bot.cli import review as cli_review
+from bot.cli import sandbox as cli_sandbox
+from bot.cli import schedules as cli_schedules
+from bot.cli import stats as cli_stats
 from bot.cli.options import JsonFlag, show_help_without_a_command
-from bot.cli.terminal_notifier import TerminalNotifier
-from pipelines import Gatehouse, GatehouseError, Run, Settings, Worker, discover
-from pipelines.config import load_settings
-from pipelines.durations import parse_duration
+from bot.cli.session import (
+    CliError,
+    GatehouseGroup,
+    fail,
+    open_gatehouse,
+    parse_json_option,
+    parse_since,
+    parse_status,
+    print_json,
+    safe_url,
+    say,
+    settings_for_cli,
+)
+from pipelines import Gatehouse, Run, Worker, discover
 from pipelines.inspect import run_history
-from pipelines.logs import configure_logging
-from storage.db import Database, DatabaseConfigError
+from storage.db import Database
 from storage.models import RunStatus
-
-
-class CliError(Exception):
-    """A problem with what was typed (a flag's value, a file); raised before anything runs."""
-
-
-def fail(message: str, code: int = 1) -> NoReturn:
-    lines = [line.strip() for line in str(message).splitlines() if line.strip()]
-    typer.echo(f"error: {'; '.join(lines) or 'unknown error'}", err=True)
-    sys.exit(code)
-
-
-class GatehouseGroup(TyperGroup):
-    """The root command: turns every expected failure into one `error:` line and an exit code."""
-
-    def main(  # type: ignore[override]
-        self,
-        args: Sequence[str] | None = None,
-        prog_name: str | None = None,
-        complete_var: str | None = None,
-        standalone_mode: bool = True,
-        **extra: Any,
-    ) -> Any:
-        try:
-            result = super().main(
-                args=args,
-                prog_name=prog_name or "gatehouse",
-                complete_var=complete_var,
-                standalone_mode=False,
-                **extra,
-            )
-        except typer.Abort:
-            fail("aborted")
-        except typer.TyperException as exc:  # click's usage errors: unknown flag, missing --as
-            fail(exc.format_message(), getattr(exc, "exit_code", 2))
-        except (CliError, GatehouseError, DatabaseConfigError) as exc:
-            fail(str(exc))
-        except SQLAlchemyError as exc:
-            fail(f"database error: {str(exc).splitlines()[0]}")
-        code = result if isinstance(result, int) else 0
-        if standalone_mode:
-            sys.exit(code)
-        return code
-
 
 app = typer.Typer(
     cls=GatehouseGroup,
@@ -101,93 +66,6 @@ RequiredUser = Annotated[str, typer.Option("--as", help="Who acts (a user id).")
 
 
 # -- plumbing ----------------------------------------------------------------------------------
-
-
-def say(lines: Iterable[str]) -> None:
-    for line in lines:
-        typer.echo(line)
-
-
-def print_json(value: Any) -> None:
-    typer.echo(cli_render.pretty_json(value))
-
-
-def settings_for_cli(*, worker: bool = False) -> Settings:
-    """Settings from the environment, with logging configured from them.
-
-    A one-shot command reports refusals and failures itself, so unless GATEHOUSE_LOG_LEVEL is
-    set it logs only errors (the engine's warnings would repeat the `error:` line); a worker
-    has nobody else to report for it and keeps the configured level (default warning).
-    """
-    settings = load_settings()
-    explicit = "log_level" in settings.model_fields_set
-    level = settings.log_level if worker or explicit else "error"
-    configure_logging(settings.log_format, level)
-    return settings
-
-
-@contextmanager
-def open_gatehouse(*, quiet: bool, settings: Settings | None = None) -> Iterator[Gatehouse]:
-    """An engine for this one invocation, migrated; engine events print to stderr when quiet."""
-    gatehouse = Gatehouse.from_settings(
-        settings or settings_for_cli(), notifier=TerminalNotifier(err=quiet)
-    )
-    try:
-        yield gatehouse
-    finally:
-        gatehouse.db.dispose()
-
-
-def parse_json_option(flag: str, text: str) -> Any:
-    """`--input '{...}'` or `--input @file.json`; a clear one-line error says where JSON broke."""
-    source, origin = text, flag
-    if text.startswith("@"):
-        path = Path(text[1:])
-        if not path.is_file():
-            raise CliError(f"{flag} {text}: there is no file {str(path)!r}")
-        try:
-            source = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise CliError(f"{flag} {text}: cannot read {str(path)!r}: {exc}") from exc
-        origin = f"{flag} {text}"
-    try:
-        return json.loads(source)
-    except json.JSONDecodeError as exc:
-        near = source[max(exc.pos - 15, 0) : exc.pos + 15]
-        raise CliError(
-            f"{origin} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno} "
-            f"(near {near!r}); nothing was run"
-        ) from exc
-
-
-def parse_since(text: str) -> datetime:
-    try:
-        return datetime.now(UTC) - parse_duration(text)
-    except ValueError:
-        pass
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise CliError(
-            f"--since {text!r} is neither a duration (90s, 15m, 24h, 7d) "
-            "nor an ISO time (2025-01-31T09:00)"
-        ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def parse_status(text: str) -> str:
-    try:
-        return str(RunStatus(text.strip().lower()))
-    except ValueError:
-        known = ", ".join(s.value for s in RunStatus)
-        raise CliError(f"--status {text!r} is not a run status; use one of: {known}") from None
-
-
-def safe_url(url: str) -> str:
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # the URL is about to be rejected with a clearer message anyway
-        return url
 
 
 def carry_on(gatehouse: Gatehouse, run_id: str, *, here: bool) -> tuple[Run, str | None]:
@@ -529,16 +407,7 @@ def replay(
 
 
 def _mount_subcommands() -> None:
-    """Command groups that live in their own modules (they import this one's helpers lazily)."""
-    from bot.cli import alerts as cli_alerts
-    from bot.cli import audit as cli_audit
-    from bot.cli import eval as cli_eval
-    from bot.cli import ready as cli_ready
-    from bot.cli import review as cli_review
-    from bot.cli import sandbox as cli_sandbox
-    from bot.cli import schedules as cli_schedules
-    from bot.cli import stats as cli_stats
-
+    """Command groups that live in their own modules."""
     app.add_typer(cli_audit.app, name="audit")
     app.add_typer(cli_alerts.app, name="alerts")
     app.add_typer(cli_stats.app, name="stats")

@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from bot.cli.options import JsonFlag
+from bot.cli.session import open_gatehouse, print_json, say
 from pipelines.operations.readiness import Readiness
 
 MARKS = {True: "green", False: "red  "}
@@ -39,7 +40,6 @@ def ready_command(
     and every write/send/spend tool a rate limit and an approval or a reverse; (2) the gated
     tools and their approvers; (3) the share of the last 7 days' runs with a complete record;
     (4) the last eval's pass rate and age. Exit 1 if any answer is red."""
-    from bot.cli.main import open_gatehouse, print_json, say
     from pipelines.operations.readiness import readiness
 
     with open_gatehouse(quiet=True) as gatehouse:

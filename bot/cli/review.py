@@ -16,6 +16,7 @@ from typing import Annotated
 import typer
 
 from bot.cli.options import JsonFlag, show_help_without_a_command
+from bot.cli.session import open_gatehouse, parse_since, print_json, settings_for_cli
 from bot.slack.review_cards import DEFAULT_PACE_SECONDS
 from pipelines.config import ConfigurationError
 
@@ -43,7 +44,6 @@ def post(
 ) -> None:
     """Post this week's review thread in GATEHOUSE_REVIEW_CHANNEL (the stored pick: running it
     again carries on an interrupted post and never posts a run twice)."""
-    from bot.cli.main import print_json, settings_for_cli
     from bot.serve import build_bot, slack_config_problems
     from bot.slack.review import post_weekly_review
 
@@ -84,7 +84,6 @@ def export(
 ) -> None:
     """Reviewed runs as JSON Lines, one test case a line: `input`, `expected` (when known),
     `note`, and the record (`recorded_output`, `pipeline`, `run_id`, `verdict`, `flag`)."""
-    from bot.cli.main import open_gatehouse, parse_since
 
     moment = parse_since(since)
     with open_gatehouse(quiet=True) as gatehouse:

@@ -14,6 +14,7 @@ import typer
 
 from bot.cli.options import JsonFlag
 from bot.cli.render import table
+from bot.cli.session import open_gatehouse, print_json, say, settings_for_cli
 from pipelines.fire_times import zone
 from pipelines.operations.schedules import (
     ScheduleInfo,
@@ -71,7 +72,6 @@ def schedule_lines(infos: Sequence[ScheduleInfo]) -> list[str]:
 
 
 def _show(infos: list[ScheduleInfo], as_json: bool) -> None:
-    from bot.cli.main import print_json, say
 
     if as_json:
         print_json([i.to_json() for i in infos])
@@ -89,7 +89,6 @@ def schedules(ctx: typer.Context, as_json: JsonFlag = False) -> None:
 @app.command("list")
 def list_schedules(as_json: JsonFlag = False) -> None:
     """Every cron/every trigger: next fire time, last fire and its run, paused or not."""
-    from bot.cli.main import open_gatehouse, settings_for_cli
 
     settings = settings_for_cli()
     with open_gatehouse(quiet=as_json, settings=settings) as gatehouse:
@@ -100,7 +99,6 @@ def list_schedules(as_json: JsonFlag = False) -> None:
 @app.command("pause")
 def pause_schedule(name: ScheduleName, as_user: RequiredUser, as_json: JsonFlag = False) -> None:
     """Stop a schedule's fires in every process until it is resumed (missed fires stay missed)."""
-    from bot.cli.main import open_gatehouse, print_json, settings_for_cli
 
     settings = settings_for_cli()
     with open_gatehouse(quiet=as_json, settings=settings) as gatehouse:
@@ -117,7 +115,6 @@ def pause_schedule(name: ScheduleName, as_user: RequiredUser, as_json: JsonFlag 
 @app.command("resume")
 def resume_schedule(name: ScheduleName, as_user: RequiredUser, as_json: JsonFlag = False) -> None:
     """Start a paused schedule again from its next fire time."""
-    from bot.cli.main import open_gatehouse, print_json, settings_for_cli
 
     settings = settings_for_cli()
     with open_gatehouse(quiet=as_json, settings=settings) as gatehouse:

@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from bot.cli.options import JsonFlag
+from bot.cli.session import CliError, open_gatehouse, print_json, say, settings_for_cli
 from bot.slack.home import duration, money, rate, window_label
 from pipelines.durations import parse_duration
 from pipelines.operations.drift import DriftFigures
@@ -56,7 +57,6 @@ def stats_default(
     ] = None,
 ) -> None:
     """Every pipeline's numbers over the last 7 days (or --since), and all of them together."""
-    from bot.cli.main import CliError, open_gatehouse, print_json, say, settings_for_cli
     from pipelines.operations.drift import drift_figures
     from pipelines.operations.stats import pipeline_stats, roll_up_stats
 
@@ -93,7 +93,6 @@ def stats_default(
 
 def _chart_renderer() -> Any:
     """The chart's two functions, imported only when asked for (matplotlib is slow to load)."""
-    from bot.cli.main import CliError
 
     try:
         from bot.slack.charts import render_week_chart

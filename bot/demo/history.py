@@ -42,7 +42,8 @@ from pipelines.catalog.connectors.demo_orders import orders as orders_table
 from pipelines.errors import GatehouseError
 from pipelines.gates import decide
 from pipelines.inspect import pending
-from pipelines.operations.alerts import AlertPolicy, evaluate
+from pipelines.operations.alerting import AlertPolicy
+from pipelines.operations.alerts import evaluate
 from pipelines.pipeline import discover
 from pipelines.ports import StaticDirectory
 from pipelines.runtime import Runtime

@@ -33,7 +33,7 @@ from bot.demo.samples import DEMO_SCHEDULES, demo_schedule
 from bot.scheduler import FireTimeExecutor, SchedulerHandle
 from bot.serve import build_bot, sandbox_settings, serve_with_sandbox
 from bot.slack.alerts import check_alerts
-from bot.slack.app import Bot
+from bot.slack.bot import Bot
 from bot.slack.review import post_weekly_review
 from pipelines import Settings
 from pipelines.config import ConfigurationError, load_settings

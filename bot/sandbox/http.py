@@ -15,12 +15,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qsl, urlsplit
 
-from bot.sandbox.webapi import JSON_PARAMS
-
 if TYPE_CHECKING:
     from bot.sandbox.webapi import SlackWebApi
 
 Reply = tuple[int, str, bytes, Mapping[str, str]]
+
+# Form-encoded Web API calls carry these arguments as JSON strings.
+JSON_PARAMS = ("blocks", "attachments", "view", "metadata")
 
 
 class PageRoutes(Protocol):

@@ -16,9 +16,10 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bot.sandbox.files import FileMethods
+from bot.sandbox.http import PageRoutes, SandboxHttpServer
 from bot.sandbox.state import (
     CONTENT_ERRORS,
     RESPONSE_URL_TTL,
@@ -31,12 +32,6 @@ from bot.sandbox.state import (
 )
 from bot.sandbox.views import ViewMethods
 from bot.sandbox.workspace import BOT_TOKEN
-
-if TYPE_CHECKING:
-    from bot.sandbox.http import PageRoutes, SandboxHttpServer
-
-
-JSON_PARAMS = ("blocks", "attachments", "view", "metadata")
 
 # Methods that change nothing a page shows (every other successful call wakes its long-polls).
 READ_METHODS = frozenset(
@@ -108,8 +103,6 @@ class SlackWebApi(ViewMethods, FileMethods):
         page and its JSON API are served beside the Web API."""
         if self._server is not None:
             return self
-        from bot.sandbox.http import SandboxHttpServer
-
         server = SandboxHttpServer((host, port), self, page)
         self._server = server
         self.base_url = f"http://{host}:{server.server_address[1]}"

@@ -17,7 +17,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot.slack import cards, forms
-from bot.slack.app import Bot
+from bot.slack.bot import Bot
 from bot.slack.modals import loading_modal, notice_modal
 from pipelines import GatehouseError
 from pipelines.errors import AlreadyAnswered, NotAuthorized, UnknownTask

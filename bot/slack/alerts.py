@@ -25,11 +25,11 @@ from typing import Any
 import structlog
 from slack_sdk.errors import SlackClientError
 
-from bot.slack.app import Bot
+from bot.slack.bot import Bot
 from bot.slack.cards import context, header, section
 from bot.slack.mrkdwn import clock, code, escape, truncate
-from pipelines.operations import alerts, drift
-from pipelines.operations.alerts import (
+from pipelines.operations import alerting, alerts, drift
+from pipelines.operations.alerting import (
     CONFIDENCE_DROP,
     HUMAN_EXIT_RATE,
     INPUT_DRIFT,
@@ -96,9 +96,9 @@ def post_due(bot: Bot, changes: list[AlertChange], now: datetime) -> AlertsCheck
     result = AlertsCheck(changes)
     command = bot.settings.slash_command
     failed_alerts: set[int] = set()
-    for claim in alerts.claim_posts(rt, now=now):
+    for claim in alerting.claim_posts(rt, now=now):
         if claim.alert.id in failed_alerts:  # its alert message failed: the reply waits for it
-            alerts.release_post(rt, claim)
+            alerting.release_post(rt, claim)
             continue
         try:
             if claim.stage == "opened":
@@ -110,7 +110,7 @@ def post_due(bot: Bot, changes: list[AlertChange], now: datetime) -> AlertsCheck
             log.warning(
                 "alert.post_failed", alert_id=claim.alert.id, stage=claim.stage, error=error
             )
-            alerts.release_post(rt, claim)
+            alerting.release_post(rt, claim)
             failed_alerts.add(claim.alert.id)
             result.failed.append((claim.alert.id, claim.stage, error))
             continue
@@ -119,20 +119,20 @@ def post_due(bot: Bot, changes: list[AlertChange], now: datetime) -> AlertsCheck
 
 
 def _post_alert(bot: Bot, rt: Runtime, claim: PostClaim, channel: str, command: str) -> None:
-    alert = alerts.get_alert(rt, claim.alert.id) or claim.alert
+    alert = alerting.get_alert(rt, claim.alert.id) or claim.alert
     response = bot.client.chat_postMessage(
         channel=channel, blocks=alert_blocks(alert, command), text=alert_text(alert)
     )
-    alerts.finish_post(rt, claim, channel=str(response["channel"]), ts=str(response["ts"]))
+    alerting.finish_post(rt, claim, channel=str(response["channel"]), ts=str(response["ts"]))
     log.info(
         "alert.posted", alert_id=alert.id, rule=alert.rule, subject=alert.subject, ts=response["ts"]
     )
 
 
 def _post_recovery(bot: Bot, rt: Runtime, claim: PostClaim, command: str) -> None:
-    alert = alerts.get_alert(rt, claim.alert.id) or claim.alert
+    alert = alerting.get_alert(rt, claim.alert.id) or claim.alert
     if not alert.channel or not alert.ts:  # claimed only after the alert message: defensive
-        alerts.release_post(rt, claim)
+        alerting.release_post(rt, claim)
         return
     response = bot.client.chat_postMessage(
         channel=alert.channel,
@@ -140,7 +140,7 @@ def _post_recovery(bot: Bot, rt: Runtime, claim: PostClaim, command: str) -> Non
         blocks=recovered_reply_blocks(alert),
         text=recovered_text(alert),
     )
-    alerts.finish_post(rt, claim, reply_ts=str(response["ts"]))
+    alerting.finish_post(rt, claim, reply_ts=str(response["ts"]))
     log.info("alert.recovery_posted", alert_id=alert.id, pipeline=alert.pipeline)
     try:
         bot.client.chat_update(

@@ -12,7 +12,7 @@ from slack_bolt import Ack, App, Respond
 
 from bot.slack import commands
 from bot.slack import eval as eval_slack
-from bot.slack.app import Bot
+from bot.slack.bot import Bot
 from bot.slack.stats_upload import ChartUploadFailed, stats_chart_reply
 
 

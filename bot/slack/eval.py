@@ -16,7 +16,7 @@ from typing import Any
 import structlog
 from slack_bolt import Respond
 
-from bot.slack.app import Bot
+from bot.slack.bot import Bot
 from bot.slack.cards import context, section
 from bot.slack.mrkdwn import code, escape, truncate
 from pipelines import GatehouseError

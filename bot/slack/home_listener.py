@@ -7,7 +7,7 @@ from typing import Any
 from slack_bolt import Ack, App
 
 from bot.slack import home
-from bot.slack.app import Bot
+from bot.slack.bot import Bot
 from pipelines.operations.drift import drift_figures
 from pipelines.operations.readiness import readiness
 from pipelines.operations.stats import pipeline_stats

@@ -25,7 +25,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot.slack.actions import tell
-from bot.slack.app import Bot
+from bot.slack.bot import Bot
 from bot.slack.mrkdwn import escape
 from bot.slack.review_cards import (
     DEFAULT_PACE_SECONDS,

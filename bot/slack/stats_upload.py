@@ -17,7 +17,7 @@ from bot.slack.charts import render_week_chart_isolated
 from pipelines.operations.daily_stats import daily_series
 
 if TYPE_CHECKING:
-    from bot.slack.app import Bot
+    from bot.slack.bot import Bot
 
 log = structlog.get_logger()
 

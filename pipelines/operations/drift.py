@@ -37,7 +37,7 @@ from sqlalchemy import Connection
 
 from pipelines.categorical import categorical_fields, return_model
 from pipelines.config import Settings
-from pipelines.operations.alerts import (
+from pipelines.operations.alerting import (
     CONFIDENCE_DROP,
     HUMAN_EXIT_RATE,
     INPUT_DRIFT,

@@ -14,10 +14,12 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from bot.http.asgi import build_asgi
 from bot.http.server import BackgroundServer
 from bot.sandbox import Sandbox
 from bot.serve import build_bot, outbox_sender, start_workers
-from bot.slack.app import Bot, build_asgi, build_bolt_app
+from bot.slack.app import build_bolt_app
+from bot.slack.bot import Bot
 from pipelines import Gatehouse, Run, Settings, Worker
 
 SIGNING_SECRET = "e2e-signing-secret-0123456789abcdef"
