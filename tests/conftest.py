@@ -14,6 +14,7 @@ import structlog
 from sqlalchemy import create_engine, text
 
 from pipelines import Gatehouse, StaticDirectory, discover
+from pipelines.catalog.connectors.tables import create_tables
 from storage.db import Database
 from tests.fakes.clock import FakeClock
 from tests.fakes.notifier import RecordingNotifier
@@ -45,6 +46,7 @@ def migrated_sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("template") / "template.db"
     db = Database(f"sqlite:///{path}")
     db.upgrade()
+    create_tables(db)  # the example pipelines' own tables (not Gatehouse's schema)
     db.dispose()
     return path
 
@@ -67,7 +69,10 @@ def postgres_url() -> Iterator[str]:
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
     separator = "&" if "?" in POSTGRES_URL else "?"
     url = f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}"
-    Database(url).upgrade()
+    database = Database(url)
+    database.upgrade()
+    create_tables(database)
+    database.dispose()
     yield url
     with admin.begin() as conn:
         conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))

@@ -12,13 +12,13 @@ from sqlalchemy import select
 
 from pipelines import Gatehouse, LLMConfig, StaticDirectory
 from pipelines.catalog.connectors import demo_crm
+from pipelines.catalog.connectors import tables as demo_tables
 from pipelines.catalog.lead_qualify import add_to_crm, send_intro_email
 from pipelines.errors import NotAnApprover
 from pipelines.runtime import running_in
 from pipelines.validator import Validator
 from pipelines.views import Run, TaskView
 from storage.db import Database
-from storage.models import DemoCrmLead, DemoOrder, DemoOutboxEmail, DemoRefund
 from tests.conftest import GROUPS
 from tests.fakes.clock import FakeClock
 from tests.fakes.notifier import RecordingNotifier
@@ -145,7 +145,11 @@ def kinds_and_names(gatehouse: Gatehouse, run_id: str) -> list[tuple[str, str, s
 def outbox(gatehouse: Gatehouse) -> list[tuple[Any, ...]]:
     with gatehouse.db.transaction() as conn:
         rows = conn.execute(
-            select(DemoOutboxEmail.to_address, DemoOutboxEmail.subject, DemoOutboxEmail.status)
+            select(
+                demo_tables.outbox.c.to_address,
+                demo_tables.outbox.c.subject,
+                demo_tables.outbox.c.status,
+            )
         ).all()
     return [tuple(r) for r in rows]
 
@@ -153,20 +157,29 @@ def outbox(gatehouse: Gatehouse) -> list[tuple[Any, ...]]:
 def crm(gatehouse: Gatehouse) -> list[tuple[Any, ...]]:
     with gatehouse.db.transaction() as conn:
         rows = conn.execute(
-            select(DemoCrmLead.email, DemoCrmLead.company, DemoCrmLead.score, DemoCrmLead.status)
+            select(
+                demo_tables.crm_leads.c.email,
+                demo_tables.crm_leads.c.company,
+                demo_tables.crm_leads.c.score,
+                demo_tables.crm_leads.c.status,
+            )
         ).all()
     return [tuple(r) for r in rows]
 
 
 def crm_notes(gatehouse: Gatehouse) -> list[str]:
     with gatehouse.db.transaction() as conn:
-        return list(conn.execute(select(DemoCrmLead.note)).scalars())
+        return list(conn.execute(select(demo_tables.crm_leads.c.note)).scalars())
 
 
 def refunds(gatehouse: Gatehouse) -> list[tuple[Any, ...]]:
     with gatehouse.db.transaction() as conn:
         rows = conn.execute(
-            select(DemoRefund.order_id, DemoRefund.amount_cents, DemoRefund.status)
+            select(
+                demo_tables.refunds.c.order_id,
+                demo_tables.refunds.c.amount_cents,
+                demo_tables.refunds.c.status,
+            )
         ).all()
     return [tuple(r) for r in rows]
 
@@ -593,7 +606,7 @@ def test_ticket_the_model_labels_a_refund_above_the_threshold_waits_for_an_appro
     ]
     with gatehouse_llm.db.transaction() as conn:
         refunded = conn.execute(
-            select(DemoOrder.refunded_cents).where(DemoOrder.id == "ord_1002")
+            select(demo_tables.orders.c.refunded_cents).where(demo_tables.orders.c.id == "ord_1002")
         ).scalar_one()
     assert refunded == 0
 

@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import select
 
 from pipelines import Gatehouse, TaskView
+from pipelines.catalog.connectors import tables as demo_tables
 from pipelines.errors import (
     AlreadyAnswered,
     AlreadyReversed,
@@ -18,7 +19,6 @@ from pipelines.errors import (
     ReversalFailed,
 )
 from pipelines.inspect import run_history
-from storage.models import DemoOrder, DemoRefund
 from tests import engine_pipelines as ep
 from tests.fakes.notifier import RecordingNotifier
 
@@ -164,9 +164,9 @@ def _refund(gatehouse: Gatehouse) -> Any:
 def _demo_state(gatehouse: Gatehouse) -> tuple[int, list[str]]:
     with gatehouse.db.transaction() as conn:
         refunded = conn.execute(
-            select(DemoOrder.refunded_cents).where(DemoOrder.id == "ord_1001")
+            select(demo_tables.orders.c.refunded_cents).where(demo_tables.orders.c.id == "ord_1001")
         ).scalar_one()
-        statuses = list(conn.execute(select(DemoRefund.status)).scalars())
+        statuses = list(conn.execute(select(demo_tables.refunds.c.status)).scalars())
     return refunded, statuses
 
 

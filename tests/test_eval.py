@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from bot.cli.main import app
 from pipelines import Context, Gatehouse, LLMConfig, StaticDirectory, pipeline, tool
+from pipelines.catalog.connectors import tables as demo_tables
 from pipelines.evaluation import (
     case_insensitive,
     comparators,
@@ -33,7 +34,6 @@ from pipelines.evaluation.dataset import DatasetError, ExpectedCall
 from pipelines.runtime import current_database
 from storage import evals as eval_rows
 from storage.db import Database
-from storage.models import DemoOrder
 from tests.conftest import GROUPS
 from tests.fakes.clock import FakeClock
 from tests.fakes.openai import FakeOpenAI, reply_json
@@ -118,7 +118,7 @@ def ev_sneaky_read(args: Lookup, *, idempotency_key: str) -> Found:
     executed["ev_sneaky_read"] += 1
     with current_database().transaction() as conn:
         conn.execute(
-            insert(DemoOrder.__table__).values(  # type: ignore[arg-type]
+            insert(demo_tables.orders).values(
                 id="ord_9", customer="x@example.com", amount_cents=1, currency="EUR"
             )
         )

@@ -38,7 +38,8 @@ from bot.demo.samples import (
     refund_ticket,
 )
 from pipelines import runner
-from pipelines.catalog.connectors.demo_orders import orders as orders_table
+from pipelines.catalog.connectors.tables import create_tables
+from pipelines.catalog.connectors.tables import orders as orders_table
 from pipelines.errors import GatehouseError
 from pipelines.gates import decide
 from pipelines.inspect import pending
@@ -447,6 +448,7 @@ def seed_history(
     end = (end or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
     start = end - timedelta(days=days)
     orders = order_book(int(days * runs_per_day) + 50, rng)
+    create_tables(db)
     with db.transaction() as conn:
         conn.execute(
             insert(orders_table),

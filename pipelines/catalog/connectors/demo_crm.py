@@ -12,15 +12,10 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Table, func, insert, select
+from sqlalchemy import func, insert, select
 
 from pipelines.catalog.connectors.demo_ledger import insert_once, mark_once
-from pipelines.runtime import current_database
-from storage.models import DemoCompany, DemoCrmLead, DemoOutboxEmail
-
-companies: Table = DemoCompany.__table__  # type: ignore[assignment]
-crm_leads: Table = DemoCrmLead.__table__  # type: ignore[assignment]
-outbox: Table = DemoOutboxEmail.__table__  # type: ignore[assignment]
+from pipelines.catalog.connectors.tables import companies, connector_database, crm_leads, outbox
 
 # (domain, name, employees, industry, country, revenue band)
 SEED_COMPANIES = [
@@ -81,7 +76,7 @@ def normalize_company_name(name: str) -> str:
 
 def seed_companies() -> None:
     """Insert the demo companies if the table is empty."""
-    with current_database().transaction() as conn:
+    with connector_database().transaction() as conn:
         if conn.execute(select(func.count()).select_from(companies)).scalar_one() == 0:
             conn.execute(
                 insert(companies),
@@ -102,7 +97,7 @@ def seed_companies() -> None:
 def find_company(name: str, email_domain: str | None = None) -> CompanyRecord | None:
     """By the sender's email domain first (unless it is a free-mail domain), then by name."""
     seed_companies()
-    with current_database().transaction() as conn:
+    with connector_database().transaction() as conn:
         rows = conn.execute(select(companies).order_by(companies.c.domain)).all()
     domain = (email_domain or "").casefold()
     wanted = normalize_company_name(name)
@@ -129,7 +124,7 @@ def add_lead(
     now: datetime,
 ) -> CrmLeadRecord:
     """Idempotent by key: a second call with the same key returns the first lead."""
-    with current_database().transaction() as conn:
+    with connector_database().transaction() as conn:
         lead, _ = insert_once(
             conn,
             crm_leads,
@@ -149,7 +144,7 @@ def add_lead(
 
 
 def remove_lead(lead_id: int, *, now: datetime) -> CrmLeadRecord:
-    with current_database().transaction() as conn:
+    with connector_database().transaction() as conn:
         row, _ = mark_once(
             conn,
             crm_leads,
@@ -166,7 +161,7 @@ def send_email(
     *, to_address: str, subject: str, body: str, idempotency_key: str, now: datetime
 ) -> OutboxRecord:
     """ "Send" by writing to the outbox. Idempotent by key: a second call returns the first email."""
-    with current_database().transaction() as conn:
+    with connector_database().transaction() as conn:
         email, _ = insert_once(
             conn,
             outbox,
@@ -185,7 +180,7 @@ def send_email(
 
 def recall_email(email_id: int, *, now: datetime) -> OutboxRecord:
     """Mark a sent email recalled (a real mail system would send a follow-up or retract it)."""
-    with current_database().transaction() as conn:
+    with connector_database().transaction() as conn:
         row, _ = mark_once(
             conn,
             outbox,

@@ -10,14 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Table, func, insert, select, update
+from sqlalchemy import func, insert, select, update
 
 from pipelines.catalog.connectors.demo_ledger import insert_once, mark_once
-from pipelines.runtime import current_database
-from storage.models import DemoOrder, DemoRefund
-
-orders: Table = DemoOrder.__table__  # type: ignore[assignment]
-refunds: Table = DemoRefund.__table__  # type: ignore[assignment]
+from pipelines.catalog.connectors.tables import connector_database, orders, refunds
 
 SEED_ORDERS = [
     ("ord_1001", "ada@example.com", 4_999, "EUR"),
@@ -46,7 +42,7 @@ class RefundRecord:
 
 def seed_orders() -> None:
     """Insert the demo orders if the table is empty."""
-    with current_database().transaction() as conn:
+    with connector_database().transaction() as conn:
         if conn.execute(select(func.count()).select_from(orders)).scalar_one() == 0:
             conn.execute(
                 insert(orders),
@@ -65,7 +61,7 @@ def seed_orders() -> None:
 
 def find_order(order_id: str) -> OrderRecord | None:
     seed_orders()
-    with current_database().transaction() as conn:
+    with connector_database().transaction() as conn:
         row = conn.execute(select(orders).where(orders.c.id == order_id)).first()
     if row is None:
         return None
@@ -76,7 +72,7 @@ def issue_refund(
     order_id: str, amount_cents: int, *, idempotency_key: str, now: datetime
 ) -> RefundRecord:
     """Idempotent by key: a second call with the same key returns the first refund."""
-    with current_database().transaction() as conn:
+    with connector_database().transaction() as conn:
         refund, inserted = insert_once(
             conn,
             refunds,
@@ -99,7 +95,7 @@ def issue_refund(
 
 
 def reverse_refund(refund_id: int, *, now: datetime) -> RefundRecord:
-    with current_database().transaction() as conn:
+    with connector_database().transaction() as conn:
         row, changed = mark_once(
             conn,
             refunds,
@@ -119,7 +115,7 @@ def reverse_refund(refund_id: int, *, now: datetime) -> RefundRecord:
 
 
 def refunds_for_order(order_id: str) -> list[RefundRecord]:
-    with current_database().transaction() as conn:
+    with connector_database().transaction() as conn:
         rows = conn.execute(
             select(refunds).where(refunds.c.order_id == order_id).order_by(refunds.c.id)
         ).all()

@@ -1,4 +1,8 @@
-"""Initial schema: runs, run events, calls, approvals, human tasks, audit log, demo tables.
+"""Initial schema: runs, run events, calls, approvals, human tasks, audit log.
+
+The example connectors' tables (demo_orders, demo_refunds) were created here until 2026-12;
+they are the catalog's own now (pipelines/catalog/connectors/tables.py), created on first use.
+A database migrated before keeps them, and the connectors use them as they are.
 
 Revision ID: 0001
 Revises:
@@ -37,27 +41,6 @@ def upgrade() -> None:
         batch_op.create_index("ix_audit_run", ["run_id"], unique=False)
         batch_op.create_index("ix_audit_tool_event_at", ["tool", "event", "at"], unique=False)
 
-    op.create_table(
-        "demo_orders",
-        sa.Column("id", sa.String(length=40), nullable=False),
-        sa.Column("customer", sa.String(length=200), nullable=False),
-        sa.Column("amount_cents", sa.Integer(), nullable=False),
-        sa.Column("currency", sa.String(length=3), nullable=False),
-        sa.Column("refunded_cents", sa.Integer(), nullable=False),
-        sa.PrimaryKeyConstraint("id"),
-    )
-    op.create_table(
-        "demo_refunds",
-        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
-        sa.Column("idempotency_key", sa.String(length=400), nullable=False),
-        sa.Column("order_id", sa.String(length=40), nullable=False),
-        sa.Column("amount_cents", sa.Integer(), nullable=False),
-        sa.Column("status", sa.String(length=20), nullable=False),
-        sa.Column("issued_at", UTCDateTime(), nullable=False),
-        sa.Column("reversed_at", UTCDateTime(), nullable=True),
-        sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint("idempotency_key"),
-    )
     op.create_table(
         "runs",
         sa.Column("id", sa.String(length=40), nullable=False),
@@ -203,8 +186,6 @@ def downgrade() -> None:
         batch_op.drop_index("ix_runs_created")
 
     op.drop_table("runs")
-    op.drop_table("demo_refunds")
-    op.drop_table("demo_orders")
     with op.batch_alter_table("audit_log", schema=None) as batch_op:
         batch_op.drop_index("ix_audit_tool_event_at")
         batch_op.drop_index("ix_audit_run")
