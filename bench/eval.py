@@ -34,6 +34,7 @@ from pipelines.catalog.ticket_triage import CLASSIFY_SYSTEM, TicketLabel
 from pipelines.evaluation import evaluate, parse_dataset
 from pipelines.llm import LLMCaller, system_prompt
 from pipelines.logs import configure_logging
+from pipelines.pipeline import CATALOG
 from pipelines.runtime import running_in
 from storage.db import Database
 
@@ -104,7 +105,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     args = parser.parse_args()
     configure_logging("console", "warning")
-    discover()
+    discover([CATALOG])
     ready: Any = multiprocessing.Queue()
     stop: Any = multiprocessing.Event()
     server = multiprocessing.Process(target=serve_model, args=(ready, stop), daemon=True)

@@ -31,6 +31,7 @@ from sqlalchemy import func, select
 
 from pipelines import Gatehouse, discover
 from pipelines.logs import configure_logging
+from pipelines.pipeline import CATALOG
 from storage.audit import audit_table
 from storage.db import Database
 
@@ -148,7 +149,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=50)
     args = parser.parse_args()
     configure_logging("console", "error")
-    discover()
+    discover([CATALOG])
     with tempfile.TemporaryDirectory() as tmp, FakeSlack() as fake:
         url = f"sqlite:///{tmp}/bench.db"
         db = Database(url)

@@ -22,7 +22,9 @@ class Settings(BaseSettings):
         "sqlite:///gatehouse.db", description="SQLAlchemy URL; PostgreSQL via postgresql://…"
     )
     pipelines: str = Field(
-        "", description="Extra pipeline modules to import, comma-separated import paths"
+        "",
+        description="The pipeline modules to import, comma-separated import paths (a package: all "
+        "its modules); none by default. pipelines.catalog is the examples",
     )
     groups: dict[str, list[str]] = Field(
         default_factory=dict,

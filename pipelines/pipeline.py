@@ -69,27 +69,41 @@ def registered_pipelines() -> dict[str, Pipeline]:
     return dict(sorted(_PIPELINES.items()))
 
 
+# The example pipelines (and their connectors): registered only where named.
+CATALOG = "pipelines.catalog"
+
+
 def get_pipeline(name: str) -> Pipeline:
     try:
         return _PIPELINES[name]
     except KeyError:
-        known = ", ".join(sorted(_PIPELINES)) or "none"
+        known = ", ".join(sorted(_PIPELINES))
+        if not known:
+            raise UnknownPipeline(
+                f"no pipeline named {name!r}: no pipelines are registered; GATEHOUSE_PIPELINES "
+                f"names the modules that define them ({CATALOG} for the examples)"
+            ) from None
         raise UnknownPipeline(
             f"no pipeline named {name!r}; registered pipelines: {known} (`gatehouse pipelines`)"
         ) from None
 
 
-def discover(extra_modules: Iterable[str] = ()) -> dict[str, Pipeline]:
-    """Import every module of `pipelines.catalog` and each extra module (GATEHOUSE_PIPELINES)."""
-    import pipelines.catalog as catalog
+def discover(modules: Iterable[str] = ()) -> dict[str, Pipeline]:
+    """Import each named module (GATEHOUSE_PIPELINES) and, for a package, its modules too.
 
-    for info in pkgutil.iter_modules(catalog.__path__, catalog.__name__ + "."):
-        importlib.import_module(info.name)
-    for module in extra_modules:
+    Nothing is registered unless named: a production process runs the team's pipelines only.
+    The example pipelines are one name away (`CATALOG`, "pipelines.catalog"), which the demo and
+    the tests name.
+    """
+    for module in modules:
         try:
-            importlib.import_module(module)
+            imported = importlib.import_module(module)
         except ImportError as exc:
             raise UnknownPipeline(
                 f"GATEHOUSE_PIPELINES names {module!r}, which cannot be imported: {exc}"
             ) from exc
+        package_path = getattr(imported, "__path__", None)
+        if package_path is not None:
+            for info in pkgutil.iter_modules(package_path, imported.__name__ + "."):
+                importlib.import_module(info.name)
     return registered_pipelines()

@@ -15,6 +15,7 @@ from sqlalchemy import create_engine, text
 
 from pipelines import Gatehouse, StaticDirectory, discover
 from pipelines.catalog.connectors.tables import create_tables
+from pipelines.pipeline import CATALOG
 from storage.db import Database
 from tests.fakes.clock import FakeClock
 from tests.fakes.notifier import RecordingNotifier
@@ -25,7 +26,7 @@ POSTGRES_URL = os.environ.get("GATEHOUSE_TEST_POSTGRES_URL")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 GROUPS = {"finance-leads": ["alice", "bob"], "ops": ["olga"]}
 
-discover()
+discover([CATALOG])  # the tests name the example pipelines, as the demo does
 
 
 @pytest.fixture(autouse=True)

@@ -429,7 +429,7 @@ def process_env(sqlite_url: str, **extra: str) -> dict[str, str]:
         PYTHONPATH=str(REPO_ROOT),
         GATEHOUSE_DATABASE_URL=sqlite_url,
         GATEHOUSE_GROUPS=GROUPS,
-        GATEHOUSE_PIPELINES="tests.cli_pipelines",
+        GATEHOUSE_PIPELINES="pipelines.catalog,tests.cli_pipelines",
         **extra,
     )
     return env
@@ -450,6 +450,29 @@ def test_python_m_bot_cli_triggers_and_reports_errors(sqlite_url: str, tmp_path:
     assert broken.returncode == 1
     assert broken.stderr.splitlines() == [broken.stderr.strip()]
     assert broken.stderr.startswith("error: --input is not valid JSON")
+
+
+def test_a_process_registers_only_the_pipelines_it_is_told_to(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    """No example pipeline in production: without GATEHOUSE_PIPELINES nothing is registered,
+    and the refusal says what to set."""
+    env = process_env(sqlite_url)
+    del env["GATEHOUSE_PIPELINES"]
+    listed = run_cli(env, tmp_path, "pipelines", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout) == []
+    said = run_cli(env, tmp_path, "pipelines")
+    assert "no pipelines registered: GATEHOUSE_PIPELINES names the modules" in said.stdout
+
+    refused = run_cli(env, tmp_path, "trigger", "refund_request", "--input", LARGE)
+    assert refused.returncode == 1
+    assert "no pipelines are registered" in refused.stderr
+    assert "pipelines.catalog for the examples" in refused.stderr
+
+    env["GATEHOUSE_PIPELINES"] = "pipelines.catalog"
+    named = run_cli(env, tmp_path, "pipelines", "--json")
+    assert {p["name"] for p in json.loads(named.stdout)} >= {"refund_request", "ticket_triage"}
 
 
 @pytest.mark.slow

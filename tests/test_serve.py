@@ -59,6 +59,7 @@ def test_serve_takes_a_webhook_runs_it_and_drains_on_sigterm(
     env = {
         **os.environ,
         "GATEHOUSE_DATABASE_URL": sqlite_url,
+        "GATEHOUSE_PIPELINES": "pipelines.catalog",
         "SLACK_BOT_TOKEN": fake_slack.token,
         "SLACK_SIGNING_SECRET": "serve-test-secret",
         "SLACK_API_URL": fake_slack.api_url,

@@ -40,6 +40,7 @@ from bot.cli.session import (
 )
 from pipelines import Gatehouse, Run, Worker, discover
 from pipelines.inspect import run_history
+from pipelines.pipeline import CATALOG
 from storage.db import Database
 from storage.models import RunStatus
 
@@ -112,7 +113,10 @@ def list_pipelines(as_json: JsonFlag = False) -> None:
         print_json([cli_render.pipeline_json(p) for p in found.values()])
         return
     if not found:
-        typer.echo("no pipelines registered")
+        typer.echo(
+            "no pipelines registered: GATEHOUSE_PIPELINES names the modules that define them "
+            f"(comma-separated; {CATALOG} for the examples)"
+        )
     for index, pipeline in enumerate(found.values()):
         if index:
             typer.echo("")

@@ -45,7 +45,7 @@ from pipelines.gates import decide
 from pipelines.inspect import pending
 from pipelines.operations.alerting import AlertPolicy
 from pipelines.operations.alerts import evaluate
-from pipelines.pipeline import discover
+from pipelines.pipeline import CATALOG, discover
 from pipelines.ports import StaticDirectory
 from pipelines.runtime import Runtime
 from pipelines.tasks import answer
@@ -441,7 +441,7 @@ def seed_history(
     if days < 1:
         raise ValueError(f"seed_history needs at least one day, got days={days}")
     began = time.perf_counter()
-    discover()
+    discover([CATALOG])
     _ensure_fresh(db)
     people = people or DemoPeople()
     rng = random.Random(seed)

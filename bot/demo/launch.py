@@ -40,6 +40,7 @@ from pipelines.config import ConfigurationError, load_settings
 from pipelines.fire_times import zone
 from pipelines.logs import configure_logging
 from pipelines.operations.schedules import ScheduleOptions, fire
+from pipelines.pipeline import CATALOG
 from storage.db import Database
 
 if TYPE_CHECKING:
@@ -91,10 +92,11 @@ def prepare_database(
 
 def demo_settings(base: Settings, database_url: str, args: argparse.Namespace) -> Settings:
     """The user's settings (their model, if any), pointed at the demo database and the sandbox's
-    channels, on loopback. Slack credentials are dropped: the demo always plays Slack itself."""
+    channels, on loopback, with the example pipelines registered. Slack credentials are dropped: the demo always plays Slack itself."""
     return base.model_copy(
         update={
             "database_url": database_url,
+            "pipelines": ",".join(dict.fromkeys([*base.pipeline_modules, CATALOG])),
             "http_host": "127.0.0.1",
             "http_port": args.bot_port if args.bot_port is not None else base.http_port,
             "sandbox_host": "127.0.0.1",

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from bot.cli import main as cli
 from pipelines import Gatehouse
+from pipelines.pipeline import CATALOG
 
 DEMO_DB = Path(".demo/terminal.db")
 GROUPS = '{"finance-leads": ["alice", "bob"]}'
@@ -77,6 +78,7 @@ def newest_run_and_refund_call() -> tuple[str, str]:
 def main() -> None:
     os.environ["GATEHOUSE_DATABASE_URL"] = fresh_database()
     os.environ["GATEHOUSE_GROUPS"] = GROUPS
+    os.environ["GATEHOUSE_PIPELINES"] = CATALOG  # the example pipelines
     os.environ.pop("GATEHOUSE_USER", None)
     print(f"Gatehouse demo — a fresh database at {DEMO_DB}; alice and bob are @finance-leads")
 
@@ -135,7 +137,8 @@ def main() -> None:
     gatehouse("runs")
     print(
         "\nDone. Look around yourself: "
-        f"GATEHOUSE_DATABASE_URL=sqlite:///{DEMO_DB} .venv/bin/gatehouse --help"
+        f"GATEHOUSE_DATABASE_URL=sqlite:///{DEMO_DB} GATEHOUSE_PIPELINES={CATALOG} "
+        ".venv/bin/gatehouse --help"
     )
 
 

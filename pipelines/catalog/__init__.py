@@ -1,1 +1,2 @@
-"""The shipped pipelines; every module here is imported on start."""
+"""The example pipelines and the connectors they use: registered only where named
+(`GATEHOUSE_PIPELINES=pipelines.catalog`; the demo and the tests name it)."""
