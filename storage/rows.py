@@ -230,6 +230,23 @@ class EvalCaseRow(NamedTuple):
     latency_ms: float
 
 
+class StatsRollupRow(NamedTuple):
+    """A `stats_rollups` row."""
+
+    id: int
+    span_seconds: int
+    bucket_start: datetime
+    pipeline: str
+    created: int
+    succeeded: int
+    failed: int
+    rejected: int
+    invalid_input: int
+    needs_attention: int
+    cancelled: int
+    latency_histogram: str
+
+
 class PendingApprovalRow(NamedTuple):
     """A pending `approvals` row with its run's pipeline (`queries.pending_approvals`)."""
 

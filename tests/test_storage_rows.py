@@ -27,6 +27,7 @@ TABLE_ROWS: dict[str, type[tuple[Any, ...]]] = {
     "review_items": rows.ReviewItemRow,
     "alerts": rows.AlertRow,
     "eval_cases": rows.EvalCaseRow,
+    "stats_rollups": rows.StatsRollupRow,
 }
 
 JOINED_ROWS: dict[type[tuple[Any, ...]], tuple[str, tuple[str, ...]]] = {
