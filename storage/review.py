@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, case, func, select
+from sqlalchemy import Connection, Select, Table, case, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from storage.fastsql import fast_insert, fast_select, fast_update
@@ -143,7 +143,7 @@ class WeekCounts:
     flagged: int
 
 
-def _counts_query() -> Any:
+def _counts_query() -> Select[int, datetime, int, int, int]:
     items = review_items_table.c
     weeks = review_weeks_table.c
     return (

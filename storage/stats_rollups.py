@@ -242,7 +242,7 @@ def read_progress_row_exists(conn: Connection) -> bool:
     return conn.execute(query).first() is not None
 
 
-def _is(column: Any, value: datetime | None) -> Any:
+def _is(column: ColumnElement[datetime | None], value: datetime | None) -> ColumnElement[bool]:
     return column.is_(None) if value is None else column == value
 
 
