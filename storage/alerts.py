@@ -34,6 +34,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
 
 from storage.models import FINISHED_RUN_STATUSES, Alert, RunStatus
+from storage.rows import AlertRow
 from storage.runs import runs_table
 
 alerts_table: Table = Alert.__table__  # type: ignore[assignment]
@@ -125,13 +126,13 @@ def _filter_only(conn: Connection, column: ColumnElement[str]) -> ColumnElement[
 # -- alert rows ----------------------------------------------------------------------------------
 
 
-def open_alerts(conn: Connection) -> list[Any]:
+def open_alerts(conn: Connection) -> list[AlertRow]:
     """Every open alert (at most one per rule and subject)."""
     query = select(alerts_table).where(alerts_table.c.status == OPEN).order_by(alerts_table.c.id)
-    return list(conn.execute(query).all())
+    return [AlertRow(*row) for row in conn.execute(query)]
 
 
-def recent_alerts(conn: Connection, *, since: datetime, limit: int = 100) -> list[Any]:
+def recent_alerts(conn: Connection, *, since: datetime, limit: int = 100) -> list[AlertRow]:
     """Open alerts, and the others opened since `since`; newest first."""
     query = (
         select(alerts_table)
@@ -139,11 +140,12 @@ def recent_alerts(conn: Connection, *, since: datetime, limit: int = 100) -> lis
         .order_by(alerts_table.c.opened_at.desc(), alerts_table.c.id.desc())
         .limit(limit)
     )
-    return list(conn.execute(query).all())
+    return [AlertRow(*row) for row in conn.execute(query)]
 
 
-def get_alert(conn: Connection, alert_id: int) -> Any:
-    return conn.execute(select(alerts_table).where(alerts_table.c.id == alert_id)).first()
+def get_alert(conn: Connection, alert_id: int) -> AlertRow | None:
+    row = conn.execute(select(alerts_table).where(alerts_table.c.id == alert_id)).first()
+    return None if row is None else AlertRow(*row)
 
 
 def insert_open_alert(
@@ -157,7 +159,7 @@ def insert_open_alert(
     details: Mapping[str, Any],
     rule: str = ERROR_RATE,
     subject: str | None = None,
-) -> Any:
+) -> AlertRow | None:
     """Open an alert unless the (rule, subject) has one open already (the subject defaults to
     the pipeline): the partial unique index makes the INSERT do nothing for every concurrent
     evaluator but one. Returns the new row, or None."""
@@ -179,7 +181,8 @@ def insert_open_alert(
         stmt = sqlite.insert(alerts_table).values(values).on_conflict_do_nothing()
     else:  # pragma: no cover - Gatehouse supports these two
         raise RuntimeError(f"alerts need SQLite or PostgreSQL, not {dialect}")
-    return conn.execute(stmt.returning(*alerts_table.c)).first()
+    row = conn.execute(stmt.returning(*alerts_table.c)).first()
+    return None if row is None else AlertRow(*row)
 
 
 def update_alert(

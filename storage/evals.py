@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, Table, insert, select, update
 
 from storage.models import Eval, EvalCase
+from storage.rows import EvalCaseRow
 
 evals_table: Table = Eval.__table__  # type: ignore[assignment]
 eval_cases_table: Table = EvalCase.__table__  # type: ignore[assignment]
@@ -162,11 +163,10 @@ def fetch_eval(conn: Connection, eval_id: str) -> tuple[EvalSummary, Any] | None
     return (EvalSummary.of(row), row.report) if row is not None else None
 
 
-def eval_cases(conn: Connection, eval_id: str) -> list[Any]:
-    return list(
-        conn.execute(
-            select(eval_cases_table)
-            .where(eval_cases_table.c.eval_id == eval_id)
-            .order_by(eval_cases_table.c.position)
-        )
+def eval_cases(conn: Connection, eval_id: str) -> list[EvalCaseRow]:
+    query = (
+        select(eval_cases_table)
+        .where(eval_cases_table.c.eval_id == eval_id)
+        .order_by(eval_cases_table.c.position)
     )
+    return [EvalCaseRow(*row) for row in conn.execute(query)]

@@ -15,7 +15,7 @@ from collections import namedtuple
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar, overload
 
 from sqlalchemy import JSON, Boolean, Connection, Table
 from sqlalchemy.types import TypeEngine
@@ -23,6 +23,7 @@ from sqlalchemy.types import TypeEngine
 from storage.types import UTCDateTime
 
 Converter = Callable[[Any], Any]
+RowT = TypeVar("RowT", bound=tuple[Any, ...])
 
 
 def _sqlite_datetime(value: datetime | None) -> str | None:
@@ -228,15 +229,41 @@ def _row_type(table: Table) -> type[Any]:
     return _ROW_TYPES[table.name]
 
 
+@overload
 def fast_select(
     conn: Connection,
     table: Table,
     where: Mapping[str, Any],
+    row: None = None,
+    *,
+    order_by: str | None = None,
+    limit: int | None = None,
+) -> list[Any]: ...
+
+
+@overload
+def fast_select(
+    conn: Connection,
+    table: Table,
+    where: Mapping[str, Any],
+    row: type[RowT],
+    *,
+    order_by: str | None = None,
+    limit: int | None = None,
+) -> list[RowT]: ...
+
+
+def fast_select(
+    conn: Connection,
+    table: Table,
+    where: Mapping[str, Any],
+    row: type[Any] | None = None,
     *,
     order_by: str | None = None,
     limit: int | None = None,
 ) -> list[Any]:
-    """`SELECT * FROM table WHERE col = v AND …` as named tuples with the columns' Python types.
+    """`SELECT * FROM table WHERE col = v AND …` as named tuples with the columns' Python types:
+    `row` (a `storage.rows` type, fields in column order), or an untyped one made for the table.
 
     For the engine's lookups by key (a run, its calls, an approval): no statement building and
     no result-processing layer, the same values SQLAlchemy would return.
@@ -265,8 +292,9 @@ def fast_select(
     ]
     cursor = _driver(conn).execute(compiled.sql, params)
     rows = cursor.fetchall()
-    row_type = _row_type(table)
+    row_type = _row_type(table) if row is None else row
+    converters = compiled.converters
     return [
-        row_type(*[v if r is None else r(v) for v, r in zip(row, compiled.converters, strict=True)])
-        for row in rows
+        row_type(*[v if r is None else r(v) for v, r in zip(found, converters, strict=True)])
+        for found in rows
     ]

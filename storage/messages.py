@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import Connection, Table
 
 from storage.fastsql import fast_insert, fast_select, fast_update
 from storage.models import SlackMessage
+from storage.rows import SlackMessageRow
 
 messages_table: Table = SlackMessage.__table__  # type: ignore[assignment]
 
@@ -29,6 +29,6 @@ def save_message_ref(
         )
 
 
-def message_ref(conn: Connection, *, kind: str, ref_id: str) -> Any:
-    rows = fast_select(conn, messages_table, {"kind": kind, "ref_id": ref_id})
+def message_ref(conn: Connection, *, kind: str, ref_id: str) -> SlackMessageRow | None:
+    rows = fast_select(conn, messages_table, {"kind": kind, "ref_id": ref_id}, SlackMessageRow)
     return rows[0] if rows else None

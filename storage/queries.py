@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import Connection, Row, select
+from sqlalchemy import Connection, select
 
 from storage.approvals import approvals_table, tasks_table
 from storage.audit import audit_table
 from storage.calls import calls_table
 from storage.models import ApprovalStatus, TaskStatus
+from storage.rows import (
+    ApprovalRow,
+    AuditEntryRow,
+    CallRow,
+    HumanTaskRow,
+    OpenTaskRow,
+    PendingApprovalRow,
+    RunEventRow,
+    RunRow,
+)
 from storage.runs import run_events_table, runs_table
 
 
@@ -21,7 +30,7 @@ def list_runs(
     status: str | None = None,
     since: datetime | None = None,
     limit: int = 20,
-) -> list[Row[Any]]:
+) -> list[RunRow]:
     query = select(runs_table).order_by(runs_table.c.created_at.desc()).limit(limit)
     if pipeline is not None:
         query = query.where(runs_table.c.pipeline == pipeline)
@@ -29,50 +38,50 @@ def list_runs(
         query = query.where(runs_table.c.status == status)
     if since is not None:
         query = query.where(runs_table.c.created_at >= since)
-    return list(conn.execute(query).all())
+    return [RunRow(*row) for row in conn.execute(query)]
 
 
-def all_calls(conn: Connection, run_id: str) -> list[Row[Any]]:
+def all_calls(conn: Connection, run_id: str) -> list[CallRow]:
     """Every call of a run, reversals included, in the order they started."""
     query = (
         select(calls_table)
         .where(calls_table.c.run_id == run_id)
         .order_by(calls_table.c.seq.is_(None), calls_table.c.seq, calls_table.c.started_at)
     )
-    return list(conn.execute(query).all())
+    return [CallRow(*row) for row in conn.execute(query)]
 
 
-def approvals_of_run(conn: Connection, run_id: str) -> list[Row[Any]]:
+def approvals_of_run(conn: Connection, run_id: str) -> list[ApprovalRow]:
     query = (
         select(approvals_table)
         .where(approvals_table.c.run_id == run_id)
         .order_by(approvals_table.c.requested_at)
     )
-    return list(conn.execute(query).all())
+    return [ApprovalRow(*row) for row in conn.execute(query)]
 
 
-def tasks_of_run(conn: Connection, run_id: str) -> list[Row[Any]]:
+def tasks_of_run(conn: Connection, run_id: str) -> list[HumanTaskRow]:
     query = (
         select(tasks_table).where(tasks_table.c.run_id == run_id).order_by(tasks_table.c.opened_at)
     )
-    return list(conn.execute(query).all())
+    return [HumanTaskRow(*row) for row in conn.execute(query)]
 
 
-def events_of_run(conn: Connection, run_id: str) -> list[Row[Any]]:
+def events_of_run(conn: Connection, run_id: str) -> list[RunEventRow]:
     query = (
         select(run_events_table)
         .where(run_events_table.c.run_id == run_id)
         .order_by(run_events_table.c.id)
     )
-    return list(conn.execute(query).all())
+    return [RunEventRow(*row) for row in conn.execute(query)]
 
 
-def audit_of_run(conn: Connection, run_id: str) -> list[Row[Any]]:
+def audit_of_run(conn: Connection, run_id: str) -> list[AuditEntryRow]:
     query = select(audit_table).where(audit_table.c.run_id == run_id).order_by(audit_table.c.id)
-    return list(conn.execute(query).all())
+    return [AuditEntryRow(*row) for row in conn.execute(query)]
 
 
-def pending_approvals(conn: Connection, limit: int = 200) -> list[Row[Any]]:
+def pending_approvals(conn: Connection, limit: int = 200) -> list[PendingApprovalRow]:
     query = (
         select(approvals_table, runs_table.c.pipeline)
         .join(runs_table, runs_table.c.id == approvals_table.c.run_id)
@@ -80,10 +89,10 @@ def pending_approvals(conn: Connection, limit: int = 200) -> list[Row[Any]]:
         .order_by(approvals_table.c.requested_at)
         .limit(limit)
     )
-    return list(conn.execute(query).all())
+    return [PendingApprovalRow(*row) for row in conn.execute(query)]
 
 
-def open_tasks(conn: Connection, limit: int = 200) -> list[Row[Any]]:
+def open_tasks(conn: Connection, limit: int = 200) -> list[OpenTaskRow]:
     query = (
         select(tasks_table, runs_table.c.pipeline)
         .join(runs_table, runs_table.c.id == tasks_table.c.run_id)
@@ -91,4 +100,4 @@ def open_tasks(conn: Connection, limit: int = 200) -> list[Row[Any]]:
         .order_by(tasks_table.c.opened_at)
         .limit(limit)
     )
-    return list(conn.execute(query).all())
+    return [OpenTaskRow(*row) for row in conn.execute(query)]

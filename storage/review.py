@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, case, func, select
+from sqlalchemy import Connection, Select, Table, case, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from storage.fastsql import fast_insert, fast_select, fast_update
 from storage.models import ReviewItem, ReviewWeek
+from storage.rows import ReviewedItemRow, ReviewItemRow, ReviewWeekRow
 from storage.runs import runs_table
 from storage.sampling import Window as Window  # re-exported: bench/scale.py imports it here
 
@@ -38,10 +39,10 @@ SUMMARIZED = "summarized"
 
 def fetch_week(
     conn: Connection, *, week_id: int | None = None, week_start: datetime | None = None
-) -> Any:
+) -> ReviewWeekRow | None:
     """The week's row by id or by start, or None."""
     where: dict[str, Any] = {"id": week_id} if week_id is not None else {"week_start": week_start}
-    rows = fast_select(conn, review_weeks_table, where)
+    rows = fast_select(conn, review_weeks_table, where, ReviewWeekRow)
     return rows[0] if rows else None
 
 
@@ -71,12 +72,13 @@ def insert_week(
     return True
 
 
-def week_items(conn: Connection, week_id: int) -> list[Any]:
-    return fast_select(conn, review_items_table, {"week_id": week_id}, order_by="position")
+def week_items(conn: Connection, week_id: int) -> list[ReviewItemRow]:
+    where = {"week_id": week_id}
+    return fast_select(conn, review_items_table, where, ReviewItemRow, order_by="position")
 
 
-def fetch_item(conn: Connection, item_id: int) -> Any:
-    rows = fast_select(conn, review_items_table, {"id": item_id})
+def fetch_item(conn: Connection, item_id: int) -> ReviewItemRow | None:
+    rows = fast_select(conn, review_items_table, {"id": item_id}, ReviewItemRow)
     return rows[0] if rows else None
 
 
@@ -141,7 +143,7 @@ class WeekCounts:
     flagged: int
 
 
-def _counts_query() -> Any:
+def _counts_query() -> Select[int, datetime, int, int, int]:
     items = review_items_table.c
     weeks = review_weeks_table.c
     return (
@@ -178,17 +180,19 @@ def earlier_week_counts(conn: Connection, before: datetime, limit: int) -> list[
 
 def weeks_in_status(
     conn: Connection, statuses: Sequence[str], *, started_before: datetime
-) -> list[Any]:
+) -> list[ReviewWeekRow]:
     weeks = review_weeks_table.c
     query = (
         select(review_weeks_table)
         .where(weeks.status.in_(list(statuses)), weeks.week_start < started_before)
         .order_by(weeks.week_start)
     )
-    return list(conn.execute(query).all())
+    return [ReviewWeekRow(*row) for row in conn.execute(query)]
 
 
-def reviewed_items_since(conn: Connection, since: datetime, *, flagged_only: bool) -> list[Any]:
+def reviewed_items_since(
+    conn: Connection, since: datetime, *, flagged_only: bool
+) -> list[ReviewedItemRow]:
     """Reviewed items (through `ix_review_items_verdict`) with their run's pipeline, input and
     output, oldest verdict first."""
     items = review_items_table.c
@@ -207,4 +211,4 @@ def reviewed_items_since(conn: Connection, since: datetime, *, flagged_only: boo
         .where(items.verdict.in_(verdicts), items.reviewed_at >= since)
         .order_by(items.reviewed_at, items.id)
     )
-    return list(conn.execute(query).all())
+    return [ReviewedItemRow(*row) for row in conn.execute(query)]

@@ -11,10 +11,11 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, Table, select
+from sqlalchemy import Connection, Table, select
 
 from storage.fastsql import fast_insert, fast_select, fast_update
 from storage.models import Run, RunEvent, RunStatus
+from storage.rows import OrphanCandidate, RunRow
 
 runs_table: Table = Run.__table__  # type: ignore[assignment]
 run_events_table: Table = RunEvent.__table__  # type: ignore[assignment]
@@ -111,9 +112,9 @@ def transition(
     return True
 
 
-def fetch_run(conn: Connection, run_id: str) -> Any:
-    """The run's row (attribute access), or None."""
-    rows = fast_select(conn, runs_table, {"id": run_id})
+def fetch_run(conn: Connection, run_id: str) -> RunRow | None:
+    """The run's row, or None."""
+    rows = fast_select(conn, runs_table, {"id": run_id}, RunRow)
     return rows[0] if rows else None
 
 
@@ -189,12 +190,12 @@ def reclaim_run(
     return True
 
 
-def orphaned_runs(conn: Connection) -> list[Row[Any, Any, Any]]:
+def orphaned_runs(conn: Connection) -> list[OrphanCandidate]:
     """Running runs with their owner and lease, for the reclaim check."""
     query = select(runs_table.c.id, runs_table.c.claimed_by, runs_table.c.lease_until).where(
         runs_table.c.status == RunStatus.RUNNING
     )
-    return list(conn.execute(query).all())
+    return [OrphanCandidate(*row) for row in conn.execute(query)]
 
 
 def renew_lease(conn: Connection, run_id: str, *, worker: str, until: datetime) -> bool:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeAlias
 
 from sqlalchemy import Connection
 
@@ -21,6 +21,10 @@ from sqlalchemy import Connection
 _SQLITE_RUNS_PK = "sqlite_autoindex_runs_1"
 _SQLITE_FINISHED = "ix_runs_finished_pipeline_status"
 _SQLITE_PIPELINE_CREATED = "ix_runs_pipeline_created"
+
+# What `ix_runs_finished_pipeline_status` holds for a run: its rowid on SQLite, its id on
+# PostgreSQL (see `window_handles`).
+RunHandle: TypeAlias = int | str
 
 
 @dataclass(frozen=True)
@@ -82,7 +86,7 @@ def count_window(conn: Connection, window: Window, *, cap: int) -> int:
     return int(_fetch(conn, sql, params)[0][0])
 
 
-def window_handles(conn: Connection, window: Window, *, limit: int) -> list[tuple[Any, str]]:
+def window_handles(conn: Connection, window: Window, *, limit: int) -> list[tuple[RunHandle, str]]:
     """(handle, pipeline) of up to `limit` runs of the window, in index order (not random).
 
     A handle is what the index holds: the rowid on SQLite (read without touching the table,
@@ -97,8 +101,8 @@ def window_handles(conn: Connection, window: Window, *, limit: int) -> list[tupl
 
 
 def run_ids_of(
-    conn: Connection, handles: Sequence[Any], window: Window | None = None
-) -> dict[Any, str]:
+    conn: Connection, handles: Sequence[RunHandle], window: Window | None = None
+) -> dict[RunHandle, str]:
     """Handle → run id for `handles` (those of `window`'s runs only, when given)."""
     if not handles:
         return {}
@@ -180,7 +184,7 @@ def count_created(
 
 def created_handles(
     conn: Connection, pipeline: str, *, since: datetime, until: datetime, limit: int
-) -> list[Any]:
+) -> list[RunHandle]:
     """Handles (see `window_handles`) of up to `limit` runs of `pipeline` created in
     `[since, until)`, through `ix_runs_pipeline_created`."""
     m = _mark(conn)

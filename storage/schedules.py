@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import Connection, Table, select
 
 from storage.claims import insert_unless_taken, upsert
 from storage.models import ScheduleFire, ScheduleState
+from storage.rows import ScheduleFireRow, ScheduleStateRow
 
 fires_table: Table = ScheduleFire.__table__  # type: ignore[assignment]
 states_table: Table = ScheduleState.__table__  # type: ignore[assignment]
@@ -52,23 +52,26 @@ def has_later_fire(conn: Connection, schedule: str, fire_time: datetime) -> bool
     return conn.execute(query).first() is not None
 
 
-def latest_fire(conn: Connection, schedule: str) -> Any:
-    """The schedule's most recent fire row (attribute access), or None."""
+def latest_fire(conn: Connection, schedule: str) -> ScheduleFireRow | None:
+    """The schedule's most recent fire row, or None."""
     query = (
         select(fires_table)
         .where(fires_table.c.schedule == schedule)
         .order_by(fires_table.c.fire_time.desc())
         .limit(1)
     )
-    return conn.execute(query).first()
+    row = conn.execute(query).first()
+    return None if row is None else ScheduleFireRow(*row)
 
 
-def list_fires(conn: Connection, *, schedule: str | None = None, limit: int = 20) -> list[Any]:
+def list_fires(
+    conn: Connection, *, schedule: str | None = None, limit: int = 20
+) -> list[ScheduleFireRow]:
     """Fire rows, newest fire time first; one schedule's or every schedule's."""
     query = select(fires_table).order_by(fires_table.c.fire_time.desc(), fires_table.c.id.desc())
     if schedule is not None:
         query = query.where(fires_table.c.schedule == schedule)
-    return list(conn.execute(query.limit(limit)).all())
+    return [ScheduleFireRow(*row) for row in conn.execute(query.limit(limit))]
 
 
 def is_paused(conn: Connection, schedule: str) -> bool:
@@ -76,13 +79,14 @@ def is_paused(conn: Connection, schedule: str) -> bool:
     return bool(conn.execute(query).scalar())
 
 
-def schedule_states(conn: Connection, schedules: Iterable[str]) -> dict[str, Any]:
+def schedule_states(conn: Connection, schedules: Iterable[str]) -> dict[str, ScheduleStateRow]:
     """The pause rows of these schedules by name (a schedule without a row is running)."""
     names = list(schedules)
     if not names:
         return {}
     query = select(states_table).where(states_table.c.schedule.in_(names))
-    return {row.schedule: row for row in conn.execute(query)}
+    states = (ScheduleStateRow(*row) for row in conn.execute(query))
+    return {state.schedule: state for state in states}
 
 
 def set_paused(

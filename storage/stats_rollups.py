@@ -41,6 +41,7 @@ from sqlalchemy import (
 
 from storage.latency import Latencies, histogram, pack, packed_sum
 from storage.models import FINISHED_RUN_STATUSES, StatsRollup, StatsRollupProgress
+from storage.rows import StatsRollupRow
 from storage.runs import runs_table
 
 rollups_table: Table = StatsRollup.__table__  # type: ignore[assignment]
@@ -65,7 +66,7 @@ class Bucket:
     by_status: dict[str, int] = field(default_factory=dict)
     latencies: Latencies = field(default_factory=Latencies)
 
-    def add_row(self, row: Any) -> None:
+    def add_row(self, row: StatsRollupRow) -> None:
         self.created += int(row.created)
         for status in STATUS_COLUMNS:
             n = int(getattr(row, status))
@@ -241,7 +242,7 @@ def read_progress_row_exists(conn: Connection) -> bool:
     return conn.execute(query).first() is not None
 
 
-def _is(column: Any, value: datetime | None) -> Any:
+def _is(column: ColumnElement[datetime | None], value: datetime | None) -> ColumnElement[bool]:
     return column.is_(None) if value is None else column == value
 
 
@@ -302,7 +303,7 @@ def _replace_days(conn: Connection, since: datetime, until: datetime) -> int:
         rollups_table.c.bucket_start >= since,
         rollups_table.c.bucket_start < until,
     )
-    for row in conn.execute(hours):
+    for row in (StatsRollupRow(*r) for r in conn.execute(hours)):
         days.setdefault((floor_day(row.bucket_start), row.pipeline), Bucket()).add_row(row)
     conn.execute(
         delete(rollups_table).where(

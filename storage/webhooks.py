@@ -4,12 +4,12 @@ and the run it created, so a retry finds the run instead of creating another."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import Connection, Table, select
 
 from storage.claims import insert_unless_taken
 from storage.models import WebhookDelivery
+from storage.rows import WebhookDeliveryRow
 
 deliveries_table: Table = WebhookDelivery.__table__  # type: ignore[assignment]
 
@@ -34,10 +34,13 @@ def claim_delivery(
     return insert_unless_taken(conn, deliveries_table, values, ("pipeline", "idempotency_key"))
 
 
-def find_delivery(conn: Connection, pipeline: str, idempotency_key: str) -> Any:
-    """The delivery row for this key (attribute access), or None."""
+def find_delivery(
+    conn: Connection, pipeline: str, idempotency_key: str
+) -> WebhookDeliveryRow | None:
+    """The delivery row for this key, or None."""
     query = select(deliveries_table).where(
         deliveries_table.c.pipeline == pipeline,
         deliveries_table.c.idempotency_key == idempotency_key,
     )
-    return conn.execute(query).first()
+    row = conn.execute(query).first()
+    return None if row is None else WebhookDeliveryRow(*row)
