@@ -225,6 +225,9 @@ def test_two_replicas_rolling_at_once_roll_the_range_once(postgres_url: str) -> 
                         text("SELECT wait_event_type FROM pg_stat_activity WHERE pid = :pid"),
                         {"pid": outcome.get("pid", -1)},
                     ).scalar()
+                    # pg_stat_activity is a snapshot taken once per transaction: end it so
+                    # the next poll sees replica 2's state as it is now.
+                    watcher.rollback()
                     if waiting == "Lock":
                         break
                     time.sleep(0.005)
