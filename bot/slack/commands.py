@@ -25,14 +25,12 @@ from typing import Any
 
 import structlog
 
+from bot.slack.blocks import MESSAGE_BLOCKS, context, header, section
 from bot.slack.home import (
     busiest_first,
-    context,
     duration,
-    header,
     money,
     pending_blocks,
-    section,
     stats_blocks,
     window_label,
 )
@@ -46,7 +44,6 @@ from storage.models import RunStatus
 
 log = structlog.get_logger()
 
-MESSAGE_BLOCKS = 50
 RUNS_SHOWN = 20
 CALLS_SHOWN = 40
 LINE_LIMIT = 300

@@ -16,8 +16,8 @@ from typing import Any
 import structlog
 from slack_bolt import Respond
 
+from bot.slack.blocks import context, section
 from bot.slack.bot import Bot
-from bot.slack.cards import context, section
 from bot.slack.mrkdwn import code, escape, truncate
 from pipelines import GatehouseError
 from pipelines.authorization import authorize_operator

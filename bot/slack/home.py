@@ -12,15 +12,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from bot.slack.blocks import DIVIDER, TEXT_LIMIT, VIEW_BLOCKS, context, header, section
 from bot.slack.mrkdwn import SLASH_COMMAND, code, escape, mention, mentions, slack_len, truncate
 from pipelines.operations.drift import DriftFigures
 from pipelines.operations.readiness import Readiness
 from pipelines.operations.stats import ALL_PIPELINES, PipelineStats, StatsReport, WindowStats
 from pipelines.views import ApprovalView, TaskView
 
-TEXT_LIMIT = 3000
-HEADER_LIMIT = 150
-VIEW_BLOCKS = 100
 PENDING_SHOWN = 15
 TABLES_SHOWN = 60  # pipelines with a table of their own; the rest are named in one line
 ALERTS_SHOWN = 5
@@ -43,33 +41,6 @@ class AlertNote:
     at: datetime
     text: str
     recovered: bool = False
-
-
-# -- small builders --------------------------------------------------------------------------
-
-
-def mrkdwn(text: str) -> dict[str, Any]:
-    """A mrkdwn text object; `text` must already be escaped. `verbatim` keeps Slack from linking
-    or mentioning plain words on its own."""
-    return {"type": "mrkdwn", "text": truncate(text, TEXT_LIMIT) or " ", "verbatim": True}
-
-
-def section(text: str) -> dict[str, Any]:
-    return {"type": "section", "text": mrkdwn(text)}
-
-
-def context(text: str) -> dict[str, Any]:
-    return {"type": "context", "elements": [mrkdwn(text)]}
-
-
-def header(text: str) -> dict[str, Any]:
-    return {
-        "type": "header",
-        "text": {"type": "plain_text", "text": truncate(text, HEADER_LIMIT), "emoji": True},
-    }
-
-
-DIVIDER: dict[str, Any] = {"type": "divider"}
 
 
 # -- numbers -------------------------------------------------------------------------------------
@@ -234,7 +205,7 @@ def stats_blocks(
     if idle:
         notes.append(f"No runs and nothing waiting: {_names(idle)}")
     if notes:
-        blocks.append({"type": "context", "elements": [mrkdwn(n) for n in notes]})
+        blocks.append(context(*notes))
     return blocks
 
 

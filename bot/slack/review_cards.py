@@ -24,7 +24,7 @@ from datetime import datetime
 from typing import Any
 
 from bot.slack import forms
-from bot.slack.cards import button, context, plain_text, section
+from bot.slack.blocks import actions, button, context, plain_text, section
 from bot.slack.mrkdwn import clock, code, escape, mention, truncate
 from pipelines import Run
 from pipelines.operations.review import FLAG_CATEGORIES, ReviewItemView, ReviewWeekView, zone
@@ -46,6 +46,10 @@ NOTE_LIMIT = 1500
 EXPECTED_LIMIT = 3000
 FLAGS_LISTED = 20
 TOOLS_LISTED = 8
+
+
+def item_block_id(item_id: int) -> str:
+    return f"{ITEM_BLOCK_PREFIX}{item_id}"
 
 
 def _day(value: datetime, timezone: str) -> str:
@@ -173,16 +177,11 @@ def item_blocks(
     if item.verdict:
         blocks.append(context(verdict_line(item)))
     blocks.append(
-        {
-            "type": "actions",
-            "block_id": f"{ITEM_BLOCK_PREFIX}{item.id}",
-            "elements": [
-                button("Looks right", LOOKS_RIGHT_ACTION, str(item.id), style="primary"),
-                button(
-                    "Flag", FLAG_ACTION, f"{item.id}:{item.run_id}:{run.pipeline}", style="danger"
-                ),
-            ],
-        }
+        actions(
+            item_block_id(item.id),
+            button("Looks right", LOOKS_RIGHT_ACTION, str(item.id), style="primary"),
+            button("Flag", FLAG_ACTION, f"{item.id}:{item.run_id}:{run.pipeline}", style="danger"),
+        )
     )
     return blocks
 
