@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from slack_sdk.models.views import View
 
-from bot.slack.home import AlertNote, duration, home_view, money, rate, window_label
+from bot.formatting import duration, money, rate, window_label
+from bot.slack.home import AlertNote, home_view
 from pipelines import ApprovalView, Gatehouse, TaskView
 from pipelines.operations.stats import (
     DAY,

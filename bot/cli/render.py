@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
+from bot.formatting import took, when
 from pipelines import ApprovalView, Pipeline, ReplayReport, Run, TaskView
 from pipelines.views import CallView
 
@@ -27,23 +28,8 @@ def pretty_json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, indent=2, default=str)
 
 
-def when(value: datetime | None) -> str:
-    return "-" if value is None else value.strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
 def clock(value: datetime | None) -> str:
     return "-" if value is None else value.strftime("%H:%M:%S.%f")[:-3]
-
-
-def took(start: datetime | None, end: datetime | None) -> str:
-    if start is None or end is None:
-        return "-"
-    seconds = (end - start).total_seconds()
-    if seconds < 1:
-        return f"{seconds * 1000:.1f} ms"
-    if seconds < 120:
-        return f"{seconds:.2f} s"
-    return f"{seconds / 60:.1f} min"
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:

@@ -25,15 +25,9 @@ from typing import Any
 
 import structlog
 
+from bot.formatting import duration, money, window_label
 from bot.slack.blocks import MESSAGE_BLOCKS, context, header, section
-from bot.slack.home import (
-    busiest_first,
-    duration,
-    money,
-    pending_blocks,
-    stats_blocks,
-    window_label,
-)
+from bot.slack.home import busiest_first, pending_blocks, stats_blocks
 from bot.slack.mrkdwn import SLASH_COMMAND, code, code_block, escape, mention, mentions, truncate
 from pipelines import Gatehouse, GatehouseError, ReplayReport, Run, registered_pipelines
 from pipelines.durations import parse_duration

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from bot.formatting import share
 from bot.slack import forms
 from bot.slack.blocks import actions, button, context, plain_text, section
 from bot.slack.mrkdwn import clock, code, escape, mention, truncate
@@ -55,10 +56,6 @@ def item_block_id(item_id: int) -> str:
 def _day(value: datetime, timezone: str) -> str:
     local = value.astimezone(zone(timezone))
     return f"{local.day} {local:%b %Y}"
-
-
-def _percent(part: int, whole: int) -> str:
-    return f"{round(100 * part / whole)}%" if whole else "-"
 
 
 def progress_line(week: ReviewWeekView) -> str:
@@ -352,14 +349,14 @@ def summary_blocks(
     head = (
         f"*Weekly review summary, week of {_day(week.week_start, timezone)}*\n{done}: "
         f"{week.reviewed}/{week.total} reviewed, *{week.flagged} flagged*"
-        + (f" ({_percent(week.flagged, week.reviewed)} of those reviewed)" if week.reviewed else "")
+        + (f" ({share(week.flagged, week.reviewed)} of those reviewed)" if week.reviewed else "")
     )
     blocks = [section(head)]
     compared = [w for w in earlier if w.reviewed]
     if compared:
         lines = [
             f"• week of {_day(w.week_start, timezone)}: {w.flagged} of {w.reviewed} "
-            f"({_percent(w.flagged, w.reviewed)})"
+            f"({share(w.flagged, w.reviewed)})"
             for w in compared
         ]
         flagged, reviewed = sum(w.flagged for w in compared), sum(w.reviewed for w in compared)
@@ -372,7 +369,7 @@ def summary_blocks(
                 if points > 0
                 else (f"down {-points} points on" if points < 0 else "the same as")
             )
-            trend = f"\nThis week is {trend} the {len(compared)} weeks before ({_percent(flagged, reviewed)})."
+            trend = f"\nThis week is {trend} the {len(compared)} weeks before ({share(flagged, reviewed)})."
         blocks.append(section("*Flag rate in earlier weeks*\n" + "\n".join(lines) + trend))
     else:
         blocks.append(context("No earlier reviews to compare with yet."))
