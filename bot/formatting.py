@@ -102,6 +102,19 @@ def ago(moment: datetime, now: datetime) -> str:
     return duration(max((now - moment).total_seconds(), 0.0))
 
 
+def clock(value: datetime, *, same_day_as: datetime | None = None) -> str:
+    """`14:02 UTC`, with the date when it is not the same day as `same_day_as`."""
+    text = f"{value:%H:%M} UTC"
+    if same_day_as is None or value.date() != same_day_as.date():
+        text += f" on {value:%Y-%m-%d}"
+    return text
+
+
+def time_of_day(value: datetime | None) -> str:
+    """`14:02:03.123`: a moment to the millisecond, for the steps of one run."""
+    return DASH if value is None else value.strftime("%H:%M:%S.%f")[:-3]
+
+
 def when(value: datetime | None) -> str:
     """`2026-11-02 09:30:00 UTC`: a moment in full, as the CLI lists it."""
     return DASH if value is None else value.strftime("%Y-%m-%d %H:%M:%S UTC")

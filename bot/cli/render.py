@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from bot.formatting import took, when
+from bot.formatting import time_of_day, took, when
 from pipelines import ApprovalView, Pipeline, ReplayReport, Run, TaskView
 from pipelines.views import CallView
 
@@ -26,10 +26,6 @@ def compact(value: Any) -> str:
 
 def pretty_json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, indent=2, default=str)
-
-
-def clock(value: datetime | None) -> str:
-    return "-" if value is None else value.strftime("%H:%M:%S.%f")[:-3]
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
@@ -311,7 +307,7 @@ def run_detail(run: Run, history: dict[str, Any]) -> list[str]:
 
 
 def _iso_clock(text: str | None) -> str:
-    return "-" if text is None else clock(datetime.fromisoformat(text))
+    return "-" if text is None else time_of_day(datetime.fromisoformat(text))
 
 
 def audit_line(entry: dict[str, Any]) -> str:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from bot.formatting import clock
 from bot.slack.blocks import (
     FIELDS_SHOWN,
     MODAL_TITLE_LIMIT,
@@ -35,7 +36,6 @@ from bot.slack.blocks import header as header
 from bot.slack.blocks import section as section
 from bot.slack.mrkdwn import (
     SLASH_COMMAND,
-    clock,
     code,
     code_block,
     escape,

@@ -13,6 +13,9 @@ import re
 from datetime import datetime
 from typing import Any
 
+# Re-exported while `bot.slack.alerts` imports it from here; times are `bot.formatting`'s.
+from bot.formatting import clock as clock
+
 ELLIPSIS = "…"
 SLASH_COMMAND = "/gatehouse"
 # Stands in for a backtick inside code, so a value can't end the code span and style the card.
@@ -126,14 +129,6 @@ def mentions(users: list[str], limit: int) -> str:
     if not shown:
         return f"{hidden} people or groups"
     return ", ".join(shown) + (f", and {hidden} more" if hidden else "")
-
-
-def clock(value: datetime, *, same_day_as: datetime | None = None) -> str:
-    """`14:02 UTC`, with the date when it is not the same day as `same_day_as`."""
-    text = f"{value:%H:%M} UTC"
-    if same_day_as is None or value.date() != same_day_as.date():
-        text += f" on {value:%Y-%m-%d}"
-    return text
 
 
 def local_time(value: datetime) -> str:

@@ -23,10 +23,10 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from bot.formatting import share
+from bot.formatting import clock, share, usd
 from bot.slack import forms
 from bot.slack.blocks import actions, button, context, plain_text, section
-from bot.slack.mrkdwn import clock, code, escape, mention, truncate
+from bot.slack.mrkdwn import code, escape, mention, truncate
 from pipelines import Run
 from pipelines.operations.review import FLAG_CATEGORIES, ReviewItemView, ReviewWeekView, zone
 from storage.review import FLAGGED, LOOKS_RIGHT, SUMMARIZED, WeekCounts
@@ -125,7 +125,7 @@ def _cost(run: Run) -> str:
     if not costs:
         return "no model calls"
     known = [c for c in costs if isinstance(c, int | float) and not isinstance(c, bool)]
-    text = f"${sum(known):.4f}" if known else "cost unknown"
+    text = usd(sum(known)) if known else "cost unknown"
     return text + (" (some calls unpriced)" if known and len(known) < len(costs) else "")
 
 
