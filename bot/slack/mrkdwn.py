@@ -2,8 +2,9 @@
 
 Everything a model, a pipeline input or a person wrote goes through `escape` before it reaches a
 mrkdwn text object, so `<!channel>`, `<@U…>` or `<https://evil|click>` show as text and can't
-ping anyone or forge a link. The card builders also set `verbatim: true` on mrkdwn, so Slack does
-not auto-link or auto-mention plain text either; the only `<…>` left are the ones built here.
+ping anyone or forge a link. The toolkit (`bot.slack.blocks`) also sets `verbatim: true` on
+mrkdwn, so Slack does not auto-link or auto-mention plain text either; the only `<…>` left are
+the ones built here.
 """
 
 from __future__ import annotations
