@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from slack_sdk.models.views import View
 
-from bot.slack.home import AlertNote, duration, home_view, money, rate, window_label
+from bot.slack.home import AlertNote, home_view
 from pipelines import ApprovalView, Gatehouse, TaskView
 from pipelines.operations.stats import (
     DAY,
@@ -237,27 +237,3 @@ def test_card_links_are_shown_only_when_they_are_plain_https_urls() -> None:
     for bad in ("javascript:alert(1)", "https://x|<!channel>", "http://plain.example"):
         out = check_view(home_view(stats, [task], card_links={"task_1": bad}))
         assert "open the card" not in out
-
-
-@pytest.mark.parametrize(
-    ("seconds", "text"),
-    [
-        (None, "-"),
-        (0.0004, "0 ms"),
-        (0.25, "250 ms"),
-        (59.94, "59.9 s"),
-        (150, "2.5 min"),
-        (9000, "2.5 h"),
-        (3 * 86400, "3.0 d"),
-    ],
-)
-def test_durations_read_in_the_unit_people_use(seconds: float | None, text: str) -> None:
-    assert duration(seconds) == text
-
-
-def test_rates_money_and_window_labels() -> None:
-    assert (rate(None), rate(0.0), rate(1 / 3)) == ("-", "0.0%", "33.3%")
-    assert (money(None), money(0.0), money(0.00123), money(1.5)) == ("-", "$0", "$0.0012", "$1.50")
-    assert money(0.5, partial=True) == "≥$0.50"
-    labels = [window_label(w) for w in (DAY, WEEK, timedelta(minutes=90), timedelta(seconds=45))]
-    assert labels == ["24 h", "7 d", "90 min", "45 s"]

@@ -16,21 +16,10 @@ import typer
 from bot.cli.options import JsonFlag
 from bot.cli.render import compact, table
 from bot.cli.session import open_gatehouse, print_json, say, settings_for_cli
+from bot.formatting import milliseconds, rate, usd
 from pipelines.evaluation import CaseResult, EvalReport, junit_xml
 
 FAILURES_SHOWN = 20
-
-
-def _percent(rate: float | None) -> str:
-    return "-" if rate is None else f"{rate * 100:.1f}%"
-
-
-def _money(value: float | None) -> str:
-    return "-" if value is None else f"${value:.4f}"
-
-
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f} ms"
 
 
 def confusion_lines(name: str, matrix: dict[str, Any]) -> list[str]:
@@ -73,12 +62,13 @@ def report_lines(report: EvalReport) -> list[str]:
         lines.append(f"  ({s['skipped']} case(s) of other pipelines left out)")
     failed = s["failed"] + s["errors"]
     lines += [
-        f"  passed  {s['passed']:>5}  {_percent(s['pass_rate'])}",
-        f"  failed  {failed:>5}  {_percent(s['failure_rate'])}"
+        f"  passed  {s['passed']:>5}  {rate(s['pass_rate'])}",
+        f"  failed  {failed:>5}  {rate(s['failure_rate'])}"
         + (f"  ({s['errors']} error(s))" if s["errors"] else ""),
-        f"  human   {s['human']:>5}  {_percent(s['human_rate'])}",
-        f"  cost    {_money(s['cost_usd'])} in all, {_money(s['cost_per_case_usd'])} a case",
-        f"  latency p50 {_ms(s['latency_ms']['p50'])}, p95 {_ms(s['latency_ms']['p95'])} a case; "
+        f"  human   {s['human']:>5}  {rate(s['human_rate'])}",
+        f"  cost    {usd(s['cost_usd'])} in all, {usd(s['cost_per_case_usd'])} a case",
+        f"  latency p50 {milliseconds(s['latency_ms']['p50'])}, "
+        f"p95 {milliseconds(s['latency_ms']['p95'])} a case; "
         f"{s['wall_seconds']:.2f} s in all",
     ]
     for name, matrix in s["confusion"].items():
@@ -93,8 +83,8 @@ def report_lines(report: EvalReport) -> list[str]:
     if report.min_pass is not None:
         verdict = "passed" if report.gate_passed else "FAILED"
         lines.append(
-            f"gate: pass rate {_percent(report.pass_rate)} against --min-pass "
-            f"{_percent(report.min_pass)}: {verdict}"
+            f"gate: pass rate {rate(report.pass_rate)} against --min-pass "
+            f"{rate(report.min_pass)}: {verdict}"
         )
     return lines
 
@@ -170,10 +160,10 @@ def evals_command(
             e.started_at.strftime("%Y-%m-%d %H:%M"),
             e.status,
             str(e.cases),
-            _percent(e.pass_rate),
+            rate(e.pass_rate),
             str(e.failed),
             str(e.human),
-            _money(e.cost_usd),
+            usd(e.cost_usd),
             e.model or "-",
             Path(e.dataset).name,
         ]

@@ -38,6 +38,7 @@ from bot.cli.session import (
     say,
     settings_for_cli,
 )
+from bot.formatting import took
 from pipelines import Gatehouse, Run, Worker, discover
 from pipelines.inspect import run_history
 from pipelines.pipeline import CATALOG
@@ -385,7 +386,7 @@ def undo(
         return
     typer.echo(
         f"↶ undid call {call_id} ({reversal.name}): reversal call {reversal.id} "
-        f"{reversal.status} in {cli_render.took(reversal.started_at, reversal.finished_at)}"
+        f"{reversal.status} in {took(reversal.started_at, reversal.finished_at)}"
     )
 
 

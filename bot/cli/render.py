@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
+from bot.formatting import time_of_day, took, when
 from pipelines import ApprovalView, Pipeline, ReplayReport, Run, TaskView
 from pipelines.views import CallView
 
@@ -25,25 +26,6 @@ def compact(value: Any) -> str:
 
 def pretty_json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, indent=2, default=str)
-
-
-def when(value: datetime | None) -> str:
-    return "-" if value is None else value.strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def clock(value: datetime | None) -> str:
-    return "-" if value is None else value.strftime("%H:%M:%S.%f")[:-3]
-
-
-def took(start: datetime | None, end: datetime | None) -> str:
-    if start is None or end is None:
-        return "-"
-    seconds = (end - start).total_seconds()
-    if seconds < 1:
-        return f"{seconds * 1000:.1f} ms"
-    if seconds < 120:
-        return f"{seconds:.2f} s"
-    return f"{seconds / 60:.1f} min"
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
@@ -325,7 +307,7 @@ def run_detail(run: Run, history: dict[str, Any]) -> list[str]:
 
 
 def _iso_clock(text: str | None) -> str:
-    return "-" if text is None else clock(datetime.fromisoformat(text))
+    return "-" if text is None else time_of_day(datetime.fromisoformat(text))
 
 
 def audit_line(entry: dict[str, Any]) -> str:

@@ -18,7 +18,7 @@ import typer
 
 from bot.cli.options import JsonFlag
 from bot.cli.session import CliError, open_gatehouse, print_json, say, settings_for_cli
-from bot.slack.home import duration, money, rate, window_label
+from bot.formatting import duration, money, rate, window_label
 from pipelines.durations import parse_duration
 from pipelines.operations.drift import DriftFigures
 from pipelines.operations.stats import StatsReport, WindowStats

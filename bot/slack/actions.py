@@ -123,24 +123,23 @@ def open_answer_modal(bot: Bot, trigger_id: str, task_id: str, user: str) -> Non
 
 
 def register(app: App, bot: Bot) -> None:
-    @app.action("approval.approve")
+    @app.action(cards.APPROVE_ACTION)
     def approve_clicked(ack: Ack, body: dict[str, Any], action: dict[str, Any]) -> None:
         ack()
         bot.submit(decide_and_resume, bot, body, str(action["value"]), approve=True)
 
-    @app.action("approval.reject")
+    @app.action(cards.REJECT_ACTION)
     def reject_clicked(ack: Ack, body: dict[str, Any], action: dict[str, Any]) -> None:
         ack()
         bot.submit_ui(open_reject_modal, bot, str(body["trigger_id"]), str(action["value"]))
 
-    @app.view("approval.reject_reason")
+    @app.view(cards.REJECT_CALLBACK)
     def reject_reason_submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
-        values = view["state"]["values"]
-        reason = (values.get("reason", {}).get("reason", {}).get("value") or "").strip()
+        reason = cards.reject_reason(view["state"]["values"])
         if not reason:
             ack(
                 response_action="errors",
-                errors={"reason": "Say why, so the team can learn from it."},
+                errors={cards.REASON_BLOCK: "Say why, so the team can learn from it."},
             )
             return
         ack()
@@ -153,14 +152,14 @@ def register(app: App, bot: Bot) -> None:
             reason=reason,
         )
 
-    @app.action("task.answer")
+    @app.action(cards.ANSWER_ACTION)
     def answer_clicked(ack: Ack, body: dict[str, Any], action: dict[str, Any]) -> None:
         ack()
         bot.submit_ui(
             open_answer_modal, bot, str(body["trigger_id"]), str(action["value"]), _user(body)
         )
 
-    @app.view("task.answer")
+    @app.view(forms.ANSWER_CALLBACK)
     def answer_submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
         task_id = str(view["private_metadata"])
         with bot.gatehouse.db.transaction() as conn:

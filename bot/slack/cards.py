@@ -20,9 +20,22 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from bot.formatting import clock
+from bot.slack.blocks import (
+    FIELDS_SHOWN,
+    MODAL_TITLE_LIMIT,
+    actions,
+    button,
+    field_sections,
+    plain_text,
+)
+
+# Re-exported while `bot.slack.alerts` imports them from here; the toolkit is `bot.slack.blocks`.
+from bot.slack.blocks import context as context
+from bot.slack.blocks import header as header
+from bot.slack.blocks import section as section
 from bot.slack.mrkdwn import (
     SLASH_COMMAND,
-    clock,
     code,
     code_block,
     escape,
@@ -31,7 +44,6 @@ from bot.slack.mrkdwn import (
     local_time,
     mention,
     mentions,
-    slack_len,
     truncate,
 )
 from pipelines.validator import is_validator_call
@@ -46,20 +58,7 @@ ANSWER_ACTION = "task.answer"
 APPROVAL_BLOCK_PREFIX = "approval."
 TASK_BLOCK_PREFIX = "task."
 
-# Slack's limits (https://docs.slack.dev/reference/block-kit/).
-TEXT_LIMIT = 3000
-FIELD_LIMIT = 2000
-FIELDS_PER_SECTION = 10
-HEADER_LIMIT = 150
-BUTTON_LABEL_LIMIT = 75
-BUTTON_VALUE_LIMIT = 2000
-CONTEXT_ELEMENTS = 10
-MODAL_TITLE_LIMIT = 24
-
-# Our own, tighter, for a card that reads well on a phone.
-ARG_FIELDS_SHOWN = 20
-ARG_KEY_LIMIT = 100
-ARG_VALUE_LIMIT = 300
+# Our own, tighter than Slack's, for a card that reads well on a phone.
 LLM_CALLS_SHOWN = 3
 LLM_OUTPUT_LIMIT = 600
 INPUT_LIMIT = 500
@@ -93,74 +92,6 @@ class ApprovalContext:
     rate_limit: str | None = None
     tool_description: str = ""
     command: str = SLASH_COMMAND
-
-
-# -- small builders --------------------------------------------------------------------------
-
-
-def mrkdwn_text(text: str, limit: int = TEXT_LIMIT) -> dict[str, Any]:
-    """A mrkdwn text object; `text` must already be escaped. `verbatim` stops Slack from turning
-    plain words into links or mentions on its own."""
-    return {"type": "mrkdwn", "text": truncate(text, limit) or " ", "verbatim": True}
-
-
-def plain_text(text: str, limit: int = TEXT_LIMIT) -> dict[str, Any]:
-    """A plain_text object (Slack does not parse mentions or links in it: no escaping needed)."""
-    return {"type": "plain_text", "text": truncate(text.strip() or "-", limit), "emoji": True}
-
-
-def section(text: str) -> dict[str, Any]:
-    return {"type": "section", "text": mrkdwn_text(text)}
-
-
-def context(*texts: str) -> dict[str, Any]:
-    return {
-        "type": "context",
-        "elements": [mrkdwn_text(t) for t in texts if t][:CONTEXT_ELEMENTS],
-    }
-
-
-def header(text: str) -> dict[str, Any]:
-    return {"type": "header", "text": plain_text(text, HEADER_LIMIT)}
-
-
-def button(
-    label: str, action_id: str, value: str, *, style: str | None = None, **extra: Any
-) -> dict[str, Any]:
-    element: dict[str, Any] = {
-        "type": "button",
-        "action_id": action_id,
-        "text": plain_text(label, BUTTON_LABEL_LIMIT),
-        "value": value[:BUTTON_VALUE_LIMIT],
-    }
-    if style:
-        element["style"] = style
-    element.update(extra)
-    return element
-
-
-def field_sections(
-    values: Mapping[str, Any], *, title: str | None = None, max_fields: int = ARG_FIELDS_SHOWN
-) -> tuple[list[dict[str, Any]], bool]:
-    """Key/value pairs as section fields, ten to a section, the first one under `title` (mrkdwn);
-    True when something was cut short or left out."""
-    shortened = len(values) > max_fields
-    fields: list[dict[str, Any]] = []
-    for key, value in list(values.items())[:max_fields]:
-        rendered = escape(fmt_value(value))
-        shortened = shortened or slack_len(rendered) > ARG_VALUE_LIMIT - 2
-        name = truncate(escape(str(key)), ARG_KEY_LIMIT)
-        fields.append(mrkdwn_text(f"*{name}*\n{code(value, ARG_VALUE_LIMIT)}", FIELD_LIMIT))
-    blocks: list[dict[str, Any]] = []
-    for start in range(0, len(fields), FIELDS_PER_SECTION):
-        block: dict[str, Any] = {"type": "section"}
-        if title and start == 0:
-            block["text"] = mrkdwn_text(title)
-        block["fields"] = fields[start : start + FIELDS_PER_SECTION]
-        blocks.append(block)
-    if title and not blocks:
-        blocks.append(section(title))
-    return blocks, shortened
 
 
 def _utc(value: datetime) -> datetime:
@@ -244,9 +175,9 @@ def _approval_summary(approval: ApprovalView, ctx: ApprovalContext) -> list[dict
         expires = approval.expires_at
         notes.append(f"Expires {local_time(_utc(expires))}" if expires else "Does not expire")
     notes.append(f"Approval `{escape(truncate(approval.id, 100))}`")
-    hidden = len(args) - ARG_FIELDS_SHOWN if isinstance(args, Mapping) else 0
+    hidden = len(args) - FIELDS_SHOWN if isinstance(args, Mapping) else 0
     if hidden > 0:
-        notes.append(f"Showing {ARG_FIELDS_SHOWN} of {len(args)} arguments; {hint}")
+        notes.append(f"Showing {FIELDS_SHOWN} of {len(args)} arguments; {hint}")
     elif shortened:
         notes.append(f"Some arguments are shortened; {hint}")
     blocks.append(context(*notes))
@@ -340,15 +271,12 @@ def approval_card(approval: ApprovalView, ctx: ApprovalContext) -> list[dict[str
     """The card posted when a gated call waits: what, why, who may decide, until when, and the
     Approve (with a confirm dialog for `spend`) and Reject buttons."""
     approve_extra = {"confirm": _approve_confirm(approval)} if approval.tool_kind == "spend" else {}
-    actions = {
-        "type": "actions",
-        "block_id": approval_block_id(approval.id),
-        "elements": [
-            button("Approve", APPROVE_ACTION, approval.id, style="primary", **approve_extra),
-            button("Reject", REJECT_ACTION, approval.id, style="danger"),
-        ],
-    }
-    return [*_approval_summary(approval, ctx), actions]
+    buttons = actions(
+        approval_block_id(approval.id),
+        button("Approve", APPROVE_ACTION, approval.id, style="primary", **approve_extra),
+        button("Reject", REJECT_ACTION, approval.id, style="danger"),
+    )
+    return [*_approval_summary(approval, ctx), buttons]
 
 
 def decision_line(approval: ApprovalView) -> str:
@@ -495,12 +423,10 @@ def _task_summary(task: TaskView, command: str) -> list[dict[str, Any]]:
 def task_card(task: TaskView, *, command: str = SLASH_COMMAND) -> list[dict[str, Any]]:
     """A human task: the question, the input and the model's attempt when there was one, and the
     Answer button that opens `bot.slack.forms.answer_modal`."""
-    actions = {
-        "type": "actions",
-        "block_id": task_block_id(task.id),
-        "elements": [button("Answer", ANSWER_ACTION, task.id, style="primary")],
-    }
-    return [*_task_summary(task, command), actions]
+    buttons = actions(
+        task_block_id(task.id), button("Answer", ANSWER_ACTION, task.id, style="primary")
+    )
+    return [*_task_summary(task, command), buttons]
 
 
 def task_answered_card(task: TaskView, *, command: str = SLASH_COMMAND) -> list[dict[str, Any]]:

@@ -25,28 +25,20 @@ from typing import Any
 
 import structlog
 
-from bot.slack.home import (
-    busiest_first,
-    context,
-    duration,
-    header,
-    money,
-    pending_blocks,
-    section,
-    stats_blocks,
-    window_label,
-)
+from bot.formatting import duration, money, window_label
+from bot.slack.blocks import MESSAGE_BLOCKS, context, header, section
+from bot.slack.home import busiest_first, pending_blocks, stats_blocks
 from bot.slack.mrkdwn import SLASH_COMMAND, code, code_block, escape, mention, mentions, truncate
-from pipelines import Gatehouse, GatehouseError, ReplayReport, Run, registered_pipelines
+from pipelines import Gatehouse, GatehouseError, Run, registered_pipelines
 from pipelines.durations import parse_duration
 from pipelines.errors import NotAuthorized
 from pipelines.operations.stats import DEFAULT_WINDOWS, pipeline_stats
+from pipelines.replay import ReplayLine
 from pipelines.views import ApprovalView, CallView, TaskView
 from storage.models import RunStatus
 
 log = structlog.get_logger()
 
-MESSAGE_BLOCKS = 50
 RUNS_SHOWN = 20
 CALLS_SHOWN = 40
 LINE_LIMIT = 300
@@ -599,17 +591,16 @@ def run_outcome_reply(inv: Invocation, run: Run) -> CommandReply:
 # -- replay, undo ----------------------------------------------------------------------------
 
 
-def replay_lines(report: ReplayReport) -> list[str]:
-    lines = []
-    for line in report.lines:
-        # A call it would make is shown once, in full, under the lines.
-        shown = line.detail is not None and line.outcome != "would call"
-        detail = f" {code(line.detail, 160)}" if shown else ""
-        lines.append(
-            f"`{line.position}` {escape(line.kind)} `{escape(line.key)}` "
-            f"*{escape(line.outcome)}*{detail}"
-        )
-    return lines
+def replay_line(line: ReplayLine) -> str:
+    """One recorded call as the replay met it (mrkdwn), like `call_line` for a run's calls; the
+    terminal's whole report is `bot.cli.render.replay_lines`."""
+    # A call it would make is shown once, in full, under the lines.
+    shown = line.detail is not None and line.outcome != "would call"
+    detail = f" {code(line.detail, 160)}" if shown else ""
+    return (
+        f"`{line.position}` {escape(line.kind)} `{escape(line.key)}` "
+        f"*{escape(line.outcome)}*{detail}"
+    )
 
 
 def _replay(inv: Invocation, rest: str) -> CommandReply:
@@ -620,7 +611,7 @@ def _replay(inv: Invocation, rest: str) -> CommandReply:
             f"*Replay of `{escape(report.run_id)}`* ({escape(report.pipeline)}) with today's "
             f"code, no side effects · recorded: {status_text(report.recorded_status)}"
         ),
-        *_line_sections(replay_lines(report)[:CALLS_SHOWN]),
+        *_line_sections([replay_line(line) for line in report.lines[:CALLS_SHOWN]]),
     ]
     for call in report.would_call:
         blocks.append(

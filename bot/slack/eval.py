@@ -16,8 +16,9 @@ from typing import Any
 import structlog
 from slack_bolt import Respond
 
+from bot.formatting import rate, usd
+from bot.slack.blocks import context, section
 from bot.slack.bot import Bot
-from bot.slack.cards import context, section
 from bot.slack.mrkdwn import code, escape, truncate
 from pipelines import GatehouseError
 from pipelines.authorization import authorize_operator
@@ -62,10 +63,6 @@ def plan(bot: Bot, user: str, rest: str) -> tuple[str, Dataset]:
     return name, load_dataset(dataset_path(name, bot.settings.eval_datasets_dir), pipeline=name)
 
 
-def _percent(rate: float | None) -> str:
-    return "-" if rate is None else f"{rate * 100:.1f}%"
-
-
 def summary_blocks(report: EvalReport, user: str) -> tuple[list[dict[str, Any]], str]:
     """The message posted in the channel (pure): the rates, cost and latency, the enum fields'
     confusion, and the first failing cases with their diffs."""
@@ -73,11 +70,11 @@ def summary_blocks(report: EvalReport, user: str) -> tuple[list[dict[str, Any]],
     icon = ":white_check_mark:" if s["failure_rate"] in (0, None) else ":warning:"
     title = (
         f"{icon} *Eval of {escape(report.pipeline)}* asked by <@{escape(user)}>: "
-        f"{s['passed']}/{s['cases']} passed ({_percent(s['pass_rate'])}), "
-        f"{s['failed'] + s['errors']} failed ({_percent(s['failure_rate'])}), "
-        f"{s['human']} need a human ({_percent(s['human_rate'])})"
+        f"{s['passed']}/{s['cases']} passed ({rate(s['pass_rate'])}), "
+        f"{s['failed'] + s['errors']} failed ({rate(s['failure_rate'])}), "
+        f"{s['human']} need a human ({rate(s['human_rate'])})"
     )
-    cost = "-" if s["cost_usd"] is None else f"${s['cost_usd']:.4f}"
+    cost = usd(s["cost_usd"])
     p50 = s["latency_ms"]["p50"]
     facts = (
         f"model `{escape(report.model or 'none: LLM steps take the human exit')}` · test set "
@@ -107,9 +104,7 @@ def summary_blocks(report: EvalReport, user: str) -> tuple[list[dict[str, Any]],
     more = len(report.failures) - FAILURES_POSTED
     if more > 0:
         blocks.append(context(f"…and {more} more failing case(s): `gatehouse evals`"))
-    text = (
-        f"Eval of {report.pipeline}: {s['passed']}/{s['cases']} passed ({_percent(s['pass_rate'])})"
-    )
+    text = f"Eval of {report.pipeline}: {s['passed']}/{s['cases']} passed ({rate(s['pass_rate'])})"
     return blocks, escape(text)
 
 

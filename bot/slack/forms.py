@@ -35,7 +35,8 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from bot.slack.cards import llm_exit, mrkdwn_text, plain_text, section
+from bot.slack.blocks import MODAL_TITLE_LIMIT, VIEW_BLOCKS, context, plain_text, section
+from bot.slack.cards import llm_exit
 from bot.slack.mrkdwn import escape, fmt_value, truncate
 from pipelines.sensitive import MASK
 
@@ -43,8 +44,7 @@ ANSWER_CALLBACK = "task.answer"
 # One JSON input for the whole answer; a leading underscore can't be a pydantic field name.
 JSON_BLOCK = "_answer"
 
-MODAL_BLOCKS = 100
-MODAL_TITLE_LIMIT = 24
+MODAL_BLOCKS = VIEW_BLOCKS
 LEADING_BLOCKS = 2  # the question and the note about the prefilled suggestion
 MAX_FIELDS = MODAL_BLOCKS - LEADING_BLOCKS
 SELECT_OPTIONS = 100
@@ -398,14 +398,7 @@ def answer_modal(task: Any) -> dict[str, Any]:
     ]
     fields = form_fields(task.output_schema)
     if suggestion is not None:
-        blocks.append(
-            {
-                "type": "context",
-                "elements": [
-                    mrkdwn_text("The model's suggestion is filled in: check it before you submit.")
-                ],
-            }
-        )
+        blocks.append(context("The model's suggestion is filled in: check it before you submit."))
     if fields is None:
         blocks.append(_json_block(suggestion))
     else:

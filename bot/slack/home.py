@@ -9,22 +9,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
+from bot.formatting import DASH, ago, count, duration, money, rate, window_label
+from bot.slack.blocks import DIVIDER, TEXT_LIMIT, VIEW_BLOCKS, context, header, section
 from bot.slack.mrkdwn import SLASH_COMMAND, code, escape, mention, mentions, slack_len, truncate
 from pipelines.operations.drift import DriftFigures
 from pipelines.operations.readiness import Readiness
 from pipelines.operations.stats import ALL_PIPELINES, PipelineStats, StatsReport, WindowStats
 from pipelines.views import ApprovalView, TaskView
 
-TEXT_LIMIT = 3000
-HEADER_LIMIT = 150
-VIEW_BLOCKS = 100
 PENDING_SHOWN = 15
 TABLES_SHOWN = 60  # pipelines with a table of their own; the rest are named in one line
 ALERTS_SHOWN = 5
-DASH = "-"
 
 DEFINITIONS = (
     "runs: created in the window · err: failed or needs_attention, of the runs that finished in "
@@ -43,78 +41,6 @@ class AlertNote:
     at: datetime
     text: str
     recovered: bool = False
-
-
-# -- small builders --------------------------------------------------------------------------
-
-
-def mrkdwn(text: str) -> dict[str, Any]:
-    """A mrkdwn text object; `text` must already be escaped. `verbatim` keeps Slack from linking
-    or mentioning plain words on its own."""
-    return {"type": "mrkdwn", "text": truncate(text, TEXT_LIMIT) or " ", "verbatim": True}
-
-
-def section(text: str) -> dict[str, Any]:
-    return {"type": "section", "text": mrkdwn(text)}
-
-
-def context(text: str) -> dict[str, Any]:
-    return {"type": "context", "elements": [mrkdwn(text)]}
-
-
-def header(text: str) -> dict[str, Any]:
-    return {
-        "type": "header",
-        "text": {"type": "plain_text", "text": truncate(text, HEADER_LIMIT), "emoji": True},
-    }
-
-
-DIVIDER: dict[str, Any] = {"type": "divider"}
-
-
-# -- numbers -------------------------------------------------------------------------------------
-
-
-def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return DASH
-    if seconds < 1:
-        return f"{seconds * 1000:.0f} ms"
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    if seconds < 2 * 3600:
-        return f"{seconds / 60:.1f} min"
-    if seconds < 2 * 86400:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} d"
-
-
-def rate(value: float | None) -> str:
-    return DASH if value is None else f"{value * 100:.1f}%"
-
-
-def money(value: float | None, *, partial: bool = False) -> str:
-    if value is None:
-        return DASH
-    text = "$0" if value == 0 else f"${value:.4f}" if value < 0.01 else f"${value:.2f}"
-    return ("≥" if partial else "") + text
-
-
-def window_label(length: timedelta) -> str:
-    """`24 h`, `7 d`, `90 min`: the unit people say for such a window."""
-    seconds = int(length.total_seconds())
-    if seconds >= 2 * 86400 and seconds % 86400 == 0:
-        return f"{seconds // 86400} d"
-    if seconds >= 3600 and seconds % 3600 == 0:
-        return f"{seconds // 3600} h"
-    if seconds >= 60 and seconds % 60 == 0:
-        return f"{seconds // 60} min"
-    return f"{seconds} s"
-
-
-def ago(moment: datetime, now: datetime) -> str:
-    """`5 min`, `3.0 h`: how long before `now` (never negative)."""
-    return duration(max((now - moment).total_seconds(), 0.0))
 
 
 # -- the stats table -------------------------------------------------------------------------
@@ -140,15 +66,6 @@ def _people_row(w: WindowStats) -> list[str]:
         duration(w.median_decision_seconds),
         rate(w.human_task_rate),
     ]
-
-
-def count(n: int) -> str:
-    """`950`, `12.3k`, `4.5M`: a count in a few characters."""
-    if n < 1000:
-        return str(n)
-    if n < 1_000_000:
-        return f"{n / 1000:.1f}k"
-    return f"{n / 1_000_000:.1f}M"
 
 
 def _aligned(rows: Sequence[Sequence[str]]) -> list[str]:
@@ -234,7 +151,7 @@ def stats_blocks(
     if idle:
         notes.append(f"No runs and nothing waiting: {_names(idle)}")
     if notes:
-        blocks.append({"type": "context", "elements": [mrkdwn(n) for n in notes]})
+        blocks.append(context(*notes))
     return blocks
 
 

@@ -2,8 +2,9 @@
 
 Everything a model, a pipeline input or a person wrote goes through `escape` before it reaches a
 mrkdwn text object, so `<!channel>`, `<@U…>` or `<https://evil|click>` show as text and can't
-ping anyone or forge a link. The card builders also set `verbatim: true` on mrkdwn, so Slack does
-not auto-link or auto-mention plain text either; the only `<…>` left are the ones built here.
+ping anyone or forge a link. The toolkit (`bot.slack.blocks`) also sets `verbatim: true` on
+mrkdwn, so Slack does not auto-link or auto-mention plain text either; the only `<…>` left are
+the ones built here.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ import json
 import re
 from datetime import datetime
 from typing import Any
+
+# Re-exported while `bot.slack.alerts` imports it from here; times are `bot.formatting`'s.
+from bot.formatting import clock as clock
 
 ELLIPSIS = "…"
 SLASH_COMMAND = "/gatehouse"
@@ -126,14 +130,6 @@ def mentions(users: list[str], limit: int) -> str:
     if not shown:
         return f"{hidden} people or groups"
     return ", ".join(shown) + (f", and {hidden} more" if hidden else "")
-
-
-def clock(value: datetime, *, same_day_as: datetime | None = None) -> str:
-    """`14:02 UTC`, with the date when it is not the same day as `same_day_as`."""
-    text = f"{value:%H:%M} UTC"
-    if same_day_as is None or value.date() != same_day_as.date():
-        text += f" on {value:%Y-%m-%d}"
-    return text
 
 
 def local_time(value: datetime) -> str:

@@ -23,9 +23,10 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from bot.formatting import clock, share, usd
 from bot.slack import forms
-from bot.slack.cards import button, context, plain_text, section
-from bot.slack.mrkdwn import clock, code, escape, mention, truncate
+from bot.slack.blocks import actions, button, context, plain_text, section
+from bot.slack.mrkdwn import code, escape, mention, truncate
 from pipelines import Run
 from pipelines.operations.review import FLAG_CATEGORIES, ReviewItemView, ReviewWeekView, zone
 from storage.review import FLAGGED, LOOKS_RIGHT, SUMMARIZED, WeekCounts
@@ -48,13 +49,13 @@ FLAGS_LISTED = 20
 TOOLS_LISTED = 8
 
 
+def item_block_id(item_id: int) -> str:
+    return f"{ITEM_BLOCK_PREFIX}{item_id}"
+
+
 def _day(value: datetime, timezone: str) -> str:
     local = value.astimezone(zone(timezone))
     return f"{local.day} {local:%b %Y}"
-
-
-def _percent(part: int, whole: int) -> str:
-    return f"{round(100 * part / whole)}%" if whole else "-"
 
 
 def progress_line(week: ReviewWeekView) -> str:
@@ -124,7 +125,7 @@ def _cost(run: Run) -> str:
     if not costs:
         return "no model calls"
     known = [c for c in costs if isinstance(c, int | float) and not isinstance(c, bool)]
-    text = f"${sum(known):.4f}" if known else "cost unknown"
+    text = usd(sum(known)) if known else "cost unknown"
     return text + (" (some calls unpriced)" if known and len(known) < len(costs) else "")
 
 
@@ -173,16 +174,11 @@ def item_blocks(
     if item.verdict:
         blocks.append(context(verdict_line(item)))
     blocks.append(
-        {
-            "type": "actions",
-            "block_id": f"{ITEM_BLOCK_PREFIX}{item.id}",
-            "elements": [
-                button("Looks right", LOOKS_RIGHT_ACTION, str(item.id), style="primary"),
-                button(
-                    "Flag", FLAG_ACTION, f"{item.id}:{item.run_id}:{run.pipeline}", style="danger"
-                ),
-            ],
-        }
+        actions(
+            item_block_id(item.id),
+            button("Looks right", LOOKS_RIGHT_ACTION, str(item.id), style="primary"),
+            button("Flag", FLAG_ACTION, f"{item.id}:{item.run_id}:{run.pipeline}", style="danger"),
+        )
     )
     return blocks
 
@@ -353,14 +349,14 @@ def summary_blocks(
     head = (
         f"*Weekly review summary, week of {_day(week.week_start, timezone)}*\n{done}: "
         f"{week.reviewed}/{week.total} reviewed, *{week.flagged} flagged*"
-        + (f" ({_percent(week.flagged, week.reviewed)} of those reviewed)" if week.reviewed else "")
+        + (f" ({share(week.flagged, week.reviewed)} of those reviewed)" if week.reviewed else "")
     )
     blocks = [section(head)]
     compared = [w for w in earlier if w.reviewed]
     if compared:
         lines = [
             f"• week of {_day(w.week_start, timezone)}: {w.flagged} of {w.reviewed} "
-            f"({_percent(w.flagged, w.reviewed)})"
+            f"({share(w.flagged, w.reviewed)})"
             for w in compared
         ]
         flagged, reviewed = sum(w.flagged for w in compared), sum(w.reviewed for w in compared)
@@ -373,7 +369,7 @@ def summary_blocks(
                 if points > 0
                 else (f"down {-points} points on" if points < 0 else "the same as")
             )
-            trend = f"\nThis week is {trend} the {len(compared)} weeks before ({_percent(flagged, reviewed)})."
+            trend = f"\nThis week is {trend} the {len(compared)} weeks before ({share(flagged, reviewed)})."
         blocks.append(section("*Flag rate in earlier weeks*\n" + "\n".join(lines) + trend))
     else:
         blocks.append(context("No earlier reviews to compare with yet."))
