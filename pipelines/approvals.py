@@ -22,10 +22,8 @@ from pipelines.errors import (
     UnknownApproval,
 )
 from pipelines.runtime import Runtime
-from pipelines.tools import Tool
 from pipelines.views import ApprovalView
 from storage import approvals as approval_rows
-from storage import calls as call_rows
 from storage import runs as run_rows
 from storage.audit import append_audit
 from storage.models import ApprovalStatus, RunStatus
@@ -178,13 +176,3 @@ def _record_decision(
         detail=f"approval {approval.id} {status}",
         wake_at=None,
     )
-
-
-def rate_limit_headroom(rt: Runtime, tool: Tool) -> str | None:
-    """ "20/hour, 3 used" for an approval card; None for a tool without a rate limit."""
-    if tool.rate_limit is None:
-        return None
-    since = rt.clock.now() - tool.rate_limit.period
-    with rt.db.transaction() as conn:
-        used = call_rows.count_tool_starts(conn, tool.name, since)
-    return f"{tool.rate_limit_text}, {used} used in the window"
