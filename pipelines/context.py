@@ -20,7 +20,7 @@ from typing import Any, TypeVar, cast
 import structlog
 from pydantic import BaseModel, TypeAdapter
 from pydantic_core import PydanticSerializationError, to_jsonable_python
-from sqlalchemy import Connection, Row
+from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
 from pipelines import sensitive
@@ -45,6 +45,7 @@ from storage import approvals as approval_rows
 from storage import calls as call_rows
 from storage import runs as run_rows
 from storage.audit import append_audit
+from storage.calls import CallRecord
 from storage.db import Database
 from storage.fastsql import driver_transaction
 from storage.ids import new_id
@@ -122,7 +123,7 @@ class Context:
         run_id: str,
         pipeline: str,
         trigger_user: str | None,
-        recorded: list[Row[Any]],
+        recorded: list[CallRecord],
         conn: Connection | None = None,
     ) -> None:
         self.run_id = run_id
@@ -144,7 +145,7 @@ class Context:
     def recorded_count(self) -> int:
         return len(self._recorded)
 
-    def _next(self, kind: CallKind, name: str) -> tuple[int, str, Row[Any] | None]:
+    def _next(self, kind: CallKind, name: str) -> tuple[int, str, CallRecord | None]:
         seq = self._seq
         self._seq += 1
         count = self._name_counts.get(name, 0) + 1
@@ -155,7 +156,9 @@ class Context:
             self._diverged(seq, kind, key, recorded)
         return seq, key, recorded
 
-    def _diverged(self, seq: int, kind: CallKind, key: str, recorded: Row[Any]) -> typing.NoReturn:
+    def _diverged(
+        self, seq: int, kind: CallKind, key: str, recorded: CallRecord
+    ) -> typing.NoReturn:
         """Today's code makes a different call than the record at this position."""
         raise PipelineChanged(
             f"pipeline changed under a running run: call {seq + 1} of run {self.run_id} was "
@@ -252,19 +255,21 @@ class Context:
             with self._fast_transaction() as conn:
                 call_rows.insert_call(
                     conn,
-                    call_id=new_id("call"),
-                    run_id=self.run_id,
-                    seq=seq,
-                    key=key,
-                    kind=kind,
-                    name=name,
-                    status=status,
-                    input=call_input,
-                    output=output,
-                    error=error,
-                    started_at=started_at,
-                    finished_at=self._rt.clock.now(),
-                    meta=meta,
+                    CallRecord(
+                        id=new_id("call"),
+                        run_id=self.run_id,
+                        seq=seq,
+                        key=key,
+                        kind=kind,
+                        name=name,
+                        status=status,
+                        input=call_input,
+                        output=output,
+                        error=error,
+                        started_at=started_at,
+                        finished_at=self._rt.clock.now(),
+                        meta=meta,
+                    ),
                 )
         except IntegrityError as exc:  # another worker recorded this position: it owns the run
             raise LostClaim(self.run_id) from exc
@@ -339,16 +344,18 @@ class Context:
         with self._transaction() as conn:
             call_rows.insert_call(
                 conn,
-                call_id=call_id,
-                run_id=self.run_id,
-                seq=seq,
-                key=key,
-                kind=CallKind.TOOL,
-                name=tool.name,
-                status=CallStatus.AWAITING_APPROVAL,
-                input=args_json,
-                idempotency_key=idempotency_key,
-                started_at=now,
+                CallRecord(
+                    id=call_id,
+                    run_id=self.run_id,
+                    seq=seq,
+                    key=key,
+                    kind=CallKind.TOOL,
+                    name=tool.name,
+                    status=CallStatus.AWAITING_APPROVAL,
+                    input=args_json,
+                    idempotency_key=idempotency_key,
+                    started_at=now,
+                ),
             )
             values = {
                 "id": approval_id,
@@ -416,7 +423,7 @@ class Context:
             earlier = [
                 (str(c.kind), str(c.name), c.output)
                 for c in call_rows.recorded_calls(conn, self.run_id)
-                if c.seq < seq
+                if c.seq is not None and c.seq < seq
             ]
         prompt = validation.prompt(
             tool_name=tool.name,
@@ -541,18 +548,20 @@ class Context:
         with self._transaction() as conn:
             call_rows.insert_call(
                 conn,
-                call_id=call_id,
-                run_id=self.run_id,
-                seq=seq,
-                key=key,
-                kind=CallKind.TOOL,
-                name=tool.name,
-                status=CallStatus.REJECTED,
-                input=args_json,
-                idempotency_key=idempotency_key,
-                started_at=now,
-                finished_at=now,
-                error=reason,
+                CallRecord(
+                    id=call_id,
+                    run_id=self.run_id,
+                    seq=seq,
+                    key=key,
+                    kind=CallKind.TOOL,
+                    name=tool.name,
+                    status=CallStatus.REJECTED,
+                    input=args_json,
+                    idempotency_key=idempotency_key,
+                    started_at=now,
+                    finished_at=now,
+                    error=reason,
+                ),
             )
             append_audit(
                 conn,
@@ -639,19 +648,21 @@ class Context:
             if fresh:
                 call_rows.insert_call(
                     conn,
-                    call_id=call_id,
-                    run_id=self.run_id,
-                    seq=seq,
-                    key=key,
-                    kind=CallKind.TOOL,
-                    name=tool.name,
-                    status=status,
-                    input=args_json,
-                    idempotency_key=idempotency_key,
-                    started_at=now,
-                    wake_at=wake_at,
-                    error=rejected,
-                    finished_at=now if rejected else None,
+                    CallRecord(
+                        id=call_id,
+                        run_id=self.run_id,
+                        seq=seq,
+                        key=key,
+                        kind=CallKind.TOOL,
+                        name=tool.name,
+                        status=status,
+                        input=args_json,
+                        idempotency_key=idempotency_key,
+                        started_at=now,
+                        wake_at=wake_at,
+                        error=rejected,
+                        finished_at=now if rejected else None,
+                    ),
                 )
             else:
                 call_rows.update_call(
@@ -743,7 +754,7 @@ class Context:
         )
 
     def _recover_started(
-        self, tool: Tool, args: BaseModel, recorded: Row[Any], idempotency_key: str
+        self, tool: Tool, args: BaseModel, recorded: CallRecord, idempotency_key: str
     ) -> Any:
         """A crash left this call `started` with no outcome. Only idempotent tools run again."""
         now = self._rt.clock.now()
@@ -966,16 +977,18 @@ class Context:
         with self._transaction() as conn:
             call_rows.insert_call(
                 conn,
-                call_id=call_id,
-                run_id=self.run_id,
-                seq=seq,
-                key=key,
-                kind=kind,
-                name=name,
-                status=CallStatus.AWAITING_HUMAN,
-                input=call_input,
-                started_at=now,
-                meta=meta,
+                CallRecord(
+                    id=call_id,
+                    run_id=self.run_id,
+                    seq=seq,
+                    key=key,
+                    kind=kind,
+                    name=name,
+                    status=CallStatus.AWAITING_HUMAN,
+                    input=call_input,
+                    started_at=now,
+                    meta=meta,
+                ),
             )
             approval_rows.insert_task(conn, **values)
             append_audit(
@@ -998,7 +1011,7 @@ class Context:
         )
         raise Suspend(f"waiting for human task {task_id}", waiting_for=task_id)
 
-    def _collect_answer(self, output: type[M], recorded: Row[Any]) -> M:
+    def _collect_answer(self, output: type[M], recorded: CallRecord) -> M:
         now = self._rt.clock.now()
         with self._transaction() as conn:
             task = approval_rows.task_for_call(conn, recorded.id)

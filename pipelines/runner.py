@@ -36,6 +36,7 @@ from pipelines.validation import format_validation_errors
 from pipelines.views import Run
 from storage import calls as call_rows
 from storage import runs as run_rows
+from storage.calls import CallRecord
 from storage.db import is_disconnect
 from storage.fastsql import driver_transaction
 from storage.ids import new_id
@@ -184,7 +185,7 @@ def _execute(
     model: BaseModel,
     trigger_user: str | None,
     *,
-    recorded: list[Any],
+    recorded: list[CallRecord],
 ) -> Outcome:
     ctx = Context(
         rt,
