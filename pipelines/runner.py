@@ -18,7 +18,7 @@ from sqlalchemy import Connection
 
 from pipelines import sensitive
 from pipelines.authorization import authorize_trigger
-from pipelines.context import Context, describe_args, record_value
+from pipelines.context import Context
 from pipelines.errors import (
     ActionRejected,
     CancelRun,
@@ -30,13 +30,14 @@ from pipelines.errors import (
     UnknownPipeline,
     UnknownRun,
 )
+from pipelines.journal import CallRecord, Journal, describe_args, record_value
+from pipelines.live import LiveExecutor
 from pipelines.pipeline import Pipeline, get_pipeline
 from pipelines.runtime import Runtime, running_in
 from pipelines.validation import format_validation_errors
 from pipelines.views import Run
 from storage import calls as call_rows
 from storage import runs as run_rows
-from storage.calls import CallRecord
 from storage.db import is_disconnect
 from storage.fastsql import driver_transaction
 from storage.ids import new_id
@@ -187,7 +188,7 @@ def _execute(
     *,
     recorded: list[CallRecord],
 ) -> Outcome:
-    ctx = Context(
+    journal = Journal(
         rt,
         run_id=run_id,
         pipeline=pipeline.name,
@@ -195,6 +196,7 @@ def _execute(
         recorded=recorded,
         conn=held,
     )
+    ctx = Context(rt, journal, LiveExecutor(rt, journal))
     with (
         rt.leases.hold(run_id),
         running_in(rt),
