@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from pipelines import gates, inspect, reversal, runner, sensitive, tasks
+from pipelines import approvals, inspect, reversal, runner, sensitive, tasks
 from pipelines.authorization import Authorization, authorize_operator
 from pipelines.categorical import Categorical
 from pipelines.config import Settings, load_settings
@@ -181,10 +181,10 @@ class Gatehouse:
         return None if outcome is None else run
 
     def approve(self, approval_id: str, *, user: str, reason: str | None = None) -> ApprovalView:
-        return gates.decide(self.rt, approval_id, user=user, approve=True, reason=reason)
+        return approvals.decide(self.rt, approval_id, user=user, approve=True, reason=reason)
 
     def reject(self, approval_id: str, *, user: str, reason: str) -> ApprovalView:
-        return gates.decide(self.rt, approval_id, user=user, approve=False, reason=reason)
+        return approvals.decide(self.rt, approval_id, user=user, approve=False, reason=reason)
 
     def answer(self, task_id: str, *, user: str, answer: Any) -> TaskView:
         return tasks.answer(self.rt, task_id, user=user, answer=answer)
@@ -242,7 +242,7 @@ class Gatehouse:
         return Worker(self.rt, poll_seconds=poll_seconds)
 
     def expire_due(self) -> list[ApprovalView]:
-        return gates.expire_due(self.rt)
+        return approvals.expire_due(self.rt)
 
 
 _default: Gatehouse | None = None

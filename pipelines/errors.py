@@ -98,6 +98,10 @@ class PipelineChanged(GatehouseError):
     """Today's code makes a different call sequence than the run's record."""
 
 
+class JournalWriteRefused(GatehouseError):
+    """Something tried to write through a journal that does not write (a replay's, an eval's)."""
+
+
 class StepFailed(GatehouseError):
     """A `ctx.step` function raised; raised the same way on the first run and on every replay."""
 

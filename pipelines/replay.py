@@ -2,41 +2,33 @@
 
 Recorded results are reused; a tool call the record lacks is reported as "would call" and never
 executed; the first point where today's code diverges from the record is shown. Nothing is
-written to the database.
+written to the database: the replay's journal is read-only (`ReadOnlyJournal`), and its
+executor reports where the live one would run and record.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, NoReturn, TypeVar, cast
+from typing import Any, NoReturn
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from pipelines import sensitive
 from pipelines.authorization import authorize_operator
-from pipelines.context import Context, _return_adapter, record_value
-from pipelines.errors import (
-    ActionRejected,
-    CannotAnswer,
-    GatehouseError,
-    StepFailed,
-    ToolFailed,
-    UnknownRun,
-)
+from pipelines.context import Context, ModelRequest
+from pipelines.errors import GatehouseError, StepFailed, UnknownRun
+from pipelines.journal import CallRecord, Journal, NextCall, ReadOnlyJournal, record_value
 from pipelines.llm import LLMResult, diff_outputs
 from pipelines.pipeline import get_pipeline
 from pipelines.runtime import Runtime
 from pipelines.tools import Tool
 from pipelines.validation import format_validation_errors
-from pipelines.validator import Validator
+from pipelines.validator import Judgement, Validator
 from pipelines.validator import call_name as validator_call_name
 from storage import calls as call_rows
 from storage import runs as run_rows
 from storage.models import CallKind, CallStatus
-
-M = TypeVar("M", bound=BaseModel)
-T = TypeVar("T")
 
 
 class _StopReplay(BaseException):
@@ -94,161 +86,128 @@ class ReplayReport:
         }
 
 
-class ReplayContext(Context):
-    """A context that never writes and never runs a tool."""
+class ReplayExecutor:
+    """A replay's executor: reports each call against the record and never writes or runs a
+    tool; the first call it cannot answer without a side effect stops the replay."""
 
     def __init__(
-        self, runtime: Runtime, report: ReplayReport, *, fresh: bool = False, **kwargs: Any
+        self, runtime: Runtime, journal: Journal, report: ReplayReport, *, fresh: bool
     ) -> None:
-        super().__init__(runtime, **kwargs)
+        self._rt = runtime
+        self._journal = journal
         self.report = report
         self.fresh = fresh
 
-    def _diverged(self, seq: int, kind: CallKind, key: str, recorded: Any) -> NoReturn:
-        """Report the first difference from the record and stop, instead of failing a run."""
-        self.report.divergence = (
-            f"call {seq + 1}: the record has {recorded.kind} {recorded.key!r}, "
-            f"today's code calls {kind} {key!r}"
-        )
-        self.report.lines.append(ReplayLine(seq + 1, kind, key, "diverged", self.report.divergence))
+    def _line(self, call: NextCall, outcome: str, detail: Any) -> ReplayLine:
+        line = ReplayLine(call.position, call.kind.value, call.key, outcome, detail)
+        self.report.lines.append(line)
+        return line
+
+    def _stop(self, call: NextCall, outcome: str, detail: Any) -> NoReturn:
+        self._line(call, outcome, detail)
         raise _StopReplay
 
-    def step(self, name: str, fn: Callable[..., T], *args: Any) -> T:
-        seq, key, recorded = self._next(CallKind.STEP, name)
-        if recorded is not None and recorded.status == CallStatus.SUCCEEDED:
-            self.report.lines.append(ReplayLine(seq + 1, "step", key, "reused", recorded.output))
-            adapter = _return_adapter(fn)
-            value = adapter.validate_python(recorded.output) if adapter else recorded.output
-            return cast(T, value)
-        if recorded is not None and recorded.status == CallStatus.FAILED:
-            self.report.lines.append(
-                ReplayLine(seq + 1, "step", key, "reused (failed)", recorded.error)
-            )
-            raise StepFailed(name, recorded.error or "")
+    def diverged(self, call: NextCall, recorded: CallRecord) -> NoReturn:
+        """Report the first difference from the record and stop, instead of failing a run."""
+        self.report.divergence = (
+            f"call {call.position}: the record has {recorded.kind} {recorded.key!r}, "
+            f"today's code calls {call.kind} {call.key!r}"
+        )
+        self._stop(call, "diverged", self.report.divergence)
+
+    def reused(self, call: NextCall, outcome: str, detail: Any) -> None:
+        self._line(call, outcome, detail)
+
+    def step(
+        self,
+        call: NextCall,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        adapter: TypeAdapter[Any] | None,
+    ) -> Any:
         try:
             result = fn(*args)
         except Exception as exc:
-            self.report.lines.append(
-                ReplayLine(seq + 1, "step", key, "ran (not in the record): failed", str(exc))
+            self._line(call, "ran (not in the record): failed", str(exc))
+            raise StepFailed(call.name, f"{type(exc).__name__}: {exc}") from exc
+        output = record_value(result, f"step {call.name!r}")
+        self._line(call, "ran (not in the record)", output)
+        return result if adapter is not None else output
+
+    def validate(self, tool: Tool, rule: Validator, args_json: Any) -> None:
+        """Its verdict is the call before the tool's: shown as recorded, never asked again."""
+        call = self._journal.next(CallKind.LLM, validator_call_name(tool.name))
+        if (verdict := call.recorded) is not None:
+            failed = verdict.status != CallStatus.SUCCEEDED
+            self._line(
+                call,
+                "reused (failed)" if failed else "reused",
+                verdict.error if failed else verdict.output,
             )
-            raise StepFailed(name, f"{type(exc).__name__}: {exc}") from exc
-        output = record_value(result, f"step {name!r}")
-        self.report.lines.append(
-            ReplayLine(seq + 1, "step", key, "ran (not in the record)", output)
-        )
-        return result if _return_adapter(fn) is not None else cast(T, output)
 
-    def tool(self, tool: Tool, args: Any) -> Any:
-        checked = tool.coerce_args(args)
-        if isinstance(tool.approval, Validator):  # its verdict is the call before the tool's
-            vseq, vkey, verdict = self._next(CallKind.LLM, validator_call_name(tool.name))
-            if verdict is not None:
-                failed = verdict.status != CallStatus.SUCCEEDED
-                self.report.lines.append(
-                    ReplayLine(
-                        vseq + 1,
-                        "llm",
-                        vkey,
-                        "reused (failed)" if failed else "reused",
-                        verdict.error if failed else verdict.output,
-                    )
-                )
-        seq, key, recorded = self._next(CallKind.TOOL, tool.name)
-        args_json = checked.model_dump(mode="json")
-        if recorded is not None:
-            if recorded.status == CallStatus.SUCCEEDED:
-                self.report.lines.append(
-                    ReplayLine(seq + 1, "tool", key, "reused", recorded.output)
-                )
-                return tool.result_adapter.validate_python(recorded.output)
-            if recorded.status == CallStatus.FAILED:
-                self.report.lines.append(
-                    ReplayLine(seq + 1, "tool", key, "reused (failed)", recorded.error)
-                )
-                raise ToolFailed(tool.name, recorded.error or "")
-            if recorded.status == CallStatus.REJECTED:
-                self.report.lines.append(
-                    ReplayLine(seq + 1, "tool", key, "reused (rejected)", recorded.error)
-                )
-                raise ActionRejected(tool.name, recorded.error or "rejected")
-        self.report.would_call.append({"tool": tool.name, "kind": tool.kind, "args": args_json})
-        self.report.lines.append(
-            ReplayLine(seq + 1, "tool", key, "would call", {"tool": tool.name, "args": args_json})
-        )
-        raise _StopReplay
-
-    def llm(
+    def tool(
         self,
-        name: str,
-        *,
-        task: str,
-        prompt: str,
-        output: type[M],
-        system: str | None = None,
-        model: str | None = None,
-        min_confidence: float | None = None,
-        max_attempts: int = 3,
-        on_fail: str = "human",
-        assignees: list[str] | None = None,
-    ) -> M:
-        """Reuse the recorded answer; with `fresh`, also ask the model again and report how the
-        new answer differs (the replay goes on with the recorded one, to follow the record)."""
-        seq, key, recorded = self._next(CallKind.LLM, name)
-        fresh_result = None
+        call: NextCall,
+        tool: Tool,
+        args: BaseModel,
+        args_json: Any,
+        judgement: Judgement | None,
+    ) -> NoReturn:
+        self.report.would_call.append({"tool": tool.name, "kind": tool.kind, "args": args_json})
+        self._stop(call, "would call", {"tool": tool.name, "args": args_json})
+
+    def reused_answer(self, call: NextCall, request: ModelRequest, recorded: CallRecord) -> None:
+        """With `fresh`, also ask the model again and report how the new answer differs (the
+        replay goes on with the recorded one, to follow the record)."""
+        fresh = request.send(self._rt) if self.fresh else None
+        if recorded.status == CallStatus.SUCCEEDED:
+            line = self._line(call, "reused", recorded.output)
+            if fresh is not None:
+                line.outcome, line.detail = _compare_fresh(recorded.output, fresh)
+            return
+        line = self._line(call, "reused (failed)", recorded.error)
+        if fresh is not None:
+            line.outcome, line.detail = _compare_fresh(None, fresh)
+            if line.outcome == "fresh: differs" and fresh.value is not None:
+                fresh_value = fresh.value.model_dump(mode="json")
+                line.detail = {"recorded": f"failed: {recorded.error}", "fresh": fresh_value}
+
+    def collect_answer(self, call: NextCall, request: ModelRequest, recorded: CallRecord) -> Any:
         if self.fresh:
-            fresh_result = self._rt.llm.call(
-                task=task,
-                prompt=prompt,
-                output=output,
-                system=system,
-                model=model,
-                min_confidence=min_confidence,
-                max_attempts=max_attempts,
-            )
-        if recorded is not None and recorded.status == CallStatus.SUCCEEDED:
-            line = ReplayLine(seq + 1, "llm", key, "reused", recorded.output)
-            if fresh_result is not None:
-                line.outcome, line.detail = _compare_fresh(recorded.output, fresh_result)
-            self.report.lines.append(line)
-            return output.model_validate(recorded.output)
-        if recorded is not None and recorded.status == CallStatus.FAILED:
-            line = ReplayLine(seq + 1, "llm", key, "reused (failed)", recorded.error)
-            if fresh_result is not None:
-                line.outcome, line.detail = _compare_fresh(None, fresh_result)
-                if line.outcome == "fresh: differs" and fresh_result.value is not None:
-                    fresh_value = fresh_result.value.model_dump(mode="json")
-                    line.detail = {"recorded": f"failed: {recorded.error}", "fresh": fresh_value}
-            self.report.lines.append(line)
-            raise CannotAnswer(recorded.error or f"{name}: no usable answer")
-        if (
-            fresh_result is not None
-            and fresh_result.value is not None
-            and fresh_result.failure is None
-        ):
-            value = fresh_result.value.model_dump(mode="json")
-            self.report.lines.append(
-                ReplayLine(seq + 1, "llm", key, "fresh (not in the record)", value)
-            )
-            return cast(M, fresh_result.value)
-        outcome = "would ask a human" if recorded is not None else "would call the model"
-        self.report.lines.append(ReplayLine(seq + 1, "llm", key, outcome, prompt))
-        raise _StopReplay
+            fresh = request.send(self._rt)
+            if fresh.failure is None and fresh.value is not None:
+                self.answered(call, request, fresh)
+                return fresh.value
+        self._stop(call, "would ask a human", request.prompt)
+
+    def ask_model(self, call: NextCall, request: ModelRequest) -> LLMResult:
+        if not self.fresh:
+            self._stop(call, "would call the model", request.prompt)
+        return request.send(self._rt)
+
+    def answered(self, call: NextCall, request: ModelRequest, result: LLMResult) -> None:
+        assert result.value is not None
+        self._line(call, "fresh (not in the record)", result.value.model_dump(mode="json"))
+
+    def cannot_answer(
+        self, call: NextCall, request: ModelRequest, result: LLMResult, message: str
+    ) -> NoReturn:
+        self._stop(call, "would call the model", request.prompt)
+
+    def human_exit(
+        self, call: NextCall, request: ModelRequest, result: LLMResult, reason: str
+    ) -> NoReturn:
+        self._stop(call, "would call the model", request.prompt)
 
     def ask_human(
         self,
-        name: str,
+        call: NextCall,
         question: str,
-        output: type[M],
-        *,
-        context: Any = None,
-        assignees: list[str] | None = None,
-    ) -> M:
-        seq, key, recorded = self._next(CallKind.HUMAN, name)
-        if recorded is not None and recorded.status == CallStatus.SUCCEEDED:
-            self.report.lines.append(ReplayLine(seq + 1, "human", key, "reused", recorded.output))
-            return output.model_validate(recorded.output)
-        self.report.lines.append(ReplayLine(seq + 1, "human", key, "would ask a human", question))
-        raise _StopReplay
+        output: type[BaseModel],
+        context: Any,
+        assignees: list[str] | None,
+    ) -> NoReturn:
+        self._stop(call, "would ask a human", question)
 
 
 def _compare_fresh(recorded: Any, fresh: LLMResult) -> tuple[str, Any]:
@@ -298,15 +257,16 @@ def _replay(
     except ValidationError as exc:
         report.error = f"the recorded input no longer fits {run.pipeline}'s input model: {format_validation_errors(exc)}"
         return report
-    ctx = ReplayContext(
+    journal = ReadOnlyJournal(
         rt,
-        report,
-        fresh=fresh,
         run_id=run_id,
         pipeline=run.pipeline,
         trigger_user=run.trigger_user,
         recorded=recorded,
+        on_divergence=lambda call, was: executor.diverged(call, was),
     )
+    executor = ReplayExecutor(rt, journal, report, fresh=fresh)
+    ctx = Context(rt, journal, executor)
     try:
         result = pipeline.fn(ctx, model)
     except _StopReplay:

@@ -22,6 +22,7 @@ from pipelines.tools import lookup_tool
 from pipelines.views import CallView
 from storage import calls as call_rows
 from storage.audit import append_audit
+from storage.calls import CallRecord
 from storage.ids import new_id
 from storage.models import CallKind, CallStatus
 
@@ -81,16 +82,18 @@ def undo(rt: Runtime, call_id: str, *, user: str) -> CallView:
             raise AlreadyReversed(f"call {call_id} was undone by someone else a moment ago")
         call_rows.insert_call(
             conn,
-            call_id=reversal_id,
-            run_id=call.run_id,
-            seq=None,
-            key=f"undo:{call.key}",
-            kind=CallKind.REVERSAL,
-            name=tool.name,
-            status=CallStatus.STARTED,
-            input={"args": call.input, "result": call.output, "undoes": call_id},
-            idempotency_key=idempotency_key,
-            started_at=now,
+            CallRecord(
+                id=reversal_id,
+                run_id=call.run_id,
+                seq=None,
+                key=f"undo:{call.key}",
+                kind=CallKind.REVERSAL,
+                name=tool.name,
+                status=CallStatus.STARTED,
+                input={"args": call.input, "result": call.output, "undoes": call_id},
+                idempotency_key=idempotency_key,
+                started_at=now,
+            ),
         )
         append_audit(
             conn,

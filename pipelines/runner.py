@@ -18,7 +18,7 @@ from sqlalchemy import Connection
 
 from pipelines import sensitive
 from pipelines.authorization import authorize_trigger
-from pipelines.context import Context, describe_args, record_value
+from pipelines.context import Context
 from pipelines.errors import (
     ActionRejected,
     CancelRun,
@@ -30,6 +30,8 @@ from pipelines.errors import (
     UnknownPipeline,
     UnknownRun,
 )
+from pipelines.journal import CallRecord, Journal, describe_args, record_value
+from pipelines.live import LiveExecutor
 from pipelines.pipeline import Pipeline, get_pipeline
 from pipelines.runtime import Runtime, running_in
 from pipelines.validation import format_validation_errors
@@ -184,9 +186,9 @@ def _execute(
     model: BaseModel,
     trigger_user: str | None,
     *,
-    recorded: list[Any],
+    recorded: list[CallRecord],
 ) -> Outcome:
-    ctx = Context(
+    journal = Journal(
         rt,
         run_id=run_id,
         pipeline=pipeline.name,
@@ -194,6 +196,7 @@ def _execute(
         recorded=recorded,
         conn=held,
     )
+    ctx = Context(rt, journal, LiveExecutor(rt, journal))
     with (
         rt.leases.hold(run_id),
         running_in(rt),

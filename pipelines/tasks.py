@@ -1,24 +1,122 @@
-"""Human tasks: answering one, validated by the same model the pipeline asked with."""
+"""Human tasks, both ends: a run opens one (`ctx.ask_human`, or a model call's human exit) and
+waits, a person answers it (validated by the same model the pipeline asked with), and the
+resumed run collects the answer as the call's result.
+"""
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import Any, NoReturn, TypeVar
 
 import structlog
 from pydantic import BaseModel, ValidationError
 
+from pipelines import sensitive
 from pipelines.authorization import may_act, refuse
-from pipelines.errors import AlreadyAnswered, InvalidAnswer, NotAnAssignee, UnknownTask
+from pipelines.errors import AlreadyAnswered, InvalidAnswer, NotAnAssignee, Suspend, UnknownTask
+from pipelines.journal import CallRecord, Journal, NextCall, Written
 from pipelines.runtime import Runtime
 from pipelines.validation import format_validation_errors
 from pipelines.views import TaskView
 from storage import approvals as task_rows
+from storage import calls as call_rows
 from storage import runs as run_rows
 from storage.audit import append_audit
-from storage.models import RunStatus, TaskStatus
+from storage.ids import new_id
+from storage.models import CallKind, CallStatus, RunStatus, TaskStatus
 
 log = structlog.get_logger()
+M = TypeVar("M", bound=BaseModel)
+
+
+# -- the run's end: open, collect -----------------------------------------------------------
+
+
+def model_path(model: type[BaseModel]) -> str:
+    if "<locals>" in model.__qualname__:
+        raise TypeError(
+            f"{model.__qualname__} is defined inside a function; define human-task output "
+            "models at module level so an answer can be validated by another process"
+        )
+    return f"{model.__module__}:{model.__qualname__}"
+
+
+def open_task(
+    journal: Journal,
+    call: NextCall,
+    question: str,
+    output: type[BaseModel],
+    *,
+    context: Any,
+    assignees: list[str] | None,
+    call_input: Any,
+    meta: dict[str, Any] | None = None,
+) -> NoReturn:
+    """Record the call as waiting for a person, open the task, suspend the run."""
+    question, context, call_input, meta = sensitive.scrub((question, context, call_input, meta))
+    path = model_path(output)
+    now = journal.rt.clock.now()
+    record = call.record(CallStatus.AWAITING_HUMAN, input=call_input, started_at=now, meta=meta)
+    task_id = new_id("task")
+    values = {
+        "id": task_id,
+        "run_id": journal.run_id,
+        "call_id": record.id,
+        "call_key": call.key,
+        "name": call.name,
+        "question": question,
+        "output_model": path,
+        "output_schema": output.model_json_schema(),
+        "context": context,
+        "assignees": list(assignees or []),
+        "status": TaskStatus.OPEN,
+        "opened_at": now,
+    }
+    with journal.transaction() as conn:
+        call_rows.insert_call(conn, record)
+        task_rows.insert_task(conn, **values)
+        journal.audit(conn, record, "task.opened", at=now, detail={"task_id": task_id})
+        journal.suspend(conn, now, f"human task {task_id}")
+        journal.rt.enqueue(conn, "task_opened", task_id, now)
+    log.info("task.opened", run_id=journal.run_id, task_id=task_id, name=call.name)
+    journal.rt.notify(
+        "task_opened",
+        TaskView.of(
+            Written(values, answered_by=None, answered_at=None, answer=None),
+            pipeline=journal.pipeline,
+        ),
+    )
+    raise Suspend(f"waiting for human task {task_id}", waiting_for=task_id)
+
+
+def collect(journal: Journal, output: type[M], recorded: CallRecord) -> M:
+    """A resumed run's call that waited for a person: the answer, or wait again."""
+    now = journal.rt.clock.now()
+    with journal.transaction() as conn:
+        task = task_rows.task_for_call(conn, recorded.id)
+        if task is None or task.status != TaskStatus.ANSWERED:
+            journal.suspend(conn, now, f"human task {task.id if task else '?'}")
+            waiting = task.id if task is not None else None
+        else:
+            answer = output.model_validate(task.answer)
+            values: dict[str, Any] = {
+                "status": CallStatus.SUCCEEDED,
+                "output": answer.model_dump(mode="json"),
+                "finished_at": now,
+                "error": None,
+            }
+            if recorded.kind == CallKind.LLM:
+                values["meta"] = {
+                    **(recorded.meta or {}),
+                    "answered_by": "human",
+                    "answered_by_user": task.answered_by,
+                }
+            call_rows.update_call(conn, recorded.id, **values)
+            return answer
+    raise Suspend(f"waiting for human task {waiting}", waiting_for=waiting)
+
+
+# -- the person's end: answer ---------------------------------------------------------------
 
 
 def load_model(path: str) -> type[BaseModel]:

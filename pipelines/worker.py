@@ -18,8 +18,8 @@ import threading
 
 import structlog
 
+from pipelines.approvals import expire_due
 from pipelines.errors import RunNotRunnable, UnknownRun
-from pipelines.gates import expire_due
 from pipelines.runner import Outcome, execute_claimed
 from pipelines.runtime import Runtime
 from storage import runs as run_rows

@@ -1,4 +1,5 @@
-"""Recorded `ctx` calls, and the rate-limit count that guards a tool's start.
+"""Recorded `ctx` calls (one `CallRecord` each, read and written whole), and the rate-limit
+count that guards a tool's start.
 
 A tool's start is one transaction: lock the tool's counter (PostgreSQL advisory lock; SQLite's
 `BEGIN IMMEDIATE` already holds the write lock), count its `tool.started` audit rows in the
@@ -16,67 +17,96 @@ from sqlalchemy import Connection, Table, func, select, text
 
 from storage.audit import audit_table
 from storage.fastsql import fast_insert, fast_select, fast_update
-from storage.models import Call, CallStatus
+from storage.models import Call, CallKind, CallStatus
 
 calls_table: Table = Call.__table__  # type: ignore[assignment]
 
 
-def insert_call(
-    conn: Connection,
-    *,
-    call_id: str,
-    run_id: str,
-    seq: int | None,
-    key: str,
-    kind: str,
-    name: str,
-    status: CallStatus,
-    input: Any,
-    started_at: datetime,
-    finished_at: datetime | None = None,
-    output: Any = None,
-    error: str | None = None,
-    idempotency_key: str | None = None,
-    wake_at: datetime | None = None,
-    meta: Any = None,
-) -> None:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallRecord:
+    """One recorded `ctx` call, as a row of `calls`: written whole and read back whole.
+
+    `seq` is the call's position in its run (None for an out-of-band reversal); a call that is
+    not over yet has no `finished_at`."""
+
+    id: str
+    run_id: str
+    seq: int | None
+    key: str
+    kind: CallKind
+    name: str
+    status: CallStatus
+    input: Any
+    started_at: datetime
+    output: Any = None
+    error: str | None = None
+    idempotency_key: str | None = None
+    finished_at: datetime | None = None
+    wake_at: datetime | None = None
+    reversed_by: str | None = None
+    meta: Any = None
+
+
+def _record(row: Any) -> CallRecord:
+    return CallRecord(
+        id=row.id,
+        run_id=row.run_id,
+        seq=row.seq,
+        key=row.key,
+        kind=CallKind(row.kind),
+        name=row.name,
+        status=CallStatus(row.status),
+        input=row.input,
+        started_at=row.started_at,
+        output=row.output,
+        error=row.error,
+        idempotency_key=row.idempotency_key,
+        finished_at=row.finished_at,
+        wake_at=row.wake_at,
+        reversed_by=row.reversed_by,
+        meta=row.meta,
+    )
+
+
+def insert_call(conn: Connection, record: CallRecord) -> None:
     fast_insert(
         conn,
         calls_table,
         {
-            "id": call_id,
-            "run_id": run_id,
-            "seq": seq,
-            "key": key,
-            "kind": kind,
-            "name": name,
-            "status": status,
-            "input": input,
-            "output": output,
-            "error": error,
-            "idempotency_key": idempotency_key,
-            "started_at": started_at,
-            "finished_at": finished_at,
-            "wake_at": wake_at,
-            "reversed_by": None,
-            "meta": meta,
+            "id": record.id,
+            "run_id": record.run_id,
+            "seq": record.seq,
+            "key": record.key,
+            "kind": record.kind,
+            "name": record.name,
+            "status": record.status,
+            "input": record.input,
+            "output": record.output,
+            "error": record.error,
+            "idempotency_key": record.idempotency_key,
+            "started_at": record.started_at,
+            "finished_at": record.finished_at,
+            "wake_at": record.wake_at,
+            "reversed_by": record.reversed_by,
+            "meta": record.meta,
         },
     )
 
 
 def update_call(conn: Connection, call_id: str, **values: Any) -> bool:
+    """Set some of a recorded call's columns (its status and what came with it)."""
     return fast_update(conn, calls_table, values, {"id": call_id}) == 1
 
 
-def recorded_calls(conn: Connection, run_id: str) -> list[Any]:
+def recorded_calls(conn: Connection, run_id: str) -> list[CallRecord]:
     """The run's calls in order (reversals, which have no position, excluded)."""
     calls = fast_select(conn, calls_table, {"run_id": run_id}, order_by="seq")
-    return [call for call in calls if call.seq is not None]
+    return [_record(call) for call in calls if call.seq is not None]
 
 
-def fetch_call(conn: Connection, call_id: str) -> Any:
+def fetch_call(conn: Connection, call_id: str) -> CallRecord | None:
     rows = fast_select(conn, calls_table, {"id": call_id})
-    return rows[0] if rows else None
+    return _record(rows[0]) if rows else None
 
 
 @dataclass(frozen=True)

@@ -28,11 +28,11 @@ from pipelines.operations.review import (
     week_start_of,
 )
 from pipelines.operations.sampling import allocate, pick_runs
-from storage.calls import insert_call
+from storage.calls import CallRecord, insert_call
 from storage.db import Database
 from storage.fastsql import driver_transaction, fast_insert
 from storage.ids import new_id
-from storage.models import RunStatus
+from storage.models import CallKind, CallStatus, RunStatus
 from storage.runs import runs_table
 from storage.sampling import Window
 from tests.fakes.clock import FakeClock
@@ -85,18 +85,20 @@ def add_llm_call(db: Database, run_id: str, *, confidence: float, cost: float) -
     with db.transaction() as conn:
         insert_call(
             conn,
-            call_id=new_id("call"),
-            run_id=run_id,
-            seq=1,
-            key="classify#1",
-            kind="llm",
-            name="classify",
-            status="succeeded",
-            input={"prompt": "…"},
-            output={"kind": "refund", "confidence": confidence},
-            started_at=NOW - timedelta(hours=1),
-            finished_at=NOW - timedelta(hours=1),
-            meta={"model": "gpt-test", "confidence": confidence, "cost_usd": cost},
+            CallRecord(
+                id=new_id("call"),
+                run_id=run_id,
+                seq=1,
+                key="classify#1",
+                kind=CallKind.LLM,
+                name="classify",
+                status=CallStatus.SUCCEEDED,
+                input={"prompt": "…"},
+                output={"kind": "refund", "confidence": confidence},
+                started_at=NOW - timedelta(hours=1),
+                finished_at=NOW - timedelta(hours=1),
+                meta={"model": "gpt-test", "confidence": confidence, "cost_usd": cost},
+            ),
         )
 
 

@@ -38,10 +38,10 @@ from bot.demo.samples import (
     refund_ticket,
 )
 from pipelines import runner
+from pipelines.approvals import decide
 from pipelines.catalog.connectors.tables import create_tables
 from pipelines.catalog.connectors.tables import orders as orders_table
 from pipelines.errors import GatehouseError
-from pipelines.gates import decide
 from pipelines.inspect import pending
 from pipelines.operations.alerting import AlertPolicy
 from pipelines.operations.alerts import evaluate

@@ -26,9 +26,9 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 
 from bot.slack import cards
 from pipelines import inspect
-from pipelines.gates import rate_limit_headroom
 from pipelines.pipeline import registered_pipelines
 from pipelines.ports import DeliveryFailed
+from pipelines.rate_limits import rate_limit_headroom
 from pipelines.runtime import Runtime
 from pipelines.tools import lookup_tool
 from pipelines.views import ApprovalView, TaskView

@@ -1,6 +1,7 @@
-"""`EvalContext`: the `ctx` of an eval case. It runs the pipeline for real, with no side effects.
+"""The eval mode of `ctx` (`eval_context`): the same `Context` verbs over a memory-only journal
+and the `EvalExecutor`. It runs the pipeline for real, with no side effects.
 
-Why a context of its own and not the durable runner on a flag: a case is never resumed, so it
+Why a mode of its own and not the durable runner on a flag: a case is never resumed, so it
 needs no record at all, and an eval that writes nothing cannot reach production state, metrics,
 alerts or the weekly review (they all read `runs`, `calls` and `audit_log`). So:
 
@@ -14,35 +15,27 @@ alerts or the weekly review (they all read `runs`, `calls` and `audit_log`). So:
   (no model, low confidence, no valid answer) ends the case as "needs a human";
 - `ask_human` ends the case as "needs a human".
 
-Every path of the base class that would write (`_transaction`, `_fast_transaction`) raises
-`EvalWriteRefused` instead, and the database handle itself is read-only: a ctx method added to
-the engine later and not overridden here fails the case, it never writes.
+The case's journal is a `MemoryJournal`: positions and keys, no record, and every transaction
+it is asked for raises `JournalWriteRefused`; the database handle itself is read-only too. So an
+engine path added later that this executor does not handle fails the case, it never writes.
 """
 
 from __future__ import annotations
 
 import time
-import typing
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, cast
+from typing import Any, NoReturn
 
-from pydantic import BaseModel
-from sqlalchemy import Connection
+from pydantic import BaseModel, TypeAdapter
 
-from pipelines.context import Context, _return_adapter, check_llm_args, record_value
-from pipelines.errors import CannotAnswer, GatehouseError, StepFailed, ToolFailed
+from pipelines.context import Context, ModelRequest
+from pipelines.errors import StepFailed, ToolFailed
+from pipelines.journal import CallRecord, Journal, MemoryJournal, NextCall, record_value
+from pipelines.llm import LLMResult
 from pipelines.runtime import Runtime
 from pipelines.tools import Tool
-from storage.models import CallKind
-
-M = TypeVar("M", bound=BaseModel)
-T = TypeVar("T")
-
-
-class EvalWriteRefused(GatehouseError):
-    """Something in an eval case tried to write to the database."""
+from pipelines.validator import Judgement, Validator
 
 
 class CaseStopped(BaseException):
@@ -68,96 +61,84 @@ class CaseTrace:
     model: str | None = None
 
 
-class EvalContext(Context):
-    def __init__(self, runtime: Runtime, *, case_id: str, pipeline: str) -> None:
-        super().__init__(runtime, run_id=case_id, pipeline=pipeline, trigger_user=None, recorded=[])
+class EvalExecutor:
+    """An eval case's executor: runs each call in memory, keeps the case's trace, and stops the
+    case where a run would have a side effect or wait for a person."""
+
+    def __init__(self, runtime: Runtime, journal: Journal) -> None:
+        self._rt = runtime
+        self._journal = journal
         self.trace = CaseTrace()
 
-    # -- nothing is written ------------------------------------------------------------------
+    def _line(self, call: NextCall, outcome: str) -> None:
+        self.trace.calls.append({"kind": call.kind.value, "key": call.key, "outcome": outcome})
 
-    def _transaction(self) -> AbstractContextManager[Connection]:
-        raise EvalWriteRefused(
-            f"an eval never writes: {self.pipeline} reached an engine path that records "
-            "(report this: the eval context should override it)"
-        )
+    def reused(self, call: NextCall, outcome: str, detail: Any) -> None:
+        raise AssertionError("an eval case has no record to reuse")
 
-    _fast_transaction = _transaction
+    def reused_answer(self, call: NextCall, request: ModelRequest, recorded: CallRecord) -> None:
+        raise AssertionError("an eval case has no record to reuse")
 
-    def _line(self, kind: str, key: str, outcome: str) -> None:
-        self.trace.calls.append({"kind": kind, "key": key, "outcome": outcome})
-
-    # -- the calls ---------------------------------------------------------------------------
-
-    def step(self, name: str, fn: Callable[..., T], *args: Any) -> T:
-        _, key, _ = self._next(CallKind.STEP, name)
+    def step(
+        self,
+        call: NextCall,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        adapter: TypeAdapter[Any] | None,
+    ) -> Any:
         try:
             result = fn(*args)
         except Exception as exc:
-            self._line("step", key, "failed")
-            raise StepFailed(name, f"{type(exc).__name__}: {exc}") from exc
-        self._line("step", key, "ran")
-        if _return_adapter(fn) is not None:
+            self._line(call, "failed")
+            raise StepFailed(call.name, f"{type(exc).__name__}: {exc}") from exc
+        self._line(call, "ran")
+        if adapter is not None:
             return result
         # As live: without a return annotation the pipeline gets the JSON form back.
-        return cast(T, record_value(result, f"step {name!r}"))
+        return record_value(result, f"step {call.name!r}")
 
-    def tool(self, tool: Tool, args: Any) -> Any:
-        if not isinstance(tool, Tool):
-            raise TypeError(f"ctx.tool() takes a @tool-declared function, got {tool!r}")
-        checked = tool.coerce_args(args)
-        _, key, _ = self._next(CallKind.TOOL, tool.name)
-        if tool.runs_in_eval(checked):
+    def validate(self, tool: Tool, rule: Validator, args_json: Any) -> None:
+        """Not asked: a gated tool never runs in an eval (`Tool.runs_in_eval`)."""
+
+    def tool(
+        self,
+        call: NextCall,
+        tool: Tool,
+        args: BaseModel,
+        args_json: Any,
+        judgement: Judgement | None,
+    ) -> Any:
+        if tool.runs_in_eval(args):
             try:
-                result = tool.fn(checked, idempotency_key=f"{self.run_id}:{key}")
+                result = tool.fn(args, idempotency_key=call.idempotency_key)
                 tool.result_adapter.dump_python(result, mode="json")
             except Exception as exc:
-                self._line("tool", key, "failed")
+                self._line(call, "failed")
                 raise ToolFailed(tool.name, f"{type(exc).__name__}: {exc}") from exc
-            self._line("tool", key, "ran (read)")
+            self._line(call, "ran (read)")
             return result
-        args_json = checked.model_dump(mode="json")
         self.trace.would_calls.append({"tool": tool.name, "kind": tool.kind, "args": args_json})
         if tool.simulate is None:
-            self._line("tool", key, "would call")
+            self._line(call, "would call")
             raise CaseStopped("would_call", f"would call {tool.name}")
         try:
-            simulated = tool.simulate(checked)
+            simulated = tool.simulate(args)
             # The simulated result must be what the tool would return: same validation.
             result = tool.result_adapter.validate_python(
                 tool.result_adapter.dump_python(simulated, mode="json")
             )
         except Exception as exc:
-            self._line("tool", key, "simulate failed")
+            self._line(call, "simulate failed")
             raise ToolFailed(tool.name, f"simulate: {type(exc).__name__}: {exc}") from exc
-        self._line("tool", key, "would call (simulated)")
+        self._line(call, "would call (simulated)")
         return result
 
-    def llm(
-        self,
-        name: str,
-        *,
-        task: str,
-        prompt: str,
-        output: type[M],
-        system: str | None = None,
-        model: str | None = None,
-        min_confidence: float | None = None,
-        max_attempts: int = 3,
-        on_fail: str = "human",
-        assignees: list[str] | None = None,
-    ) -> M:
-        check_llm_args(task, output, on_fail, max_attempts, min_confidence)
-        _, key, _ = self._next(CallKind.LLM, name)
+    def collect_answer(self, call: NextCall, request: ModelRequest, recorded: CallRecord) -> Any:
+        raise AssertionError("an eval case has no record to collect from")
+
+    def ask_model(self, call: NextCall, request: ModelRequest) -> LLMResult:
         began = time.perf_counter()
-        result = self._rt.llm.call(
-            task=task,
-            prompt=prompt,
-            output=output,
-            system=system,
-            model=model,
-            min_confidence=min_confidence,
-            max_attempts=max_attempts,
-        )
+        result = request.send(self._rt)
         trace = self.trace
         trace.llm_calls += 1
         trace.llm_ms += (time.perf_counter() - began) * 1000
@@ -165,28 +146,36 @@ class EvalContext(Context):
         trace.model = trace.model or result.model
         if result.cost is not None:
             trace.cost_usd = (trace.cost_usd or 0.0) + result.cost
-        if result.failure is None and result.value is not None:
-            self._line("llm", key, "answered")
-            return cast(M, result.value)
-        reason = result.reason or "no usable answer"
-        if on_fail == "raise":
-            self._line("llm", key, "no usable answer (raised)")
-            raise CannotAnswer(f"{name}: {reason}")
-        self._line("llm", key, "human exit")
-        raise CaseStopped("human", f"{key}: {reason}")
+        return result
+
+    def answered(self, call: NextCall, request: ModelRequest, result: LLMResult) -> None:
+        self._line(call, "answered")
+
+    def cannot_answer(
+        self, call: NextCall, request: ModelRequest, result: LLMResult, message: str
+    ) -> None:
+        self._line(call, "no usable answer (raised)")
+
+    def human_exit(
+        self, call: NextCall, request: ModelRequest, result: LLMResult, reason: str
+    ) -> NoReturn:
+        self._line(call, "human exit")
+        raise CaseStopped("human", f"{call.key}: {reason}")
 
     def ask_human(
         self,
-        name: str,
+        call: NextCall,
         question: str,
-        output: type[M],
-        *,
-        context: Any = None,
-        assignees: list[str] | None = None,
-    ) -> M:
-        _, key, _ = self._next(CallKind.HUMAN, name)
-        self._line("human", key, "would ask a human")
-        raise CaseStopped("human", f"{key}: would ask a human ({question})")
+        output: type[BaseModel],
+        context: Any,
+        assignees: list[str] | None,
+    ) -> NoReturn:
+        self._line(call, "would ask a human")
+        raise CaseStopped("human", f"{call.key}: would ask a human ({question})")
 
-    def _diverged(self, seq: int, kind: CallKind, key: str, recorded: Any) -> typing.NoReturn:
-        raise AssertionError("an eval case has no record to diverge from")
+
+def eval_context(runtime: Runtime, *, case_id: str, pipeline: str) -> tuple[Context, CaseTrace]:
+    """The `ctx` of one case, and the trace it fills."""
+    journal = MemoryJournal(runtime, run_id=case_id, pipeline=pipeline)
+    executor = EvalExecutor(runtime, journal)
+    return Context(runtime, journal, executor), executor.trace

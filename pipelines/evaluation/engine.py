@@ -1,6 +1,6 @@
 """`evaluate`: run a pipeline on every case of a test set, score the cases, store the eval.
 
-Cases run concurrently on a thread pool (`concurrency`), each through an `EvalContext` on a
+Cases run concurrently on a thread pool (`concurrency`), each through an eval context on a
 runtime whose database is the production one opened read-only and whose outbox is off. The
 eval's own rows (`evals`, `eval_cases`) are the only writes, made on the production handle at
 the start and the end.
@@ -21,13 +21,13 @@ from pydantic import BaseModel, ValidationError
 
 from pipelines import sensitive
 from pipelines.authorization import authorize_operator
-from pipelines.context import record_value
 from pipelines.errors import UnknownPipeline
 from pipelines.evaluation.comparators import diff_calls, diff_output, registered_comparators
-from pipelines.evaluation.context import CaseStopped, EvalContext
+from pipelines.evaluation.context import CaseStopped, eval_context
 from pipelines.evaluation.dataset import Case, Dataset
 from pipelines.evaluation.readonly import ReadOnlyDatabase
 from pipelines.evaluation.report import CaseResult, EvalReport, confusion, enum_fields
+from pipelines.journal import record_value
 from pipelines.pipeline import Pipeline, get_pipeline
 from pipelines.ports import SilentNotifier
 from pipelines.runtime import Runtime, running_in
@@ -84,7 +84,7 @@ def run_case(
         position=case.line, status="error", input=case.input, expected=case.expected, note=case.note
     )
     began = time.perf_counter()
-    ctx = EvalContext(rt, case_id=f"{eval_id}:{case.line}", pipeline=pipeline.name)
+    ctx, trace = eval_context(rt, case_id=f"{eval_id}:{case.line}", pipeline=pipeline.name)
     with running_in(rt), sensitive.tracking():
         try:
             model = pipeline.input_model.model_validate(case.input)
@@ -101,10 +101,10 @@ def run_case(
                 result.status = "human" if stop.outcome == "human" else "failed"
             except Exception as exc:
                 result.error = sensitive.scrub(f"{type(exc).__name__}: {exc}")
-        result.would_calls = sensitive.mask(sensitive.scrub(ctx.trace.would_calls))
-    result.calls = ctx.trace.calls
-    result.cost_usd = ctx.trace.cost_usd
-    result.llm_ms = ctx.trace.llm_ms
+        result.would_calls = sensitive.mask(sensitive.scrub(trace.would_calls))
+    result.calls = trace.calls
+    result.cost_usd = trace.cost_usd
+    result.llm_ms = trace.llm_ms
     result.latency_ms = (time.perf_counter() - began) * 1000
     if result.error is None and result.status != "human":
         _score(result, case, fields)

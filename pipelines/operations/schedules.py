@@ -25,7 +25,6 @@ from pydantic import ValidationError
 from sqlalchemy import Connection
 
 from pipelines.config import Settings
-from pipelines.context import describe_args
 from pipelines.errors import GatehouseError
 from pipelines.fire_times import (
     cron_trigger,
@@ -33,6 +32,7 @@ from pipelines.fire_times import (
     latest_fire_time,
     next_fire_time,
 )
+from pipelines.journal import describe_args
 from pipelines.pipeline import Pipeline, get_pipeline, registered_pipelines
 from pipelines.runtime import Runtime
 from pipelines.triggers import Cron, Every, Misfire

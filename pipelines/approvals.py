@@ -1,0 +1,454 @@
+"""Approvals, both ends: a tool call's request (by a rule, or by the validator model's verdict),
+who may decide, the compare-and-set decision, expiry at the deadline, and the replay that
+settles the call once it is decided.
+
+Every refusal (not an approver, four-eyes) is written to the audit log before it is raised
+(`pipelines.authorization.refuse`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, NoReturn
+
+import structlog
+from sqlalchemy import Connection
+
+from pipelines import sensitive
+from pipelines import validator as validation
+from pipelines.authorization import may_act, refuse
+from pipelines.errors import (
+    ActionRejected,
+    AlreadyDecided,
+    CancelRun,
+    FourEyesViolation,
+    NeedsAttention,
+    NotAnApprover,
+    NotAuthorized,
+    ReasonRequired,
+    Suspend,
+    UnknownApproval,
+)
+from pipelines.journal import CallRecord, Journal, NextCall, Written
+from pipelines.llm import LLMConfigurationError
+from pipelines.runtime import Runtime
+from pipelines.tools import Tool
+from pipelines.views import ApprovalView
+from storage import approvals as approval_rows
+from storage import calls as call_rows
+from storage import runs as run_rows
+from storage.audit import append_audit
+from storage.ids import new_id
+from storage.models import ApprovalStatus, CallKind, CallStatus, RunStatus
+
+log = structlog.get_logger()
+
+
+# -- the run's end: request, settle ---------------------------------------------------------
+
+
+def request(
+    journal: Journal,
+    tool: Tool,
+    call: NextCall,
+    args_json: Any,
+    judgement: validation.Judgement | None = None,
+) -> NoReturn:
+    """Record the call as awaiting approval, open the request, suspend the run."""
+    now = journal.rt.clock.now()
+    approval_id = new_id("approval")
+    record = call.record(
+        CallStatus.AWAITING_APPROVAL,
+        input=args_json,
+        idempotency_key=call.idempotency_key,
+        started_at=now,
+    )
+    values = {
+        "id": approval_id,
+        "run_id": journal.run_id,
+        "call_id": record.id,
+        "call_key": call.key,
+        "tool": tool.name,
+        "tool_kind": tool.kind,
+        "args": args_json,
+        "approvers": list(tool.approvers),
+        "four_eyes": tool.four_eyes,
+        "trigger_user": journal.trigger_user,
+        "status": ApprovalStatus.PENDING,
+        "requested_at": now,
+        "expires_at": now + tool.expires if tool.expires is not None else None,
+        "validator": judgement.to_json() if judgement is not None else None,
+    }
+    with journal.transaction() as conn:
+        call_rows.insert_call(conn, record)
+        approval_rows.insert_approval(conn, **values)
+        journal.audit(
+            conn,
+            record,
+            "approval.requested",
+            at=now,
+            actor=journal.trigger_user,
+            approval_id=approval_id,
+            detail={
+                "args": args_json,
+                **({"validator": values["validator"]} if judgement else {}),
+            },
+        )
+        journal.suspend(conn, now, f"approval {approval_id}")
+        journal.rt.enqueue(conn, "approval_requested", approval_id, now)
+    view = ApprovalView.of(
+        Written(values, decided_by=None, decided_at=None, reason=None), pipeline=journal.pipeline
+    )
+    log.info("approval.requested", run_id=journal.run_id, approval_id=approval_id, tool=tool.name)
+    journal.rt.notify("approval_requested", view)
+    raise Suspend(f"waiting for approval {approval_id}", waiting_for=approval_id)
+
+
+def settle(journal: Journal, tool: Tool, call_id: str) -> None:
+    """Replaying a call that waited for approval: go on, wait again, or raise the rejection."""
+    with journal.transaction() as conn:
+        approval = approval_rows.approval_for_call(conn, call_id)
+        if approval is None:
+            raise NeedsAttention(f"tool call {call_id} awaits an approval that does not exist")
+        if approval.status == ApprovalStatus.APPROVED:
+            return
+        now = journal.rt.clock.now()
+        if approval.status == ApprovalStatus.PENDING:
+            journal.suspend(conn, now, f"approval {approval.id}")
+            waiting = approval.id
+        else:
+            if approval.status == ApprovalStatus.EXPIRED:
+                reason = f"approval {approval.id} expired at {approval.decided_at:%Y-%m-%d %H:%M} UTC without a decision"
+            else:
+                reason = f"rejected by {approval.decided_by}: {approval.reason}"
+            call_rows.update_call(
+                conn, call_id, status=CallStatus.REJECTED, error=reason, finished_at=now
+            )
+            waiting = None
+    if waiting is not None:
+        raise Suspend(f"waiting for approval {waiting}", waiting_for=waiting)
+    if approval.status == ApprovalStatus.EXPIRED and tool.on_expiry == "cancel":
+        raise CancelRun(reason)
+    raise ActionRejected(tool.name, reason, by=approval.decided_by)
+
+
+# -- the validator model as an approval source ----------------------------------------------
+
+
+def consult_validator(
+    journal: Journal, tool: Tool, rule: validation.Validator, args_json: Any
+) -> validation.Judgement:
+    """The validation model's verdict on this call, recorded as an LLM call of the run just
+    before the tool's own; a resume or a replay judges the recorded verdict again."""
+    call = journal.next(CallKind.LLM, validation.call_name(tool.name))
+    if call.recorded is not None:
+        return judge_recorded(rule, call.recorded)
+    rt = journal.rt
+    started_at = rt.clock.now()
+    with journal.transaction() as conn:
+        run = run_rows.fetch_run(conn, journal.run_id)
+        earlier = [
+            (str(c.kind), str(c.name), c.output)
+            for c in call_rows.recorded_calls(conn, journal.run_id)
+            if c.seq is not None and c.seq < call.seq
+        ]
+    prompt = validation.prompt(
+        tool_name=tool.name,
+        kind=tool.kind,
+        description=tool.description,
+        args=args_json,
+        pipeline=journal.pipeline,
+        run_input=run.input if run is not None else None,
+        earlier=earlier,
+    )
+    system = validation.system_text(rule)
+    call_input = {
+        "task": validation.VALIDATOR_TASK,
+        "model": rule.model or rt.llm.config.model,
+        "system": system,
+        "prompt": prompt,
+        "min_confidence": rule.min_confidence,
+        "max_attempts": 2,
+        "validates": tool.name,
+    }
+    try:
+        result = rt.llm.call(
+            task=validation.VALIDATOR_TASK,
+            prompt=prompt,
+            output=validation.ValidatorVerdict,
+            system=system,
+            model=rule.model,
+            max_attempts=2,
+        )
+    except LLMConfigurationError as exc:
+        # The gate stays closed either way: a person (or `then="reject"`) decides instead.
+        reason = str(exc)
+        meta: dict[str, Any] = {
+            "model": call_input["model"],
+            "failure": "model_error",
+            "reason": reason,
+            "validator": True,
+        }
+        journal.record(
+            call.record(
+                CallStatus.FAILED, input=call_input, started_at=started_at, error=reason, meta=meta
+            )
+        )
+        return validation.judge(
+            rule, model=meta["model"], verdict=None, failure="model_error", failure_reason=reason
+        )
+    meta = {**result.meta(), "validator": True}
+    call_input["model"] = result.model
+    log.info(
+        "validator.called",
+        run_id=journal.run_id,
+        call=call.key,
+        model=result.model,
+        failure=result.failure,
+        latency_ms=result.latency_ms,
+    )
+    value = result.value
+    if result.failure is None and isinstance(value, validation.ValidatorVerdict):
+        meta["answered_by"] = "model"
+        output = sensitive.scrub(value.model_dump(mode="json"))
+        journal.record(
+            call.record(
+                CallStatus.SUCCEEDED,
+                input=call_input,
+                started_at=started_at,
+                output=output,
+                meta=meta,
+            )
+        )
+        verdict = validation.ValidatorVerdict.model_validate(output)
+        return validation.judge(rule, model=result.model, verdict=verdict)
+    reason = result.reason or "no usable verdict"
+    journal.record(
+        call.record(
+            CallStatus.FAILED, input=call_input, started_at=started_at, error=reason, meta=meta
+        )
+    )
+    return validation.judge(
+        rule, model=result.model, verdict=None, failure=result.failure, failure_reason=reason
+    )
+
+
+def judge_recorded(rule: validation.Validator, recorded: CallRecord) -> validation.Judgement:
+    """The judgement a recorded verdict (or a recorded failure to give one) stands for."""
+    was = recorded.meta or {}
+    if recorded.status == CallStatus.SUCCEEDED:
+        verdict = validation.ValidatorVerdict.model_validate(recorded.output)
+        return validation.judge(rule, model=was.get("model"), verdict=verdict)
+    return validation.judge(
+        rule,
+        model=was.get("model"),
+        verdict=None,
+        failure=was.get("failure"),
+        failure_reason=recorded.error,
+    )
+
+
+def reject_by_validator(
+    journal: Journal,
+    tool: Tool,
+    judgement: validation.Judgement,
+    call: NextCall,
+    args_json: Any,
+) -> NoReturn:
+    """The validator said no (or could not say, with `then="reject"`): the call is recorded
+    rejected, as a person's rejection would be, and the pipeline gets `ActionRejected`."""
+    now = journal.rt.clock.now()
+    reason = f"rejected by {judgement.actor}: {judgement.reason}"
+    if judgement.outcome == "reject" and (
+        judgement.verdict != "reject" or (judgement.confidence or 0) < judgement.min_confidence
+    ):
+        reason = f"rejected: {judgement.summary} (the validator's fallback is to reject)"
+    reason = sensitive.scrub(reason)
+    record = call.record(
+        CallStatus.REJECTED,
+        input=args_json,
+        idempotency_key=call.idempotency_key,
+        started_at=now,
+        finished_at=now,
+        error=reason,
+    )
+    with journal.transaction() as conn:
+        call_rows.insert_call(conn, record)
+        journal.audit(
+            conn,
+            record,
+            "validator.rejected",
+            at=now,
+            actor=judgement.actor,
+            detail={"decision": reason, **judgement.to_json()},
+        )
+    log.info("validator.rejected", run_id=journal.run_id, tool=tool.name, model=judgement.model)
+    raise ActionRejected(tool.name, reason, by=judgement.actor)
+
+
+def audit_validator_approval(
+    journal: Journal,
+    conn: Connection,
+    record: CallRecord,
+    judgement: validation.Judgement,
+    now: datetime,
+) -> None:
+    """In the transaction that starts the call: the validator let it through."""
+    journal.audit(
+        conn,
+        record,
+        "validator.approved",
+        at=now,
+        actor=judgement.actor,
+        detail={"decision": f"approved by {judgement.actor}", **judgement.to_json()},
+    )
+
+
+# -- the deciding end: who may decide, decide, expire ---------------------------------------
+
+
+def check_approver(rt: Runtime, approval: Any, user: str) -> None:
+    approvers = list(approval.approvers or [])
+    if not may_act(rt, user, approvers):
+        raise NotAnApprover(
+            f"{user} may not approve {approval.tool} (approval {approval.id}); "
+            f"approvers: {', '.join(approvers)}"
+        )
+    if approval.four_eyes and approval.trigger_user is not None and user == approval.trigger_user:
+        raise FourEyesViolation(
+            f"{user} triggered run {approval.run_id} and may not approve its own {approval.tool} "
+            f"(four-eyes); ask another approver"
+            + (f" from {', '.join(approvers)}" if approvers else "")
+        )
+
+
+def _already_decided_message(approval: Any) -> str:
+    if approval.status == ApprovalStatus.EXPIRED:
+        return f"approval {approval.id} expired at {approval.decided_at:%Y-%m-%d %H:%M} UTC; nothing to decide"
+    when = f" at {approval.decided_at:%Y-%m-%d %H:%M} UTC" if approval.decided_at else ""
+    return f"approval {approval.id} was already {approval.status} by {approval.decided_by}{when}"
+
+
+def decide(
+    rt: Runtime, approval_id: str, *, user: str, approve: bool, reason: str | None = None
+) -> ApprovalView:
+    """Approve or reject once. Two concurrent decisions: one wins, the other gets AlreadyDecided."""
+    if not approve and not (reason and reason.strip()):
+        raise ReasonRequired(f'rejecting {approval_id} needs a reason (--reason "...")')
+    with rt.db.transaction() as conn:
+        approval = approval_rows.fetch_approval(conn, approval_id)
+    if approval is None:
+        raise UnknownApproval(f"no approval {approval_id}; `gatehouse pending` lists the open ones")
+    if approval.status != ApprovalStatus.PENDING:
+        raise AlreadyDecided(_already_decided_message(approval))
+    if approval.expires_at is not None and approval.expires_at <= rt.clock.now():
+        # Past its deadline but not swept yet (no worker running): expire it now, as the
+        # worker would have, instead of letting a late click approve it.
+        expire_due(rt)
+        with rt.db.transaction() as conn:
+            approval = approval_rows.fetch_approval(conn, approval_id)
+        raise AlreadyDecided(_already_decided_message(approval))
+    try:
+        check_approver(rt, approval, user)
+    except NotAuthorized as refusal:
+        refuse(
+            rt,
+            refusal,
+            actor=user,
+            action="approve" if approve else "reject",
+            target=approval.id,
+            run_id=approval.run_id,
+            call_id=approval.call_id,
+            tool=approval.tool,
+            approval_id=approval.id,
+        )
+    status = ApprovalStatus.APPROVED if approve else ApprovalStatus.REJECTED
+    now = rt.clock.now()
+    with rt.db.transaction() as conn:
+        won = approval_rows.decide_approval(
+            conn,
+            approval_id,
+            status=status,
+            by=user,
+            at=now,
+            reason=reason if not approve else reason or None,
+        )
+        if won:
+            _record_decision(conn, approval, status, actor=user, now=now, detail={"reason": reason})
+            rt.enqueue(conn, "approval_decided", approval_id, now)
+        decided = approval_rows.fetch_approval(conn, approval_id)
+        run = run_rows.fetch_run(conn, approval.run_id)
+    assert decided is not None
+    if not won:
+        if decided.status == ApprovalStatus.PENDING:  # the deadline passed under our feet
+            expire_due(rt)
+            with rt.db.transaction() as conn:
+                decided = approval_rows.fetch_approval(conn, approval_id)
+        raise AlreadyDecided(_already_decided_message(decided))
+    view = ApprovalView.of(decided, pipeline=run.pipeline if run else None)
+    log.info("approval.decided", approval_id=approval_id, status=str(status), user=user)
+    rt.notify("approval_decided", view)
+    return view
+
+
+def expire_due(rt: Runtime) -> list[ApprovalView]:
+    """Expire every pending approval past its deadline; their runs are queued to see it."""
+    now = rt.clock.now()
+    expired: list[ApprovalView] = []
+    with rt.db.transaction() as conn:
+        due = approval_rows.due_expiries(conn, now)
+    for approval_id in due:
+        with rt.db.transaction() as conn:
+            if not approval_rows.decide_approval(
+                conn,
+                approval_id,
+                status=ApprovalStatus.EXPIRED,
+                by=None,
+                at=now,
+                reason="expired without a decision",
+            ):
+                continue
+            approval = approval_rows.fetch_approval(conn, approval_id)
+            assert approval is not None
+            run = run_rows.fetch_run(conn, approval.run_id)
+            _record_decision(
+                conn, approval, ApprovalStatus.EXPIRED, actor=None, now=now, detail=None
+            )
+            rt.enqueue(conn, "approval_decided", approval_id, now)
+        view = ApprovalView.of(approval, pipeline=run.pipeline if run else None)
+        log.info("approval.expired", approval_id=approval_id)
+        rt.notify("approval_decided", view)
+        expired.append(view)
+    return expired
+
+
+def _record_decision(
+    conn: Connection,
+    approval: Any,
+    status: ApprovalStatus,
+    *,
+    actor: str | None,
+    now: datetime,
+    detail: Any,
+) -> None:
+    """In the deciding transaction: audit the decision and queue the run to act on it."""
+    append_audit(
+        conn,
+        event=f"approval.{status}",
+        at=now,
+        actor=actor,
+        run_id=approval.run_id,
+        call_id=approval.call_id,
+        tool=approval.tool,
+        approval_id=approval.id,
+        detail=detail,
+    )
+    run_rows.transition(
+        conn,
+        approval.run_id,
+        from_statuses=[RunStatus.WAITING],
+        to_status=RunStatus.QUEUED,
+        now=now,
+        detail=f"approval {approval.id} {status}",
+        wake_at=None,
+    )

@@ -1,0 +1,305 @@
+"""The run's journal under `ctx`: the cursor over its recorded calls, how a call is written,
+audited and suspended on, and what happens when today's code no longer matches the record.
+
+Every `ctx` call asks the journal for its place first (`next`): its position, its stable key
+(name and ordinal) and, when the run has been here before, its `CallRecord`. A live run writes
+through the journal (`transaction`, `record`, `audit`, `suspend`); a replay reads the same
+cursor and cannot write (`ReadOnlyJournal`), and an eval has no record at all and cannot write
+either (`MemoryJournal`): what each mode does instead of writing is its executor's business.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any, NoReturn
+
+from pydantic_core import PydanticSerializationError, to_jsonable_python
+from sqlalchemy import Connection
+from sqlalchemy.exc import IntegrityError
+
+from pipelines import sensitive
+from pipelines.errors import JournalWriteRefused, LostClaim, PipelineChanged
+from pipelines.runtime import Runtime
+from storage import calls as call_rows
+from storage import runs as run_rows
+from storage.audit import append_audit
+from storage.calls import CallRecord
+from storage.db import Database
+from storage.fastsql import driver_transaction
+from storage.ids import new_id
+from storage.models import CallKind, CallStatus, RunStatus
+
+__all__ = [
+    "CallRecord",
+    "Divergence",
+    "Journal",
+    "MemoryJournal",
+    "NextCall",
+    "ReadOnlyJournal",
+    "Written",
+    "describe_args",
+    "fail_the_run",
+    "record_value",
+]
+
+
+def describe_args(value: Any) -> Any:
+    """Best-effort JSON for display (call inputs); never fails."""
+    return to_jsonable_python(value, fallback=repr)
+
+
+def record_value(value: Any, what: str) -> Any:
+    """JSON for a value a replay must get back exactly; refuses what cannot round-trip."""
+    try:
+        return to_jsonable_python(value)
+    except PydanticSerializationError as exc:
+        raise TypeError(
+            f"{what} returned a {type(value).__name__}, which cannot be recorded; "
+            "return JSON-compatible values or pydantic models"
+        ) from exc
+
+
+@dataclass(frozen=True, slots=True)
+class NextCall:
+    """A `ctx` call's place in the run: position, key and, if the run got here before, its
+    record."""
+
+    run_id: str
+    seq: int
+    kind: CallKind
+    name: str
+    key: str
+    recorded: CallRecord | None
+
+    @property
+    def position(self) -> int:
+        """1-based, as reports show it."""
+        return self.seq + 1
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"{self.run_id}:{self.key}"
+
+    def record(
+        self,
+        status: CallStatus,
+        *,
+        input: Any,
+        started_at: datetime,
+        finished_at: datetime | None = None,
+        output: Any = None,
+        error: str | None = None,
+        meta: Any = None,
+        call_id: str | None = None,
+        idempotency_key: str | None = None,
+        wake_at: datetime | None = None,
+    ) -> CallRecord:
+        """This call's record, with what happened to it."""
+        return CallRecord(
+            id=call_id or new_id("call"),
+            run_id=self.run_id,
+            seq=self.seq,
+            key=self.key,
+            kind=self.kind,
+            name=self.name,
+            status=status,
+            input=input,
+            started_at=started_at,
+            finished_at=finished_at,
+            output=output,
+            error=error,
+            idempotency_key=idempotency_key,
+            wake_at=wake_at,
+            meta=meta,
+        )
+
+
+Divergence = Callable[[NextCall, CallRecord], NoReturn]
+"""What to do when today's code makes a different call than the record at this position."""
+
+
+def fail_the_run(call: NextCall, recorded: CallRecord) -> NoReturn:
+    """A live run's policy: it cannot go on guessing, so it fails with what to do."""
+    raise PipelineChanged(
+        f"pipeline changed under a running run: call {call.position} of run {call.run_id} was "
+        f"recorded as {recorded.kind} {recorded.key!r} but today's code calls {call.kind} "
+        f"{call.key!r}; finish or cancel runs started with the old code before changing a "
+        "pipeline's call sequence (`gatehouse replay RUN_ID` shows the difference)"
+    )
+
+
+class Journal:
+    """A live run's journal: reads the record, writes the run's calls, audit entries and
+    suspensions, on the run's held connection when there is one."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        run_id: str,
+        pipeline: str,
+        trigger_user: str | None,
+        recorded: list[CallRecord],
+        conn: Connection | None = None,
+        on_divergence: Divergence = fail_the_run,
+    ) -> None:
+        self.rt = runtime
+        self.run_id = run_id
+        self.pipeline = pipeline
+        self.trigger_user = trigger_user
+        self._recorded = recorded
+        self._conn = conn
+        self._on_divergence = on_divergence
+        self._seq = 0
+        self._name_counts: dict[str, int] = {}
+
+    # -- the cursor ------------------------------------------------------------------------
+
+    @property
+    def calls_made(self) -> int:
+        return self._seq
+
+    @property
+    def recorded_count(self) -> int:
+        return len(self._recorded)
+
+    def recorded_at(self, seq: int) -> CallRecord | None:
+        return self._recorded[seq] if seq < len(self._recorded) else None
+
+    def next(self, kind: CallKind, name: str) -> NextCall:
+        """The next call's place; a record of a different call there is a divergence."""
+        seq = self._seq
+        self._seq += 1
+        count = self._name_counts.get(name, 0) + 1
+        self._name_counts[name] = count
+        key = f"{name}#{count}"
+        recorded = self._recorded[seq] if seq < len(self._recorded) else None
+        call = NextCall(self.run_id, seq, kind, name, key, recorded)
+        if recorded is not None and (recorded.kind != kind or recorded.key != key):
+            self._on_divergence(call, recorded)
+        return call
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def transaction(self) -> AbstractContextManager[Connection]:
+        """One transaction, on the run's held connection when there is one."""
+        if self._conn is not None:
+            return Database.transaction_on(self._conn)
+        return self.rt.db.transaction()
+
+    def fast_transaction(self) -> AbstractContextManager[Connection]:
+        """For writes made only through `storage.fastsql` (step records, tool outcomes)."""
+        if self._conn is not None:
+            return driver_transaction(self._conn)
+        return self.rt.db.transaction()
+
+    def record(self, record: CallRecord) -> None:
+        """One write for a call that is over by the time it is recorded (a step, a model call)."""
+        # Free text (a prompt, step arguments, the model's raw answers, an error) may quote a
+        # sensitive value; the output is a model dump, sealed already, and must round-trip.
+        call_input, error, meta = sensitive.scrub((record.input, record.error, record.meta))
+        record = replace(
+            record, input=call_input, error=error, meta=meta, finished_at=self.rt.clock.now()
+        )
+        try:
+            with self.fast_transaction() as conn:
+                call_rows.insert_call(conn, record)
+        except IntegrityError as exc:  # another worker recorded this position: it owns the run
+            raise LostClaim(self.run_id) from exc
+
+    def audit(
+        self,
+        conn: Connection,
+        record: CallRecord,
+        event: str,
+        *,
+        at: datetime,
+        actor: str | None = None,
+        approval_id: str | None = None,
+        detail: Any = None,
+    ) -> None:
+        """The audit entry for something that happened to this call, in the caller's
+        transaction."""
+        append_audit(
+            conn,
+            event=event,
+            at=at,
+            actor=actor,
+            run_id=record.run_id,
+            call_id=record.id,
+            tool=record.name if record.kind == CallKind.TOOL else None,
+            approval_id=approval_id,
+            idempotency_key=record.idempotency_key,
+            detail=detail,
+        )
+
+    def suspend(
+        self, conn: Connection, now: datetime, reason: str, wake_at: datetime | None = None
+    ) -> None:
+        """Move the run to `waiting` in the caller's transaction (raise `Suspend` after it)."""
+        moved = run_rows.transition(
+            conn,
+            self.run_id,
+            from_statuses=[RunStatus.RUNNING],
+            to_status=RunStatus.WAITING,
+            now=now,
+            claimed_by=self.rt.worker_id,
+            detail=reason,
+            wake_at=wake_at,
+        )
+        if not moved:
+            raise LostClaim(self.run_id)
+
+
+class ReadOnlyJournal(Journal):
+    """A replay's journal: the run's record, read; no transaction can be opened, so nothing a
+    replay reaches can write. Divergence is whatever the replay says (it reports it)."""
+
+    def transaction(self) -> AbstractContextManager[Connection]:
+        return _refused(f"a replay of {self.run_id}")
+
+    def fast_transaction(self) -> AbstractContextManager[Connection]:
+        return _refused(f"a replay of {self.run_id}")
+
+
+class MemoryJournal(Journal):
+    """An eval case's journal: positions and keys only, no record, and no transaction."""
+
+    def __init__(self, runtime: Runtime, *, run_id: str, pipeline: str) -> None:
+        super().__init__(
+            runtime,
+            run_id=run_id,
+            pipeline=pipeline,
+            trigger_user=None,
+            recorded=[],
+            on_divergence=_nothing_to_diverge_from,
+        )
+
+    def transaction(self) -> AbstractContextManager[Connection]:
+        return _refused(f"an eval of {self.pipeline}")
+
+    def fast_transaction(self) -> AbstractContextManager[Connection]:
+        return _refused(f"an eval of {self.pipeline}")
+
+
+def _nothing_to_diverge_from(call: NextCall, recorded: CallRecord) -> NoReturn:
+    raise AssertionError("an eval case has no record to diverge from")
+
+
+def _refused(who: str) -> NoReturn:
+    raise JournalWriteRefused(
+        f"{who} never writes, but reached an engine path that records "
+        "(report this: its mode's executor should handle that call)"
+    )
+
+
+class Written:
+    """Attribute access over the values of a row just written, so a view (an approval's, a
+    task's) can be built from them without reading the row back."""
+
+    def __init__(self, values: dict[str, Any], **extra: Any) -> None:
+        self.__dict__.update(values)
+        self.__dict__.update(extra)

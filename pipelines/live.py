@@ -1,0 +1,305 @@
+"""The live mode's executor: what a run does with a call its record does not settle. It passes
+the gates (`approvals`, `rate_limits`, `tasks`), runs the call, and records the outcome
+through the run's journal; a tool runs at most once (its `started` row comes first).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+import structlog
+from pydantic import BaseModel, TypeAdapter
+
+from pipelines import approvals, rate_limits, sensitive, tasks
+from pipelines import validator as validation
+from pipelines.categorical import categorical_fields
+from pipelines.context import ModelRequest
+from pipelines.errors import NeedsAttention, StepFailed, ToolFailed
+from pipelines.journal import CallRecord, Journal, NextCall, describe_args, record_value
+from pipelines.llm import LLMResult
+from pipelines.runtime import Runtime
+from pipelines.tools import Tool
+from storage import calls as call_rows
+from storage.models import CallStatus
+
+log = structlog.get_logger()
+
+
+class LiveExecutor:
+    """Runs and records; see the module docstring."""
+
+    def __init__(self, runtime: Runtime, journal: Journal) -> None:
+        self._rt = runtime
+        self._journal = journal
+
+    def reused(self, call: NextCall, outcome: str, detail: Any) -> None:
+        pass  # a live run reuses its record silently
+
+    # -- steps -----------------------------------------------------------------------------
+
+    def step(
+        self,
+        call: NextCall,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        adapter: TypeAdapter[Any] | None,
+    ) -> Any:
+        started_at = self._rt.clock.now()
+        try:
+            result = fn(*args)
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            self._journal.record(
+                call.record(
+                    CallStatus.FAILED, input=_step_input(args), started_at=started_at, error=error
+                )
+            )
+            raise StepFailed(call.name, error) from exc
+        output = record_value(result, f"step {call.name!r}")
+        self._journal.record(
+            call.record(
+                CallStatus.SUCCEEDED, input=_step_input(args), started_at=started_at, output=output
+            )
+        )
+        return result if adapter is not None else output
+
+    # -- tools -----------------------------------------------------------------------------
+
+    def validate(
+        self, tool: Tool, rule: validation.Validator, args_json: Any
+    ) -> validation.Judgement:
+        return approvals.consult_validator(self._journal, tool, rule, args_json)
+
+    def tool(
+        self,
+        call: NextCall,
+        tool: Tool,
+        args: BaseModel,
+        args_json: Any,
+        judgement: validation.Judgement | None,
+    ) -> Any:
+        journal = self._journal
+        recorded = call.recorded
+        if recorded is None:
+            if judgement is not None:
+                if judgement.outcome == "reject":
+                    approvals.reject_by_validator(journal, tool, judgement, call, args_json)
+                if judgement.outcome == "human":
+                    approvals.request(journal, tool, call, args_json, judgement)
+            elif tool.needs_approval(args):
+                approvals.request(journal, tool, call, args_json)
+            started = rate_limits.start(journal, tool, call, args_json, validated=judgement)
+            return self._execute(tool, args, started)
+        if recorded.status == CallStatus.AWAITING_APPROVAL:
+            approvals.settle(journal, tool, recorded.id)
+        elif recorded.status == CallStatus.STARTED:
+            return self._recover_started(tool, args, call, recorded)
+        elif recorded.status == CallStatus.OUTCOME_UNKNOWN:
+            raise NeedsAttention(recorded.error or f"the outcome of {tool.name} is unknown")
+        started = rate_limits.start(journal, tool, call, args_json, call_id=recorded.id)
+        return self._execute(tool, args, started)
+
+    def _execute(self, tool: Tool, args: BaseModel, started: CallRecord) -> Any:
+        """Run a started tool call once and record its outcome."""
+        began = time.perf_counter()
+        try:
+            result = tool.fn(args, idempotency_key=started.idempotency_key)
+            output = tool.result_adapter.dump_python(result, mode="json")
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            self._finish_tool(tool, started, CallStatus.FAILED, None, error, began)
+            raise ToolFailed(tool.name, error) from exc
+        self._finish_tool(tool, started, CallStatus.SUCCEEDED, output, None, began)
+        return result
+
+    def _finish_tool(
+        self,
+        tool: Tool,
+        started: CallRecord,
+        status: CallStatus,
+        output: Any,
+        error: str | None,
+        began: float,
+    ) -> None:
+        latency_ms = round((time.perf_counter() - began) * 1000, 3)
+        error = sensitive.scrub(error)
+        now = self._rt.clock.now()
+        with self._journal.fast_transaction() as conn:
+            call_rows.update_call(
+                conn, started.id, status=status, output=output, error=error, finished_at=now
+            )
+            self._journal.audit(
+                conn,
+                started,
+                "tool.succeeded" if status == CallStatus.SUCCEEDED else "tool.failed",
+                at=now,
+                actor=self._journal.trigger_user,
+                detail={"result": output, "error": error, "latency_ms": latency_ms},
+            )
+        log.info(
+            "tool.finished",
+            run_id=self._journal.run_id,
+            tool=tool.name,
+            status=str(status),
+            latency_ms=latency_ms,
+        )
+
+    def _recover_started(
+        self, tool: Tool, args: BaseModel, call: NextCall, recorded: CallRecord
+    ) -> Any:
+        """A crash left this call `started` with no outcome. Only idempotent tools run again."""
+        now = self._rt.clock.now()
+        # As it was started: the key the tool received then is the one it receives now.
+        started = call.record(
+            CallStatus.STARTED,
+            input=recorded.input,
+            started_at=recorded.started_at,
+            call_id=recorded.id,
+            idempotency_key=call.idempotency_key,
+        )
+        if tool.idempotent:
+            with self._journal.transaction() as conn:
+                self._journal.audit(
+                    conn,
+                    started,
+                    "tool.retried",
+                    at=now,
+                    detail={"why": "started without an outcome (crash); the tool is idempotent"},
+                )
+            return self._execute(tool, args, started)
+        error = (
+            f"{tool.name} was started at {recorded.started_at:%Y-%m-%d %H:%M:%S} UTC and its outcome "
+            f"is unknown (the process stopped mid-call); it is not idempotent, so it was not run "
+            f"again. Check whether the effect with idempotency key {call.idempotency_key} happened."
+        )
+        with self._journal.transaction() as conn:
+            call_rows.update_call(conn, recorded.id, status=CallStatus.OUTCOME_UNKNOWN, error=error)
+            self._journal.audit(
+                conn, started, "tool.outcome_unknown", at=now, detail={"error": error}
+            )
+        raise NeedsAttention(error)
+
+    # -- model calls and people ------------------------------------------------------------
+
+    def reused_answer(self, call: NextCall, request: ModelRequest, recorded: CallRecord) -> None:
+        pass
+
+    def collect_answer(self, call: NextCall, request: ModelRequest, recorded: CallRecord) -> Any:
+        return tasks.collect(self._journal, request.output, recorded)
+
+    def ask_model(self, call: NextCall, request: ModelRequest) -> LLMResult:
+        result = request.send(self._rt)
+        log.info(
+            "llm.called",
+            run_id=self._journal.run_id,
+            call=call.key,
+            model=result.model,
+            failure=result.failure,
+            attempts=len(result.attempts),
+            latency_ms=result.latency_ms,
+        )
+        return result
+
+    def answered(self, call: NextCall, request: ModelRequest, result: LLMResult) -> None:
+        assert result.value is not None
+        meta = _model_meta(request, result, answered_by="model")
+        self._journal.record(
+            call.record(
+                CallStatus.SUCCEEDED,
+                input=_model_input(request, result),
+                started_at=request.requested_at,
+                output=result.value.model_dump(mode="json"),
+                meta=meta,
+            )
+        )
+
+    def cannot_answer(
+        self, call: NextCall, request: ModelRequest, result: LLMResult, message: str
+    ) -> None:
+        self._journal.record(
+            call.record(
+                CallStatus.FAILED,
+                input=_model_input(request, result),
+                started_at=request.requested_at,
+                error=message,
+                meta=_model_meta(request, result),
+            )
+        )
+
+    def human_exit(
+        self, call: NextCall, request: ModelRequest, result: LLMResult, reason: str
+    ) -> NoReturn:
+        suggestion = result.value.model_dump(mode="json") if result.value is not None else None
+        tasks.open_task(
+            self._journal,
+            call,
+            f"The model could not {request.task} this: {reason}. Please answer in its place.",
+            request.output,
+            context={
+                "task": request.task,
+                "input": request.prompt,
+                "model": result.model,
+                "model_said": result.last_raw,
+                "suggestion": suggestion,
+                "reason": reason,
+            },
+            assignees=request.assignees,
+            call_input=_model_input(request, result),
+            meta=_model_meta(request, result, human_exit=True),
+        )
+
+    def ask_human(
+        self,
+        call: NextCall,
+        question: str,
+        output: type[BaseModel],
+        context: Any,
+        assignees: list[str] | None,
+    ) -> Any:
+        if call.recorded is not None:
+            return tasks.collect(self._journal, output, call.recorded)
+        described = describe_args(context)
+        tasks.open_task(
+            self._journal,
+            call,
+            question,
+            output,
+            context=described,
+            assignees=assignees,
+            call_input={"question": question, "context": described},
+        )
+
+
+def _step_input(args: tuple[Any, ...]) -> Any:
+    return describe_args(list(args)) if args else None
+
+
+def _model_input(request: ModelRequest, result: LLMResult) -> dict[str, Any]:
+    return {
+        "task": request.task,
+        "model": result.model,
+        "system": result.system,
+        "prompt": request.prompt,
+        "min_confidence": request.min_confidence,
+        "max_attempts": request.max_attempts,
+    }
+
+
+def _model_meta(
+    request: ModelRequest,
+    result: LLMResult,
+    *,
+    answered_by: str | None = None,
+    human_exit: bool = False,
+) -> dict[str, Any]:
+    meta = result.meta()
+    # Read by the drift rules (pipelines.drift): the human exit, and which output fields are
+    # categorical (their values are in the recorded output).
+    meta["human_exit"] = human_exit
+    if categorical := categorical_fields(request.output):
+        meta["categorical"] = list(categorical)
+    if answered_by is not None:
+        meta["answered_by"] = answered_by
+    return meta
