@@ -9,6 +9,7 @@ from sqlalchemy import Connection, Table, bindparam, or_, select, update
 
 from storage.fastsql import fast_insert, fast_select, fast_update
 from storage.models import Approval, ApprovalStatus, HumanTask, TaskStatus
+from storage.rows import ApprovalRow, HumanTaskRow
 
 approvals_table: Table = Approval.__table__  # type: ignore[assignment]
 tasks_table: Table = HumanTask.__table__  # type: ignore[assignment]
@@ -37,13 +38,13 @@ def insert_approval(conn: Connection, **values: Any) -> None:
     fast_insert(conn, approvals_table, values)
 
 
-def fetch_approval(conn: Connection, approval_id: str) -> Any:
-    rows = fast_select(conn, approvals_table, {"id": approval_id})
+def fetch_approval(conn: Connection, approval_id: str) -> ApprovalRow | None:
+    rows = fast_select(conn, approvals_table, {"id": approval_id}, ApprovalRow)
     return rows[0] if rows else None
 
 
-def approval_for_call(conn: Connection, call_id: str) -> Any:
-    rows = fast_select(conn, approvals_table, {"call_id": call_id})
+def approval_for_call(conn: Connection, call_id: str) -> ApprovalRow | None:
+    rows = fast_select(conn, approvals_table, {"call_id": call_id}, ApprovalRow)
     return rows[0] if rows else None
 
 
@@ -83,13 +84,13 @@ def insert_task(conn: Connection, **values: Any) -> None:
     fast_insert(conn, tasks_table, values)
 
 
-def fetch_task(conn: Connection, task_id: str) -> Any:
-    rows = fast_select(conn, tasks_table, {"id": task_id})
+def fetch_task(conn: Connection, task_id: str) -> HumanTaskRow | None:
+    rows = fast_select(conn, tasks_table, {"id": task_id}, HumanTaskRow)
     return rows[0] if rows else None
 
 
-def task_for_call(conn: Connection, call_id: str) -> Any:
-    rows = fast_select(conn, tasks_table, {"call_id": call_id})
+def task_for_call(conn: Connection, call_id: str) -> HumanTaskRow | None:
+    rows = fast_select(conn, tasks_table, {"call_id": call_id}, HumanTaskRow)
     return rows[0] if rows else None
 
 

@@ -33,6 +33,7 @@ from sqlalchemy import Connection, Table, select
 from storage.db import Database
 from storage.fastsql import fast_insert, fast_scalar
 from storage.models import AuditEntry
+from storage.rows import AuditEntryRow
 
 audit_table: Table = AuditEntry.__table__  # type: ignore[assignment]
 
@@ -270,9 +271,11 @@ def _verify(entries: Iterator[Any]) -> VerifyResult:
     return VerifyResult(True, checked, expected_prev)
 
 
-def list_entries(conn: Connection, *, run_id: str | None = None, limit: int = 50) -> list[Any]:
+def list_entries(
+    conn: Connection, *, run_id: str | None = None, limit: int = 50
+) -> list[AuditEntryRow]:
     """The latest `limit` entries (of one run), oldest first."""
     query = select(audit_table).order_by(audit_table.c.id.desc()).limit(limit)
     if run_id is not None:
         query = query.where(audit_table.c.run_id == run_id)
-    return list(reversed(conn.execute(query).all()))
+    return [AuditEntryRow(*row) for row in reversed(conn.execute(query).all())]
