@@ -29,7 +29,7 @@ from pipelines.errors import (
     Suspend,
     UnknownApproval,
 )
-from pipelines.journal import CallRecord, Journal, NextCall, Written
+from pipelines.journal import CallRecord, Journal, NextCall
 from pipelines.llm import LLMConfigurationError
 from pipelines.runtime import Runtime
 from pipelines.tools import Tool
@@ -40,6 +40,7 @@ from storage import runs as run_rows
 from storage.audit import append_audit
 from storage.ids import new_id
 from storage.models import ApprovalStatus, CallKind, CallStatus, RunStatus
+from storage.rows import ApprovalRow
 
 log = structlog.get_logger()
 
@@ -97,7 +98,8 @@ def request(
         journal.suspend(conn, now, f"approval {approval_id}")
         journal.rt.enqueue(conn, "approval_requested", approval_id, now)
     view = ApprovalView.of(
-        Written(values, decided_by=None, decided_at=None, reason=None), pipeline=journal.pipeline
+        ApprovalRow(**values, decided_by=None, decided_at=None, reason=None),
+        pipeline=journal.pipeline,
     )
     log.info("approval.requested", run_id=journal.run_id, approval_id=approval_id, tool=tool.name)
     journal.rt.notify("approval_requested", view)

@@ -39,7 +39,6 @@ __all__ = [
     "MemoryJournal",
     "NextCall",
     "ReadOnlyJournal",
-    "Written",
     "describe_args",
     "fail_the_run",
     "record_value",
@@ -294,12 +293,3 @@ def _refused(who: str) -> NoReturn:
         f"{who} never writes, but reached an engine path that records "
         "(report this: its mode's executor should handle that call)"
     )
-
-
-class Written:
-    """Attribute access over the values of a row just written, so a view (an approval's, a
-    task's) can be built from them without reading the row back."""
-
-    def __init__(self, values: dict[str, Any], **extra: Any) -> None:
-        self.__dict__.update(values)
-        self.__dict__.update(extra)

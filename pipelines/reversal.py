@@ -145,5 +145,6 @@ def undo(rt: Runtime, call_id: str, *, user: str) -> CallView:
             detail={"undoes": call_id},
         )
         reversal = call_rows.fetch_call(conn, reversal_id)
+        assert reversal is not None  # inserted in this transaction
     log.info("tool.reversed", call_id=call_id, reversal_id=reversal_id, user=user)
     return CallView.of(reversal)

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ValidationError
 from pipelines import sensitive
 from pipelines.authorization import may_act, refuse
 from pipelines.errors import AlreadyAnswered, InvalidAnswer, NotAnAssignee, Suspend, UnknownTask
-from pipelines.journal import CallRecord, Journal, NextCall, Written
+from pipelines.journal import CallRecord, Journal, NextCall
 from pipelines.runtime import Runtime
 from pipelines.validation import format_validation_errors
 from pipelines.views import TaskView
@@ -24,6 +24,7 @@ from storage import runs as run_rows
 from storage.audit import append_audit
 from storage.ids import new_id
 from storage.models import CallKind, CallStatus, RunStatus, TaskStatus
+from storage.rows import HumanTaskRow
 
 log = structlog.get_logger()
 M = TypeVar("M", bound=BaseModel)
@@ -82,7 +83,7 @@ def open_task(
     journal.rt.notify(
         "task_opened",
         TaskView.of(
-            Written(values, answered_by=None, answered_at=None, answer=None),
+            HumanTaskRow(**values, answered_by=None, answered_at=None, answer=None),
             pipeline=journal.pipeline,
         ),
     )
@@ -186,6 +187,7 @@ def answer(rt: Runtime, task_id: str, *, user: str, answer: Any) -> TaskView:
         )
         rt.enqueue(conn, "task_answered", task_id, now)
         updated = task_rows.fetch_task(conn, task_id)
+        assert updated is not None  # answered in this transaction
         run = run_rows.fetch_run(conn, task.run_id)
     view = TaskView.of(updated, pipeline=None if run is None else str(run.pipeline))
     log.info("task.answered", task_id=task_id, user=user)

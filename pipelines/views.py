@@ -11,6 +11,15 @@ from datetime import datetime
 from typing import Any
 
 from pipelines.sensitive import mask
+from storage.calls import CallRecord
+from storage.rows import (
+    ApprovalRow,
+    CallRow,
+    HumanTaskRow,
+    OpenTaskRow,
+    PendingApprovalRow,
+    RunRow,
+)
 
 
 def iso(value: datetime | None) -> str | None:
@@ -48,7 +57,7 @@ class CallView:
         _mask_fields(self, "input", "output")
 
     @classmethod
-    def of(cls, row: Any) -> CallView:
+    def of(cls, row: CallRow | CallRecord) -> CallView:
         return cls(
             run_id=row.run_id,
             meta=row.meta,
@@ -111,7 +120,9 @@ class ApprovalView:
         _mask_fields(self, "args")
 
     @classmethod
-    def of(cls, row: Any, *, pipeline: str | None = None) -> ApprovalView:
+    def of(
+        cls, row: ApprovalRow | PendingApprovalRow, *, pipeline: str | None = None
+    ) -> ApprovalView:
         return cls(
             id=row.id,
             run_id=row.run_id,
@@ -179,7 +190,7 @@ class TaskView:
         _mask_fields(self, "context", "answer")
 
     @classmethod
-    def of(cls, row: Any, *, pipeline: str | None = None) -> TaskView:
+    def of(cls, row: HumanTaskRow | OpenTaskRow, *, pipeline: str | None = None) -> TaskView:
         return cls(
             id=row.id,
             run_id=row.run_id,
@@ -242,7 +253,7 @@ class Run:
         _mask_fields(self, "input", "output")
 
     @classmethod
-    def of(cls, row: Any, **extra: Any) -> Run:
+    def of(cls, row: RunRow, **extra: Any) -> Run:
         return cls(
             id=row.id,
             pipeline=row.pipeline,
