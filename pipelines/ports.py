@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from pipelines.views import ApprovalView, TaskView
@@ -47,10 +47,36 @@ class DeliveryFailed(Exception):
     does not exist) is tried a few times, then given up loudly. The outbox sender retries.
     """
 
-    def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool,
+        retry_after: float | None = None,
+        code: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.retryable = retryable
         self.retry_after = retry_after
+        self.code = code  # the service's own word for it (Slack's `error`), when it gave one
+
+    @property
+    def reason(self) -> str:
+        return self.code or str(self)
+
+
+def retry_after_seconds(headers: Mapping[str, Any] | None) -> float | None:
+    """Seconds from an HTTP `Retry-After` header (any case; a list of values takes the first),
+    never below 0; None when it is missing or unreadable. The one parser: the outbox's retries
+    and the Slack adapters read it here."""
+    for name, value in (headers or {}).items():
+        if str(name).lower() == "retry-after":
+            text = value[0] if isinstance(value, list) and value else value
+            try:
+                return max(float(text), 0.0)
+            except (TypeError, ValueError):
+                return None
+    return None
 
 
 class SilentNotifier:

@@ -28,7 +28,7 @@ from bot.slack import cards
 from pipelines import inspect
 from pipelines.gates import rate_limit_headroom
 from pipelines.pipeline import registered_pipelines
-from pipelines.ports import DeliveryFailed
+from pipelines.ports import DeliveryFailed, retry_after_seconds
 from pipelines.runtime import Runtime
 from pipelines.tools import lookup_tool
 from pipelines.views import ApprovalView, TaskView
@@ -58,17 +58,13 @@ def delivery_failure(exc: Exception) -> DeliveryFailed:
         response = exc.response
         error = str(response.get("error") or "") if response is not None else ""
         status = getattr(response, "status_code", 200) if response is not None else 200
-        headers = getattr(response, "headers", None) or {}
-        retry_after = None
-        for name, value in headers.items():
-            if name.lower() == "retry-after":
-                try:
-                    retry_after = float(value[0] if isinstance(value, list) else value)
-                except (TypeError, ValueError):
-                    retry_after = None
+        retry_after = retry_after_seconds(getattr(response, "headers", None))
         retryable = status == 429 or status >= 500 or error in RETRYABLE_ERRORS
         return DeliveryFailed(
-            f"slack {error or status}", retryable=retryable, retry_after=retry_after
+            f"slack {error or status}",
+            retryable=retryable,
+            retry_after=retry_after,
+            code=error or None,
         )
     # The client could not reach Slack (refused, reset, timed out, DNS): try again later.
     return DeliveryFailed(f"slack unreachable: {type(exc).__name__}: {exc}", retryable=True)

@@ -48,6 +48,7 @@ from pipelines.evaluation import output_schema
 from pipelines.inspect import get_run
 from pipelines.operations import review
 from pipelines.operations.review import ReviewItemView, ReviewWeekView
+from pipelines.ports import retry_after_seconds
 from storage.review import FLAGGED, POSTED, SUMMARIZED
 
 log = structlog.get_logger()
@@ -84,7 +85,9 @@ class _Poster:
                 response = self.client.chat_postMessage(**message)
             except SlackApiError as exc:
                 if exc.response.status_code == 429 and attempt < RATE_LIMIT_RETRIES:
-                    retry_after = _retry_after(exc.response.headers)
+                    # 1 s when Slack sent no readable Retry-After
+                    waited = retry_after_seconds(exc.response.headers)
+                    retry_after = 1.0 if waited is None else waited
                     log.warning("review.rate_limited", what=what, retry_after=retry_after)
                     self.sleep(retry_after)
                     continue
@@ -95,18 +98,6 @@ class _Poster:
                 ) from exc
             return str(response["channel"]), str(response["ts"])
         raise AssertionError("unreachable")
-
-
-def _retry_after(headers: Mapping[str, Any]) -> float:
-    """Seconds from a 429's Retry-After (1 when it is missing or unreadable)."""
-    for name, value in headers.items():
-        if name.lower() == "retry-after":
-            text = value[0] if isinstance(value, list) and value else value
-            try:
-                return max(float(text), 0.0)
-            except (TypeError, ValueError):
-                break
-    return 1.0
 
 
 def _run_or_none(bot: Bot, run_id: str) -> Run | None:
