@@ -22,7 +22,7 @@ from bot.http.metrics import metrics_routes
 from bot.http.server import StopSignals, serve_forever
 from bot.http.webhooks import webhook_routes
 from bot.scheduler import SchedulerHandle, start_scheduler
-from bot.slack.alerts import check_alerts, check_drift
+from bot.slack.alerts import SlackAlerts, check_alerts, check_drift
 from bot.slack.app import build_bolt_app
 from bot.slack.bot import Bot, build_web_client
 from bot.slack.directory import SlackDirectory
@@ -65,12 +65,19 @@ def slack_config_problems(settings: Settings) -> list[str]:
 def slack_notifier(
     settings: Settings, client: WebClient, gatehouse: Callable[[], Gatehouse]
 ) -> SlackNotifier:
+    # Its own client without slack-sdk's retry handlers: the outbox sender retries, after
+    # `Retry-After`, without holding a thread in a sleep.
+    own = WebClient(token=client.token, base_url=client.base_url, retry_handlers=[])
     return SlackNotifier(
-        # Its own client without slack-sdk's retry handlers: the outbox sender retries, after
-        # `Retry-After`, without holding a thread in a sleep.
-        WebClient(token=client.token, base_url=client.base_url, retry_handlers=[]),
+        own,
         approvals_channel=str(settings.approvals_channel),
         runtime=lambda: gatehouse().rt,
+        alerts=SlackAlerts(
+            own,
+            channel=settings.alerts_channel,
+            runtime=lambda: gatehouse().rt,
+            command=settings.slash_command,
+        ),
     )
 
 

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from pipelines.operations.alerting import AlertView
     from pipelines.views import ApprovalView, TaskView
 
 
@@ -26,7 +27,11 @@ class SystemClock:
 
 
 class Notifier(Protocol):
-    """How the engine tells people that something waits for them or was decided."""
+    """How the engine tells people that something waits for them, was decided, or went wrong.
+
+    The outbox sender (`pipelines.outbox`) calls one method per subject with its state at
+    delivery time, and retries on `DeliveryFailed`: each method makes the person's view show
+    that state, idempotently (what is shown already is updated or left, never shown twice)."""
 
     def approval_requested(self, approval: ApprovalView) -> None: ...
 
@@ -37,6 +42,14 @@ class Notifier(Protocol):
     def task_opened(self, task: TaskView) -> None: ...
 
     def task_answered(self, task: TaskView) -> None: ...
+
+    def alert_opened(self, alert: AlertView) -> None:
+        """An alert that is open: its message in the alerts channel."""
+        ...
+
+    def alert_recovered(self, alert: AlertView) -> None:
+        """A recovered alert: its message (saying so) and a "recovered" reply in its thread."""
+        ...
 
 
 class DeliveryFailed(Exception):
@@ -92,6 +105,12 @@ class SilentNotifier:
         return None
 
     def task_answered(self, task: TaskView) -> None:
+        return None
+
+    def alert_opened(self, alert: AlertView) -> None:
+        return None
+
+    def alert_recovered(self, alert: AlertView) -> None:
         return None
 
 

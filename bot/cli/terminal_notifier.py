@@ -10,6 +10,7 @@ import typer
 
 from bot.cli import render as cli_render
 from pipelines import ApprovalView, TaskView
+from pipelines.operations.alerting import AlertView
 
 
 class TerminalNotifier:
@@ -32,3 +33,9 @@ class TerminalNotifier:
 
     def task_answered(self, task: TaskView) -> None:
         self._say(cli_render.task_answered_line(task))
+
+    def alert_opened(self, alert: AlertView) -> None:
+        return None  # `gatehouse alerts check` prints its own changes
+
+    def alert_recovered(self, alert: AlertView) -> None:
+        return None

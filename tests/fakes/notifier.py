@@ -23,5 +23,11 @@ class RecordingNotifier:
     def task_answered(self, task: TaskView) -> None:
         self.events.append(("task_answered", task))
 
+    def alert_opened(self, alert: Any) -> None:
+        self.events.append(("alert_opened", alert))
+
+    def alert_recovered(self, alert: Any) -> None:
+        self.events.append(("alert_recovered", alert))
+
     def names(self) -> list[str]:
         return [name for name, _ in self.events]
