@@ -27,7 +27,12 @@ from bot.slack.app import build_bolt_app
 from bot.slack.bot import Bot, build_web_client
 from bot.slack.directory import SlackDirectory
 from bot.slack.notifier import SlackNotifier
-from bot.slack.review import post_weekly_review, resume_review, summarize_due_reviews
+from bot.slack.review import (
+    SlackReview,
+    post_weekly_review,
+    resume_review,
+    summarize_due_reviews,
+)
 from pipelines import Clock, Gatehouse, Settings, Worker
 from pipelines.config import ConfigurationError
 from pipelines.operations.stats import roll_up_stats
@@ -77,6 +82,13 @@ def slack_notifier(
             channel=settings.alerts_channel,
             runtime=lambda: gatehouse().rt,
             command=settings.slash_command,
+        ),
+        review=SlackReview(
+            own,
+            channel=settings.review_channel,
+            timezone=settings.timezone,
+            command=settings.slash_command,
+            runtime=lambda: gatehouse().rt,
         ),
     )
 

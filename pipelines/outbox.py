@@ -1,8 +1,8 @@
 """The outbox sender: delivers what the engine owes people through the `Notifier` port.
 
 The engine writes an outbox row in the transaction of every change a person must see (an
-approval requested or decided, a task opened or answered, an alert opened or recovered). The
-sender claims a subject, loads
+approval requested or decided, a task opened or answered, an alert opened or recovered, a weekly
+review's thread or summary). The sender claims a subject, loads
 its state *now* and hands that to the notifier: a card delivered late shows what is true when
 it is delivered (requested while Slack was down, approved from the CLI meanwhile: one card,
 "approved"), and several rows of one subject collapse into one delivery. The notifier makes a
@@ -34,8 +34,9 @@ import structlog
 
 from pipelines import inspect
 from pipelines.errors import UnknownApproval, UnknownTask
-from pipelines.operations import alerting
+from pipelines.operations import alerting, review
 from pipelines.operations.alerting import ALERT_EVENTS, AlertView
+from pipelines.operations.review import REVIEW_EVENTS, ReviewWeekView, UnknownReviewWeek
 from pipelines.ports import DeliveryFailed, Notifier
 from pipelines.runtime import Runtime
 from pipelines.views import ApprovalView, TaskView
@@ -49,7 +50,7 @@ log = structlog.get_logger()
 APPROVAL_EVENTS = ("approval_requested", "approval_decided")
 TASK_EVENTS = ("task_opened", "task_answered")
 
-View = ApprovalView | TaskView | AlertView
+View = ApprovalView | TaskView | AlertView | ReviewWeekView
 
 
 @dataclass(frozen=True)
@@ -286,6 +287,13 @@ class OutboxSender:
             if alert is None:
                 return None, None  # deleted: nothing left to show
             return ("alert_opened" if alert.is_open else "alert_recovered"), alert
+        if head.event in REVIEW_EVENTS:
+            week_id = review.week_id_of(head.subject_id)
+            try:
+                week = review.get_week(self.rt, week_id) if week_id is not None else None
+            except UnknownReviewWeek:
+                week = None
+            return (head.event if week is not None else None), week
         log.error("outbox.unknown_event", owed=head.event, subject_id=head.subject_id)
         return None, None
 
@@ -293,6 +301,8 @@ class OutboxSender:
         """A subject settled long ago that never had a card (rows a CLI-only install left
         behind) is not worth a late post; anything still waiting for a person always is. An
         alert is worth posting for `alerting.RETRY_HORIZON`."""
+        if isinstance(view, ReviewWeekView):
+            return False  # a review is posted, however late: its pick and verdicts are stored
         if isinstance(view, AlertView):
             stale = head.created_at <= self.rt.clock.now() - alerting.RETRY_HORIZON
             if stale:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from pipelines.operations.alerting import AlertView
+    from pipelines.operations.review import ReviewWeekView
     from pipelines.views import ApprovalView, TaskView
 
 
@@ -49,6 +50,14 @@ class Notifier(Protocol):
 
     def alert_recovered(self, alert: AlertView) -> None:
         """A recovered alert: its message (saying so) and a "recovered" reply in its thread."""
+        ...
+
+    def review_thread(self, week: ReviewWeekView) -> None:
+        """The weekly review's thread: its parent and one reply per picked run."""
+        ...
+
+    def review_summary(self, week: ReviewWeekView) -> None:
+        """The weekly review's summary, in its thread."""
         ...
 
 
@@ -111,6 +120,12 @@ class SilentNotifier:
         return None
 
     def alert_recovered(self, alert: AlertView) -> None:
+        return None
+
+    def review_thread(self, week: ReviewWeekView) -> None:
+        return None
+
+    def review_summary(self, week: ReviewWeekView) -> None:
         return None
 
 

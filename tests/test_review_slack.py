@@ -92,8 +92,14 @@ def _seed(world: SlackWorld, count: int = 8) -> list[str]:
     return ids
 
 
-class Crash(Exception):
-    """The process dying between two posts."""
+class Crash(BaseException):
+    """The process dying between two posts: nothing below it catches it, and its claim on the
+    delivery stays held until the lease runs out (another process would see it end at once
+    when the holder's pid is gone; this one is still alive)."""
+
+
+def after_the_dead_senders_lease(world: SlackWorld) -> None:
+    world.clock.advance(timedelta(minutes=1))
 
 
 # -- posting -----------------------------------------------------------------------------------
@@ -168,7 +174,9 @@ def test_a_crash_in_the_middle_of_posting_resumes_without_a_duplicate(world: Sla
     stored = review.find_week(world.gatehouse.rt, world.clock.now().replace(hour=0))
     assert stored is not None and stored.status == "posting"
     assert [i.reply_ts is not None for i in stored.items] == [True, True, True, False, False]
+    assert _post(world).status == "posting"  # the dead sender still holds the delivery
 
+    after_the_dead_senders_lease(world)
     week = _post(world)  # the retry (a restart, or `gatehouse review post`)
 
     assert week.status == "posted"
@@ -191,6 +199,7 @@ def test_resume_review_finishes_an_interrupted_post_and_never_starts_one(
 
     with pytest.raises(Crash):
         slack_review.post_weekly_review(world.bot, pace_seconds=5, sleep=crash)
+    after_the_dead_senders_lease(world)
     resumed = slack_review.resume_review(world.bot)
     assert resumed is not None and resumed.status == "posted"
     assert len(_replies(world, resumed)) == 5

@@ -11,6 +11,7 @@ import typer
 from bot.cli import render as cli_render
 from pipelines import ApprovalView, TaskView
 from pipelines.operations.alerting import AlertView
+from pipelines.operations.review import ReviewWeekView
 
 
 class TerminalNotifier:
@@ -38,4 +39,10 @@ class TerminalNotifier:
         return None  # `gatehouse alerts check` prints its own changes
 
     def alert_recovered(self, alert: AlertView) -> None:
+        return None
+
+    def review_thread(self, week: ReviewWeekView) -> None:
+        return None  # `gatehouse review post` prints the week it posted
+
+    def review_summary(self, week: ReviewWeekView) -> None:
         return None

@@ -174,7 +174,7 @@ class SlackAlerts(SilentNotifier):
             # The reply is in the thread; the original keeps saying "open". Not worth a re-send.
             log.warning("alert.update_failed", alert_id=alert.id, error=_slack_error(exc))
 
-    def adopt_lost_message(self, alert: AlertView) -> bool:
+    def adopt_lost_card(self, alert: AlertView) -> bool:
         """Record the alert's message if a sender that died posted it without recording it
         (found by its metadata in the channel's recent history). The "recovered" reply is in
         a thread, which `conversations.history` does not list: that window (a crash between

@@ -1,5 +1,5 @@
-"""The engine's notifier, implemented for Slack: approval and human-task cards, and alerts
-(`bot.slack.alerts.SlackAlerts`, which this delegates to).
+"""The engine's notifier, implemented for Slack: approval and human-task cards; alerts and the
+weekly review are delegated to `bot.slack.alerts.SlackAlerts` and `bot.slack.review.SlackReview`.
 
 A card is posted when an approval is requested or a task opened, and updated in place (with
 `chat.update` on the stored channel and ts, not the short-lived `response_url`) when it is
@@ -28,9 +28,11 @@ from slack_sdk.errors import SlackClientError
 from bot.slack import cards
 from bot.slack.alerts import SlackAlerts
 from bot.slack.delivery import delivery_failure, find_by_metadata, looks_up_history, metadata
+from bot.slack.review import SlackReview
 from pipelines import inspect
 from pipelines.gates import rate_limit_headroom
 from pipelines.operations.alerting import AlertView
+from pipelines.operations.review import ReviewWeekView
 from pipelines.pipeline import registered_pipelines
 from pipelines.runtime import Runtime
 from pipelines.tools import lookup_tool
@@ -48,12 +50,17 @@ class SlackNotifier:
         approvals_channel: str,
         runtime: Callable[[], Runtime],
         alerts: SlackAlerts | None = None,
+        review: SlackReview | None = None,
     ) -> None:
         self._client = client
         self._default_channel = approvals_channel
         self._runtime = runtime  # the engine is built after its notifier; resolved on use
         # Alert messages (their Block Kit and threads are `bot.slack.alerts`' business).
         self._alerts = alerts or SlackAlerts(client, channel=None, runtime=runtime)
+        # The weekly review's thread and summary (`bot.slack.review`).
+        self._review = review or SlackReview(
+            client, channel=None, timezone="UTC", command="/gatehouse", runtime=runtime
+        )
 
     # -- approvals ------------------------------------------------------------------------
 
@@ -127,14 +134,24 @@ class SlackNotifier:
     def alert_recovered(self, alert: AlertView) -> None:
         self._alerts.alert_recovered(alert)
 
+    # -- the weekly review ----------------------------------------------------------------
+
+    def review_thread(self, week: ReviewWeekView) -> None:
+        self._review.review_thread(week)
+
+    def review_summary(self, week: ReviewWeekView) -> None:
+        self._review.review_summary(week)
+
     # -- a delivery taken over ------------------------------------------------------------
 
-    def adopt_lost_card(self, view: ApprovalView | TaskView | AlertView) -> bool:
+    def adopt_lost_card(self, view: ApprovalView | TaskView | AlertView | ReviewWeekView) -> bool:
         """Find a card for `view` whose ts was never recorded (its sender died between Slack's
         answer and the commit) among the channel's latest messages, newest first, and record
         it. True when one was found."""
         if isinstance(view, AlertView):
-            return self._alerts.adopt_lost_message(view)
+            return self._alerts.adopt_lost_card(view)
+        if isinstance(view, ReviewWeekView):
+            return self._review.adopt_lost_card(view)
         kind = "approval" if isinstance(view, ApprovalView) else "task"
         channel = (
             self.channel_for(view) if isinstance(view, ApprovalView) else self.task_channel(view)

@@ -29,5 +29,11 @@ class RecordingNotifier:
     def alert_recovered(self, alert: Any) -> None:
         self.events.append(("alert_recovered", alert))
 
+    def review_thread(self, week: Any) -> None:
+        self.events.append(("review_thread", week))
+
+    def review_summary(self, week: Any) -> None:
+        self.events.append(("review_summary", week))
+
     def names(self) -> list[str]:
         return [name for name, _ in self.events]
