@@ -16,6 +16,7 @@ from pipelines.outbox import OutboxSender
 from storage.alerts import alerts_table
 from storage.db import MIGRATIONS_DIR, Database
 from storage.outbox import outbox_table
+from storage.review import review_weeks_table
 from tests.fakes.clock import FakeClock
 from tests.fakes.notifier import RecordingNotifier
 
@@ -100,5 +101,33 @@ def test_pending_alert_posts_become_outbox_deliveries_and_the_downgrade_restores
         assert details[1] == {"opened_post": "2026-11-01T00:00:00|dead-worker"}  # still owed
         migrate(db, "head")
         assert [a.id for a in list_alerts(Gatehouse(db, clock=clock).rt)] != []
+    finally:
+        db.dispose()
+
+
+def test_an_interrupted_review_thread_is_owed_after_the_migration(sqlite_url: str) -> None:
+    clock = FakeClock(datetime.now(UTC))
+    db = Database(sqlite_url)
+    try:
+        migrate(db, "0011", down=True)
+        now = clock.now()
+        with db.transaction() as conn:
+            conn.execute(
+                insert(review_weeks_table),
+                [
+                    {"id": 1, "week_start": now - timedelta(days=7), "picked_at": now}
+                    | {"status": "summarized", "channel": "C", "parent_ts": "1.1"},
+                    {"id": 2, "week_start": now, "picked_at": now}
+                    | {"status": "posting", "channel": "C", "parent_ts": "2.1"},
+                ],
+            )
+        migrate(db, "head")
+        assert owed(db) == [("review:2", "review_thread")]
+        clock.advance(timedelta(seconds=5))
+        notifier = RecordingNotifier()
+        assert OutboxSender(Gatehouse(db, clock=clock).rt, notifier=notifier).deliver_due() == 1
+        assert [(event, week.id) for event, week in notifier.events] == [("review_thread", 2)]
+        migrate(db, "0011", down=True)
+        assert owed(db) == []
     finally:
         db.dispose()

@@ -477,3 +477,33 @@ def test_a_summary_slack_refuses_is_tried_again_by_the_next_check(world: SlackWo
     assert review.get_week(world.gatehouse.rt, week.id).status == "posted"
     [done] = slack_review.summarize_due_reviews(world.bot)
     assert done.summary_ts is not None
+
+
+def test_a_reply_posted_by_a_sender_that_died_before_recording_it_is_found_not_reposted(
+    world: SlackWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The window between Slack's answer and the commit of its ts: the sender that takes the
+    delivery over finds the reply in the thread by its metadata and records it."""
+    _seed(world)
+    record = review.record_reply
+    recorded: list[int] = []
+
+    def dies_before_the_third_commit(rt: Any, item_id: int, reply_ts: str) -> bool:
+        if len(recorded) == 2:
+            raise Crash
+        recorded.append(item_id)
+        return record(rt, item_id, reply_ts)
+
+    monkeypatch.setattr(review, "record_reply", dies_before_the_third_commit)
+    with pytest.raises(Crash):
+        _post(world)
+    monkeypatch.setattr(review, "record_reply", record)
+    assert len(world.fake.calls_to("chat.postMessage")) == 4  # the third reply is in Slack
+
+    after_the_dead_senders_lease(world)
+    week = _post(world)
+
+    assert week.status == "posted"
+    assert len(world.fake.calls_to("chat.postMessage")) == 6
+    replies = _replies(world, week)
+    assert [r["ts"] for r in replies] == [i.reply_ts for i in week.items]

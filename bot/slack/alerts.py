@@ -141,10 +141,10 @@ class SlackAlerts(SilentNotifier):
         self._command = command
 
     def alert_opened(self, alert: AlertView) -> None:
-        self._message(alert)
+        self._message(self._fresh(alert))
 
     def alert_recovered(self, alert: AlertView) -> None:
-        posted_now = self._message(alert)
+        posted_now = self._message(self._fresh(alert))
         alert = alerting.get_alert(self._runtime(), alert.id) or alert
         if alert.recovered_reply_ts is not None or not alert.channel or not alert.ts:
             return
@@ -173,6 +173,10 @@ class SlackAlerts(SilentNotifier):
         except (SlackClientError, OSError) as exc:
             # The reply is in the thread; the original keeps saying "open". Not worth a re-send.
             log.warning("alert.update_failed", alert_id=alert.id, error=_slack_error(exc))
+
+    def _fresh(self, alert: AlertView) -> AlertView:
+        """The alert as stored now (a message found by `adopt_lost_card` is recorded)."""
+        return alerting.get_alert(self._runtime(), alert.id) or alert
 
     def adopt_lost_card(self, alert: AlertView) -> bool:
         """Record the alert's message if a sender that died posted it without recording it

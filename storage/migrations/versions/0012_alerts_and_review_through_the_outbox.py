@@ -1,10 +1,12 @@
-"""Alerts are delivered through the outbox: opening and recovering an alert owe an outbox row
-(subject `alert:ID`, event `alert_opened` / `alert_recovered`) instead of a post claim kept in
-the alert's `details` (`opened_post`, `recovered_post`). No column changes; what an existing
+"""Alerts and the weekly review are delivered through the outbox. Opening and recovering an
+alert owe an outbox row (subject `alert:ID`, event `alert_opened` / `alert_recovered`) instead of
+a post claim kept in the alert's `details` (`opened_post`, `recovered_post`); a review's thread
+and summary are subjects `review:ID` and `review-summary:ID`. No column changes; what an existing
 database still owes becomes outbox rows: the message of an alert not in Slack, the "recovered"
-reply of a recovered alert without one (alerts of the last 7 days, as the old claims were).
-The downgrade gives the old claims back: what was posted meanwhile is marked posted, and the
-alert rows leave the outbox.
+reply of a recovered alert without one (alerts of the last 7 days, as the old claims were), the
+rest of a review thread whose posting was interrupted. The downgrade gives the old claims back:
+what was posted meanwhile is marked posted, and these rows leave the outbox (an interrupted
+review is resumed by the old code at start, as before).
 
 Revision ID: 0012
 Revises: 0011
@@ -37,6 +39,12 @@ alerts = sa.table(
     sa.column("recovered_at", UTCDateTime),
     sa.column("ts", sa.String),
     sa.column("details", JSONValue),
+)
+review_weeks = sa.table(
+    "review_weeks",
+    sa.column("id", sa.Integer),
+    sa.column("status", sa.String),
+    sa.column("picked_at", UTCDateTime),
 )
 outbox = sa.table(
     "outbox",
@@ -84,6 +92,18 @@ def upgrade() -> None:
         for row in conn.execute(query).all()
         for event, created in _owed(row)
     ]
+    interrupted = sa.select(review_weeks).where(review_weeks.c.status == "posting")
+    rows += [
+        {
+            "event": "review_thread",
+            "subject_id": f"review:{week.id}",
+            "created_at": week.picked_at,
+            "status": "pending",
+            "attempts": 0,
+            "next_attempt_at": now,
+        }
+        for week in conn.execute(interrupted.order_by(review_weeks.c.id)).all()
+    ]
     if rows:
         conn.execute(sa.insert(outbox), rows)
 
@@ -101,4 +121,5 @@ def downgrade() -> None:
             conn.execute(
                 sa.update(alerts).where(alerts.c.id == row.id).values(details={**details, **marks})
             )
-    conn.execute(sa.delete(outbox).where(outbox.c.subject_id.like("alert:%")))
+    owned = sa.or_(outbox.c.subject_id.like("alert:%"), outbox.c.subject_id.like("review%"))
+    conn.execute(sa.delete(outbox).where(owned))
