@@ -36,7 +36,6 @@ from storage.alerts import ERROR_RATE, OPEN, RECOVERED, ErrorCounts
 log = structlog.get_logger()
 
 ChangeKind = Literal["opened", "recovered"]
-Stage = Literal["opened", "recovered"]
 
 
 # What the outbox owes about an alert (its rows' `event`); the subject is `alert:ID`.
