@@ -2,7 +2,7 @@
 
 The engine writes an outbox row in the transaction of every change a person must see (an
 approval requested or decided, a task opened or answered, an alert opened or recovered, a weekly
-review's thread or summary). The sender claims a subject, loads
+review's thread, summary or a verdict). The sender claims a subject, loads
 its state *now* and hands that to the notifier: a card delivered late shows what is true when
 it is delivered (requested while Slack was down, approved from the CLI meanwhile: one card,
 "approved"), and several rows of one subject collapse into one delivery. The notifier makes a
@@ -36,7 +36,14 @@ from pipelines import inspect
 from pipelines.errors import UnknownApproval, UnknownTask
 from pipelines.operations import alerting, review
 from pipelines.operations.alerting import ALERT_EVENTS, AlertView
-from pipelines.operations.review import REVIEW_EVENTS, ReviewWeekView, UnknownReviewWeek
+from pipelines.operations.review import (
+    REVIEW_EVENTS,
+    REVIEW_VERDICT,
+    ReviewItemView,
+    ReviewWeekView,
+    UnknownReviewItem,
+    UnknownReviewWeek,
+)
 from pipelines.ports import DeliveryFailed, Notifier
 from pipelines.runtime import Runtime
 from pipelines.views import ApprovalView, TaskView
@@ -50,7 +57,7 @@ log = structlog.get_logger()
 APPROVAL_EVENTS = ("approval_requested", "approval_decided")
 TASK_EVENTS = ("task_opened", "task_answered")
 
-View = ApprovalView | TaskView | AlertView | ReviewWeekView
+View = ApprovalView | TaskView | AlertView | ReviewWeekView | ReviewItemView
 
 
 @dataclass(frozen=True)
@@ -294,6 +301,13 @@ class OutboxSender:
             except UnknownReviewWeek:
                 week = None
             return (head.event if week is not None else None), week
+        if head.event == REVIEW_VERDICT:
+            item_id = review.item_id_of(head.subject_id)
+            try:
+                item = review.get_item(self.rt, item_id) if item_id is not None else None
+            except UnknownReviewItem:
+                item = None
+            return ("review_verdict" if item is not None else None), item
         log.error("outbox.unknown_event", owed=head.event, subject_id=head.subject_id)
         return None, None
 
@@ -301,7 +315,7 @@ class OutboxSender:
         """A subject settled long ago that never had a card (rows a CLI-only install left
         behind) is not worth a late post; anything still waiting for a person always is. An
         alert is worth posting for `alerting.RETRY_HORIZON`."""
-        if isinstance(view, ReviewWeekView):
+        if isinstance(view, ReviewWeekView | ReviewItemView):
             return False  # a review is posted, however late: its pick and verdicts are stored
         if isinstance(view, AlertView):
             stale = head.created_at <= self.rt.clock.now() - alerting.RETRY_HORIZON

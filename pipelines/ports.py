@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from pipelines.operations.alerting import AlertView
-    from pipelines.operations.review import ReviewWeekView
+    from pipelines.operations.review import ReviewItemView, ReviewWeekView
     from pipelines.views import ApprovalView, TaskView
 
 
@@ -58,6 +58,10 @@ class Notifier(Protocol):
 
     def review_summary(self, week: ReviewWeekView) -> None:
         """The weekly review's summary, in its thread."""
+        ...
+
+    def review_verdict(self, item: ReviewItemView) -> None:
+        """A verdict on a reviewed run: its reply, and the review's progress."""
         ...
 
 
@@ -126,6 +130,9 @@ class SilentNotifier:
         return None
 
     def review_summary(self, week: ReviewWeekView) -> None:
+        return None
+
+    def review_verdict(self, item: ReviewItemView) -> None:
         return None
 
 

@@ -299,3 +299,19 @@ def test_an_alert_posted_by_a_sender_that_died_before_recording_it_is_found_not_
     assert len(world.fake.messages(ALERTS)) == 1
     recover(world)  # the reply goes under the message that was found
     assert len(world.fake.messages(ALERTS, thread_ts=posted["ts"])) == 2
+
+
+def test_an_alert_slack_keeps_refusing_is_still_owed_and_posted_once_the_channel_works(
+    world: SlackWorld,
+) -> None:
+    """Unlike a card, an alert is never given up after a few attempts: nothing later would owe
+    it again (its horizon is a week)."""
+    spike(world)
+    for _ in range(8):
+        world.fake.fail_next("chat.postMessage", "not_in_channel")
+        assert check_alerts(world.bot).failed
+        world.clock.advance(MIN)
+    result = check_alerts(world.bot)
+    [alert] = list_alerts(world.gatehouse.rt)
+    assert result.posted == [(alert.id, "opened")]
+    assert len(world.fake.messages(ALERTS)) == 1

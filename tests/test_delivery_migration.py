@@ -55,10 +55,10 @@ def owed(db: Database) -> list[tuple[str, str]]:
 
 
 def test_pending_alert_posts_become_outbox_deliveries_and_the_downgrade_restores_the_claims(
-    sqlite_url: str,
+    any_db_url: str,
 ) -> None:
     clock = FakeClock(datetime.now(UTC))  # the migration reads the wall clock
-    db = Database(sqlite_url)
+    db = Database(any_db_url)
     try:
         migrate(db, "0011", down=True)
         now = clock.now()
@@ -105,9 +105,9 @@ def test_pending_alert_posts_become_outbox_deliveries_and_the_downgrade_restores
         db.dispose()
 
 
-def test_an_interrupted_review_thread_is_owed_after_the_migration(sqlite_url: str) -> None:
+def test_an_interrupted_review_thread_is_owed_after_the_migration(any_db_url: str) -> None:
     clock = FakeClock(datetime.now(UTC))
-    db = Database(sqlite_url)
+    db = Database(any_db_url)
     try:
         migrate(db, "0011", down=True)
         now = clock.now()

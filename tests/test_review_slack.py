@@ -507,3 +507,23 @@ def test_a_reply_posted_by_a_sender_that_died_before_recording_it_is_found_not_r
     assert len(world.fake.calls_to("chat.postMessage")) == 6
     replies = _replies(world, week)
     assert [r["ts"] for r in replies] == [i.reply_ts for i in week.items]
+
+
+def test_a_verdict_whose_reply_update_slack_refuses_is_shown_by_the_next_delivery(
+    world: SlackWorld,
+) -> None:
+    from bot.serve import outbox_sender
+
+    _seed(world)
+    week = _post(world)
+    first = _replies(world, week)[0]
+    world.fake.fail_next("chat.update", "internal_error")
+    world.slack.block_action(LOOKS_RIGHT_ACTION, message=first["ts"], user_id="U_BOB")
+    world.settle()
+    assert "✅ Looks right" not in _texts(world.card(first["ts"])["blocks"])
+    assert review.get_item(world.gatehouse.rt, week.items[0].id).verdict == "looks_right"
+
+    world.clock.advance(timedelta(seconds=5))
+    assert outbox_sender(world.bot).deliver_due() == 1  # what `serve`'s sender thread does
+    assert "✅ Looks right — <@U_BOB>" in _texts(world.card(first["ts"])["blocks"])
+    assert "1/5 reviewed, 0 flagged" in _texts(world.card(str(week.parent_ts))["blocks"])

@@ -11,7 +11,7 @@ import typer
 from bot.cli import render as cli_render
 from pipelines import ApprovalView, TaskView
 from pipelines.operations.alerting import AlertView
-from pipelines.operations.review import ReviewWeekView
+from pipelines.operations.review import ReviewItemView, ReviewWeekView
 
 
 class TerminalNotifier:
@@ -45,4 +45,7 @@ class TerminalNotifier:
         return None  # `gatehouse review post` prints the week it posted
 
     def review_summary(self, week: ReviewWeekView) -> None:
+        return None
+
+    def review_verdict(self, item: ReviewItemView) -> None:
         return None

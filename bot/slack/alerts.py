@@ -221,9 +221,14 @@ class SlackAlerts(SilentNotifier):
         return True
 
     def _failed(self, alert: AlertView, stage: str, exc: Exception) -> DeliveryFailed:
+        """Every failure is worth another try (a channel fixed, the bot invited): an alert's
+        delivery stays owed until it is posted or `alerting.RETRY_HORIZON` passes, never given
+        up after a few attempts like a card (no later change would owe it again)."""
         failure = delivery_failure(exc)
         log.warning("alert.post_failed", alert_id=alert.id, stage=stage, error=failure.reason)
-        return failure
+        return DeliveryFailed(
+            str(failure), retryable=True, retry_after=failure.retry_after, code=failure.code
+        )
 
 
 def _slack_error(exc: Exception) -> str:

@@ -32,7 +32,7 @@ from bot.slack.review import SlackReview
 from pipelines import inspect
 from pipelines.gates import rate_limit_headroom
 from pipelines.operations.alerting import AlertView
-from pipelines.operations.review import ReviewWeekView
+from pipelines.operations.review import ReviewItemView, ReviewWeekView
 from pipelines.pipeline import registered_pipelines
 from pipelines.runtime import Runtime
 from pipelines.tools import lookup_tool
@@ -142,9 +142,14 @@ class SlackNotifier:
     def review_summary(self, week: ReviewWeekView) -> None:
         self._review.review_summary(week)
 
+    def review_verdict(self, item: ReviewItemView) -> None:
+        self._review.review_verdict(item)
+
     # -- a delivery taken over ------------------------------------------------------------
 
-    def adopt_lost_card(self, view: ApprovalView | TaskView | AlertView | ReviewWeekView) -> bool:
+    def adopt_lost_card(
+        self, view: ApprovalView | TaskView | AlertView | ReviewWeekView | ReviewItemView
+    ) -> bool:
         """Find a card for `view` whose ts was never recorded (its sender died between Slack's
         answer and the commit) among the channel's latest messages, newest first, and record
         it. True when one was found."""
@@ -152,6 +157,8 @@ class SlackNotifier:
             return self._alerts.adopt_lost_card(view)
         if isinstance(view, ReviewWeekView):
             return self._review.adopt_lost_card(view)
+        if isinstance(view, ReviewItemView):
+            return False  # a verdict updates a reply: nothing is posted, nothing can be lost
         kind = "approval" if isinstance(view, ApprovalView) else "task"
         channel = (
             self.channel_for(view) if isinstance(view, ApprovalView) else self.task_channel(view)

@@ -208,6 +208,29 @@ class SlackReview(SilentNotifier):
             code=failure.code,
         )
 
+    # -- a verdict --
+
+    def review_verdict(self, item: ReviewItemView) -> None:
+        """Show a verdict: the run's reply, the parent's progress, the summary if posted."""
+        rt = self._runtime()
+        item = review.get_item(rt, item.id)
+        week = review.get_week(rt, item.week_id)
+        if week.channel and item.reply_ts:
+            run = _run_or_none(rt, item.run_id)
+            try:
+                self._client.chat_update(
+                    channel=week.channel,
+                    ts=item.reply_ts,
+                    text=item_text(item, run, week.total),
+                    blocks=item_blocks(item, run, week.total, command=self._command),
+                )
+            except (SlackClientError, OSError) as exc:
+                failure = delivery_failure(exc)
+                log.error("review.update_failed", what="reply", error=failure.reason)
+                raise failure from exc
+        week = self.refresh_parent(week.id)
+        self.update_summary(week)
+
     # -- the summary and the parent's progress --
 
     def review_summary(self, week: ReviewWeekView) -> None:
@@ -422,26 +445,13 @@ def summarize_due_reviews(bot: Bot, now: datetime | None = None) -> list[ReviewW
 
 
 def show_verdict(bot: Bot, item: ReviewItemView) -> None:
-    """Update the run's reply, the parent's progress, and the summary (posting it when this was
-    the last run to review, updating it when it was already posted)."""
+    """Deliver the verdict now (the run's reply, the parent's progress, the summary when it
+    was posted), and post the summary when this was the last run to review."""
     rt = bot.gatehouse.rt
     slack = SlackReview.for_bot(bot)
+    _deliver(bot, slack, review.item_ref(item.id), raise_failure=False)
     week = review.get_week(rt, item.week_id)
-    if week.channel and item.reply_ts:
-        run = _run_or_none(rt, item.run_id)
-        try:
-            bot.client.chat_update(
-                channel=week.channel,
-                ts=item.reply_ts,
-                text=item_text(item, run, week.total),
-                blocks=item_blocks(item, run, week.total, command=bot.settings.slash_command),
-            )
-        except SlackApiError as exc:
-            log.error("review.update_failed", what="reply", error=str(exc.response.get("error")))
-    week = slack.refresh_parent(week.id)
-    if week.summary_ts and week.channel:
-        slack.update_summary(week)
-    elif week.all_reviewed and week.status == POSTED:
+    if week.summary_ts is None and week.all_reviewed and week.status == POSTED:
         post_summary(bot, week, slack)
 
 

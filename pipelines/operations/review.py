@@ -12,7 +12,8 @@ first pick of a week is stored with its items in one transaction, and any later 
 week (a re-post, a retry after a crash, another replica) gets the stored pick back.
 
 What people must see is owed through the outbox, like approval cards: the thread (the parent
-and one reply per run: subject `review:ID`) and the summary (`review-summary:ID`). The outbox
+and one reply per run: subject `review:ID`), the summary (`review-summary:ID`) and each verdict
+(its reply updated, with the parent's progress: `review-item:ID`). The outbox
 sender hands the week's state at delivery time to the notifier port, which posts what is not in
 Slack yet and records where (`start_posting`, `record_reply`, `record_summary`), so a retry, a
 sender that died, or another replica posts only what is missing.
@@ -63,9 +64,10 @@ FLAG_CATEGORIES: Mapping[str, str] = {
 REVIEW_THREAD = "review_thread"
 REVIEW_SUMMARY = "review_summary"
 REVIEW_EVENTS = (REVIEW_THREAD, REVIEW_SUMMARY)
+REVIEW_VERDICT = "review_verdict"  # a reply to update (subject `review-item:ID`)
 THREAD_PREFIX = "review:"
 SUMMARY_PREFIX = "review-summary:"
-ITEM_PREFIX = "review-item:"  # names a reply in its message metadata (not an outbox subject)
+ITEM_PREFIX = "review-item:"  # a reply: its message metadata, and its verdict's subject
 
 
 def thread_subject(week_id: int) -> str:
@@ -78,6 +80,12 @@ def summary_subject(week_id: int) -> str:
 
 def item_ref(item_id: int) -> str:
     return f"{ITEM_PREFIX}{item_id}"
+
+
+def item_id_of(subject_id: str) -> int | None:
+    """The review item a verdict's subject names, or None when it names something else."""
+    tail = subject_id[len(ITEM_PREFIX) :]
+    return int(tail) if subject_id.startswith(ITEM_PREFIX) and tail.isdigit() else None
 
 
 def week_id_of(subject_id: str) -> int | None:
@@ -357,6 +365,11 @@ def looks_right(rt: Runtime, item_id: int, *, reviewer: str) -> ReviewItemView:
     with rt.db.transaction() as conn:
         recorded = rows.record_looks_right(conn, item_id, reviewer=reviewer, now=rt.clock.now())
         row = rows.fetch_item(conn, item_id)
+        if recorded and rt.outbox:
+            # a row per change (no `_owe`): a delivery under way may have read the item before
+            outbox_rows.enqueue(
+                conn, event=REVIEW_VERDICT, subject_id=item_ref(item_id), now=rt.clock.now()
+            )
     if row is None:
         raise UnknownReviewItem(f"no review item {item_id}; it may belong to a deleted review")
     item = ReviewItemView.of(row)
@@ -395,6 +408,11 @@ def flag(
             now=rt.clock.now(),
         )
         row = rows.fetch_item(conn, item_id) if recorded else None
+        if row is not None and rt.outbox:
+            # a row per change (no `_owe`): a delivery under way may have read the item before
+            outbox_rows.enqueue(
+                conn, event=REVIEW_VERDICT, subject_id=item_ref(item_id), now=rt.clock.now()
+            )
     if row is None:
         raise UnknownReviewItem(f"no review item {item_id}; it may belong to a deleted review")
     log.info("review.flagged", item_id=item_id, run_id=row.run_id, category=category)

@@ -35,5 +35,8 @@ class RecordingNotifier:
     def review_summary(self, week: Any) -> None:
         self.events.append(("review_summary", week))
 
+    def review_verdict(self, item: Any) -> None:
+        self.events.append(("review_verdict", item))
+
     def names(self) -> list[str]:
         return [name for name, _ in self.events]
