@@ -22,12 +22,17 @@ from bot.http.metrics import metrics_routes
 from bot.http.server import StopSignals, serve_forever
 from bot.http.webhooks import webhook_routes
 from bot.scheduler import SchedulerHandle, start_scheduler
-from bot.slack.alerts import check_alerts, check_drift
+from bot.slack.alerts import SlackAlerts, check_alerts, check_drift
 from bot.slack.app import build_bolt_app
 from bot.slack.bot import Bot, build_web_client
 from bot.slack.directory import SlackDirectory
 from bot.slack.notifier import SlackNotifier
-from bot.slack.review import post_weekly_review, resume_review, summarize_due_reviews
+from bot.slack.review import (
+    SlackReview,
+    post_weekly_review,
+    resume_review,
+    summarize_due_reviews,
+)
 from pipelines import Clock, Gatehouse, Settings, Worker
 from pipelines.config import ConfigurationError
 from pipelines.operations.stats import roll_up_stats
@@ -65,12 +70,26 @@ def slack_config_problems(settings: Settings) -> list[str]:
 def slack_notifier(
     settings: Settings, client: WebClient, gatehouse: Callable[[], Gatehouse]
 ) -> SlackNotifier:
+    # Its own client without slack-sdk's retry handlers: the outbox sender retries, after
+    # `Retry-After`, without holding a thread in a sleep.
+    own = WebClient(token=client.token, base_url=client.base_url, retry_handlers=[])
     return SlackNotifier(
-        # Its own client without slack-sdk's retry handlers: the outbox sender retries, after
-        # `Retry-After`, without holding a thread in a sleep.
-        WebClient(token=client.token, base_url=client.base_url, retry_handlers=[]),
+        own,
         approvals_channel=str(settings.approvals_channel),
         runtime=lambda: gatehouse().rt,
+        alerts=SlackAlerts(
+            own,
+            channel=settings.alerts_channel,
+            runtime=lambda: gatehouse().rt,
+            command=settings.slash_command,
+        ),
+        review=SlackReview(
+            own,
+            channel=settings.review_channel,
+            timezone=settings.timezone,
+            command=settings.slash_command,
+            runtime=lambda: gatehouse().rt,
+        ),
     )
 
 

@@ -1,7 +1,8 @@
-"""The outbox sender: delivers what the engine owes people (cards) through the `Notifier` port.
+"""The outbox sender: delivers what the engine owes people through the `Notifier` port.
 
 The engine writes an outbox row in the transaction of every change a person must see (an
-approval requested or decided, a task opened or answered). The sender claims a subject, loads
+approval requested or decided, a task opened or answered, an alert opened or recovered, a weekly
+review's thread, summary or a verdict). The sender claims a subject, loads
 its state *now* and hands that to the notifier: a card delivered late shows what is true when
 it is delivered (requested while Slack was down, approved from the CLI meanwhile: one card,
 "approved"), and several rows of one subject collapse into one delivery. The notifier makes a
@@ -26,13 +27,24 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import structlog
 
 from pipelines import inspect
 from pipelines.errors import UnknownApproval, UnknownTask
-from pipelines.ports import DeliveryFailed
+from pipelines.operations import alerting, review
+from pipelines.operations.alerting import ALERT_EVENTS, AlertView
+from pipelines.operations.review import (
+    REVIEW_EVENTS,
+    REVIEW_VERDICT,
+    ReviewItemView,
+    ReviewWeekView,
+    UnknownReviewItem,
+    UnknownReviewWeek,
+)
+from pipelines.ports import DeliveryFailed, Notifier
 from pipelines.runtime import Runtime
 from pipelines.views import ApprovalView, TaskView
 from pipelines.worker import owner_is_dead
@@ -44,6 +56,18 @@ log = structlog.get_logger()
 
 APPROVAL_EVENTS = ("approval_requested", "approval_decided")
 TASK_EVENTS = ("task_opened", "task_answered")
+
+View = ApprovalView | TaskView | AlertView | ReviewWeekView | ReviewItemView
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What delivering one subject came to: delivered, or the failure it will be retried after
+    (or died of)."""
+
+    subject_id: str
+    delivered: bool
+    failure: DeliveryFailed | None = None
 
 
 class OutboxSender:
@@ -62,8 +86,10 @@ class OutboxSender:
         keep_delivered: timedelta = timedelta(days=7),
         batch: int = 20,
         jitter: Callable[[], float] = random.random,
+        notifier: Notifier | None = None,
     ) -> None:
         self.rt = rt
+        self._notifier = notifier  # None: the runtime's (set after the sender, in `serve`)
         self.poll_seconds = poll_seconds
         self.lease = lease
         self.max_attempts = max_attempts
@@ -80,6 +106,10 @@ class OutboxSender:
         self._lost_database = False  # claims of ours the database dropped mid-delivery
         self.delivered = 0
         self.taken_over = 0
+
+    @property
+    def notifier(self) -> Notifier:
+        return self._notifier if self._notifier is not None else self.rt.notifier
 
     # -- in-process use ----------------------------------------------------------------------
 
@@ -165,10 +195,25 @@ class OutboxSender:
                     # draining and out of time: give the rest back for the next sender
                     self._release(claimed[index:])
                     return done
-                if self._deliver(head):
+                if self._deliver(head).delivered:
                     done += 1
             if len(claimed) < self.batch or subject_id is not None:
                 return done
+
+    def deliver_subject(self, subject_id: str) -> Outcome | None:
+        """Deliver one subject now, on this thread, if it is due and nobody else holds it;
+        None when there was nothing to claim (not due, delivered, or another sender's)."""
+        now = self.rt.clock.now()
+        with self.rt.db.transaction() as conn:
+            claimed = rows.claim_due(
+                conn,
+                worker=self.rt.worker_id,
+                now=now,
+                lease=self.lease,
+                limit=1,
+                subject_id=subject_id,
+            )
+        return self._deliver(claimed[0]) if claimed else None
 
     def end_abandoned_claims(self) -> int:
         """End the claims nobody is delivering any more: those of dead processes on this host,
@@ -195,7 +240,7 @@ class OutboxSender:
         with self.rt.db.transaction() as conn:
             return rows.purge_delivered(conn, before=self.rt.clock.now() - self.keep_delivered)
 
-    def _deliver(self, head: rows.Claimed) -> bool:
+    def _deliver(self, head: rows.Claimed) -> Outcome:
         with self.rt.db.transaction() as conn:
             up_to = rows.last_pending_id(conn, head.subject_id) or head.id
         if head.taken_over:
@@ -206,10 +251,10 @@ class OutboxSender:
             if method is not None and head.taken_over and view is not None:
                 self._adopt_lost_card(head, view)
             if method is not None and not self._stale(head, view):
-                getattr(self.rt.notifier, method)(view)
+                getattr(self.notifier, method)(view)
         except DeliveryFailed as exc:
             self._failed(head, up_to, str(exc), exc.retryable, exc.retry_after)
-            return False
+            return Outcome(head.subject_id, False, exc)
         except (UnknownApproval, UnknownTask):
             method = None  # its run was deleted: nothing left to show
         except Exception as exc:
@@ -217,23 +262,24 @@ class OutboxSender:
                 raise
             # A bug in a card builder: retried like a permanent error, then dead.
             log.exception("outbox.notifier_error", subject_id=head.subject_id)
-            self._failed(head, up_to, f"{type(exc).__name__}: {exc}", False, None)
-            return False
+            error = f"{type(exc).__name__}: {exc}"
+            self._failed(head, up_to, error, False, None)
+            return Outcome(head.subject_id, False, DeliveryFailed(error, retryable=False))
         with self.rt.db.transaction() as conn:
             rows.mark_delivered(conn, head.subject_id, up_to=up_to, now=self.rt.clock.now())
         self.delivered += 1
         log.info("outbox.delivered", subject_id=head.subject_id, owed=head.event)
-        return True
+        return Outcome(head.subject_id, True)
 
-    def _adopt_lost_card(self, head: rows.Claimed, view: ApprovalView | TaskView) -> None:
+    def _adopt_lost_card(self, head: rows.Claimed, view: View) -> None:
         """The previous sender may have posted the card and died before recording it: let the
         notifier find it (an optional `adopt_lost_card(view)`), so it is updated, not posted
         twice."""
-        adopt = getattr(self.rt.notifier, "adopt_lost_card", None)
+        adopt = getattr(self.notifier, "adopt_lost_card", None)
         if adopt is not None:
             adopt(view)
 
-    def _current(self, head: rows.Claimed) -> tuple[str | None, ApprovalView | TaskView | None]:
+    def _current(self, head: rows.Claimed) -> tuple[str | None, View | None]:
         """Which notifier method shows the subject's state now, and the view to show."""
         if head.event in APPROVAL_EVENTS:
             approval = inspect.get_approval(self.rt, head.subject_id)
@@ -242,12 +288,40 @@ class OutboxSender:
         if head.event in TASK_EVENTS:
             task = inspect.get_task(self.rt, head.subject_id)
             return ("task_opened" if task.status == "open" else "task_answered"), task
+        if head.event in ALERT_EVENTS:
+            alert_id = alerting.alert_id_of(head.subject_id)
+            alert = alerting.get_alert(self.rt, alert_id) if alert_id is not None else None
+            if alert is None:
+                return None, None  # deleted: nothing left to show
+            return ("alert_opened" if alert.is_open else "alert_recovered"), alert
+        if head.event in REVIEW_EVENTS:
+            week_id = review.week_id_of(head.subject_id)
+            try:
+                week = review.get_week(self.rt, week_id) if week_id is not None else None
+            except UnknownReviewWeek:
+                week = None
+            return (head.event if week is not None else None), week
+        if head.event == REVIEW_VERDICT:
+            item_id = review.item_id_of(head.subject_id)
+            try:
+                item = review.get_item(self.rt, item_id) if item_id is not None else None
+            except UnknownReviewItem:
+                item = None
+            return ("review_verdict" if item is not None else None), item
         log.error("outbox.unknown_event", owed=head.event, subject_id=head.subject_id)
         return None, None
 
-    def _stale(self, head: rows.Claimed, view: ApprovalView | TaskView | None) -> bool:
+    def _stale(self, head: rows.Claimed, view: View | None) -> bool:
         """A subject settled long ago that never had a card (rows a CLI-only install left
-        behind) is not worth a late post; anything still waiting for a person always is."""
+        behind) is not worth a late post; anything still waiting for a person always is. An
+        alert is worth posting for `alerting.RETRY_HORIZON`."""
+        if isinstance(view, ReviewWeekView | ReviewItemView):
+            return False  # a review is posted, however late: its pick and verdicts are stored
+        if isinstance(view, AlertView):
+            stale = head.created_at <= self.rt.clock.now() - alerting.RETRY_HORIZON
+            if stale:
+                log.info("outbox.skipped_stale", subject_id=head.subject_id)
+            return stale
         if view is None or head.created_at > self.rt.clock.now() - self.stale_after:
             return False
         if view.status in ("pending", "open"):
@@ -280,8 +354,9 @@ class OutboxSender:
                     owed=head.event,
                     attempts=attempts,
                     error=error,
-                    hint="fix the cause (channel, token, scopes); the approval or task is "
-                    "still decidable with `gatehouse approve|reject|answer`",
+                    hint="fix the cause (channel, token, scopes); an approval or task is "
+                    "still decidable with `gatehouse approve|reject|answer`, an alert is "
+                    "listed by `gatehouse alerts`",
                 )
                 return
             retry_at = self.retry_at(now, attempts, retry_after)

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from pipelines.operations.alerting import AlertView
+    from pipelines.operations.review import ReviewItemView, ReviewWeekView
     from pipelines.views import ApprovalView, TaskView
 
 
@@ -26,7 +28,11 @@ class SystemClock:
 
 
 class Notifier(Protocol):
-    """How the engine tells people that something waits for them or was decided."""
+    """How the engine tells people that something waits for them, was decided, or went wrong.
+
+    The outbox sender (`pipelines.outbox`) calls one method per subject with its state at
+    delivery time, and retries on `DeliveryFailed`: each method makes the person's view show
+    that state, idempotently (what is shown already is updated or left, never shown twice)."""
 
     def approval_requested(self, approval: ApprovalView) -> None: ...
 
@@ -38,6 +44,26 @@ class Notifier(Protocol):
 
     def task_answered(self, task: TaskView) -> None: ...
 
+    def alert_opened(self, alert: AlertView) -> None:
+        """An alert that is open: its message in the alerts channel."""
+        ...
+
+    def alert_recovered(self, alert: AlertView) -> None:
+        """A recovered alert: its message (saying so) and a "recovered" reply in its thread."""
+        ...
+
+    def review_thread(self, week: ReviewWeekView) -> None:
+        """The weekly review's thread: its parent and one reply per picked run."""
+        ...
+
+    def review_summary(self, week: ReviewWeekView) -> None:
+        """The weekly review's summary, in its thread."""
+        ...
+
+    def review_verdict(self, item: ReviewItemView) -> None:
+        """A verdict on a reviewed run: its reply, and the review's progress."""
+        ...
+
 
 class DeliveryFailed(Exception):
     """A notifier could not deliver (Slack down, rate-limited, a bad channel).
@@ -47,10 +73,36 @@ class DeliveryFailed(Exception):
     does not exist) is tried a few times, then given up loudly. The outbox sender retries.
     """
 
-    def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool,
+        retry_after: float | None = None,
+        code: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.retryable = retryable
         self.retry_after = retry_after
+        self.code = code  # the service's own word for it (Slack's `error`), when it gave one
+
+    @property
+    def reason(self) -> str:
+        return self.code or str(self)
+
+
+def retry_after_seconds(headers: Mapping[str, Any] | None) -> float | None:
+    """Seconds from an HTTP `Retry-After` header (any case; a list of values takes the first),
+    never below 0; None when it is missing or unreadable. The one parser: the outbox's retries
+    and the Slack adapters read it here."""
+    for name, value in (headers or {}).items():
+        if str(name).lower() == "retry-after":
+            text = value[0] if isinstance(value, list) and value else value
+            try:
+                return max(float(text), 0.0)
+            except (TypeError, ValueError):
+                return None
+    return None
 
 
 class SilentNotifier:
@@ -66,6 +118,21 @@ class SilentNotifier:
         return None
 
     def task_answered(self, task: TaskView) -> None:
+        return None
+
+    def alert_opened(self, alert: AlertView) -> None:
+        return None
+
+    def alert_recovered(self, alert: AlertView) -> None:
+        return None
+
+    def review_thread(self, week: ReviewWeekView) -> None:
+        return None
+
+    def review_summary(self, week: ReviewWeekView) -> None:
+        return None
+
+    def review_verdict(self, item: ReviewItemView) -> None:
         return None
 
 

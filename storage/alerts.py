@@ -226,3 +226,13 @@ def _merged_details(conn: Connection, patch: Mapping[str, Any]) -> ColumnElement
     if conn.dialect.name == "postgresql":
         return alerts_table.c.details.op("||")(literal(text).cast(JSONB))
     return func.json_patch(func.coalesce(alerts_table.c.details, "{}"), text)
+
+
+def record_alert_message(conn: Connection, alert_id: int, *, channel: str, ts: str) -> bool:
+    """Compare-and-set: store where the alert's message was posted, unless one is stored."""
+    stmt = (
+        update(alerts_table)
+        .where(alerts_table.c.id == alert_id, alerts_table.c.ts.is_(None))
+        .values(channel=channel, ts=ts)
+    )
+    return int(conn.execute(stmt).rowcount) == 1

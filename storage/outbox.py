@@ -242,3 +242,16 @@ def purge_delivered(conn: Connection, *, before: datetime, limit: int = 1000) ->
     ids = select(o.id).where(o.status == OutboxStatus.DELIVERED, o.delivered_at < before)
     ids = ids.limit(limit)
     return int(conn.execute(delete(outbox_table).where(o.id.in_(ids))).rowcount)
+
+
+def pending_subjects(conn: Connection, *, prefix: str, limit: int = 100) -> list[str]:
+    """The subjects starting with `prefix` (`alert:`) that have a pending row, oldest first."""
+    o = outbox_table.c
+    query = (
+        select(o.subject_id, func.min(o.id).label("first"))
+        .where(o.status == OutboxStatus.PENDING, o.subject_id.startswith(prefix, autoescape=True))
+        .group_by(o.subject_id)
+        .order_by("first")
+        .limit(limit)
+    )
+    return [str(row.subject_id) for row in conn.execute(query).all()]

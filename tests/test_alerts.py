@@ -1,7 +1,7 @@
 """Error-rate alerts in the engine: when an alert opens (threshold, factor over the baseline,
 minimum volume, per-pipeline overrides), that it opens once however many evaluate at once,
-stays quiet while open, recovers after a full window under the threshold; the posting claims;
-and `gatehouse alerts` on the command line."""
+stays quiet while open, recovers after a full window under the threshold; what each change owes
+through the outbox; and `gatehouse alerts` on the command line."""
 
 from __future__ import annotations
 
@@ -22,20 +22,22 @@ from bot.cli.session import GatehouseGroup
 from pipelines import Gatehouse, Settings
 from pipelines.config import ConfigurationError
 from pipelines.operations.alerting import (
-    POST_LEASE,
     AlertPolicy,
     Thresholds,
-    claim_posts,
-    finish_post,
     list_alerts,
-    release_post,
+    owed_alerts,
+    record_message,
+    subject_of,
 )
 from pipelines.operations.alerts import NO_MESSAGE, error_headline, evaluate
+from pipelines.outbox import OutboxSender
+from storage import outbox as outbox_rows
 from storage.alerts import alerts_table, insert_open_alert
 from storage.db import Database
 from storage.runs import runs_table
 from tests.concurrency import at_once
 from tests.fakes.clock import FakeClock
+from tests.fakes.notifier import RecordingNotifier
 
 MIN = timedelta(minutes=1)
 POLICY = AlertPolicy()  # 15 min window, 24 h baseline, 20%, 3x, 10 runs
@@ -386,50 +388,73 @@ def test_the_partial_unique_index_turns_a_second_open_into_a_no_op(
     assert [row.pipeline for row in alert_rows(engine)] == ["triage", "other"]
 
 
-# -- posting claims ------------------------------------------------------------------------------
+# -- what is owed through the outbox ------------------------------------------------------------
 
 
-def test_each_message_is_claimed_once_until_posted_released_or_its_lease_runs_out(
+def owed(gatehouse: Gatehouse, alert_id: int) -> list[tuple[str, str]]:
+    with gatehouse.db.transaction() as conn:
+        rows = outbox_rows.rows_for(conn, subject_of(alert_id))
+    return [(row.event, row.status) for row in rows]
+
+
+def test_opening_and_recovering_each_owe_one_delivery_of_the_alert(
     engine: Gatehouse, clock: FakeClock
 ) -> None:
     spike(engine)
     [opened] = evaluate(engine.rt, POLICY)
-    [claim] = claim_posts(engine.rt)
-    assert (claim.alert.id, claim.stage) == (opened.alert.id, "opened")
-    assert claim_posts(engine.rt) == []  # claimed: nobody else sends it
-    release_post(engine.rt, claim)  # the post failed
-    [again] = claim_posts(engine.rt)
-    clock.advance(POST_LEASE)  # the claimer died
-    [taken_over] = claim_posts(engine.rt)
-    assert taken_over.token != again.token
-    assert finish_post(engine.rt, again) is False  # its lease was taken over
-    assert finish_post(engine.rt, taken_over, channel="C_ALERTS", ts="1.000100") is True
-    assert claim_posts(engine.rt) == []
-    [alert] = list_alerts(engine.rt)
-    assert (alert.channel, alert.ts) == ("C_ALERTS", "1.000100")
-
-
-def test_the_recovered_reply_is_due_only_after_the_alert_message(
-    engine: Gatehouse, clock: FakeClock
-) -> None:
-    spike(engine)
-    evaluate(engine.rt, POLICY)
-    clock.advance(16 * MIN)
+    alert_id = opened.alert.id
+    assert owed(engine, alert_id) == [("alert_opened", "pending")]
+    assert owed_alerts(engine.rt) == [alert_id]
+    clock.advance(MIN)
+    assert evaluate(engine.rt, POLICY) == []  # quiet while open: nothing more is owed
+    clock.advance(15 * MIN)
     evaluate(engine.rt, POLICY)
     clock.advance(15 * MIN)
     assert kinds(evaluate(engine.rt, POLICY)) == [("recovered", "triage")]
-    # Never posted: the alert message first, then its reply, in one claim.
-    opened, reply = claim_posts(engine.rt)
-    assert (opened.stage, reply.stage) == ("opened", "recovered")
-    release_post(engine.rt, reply)
-    assert claim_posts(engine.rt) == []  # the alert message is still being sent elsewhere
-    assert finish_post(engine.rt, opened, channel="C_ALERTS", ts="1.000100")
-    [again] = claim_posts(engine.rt)
-    assert again.stage == "recovered"
-    assert finish_post(engine.rt, again, reply_ts="1.000200")
-    assert claim_posts(engine.rt, now=clock.now() + 2 * POST_LEASE) == []
+    assert owed(engine, alert_id) == [("alert_opened", "pending"), ("alert_recovered", "pending")]
+
+
+def test_the_sender_shows_each_alert_as_it_is_at_delivery_once(
+    engine: Gatehouse, clock: FakeClock
+) -> None:
+    """Never delivered before it recovered: one delivery, of the recovered alert."""
+    notifier = RecordingNotifier()
+    sender = OutboxSender(engine.rt, notifier=notifier)
+    spike(engine)
+    [opened] = evaluate(engine.rt, POLICY)
+    clock.advance(16 * MIN)
+    evaluate(engine.rt, POLICY)
+    clock.advance(15 * MIN)
+    evaluate(engine.rt, POLICY)
+    assert sender.deliver_due() == 1
+    [(event, view)] = notifier.events
+    assert (event, view.id, view.status) == ("alert_recovered", opened.alert.id, "recovered")
+    assert owed_alerts(engine.rt) == [] and sender.deliver_due() == 0
+
+
+def test_an_alert_delivery_is_claimed_once_until_its_lease_runs_out(
+    engine: Gatehouse, clock: FakeClock
+) -> None:
+    spike(engine)
+    [opened] = evaluate(engine.rt, POLICY)
+    lease = timedelta(seconds=60)
+    with engine.db.transaction() as conn:
+        [head] = outbox_rows.claim_due(conn, worker="a", now=clock.now(), lease=lease)
+        assert outbox_rows.claim_due(conn, worker="b", now=clock.now(), lease=lease) == []
+    assert head.subject_id == subject_of(opened.alert.id)
+    clock.advance(lease)  # the claimer died
+    with engine.db.transaction() as conn:
+        [taken] = outbox_rows.claim_due(conn, worker="b", now=clock.now(), lease=lease)
+    assert taken.taken_over  # the message may be in Slack: the notifier looks for it first
+
+
+def test_the_first_recorded_message_of_an_alert_stands(engine: Gatehouse) -> None:
+    spike(engine)
+    [opened] = evaluate(engine.rt, POLICY)
+    assert record_message(engine.rt, opened.alert.id, channel="C_ALERTS", ts="1.000100")
+    assert not record_message(engine.rt, opened.alert.id, channel="C_ALERTS", ts="1.000200")
     [alert] = list_alerts(engine.rt)
-    assert alert.recovered_reply_ts == "1.000200"
+    assert (alert.channel, alert.ts) == ("C_ALERTS", "1.000100")
 
 
 def test_claims_race_between_replicas_and_one_wins(any_db_url: str, clock: FakeClock) -> None:
@@ -437,7 +462,14 @@ def test_claims_race_between_replicas_and_one_wins(any_db_url: str, clock: FakeC
     try:
         spike(replicas[0])
         evaluate(replicas[0].rt, POLICY)
-        claims = at_once([partial(claim_posts, replica.rt) for replica in replicas])
+
+        def claim(gatehouse: Gatehouse) -> list[Any]:
+            with gatehouse.db.transaction() as conn:
+                return outbox_rows.claim_due(
+                    conn, worker=gatehouse.rt.worker_id, now=clock.now(), lease=MIN
+                )
+
+        claims = at_once([partial(claim, replica) for replica in replicas])
         assert len([claim for claimed in claims for claim in claimed]) == 1
     finally:
         for replica in replicas:

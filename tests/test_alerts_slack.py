@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from bot.serve import build_bot
 from bot.slack.alerts import AlertsCheck, alert_blocks, check_alerts
+from pipelines.operations import alerting
 from pipelines.operations.alerting import list_alerts
 from tests.fakes.clock import FakeClock
 from tests.fakes.slack import FakeSlack
@@ -272,3 +273,45 @@ def test_cli_check_with_slack_settings_posts_like_the_job(
     assert f"posted: alert #{change['alert']['id']} message" in result.stdout
     assert len(fake_slack.messages(ALERTS)) == 1
     assert fake_slack.rejected == []
+
+
+def test_an_alert_posted_by_a_sender_that_died_before_recording_it_is_found_not_reposted(
+    world: SlackWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class Crash(BaseException):
+        """The process dying between Slack's answer and the commit of the message's ts."""
+
+    def dies(*args: Any, **kwargs: Any) -> bool:
+        raise Crash
+
+    spike(world)
+    record = alerting.record_message
+    monkeypatch.setattr(alerting, "record_message", dies)
+    with pytest.raises(Crash):
+        check_alerts(world.bot)
+    monkeypatch.setattr(alerting, "record_message", record)
+    [posted] = world.fake.messages(ALERTS)
+
+    world.clock.advance(MIN)  # the dead sender's claim runs out
+    check_alerts(world.bot)
+    [alert] = list_alerts(world.gatehouse.rt)
+    assert (alert.channel, alert.ts) == (ALERTS, posted["ts"])
+    assert len(world.fake.messages(ALERTS)) == 1
+    recover(world)  # the reply goes under the message that was found
+    assert len(world.fake.messages(ALERTS, thread_ts=posted["ts"])) == 2
+
+
+def test_an_alert_slack_keeps_refusing_is_still_owed_and_posted_once_the_channel_works(
+    world: SlackWorld,
+) -> None:
+    """Unlike a card, an alert is never given up after a few attempts: nothing later would owe
+    it again (its horizon is a week)."""
+    spike(world)
+    for _ in range(8):
+        world.fake.fail_next("chat.postMessage", "not_in_channel")
+        assert check_alerts(world.bot).failed
+        world.clock.advance(MIN)
+    result = check_alerts(world.bot)
+    [alert] = list_alerts(world.gatehouse.rt)
+    assert result.posted == [(alert.id, "opened")]
+    assert len(world.fake.messages(ALERTS)) == 1

@@ -92,8 +92,14 @@ def _seed(world: SlackWorld, count: int = 8) -> list[str]:
     return ids
 
 
-class Crash(Exception):
-    """The process dying between two posts."""
+class Crash(BaseException):
+    """The process dying between two posts: nothing below it catches it, and its claim on the
+    delivery stays held until the lease runs out (another process would see it end at once
+    when the holder's pid is gone; this one is still alive)."""
+
+
+def after_the_dead_senders_lease(world: SlackWorld) -> None:
+    world.clock.advance(timedelta(minutes=1))
 
 
 # -- posting -----------------------------------------------------------------------------------
@@ -168,7 +174,9 @@ def test_a_crash_in_the_middle_of_posting_resumes_without_a_duplicate(world: Sla
     stored = review.find_week(world.gatehouse.rt, world.clock.now().replace(hour=0))
     assert stored is not None and stored.status == "posting"
     assert [i.reply_ts is not None for i in stored.items] == [True, True, True, False, False]
+    assert _post(world).status == "posting"  # the dead sender still holds the delivery
 
+    after_the_dead_senders_lease(world)
     week = _post(world)  # the retry (a restart, or `gatehouse review post`)
 
     assert week.status == "posted"
@@ -191,6 +199,7 @@ def test_resume_review_finishes_an_interrupted_post_and_never_starts_one(
 
     with pytest.raises(Crash):
         slack_review.post_weekly_review(world.bot, pace_seconds=5, sleep=crash)
+    after_the_dead_senders_lease(world)
     resumed = slack_review.resume_review(world.bot)
     assert resumed is not None and resumed.status == "posted"
     assert len(_replies(world, resumed)) == 5
@@ -468,3 +477,53 @@ def test_a_summary_slack_refuses_is_tried_again_by_the_next_check(world: SlackWo
     assert review.get_week(world.gatehouse.rt, week.id).status == "posted"
     [done] = slack_review.summarize_due_reviews(world.bot)
     assert done.summary_ts is not None
+
+
+def test_a_reply_posted_by_a_sender_that_died_before_recording_it_is_found_not_reposted(
+    world: SlackWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The window between Slack's answer and the commit of its ts: the sender that takes the
+    delivery over finds the reply in the thread by its metadata and records it."""
+    _seed(world)
+    record = review.record_reply
+    recorded: list[int] = []
+
+    def dies_before_the_third_commit(rt: Any, item_id: int, reply_ts: str) -> bool:
+        if len(recorded) == 2:
+            raise Crash
+        recorded.append(item_id)
+        return record(rt, item_id, reply_ts)
+
+    monkeypatch.setattr(review, "record_reply", dies_before_the_third_commit)
+    with pytest.raises(Crash):
+        _post(world)
+    monkeypatch.setattr(review, "record_reply", record)
+    assert len(world.fake.calls_to("chat.postMessage")) == 4  # the third reply is in Slack
+
+    after_the_dead_senders_lease(world)
+    week = _post(world)
+
+    assert week.status == "posted"
+    assert len(world.fake.calls_to("chat.postMessage")) == 6
+    replies = _replies(world, week)
+    assert [r["ts"] for r in replies] == [i.reply_ts for i in week.items]
+
+
+def test_a_verdict_whose_reply_update_slack_refuses_is_shown_by_the_next_delivery(
+    world: SlackWorld,
+) -> None:
+    from bot.serve import outbox_sender
+
+    _seed(world)
+    week = _post(world)
+    first = _replies(world, week)[0]
+    world.fake.fail_next("chat.update", "internal_error")
+    world.slack.block_action(LOOKS_RIGHT_ACTION, message=first["ts"], user_id="U_BOB")
+    world.settle()
+    assert "✅ Looks right" not in _texts(world.card(first["ts"])["blocks"])
+    assert review.get_item(world.gatehouse.rt, week.items[0].id).verdict == "looks_right"
+
+    world.clock.advance(timedelta(seconds=5))
+    assert outbox_sender(world.bot).deliver_due() == 1  # what `serve`'s sender thread does
+    assert "✅ Looks right — <@U_BOB>" in _texts(world.card(first["ts"])["blocks"])
+    assert "1/5 reviewed, 0 flagged" in _texts(world.card(str(week.parent_ts))["blocks"])

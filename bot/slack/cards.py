@@ -26,14 +26,12 @@ from bot.slack.blocks import (
     MODAL_TITLE_LIMIT,
     actions,
     button,
+    context,
     field_sections,
+    header,
     plain_text,
+    section,
 )
-
-# Re-exported while `bot.slack.alerts` imports them from here; the toolkit is `bot.slack.blocks`.
-from bot.slack.blocks import context as context
-from bot.slack.blocks import header as header
-from bot.slack.blocks import section as section
 from bot.slack.mrkdwn import (
     SLASH_COMMAND,
     code,

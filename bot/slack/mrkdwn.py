@@ -14,9 +14,6 @@ import re
 from datetime import datetime
 from typing import Any
 
-# Re-exported while `bot.slack.alerts` imports it from here; times are `bot.formatting`'s.
-from bot.formatting import clock as clock
-
 ELLIPSIS = "…"
 SLASH_COMMAND = "/gatehouse"
 # Stands in for a backtick inside code, so a value can't end the code span and style the card.

@@ -1,4 +1,5 @@
-"""The engine's notifier, implemented for Slack: approval and human-task cards.
+"""The engine's notifier, implemented for Slack: approval and human-task cards; alerts and the
+weekly review are delegated to `bot.slack.alerts.SlackAlerts` and `bot.slack.review.SlackReview`.
 
 A card is posted when an approval is requested or a task opened, and updated in place (with
 `chat.update` on the stored channel and ts, not the short-lived `response_url`) when it is
@@ -22,12 +23,16 @@ from typing import Any
 
 import structlog
 from slack_sdk import WebClient
-from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.errors import SlackClientError
 
 from bot.slack import cards
+from bot.slack.alerts import SlackAlerts
+from bot.slack.delivery import delivery_failure, find_by_metadata, looks_up_history, metadata
+from bot.slack.review import SlackReview
 from pipelines import inspect
+from pipelines.operations.alerting import AlertView
+from pipelines.operations.review import ReviewItemView, ReviewWeekView
 from pipelines.pipeline import registered_pipelines
-from pipelines.ports import DeliveryFailed
 from pipelines.rate_limits import rate_limit_headroom
 from pipelines.runtime import Runtime
 from pipelines.tools import lookup_tool
@@ -35,43 +40,6 @@ from pipelines.views import ApprovalView, TaskView
 from storage import messages
 
 log = structlog.get_logger()
-
-# Slack errors that say "try again later" with a 200 or without a Retry-After.
-RETRYABLE_ERRORS = frozenset(
-    {
-        "ratelimited",
-        "rate_limited",
-        "service_unavailable",
-        "fatal_error",
-        "internal_error",
-        "request_timeout",
-        "team_added_to_org",
-    }
-)
-CARD_EVENT = "gatehouse_card"  # the message metadata's event_type on every card
-HISTORY_PAGES = 5  # of 200 messages, newest first: how far back a lost card is looked for
-
-
-def delivery_failure(exc: Exception) -> DeliveryFailed:
-    """What a Web API failure means for a delivery: when to retry, or that retrying is futile."""
-    if isinstance(exc, SlackApiError):
-        response = exc.response
-        error = str(response.get("error") or "") if response is not None else ""
-        status = getattr(response, "status_code", 200) if response is not None else 200
-        headers = getattr(response, "headers", None) or {}
-        retry_after = None
-        for name, value in headers.items():
-            if name.lower() == "retry-after":
-                try:
-                    retry_after = float(value[0] if isinstance(value, list) else value)
-                except (TypeError, ValueError):
-                    retry_after = None
-        retryable = status == 429 or status >= 500 or error in RETRYABLE_ERRORS
-        return DeliveryFailed(
-            f"slack {error or status}", retryable=retryable, retry_after=retry_after
-        )
-    # The client could not reach Slack (refused, reset, timed out, DNS): try again later.
-    return DeliveryFailed(f"slack unreachable: {type(exc).__name__}: {exc}", retryable=True)
 
 
 class SlackNotifier:
@@ -81,10 +49,18 @@ class SlackNotifier:
         *,
         approvals_channel: str,
         runtime: Callable[[], Runtime],
+        alerts: SlackAlerts | None = None,
+        review: SlackReview | None = None,
     ) -> None:
         self._client = client
         self._default_channel = approvals_channel
         self._runtime = runtime  # the engine is built after its notifier; resolved on use
+        # Alert messages (their Block Kit and threads are `bot.slack.alerts`' business).
+        self._alerts = alerts or SlackAlerts(client, channel=None, runtime=runtime)
+        # The weekly review's thread and summary (`bot.slack.review`).
+        self._review = review or SlackReview(
+            client, channel=None, timezone="UTC", command="/gatehouse", runtime=runtime
+        )
 
     # -- approvals ------------------------------------------------------------------------
 
@@ -150,16 +126,44 @@ class SlackNotifier:
             cards.task_fallback_text(task),
         )
 
-    def adopt_lost_card(self, view: ApprovalView | TaskView) -> bool:
+    # -- alerts ---------------------------------------------------------------------------
+
+    def alert_opened(self, alert: AlertView) -> None:
+        self._alerts.alert_opened(alert)
+
+    def alert_recovered(self, alert: AlertView) -> None:
+        self._alerts.alert_recovered(alert)
+
+    # -- the weekly review ----------------------------------------------------------------
+
+    def review_thread(self, week: ReviewWeekView) -> None:
+        self._review.review_thread(week)
+
+    def review_summary(self, week: ReviewWeekView) -> None:
+        self._review.review_summary(week)
+
+    def review_verdict(self, item: ReviewItemView) -> None:
+        self._review.review_verdict(item)
+
+    # -- a delivery taken over ------------------------------------------------------------
+
+    def adopt_lost_card(
+        self, view: ApprovalView | TaskView | AlertView | ReviewWeekView | ReviewItemView
+    ) -> bool:
         """Find a card for `view` whose ts was never recorded (its sender died between Slack's
         answer and the commit) among the channel's latest messages, newest first, and record
-        it. True when one was found. Slack's ts is not compared with our clock: only the
-        metadata identifies the card."""
+        it. True when one was found."""
+        if isinstance(view, AlertView):
+            return self._alerts.adopt_lost_card(view)
+        if isinstance(view, ReviewWeekView):
+            return self._review.adopt_lost_card(view)
+        if isinstance(view, ReviewItemView):
+            return False  # a verdict updates a reply: nothing is posted, nothing can be lost
         kind = "approval" if isinstance(view, ApprovalView) else "task"
         channel = (
             self.channel_for(view) if isinstance(view, ApprovalView) else self.task_channel(view)
         )
-        if channel[:1] not in ("C", "G") or channel.upper() != channel:
+        if not looks_up_history(channel):
             # conversations.history takes ids only: name the channel by id for this protection
             log.warning("slack.card_not_looked_up", ref_id=view.id, channel=channel)
             return False
@@ -167,36 +171,15 @@ class SlackNotifier:
         with rt.db.transaction() as conn:
             if messages.message_ref(conn, kind=kind, ref_id=view.id) is not None:
                 return False
-        cursor = None
-        try:
-            for _ in range(HISTORY_PAGES):
-                page = self._client.conversations_history(
-                    channel=channel,
-                    include_all_metadata=True,
-                    limit=200,
-                    cursor=cursor,
-                )
-                for message in page.get("messages") or []:
-                    meta = message.get("metadata") or {}
-                    payload = meta.get("event_payload") or {}
-                    if meta.get("event_type") == CARD_EVENT and payload.get("ref_id") == view.id:
-                        with rt.db.transaction() as conn:
-                            messages.save_message_ref(
-                                conn,
-                                kind=kind,
-                                ref_id=view.id,
-                                channel=str(page.get("channel") or channel),
-                                ts=str(message["ts"]),
-                                now=rt.clock.now(),
-                            )
-                        log.warning("slack.card_adopted", kind=kind, ref_id=view.id)
-                        return True
-                cursor = (page.get("response_metadata") or {}).get("next_cursor")
-                if not cursor:
-                    return False
-        except (SlackClientError, OSError) as exc:
-            raise delivery_failure(exc) from exc
-        return False
+        found = find_by_metadata(self._client, channel, view.id)
+        if found is None:
+            return False
+        with rt.db.transaction() as conn:
+            messages.save_message_ref(
+                conn, kind=kind, ref_id=view.id, channel=found[0], ts=found[1], now=rt.clock.now()
+            )
+        log.warning("slack.card_adopted", kind=kind, ref_id=view.id)
+        return True
 
     def task_channel(self, task: TaskView) -> str:
         pipeline = registered_pipelines().get(task.pipeline or "")
@@ -225,10 +208,7 @@ class SlackNotifier:
                 channel=channel,
                 blocks=blocks(),
                 text=text,
-                metadata={
-                    "event_type": CARD_EVENT,
-                    "event_payload": {"kind": kind, "ref_id": ref_id},
-                },
+                metadata=metadata(kind, ref_id),
             )
         except (SlackClientError, OSError) as exc:
             failure = delivery_failure(exc)

@@ -7,9 +7,12 @@ followed by `follow_open_alert` (recovered after `recover_after` under its bar).
 apart: the error rate in `pipelines.operations.alerts`, the human-exit, confidence and drift
 rules in `pipelines.operations.drift`.
 
-Posting is tracked separately (`claim_posts`, `finish_post`, `release_post`): each message (the
-alert, the "recovered" reply) is claimed with a lease before it is sent, so a failed post is
-retried by the next check on any replica, and a message is never sent twice at once.
+What people must see is owed through the outbox, like approval cards: opening an alert and
+recovering it each write an outbox row (subject `alert:ID`) in the transaction of the change, and
+the outbox sender hands the alert's state at delivery time to the notifier port, which shows it
+(the alert message; once recovered, the message saying so and a reply in its thread) and records
+where with `record_message` / `record_recovery_reply`. Retries, a dead sender's claim and
+delivering each subject once across replicas are the outbox's business.
 """
 
 from __future__ import annotations
@@ -27,21 +30,35 @@ from pipelines.config import ConfigurationError, Settings
 from pipelines.runtime import Runtime
 from pipelines.views import iso
 from storage import alerts as store
+from storage import outbox as outbox_rows
 from storage.alerts import ERROR_RATE, OPEN, RECOVERED, ErrorCounts
 
 log = structlog.get_logger()
 
 ChangeKind = Literal["opened", "recovered"]
-Stage = Literal["opened", "recovered"]
 
 
-POSTED = "posted"
+# What the outbox owes about an alert (its rows' `event`); the subject is `alert:ID`.
+ALERT_OPENED = "alert_opened"
+ALERT_RECOVERED = "alert_recovered"
+ALERT_EVENTS = (ALERT_OPENED, ALERT_RECOVERED)
+SUBJECT_PREFIX = "alert:"
 
-
-POST_LEASE = timedelta(minutes=5)
-
-
+# An alert not in Slack after this long is not worth a late post (the sender skips it).
 RETRY_HORIZON = timedelta(days=7)
+
+
+def subject_of(alert_id: int) -> str:
+    """The outbox subject of an alert."""
+    return f"{SUBJECT_PREFIX}{alert_id}"
+
+
+def alert_id_of(subject_id: str) -> int | None:
+    """The alert an outbox subject names, or None when it names something else."""
+    if not subject_id.startswith(SUBJECT_PREFIX):
+        return None
+    tail = subject_id[len(SUBJECT_PREFIX) :]
+    return int(tail) if tail.isdigit() else None
 
 
 # Rates are ratios of counts; compare with a little slack so 0.3 >= 3 * 0.1 holds.
@@ -349,7 +366,10 @@ def open_alert(
         window_runs=volume,
         details=details,
     )
-    return None if row is None else AlertChange("opened", AlertView.of(row))
+    if row is None:
+        return None
+    outbox_rows.enqueue(conn, event=ALERT_OPENED, subject_id=subject_of(int(row.id)), now=now)
+    return AlertChange("opened", AlertView.of(row))
 
 
 def follow_open_alert(
@@ -390,6 +410,7 @@ def follow_open_alert(
     )
     if not changed:
         return None
+    outbox_rows.enqueue(conn, event=ALERT_RECOVERED, subject_id=subject_of(int(row.id)), now=now)
     return AlertChange("recovered", AlertView.of(store.get_alert(conn, row.id)))
 
 
@@ -403,110 +424,28 @@ def list_alerts(
     return [AlertView.of(row) for row in rows]
 
 
-@dataclass(frozen=True)
-class PostClaim:
-    """This process may send `stage`'s message for `alert` until the lease runs out."""
-
-    alert: AlertView
-    stage: Stage
-    token: str
-
-    @property
-    def key(self) -> str:
-        return f"{self.stage}_post"
-
-
-def _claim_token(now: datetime, worker_id: str) -> str:
-    return f"{now.isoformat()}|{worker_id}"
-
-
-def _claimable(state: Any, now: datetime, lease: timedelta) -> bool:
-    """Not yet posted, and nobody is posting it (no claim, or a claim older than the lease)."""
-    if state is None:
-        return True
-    if state == POSTED or not isinstance(state, str):
-        return False
-    try:
-        claimed_at = datetime.fromisoformat(state.split("|", 1)[0])
-    except ValueError:
-        return True
-    return now - claimed_at >= lease
-
-
-def claim_posts(
-    rt: Runtime,
-    *,
-    now: datetime | None = None,
-    lease: timedelta = POST_LEASE,
-    horizon: timedelta = RETRY_HORIZON,
-) -> list[PostClaim]:
-    """Claim every message that is due: the alert message of an alert not yet in Slack, and the
-    "recovered" reply of a recovered alert (once its alert message is, or is being, posted).
-    Oldest alert first; for one alert, its message before its reply."""
-    now = now if now is not None else rt.clock.now()
-    claims: list[PostClaim] = []
+def record_message(rt: Runtime, alert_id: int, *, channel: str, ts: str) -> bool:
+    """Where the alert's message was posted (once: the first recorded message stands)."""
     with rt.db.transaction() as conn:
-        for row in reversed(store.recent_alerts(conn, since=now - horizon, limit=1000)):
-            details: dict[str, Any] = row.details or {}
-            view = AlertView.of(row)
-            opened_state = details.get("opened_post")
-            opened_ready = opened_state == POSTED
-            if not opened_ready and _claimable(opened_state, now, lease):
-                token = _claim_token(now, rt.worker_id)
-                if store.update_alert(
-                    conn,
-                    row.id,
-                    details_key=("opened_post", opened_state),
-                    patch={"opened_post": token},
-                ):
-                    claims.append(PostClaim(view, "opened", token))
-                    opened_ready = True
-            if row.status != RECOVERED or not opened_ready:
-                continue
-            recovered_state = details.get("recovered_post")
-            if _claimable(recovered_state, now, lease):
-                token = _claim_token(now, rt.worker_id)
-                if store.update_alert(
-                    conn,
-                    row.id,
-                    details_key=("recovered_post", recovered_state),
-                    patch={"recovered_post": token},
-                ):
-                    claims.append(PostClaim(view, "recovered", token))
-    return claims
+        return store.record_alert_message(conn, alert_id, channel=channel, ts=ts)
 
 
-def finish_post(
-    rt: Runtime,
-    claim: PostClaim,
-    *,
-    channel: str | None = None,
-    ts: str | None = None,
-    reply_ts: str | None = None,
-) -> bool:
-    """Record the message as sent (the alert's channel and ts, or the reply's ts). False when
-    the lease was lost meanwhile (another process took the post over: it was slow)."""
-    values: dict[str, Any] = {}
-    patch: dict[str, Any] = {claim.key: POSTED}
-    if claim.stage == "opened":
-        values = {"channel": channel, "ts": ts}
-    else:
-        patch["recovered_reply_ts"] = reply_ts
+def record_recovery_reply(rt: Runtime, alert_id: int, ts: str) -> bool:
+    """Where the "recovered" reply was posted in the alert's thread (once)."""
     with rt.db.transaction() as conn:
-        done = store.update_alert(
-            conn, claim.alert.id, details_key=(claim.key, claim.token), values=values, patch=patch
+        return store.update_alert(
+            conn,
+            alert_id,
+            details_key=("recovered_reply_ts", None),
+            patch={"recovered_reply_ts": ts},
         )
-    if not done:
-        log.warning("alert.post_lease_lost", alert_id=claim.alert.id, stage=claim.stage)
-    return done
 
 
-def release_post(rt: Runtime, claim: PostClaim) -> None:
-    """Give a claim back after a failed post, so the next check retries it at once."""
+def owed_alerts(rt: Runtime, *, limit: int = 100) -> list[int]:
+    """The alerts with a delivery still owed (pending outbox rows), oldest first."""
     with rt.db.transaction() as conn:
-        store.update_alert(
-            conn, claim.alert.id, details_key=(claim.key, claim.token), patch={claim.key: None}
-        )
+        subjects = outbox_rows.pending_subjects(conn, prefix=SUBJECT_PREFIX, limit=limit)
+    return [alert_id for alert_id in map(alert_id_of, subjects) if alert_id is not None]
 
 
 def get_alert(rt: Runtime, alert_id: int) -> AlertView | None:

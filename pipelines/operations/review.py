@@ -10,6 +10,13 @@ means for each run's chance, is `pipelines.operations.sampling`'s business.
 A week is keyed by its start (Monday 00:00 in the configured time zone, stored as UTC): the
 first pick of a week is stored with its items in one transaction, and any later call for that
 week (a re-post, a retry after a crash, another replica) gets the stored pick back.
+
+What people must see is owed through the outbox, like approval cards: the thread (the parent
+and one reply per run: subject `review:ID`), the summary (`review-summary:ID`) and each verdict
+(its reply updated, with the parent's progress: `review-item:ID`). The outbox
+sender hands the week's state at delivery time to the notifier port, which posts what is not in
+Slack yet and records where (`start_posting`, `record_reply`, `record_summary`), so a retry, a
+sender that died, or another replica posts only what is missing.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from pipelines.operations.sampling import pick_runs
 from pipelines.runtime import Runtime
 from pipelines.sensitive import mask
 from pipelines.views import iso
+from storage import outbox as outbox_rows
 from storage import review as rows
 from storage.models import FINISHED_RUN_STATUSES, RunStatus
 from storage.review import FLAGGED, LOOKS_RIGHT, WeekCounts
@@ -50,6 +58,42 @@ FLAG_CATEGORIES: Mapping[str, str] = {
     "policy": "Policy",
     "other": "Other",
 }
+
+
+# What the outbox owes about a week (its rows' `event`), and the subjects.
+REVIEW_THREAD = "review_thread"
+REVIEW_SUMMARY = "review_summary"
+REVIEW_EVENTS = (REVIEW_THREAD, REVIEW_SUMMARY)
+REVIEW_VERDICT = "review_verdict"  # a reply to update (subject `review-item:ID`)
+THREAD_PREFIX = "review:"
+SUMMARY_PREFIX = "review-summary:"
+ITEM_PREFIX = "review-item:"  # a reply: its message metadata, and its verdict's subject
+
+
+def thread_subject(week_id: int) -> str:
+    return f"{THREAD_PREFIX}{week_id}"
+
+
+def summary_subject(week_id: int) -> str:
+    return f"{SUMMARY_PREFIX}{week_id}"
+
+
+def item_ref(item_id: int) -> str:
+    return f"{ITEM_PREFIX}{item_id}"
+
+
+def item_id_of(subject_id: str) -> int | None:
+    """The review item a verdict's subject names, or None when it names something else."""
+    tail = subject_id[len(ITEM_PREFIX) :]
+    return int(tail) if subject_id.startswith(ITEM_PREFIX) and tail.isdigit() else None
+
+
+def week_id_of(subject_id: str) -> int | None:
+    """The week a review subject names, or None when it names something else."""
+    for prefix in (THREAD_PREFIX, SUMMARY_PREFIX):
+        if subject_id.startswith(prefix) and subject_id[len(prefix) :].isdigit():
+            return int(subject_id[len(prefix) :])
+    return None
 
 
 class UnknownReviewItem(GatehouseError):
@@ -249,7 +293,35 @@ def get_item(rt: Runtime, item_id: int) -> ReviewItemView:
     return ReviewItemView.of(row)
 
 
-# -- posting progress --------------------------------------------------------------------------
+# -- what is owed, and where it was posted ----------------------------------------------------
+
+
+def _owe(conn: Connection, event: str, subject_id: str, now: datetime) -> None:
+    """One pending row per subject is enough: the delivery shows the week as it is then."""
+    if outbox_rows.last_pending_id(conn, subject_id) is None:
+        outbox_rows.enqueue(conn, event=event, subject_id=subject_id, now=now)
+
+
+def owe_thread(rt: Runtime, week_id: int) -> str:
+    """The week's thread is owed (posted only where it is missing); returns its subject."""
+    subject = thread_subject(week_id)
+    with rt.db.transaction() as conn:
+        row = rows.fetch_week(conn, week_id=week_id)
+        if row is not None and row.status in (rows.PICKED, rows.POSTING):
+            _owe(conn, REVIEW_THREAD, subject, rt.clock.now())
+    return subject
+
+
+def owe_summary(rt: Runtime, week_id: int) -> str | None:
+    """The week's summary is owed (once every run is reviewed, or the week is over); returns
+    its subject, or None when it is posted already (or there is nothing to summarize)."""
+    subject = summary_subject(week_id)
+    with rt.db.transaction() as conn:
+        row = rows.fetch_week(conn, week_id=week_id)
+        if row is None or row.summary_ts is not None or row.status == rows.SUMMARIZED:
+            return None
+        _owe(conn, REVIEW_SUMMARY, subject, rt.clock.now())
+    return subject
 
 
 def start_posting(rt: Runtime, week_id: int, *, channel: str, parent_ts: str) -> bool:
@@ -263,8 +335,26 @@ def record_reply(rt: Runtime, item_id: int, reply_ts: str) -> bool:
 
 
 def finish_posting(rt: Runtime, week_id: int) -> bool:
+    """Every reply is in the thread. A week with no run has nothing to summarize either."""
     with rt.db.transaction() as conn:
+        if not rows.week_items(conn, week_id):
+            return rows.move_week(
+                conn, week_id, from_status=[rows.POSTING], to_status=rows.SUMMARIZED
+            )
         return rows.move_week(conn, week_id, from_status=[rows.POSTING], to_status=rows.POSTED)
+
+
+def record_summary(rt: Runtime, week_id: int, summary_ts: str) -> bool:
+    """Where the summary was posted (once); the week is summarized."""
+    with rt.db.transaction() as conn:
+        row = rows.fetch_week(conn, week_id=week_id)
+        if row is None or row.summary_ts is not None:
+            return False
+        rows.record_summary(conn, week_id, summary_ts)
+        rows.move_week(
+            conn, week_id, from_status=[rows.POSTING, rows.POSTED], to_status=rows.SUMMARIZED
+        )
+        return True
 
 
 # -- verdicts ----------------------------------------------------------------------------------
@@ -275,6 +365,11 @@ def looks_right(rt: Runtime, item_id: int, *, reviewer: str) -> ReviewItemView:
     with rt.db.transaction() as conn:
         recorded = rows.record_looks_right(conn, item_id, reviewer=reviewer, now=rt.clock.now())
         row = rows.fetch_item(conn, item_id)
+        if recorded and rt.outbox:
+            # a row per change (no `_owe`): a delivery under way may have read the item before
+            outbox_rows.enqueue(
+                conn, event=REVIEW_VERDICT, subject_id=item_ref(item_id), now=rt.clock.now()
+            )
     if row is None:
         raise UnknownReviewItem(f"no review item {item_id}; it may belong to a deleted review")
     item = ReviewItemView.of(row)
@@ -313,6 +408,11 @@ def flag(
             now=rt.clock.now(),
         )
         row = rows.fetch_item(conn, item_id) if recorded else None
+        if row is not None and rt.outbox:
+            # a row per change (no `_owe`): a delivery under way may have read the item before
+            outbox_rows.enqueue(
+                conn, event=REVIEW_VERDICT, subject_id=item_ref(item_id), now=rt.clock.now()
+            )
     if row is None:
         raise UnknownReviewItem(f"no review item {item_id}; it may belong to a deleted review")
     log.info("review.flagged", item_id=item_id, run_id=row.run_id, category=category)
@@ -320,25 +420,6 @@ def flag(
 
 
 # -- summaries ---------------------------------------------------------------------------------
-
-
-def claim_summary(rt: Runtime, week_id: int) -> bool:
-    """Whether this caller posts the week's summary (exactly one caller gets True)."""
-    with rt.db.transaction() as conn:
-        return rows.move_week(
-            conn, week_id, from_status=[rows.POSTING, rows.POSTED], to_status=rows.SUMMARIZED
-        )
-
-
-def release_summary(rt: Runtime, week_id: int) -> None:
-    """The summary could not be posted: let the next attempt claim it again."""
-    with rt.db.transaction() as conn:
-        rows.move_week(conn, week_id, from_status=[rows.SUMMARIZED], to_status=rows.POSTED)
-
-
-def record_summary(rt: Runtime, week_id: int, summary_ts: str) -> None:
-    with rt.db.transaction() as conn:
-        rows.record_summary(conn, week_id, summary_ts)
 
 
 def weeks_due_for_summary(rt: Runtime, now: datetime, timezone: str) -> list[ReviewWeekView]:

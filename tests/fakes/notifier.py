@@ -23,5 +23,20 @@ class RecordingNotifier:
     def task_answered(self, task: TaskView) -> None:
         self.events.append(("task_answered", task))
 
+    def alert_opened(self, alert: Any) -> None:
+        self.events.append(("alert_opened", alert))
+
+    def alert_recovered(self, alert: Any) -> None:
+        self.events.append(("alert_recovered", alert))
+
+    def review_thread(self, week: Any) -> None:
+        self.events.append(("review_thread", week))
+
+    def review_summary(self, week: Any) -> None:
+        self.events.append(("review_summary", week))
+
+    def review_verdict(self, item: Any) -> None:
+        self.events.append(("review_verdict", item))
+
     def names(self) -> list[str]:
         return [name for name, _ in self.events]
