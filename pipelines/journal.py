@@ -12,9 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 from sqlalchemy import Connection
@@ -61,8 +60,7 @@ def record_value(value: Any, what: str) -> Any:
         ) from exc
 
 
-@dataclass(frozen=True, slots=True)
-class NextCall:
+class NextCall(NamedTuple):
     """A `ctx` call's place in the run: position, key and, if the run got here before, its
     record."""
 
@@ -200,8 +198,8 @@ class Journal:
         # Free text (a prompt, step arguments, the model's raw answers, an error) may quote a
         # sensitive value; the output is a model dump, sealed already, and must round-trip.
         call_input, error, meta = sensitive.scrub((record.input, record.error, record.meta))
-        record = replace(
-            record, input=call_input, error=error, meta=meta, finished_at=self.rt.clock.now()
+        record = record._replace(
+            input=call_input, error=error, meta=meta, finished_at=self.rt.clock.now()
         )
         try:
             with self.fast_transaction() as conn:
