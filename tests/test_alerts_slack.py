@@ -14,7 +14,8 @@ import pytest
 from typer.testing import CliRunner
 
 from bot.serve import build_bot
-from bot.slack.alerts import AlertsCheck, alert_blocks, check_alerts
+from bot.slack.alert_cards import alert_blocks
+from bot.slack.alerts import AlertsCheck, check_alerts
 from pipelines.operations import alerting
 from pipelines.operations.alerting import list_alerts
 from tests.fakes.clock import FakeClock
