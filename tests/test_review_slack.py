@@ -19,6 +19,7 @@ from bot.http.asgi import build_asgi
 from bot.http.server import BackgroundServer
 from bot.serve import build_bot
 from bot.slack import review as slack_review
+from bot.slack import review_listener
 from bot.slack.app import build_bolt_app
 from bot.slack.review_cards import FLAG_ACTION, FLAG_CALLBACK, LOOKS_RIGHT_ACTION
 from pipelines.operations import review
@@ -40,7 +41,7 @@ def review_world(
     first listener that matches, so this is harmless once `build_bolt_app` registers them)."""
     bot = build_bot(settings_for(fake, database_url, **overrides), clock=clock)
     app = build_bolt_app(bot)
-    slack_review.register(app, bot)
+    review_listener.register(app, bot)
     server = BackgroundServer(build_asgi(app)).start()
     try:
         yield SlackWorld(fake, bot, server, SlackSender(server.url, SIGNING_SECRET, fake), clock)

@@ -14,7 +14,7 @@ from typing import Any
 import structlog
 from slack_bolt import App, BoltResponse
 
-from bot.slack import actions, commands_listener, home_listener, review
+from bot.slack import actions, commands_listener, home_listener, review_listener
 from bot.slack.bot import Bot
 
 log = structlog.get_logger()
@@ -42,5 +42,5 @@ def build_bolt_app(bot: Bot) -> App:
     actions.register(app, bot)
     commands_listener.register(app, bot)
     home_listener.register(app, bot)
-    review.register(app, bot)
+    review_listener.register(app, bot)
     return app

@@ -11,33 +11,26 @@ between Slack's answer and that commit is covered by the message metadata (the s
 takes the delivery over finds the message in the channel or the thread and records it). Posts
 are paced (Slack allows about one message a second per channel); a 429 is waited out and
 retried — it means nothing was posted, so the retry cannot duplicate — and past a few the
-outbox retries after `Retry-After`. The Block Kit is in `bot.slack.review_cards`.
+outbox retries after `Retry-After`. The Block Kit is in `bot.slack.review_cards`, the buttons and
+the Flag modal in `bot.slack.review_listener`.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 import structlog
-from slack_bolt import Ack, App
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
-from bot.slack.actions import tell
 from bot.slack.bot import Bot
 from bot.slack.delivery import delivery_failure, find_by_metadata, looks_up_history, metadata
-from bot.slack.mrkdwn import escape
 from bot.slack.review_cards import (
     DEFAULT_PACE_SECONDS,
-    FLAG_ACTION,
-    FLAG_CALLBACK,
-    LOOKS_RIGHT_ACTION,
-    flag_from_submission,
-    flag_modal,
     item_blocks,
     item_text,
     parent_blocks,
@@ -48,7 +41,6 @@ from bot.slack.review_cards import (
 from pipelines import GatehouseError, Run
 from pipelines.config import ConfigurationError
 from pipelines.errors import UnknownRun
-from pipelines.evaluation import output_schema
 from pipelines.inspect import get_run
 from pipelines.operations import review
 from pipelines.operations.review import ReviewItemView, ReviewWeekView
@@ -453,66 +445,3 @@ def show_verdict(bot: Bot, item: ReviewItemView) -> None:
     week = review.get_week(rt, item.week_id)
     if week.summary_ts is None and week.all_reviewed and week.status == POSTED:
         post_summary(bot, week, slack)
-
-
-def _reviewer(body: Mapping[str, Any]) -> str:
-    return str(body["user"]["id"])
-
-
-def mark_looks_right(bot: Bot, body: dict[str, Any], item_id: int) -> None:
-    try:
-        item = review.looks_right(bot.gatehouse.rt, item_id, reviewer=_reviewer(body))
-    except GatehouseError as refusal:
-        tell(bot.client, body, f":information_source: {escape(str(refusal))}")
-        return
-    show_verdict(bot, item)
-
-
-def record_flag(bot: Bot, body: dict[str, Any], item_id: int, flag: dict[str, Any]) -> None:
-    try:
-        item = review.flag(bot.gatehouse.rt, item_id, reviewer=_reviewer(body), **flag)
-    except GatehouseError as refusal:
-        log.warning("review.flag_refused", item_id=item_id, why=str(refusal))
-        return
-    show_verdict(bot, item)
-
-
-def open_flag_modal(bot: Bot, trigger_id: str, value: str) -> None:
-    item_id, _, rest = value.partition(":")
-    run_id, _, pipeline = rest.partition(":")
-    view = flag_modal(int(item_id), run_id, pipeline or None, output_schema(pipeline))
-    bot.client.views_open(trigger_id=trigger_id, view=view)
-
-
-def _item_id(text: str) -> int | None:
-    head = text.partition(":")[0]
-    return int(head) if head.isdigit() else None
-
-
-def register(app: App, bot: Bot) -> None:
-    @app.action(LOOKS_RIGHT_ACTION)
-    def looks_right_clicked(ack: Ack, body: dict[str, Any], action: dict[str, Any]) -> None:
-        ack()
-        item_id = _item_id(str(action.get("value", "")))
-        if item_id is not None:
-            bot.submit(mark_looks_right, bot, body, item_id)
-
-    @app.action(FLAG_ACTION)
-    def flag_clicked(ack: Ack, body: dict[str, Any], action: dict[str, Any]) -> None:
-        ack()
-        value = str(action.get("value", ""))
-        if _item_id(value) is not None:
-            bot.submit_ui(open_flag_modal, bot, str(body["trigger_id"]), value)
-
-    @app.view(FLAG_CALLBACK)
-    def flag_submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
-        metadata = str(view.get("private_metadata", ""))
-        item_id = _item_id(metadata)
-        schema = output_schema(metadata.partition(":")[2])
-        flag, errors = flag_from_submission(view["state"]["values"], schema)
-        if errors:
-            ack(response_action="errors", errors=errors)
-            return
-        ack()
-        if item_id is not None:
-            bot.submit(record_flag, bot, body, item_id, flag)
