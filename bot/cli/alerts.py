@@ -15,8 +15,15 @@ from typing import Annotated
 
 import typer
 
-from bot.cli.options import JsonFlag
-from bot.cli.session import CliError, fail, open_gatehouse, print_json, say, settings_for_cli
+from bot.cli.session import (
+    CliError,
+    JsonFlag,
+    fail,
+    open_gatehouse,
+    print_json,
+    say,
+    settings_for_cli,
+)
 from bot.formatting import when
 from pipelines import Settings
 from pipelines.durations import parse_duration

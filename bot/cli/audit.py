@@ -13,8 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from bot.cli.options import JsonFlag, show_help_without_a_command
-from bot.cli.session import fail, open_gatehouse, print_json
+from bot.cli.session import JsonFlag, fail, open_gatehouse, print_json, show_help_without_a_command
 from storage.audit import list_entries, verify_database
 
 app = typer.Typer(

@@ -13,9 +13,8 @@ from typing import Annotated, Any
 
 import typer
 
-from bot.cli.options import JsonFlag
 from bot.cli.render import compact, table
-from bot.cli.session import open_gatehouse, print_json, say, settings_for_cli
+from bot.cli.session import JsonFlag, open_gatehouse, print_json, say, settings_for_cli
 from bot.formatting import milliseconds, rate, usd
 from pipelines.evaluation import CaseResult, EvalReport, junit_xml
 

@@ -24,10 +24,10 @@ from bot.cli import review as cli_review
 from bot.cli import sandbox as cli_sandbox
 from bot.cli import schedules as cli_schedules
 from bot.cli import stats as cli_stats
-from bot.cli.options import JsonFlag, show_help_without_a_command
 from bot.cli.session import (
     CliError,
     GatehouseGroup,
+    JsonFlag,
     fail,
     open_gatehouse,
     parse_json_option,
@@ -37,6 +37,7 @@ from bot.cli.session import (
     safe_url,
     say,
     settings_for_cli,
+    show_help_without_a_command,
 )
 from bot.formatting import took
 from pipelines import Gatehouse, Run, Worker, discover

@@ -10,8 +10,7 @@ from typing import Annotated
 
 import typer
 
-from bot.cli.options import JsonFlag
-from bot.cli.session import open_gatehouse, print_json, say
+from bot.cli.session import JsonFlag, open_gatehouse, print_json, say
 from pipelines.operations.readiness import Readiness
 
 MARKS = {True: "green", False: "red  "}

@@ -15,8 +15,14 @@ from typing import Annotated
 
 import typer
 
-from bot.cli.options import JsonFlag, show_help_without_a_command
-from bot.cli.session import open_gatehouse, parse_since, print_json, settings_for_cli
+from bot.cli.session import (
+    JsonFlag,
+    open_gatehouse,
+    parse_since,
+    print_json,
+    settings_for_cli,
+    show_help_without_a_command,
+)
 from bot.slack.review_cards import DEFAULT_PACE_SECONDS
 from pipelines.config import ConfigurationError
 

@@ -12,9 +12,8 @@ from typing import Annotated
 
 import typer
 
-from bot.cli.options import JsonFlag
 from bot.cli.render import table
-from bot.cli.session import open_gatehouse, print_json, say, settings_for_cli
+from bot.cli.session import JsonFlag, open_gatehouse, print_json, say, settings_for_cli
 from pipelines.fire_times import zone
 from pipelines.operations.schedules import (
     ScheduleInfo,

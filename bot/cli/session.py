@@ -1,5 +1,6 @@
 """What every `gatehouse` command uses: the settings, the engine for one invocation, its
-output (lines, JSON, one `error:` line) and the parsing of the flags several commands share.
+output (lines, JSON, one `error:` line), the `--json` flag and help for a bare command group,
+and the parsing of the flags several commands share.
 
 Errors a user can act on print one line, `error: <message>`, on stderr and exit 1 (2 for a
 malformed command line); `--json` prints JSON only on stdout.
@@ -13,7 +14,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from sqlalchemy.engine import make_url
@@ -28,6 +29,15 @@ from pipelines.durations import parse_duration
 from pipelines.logs import configure_logging
 from storage.db import DatabaseConfigError
 from storage.models import RunStatus
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON only, on stdout.")]
+
+
+def show_help_without_a_command(ctx: typer.Context) -> None:
+    """A group called without a command prints its help (click's no_args_is_help would report
+    the help text as a usage *error*)."""
+    if ctx.invoked_subcommand is None:
+        typer.echo(ctx.get_help())
 
 
 class CliError(Exception):

@@ -16,8 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from bot.cli.options import JsonFlag
-from bot.cli.session import CliError, open_gatehouse, print_json, say, settings_for_cli
+from bot.cli.session import CliError, JsonFlag, open_gatehouse, print_json, say, settings_for_cli
 from bot.formatting import duration, money, rate, window_label
 from pipelines.durations import parse_duration
 from pipelines.operations.drift import DriftFigures

@@ -10,12 +10,14 @@ import typer
 
 from bot.cli import render as cli_render
 from pipelines import ApprovalView, TaskView
-from pipelines.operations.alerting import AlertView
-from pipelines.operations.review import ReviewItemView, ReviewWeekView
+from pipelines.ports import SilentNotifier
 
 
-class TerminalNotifier:
-    """Prints engine events; `err=True` sends them to stderr so `--json` stdout stays clean."""
+class TerminalNotifier(SilentNotifier):
+    """Prints engine events; `err=True` sends them to stderr so `--json` stdout stays clean.
+
+    Alerts and review posts stay silent here: `gatehouse alerts check` and `gatehouse review
+    post` print what they did themselves."""
 
     def __init__(self, *, err: bool = False) -> None:
         self.err = err
@@ -34,18 +36,3 @@ class TerminalNotifier:
 
     def task_answered(self, task: TaskView) -> None:
         self._say(cli_render.task_answered_line(task))
-
-    def alert_opened(self, alert: AlertView) -> None:
-        return None  # `gatehouse alerts check` prints its own changes
-
-    def alert_recovered(self, alert: AlertView) -> None:
-        return None
-
-    def review_thread(self, week: ReviewWeekView) -> None:
-        return None  # `gatehouse review post` prints the week it posted
-
-    def review_summary(self, week: ReviewWeekView) -> None:
-        return None
-
-    def review_verdict(self, item: ReviewItemView) -> None:
-        return None
