@@ -43,14 +43,14 @@ def is_type_checking_block(node: ast.AST) -> bool:
 def runtime_imports(tree: ast.AST) -> Iterator[ast.Import | ast.ImportFrom]:
     """Every import statement that can run, skipping `if TYPE_CHECKING:` bodies."""
     for node in ast.iter_child_nodes(tree):
-        if is_type_checking_block(node):
-            assert isinstance(node, ast.If)
-            for other in node.orelse:
-                yield from runtime_imports(other)
-            continue
-        if isinstance(node, ast.Import | ast.ImportFrom):
-            yield node
-        yield from runtime_imports(node)
+        # An `else:` beside `if TYPE_CHECKING:` runs; its statements are read like any other.
+        statements = (
+            node.orelse if isinstance(node, ast.If) and is_type_checking_block(node) else [node]
+        )
+        for statement in statements:
+            if isinstance(statement, ast.Import | ast.ImportFrom):
+                yield statement
+            yield from runtime_imports(statement)
 
 
 def imported_modules(module: str, path: Path, known: set[str]) -> set[str]:
@@ -164,8 +164,8 @@ def test_a_cycle_is_found_when_there_is_one() -> None:
 def test_an_import_under_type_checking_is_not_an_edge() -> None:
     tree = ast.parse(
         "from typing import TYPE_CHECKING\n"
-        "if TYPE_CHECKING:\n    import bot.x\n"
+        "if TYPE_CHECKING:\n    import bot.x\nelse:\n    import bot.z\n"
         "def f():\n    import bot.y\n"
     )
     names = {alias.name for node in runtime_imports(tree) for alias in node.names}
-    assert names == {"TYPE_CHECKING", "bot.y"}
+    assert names == {"TYPE_CHECKING", "bot.y", "bot.z"}
