@@ -356,7 +356,7 @@ def review_picks(database: Database) -> list[tuple[str, Callable[[], Any] | str]
         from pipelines.operations import review
         from storage.review import Window
     except ImportError:
-        return [(name, "pipelines/review.py is not there yet")]
+        return [(name, "pipelines/operations/review.py is not there yet")]
     try:
         window = Window(NOW - review.WINDOW, NOW, review.REVIEWABLE_STATUSES)
     except (AttributeError, TypeError) as exc:

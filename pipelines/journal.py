@@ -163,9 +163,6 @@ class Journal:
     def recorded_count(self) -> int:
         return len(self._recorded)
 
-    def recorded_at(self, seq: int) -> CallRecord | None:
-        return self._recorded[seq] if seq < len(self._recorded) else None
-
     def next(self, kind: CallKind, name: str) -> NextCall:
         """The next call's place; a record of a different call there is a divergence."""
         seq = self._seq

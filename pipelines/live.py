@@ -295,7 +295,7 @@ def _model_meta(
     human_exit: bool = False,
 ) -> dict[str, Any]:
     meta = result.meta()
-    # Read by the drift rules (pipelines.drift): the human exit, and which output fields are
+    # Read by the drift rules (pipelines.operations.drift): the human exit, and which output fields are
     # categorical (their values are in the recorded output).
     meta["human_exit"] = human_exit
     if categorical := categorical_fields(request.output):

@@ -1,4 +1,5 @@
-"""`@pipeline`: register a typed function `(ctx, input) -> output`, and discover the catalog."""
+"""`@pipeline`: register a typed function `(ctx, input) -> output`, and import the modules that
+define pipelines (only those named: `discover`)."""
 
 from __future__ import annotations
 

@@ -490,7 +490,7 @@ class EvalCase(Base):
 
 
 class DriftFigure(Base):
-    """The last hourly drift evaluation's PSI of one categorical field (`pipelines.drift`), for
+    """The last hourly drift evaluation's PSI of one categorical field (`pipelines.operations.drift`), for
     the stats and App Home: replaced whole by each evaluation."""
 
     __tablename__ = "drift_figures"
@@ -509,7 +509,7 @@ class DriftFigure(Base):
 
 class DriftCount(Base):
     """How many runs (or LLM answers) had one value of one categorical field on one UTC day:
-    the daily roll-up the drift rule's PSI sums (`pipelines.drift`), so the hourly check reads
+    the daily roll-up the drift rule's PSI sums (`pipelines.operations.drift`), so the hourly check reads
     35 days of a few rows, not 35 days of runs. `call_key` is "" for a pipeline's own input or
     output. Inserted once per day (`DriftRolledDay` marks the days done)."""
 

@@ -14,7 +14,7 @@ What each number counts (the window is `since <= t <= until`, both given by the 
   while the window is read from `runs` alone; once the stats rollups (`storage.stats_rollups`)
   cover part of it, they come from the latency histogram, **within ±5.93 % of the exact value
   plus at most 1 ms)** — the bins are in `storage.latency`. `latencies` holds what they came
-  from, so windows and pipelines merge (`pipelines.stats` adds up the overall row).
+  from, so windows and pipelines merge (`pipelines.operations.stats` adds up the overall row).
 - `prompt_tokens`, `completion_tokens`: sums of those `meta` keys over the same LLM calls as
   `llm_cost_usd` (calls that did not report them count 0).
 - `approvals_approved`, `_rejected`, `_expired`: approvals *requested* in the window, by their

@@ -335,7 +335,7 @@ def test_one_worker_finishes_every_run_left_by_several_killed_workers(
 
 
 @pytest.mark.skipif(
-    importlib.util.find_spec("bot.cli") is None, reason="bot/cli.py (gatehouse worker) is missing"
+    importlib.util.find_spec("bot.cli") is None, reason="bot/cli/ (gatehouse worker) is missing"
 )
 def test_killed_gatehouse_worker_leaves_a_half_sent_message_for_a_human(
     sqlite_url: str, children: Callable[[str], Children], engines: Callable[[str], Gatehouse]

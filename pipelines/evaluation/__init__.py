@@ -3,7 +3,7 @@
     from pipelines.evaluation import comparators, case_insensitive, within
     comparators("ticket_triage", {"message": case_insensitive, "refund_id": ignore})
 
-`gatehouse eval PIPELINE --dataset FILE` (bot/cli_eval.py) and `/gatehouse eval PIPELINE` run
+`gatehouse eval PIPELINE --dataset FILE` (bot/cli/eval.py) and `/gatehouse eval PIPELINE` run
 `evaluate`; the design (why an eval never writes production state) is in `evaluation.context`.
 """
 
