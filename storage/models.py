@@ -538,3 +538,15 @@ class DriftRolledDay(Base):
 
     day: Mapped[datetime] = mapped_column(primary_key=True)
     rolled_at: Mapped[datetime]
+
+
+class SeenSignature(Base):
+    """A signed request accepted once: its signature's hash, kept until the signature's own
+    window closes (after that the timestamp check refuses it anyway). Replicas share the table,
+    so a replay sent to another replica is caught too."""
+
+    __tablename__ = "seen_signatures"
+
+    scope: Mapped[str] = mapped_column(String(200), primary_key=True)  # "slack", "webhook:NAME"
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 of the signature
+    expires_at: Mapped[datetime] = mapped_column(index=True)

@@ -319,3 +319,11 @@ class OrphanCandidate(NamedTuple):
     id: str
     claimed_by: str | None
     lease_until: datetime | None
+
+
+class SeenSignatureRow(NamedTuple):
+    """A `seen_signatures` row."""
+
+    scope: str
+    digest: str
+    expires_at: datetime

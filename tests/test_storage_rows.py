@@ -23,6 +23,7 @@ TABLE_ROWS: dict[str, type[tuple[Any, ...]]] = {
     "schedule_fires": rows.ScheduleFireRow,
     "schedule_states": rows.ScheduleStateRow,
     "webhook_deliveries": rows.WebhookDeliveryRow,
+    "seen_signatures": rows.SeenSignatureRow,
     "review_weeks": rows.ReviewWeekRow,
     "review_items": rows.ReviewItemRow,
     "alerts": rows.AlertRow,

@@ -1,0 +1,53 @@
+"""Signatures seen: a signed request is accepted once within its window.
+
+The first insert of a (scope, digest) wins, through the same `ON CONFLICT DO NOTHING` claim as
+schedule fires and webhook keys, so two replicas handed the same replay at once accept it once.
+A row whose window has closed may be claimed again (the caller's timestamp check refuses such a
+request before it gets here; reusing the row keeps a clock skew from locking one out forever),
+and is deleted by `forget_expired`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+
+from sqlalchemy import Connection, Table, delete, update
+
+from storage.claims import insert_unless_taken
+from storage.models import SeenSignature
+
+seen_table: Table = SeenSignature.__table__  # type: ignore[assignment]
+
+
+def signature_digest(signature: str) -> str:
+    """What is stored of a signature: its SHA-256, so the column has one width whatever the
+    scheme, and the table holds nothing a sender could reuse."""
+    return hashlib.sha256(signature.encode()).hexdigest()
+
+
+def first_sighting(
+    conn: Connection, *, scope: str, signature: str, now: datetime, expires_at: datetime
+) -> bool:
+    """True when `signature` was not seen in `scope` before (or its row has expired), and
+    records it until `expires_at`; False for a replay."""
+    digest = signature_digest(signature)
+    values = {"scope": scope, "digest": digest, "expires_at": expires_at}
+    if insert_unless_taken(conn, seen_table, values, ("scope", "digest")):
+        return True
+    reclaimed = conn.execute(
+        update(seen_table)
+        .where(
+            seen_table.c.scope == scope,
+            seen_table.c.digest == digest,
+            seen_table.c.expires_at <= now,
+        )
+        .values(expires_at=expires_at)
+    )
+    return reclaimed.rowcount == 1
+
+
+def forget_expired(conn: Connection, now: datetime) -> int:
+    """Delete the rows whose window closed before `now`; how many went."""
+    result = conn.execute(delete(seen_table).where(seen_table.c.expires_at <= now))
+    return result.rowcount or 0
