@@ -29,7 +29,12 @@ from pipelines.errors import (
     ToolFailed,
 )
 from pipelines.llm import LLMConfig, Price, llm_config_from
-from pipelines.logs import configure_logging, remember_secrets, settings_secrets
+from pipelines.logs import (
+    configure_logging,
+    ensure_redaction,
+    remember_secrets,
+    settings_secrets,
+)
 from pipelines.pipeline import Pipeline, discover, get_pipeline, pipeline, registered_pipelines
 from pipelines.ports import (
     ApproverDirectory,
@@ -115,6 +120,10 @@ class Gatehouse:
     ) -> None:
         db = Database(database) if isinstance(database, str) else database
         sensitive.configure(None, db.url)  # the database's key, unless GATEHOUSE_SECRET_KEY is set
+        # Built in code, without settings or configure_logging: its secrets stay out of records
+        # and logs all the same.
+        remember_secrets([llm.api_key if llm else None])
+        ensure_redaction()
         self.rt = Runtime(
             db=db,
             clock=clock or SystemClock(),

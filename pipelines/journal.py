@@ -192,11 +192,17 @@ class Journal:
 
     def record(self, record: CallRecord) -> None:
         """One write for a call that is over by the time it is recorded (a step, a model call)."""
-        # Free text (a prompt, step arguments, the model's raw answers, an error) may quote a
-        # sensitive value; the output is a model dump, sealed already, and must round-trip.
-        call_input, error, meta = sensitive.scrub((record.input, record.error, record.meta))
+        # Free text (a prompt, step arguments, the model's raw answers, an error) and the output
+        # may quote a secret or a sensitive value; sealed fields stay whole, so a resume opens them.
+        call_input, output, error, meta = sensitive.scrub(
+            (record.input, record.output, record.error, record.meta)
+        )
         record = record._replace(
-            input=call_input, error=error, meta=meta, finished_at=self.rt.clock.now()
+            input=call_input,
+            output=output,
+            error=error,
+            meta=meta,
+            finished_at=self.rt.clock.now(),
         )
         try:
             with self.fast_transaction() as conn:
@@ -216,7 +222,7 @@ class Journal:
         detail: Any = None,
     ) -> None:
         """The audit entry for something that happened to this call, in the caller's
-        transaction."""
+        transaction. Its detail is scrubbed (`pipelines.scrub`) like every record."""
         append_audit(
             conn,
             event=event,
@@ -227,7 +233,7 @@ class Journal:
             tool=record.name if record.kind == CallKind.TOOL else None,
             approval_id=approval_id,
             idempotency_key=record.idempotency_key,
-            detail=detail,
+            detail=sensitive.scrub(detail),
         )
 
     def suspend(
@@ -241,7 +247,7 @@ class Journal:
             to_status=RunStatus.WAITING,
             now=now,
             claimed_by=self.rt.worker_id,
-            detail=reason,
+            detail=sensitive.scrub(reason),
             wake_at=wake_at,
         )
         if not moved:

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any, NoReturn
+from contextlib import AbstractContextManager
+from typing import Any, NamedTuple, NoReturn
 
 import structlog
 from pydantic import BaseModel, TypeAdapter
+from sqlalchemy import Connection
 
 from pipelines import approvals, rate_limits, sensitive, tasks
 from pipelines import validator as validation
@@ -22,9 +24,22 @@ from pipelines.llm import LLMResult
 from pipelines.runtime import Runtime
 from pipelines.tools import Tool
 from storage import calls as call_rows
+from storage.db import is_disconnect
 from storage.models import CallStatus
 
 log = structlog.get_logger()
+
+
+DB_BLIP = "the database was unreachable when the outcome was recorded; written once it was back"
+
+
+class Outcome(NamedTuple):
+    """A tool's outcome as this process knows it, until the database has it."""
+
+    status: CallStatus
+    output: Any
+    error: str | None
+    latency_ms: float
 
 
 class LiveExecutor:
@@ -123,21 +138,23 @@ class LiveExecutor:
         error: str | None,
         began: float,
     ) -> None:
+        """Record a tool's outcome. The effect has happened (or the tool failed): whatever the
+        database does now, the run must not end `failed` with the call left `started`, or an
+        operator retries and the effect happens twice."""
         latency_ms = round((time.perf_counter() - began) * 1000, 3)
-        error = sensitive.scrub(error)
-        now = self._rt.clock.now()
-        with self._journal.fast_transaction() as conn:
-            call_rows.update_call(
-                conn, started.id, status=status, output=output, error=error, finished_at=now
-            )
-            self._journal.audit(
-                conn,
-                started,
-                "tool.succeeded" if status == CallStatus.SUCCEEDED else "tool.failed",
-                at=now,
-                actor=self._journal.trigger_user,
-                detail={"result": output, "error": error, "latency_ms": latency_ms},
-            )
+        output, error = sensitive.scrub((output, error))
+        outcome = Outcome(status, output, error, latency_ms)
+        try:
+            self._write_outcome(self._journal.fast_transaction, started, outcome)
+        except Exception as exc:
+            if not is_disconnect(exc):
+                self._outcome_unrecorded(tool, started, exc)
+            # The database went away with the outcome in hand (the process did not die): write
+            # it once the database is back, then let the runner treat the lost connection as it
+            # does any (the run stays ours and is replayed; the call is settled by then).
+            if not self._write_when_back(started, outcome):
+                self._rt.unrecorded_outcomes[started.id] = outcome
+            raise
         log.info(
             "tool.finished",
             run_id=self._journal.run_id,
@@ -146,10 +163,84 @@ class LiveExecutor:
             latency_ms=latency_ms,
         )
 
+    def _write_outcome(
+        self,
+        transaction: Callable[[], AbstractContextManager[Connection]],
+        started: CallRecord,
+        outcome: Outcome,
+        *,
+        late: str | None = None,
+    ) -> None:
+        now = self._rt.clock.now()
+        succeeded = outcome.status == CallStatus.SUCCEEDED
+        detail: dict[str, Any] = {
+            "result": outcome.output,
+            "error": outcome.error,
+            "latency_ms": outcome.latency_ms,
+        }
+        if late is not None:
+            detail["recorded_late"] = late
+        with transaction() as conn:
+            call_rows.update_call(
+                conn,
+                started.id,
+                status=outcome.status,
+                output=outcome.output,
+                error=outcome.error,
+                finished_at=now,
+            )
+            self._journal.audit(
+                conn,
+                started,
+                "tool.succeeded" if succeeded else "tool.failed",
+                at=now,
+                actor=self._journal.trigger_user,
+                detail=detail,
+            )
+
+    def _write_when_back(self, started: CallRecord, outcome: Outcome) -> bool:
+        """Bounded retries, with backoff, on fresh connections (the run's own is gone)."""
+        for delay in self._rt.outcome_retry_delays:
+            if delay:
+                time.sleep(delay)
+            try:
+                self._write_outcome(self._rt.db.transaction, started, outcome, late=DB_BLIP)
+            except Exception as exc:
+                if not is_disconnect(exc):
+                    return False
+                log.warning("tool.outcome_write_retry", call_id=started.id, error=str(exc))
+                continue
+            log.info("tool.outcome_recorded_late", call_id=started.id)
+            return True
+        return False
+
+    def _outcome_unrecorded(self, tool: Tool, started: CallRecord, exc: Exception) -> NoReturn:
+        """The database refused the outcome (not a lost connection): the call is
+        `outcome_unknown` and the run needs a person, who can look the effect up by its key."""
+        refused = sensitive.scrub(f"{type(exc).__name__}: {exc}".splitlines()[0])
+        error = (
+            f"{tool.name} ran, but the database refused to record its outcome ({refused}); it "
+            f"was not run again. Check whether the effect with idempotency key "
+            f"{started.idempotency_key} happened."
+        )
+        log.error("tool.outcome_unrecorded", tool=tool.name, call_id=started.id, error=refused)
+        self._mark_unknown(started, error)
+        raise NeedsAttention(error) from exc
+
+    def _mark_unknown(self, started: CallRecord, error: str) -> None:
+        now = self._rt.clock.now()
+        with self._journal.transaction() as conn:
+            call_rows.update_call(conn, started.id, status=CallStatus.OUTCOME_UNKNOWN, error=error)
+            self._journal.audit(
+                conn, started, "tool.outcome_unknown", at=now, detail={"error": error}
+            )
+
     def _recover_started(
         self, tool: Tool, args: BaseModel, call: NextCall, recorded: CallRecord
     ) -> Any:
-        """A crash left this call `started` with no outcome. Only idempotent tools run again."""
+        """This call is `started` with no outcome: the database was lost while it ran (this
+        process still knows the outcome, and writes it now), or the process stopped mid-call.
+        Only idempotent tools run again."""
         now = self._rt.clock.now()
         # As it was started: the key the tool received then is the one it receives now.
         started = call.record(
@@ -159,6 +250,18 @@ class LiveExecutor:
             call_id=recorded.id,
             idempotency_key=call.idempotency_key,
         )
+        known = self._rt.unrecorded_outcomes.pop(recorded.id, None)
+        if known is not None:
+            try:
+                self._write_outcome(self._journal.fast_transaction, started, known, late=DB_BLIP)
+            except Exception as exc:
+                if is_disconnect(exc):
+                    self._rt.unrecorded_outcomes[recorded.id] = known
+                    raise
+                self._outcome_unrecorded(tool, started, exc)
+            if known.status == CallStatus.SUCCEEDED:
+                return tool.result_adapter.validate_python(known.output)
+            raise ToolFailed(tool.name, known.error or "failed")
         if tool.idempotent:
             with self._journal.transaction() as conn:
                 self._journal.audit(
@@ -174,11 +277,7 @@ class LiveExecutor:
             f"is unknown (the process stopped mid-call); it is not idempotent, so it was not run "
             f"again. Check whether the effect with idempotency key {call.idempotency_key} happened."
         )
-        with self._journal.transaction() as conn:
-            call_rows.update_call(conn, recorded.id, status=CallStatus.OUTCOME_UNKNOWN, error=error)
-            self._journal.audit(
-                conn, started, "tool.outcome_unknown", at=now, detail={"error": error}
-            )
+        self._mark_unknown(started, error)
         raise NeedsAttention(error)
 
     # -- model calls and people ------------------------------------------------------------

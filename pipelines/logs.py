@@ -1,8 +1,8 @@
 """One `configure_logging()`: structlog, JSON in production, console in development.
 
-Secrets are redacted by one processor, after exceptions are formatted and before anything is
-rendered, wherever they sit in an event (a value, inside a longer string, a traceback, a nested
-dict): the configured secret values (Slack tokens, the signing secret, the LLM key, webhook
+Secrets are redacted by one processor (the engine's scrubber, `pipelines.scrub`, which records
+and messages go through too), after exceptions are formatted and before anything is rendered,
+wherever they sit in an event (a value, inside a longer string, a traceback, a nested dict): the configured secret values (Slack tokens, the signing secret, the LLM key, webhook
 secrets and tokens, the secret key; `remember_secrets`), the plain text of sensitive fields seen
 by this run (`pipelines.sensitive`), anything shaped like a Slack or OpenAI-style token, and the
 whole value of a key that names a secret (token, secret, password, api_key, authorization) or
@@ -14,17 +14,13 @@ from __future__ import annotations
 import logging
 import re
 import sys
-import threading
-from collections.abc import Iterable, MutableMapping
-from typing import TYPE_CHECKING, Any, TextIO
+from collections.abc import Collection, Iterable, MutableMapping
+from typing import Any, TextIO
 
 import structlog
-from pydantic import SecretStr
 
+from pipelines import scrub as scrubber
 from pipelines import sensitive
-
-if TYPE_CHECKING:
-    from pipelines.config import Settings
 
 # A key that names a secret as a word: `token`, `bot_token`, `webhook_secrets`, `api_key`,
 # `Authorization`; not `prompt_tokens` (a count) or `idempotency_key`.
@@ -32,51 +28,26 @@ _SECRET_KEY = re.compile(
     r"(?:^|[_\-.])(?:token|secrets?|passwords?|passwd|api[_\-]?keys?|authorization|cookie)(?:$|[_\-.])",
     re.I,
 )
-# Slack tokens (xoxb-, xoxp-, xoxa-, xoxr-, xoxs-, xoxe-, xapp-), OpenAI-style keys (sk-…,
-# sk-proj-…) and bearer credentials; long enough not to catch words like "sk-ip".
-_TOKEN = re.compile(
-    r"\b(?:xox[abeoprs]-[A-Za-z0-9-]{8,}|xapp-[A-Za-z0-9-]{8,}|sk-[A-Za-z0-9_-]{16,})"
-    r"|(?<=Bearer )[A-Za-z0-9._~+/=-]{8,}",
-    re.I,
-)
-REDACTED = "[redacted]"
-MIN_SECRET_LENGTH = 4  # shorter values would redact ordinary words
-
-_known: tuple[str, ...] = ()  # longest first: a secret that contains another goes whole
-_known_lock = threading.Lock()
-
+REDACTED = scrubber.REDACTED
 
 _extra_keys: frozenset[str] = frozenset()  # GATEHOUSE_LOG_REDACT_KEYS: PII such as "email"
 
 
 def remember_secrets(values: Iterable[str | None], *, keys: Iterable[str] = ()) -> None:
-    """Add exact values to redact from every event, and key names whose values are always
-    redacted (settings call this as they load)."""
-    global _known, _extra_keys
-    fresh = {v for v in values if v and len(v) >= MIN_SECRET_LENGTH}
-    with _known_lock:
-        _known = tuple(sorted({*_known, *fresh}, key=len, reverse=True))
-        _extra_keys = _extra_keys | {k.lower() for k in keys}
+    """Add exact values to redact from every event, record and message (`pipelines.scrub`),
+    and key names whose values are always redacted from log events (settings call this as they
+    load)."""
+    global _extra_keys
+    scrubber.remember(values)
+    _extra_keys = _extra_keys | {k.lower() for k in keys}
 
 
-def settings_secrets(settings: Settings) -> list[str]:
-    """Every secret value a Settings holds: its SecretStr fields and the webhook credentials."""
-    values: list[str] = []
-    for name in type(settings).model_fields:
-        value = getattr(settings, name, None)
-        if isinstance(value, SecretStr):
-            values.append(value.get_secret_value())
-    values.extend(settings.webhook_secrets.values())
-    values.extend(settings.webhook_tokens.values())
-    return values
+settings_secrets = scrubber.settings_secrets
 
 
-def scrub(text: str, known: Iterable[str] = ()) -> str:
+def scrub(text: str, known: Collection[str] = ()) -> str:
     """`text` with every known secret value and token-shaped string replaced by [redacted]."""
-    for value in (*_known, *sorted(known, key=len, reverse=True)):
-        if value in text:
-            text = text.replace(value, REDACTED)
-    return _TOKEN.sub(REDACTED, text) if ("-" in text or "Bearer" in text) else text
+    return scrubber.text(text, known)
 
 
 def _scrub_value(value: Any, known: frozenset[str]) -> Any:
@@ -157,6 +128,23 @@ def configure_logging(
         logger_factory=_stderr_logger if stream is None else structlog.PrintLoggerFactory(stream),
         cache_logger_on_first_use=False,
     )
+    for handler in logging.getLogger().handlers:
+        if _filter not in handler.filters:
+            handler.addFilter(_filter)
+
+
+def ensure_redaction() -> None:
+    """Keep secrets out of the logs of a process that never called `configure_logging` (an
+    application that builds `Gatehouse(url)` in code): the redacting processor goes into
+    structlog's chain just before its renderer, with tracebacks turned into text first, and onto
+    the standard library's handlers. A chain that already redacts is left as it is."""
+    processors = list(structlog.get_config()["processors"])
+    if redact_secrets not in processors:
+        added: list[Any] = [redact_secrets]
+        if structlog.processors.format_exc_info not in processors:
+            added.insert(0, structlog.processors.format_exc_info)
+        at = max(len(processors) - 1, 0)  # the last processor renders
+        structlog.configure(processors=[*processors[:at], *added, *processors[at:]])
     for handler in logging.getLogger().handlers:
         if _filter not in handler.filters:
             handler.addFilter(_filter)

@@ -80,7 +80,8 @@ def trigger(
             else pipeline.input_model.model_validate(input)
         )
     except ValidationError as exc:
-        error = f"invalid input for {name}: {format_validation_errors(exc)}"
+        # Pydantic quotes the refused value: a pasted token must not land in the record.
+        error = sensitive.scrub(f"invalid input for {name}: {format_validation_errors(exc)}")
         recorded_input = sensitive.redact_fields(pipeline.input_model, describe_args(input))
         with rt.db.transaction() as conn:
             run_rows.insert_run(
@@ -240,8 +241,11 @@ def _execute(
 
 
 def _finish(rt: Runtime, held: Connection, run_id: str, outcome: Outcome) -> Outcome:
-    if outcome.error:  # an exception's text may quote a sensitive value the run holds
-        outcome = replace(outcome, error=sensitive.scrub(outcome.error))
+    # An exception's text may quote a secret or a sensitive value the run holds, and so may
+    # what the pipeline returned (sealed fields stay whole and resume).
+    outcome = replace(
+        outcome, error=sensitive.scrub(outcome.error), output=sensitive.scrub(outcome.output)
+    )
     now = rt.clock.now()
     with driver_transaction(held) as conn:
         moved = run_rows.transition(

@@ -67,6 +67,11 @@ class Runtime:
     # right after the commit, and the rows wait for a delivering process.
     outbox: bool = True
     sender: Deliverer | None = None
+    # A tool's outcome whose write lost the database is written again on fresh connections
+    # after these pauses (seconds; ~20 s in all). Past them it is kept here, by call id, and
+    # written when this process replays the run once the database is back.
+    outcome_retry_delays: tuple[float, ...] = (0.0, 0.1, 0.2, 0.5, 1.0, 2.0, 4.0, 5.0, 5.0)
+    unrecorded_outcomes: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     _llm_caller: LLMCaller | None = field(default=None, repr=False, compare=False)
     _lease_keeper: LeaseKeeper | None = field(default=None, repr=False, compare=False)
 

@@ -11,7 +11,8 @@ is computed per call for models without the marker: pydantic builds the serializ
 Readers never see the sealed form either: views, cards, `--json` and the review export show
 `••••` (`mask`). Free text a pipeline builds from a sensitive value (an LLM prompt, an error
 message, the model's raw answer) is scrubbed by value: the plain values sealed or opened in this
-run are remembered (`seen_values`) and replaced by `[redacted]` where text is recorded or logged.
+run are remembered (`seen_values`) and replaced by `[redacted]` where text is recorded or logged,
+by the same scrubber that takes configured secrets out (`pipelines.scrub`, through `scrub`).
 
 Keys: GATEHOUSE_SECRET_KEY, one or more Fernet keys separated by commas (the first seals, all
 open: rotation). Without one, a SQLite database gets a key file beside it (`gatehouse.db.key`,
@@ -33,11 +34,12 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from pydantic import BaseModel, GetCoreSchemaHandler
 from pydantic_core import core_schema
 
+from pipelines import scrub as scrubber
 from pipelines.errors import GatehouseError
 
 SEALED_PREFIX = "gh-sealed:v1:"
 MASK = "••••"
-REDACTED = "[redacted]"
+REDACTED = scrubber.REDACTED
 MAKE_KEY = (
     "python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
 )
@@ -225,7 +227,8 @@ def seal(value: Any) -> str:
     if is_sealed(value):
         return str(value)
     _remember(value)
-    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    # ASCII: a lone surrogate in the value must not make sealing fail (it has no UTF-8 form).
+    text = json.dumps(value, separators=(",", ":"))
     return SEALED_PREFIX + keyring.seal(text.encode())
 
 
@@ -331,26 +334,7 @@ def seen_values() -> frozenset[str]:
 
 
 def scrub(value: Any) -> Any:
-    """Free text (and the strings inside JSON) with this run's sensitive plain values replaced
-    by [redacted]; sealed strings are left whole. The same object when there is nothing to do."""
-    seen = _seen.get()
-    if not seen or value is None:
-        return value
-    return _scrub(value, sorted(seen, key=len, reverse=True))
-
-
-def _scrub(value: Any, seen: list[str]) -> Any:
-    if isinstance(value, str):
-        if value.startswith(SEALED_PREFIX):
-            return value
-        for plain in seen:
-            if plain in value:
-                value = value.replace(plain, REDACTED)
-        return value
-    if isinstance(value, dict):
-        return {k: _scrub(v, seen) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_scrub(v, seen) for v in value]
-    if isinstance(value, tuple):
-        return tuple(_scrub(v, seen) for v in value)
-    return value
+    """Free text (and the strings inside JSON) with configured secrets, token-shaped strings and
+    this run's sensitive plain values replaced by [redacted] (`pipelines.scrub`); sealed strings
+    are left whole. The same object when there is nothing to do."""
+    return scrubber.value(value, _seen.get() or (), keep=SEALED_PREFIX)

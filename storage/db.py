@@ -18,6 +18,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from storage.types import dump_json, load_json
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 DEFAULT_DATABASE_URL = "sqlite:///gatehouse.db"
 
@@ -83,7 +85,12 @@ def create_database_engine(url: str) -> Engine:
             "use e.g. sqlite:///gatehouse.db or postgresql+psycopg://user@host/db"
         ) from exc
     if parsed.get_backend_name() == "sqlite":
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            json_serializer=dump_json,
+            json_deserializer=load_json,
+        )
         _tune_sqlite(engine)
         return engine
     if parsed.get_backend_name() == "postgresql":
@@ -95,6 +102,9 @@ def create_database_engine(url: str) -> Engine:
             pool_size=5,
             max_overflow=10,
             connect_args={"connect_timeout": 5},
+            # NUL and lone surrogates stored escaped (storage.types), here and in storage.fastsql.
+            json_serializer=dump_json,
+            json_deserializer=load_json,
         )
     raise DatabaseConfigError(
         f"GATEHOUSE_DATABASE_URL uses {parsed.get_backend_name()!r}; "

@@ -10,7 +10,6 @@ rollbacks stay SQLAlchemy's.
 
 from __future__ import annotations
 
-import json
 from collections import namedtuple
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -20,7 +19,7 @@ from typing import Any, TypeVar, overload
 from sqlalchemy import JSON, Boolean, Connection, Table
 from sqlalchemy.types import TypeEngine
 
-from storage.types import UTCDateTime
+from storage.types import SafeText, UTCDateTime, dump_json, load_json, storable_text, stored_text
 
 Converter = Callable[[Any], Any]
 RowT = TypeVar("RowT", bound=tuple[Any, ...])
@@ -33,13 +32,21 @@ def _sqlite_datetime(value: datetime | None) -> str | None:
 
 
 def _sqlite_json(value: Any) -> str | None:
-    return None if value is None else json.dumps(value)
+    return None if value is None else dump_json(value)
 
 
 def _postgres_json(value: Any) -> Any:
     from psycopg.types.json import Jsonb
 
-    return None if value is None else Jsonb(value)
+    return None if value is None else Jsonb(value, dumps=dump_json)
+
+
+def _safe_text(value: Any) -> Any:
+    return value if value is None else storable_text(str(value))
+
+
+def _read_safe_text(value: Any) -> Any:
+    return value if value is None else stored_text(value)
 
 
 def _plain(value: Any) -> Any:
@@ -53,6 +60,8 @@ def _converter(column_type: TypeEngine[Any], dialect: str) -> Converter | None:
         return _sqlite_datetime if dialect == "sqlite" else None
     if isinstance(column_type, JSON):
         return _sqlite_json if dialect == "sqlite" else _postgres_json
+    if isinstance(column_type, SafeText):
+        return _safe_text
     if isinstance(column_type, Boolean) and dialect == "sqlite":
         return lambda v: None if v is None else int(bool(v))
     # sqlite3 binds str subclasses (our StrEnums) as text; psycopg gets exact types.
@@ -202,7 +211,7 @@ def _sqlite_read_datetime(value: Any) -> datetime | None:
 
 def _sqlite_read_json(value: Any) -> Any:
     # A column declared JSON has NUMERIC affinity in SQLite: a JSON number comes back a number.
-    return json.loads(value) if isinstance(value, str | bytes) else value
+    return load_json(value) if isinstance(value, str | bytes) else value
 
 
 def _postgres_read_datetime(value: Any) -> datetime | None:
@@ -213,7 +222,9 @@ def _read_converter(column_type: TypeEngine[Any], dialect: str) -> Converter | N
     if isinstance(column_type, UTCDateTime):
         return _sqlite_read_datetime if dialect == "sqlite" else _postgres_read_datetime
     if isinstance(column_type, JSON):
-        return _sqlite_read_json if dialect == "sqlite" else None
+        return _sqlite_read_json if dialect == "sqlite" else None  # psycopg: the engine's loads
+    if isinstance(column_type, SafeText):
+        return _read_safe_text
     if isinstance(column_type, Boolean) and dialect == "sqlite":
         return lambda v: None if v is None else bool(v)
     return None

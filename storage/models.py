@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from storage.types import JSONValue, UTCDateTime
+from storage.types import JSONValue, SafeText, UTCDateTime
 
 
 class RunStatus(StrEnum):
@@ -85,7 +85,7 @@ class Run(Base):
     status: Mapped[str] = mapped_column(String(20))
     input: Mapped[Any] = mapped_column(nullable=True)
     output: Mapped[Any] = mapped_column(nullable=True)
-    error: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(SafeText)
     trigger_user: Mapped[str | None] = mapped_column(String(200))
     trigger: Mapped[str] = mapped_column(String(200), default="api")
     created_at: Mapped[datetime]
@@ -116,7 +116,7 @@ class RunEvent(Base):
     from_status: Mapped[str | None] = mapped_column(String(20))
     to_status: Mapped[str] = mapped_column(String(20))
     at: Mapped[datetime]
-    detail: Mapped[str | None] = mapped_column(Text)
+    detail: Mapped[str | None] = mapped_column(SafeText)
 
     __table_args__ = (Index("ix_run_events_run", "run_id", "id"),)
 
@@ -135,7 +135,7 @@ class Call(Base):
     status: Mapped[str] = mapped_column(String(20))
     input: Mapped[Any] = mapped_column(nullable=True)
     output: Mapped[Any] = mapped_column(nullable=True)
-    error: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(SafeText)
     idempotency_key: Mapped[str | None] = mapped_column(String(400))
     started_at: Mapped[datetime]
     finished_at: Mapped[datetime | None]
@@ -168,7 +168,7 @@ class Approval(Base):
     expires_at: Mapped[datetime | None]
     decided_by: Mapped[str | None] = mapped_column(String(200))
     decided_at: Mapped[datetime | None]
-    reason: Mapped[str | None] = mapped_column(Text)
+    reason: Mapped[str | None] = mapped_column(SafeText)
     # The validation model's verdict when it handed the call to a person (`approval=validator`).
     validator: Mapped[Any] = mapped_column(nullable=True)
 
@@ -187,7 +187,7 @@ class HumanTask(Base):
     call_id: Mapped[str] = mapped_column(String(40), unique=True)
     call_key: Mapped[str] = mapped_column(String(300))
     name: Mapped[str] = mapped_column(String(200))
-    question: Mapped[str] = mapped_column(Text)
+    question: Mapped[str] = mapped_column(SafeText)
     output_model: Mapped[str] = mapped_column(String(400))
     output_schema: Mapped[Any] = mapped_column(nullable=True)
     context: Mapped[Any] = mapped_column(nullable=True)
@@ -315,7 +315,7 @@ class ReviewItem(Base):
     reply_ts: Mapped[str | None] = mapped_column(String(40))
     verdict: Mapped[str | None] = mapped_column(String(20))  # looks_right | flagged
     category: Mapped[str | None] = mapped_column(String(40))
-    note: Mapped[str | None] = mapped_column(Text)
+    note: Mapped[str | None] = mapped_column(SafeText)
     expected: Mapped[Any] = mapped_column(nullable=True)
     reviewer: Mapped[str | None] = mapped_column(String(200))
     reviewed_at: Mapped[datetime | None]
@@ -386,7 +386,7 @@ class Outbox(Base):
     next_attempt_at: Mapped[datetime]
     claimed_by: Mapped[str | None] = mapped_column(String(200))
     claim_until: Mapped[datetime | None]
-    last_error: Mapped[str | None] = mapped_column(Text)
+    last_error: Mapped[str | None] = mapped_column(SafeText)
     delivered_at: Mapped[datetime | None]
 
     __table_args__ = (
@@ -481,8 +481,8 @@ class EvalCase(Base):
     output: Mapped[Any] = mapped_column(nullable=True)
     would_calls: Mapped[Any] = mapped_column(nullable=True)
     diff: Mapped[Any] = mapped_column(nullable=True)
-    error: Mapped[str | None] = mapped_column(Text)
-    note: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(SafeText)
+    note: Mapped[str | None] = mapped_column(SafeText)
     cost_usd: Mapped[float | None]
     latency_ms: Mapped[float]
 
