@@ -6,9 +6,27 @@ show the same figure the same way because both take it from here. A missing figu
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 
 DASH = "-"
+
+# Bidi controls (marks, embeddings, overrides, isolates) and invisible characters (zero-width
+# space, word joiner, invisible operators, BOM, Mongolian vowel separator). Slack and terminals
+# honour them, so "\u202egnp.exe" reads as "exe.png" and a zero-width space hides a difference
+# between two names. Left alone: ZWJ and ZWNJ (U+200D, U+200C), which emoji and several scripts
+# need, and which cannot reorder text.
+_INVISIBLE = re.compile(
+    "[\u061c\u180e\u200b\u200e\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]"
+)
+
+
+def visible_controls(text: str) -> str:
+    """`text` with each bidi control and invisible character shown as its escape (`\\u202e`),
+    so what a reader sees is what the text holds."""
+    if text.isascii():
+        return text
+    return _INVISIBLE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 # -- numbers, money, percentages -------------------------------------------------------------

@@ -239,3 +239,52 @@ def test_hostile_text_everywhere_reaches_slack_escaped(
     assert any("&lt;!channel&gt;" in t for t in texts), "the hostile text is shown, escaped"
     assert unescaped_tokens(texts) == []
     assert world.fake.rejected == []
+
+
+# -- bidi and invisible characters -------------------------------------------------------------
+
+# An override that shows "exe.png" for "gnp.exe", isolates, marks, and zero-width characters.
+BIDI = "pay \u202egnp.exe\u202c to \u2066acct\u2069 \u200e\u200fX\u200bY\u2060Z\ufeff\u061c"
+INVISIBLE = re.compile("[\u061c\u200b\u200e\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+
+
+def slack_texts(node: Any) -> Iterator[str]:
+    """Every text object's text (mrkdwn and plain_text) and every message `text` in a call."""
+    if isinstance(node, str) and node[:1] in "[{":
+        try:
+            node = json.loads(node)
+        except ValueError:
+            return
+    if isinstance(node, dict):
+        if isinstance(node.get("text"), str):
+            yield node["text"]
+        for value in node.values():
+            if isinstance(value, dict | list) or (isinstance(value, str) and value[:1] in "[{"):
+                yield from slack_texts(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from slack_texts(value)
+
+
+def test_bidi_overrides_and_zero_width_characters_reach_cards_as_visible_escapes(
+    world: SlackWorld, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.always(reply_json({"kind": BIDI, "note": BIDI, "confidence": 0.2}))
+    gh = world.gatehouse
+    run = gh.trigger("hx_hostile", {"text": BIDI}, user="U_ALICE", source="slack")
+    [task_id] = run.waiting_for
+    world.settle()
+    gh.answer(task_id, user="U_BOB", answer={"kind": BIDI, "note": BIDI, "confidence": 1})
+    world.settle()
+    gh.worker().run_until_idle()
+    world.settle()
+    assert world.approval_cards(), "the run reached its approval card"
+    acks = [world.slack.command(f"run {run.id}", user_id="U_BOB").json]
+    world.settle()
+
+    texts = [t for _, params in world.fake.calls for t in slack_texts(params)]
+    texts += [t for ack in acks for t in slack_texts(ack)]
+    assert [t for t in texts if INVISIBLE.search(t)] == []
+    shown = "\n".join(texts)
+    assert "pay \\u202egnp.exe\\u202c to \\u2066acct\\u2069" in shown
+    assert "X\\u200bY\\u2060Z\\ufeff" in shown

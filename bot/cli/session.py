@@ -23,6 +23,7 @@ from typer.core import TyperGroup
 
 from bot.cli import render as cli_render
 from bot.cli.terminal_notifier import TerminalNotifier
+from bot.formatting import visible_controls
 from pipelines import Gatehouse, GatehouseError, Settings
 from pipelines.config import load_settings
 from pipelines.durations import parse_duration
@@ -46,7 +47,7 @@ class CliError(Exception):
 
 def fail(message: str, code: int = 1) -> NoReturn:
     lines = [line.strip() for line in str(message).splitlines() if line.strip()]
-    typer.echo(f"error: {'; '.join(lines) or 'unknown error'}", err=True)
+    typer.echo(visible_controls(f"error: {'; '.join(lines) or 'unknown error'}"), err=True)
     sys.exit(code)
 
 
@@ -84,12 +85,13 @@ class GatehouseGroup(TyperGroup):
 
 
 def say(lines: Iterable[str]) -> None:
+    # A terminal honours bidi overrides too: what others wrote is shown as it is.
     for line in lines:
-        typer.echo(line)
+        typer.echo(visible_controls(line))
 
 
 def print_json(value: Any) -> None:
-    typer.echo(cli_render.pretty_json(value))
+    typer.echo(visible_controls(cli_render.pretty_json(value)))  # `\u202e` is valid JSON
 
 
 def settings_for_cli(*, worker: bool = False) -> Settings:

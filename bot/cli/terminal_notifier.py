@@ -9,6 +9,7 @@ from __future__ import annotations
 import typer
 
 from bot.cli import render as cli_render
+from bot.formatting import visible_controls
 from pipelines import ApprovalView, TaskView
 from pipelines.ports import SilentNotifier
 
@@ -23,7 +24,7 @@ class TerminalNotifier(SilentNotifier):
         self.err = err
 
     def _say(self, line: str) -> None:
-        typer.echo(line, err=self.err)
+        typer.echo(visible_controls(line), err=self.err)
 
     def approval_requested(self, approval: ApprovalView) -> None:
         self._say(cli_render.approval_requested_line(approval))

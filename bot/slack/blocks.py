@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from bot.formatting import visible_controls
 from bot.slack.mrkdwn import code, escape, fmt_value, slack_len, truncate
 
 # Slack's limits (https://docs.slack.dev/reference/block-kit/).
@@ -40,8 +41,10 @@ def mrkdwn_text(text: str, limit: int = TEXT_LIMIT) -> dict[str, Any]:
 
 
 def plain_text(text: str, limit: int = TEXT_LIMIT) -> dict[str, Any]:
-    """A plain_text object (Slack does not parse mentions or links in it: no escaping needed)."""
-    return {"type": "plain_text", "text": truncate(text.strip() or "-", limit), "emoji": True}
+    """A plain_text object (Slack does not parse mentions or links in it, but it does honour
+    bidi overrides: those are shown as escapes)."""
+    text = visible_controls(text.strip()) or "-"
+    return {"type": "plain_text", "text": truncate(text, limit), "emoji": True}
 
 
 def section(text: str) -> dict[str, Any]:

@@ -4,7 +4,8 @@ Everything a model, a pipeline input or a person wrote goes through `escape` bef
 mrkdwn text object, so `<!channel>`, `<@U…>` or `<https://evil|click>` show as text and can't
 ping anyone or forge a link. The toolkit (`bot.slack.blocks`) also sets `verbatim: true` on
 mrkdwn, so Slack does not auto-link or auto-mention plain text either; the only `<…>` left are
-the ones built here.
+the ones built here. Bidi overrides and zero-width characters are shown as escapes (`\\u202e`),
+here and in plain_text (`bot.slack.blocks`), so a card reads as its text is.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import json
 import re
 from datetime import datetime
 from typing import Any
+
+from bot.formatting import visible_controls
 
 ELLIPSIS = "…"
 SLASH_COMMAND = "/gatehouse"
@@ -25,7 +28,9 @@ _USER_ID = re.compile(r"^[UW][A-Z0-9_]{2,}$")  # `_`: the sandbox's readable ids
 
 
 def escape(text: str) -> str:
-    """Slack's three control characters as entities; nothing else changes."""
+    """Slack's three control characters as entities, and bidi and invisible characters as
+    their escapes (`\\u202e`, `bot.formatting.visible_controls`); nothing else changes."""
+    text = visible_controls(text)
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
