@@ -38,19 +38,19 @@ TOKEN_SHAPE = re.compile(
 )
 
 _known: tuple[str, ...] = ()  # longest first: a secret that contains another goes whole
-_escaped: tuple[str, ...] = ()  # the same as they appear inside JSON text (for the quick check)
+_in_dumps: tuple[str, ...] = ()  # the same, and as they appear inside JSON text (quick check)
 _lock = threading.Lock()
 
 
 def remember(values: Iterable[str | None]) -> None:
     """Add exact values to redact everywhere from now on (settings and engines call this)."""
-    global _known, _escaped
+    global _known, _in_dumps
     fresh = {v for v in values if v and len(v) >= MIN_SECRET_LENGTH}
     if not fresh.difference(_known):
         return
     with _lock:
         _known = tuple(sorted({*_known, *fresh}, key=len, reverse=True))
-        _escaped = tuple({_in_json(v) for v in _known} - set(_known))
+        _in_dumps = (*_known, *({_in_json(v) for v in _known} - set(_known)))
 
 
 def settings_secrets(settings: Settings) -> list[str]:
@@ -75,9 +75,18 @@ def text(value: str, also: Collection[str] = ()) -> str:
         for plain in sorted(also, key=len, reverse=True):
             if plain in value:
                 value = value.replace(plain, REDACTED)
-    if "-" in value or "Bearer" in value or "bearer" in value:
+    if _may_hold_token(value):
         value = TOKEN_SHAPE.sub(REDACTED, value)
     return value
+
+
+# What every token shape contains, in the cases credentials are written in: a few substring
+# checks cost a tenth of one case-insensitive regex search, and most text has none of them.
+_TOKEN_HINTS = ("sk-", "SK-", "xox", "XOX", "xapp", "XAPP", "earer", "EARER")
+
+
+def _may_hold_token(value: str) -> bool:
+    return any(hint in value for hint in _TOKEN_HINTS)
 
 
 def value(data: Any, also: Collection[str] = (), *, keep: str | None = None) -> Any:
@@ -98,21 +107,25 @@ def value(data: Any, also: Collection[str] = (), *, keep: str | None = None) -> 
 
 def _may_hold_secret(data: Any, also: Collection[str]) -> bool:
     try:
-        dumped = json.dumps(data, ensure_ascii=False, default=str)
+        dumped = _ENCODER.encode(data)
     except (TypeError, ValueError):  # not JSON (a cycle, odd keys): look string by string
         return True
     # JSON escapes characters one by one, so a string holding a secret holds its escaped form.
-    for secret in (*_known, *_escaped):
+    for secret in _in_dumps:
         if secret in dumped:
             return True
     for plain in also:
         if plain in dumped or _in_json(plain) in dumped:
             return True
-    return TOKEN_SHAPE.search(dumped) is not None
+    return _may_hold_token(dumped) and TOKEN_SHAPE.search(dumped) is not None
 
 
 def _in_json(plain: str) -> str:
-    return json.dumps(plain, ensure_ascii=False)[1:-1]
+    return _ENCODER.encode(plain)[1:-1]
+
+
+# Built once: json.dumps with options builds a new encoder on every call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, default=str)
 
 
 def _walk(data: Any, also: Collection[str], keep: str | None) -> Any:
