@@ -8,9 +8,13 @@ import hashlib
 import hmac
 import http.client
 import json
+import re
+import shutil
+import subprocess
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,6 +31,7 @@ from tests.fakes.clock import FakeClock
 
 SECRET = "s3cret-for-s_hook"
 TOKEN = "tok-for-s_tokened"
+README_SECRET = "the-readme's-secret"
 MAX_BYTES = 16 * 1024
 ORDER = {"order": "A-1", "amount": 12.5}
 
@@ -101,8 +106,14 @@ def served() -> Iterator[tuple[BackgroundServer, Gatehouse]]:
     settings = Settings(
         database_url="sqlite://",
         # s_no_hook has a secret but no webhook() trigger: its path must not be told apart.
-        webhook_secrets={"s_hook": SECRET, "s_report": "report-secret", "s_no_hook": SECRET},
-        webhook_tokens={"s_tokened": TOKEN},
+        webhook_secrets={
+            "s_hook": SECRET,
+            "s_report": "report-secret",
+            "s_no_hook": SECRET,
+            "refund_request": README_SECRET,
+            "s_unsecured": "",  # empty: as good as unset
+        },
+        webhook_tokens={"s_tokened": TOKEN, "s_unsecured": ""},
         webhook_max_bytes=MAX_BYTES,
     )
     engine = Gatehouse("sqlite://")
@@ -186,6 +197,35 @@ def test_a_signature_is_valid_up_to_300_seconds_either_side_of_the_clock(hooks: 
         body = json.dumps({**ORDER, "amount": amount}).encode()
         headers = hooks.signed(body, at=hooks.now() + skew)
         assert hooks.post("s_hook", body, sign=None, headers=headers).status == 202, skew
+
+
+@pytest.mark.skipif(
+    not (shutil.which("curl") and shutil.which("openssl")), reason="needs curl and openssl"
+)
+def test_the_readme_sender_example_in_curl_and_openssl_is_accepted(
+    sqlite_url: str, served: tuple[BackgroundServer, Gatehouse]
+) -> None:
+    """The README's shell recipe, run as written (real time: `date +%s`) against the server."""
+    server, engine = served
+    gh = Gatehouse(sqlite_url)
+    engine.rt = gh.rt
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    [script] = [b for b in re.findall(r"```sh\n(.*?)```", readme, re.S) if "openssl dgst" in b]
+    script = script.replace("localhost:3000", f"{server.host}:{server.port}")
+    try:
+        sent = subprocess.run(
+            ["bash", "-c", script.replace("curl ", "curl -s ")],
+            env={"SECRET": README_SECRET, "PATH": "/usr/bin:/bin"},
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+        answer = json.loads(sent.stdout)
+        assert answer["status"] == "queued", sent.stdout
+        assert [r.id for r in webhook_runs(gh)] == [answer["run_id"]]
+    finally:
+        gh.db.dispose()
 
 
 # -- replays -------------------------------------------------------------------------------------
@@ -397,6 +437,8 @@ def test_authentication_comes_before_parsing(gatehouse: Gatehouse, hooks: Hooks)
         ("s_hourly", None, {"Authorization": f"Bearer {TOKEN}"}),
         ("s_unsecured", "anything", {}),  # a webhook pipeline nobody configured
         ("s_unsecured", None, {"Authorization": "Bearer anything"}),
+        ("s_unsecured", None, {"Authorization": "Bearer "}),  # its token is empty
+        ("s_unsecured", "", {}),  # so is its secret
         ("s_hook", "wrong-secret", {}),  # a wrong signature
         ("s_hook", None, {}),  # no credentials sent
         ("s_tokened", None, {"Authorization": "Bearer wrong"}),

@@ -82,11 +82,20 @@ def _hmac(secret: str, stamp: str, body: bytes) -> str:
 def authenticate(
     headers: Headers, body: bytes, *, secret: str | None, token: str | None, now: datetime
 ) -> Authenticated | Refused:
-    """A valid bearer token or a valid, fresh v1 signature; otherwise why not. `secret` and
-    `token` are None for a path that names no webhook pipeline: it is refused like a wrong
-    signature, after the same work."""
-    if token is not None and _bearer_matches(headers, token):
+    """A valid, fresh v1 signature or a valid bearer token; otherwise why not. `secret` and
+    `token` are None (or empty) for a path that names no webhook pipeline, or one nobody
+    configured: it is refused like a wrong signature, after the same work."""
+    signed = _verify_signature(headers, body, secret or None, now)
+    if isinstance(signed, Authenticated):
+        return signed  # a signature, when there is one, so that its replays are caught
+    if token and _bearer_matches(headers, token):
         return Authenticated()
+    return signed
+
+
+def _verify_signature(
+    headers: Headers, body: bytes, secret: str | None, now: datetime
+) -> Authenticated | Refused:
     sent = headers.get(SIGNATURE_HEADER, "").strip()
     if not sent:
         return Refused("no_signature_or_token")
@@ -104,9 +113,9 @@ def authenticate(
     if stale is not None:
         return stale
     expected = _hmac(secret or _DECOY, stamp, body).encode()
-    for candidate in candidates:
-        if hmac.compare_digest(expected, candidate.encode()) and secret is not None:
-            return Authenticated(f"{SCHEME}:{stamp}:{expected.decode()}", signed_at)
+    matched = any(hmac.compare_digest(expected, c.encode()) for c in candidates)
+    if matched and secret is not None:
+        return Authenticated(f"{SCHEME}:{stamp}:{expected.decode()}", signed_at)
     return Refused("bad_signature")
 
 

@@ -97,7 +97,7 @@ def webhook_routes(gatehouse: Gatehouse, settings: Settings) -> list[Route]:
     """The webhook route, to mount on the bot's Starlette app beside `/slack/events`."""
     limit = settings.webhook_max_bytes
     for name in webhook_pipelines():
-        if name not in settings.webhook_secrets and name not in settings.webhook_tokens:
+        if not (settings.webhook_secrets.get(name) or settings.webhook_tokens.get(name)):
             log.warning(
                 "webhook.no_credentials",
                 pipeline=name,
@@ -131,7 +131,7 @@ def webhook_routes(gatehouse: Gatehouse, settings: Settings) -> list[Route]:
             reason = verdict.reason
             if not known:
                 reason = "not_a_webhook_pipeline"
-            elif secret is None and token is None:
+            elif not (secret or token):
                 reason = "no_credentials_configured"
             log.info("webhook.unauthorized", pipeline=name[:MAX_LOGGED_NAME], reason=reason)
             return _problem(401, verdict.message)
