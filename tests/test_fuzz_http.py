@@ -296,7 +296,7 @@ def post_hook(
     return world.client.post(f"/hooks/{pipeline}", content=content, headers=headers)
 
 
-@FUZZ
+@settings(FUZZ, max_examples=80)  # more dimensions than the Slack tests: more examples
 @example(
     body=b'{"order": "A-1", "amount": 1}',
     content_type="application/json",
@@ -305,6 +305,24 @@ def post_hook(
     chunked=False,
     key=None,
     replays=2,
+)
+@example(  # a captured delivery re-sent with a fresh Idempotency-Key each time
+    body=b'{"order": "A-2", "amount": 2}',
+    content_type="application/json",
+    credentials="good",
+    pipeline="s_hook",
+    chunked=True,
+    key="fresh",
+    replays=2,
+)
+@example(  # signed and nested past the parser's limit: 400, and refused again when re-sent
+    body=b'{"order": "A-3", "amount": 3, "x": ' + b"[" * 3000 + b"]" * 3000 + b"}",
+    content_type="application/json",
+    credentials="good",
+    pipeline="s_hook",
+    chunked=False,
+    key=None,
+    replays=1,
 )
 @given(
     body=hook_bodies,

@@ -266,9 +266,13 @@ def test_a_captured_signed_delivery_sent_again_makes_one_run_on_both_databases(
         gh.db.dispose()
 
 
-def test_concurrent_replays_of_one_signed_delivery_make_one_run(
-    gatehouse: Gatehouse, hooks: Hooks
+def test_concurrent_replays_of_one_signed_delivery_make_one_run_on_both_databases(
+    any_db_url: str, served: tuple[BackgroundServer, Gatehouse]
 ) -> None:
+    server, engine = served
+    gh = Gatehouse(any_db_url, clock=FakeClock())
+    engine.rt = gh.rt
+    hooks = Hooks(server, gh.rt.clock)
     body = json.dumps(ORDER).encode()
     captured = hooks.signed(body)
     replies: list[Reply] = []
@@ -283,14 +287,17 @@ def test_concurrent_replays_of_one_signed_delivery_make_one_run(
         with lock:
             replies.append(reply)
 
-    threads = [threading.Thread(target=send, args=(n,)) for n in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=20)
+    try:
+        threads = [threading.Thread(target=send, args=(n,)) for n in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=20)
 
-    assert sorted(r.status for r in replies) == [200] * 7 + [202]
-    assert len(webhook_runs(gatehouse)) == 1
+        assert sorted(r.status for r in replies) == [200] * 7 + [202]
+        assert len(webhook_runs(gh)) == 1
+    finally:
+        gh.db.dispose()
 
 
 def test_a_replay_after_the_window_is_401_too_old(gatehouse: Gatehouse, hooks: Hooks) -> None:
@@ -490,8 +497,12 @@ def test_a_body_over_the_limit_by_content_length_is_413(gatehouse: Gatehouse, ho
 
 
 @pytest.mark.parametrize("pipeline", ["s_hook", "nope", "s_no_hook", "s_unsecured"])
-def test_the_size_limit_is_the_same_on_every_path(hooks: Hooks, pipeline: str) -> None:
-    reply = hooks.post(pipeline, b"x" * (MAX_BYTES + 1), sign=None)
+@pytest.mark.parametrize("chunked", [False, True])
+def test_the_size_limit_is_the_same_on_every_path(
+    hooks: Hooks, pipeline: str, chunked: bool
+) -> None:
+    big = b"x" * (MAX_BYTES + 1)
+    reply = hooks.post(pipeline, iter([big[:100], big[100:]]) if chunked else big, sign=None)
     assert (reply.status, reply.body) == (
         413,
         {"error": f"the body is over the {MAX_BYTES}-byte limit"},
