@@ -395,6 +395,13 @@ def test_a_correctly_signed_delivery_outside_the_window_is_401_saying_which(
     assert webhook_runs(gatehouse) == []
 
 
+def test_a_timestamp_past_the_year_9999_is_401_in_the_future_not_500(hooks: Hooks) -> None:
+    body = json.dumps(ORDER).encode()
+    reply = hooks.post("s_hook", body, sign=None, headers=hooks.signed(body, at=10**12 - 1))
+    assert reply.status == 401
+    assert "s in the future" in reply.body["error"]
+
+
 @pytest.mark.parametrize("stamp", ["", "soon", "-5", "1.5", "17\u00b2", "9" * 13])
 def test_a_v1_signature_without_a_usable_timestamp_is_401(
     gatehouse: Gatehouse, hooks: Hooks, stamp: str
