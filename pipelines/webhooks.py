@@ -2,13 +2,16 @@
 
 A delivery's JSON body is validated by the pipeline's input model; valid input becomes a run
 queued for a worker (never executed on the request path), invalid input an `invalid_input` run
-like any trigger's. With an Idempotency-Key, the key is claimed in the run's transaction: a
-retry with the same body gets the same run, the same key with a different body is refused.
+like any trigger's. A signed delivery is accepted once: its signature goes through the
+pipeline's `ReplayGuard` first, so a captured delivery sent again makes no run whatever else it
+carries. With an Idempotency-Key, the key is claimed in the run's transaction: a retry with the
+same body gets the same run, the same key with a different body is refused.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal
 
 import structlog
@@ -17,6 +20,7 @@ from pydantic import ValidationError
 from pipelines import runner
 from pipelines.errors import UnknownPipeline
 from pipelines.pipeline import Pipeline, get_pipeline, registered_pipelines
+from pipelines.replays import ReplayGuard
 from pipelines.runtime import Runtime
 from pipelines.triggers import Webhook
 from pipelines.validation import field_messages
@@ -28,7 +32,7 @@ from storage.models import RunStatus
 log = structlog.get_logger()
 
 WEBHOOK_SOURCE = "webhook"
-DeliveryOutcome = Literal["queued", "duplicate", "invalid", "conflict"]
+DeliveryOutcome = Literal["queued", "duplicate", "replayed", "invalid", "conflict"]
 
 
 @dataclass(frozen=True)
@@ -43,12 +47,30 @@ class FieldError:
 @dataclass(frozen=True)
 class Delivery:
     """What became of a delivery. `duplicate`: this key and body were seen, `run_id` is the
-    first delivery's run; `conflict`: this key came with another body before."""
+    first delivery's run; `replayed`: this signature was seen, nothing was done (`run_id` is
+    known only when the delivery's Idempotency-Key names the first one's run: the replay guard
+    keeps a hash of the signature, not the run); `conflict`: this key came with another body
+    before."""
 
     outcome: DeliveryOutcome
     run_id: str | None = None
     message: str = ""
     errors: list[FieldError] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class SignedDelivery:
+    """A delivery authenticated by a signature: what the replay guard is asked about."""
+
+    guard: ReplayGuard
+    signature: str
+    signed_at: datetime
+
+
+def replay_guard(rt: Runtime, name: str) -> ReplayGuard:
+    """The guard for pipeline `name`'s signatures (one per pipeline: a signature is only valid
+    for the pipeline whose secret made it)."""
+    return ReplayGuard(rt, f"webhook:{name}")
 
 
 def webhook_pipelines() -> dict[str, Pipeline]:
@@ -81,9 +103,17 @@ def accept_delivery(
     *,
     body_sha256: str,
     idempotency_key: str | None = None,
+    signed: SignedDelivery | None = None,
 ) -> Delivery:
-    """Queue a run of pipeline `name` for this delivery (or find the one a retry refers to)."""
+    """Queue a run of pipeline `name` for this delivery (or find the one a retry refers to).
+
+    The signature is recorded before the run is made, in its own transaction: two replicas
+    handed one replay make one run. A delivery whose run then could not be written (the
+    database failed) cannot be sent again as it was: the sender signs it again with the current
+    time, as it would for any retry, and an Idempotency-Key makes that retry safe."""
     pipeline = webhook_pipeline(name)
+    if signed is not None and not signed.guard.first_time(signed.signature, signed.signed_at):
+        return _replayed(rt, name, idempotency_key, body_sha256)
     if idempotency_key is not None:
         seen = _seen(rt, name, idempotency_key, body_sha256)
         if seen is not None:
@@ -125,6 +155,18 @@ def accept_delivery(
         return seen
     log.info("webhook.accepted", pipeline=name, run_id=run_id, idempotency_key=idempotency_key)
     return Delivery("queued", run_id)
+
+
+def _replayed(rt: Runtime, name: str, key: str | None, body_sha256: str) -> Delivery:
+    seen = None if key is None else _seen(rt, name, key, body_sha256)
+    run_id = seen.run_id if seen is not None and seen.outcome == "duplicate" else None
+    log.info("webhook.replayed", pipeline=name, run_id=run_id)
+    return Delivery(
+        "replayed",
+        run_id,
+        "this signed delivery was received before and is ignored; sign a new delivery "
+        "with the current time",
+    )
 
 
 def _seen(rt: Runtime, name: str, key: str, body_sha256: str) -> Delivery | None:

@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 
 from bot.cli.main import app as cli_app
 from bot.http.asgi import build_asgi
-from bot.http.webhooks import signature, webhook_routes
+from bot.http.webhooks import sign_delivery, webhook_routes
 from pipelines import Context, Sensitive, pipeline, sensitive, tool, webhook
 from pipelines.logs import configure_logging, redact_secrets, remember_secrets
 from tests.fakes.clock import FakeClock
@@ -166,13 +166,13 @@ def test_no_planted_secret_is_written_anywhere_and_the_run_resumes_after_a_resta
                 accepted = client.post(
                     "/hooks/sec_payment",
                     content=body,
-                    headers={"X-Gatehouse-Signature": signature(HOOK_SECRET, body)},
+                    headers=sign_delivery(HOOK_SECRET, body, int(clock.now().timestamp())),
                 )
                 bad = json.dumps({"customer": "Eve", "card_number": CARD, "amount": "lots"})
                 refused = client.post(
                     "/hooks/sec_payment",
                     content=bad.encode(),
-                    headers={"X-Gatehouse-Signature": signature(HOOK_SECRET, bad.encode())},
+                    headers=sign_delivery(HOOK_SECRET, bad.encode(), int(clock.now().timestamp())),
                 )
             assert accepted.status_code == 202, accepted.text
             assert refused.status_code == 400

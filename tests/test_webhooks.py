@@ -1,6 +1,6 @@
 """`POST /hooks/PIPELINE` served for real over HTTP (uvicorn on loopback, stdlib http.client):
-every status code, signatures and bearer tokens, idempotency keys, and runs that wait for a
-worker instead of executing on the request path."""
+every status code, timestamped signatures and bearer tokens, replays, idempotency keys, and runs
+that wait for a worker instead of executing on the request path."""
 
 from __future__ import annotations
 
@@ -8,9 +8,13 @@ import hashlib
 import hmac
 import http.client
 import json
+import re
+import shutil
+import subprocess
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,13 +22,16 @@ from starlette.applications import Starlette
 
 import tests.schedule_pipelines  # noqa: F401  (registers the s_ pipelines)
 from bot.http.server import BackgroundServer
-from bot.http.webhooks import signature, webhook_routes
+from bot.http.webhooks import sign_delivery, webhook_routes
 from pipelines import Gatehouse, Settings
+from pipelines.ports import Clock
 from pipelines.webhooks import accept_delivery
 from storage.models import RunStatus
+from tests.fakes.clock import FakeClock
 
 SECRET = "s3cret-for-s_hook"
 TOKEN = "tok-for-s_tokened"
+README_SECRET = "the-readme's-secret"
 MAX_BYTES = 16 * 1024
 ORDER = {"order": "A-1", "amount": 12.5}
 
@@ -37,10 +44,27 @@ class Reply:
 
 
 class Hooks:
-    """A client for one server: signs bodies with the s_hook secret unless told otherwise."""
+    """A client for one server: signs bodies with the s_hook secret unless told otherwise, each
+    delivery at its own second of the engine's clock (a sender signs every delivery anew; two
+    deliveries signed at the same second with the same body are one delivery sent twice)."""
 
-    def __init__(self, server: BackgroundServer) -> None:
+    def __init__(self, server: BackgroundServer, clock: Clock) -> None:
         self.server = server
+        self.clock = clock
+        self.sent = 0
+        self.lock = threading.Lock()
+
+    def now(self) -> int:
+        return int(self.clock.now().timestamp())
+
+    def signed(self, body: bytes, secret: str = SECRET, *, at: int | None = None) -> dict[str, str]:
+        """The headers of a fresh delivery of `body` (seconds in the past, all within the
+        window), or of one signed `at` a given time."""
+        if at is None:
+            with self.lock:
+                self.sent += 1
+                at = self.now() - self.sent % 250
+        return sign_delivery(secret, body, at)
 
     def post(
         self,
@@ -54,7 +78,7 @@ class Hooks:
         sent = dict(headers or {})
         chunked = not isinstance(body, bytes)
         if sign is not None and isinstance(body, bytes):
-            sent.setdefault("X-Gatehouse-Signature", signature(sign, body))
+            sent = {**self.signed(body, sign), **sent}
         sent.setdefault("Content-Type", "application/json")
         conn = http.client.HTTPConnection(self.server.host, self.server.port, timeout=10)
         try:
@@ -81,8 +105,15 @@ def served() -> Iterator[tuple[BackgroundServer, Gatehouse]]:
     engine runtime, which the route reads per request."""
     settings = Settings(
         database_url="sqlite://",
-        webhook_secrets={"s_hook": SECRET, "s_report": "report-secret"},
-        webhook_tokens={"s_tokened": TOKEN},
+        # s_no_hook has a secret but no webhook() trigger: its path must not be told apart.
+        webhook_secrets={
+            "s_hook": SECRET,
+            "s_report": "report-secret",
+            "s_no_hook": SECRET,
+            "refund_request": README_SECRET,
+            "s_unsecured": "",  # empty: as good as unset
+        },
+        webhook_tokens={"s_tokened": TOKEN, "s_unsecured": ""},
         webhook_max_bytes=MAX_BYTES,
     )
     engine = Gatehouse("sqlite://")
@@ -96,7 +127,7 @@ def served() -> Iterator[tuple[BackgroundServer, Gatehouse]]:
 def hooks(served: tuple[BackgroundServer, Gatehouse], gatehouse: Gatehouse) -> Hooks:
     server, engine = served
     engine.rt = gatehouse.rt
-    return Hooks(server)
+    return Hooks(server, gatehouse.rt.clock)
 
 
 def webhook_runs(gatehouse: Gatehouse) -> list[Any]:
@@ -136,9 +167,164 @@ def test_a_bearer_token_authenticates_instead_of_a_signature(
 
 def test_the_signature_header_is_case_insensitive_in_its_hex(hooks: Hooks) -> None:
     body = json.dumps(ORDER).encode()
-    upper = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest().upper()
-    reply = hooks.post("s_hook", body, headers={"X-Gatehouse-Signature": upper})
+    headers = hooks.signed(body)
+    headers["X-Gatehouse-Signature"] = headers["X-Gatehouse-Signature"].upper()
+    reply = hooks.post("s_hook", body, sign=None, headers=headers)
     assert reply.status == 202
+
+
+def test_several_v1_signatures_are_tried_in_turn_for_secret_rotation(
+    gatehouse: Gatehouse, hooks: Hooks
+) -> None:
+    body = json.dumps(ORDER).encode()
+    at = hooks.now() - 1
+    old = sign_delivery("the-previous-secret", body, at)["X-Gatehouse-Signature"]
+    new = sign_delivery(SECRET, body, at)["X-Gatehouse-Signature"]
+    headers = {"X-Gatehouse-Timestamp": str(at), "X-Gatehouse-Signature": f"{old}, {new}"}
+    first = hooks.post("s_hook", body, sign=None, headers=headers)
+    # The same delivery with the matching value alone, or with junk added, is still a replay.
+    alone = hooks.post("s_hook", body, sign=None, headers={**headers, "X-Gatehouse-Signature": new})
+    padded = {**headers, "X-Gatehouse-Signature": f"{new},v1={'0' * 64},v2=x"}
+    junk = hooks.post("s_hook", body, sign=None, headers=padded)
+
+    assert (first.status, alone.status, junk.status) == (202, 200, 200)
+    assert alone.body["duplicate"] is True and junk.body["duplicate"] is True
+    assert len(webhook_runs(gatehouse)) == 1
+
+
+def test_a_signature_is_valid_up_to_300_seconds_either_side_of_the_clock(hooks: Hooks) -> None:
+    for skew, amount in ((-300, 1), (300, 2)):
+        body = json.dumps({**ORDER, "amount": amount}).encode()
+        headers = hooks.signed(body, at=hooks.now() + skew)
+        assert hooks.post("s_hook", body, sign=None, headers=headers).status == 202, skew
+
+
+@pytest.mark.skipif(
+    not (shutil.which("curl") and shutil.which("openssl")), reason="needs curl and openssl"
+)
+def test_the_readme_sender_example_in_curl_and_openssl_is_accepted(
+    sqlite_url: str, served: tuple[BackgroundServer, Gatehouse]
+) -> None:
+    """The README's shell recipe, run as written (real time: `date +%s`) against the server."""
+    server, engine = served
+    gh = Gatehouse(sqlite_url)
+    engine.rt = gh.rt
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    [script] = [b for b in re.findall(r"```sh\n(.*?)```", readme, re.S) if "openssl dgst" in b]
+    script = script.replace("localhost:3000", f"{server.host}:{server.port}")
+    try:
+        sent = subprocess.run(
+            ["bash", "-c", script.replace("curl ", "curl -s ")],
+            env={"SECRET": README_SECRET, "PATH": "/usr/bin:/bin"},
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+        answer = json.loads(sent.stdout)
+        assert answer["status"] == "queued", sent.stdout
+        assert [r.id for r in webhook_runs(gh)] == [answer["run_id"]]
+    finally:
+        gh.db.dispose()
+
+
+# -- replays -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", ["none", "same", "fresh"])
+def test_a_captured_signed_delivery_sent_again_makes_one_run_on_both_databases(
+    any_db_url: str, served: tuple[BackgroundServer, Gatehouse], key: str
+) -> None:
+    server, engine = served
+    clock = FakeClock()
+    gh = Gatehouse(any_db_url, clock=clock)
+    engine.rt = gh.rt
+    try:
+        hooks = Hooks(server, clock)
+        body = json.dumps(ORDER).encode()
+        captured = {**hooks.signed(body), "Idempotency-Key": "refund-A-1"}
+        first = hooks.post("s_hook", body, sign=None, headers=captured)
+        replies = []
+        for n in range(8):
+            clock.advance(10)  # still within the signature's window
+            again = dict(captured)
+            if key == "none":
+                del again["Idempotency-Key"]
+            elif key == "fresh":
+                again["Idempotency-Key"] = f"attacker-{n}"
+            replies.append(hooks.post("s_hook", body, sign=None, headers=again))
+
+        assert first.status == 202
+        assert {r.status for r in replies} == {200}
+        assert all(r.body["duplicate"] is True for r in replies)
+        # The run is named only when the replay's key leads to it; never a new one.
+        expected_run = first.body["run_id"] if key == "same" else None
+        assert {r.body.get("run_id") for r in replies} == {expected_run}
+        assert [r.id for r in webhook_runs(gh)] == [first.body["run_id"]]
+        assert gh.worker().run_until_idle() == 1
+    finally:
+        gh.db.dispose()
+
+
+def test_concurrent_replays_of_one_signed_delivery_make_one_run_on_both_databases(
+    any_db_url: str, served: tuple[BackgroundServer, Gatehouse]
+) -> None:
+    server, engine = served
+    gh = Gatehouse(any_db_url, clock=FakeClock())
+    engine.rt = gh.rt
+    hooks = Hooks(server, gh.rt.clock)
+    body = json.dumps(ORDER).encode()
+    captured = hooks.signed(body)
+    replies: list[Reply] = []
+    lock = threading.Lock()
+    go = threading.Barrier(8)
+
+    def send(n: int) -> None:
+        go.wait()
+        reply = hooks.post(
+            "s_hook", body, sign=None, headers={**captured, "Idempotency-Key": f"k{n}"}
+        )
+        with lock:
+            replies.append(reply)
+
+    try:
+        threads = [threading.Thread(target=send, args=(n,)) for n in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=20)
+
+        assert sorted(r.status for r in replies) == [200] * 7 + [202]
+        assert len(webhook_runs(gh)) == 1
+    finally:
+        gh.db.dispose()
+
+
+def test_a_replay_after_the_window_is_401_too_old(gatehouse: Gatehouse, hooks: Hooks) -> None:
+    body = json.dumps(ORDER).encode()
+    captured = hooks.signed(body, at=hooks.now())
+    assert hooks.post("s_hook", body, sign=None, headers=captured).status == 202
+    assert isinstance(gatehouse.rt.clock, FakeClock)
+    gatehouse.rt.clock.advance(301)
+    late = hooks.post("s_hook", body, sign=None, headers=captured)
+    assert late.status == 401
+    assert late.body["error"].startswith("X-Gatehouse-Timestamp is 301 s old")
+    assert len(webhook_runs(gatehouse)) == 1
+
+
+def test_a_bearer_token_delivery_has_no_replay_protection_but_its_key_does(
+    gatehouse: Gatehouse, hooks: Hooks
+) -> None:
+    """What the README says of tokens: a captured request is a new delivery each time it is
+    sent, unless the sender gave it an Idempotency-Key."""
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    replies = [hooks.post_json("s_tokened", ORDER, sign=None, headers=bearer) for _ in range(2)]
+    keyed = {**bearer, "Idempotency-Key": "once"}
+    keyed_replies = [
+        hooks.post_json("s_tokened", ORDER, sign=None, headers=keyed) for _ in range(2)
+    ]
+    assert [r.status for r in replies + keyed_replies] == [202] * 4
+    assert len(webhook_runs(gatehouse)) == 3
 
 
 # -- 401 ---------------------------------------------------------------------------------------
@@ -150,7 +336,8 @@ def test_the_signature_header_is_case_insensitive_in_its_hex(hooks: Hooks) -> No
         ("s_hook", None, {}),  # nothing
         ("s_hook", "not-the-secret", {}),  # signed with another key
         ("s_hook", None, {"X-Gatehouse-Signature": "sha256=" + "0" * 64}),
-        ("s_hook", None, {"X-Gatehouse-Signature": "deadbeef"}),  # no sha256= prefix
+        ("s_hook", None, {"X-Gatehouse-Signature": "deadbeef"}),  # no scheme
+        ("s_hook", None, {"X-Gatehouse-Signature": "v1=" + "0" * 64}),  # no timestamp
         ("s_hook", None, {"Authorization": f"Bearer {SECRET}"}),  # the secret is not a token
         ("s_report", SECRET, {}),  # another pipeline's secret
         ("s_tokened", None, {"Authorization": "Bearer nope"}),
@@ -168,22 +355,82 @@ def test_a_delivery_without_a_valid_signature_or_token_is_401_and_creates_nothin
     reply = hooks.post_json(pipeline, ORDER, sign=sign, headers=headers)
     assert reply.status == 401
     assert "X-Gatehouse-Signature" in reply.body["error"]
+    assert "X-Gatehouse-Timestamp" in reply.body["error"]
     assert reply.headers["www-authenticate"].startswith("Bearer")
     assert webhook_runs(gatehouse) == []
 
 
 def test_a_signature_over_another_body_is_401(gatehouse: Gatehouse, hooks: Hooks) -> None:
-    signed = signature(SECRET, json.dumps(ORDER).encode())
+    signed = hooks.signed(json.dumps(ORDER).encode())
     tampered = json.dumps({**ORDER, "amount": 9999}).encode()
-    reply = hooks.post("s_hook", tampered, headers={"X-Gatehouse-Signature": signed})
+    reply = hooks.post("s_hook", tampered, sign=None, headers=signed)
     assert reply.status == 401
     assert webhook_runs(gatehouse) == []
 
 
-def test_a_webhook_pipeline_with_no_secret_configured_refuses_everything(hooks: Hooks) -> None:
-    reply = hooks.post_json("s_unsecured", ORDER, sign="anything")
+def test_a_signature_with_another_timestamp_is_401(gatehouse: Gatehouse, hooks: Hooks) -> None:
+    body = json.dumps(ORDER).encode()
+    signed = hooks.signed(body)
+    signed["X-Gatehouse-Timestamp"] = str(int(signed["X-Gatehouse-Timestamp"]) + 1)
+    assert hooks.post("s_hook", body, sign=None, headers=signed).status == 401
+    assert webhook_runs(gatehouse) == []
+
+
+@pytest.mark.parametrize(
+    ("skew", "says"),
+    [
+        (-301, "X-Gatehouse-Timestamp is 301 s old, over the 300 s allowed: sign each delivery"),
+        (-86400, "X-Gatehouse-Timestamp is 86400 s old"),
+        (301, "X-Gatehouse-Timestamp is 301 s in the future, over the 300 s allowed"),
+        (10**9, "s in the future"),
+    ],
+)
+def test_a_correctly_signed_delivery_outside_the_window_is_401_saying_which(
+    gatehouse: Gatehouse, hooks: Hooks, skew: int, says: str
+) -> None:
+    body = json.dumps(ORDER).encode()
+    reply = hooks.post("s_hook", body, sign=None, headers=hooks.signed(body, at=hooks.now() + skew))
     assert reply.status == 401
-    assert reply.body["error"] == "no webhook secret or token is configured for s_unsecured"
+    assert says in reply.body["error"]
+    assert webhook_runs(gatehouse) == []
+
+
+def test_a_timestamp_past_the_year_9999_is_401_in_the_future_not_500(hooks: Hooks) -> None:
+    body = json.dumps(ORDER).encode()
+    reply = hooks.post("s_hook", body, sign=None, headers=hooks.signed(body, at=10**12 - 1))
+    assert reply.status == 401
+    assert "s in the future" in reply.body["error"]
+
+
+@pytest.mark.parametrize("stamp", ["", "soon", "-5", "1.5", "17\u00b2", "9" * 13])
+def test_a_v1_signature_without_a_usable_timestamp_is_401(
+    gatehouse: Gatehouse, hooks: Hooks, stamp: str
+) -> None:
+    body = json.dumps(ORDER).encode()
+    headers = {**hooks.signed(body), "X-Gatehouse-Timestamp": stamp}
+    reply = hooks.post("s_hook", body, sign=None, headers=headers)
+    assert reply.status == 401
+    assert "needs X-Gatehouse-Timestamp: <unix seconds>" in reply.body["error"]
+    assert webhook_runs(gatehouse) == []
+
+
+def test_the_old_body_only_sha256_signature_is_401_naming_the_new_headers(
+    gatehouse: Gatehouse, hooks: Hooks
+) -> None:
+    body = json.dumps(ORDER).encode()
+    old = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    for headers in (
+        {"X-Gatehouse-Signature": old},
+        {"X-Gatehouse-Signature": old, "X-Gatehouse-Timestamp": str(hooks.now())},
+    ):
+        reply = hooks.post("s_hook", body, sign=None, headers=headers)
+        assert reply.status == 401
+        assert reply.body["error"].startswith(
+            "X-Gatehouse-Signature: sha256=… (an HMAC of the body alone"
+        )
+        assert "X-Gatehouse-Timestamp: <unix seconds>" in reply.body["error"]
+        assert "v1=<hex HMAC-SHA256" in reply.body["error"]
+    assert webhook_runs(gatehouse) == []
 
 
 def test_authentication_comes_before_parsing(gatehouse: Gatehouse, hooks: Hooks) -> None:
@@ -192,16 +439,53 @@ def test_authentication_comes_before_parsing(gatehouse: Gatehouse, hooks: Hooks)
     assert gatehouse.runs() == []
 
 
-# -- 404 ---------------------------------------------------------------------------------------
+# -- one 401 for every path an unauthenticated caller tries ----------------------------------------
 
 
-@pytest.mark.parametrize("pipeline", ["nope", "s_no_hook", "s_hourly"])
-def test_an_unknown_pipeline_or_one_without_a_webhook_trigger_is_404(
-    hooks: Hooks, pipeline: str
+@pytest.mark.parametrize(
+    ("pipeline", "sign", "headers"),
+    [
+        ("nope", None, {}),  # no such pipeline
+        ("nope", SECRET, {}),
+        ("s_no_hook", SECRET, {}),  # no webhook() trigger, though a secret is configured
+        ("s_hourly", None, {"Authorization": f"Bearer {TOKEN}"}),
+        ("s_unsecured", "anything", {}),  # a webhook pipeline nobody configured
+        ("s_unsecured", None, {"Authorization": "Bearer anything"}),
+        ("s_unsecured", None, {"Authorization": "Bearer "}),  # its token is empty
+        ("s_unsecured", "", {}),  # so is its secret
+        ("s_hook", "wrong-secret", {}),  # a wrong signature
+        ("s_hook", None, {}),  # no credentials sent
+        ("s_tokened", None, {"Authorization": "Bearer wrong"}),
+    ],
+)
+def test_unknown_unconfigured_and_wrongly_signed_pipelines_get_the_same_401(
+    gatehouse: Gatehouse,
+    hooks: Hooks,
+    pipeline: str,
+    sign: str | None,
+    headers: dict[str, str],
 ) -> None:
-    reply = hooks.post_json(pipeline, ORDER)
-    assert reply.status == 404
-    assert reply.body == {"error": f"no pipeline {pipeline!r} with a webhook() trigger"}
+    reference = hooks.post_json("s_hook", ORDER, sign="wrong-secret")
+    reply = hooks.post_json(pipeline, ORDER, sign=sign, headers=headers)
+    assert (reply.status, reply.body) == (reference.status, reference.body)
+    assert reply.status == 401
+    assert reply.headers["www-authenticate"] == reference.headers["www-authenticate"]
+    assert reply.headers["content-length"] == reference.headers["content-length"]
+    assert "an unknown pipeline" in reply.body["error"]
+    assert webhook_runs(gatehouse) == []
+
+
+def test_the_timestamp_checks_answer_alike_on_every_path(hooks: Hooks) -> None:
+    """What needs no secret is checked the same for every name, so it tells nothing either."""
+    body = json.dumps(ORDER).encode()
+    stale = hooks.signed(body, "whatever", at=hooks.now() - 1000)
+    old = {"X-Gatehouse-Signature": "sha256=" + "0" * 64}
+    for headers in (stale, old):
+        answers = {
+            json.dumps(hooks.post(name, body, sign=None, headers=headers).body)
+            for name in ("s_hook", "nope", "s_no_hook", "s_unsecured", "s_tokened")
+        }
+        assert len(answers) == 1, answers
 
 
 def test_only_post_is_served(hooks: Hooks) -> None:
@@ -217,6 +501,19 @@ def test_a_body_over_the_limit_by_content_length_is_413(gatehouse: Gatehouse, ho
     assert reply.status == 413
     assert reply.body["error"] == f"the body is over the {MAX_BYTES}-byte limit"
     assert webhook_runs(gatehouse) == []
+
+
+@pytest.mark.parametrize("pipeline", ["s_hook", "nope", "s_no_hook", "s_unsecured"])
+@pytest.mark.parametrize("chunked", [False, True])
+def test_the_size_limit_is_the_same_on_every_path(
+    hooks: Hooks, pipeline: str, chunked: bool
+) -> None:
+    big = b"x" * (MAX_BYTES + 1)
+    reply = hooks.post(pipeline, iter([big[:100], big[100:]]) if chunked else big, sign=None)
+    assert (reply.status, reply.body) == (
+        413,
+        {"error": f"the body is over the {MAX_BYTES}-byte limit"},
+    )
 
 
 def test_a_chunked_body_over_the_limit_is_413_without_a_content_length(hooks: Hooks) -> None:
@@ -389,7 +686,7 @@ def test_bodies_postgresql_would_refuse_are_400_on_both_databases(
     gh = Gatehouse(any_db_url)
     engine.rt = gh.rt
     try:
-        hooks = Hooks(server)
+        hooks = Hooks(server, gh.rt.clock)
         for body in (
             b'{"order": "A\\u0000", "amount": 1}',
             b'{"order": "A", "amount": NaN}',

@@ -1,17 +1,18 @@
 """`POST /hooks/PIPELINE`: webhook deliveries over HTTP, on the bot's Starlette server.
 
-Checks in order, each with its own status: 404 (no such pipeline, or no `webhook()` trigger),
-413 (Content-Length or the body itself over GATEHOUSE_WEBHOOK_MAX_BYTES), 401 (neither
-`X-Gatehouse-Signature: sha256=<hex HMAC-SHA256 of the raw body>` with the pipeline's secret nor
-`Authorization: Bearer <token>` matches), 400 (not JSON, or input the pipeline's model refuses:
-field errors, recorded as an `invalid_input` run), 409 (Idempotency-Key reused with another
-body). Otherwise 202 `{"run_id": …, "status": "queued"}`: the run waits for a worker.
+Checks in order, each with its own status: 413 (Content-Length or the body itself over
+GATEHOUSE_WEBHOOK_MAX_BYTES, for every path alike), 401 (no valid signature or token: see
+`bot.http.webhook_signatures`; an unknown pipeline, one without a `webhook()` trigger and one
+without credentials get the same 401 as a wrong signature, so the pipelines cannot be listed),
+400 (not JSON, or input the pipeline's model refuses: field errors, recorded as an
+`invalid_input` run), 200 `{"duplicate": true}` (this signature was accepted before: nothing
+is done), 409 (Idempotency-Key reused with another body). Otherwise 202
+`{"run_id": …, "status": "queued"}`: the run waits for a worker.
 """
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 from typing import Any
 
@@ -21,20 +22,26 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from bot.http.webhook_signatures import Authenticated, Refused, authenticate, sign_delivery
 from pipelines import Gatehouse, Settings
 from pipelines.errors import UnknownPipeline
-from pipelines.webhooks import Delivery, accept_delivery, webhook_pipeline, webhook_pipelines
+from pipelines.replays import ReplayGuard
+from pipelines.webhooks import (
+    Delivery,
+    SignedDelivery,
+    accept_delivery,
+    replay_guard,
+    webhook_pipeline,
+    webhook_pipelines,
+)
+
+__all__ = ["sign_delivery", "webhook_routes"]
 
 log = structlog.get_logger()
 
-SIGNATURE_HEADER = "X-Gatehouse-Signature"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 300  # webhook_deliveries.idempotency_key
-
-
-def signature(secret: str, body: bytes) -> str:
-    """The X-Gatehouse-Signature value a sender computes for `body`."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+MAX_LOGGED_NAME = 100  # the path's pipeline name is the caller's text
 
 
 def _problem(status: int, message: str, **extra: Any) -> JSONResponse:
@@ -42,18 +49,12 @@ def _problem(status: int, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
 
 
-def _authenticated(request: Request, body: bytes, secret: str | None, token: str | None) -> bool:
-    sent_signature = request.headers.get(SIGNATURE_HEADER, "")
-    if secret and sent_signature:
-        expected = signature(secret, body).encode()
-        if hmac.compare_digest(expected, sent_signature.strip().lower().encode()):
-            return True
-    scheme, _, sent_token = request.headers.get("Authorization", "").partition(" ")
-    return bool(
-        token
-        and scheme.lower() == "bearer"
-        and hmac.compare_digest(token.encode(), sent_token.strip().encode())
-    )
+def _is_webhook_pipeline(name: str) -> bool:
+    try:
+        webhook_pipeline(name)
+    except UnknownPipeline:
+        return False
+    return True
 
 
 def _refuse_constant(name: str) -> Any:
@@ -96,37 +97,44 @@ def webhook_routes(gatehouse: Gatehouse, settings: Settings) -> list[Route]:
     """The webhook route, to mount on the bot's Starlette app beside `/slack/events`."""
     limit = settings.webhook_max_bytes
     for name in webhook_pipelines():
-        if name not in settings.webhook_secrets and name not in settings.webhook_tokens:
+        if not (settings.webhook_secrets.get(name) or settings.webhook_tokens.get(name)):
             log.warning(
                 "webhook.no_credentials",
                 pipeline=name,
                 fix="set GATEHOUSE_WEBHOOK_SECRETS or GATEHOUSE_WEBHOOK_TOKENS for it",
             )
 
+    guards: dict[str, ReplayGuard] = {}
+
+    def guard_for(name: str) -> ReplayGuard:
+        # Per pipeline, and anew when the engine's runtime is swapped (tests do).
+        guard = guards.get(name)
+        if guard is None or guard.rt is not gatehouse.rt:
+            guard = guards[name] = replay_guard(gatehouse.rt, name)
+        return guard
+
     async def receive(request: Request) -> JSONResponse:
         name = request.path_params["pipeline"]
-        try:
-            webhook_pipeline(name)
-        except UnknownPipeline:
-            # Not the engine's message: it lists every pipeline to an unauthenticated caller.
-            return _problem(404, f"no pipeline {name!r} with a webhook() trigger")
         length = request.headers.get("Content-Length", "")
         if length.isdigit() and int(length) > limit:
             return _problem(413, f"the body is over the {limit}-byte limit")
         body = await _read_body(request, limit)
         if body is None:
             return _problem(413, f"the body is over the {limit}-byte limit")
-        secret = settings.webhook_secrets.get(name)
-        token = settings.webhook_tokens.get(name)
-        if not _authenticated(request, body, secret, token):
-            log.info("webhook.unauthorized", pipeline=name)
-            if not secret and not token:
-                return _problem(401, f"no webhook secret or token is configured for {name}")
-            return _problem(
-                401,
-                f"missing or wrong {SIGNATURE_HEADER} (sha256=<hex HMAC-SHA256 of the body>) "
-                "or Authorization: Bearer token",
-            )
+        known = _is_webhook_pipeline(name)
+        secret = settings.webhook_secrets.get(name) if known else None
+        token = settings.webhook_tokens.get(name) if known else None
+        verdict = authenticate(
+            request.headers, body, secret=secret, token=token, now=gatehouse.rt.clock.now()
+        )
+        if isinstance(verdict, Refused):
+            reason = verdict.reason
+            if not known:
+                reason = "not_a_webhook_pipeline"
+            elif not (secret or token):
+                reason = "no_credentials_configured"
+            log.info("webhook.unauthorized", pipeline=name[:MAX_LOGGED_NAME], reason=reason)
+            return _problem(401, verdict.message)
         try:
             payload = _parse(body)
         except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
@@ -145,10 +153,17 @@ def webhook_routes(gatehouse: Gatehouse, settings: Settings) -> list[Route]:
             payload,
             body_sha256=hashlib.sha256(body).hexdigest(),
             idempotency_key=key.strip() if key is not None else None,
+            signed=_signed(verdict, guard_for(name)),
         )
         return _answer(delivery)
 
     return [Route("/hooks/{pipeline}", receive, methods=["POST"])]
+
+
+def _signed(verdict: Authenticated, guard: ReplayGuard) -> SignedDelivery | None:
+    if verdict.signature is None or verdict.signed_at is None:
+        return None  # a bearer token: nothing to tell a replay by
+    return SignedDelivery(guard, verdict.signature, verdict.signed_at)
 
 
 def _answer(delivery: Delivery) -> JSONResponse:
@@ -161,6 +176,11 @@ def _answer(delivery: Delivery) -> JSONResponse:
         )
     if delivery.outcome == "conflict":
         return _problem(409, delivery.message)
+    if delivery.outcome == "replayed":
+        replayed: dict[str, Any] = {"duplicate": True, "message": delivery.message}
+        if delivery.run_id is not None:
+            replayed["run_id"] = delivery.run_id
+        return JSONResponse(replayed, status_code=200)
     body: dict[str, Any] = {"run_id": delivery.run_id, "status": "queued"}
     if delivery.outcome == "duplicate":
         body["duplicate"] = True
