@@ -65,8 +65,11 @@ def slack_world(
     fake: FakeSlack, database_url: str, clock: FakeClock, **overrides: Any
 ) -> Iterator[SlackWorld]:
     bot = build_bot(settings_for(fake, database_url, **overrides), clock=clock)
-    replays = ReplayGuard(bot.gatehouse.rt, "slack")  # as `gatehouse serve` has it
-    server = BackgroundServer(build_asgi(build_bolt_app(bot), replays=replays)).start()
+    # As `gatehouse serve` has it: the settings' limits, replays refused, its trusted proxies.
+    asgi = build_asgi(
+        build_bolt_app(bot), settings=bot.settings, replays=ReplayGuard(bot.gatehouse.rt, "slack")
+    )
+    server = BackgroundServer(asgi, trusted_proxies=bot.settings.trusted_proxies).start()
     try:
         yield SlackWorld(fake, bot, server, SlackSender(server.url, SIGNING_SECRET, fake), clock)
     finally:
