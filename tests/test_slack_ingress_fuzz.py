@@ -16,13 +16,12 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import inspect, text
 
-from pipelines import Settings
 from tests.fakes.clock import FakeClock
 from tests.fakes.slack import FakeSlack
 from tests.slack_harness import SlackWorld, slack_world
 from tests.test_slack_ingress import post
 
-CAP = Settings().slack_max_body_bytes
+CAP = 262_144  # GATEHOUSE_SLACK_MAX_BODY_BYTES by default
 FUZZ = settings(
     max_examples=40,
     deadline=None,
