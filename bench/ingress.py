@@ -91,12 +91,12 @@ def signed_command(fake: FakeSlack, port: int) -> bytes:
 
 
 def unsigned_request(port: int, size: int) -> bytes:
-    """JSON nested as deep as the body allows, with a signature that is not Slack's."""
-    depth = (size - 1) // 2
-    body = b"[" * depth + b"1" + b"]" * (size - 1 - depth)
+    """A form of `size` bytes in 4-byte fields (what is slowest to parse: ~250,000 of them in
+    a megabyte), with a signature that is not Slack's."""
+    body = (b"a=1&" * (size // 4 + 1))[:size]
     head = (
         f"POST /slack/events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-        "Content-Type: application/json\r\n"
+        "Content-Type: application/x-www-form-urlencoded\r\n"
         f"X-Slack-Request-Timestamp: {int(time.time())}\r\nX-Slack-Signature: v0={'0' * 64}\r\n"
         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     )
@@ -227,7 +227,11 @@ def main() -> None:
                 print(f"  the flood's statuses: {dict(flood.statuses)}")
         finally:
             bot.send_signal(signal.SIGTERM)
-            bot.wait(timeout=60)
+            try:
+                bot.wait(timeout=60)
+            except subprocess.TimeoutExpired:  # still draining a backlog: not what is measured
+                bot.kill()
+                bot.wait()
         print(f"worst p99 {worst:.1f} ms (target < 1,000 ms; Slack's limit 3,000 ms)")
 
 
