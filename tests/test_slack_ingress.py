@@ -15,12 +15,16 @@ from urllib.parse import urlencode
 import pytest
 from pydantic import ValidationError
 
+from bot.http.asgi import build_asgi
+from bot.http.server import BackgroundServer
 from bot.sandbox.sender import SentRequest
 from pipelines import Settings
+from pipelines.inspect import run_history
 from tests.fakes.clock import FakeClock
 from tests.fakes.slack import FakeSlack
 from tests.slack_harness import SIGNING_SECRET, SlackWorld, slack_world
 
+LARGE_REFUND = {"order_id": "ord_1002", "amount": "150.00", "reason": "never delivered"}
 SMALL_REFUND = '{"order_id": "ord_1001", "amount": "12.50", "reason": "scratched"}'
 SLOW_REFILL = 0.01  # requests per second: no token comes back while a test runs
 
@@ -127,6 +131,32 @@ def test_a_replayed_slash_command_triggers_one_run_and_the_replays_get_an_empty_
         assert (run.status, run.trigger_user) == ("succeeded", "U_CAROL")
 
 
+def test_a_replayed_view_submission_decides_once_and_tells_nobody_twice(
+    fake_slack: FakeSlack, any_db_url: str, clock: FakeClock
+) -> None:
+    with slack_world(fake_slack, any_db_url, clock) as world:
+        run = world.gatehouse.trigger("refund_request", LARGE_REFUND, user="U_CAROL")
+        [card] = world.approval_cards()
+        world.slack.block_action("approval.reject", message=card["ts"], user_id="U_BOB")
+        world.settle()
+        [modal] = world.fake.views
+        submitted = world.slack.view_submission(
+            "approval.reject_reason",
+            {"reason": {"reason": "duplicate request"}},
+            user_id="U_BOB",
+            view_id=modal["id"],
+        )
+        world.settle()
+        told = len(world.fake.ephemerals("U_BOB"))
+        replays = [repost(world, submitted.request) for _ in range(2)]
+        world.settle()
+        assert replays == [(200, ""), (200, "")]
+        assert world.gatehouse.run(run.id).status == "rejected"
+        events = [e["event"] for e in run_history(world.gatehouse.rt, run.id)["audit"]]
+        assert events.count("approval.rejected") == 1, events
+        assert len(world.fake.ephemerals("U_BOB")) == told
+
+
 def test_the_same_command_newly_signed_is_taken_again(world: SlackWorld) -> None:
     """The guard remembers signatures, not bodies: a body signed at another second is another
     request (Slack's retries are re-signed; Bolt drops those by their X-Slack-Retry-Num)."""
@@ -221,3 +251,19 @@ def test_trusted_proxies_read_as_a_json_or_comma_list_and_refuse_everyone() -> N
     for bad in ("*", "proxy.internal", "[oops"):
         with pytest.raises(ValidationError):
             Settings(trusted_proxies=bad)
+
+
+def test_socket_mode_serves_no_slack_events_route() -> None:
+    """Socket Mode has no signatures to check: the HTTP server serves the rest, not Slack."""
+    server = BackgroundServer(build_asgi(None, settings=Settings())).start()
+    try:
+        connection = http.client.HTTPConnection(server.host, server.port, timeout=10)
+        connection.request("POST", "/slack/events", body=b"{}")
+        assert connection.getresponse().status == 404
+        connection.close()
+        connection = http.client.HTTPConnection(server.host, server.port, timeout=10)
+        connection.request("GET", "/healthz")
+        assert connection.getresponse().status == 200
+        connection.close()
+    finally:
+        server.stop()
