@@ -37,6 +37,7 @@ from pipelines import Clock, Gatehouse, Settings, Worker
 from pipelines.config import ConfigurationError
 from pipelines.operations.stats import roll_up_stats
 from pipelines.outbox import OutboxSender
+from pipelines.replays import ReplayGuard
 
 if TYPE_CHECKING:
     from bot.sandbox import Sandbox
@@ -167,14 +168,22 @@ def _serve(settings: Settings, stop: StopSignals) -> None:
             )
             # Slack comes over the socket; the HTTP server still serves webhooks and /healthz.
             serve_forever(
-                build_asgi(None, hooks, settings), settings.http_host, settings.http_port, stop
+                build_asgi(None, hooks, settings),
+                settings.http_host,
+                settings.http_port,
+                stop,
+                trusted_proxies=settings.trusted_proxies,
             )
         else:
             log.warning(
                 "serve.http", url=f"http://{settings.http_host}:{settings.http_port}/slack/events"
             )
             serve_forever(
-                build_asgi(app, hooks, settings), settings.http_host, settings.http_port, stop
+                build_asgi(app, hooks, settings, replays=ReplayGuard(bot.gatehouse.rt, "slack")),
+                settings.http_host,
+                settings.http_port,
+                stop,
+                trusted_proxies=settings.trusted_proxies,
             )
     finally:
         scheduler.shutdown(wait=True)

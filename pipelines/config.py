@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+from pydantic import (
+    AliasChoices,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
+from pipelines.addresses import address_list
 from pipelines.errors import GatehouseError
 
 
@@ -81,6 +89,15 @@ class Settings(BaseSettings):
     )
     http_rate_burst: int = Field(
         200, ge=1, description="Requests a client address may send at once before the rate applies"
+    )
+    slack_max_body_bytes: int = Field(
+        262_144,
+        gt=0,
+        description="Largest body `/slack/events` reads before its signature (413 above)",
+    )
+    trusted_proxies: Annotated[list[str], NoDecode, BeforeValidator(address_list)] = Field(
+        default_factory=list,
+        description="Proxies whose X-Forwarded-For is believed, JSON or comma list; none by default",
     )
     approvals_channel: str | None = Field(None, description="Channel id or name for approval cards")
     review_channel: str | None = Field(None, description="Channel for the weekly review")

@@ -16,6 +16,7 @@ from bot.serve import build_bot
 from bot.slack.app import build_bolt_app
 from bot.slack.bot import Bot
 from pipelines import Gatehouse, Settings
+from pipelines.replays import ReplayGuard
 from tests.fakes.clock import FakeClock
 from tests.fakes.slack import FakeSlack, SlackSender
 
@@ -64,7 +65,11 @@ def slack_world(
     fake: FakeSlack, database_url: str, clock: FakeClock, **overrides: Any
 ) -> Iterator[SlackWorld]:
     bot = build_bot(settings_for(fake, database_url, **overrides), clock=clock)
-    server = BackgroundServer(build_asgi(build_bolt_app(bot))).start()
+    # As `gatehouse serve` has it: the settings' limits, replays refused, its trusted proxies.
+    asgi = build_asgi(
+        build_bolt_app(bot), settings=bot.settings, replays=ReplayGuard(bot.gatehouse.rt, "slack")
+    )
+    server = BackgroundServer(asgi, trusted_proxies=bot.settings.trusted_proxies).start()
     try:
         yield SlackWorld(fake, bot, server, SlackSender(server.url, SIGNING_SECRET, fake), clock)
     finally:

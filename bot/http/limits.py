@@ -3,9 +3,19 @@
 A body over `max_body_bytes` gets 413, whether Content-Length says so up front or a chunked body
 grows past it while the route reads it (the route's own work is discarded: it never saw the whole
 body). Each client address has a token bucket (`rate` requests a second, `burst` at once); an empty
-bucket gets 429 with `Retry-After`. The defaults are generous: Slack sends from many addresses and
-retries only after 3 s, and `/healthz` and `/metrics` scrapes are a few a minute. Behind a reverse
-proxy every request comes from the proxy's address: raise the rate or set it to 0 (off) there.
+bucket gets 429 with `Retry-After`.
+
+The routes that verify their senders themselves (`/slack/events`, `/hooks/…`) are charged only for
+requests that fail: the bucket is peeked before the body is read (an empty one gets 429 at once)
+and a token is taken when the route answers that the sender was not allowed (401, 404, 413…).
+Slack's verified traffic never spends a token, so a burst of signed slash commands is never
+429'd (Slack does not retry a 429), while one address sending forgeries runs dry. Concurrent
+failures may take the bucket into debt (down to minus `burst`), so parallel connections do not
+multiply the rate. Other routes (`/healthz`, `/metrics`) spend a token on every request.
+
+The address is the peer's, or the one a trusted proxy forwards (bot/http/server.py: uvicorn
+believes `X-Forwarded-For` only from `GATEHOUSE_TRUSTED_PROXIES`). Behind a proxy that is not
+listed there, every request has the proxy's address and shares one bucket.
 """
 
 from __future__ import annotations
@@ -30,6 +40,11 @@ Send = Callable[[Message], Any]
 ASGIApp = Callable[[Scope, Receive, Send], Any]
 
 MAX_TRACKED_CLIENTS = 10_000  # the oldest bucket is forgotten past this: memory stays bounded
+SELF_VERIFYING = ("/slack/events", "/hooks/")  # an exact path, or a prefix ending in "/"
+# The answers of a self-verifying route that mean "not a sender allowed here": a bad or missing
+# signature, no such hook, the wrong method, a body too large to be verified. A signed request
+# the route cannot use (400) or that it queued (202) is verified traffic and costs nothing.
+FAILED_VERIFICATION = frozenset({401, 403, 404, 405, 411, 413})
 
 
 @dataclass(frozen=True)
@@ -37,6 +52,7 @@ class Limits:
     max_body_bytes: int = 1_000_000
     rate: float = 50.0  # requests per second per client address; 0 turns rate limiting off
     burst: int = 200
+    self_verifying: tuple[str, ...] = SELF_VERIFYING
 
 
 class _BodyTooLarge(Exception):
@@ -54,17 +70,26 @@ class TokenBuckets:
         self._lock = threading.Lock()
 
     def take(self, key: str) -> float:
-        """0 if a request may go now, else the seconds until one may."""
+        """0 if a request may go now (a token is spent), else the seconds until one may."""
+        return self._update(key, spend=True, debt=False)
+
+    def peek(self, key: str) -> float:
+        """As `take`, spending nothing."""
+        return self._update(key, spend=False, debt=False)
+
+    def charge(self, key: str) -> None:
+        """A token for a request already let through, into debt when the bucket is empty."""
+        self._update(key, spend=True, debt=True)
+
+    def _update(self, key: str, *, spend: bool, debt: bool) -> float:
         now = self._now()
         with self._lock:
             tokens, at = self._buckets.pop(key, (float(self.burst), now))
             tokens = min(float(self.burst), tokens + (now - at) * self.rate)
-            if tokens >= 1:
-                self._buckets[key] = (tokens - 1, now)
-                wait = 0.0
-            else:
-                self._buckets[key] = (tokens, now)
-                wait = (1 - tokens) / self.rate
+            wait = 0.0 if tokens >= 1 else (1 - tokens) / self.rate
+            if spend and (wait == 0 or debt):
+                tokens = max(-float(self.burst), tokens - 1)
+            self._buckets[key] = (tokens, now)
             while len(self._buckets) > MAX_TRACKED_CLIENTS:
                 self._buckets.popitem(last=False)
         return wait
@@ -89,9 +114,12 @@ class HTTPLimits:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        client = scope.get("client")
+        key = client[0] if client else "unknown"
+        charge_failures = False
         if self.buckets is not None:
-            client = scope.get("client")
-            wait = self.buckets.take(client[0] if client else "unknown")
+            charge_failures = self._verifies_itself(str(scope.get("path", "")))
+            wait = self.buckets.peek(key) if charge_failures else self.buckets.take(key)
             if wait > 0:
                 log.info("http.rate_limited", path=scope.get("path"), retry_after=wait)
                 await _reply(
@@ -101,16 +129,41 @@ class HTTPLimits:
                     {"retry-after": str(max(1, math.ceil(wait)))},
                 )
                 return
+            if charge_failures:
+                send = self._charging(send, key)
         limit = self.limits.max_body_bytes
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 if not value.isdigit():
                     await _reply(send, 400, "Content-Length is not a number")
+                    if charge_failures and self.buckets is not None:
+                        self.buckets.charge(key)
                     return
                 if int(value) > limit:
                     await _too_large(send, limit, scope)
                     return
         await self._call_counting(scope, receive, send, limit)
+
+    def _verifies_itself(self, path: str) -> bool:
+        return any(
+            path.startswith(route) if route.endswith("/") else path == route
+            for route in self.limits.self_verifying
+        )
+
+    def _charging(self, send: Send, key: str) -> Send:
+        """`send`, spending a token of `key`'s when the answer says verification failed."""
+        buckets = self.buckets
+        assert buckets is not None
+
+        async def charging_send(message: Message) -> None:
+            if (
+                message["type"] == "http.response.start"
+                and message["status"] in FAILED_VERIFICATION
+            ):
+                buckets.charge(key)
+            await send(message)
+
+        return charging_send
 
     async def _call_counting(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         received = 0

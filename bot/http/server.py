@@ -1,4 +1,10 @@
-"""Serving the ASGI app with uvicorn, in the foreground (`gatehouse serve`) or on a thread."""
+"""Serving the ASGI app with uvicorn, in the foreground (`gatehouse serve`) or on a thread.
+
+uvicorn believes `X-Forwarded-For` from loopback by default, so any local client (or one whose
+proxy runs on the same host) could pick the address it is rate-limited by. Here forwarded
+headers are read only from the `trusted_proxies` given (GATEHOUSE_TRUSTED_PROXIES), and not at
+all without any.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ import contextlib
 import signal
 import socket
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 import structlog
@@ -14,15 +21,35 @@ import uvicorn
 log = structlog.get_logger()
 
 
+def forwarding(trusted_proxies: Sequence[str]) -> dict[str, Any]:
+    """uvicorn's options for forwarded headers: from these addresses only, or off."""
+    if not trusted_proxies:
+        return {"proxy_headers": False}
+    return {"proxy_headers": True, "forwarded_allow_ips": list(trusted_proxies)}
+
+
 class BackgroundServer:
     """uvicorn on an already-bound socket in a daemon thread; `url` is known before it starts."""
 
-    def __init__(self, asgi: Any, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        asgi: Any,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        trusted_proxies: Sequence[str] = (),
+    ) -> None:
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind((host, port))
         self.host, self.port = self._sock.getsockname()[:2]
-        config = uvicorn.Config(asgi, log_level="warning", access_log=False, lifespan="off")
+        config = uvicorn.Config(
+            asgi,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            **forwarding(trusted_proxies),
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True
@@ -82,11 +109,25 @@ class StopSignals:
             server.should_exit = True
 
 
-def serve_forever(asgi: Any, host: str, port: int, stop: StopSignals | None = None) -> None:
+def serve_forever(
+    asgi: Any,
+    host: str,
+    port: int,
+    stop: StopSignals | None = None,
+    *,
+    trusted_proxies: Sequence[str] = (),
+) -> None:
     """Blocks until SIGINT/SIGTERM (also one `stop` noted earlier), then returns so the caller
     can drain."""
     with StopSignals() if stop is None else contextlib.nullcontext(stop) as signals:
-        config = uvicorn.Config(asgi, host=host, port=port, log_level="warning", access_log=False)
+        config = uvicorn.Config(
+            asgi,
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            **forwarding(trusted_proxies),
+        )
         server = uvicorn.Server(config)
         signals.watch(server)
         if not signals.requested:
