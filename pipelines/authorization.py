@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger()
 
+# An entry that lets anyone act: written out, it is a decision, where an empty list is not.
+ANYONE = "*"
+
 
 @dataclass(frozen=True)
 class Authorization:
@@ -45,9 +48,9 @@ class Authorization:
 
 
 def may_act(rt: Runtime, user: str, allowed: Sequence[str]) -> bool:
-    """Is `user` one of `allowed` (user ids, or `@group` names resolved by the directory)?
-    An empty list allows everybody."""
-    if not allowed:
+    """Is `user` one of `allowed` (user ids, `@group` names resolved by the directory, or `"*"`:
+    anyone)? An empty list allows everybody."""
+    if not allowed or ANYONE in allowed:
         return True
     for entry in allowed:
         if entry.startswith("@"):

@@ -22,6 +22,10 @@ class DuplicateName(GatehouseError):
     pass
 
 
+class ApproversRequired(GatehouseError):
+    """A tool whose approval a person may have to give was declared without `approvers=`."""
+
+
 class UnknownRun(GatehouseError):
     pass
 

@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 from typer.testing import CliRunner, Result
 
 from bot.cli.main import app
-from pipelines import Authorization, Gatehouse
-from pipelines.errors import NotAnOperator, NotATriggerer, NotAuthorized
+from pipelines import Authorization, Context, Gatehouse, pipeline, registered_tools, tool, when
+from pipelines.errors import ApproversRequired, NotAnOperator, NotATriggerer, NotAuthorized
 from storage.audit import verify_database
 from tests import engine_pipelines as ep
 from tests.fakes.clock import FakeClock
@@ -311,3 +312,41 @@ def test_cli_answer_by_a_non_assignee_is_refused(cli_env: str, clock: FakeClock)
     refused = gh("answer", task_id, "--as", "carol", "--answer", '{"price_cents": 100}')
     assert f"carol may not answer task {task_id}; assignees: @ops, dave" in error_line(refused)
     assert json.loads(gh("run", asked.id, "--json").stdout)["status"] == "waiting"
+
+
+# -- declaring who approves --------------------------------------------------------------------
+
+
+class _Note(BaseModel):
+    text: str
+
+
+def test_a_tool_that_may_need_approval_must_name_its_approvers() -> None:
+    def az_unnamed(args: _Note, *, idempotency_key: str) -> None: ...
+
+    with pytest.raises(ApproversRequired) as refused:
+        tool(kind="spend", approval=when(lambda a: len(a.text) > 3))(az_unnamed)
+    assert "tool 'az_unnamed'" in str(refused.value)
+    assert 'approvers=["@finance-leads"' in str(refused.value)
+    assert 'approvers="*"' in str(refused.value)
+    with pytest.raises(ApproversRequired, match="az_unnamed"):
+        tool(kind="write")(az_unnamed)  # approval defaults to "always"
+    with pytest.raises(ApproversRequired, match="az_unnamed"):
+        tool(kind="send", approvers=[])(az_unnamed)
+    assert "az_unnamed" not in registered_tools()
+    # No person is ever asked: nothing to name.
+    assert tool(kind="write", approval="never", name="az_never")(az_unnamed).approvers == ()
+
+
+def test_approvers_star_spelled_out_lets_anyone_approve(gatehouse: Gatehouse) -> None:
+    @tool(kind="write", approvers="*", name="az_anyone_may_approve")
+    def az_anyone(args: _Note, *, idempotency_key: str) -> str:
+        return args.text
+
+    @pipeline("az_open_gate", input=_Note)
+    def az_open_gate(ctx: Context, note: _Note) -> str:
+        return str(ctx.tool(az_anyone, note))
+
+    run = gatehouse.trigger("az_open_gate", {"text": "hi"}, user="carol")
+    gatehouse.approve(run.waiting_for[0], user="mallory")
+    assert gatehouse.resume(run.id).status == "succeeded"  # type: ignore[union-attr]
