@@ -23,6 +23,9 @@ from storage.calls import RateLimit
 
 ToolKind = Literal["read", "write", "send", "spend"]
 TOOL_KINDS: tuple[str, ...] = ("read", "write", "send", "spend")
+# Money and messages leave the building: the run's author may not approve their own call of
+# these kinds unless the tool says `four_eyes=False`.
+FOUR_EYES_KINDS: tuple[str, ...] = ("send", "spend")
 
 
 @dataclass(frozen=True)
@@ -139,7 +142,7 @@ def tool(
     on_rate_limit: Literal["wait", "reject"] = "wait",
     approval: ApprovalRule | None = None,
     approvers: list[str] | tuple[str, ...] | Literal["*"] | None = None,
-    four_eyes: bool = False,
+    four_eyes: bool | None = None,
     expires: str | timedelta | None = None,
     on_expiry: Literal["reject", "cancel"] = "reject",
     reverse: Callable[..., Any] | None = None,
@@ -153,7 +156,8 @@ def tool(
     this result instead of stopping there.
 
     A tool a person may have to approve names who (`approvers=[...]`, or `"*"` for anyone,
-    spelled out): an unnamed list used to mean "anyone", the trigger's own author included."""
+    spelled out): an unnamed list used to mean "anyone", the trigger's own author included.
+    `four_eyes` defaults to on for `spend` and `send` tools."""
     if kind not in TOOL_KINDS:
         raise ValueError(f"tool kind {kind!r} is not one of {', '.join(TOOL_KINDS)}")
     if on_expiry not in ("reject", "cancel"):
@@ -194,7 +198,7 @@ def tool(
             result_adapter=TypeAdapter(result_type),
             approval=rule,
             approvers=approver_list,
-            four_eyes=four_eyes,
+            four_eyes=four_eyes if four_eyes is not None else kind in FOUR_EYES_KINDS,
             expires=parse_duration(expires) if expires is not None else None,
             on_expiry=on_expiry,
             rate_limit=limit,

@@ -321,6 +321,31 @@ class _Note(BaseModel):
     text: str
 
 
+class _Payout(BaseModel):
+    amount: int
+
+
+@tool(kind="spend", approvers=["U_ALICE", "U_BOB"])
+def az_pay(args: _Payout, *, idempotency_key: str) -> int:
+    """Four-eyes is not written here: it is the default for a spend."""
+    return args.amount
+
+
+@tool(kind="spend", approvers=["U_ALICE", "U_BOB"], four_eyes=False)
+def az_pay_self_approved(args: _Payout, *, idempotency_key: str) -> int:
+    return args.amount
+
+
+@pipeline("az_payout", input=_Payout)
+def az_payout(ctx: Context, payout: _Payout) -> int:
+    return int(ctx.tool(az_pay, payout))
+
+
+@pipeline("az_payout_self_approved", input=_Payout)
+def az_payout_self_approved(ctx: Context, payout: _Payout) -> int:
+    return int(ctx.tool(az_pay_self_approved, payout))
+
+
 def test_a_tool_that_may_need_approval_must_name_its_approvers() -> None:
     def az_unnamed(args: _Note, *, idempotency_key: str) -> None: ...
 
@@ -350,3 +375,35 @@ def test_approvers_star_spelled_out_lets_anyone_approve(gatehouse: Gatehouse) ->
     run = gatehouse.trigger("az_open_gate", {"text": "hi"}, user="carol")
     gatehouse.approve(run.waiting_for[0], user="mallory")
     assert gatehouse.resume(run.id).status == "succeeded"  # type: ignore[union-attr]
+
+
+def test_four_eyes_is_the_default_for_spend_and_send_and_false_turns_it_off(
+    gatehouse: Gatehouse,
+) -> None:
+    def az_any(args: _Note, *, idempotency_key: str) -> None: ...
+
+    assert tool(kind="send", approvers="*", name="az_send")(az_any).four_eyes
+    assert not tool(kind="write", approvers="*", name="az_write")(az_any).four_eyes
+    run = gatehouse.trigger("az_payout_self_approved", {"amount": 5}, user="U_ALICE")
+    gatehouse.approve(run.waiting_for[0], user="U_ALICE")  # the tool said four_eyes=False
+    assert gatehouse.resume(run.id).status == "succeeded"  # type: ignore[union-attr]
+
+
+def test_slack_spend_approved_by_the_person_who_triggered_it_is_refused_by_default(
+    world: SlackWorld,
+) -> None:
+    world.slack.command("trigger az_payout " + json.dumps({"amount": 5}), user_id="U_ALICE")
+    world.settle()
+    [run] = world.gatehouse.runs()
+    [card] = world.approval_cards()
+    world.slack.block_action("approval.approve", message=card["ts"], user_id="U_ALICE")
+    world.settle()
+    assert "may not approve its own az_pay (four-eyes)" in _said(world, "U_ALICE")
+    [approval] = world.gatehouse.run(run.id).approvals
+    assert approval.status == "pending"
+    assert [(r["actor"], r["action"]) for r in refusals(world.gatehouse, run.id)] == [
+        ("U_ALICE", "approve")
+    ]
+    world.slack.block_action("approval.approve", message=card["ts"], user_id="U_BOB")
+    world.settle()
+    assert world.gatehouse.run(run.id).status == "succeeded"
