@@ -91,13 +91,18 @@ class Settings(BaseSettings):
         description="Without SLACK_BOT_TOKEN, `gatehouse serve` runs the local Slack sandbox here",
     )
     sandbox_port: int = Field(8765, ge=0, le=65535, description="The local Slack sandbox's port")
-    triggerers: dict[str, list[str]] = Field(
-        default_factory=dict,
-        description='Who may `/gatehouse trigger`, JSON by pipeline or "*": {"*": ["@ops"]}; unset: anyone',
+    # None is "not set", which `gatehouse serve` against a real Slack refuses; `"*"` written
+    # out is anyone, as a decision. Elsewhere (code, the CLI, the sandbox) unset is anyone.
+    triggerers: dict[str, list[str]] | None = Field(
+        None,
+        description='Who may `/gatehouse trigger`, JSON by pipeline or "*": {"*": ["@ops"]}; '
+        '{"*": ["*"]}: anyone. Required by `gatehouse serve` against a real Slack',
     )
-    operators: list[str] = Field(
-        default_factory=list,
-        description='Who may undo (besides the tool\'s approvers), replay and export from Slack, JSON: ["@ops", "U123"]; unset: anyone',
+    operators: list[str] | None = Field(
+        None,
+        description="Who may undo (besides the tool's approvers), replay, export and run evals "
+        'from Slack, JSON: ["@ops", "U123"]; ["*"]: anyone. Required by `gatehouse serve` '
+        "against a real Slack",
     )
     serve_workers: int = Field(2, ge=0, le=64, description="Worker threads in `gatehouse serve`")
     timezone: str = Field("UTC", description="IANA zone for cron schedules and the weekly review")

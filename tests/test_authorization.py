@@ -5,6 +5,7 @@ bot) and from the CLI, with the refusal audited as one `refused` entry and nothi
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,6 +17,7 @@ from typer.testing import CliRunner, Result
 
 from bot.cli.main import app
 from pipelines import Authorization, Context, Gatehouse, pipeline, registered_tools, tool, when
+from pipelines.config import ConfigurationError
 from pipelines.errors import ApproversRequired, NotAnOperator, NotATriggerer, NotAuthorized
 from storage.audit import verify_database
 from tests import engine_pipelines as ep
@@ -407,3 +409,62 @@ def test_slack_spend_approved_by_the_person_who_triggered_it_is_refused_by_defau
     world.slack.block_action("approval.approve", message=card["ts"], user_id="U_BOB")
     world.settle()
     assert world.gatehouse.run(run.id).status == "succeeded"
+
+
+# -- the production policy: `gatehouse serve` against a real Slack ---------------------------
+
+
+@pytest.fixture
+def real_slack_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """What a real workspace's `gatehouse serve` reads, before anyone said who may act. The
+    database cannot be opened: a serve that got past its checks fails at once, never serves."""
+    monkeypatch.chdir(tmp_path)
+    for name in list(os.environ):
+        if name.startswith(("GATEHOUSE_", "SLACK_")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("GATEHOUSE_DATABASE_URL", f"sqlite:///{tmp_path}/no/such/dir/g.db")
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-1234-5678-real-looking")
+    monkeypatch.setenv("SLACK_SIGNING_SECRET", "a-real-signing-secret")
+    monkeypatch.setenv("GATEHOUSE_APPROVALS_CHANNEL", "C_APPROVALS")
+
+
+def test_serve_against_a_real_slack_refuses_to_start_until_who_may_act_is_written_down(
+    real_slack_env: None,
+) -> None:
+    refused = gh("serve")
+    assert refused.exit_code == 1, refused.stdout
+    lines = refused.stderr.splitlines()
+    assert len(lines) == 2, lines
+    triggerers, operators = lines
+    assert triggerers.startswith("error: GATEHOUSE_TRIGGERERS is not set: who may")
+    assert """'{"*": ["*"]}' lets anyone""" in triggerers
+    assert operators.startswith("error: GATEHOUSE_OPERATORS is not set: who may replay")
+    assert """'["*"]' lets anyone""" in operators
+
+
+def test_serve_names_only_the_setting_still_missing(
+    real_slack_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GATEHOUSE_TRIGGERERS", json.dumps({"*": ["*"]}))
+    refused = gh("serve")
+    [line] = refused.stderr.splitlines()
+    assert line.startswith("error: GATEHOUSE_OPERATORS is not set")
+
+
+def test_production_bot_needs_both_settings_and_starts_with_star(
+    fake_slack: FakeSlack, sqlite_url: str, clock: FakeClock
+) -> None:
+    with (
+        pytest.raises(ConfigurationError, match="GATEHOUSE_TRIGGERERS is not set"),
+        slack_world(fake_slack, sqlite_url, clock, production=True, operators=["*"]),
+    ):
+        pass
+    with slack_world(
+        fake_slack, sqlite_url, clock, production=True, triggerers={"*": ["*"]}, operators=["*"]
+    ) as world:
+        world.slack.command("trigger az_payout " + json.dumps({"amount": 3}), user_id="U_CAROL")
+        world.slack.command("pending", user_id="U_CAROL")
+        world.settle()
+        [run] = world.gatehouse.runs()
+        assert run.status == "waiting"
+        assert refusals(world.gatehouse) == []
