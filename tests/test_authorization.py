@@ -338,6 +338,23 @@ def az_pay_self_approved(args: _Payout, *, idempotency_key: str) -> int:
     return args.amount
 
 
+class _Reply(BaseModel):
+    text: str
+
+
+class _Guess(BaseModel):
+    word: str
+    confidence: float
+
+
+@pipeline("az_unassigned", input=_Note)
+def az_unassigned(ctx: Context, note: _Note) -> str:
+    """A question that names nobody, after a model call whose human exit names nobody either
+    (no model is configured in these tests, so it goes to a person)."""
+    guess = ctx.llm("guess", task="classify", prompt=note.text, output=_Guess)
+    return guess.word + ctx.ask_human("reply", f"Reply to {note.text}?", output=_Reply).text
+
+
 @pipeline("az_payout", input=_Payout)
 def az_payout(ctx: Context, payout: _Payout) -> int:
     return int(ctx.tool(az_pay, payout))
@@ -468,3 +485,71 @@ def test_production_bot_needs_both_settings_and_starts_with_star(
         [run] = world.gatehouse.runs()
         assert run.status == "waiting"
         assert refusals(world.gatehouse) == []
+
+
+def test_unassigned_tasks_are_for_the_pipelines_triggerers_and_operators_in_production(
+    fake_slack: FakeSlack, any_db_url: str, clock: FakeClock
+) -> None:
+    with slack_world(
+        fake_slack,
+        any_db_url,
+        clock,
+        production=True,
+        triggerers={"az_unassigned": ["U_CAROL"]},
+        operators=["U_OLGA"],
+    ) as world:
+        world.slack.command(
+            "trigger az_unassigned " + json.dumps({"text": "hi"}), user_id="U_CAROL"
+        )
+        world.settle()
+        [listed] = world.gatehouse.runs()
+        run = world.gatehouse.run(listed.id)
+        [guess_task] = run.waiting_for
+        [card] = world.approval_cards()
+        # The model call's human exit: a stranger gets no form, and a forged submit is refused.
+        world.slack.block_action("task.answer", message=card["ts"], user_id="U_BOB")
+        world.settle()
+        [modal] = world.fake.views
+        shown = json.dumps(world.fake.view(modal["id"]))
+        assert "Not yours to answer" in shown and "U_BOB may not answer task" in shown
+        assert "triggerers and the operators may: U_CAROL, U_OLGA" in shown
+        world.slack.view_submission(
+            "task.answer",
+            {"word": {"word": "x"}, "confidence": {"confidence": "1"}},
+            user_id="U_BOB",
+            private_metadata=guess_task,
+        )
+        world.settle()
+        assert "U_BOB may not answer task" in _said(world, "U_BOB")
+        assert world.gatehouse.task(guess_task).status == "open"
+        world.gatehouse.answer(guess_task, user="U_CAROL", answer={"word": "hey", "confidence": 1})
+        world.gatehouse.resume(run.id)
+        world.settle()
+
+        # A question asked with no assignees: the same rule, and an operator may answer.
+        [reply_task] = world.gatehouse.run(run.id).waiting_for
+        world.slack.view_submission(
+            "task.answer", {"text": {"text": "no"}}, user_id="U_BOB", private_metadata=reply_task
+        )
+        world.slack.view_submission(
+            "task.answer",
+            {"text": {"text": " there"}},
+            user_id="U_OLGA",
+            private_metadata=reply_task,
+        )
+        world.settle()
+        assert world.gatehouse.task(reply_task).answered_by == "U_OLGA"
+        assert world.gatehouse.run(run.id).status == "succeeded"
+        assert [(r["actor"], r["action"]) for r in refusals(world.gatehouse, run.id)] == [
+            ("U_BOB", "answer"),
+            ("U_BOB", "answer"),
+            ("U_BOB", "answer"),
+        ]
+
+
+def test_unassigned_tasks_stay_open_to_anyone_in_the_sandbox_and_in_code(
+    gatehouse: Gatehouse,
+) -> None:
+    run = gatehouse.trigger("az_unassigned", {"text": "hi"}, user="carol")
+    gatehouse.answer(run.waiting_for[0], user="mallory", answer={"word": "a", "confidence": 1})
+    assert gatehouse.task(run.waiting_for[0]).answered_by == "mallory"
