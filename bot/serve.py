@@ -37,6 +37,7 @@ from bot.slack.review import (
     resume_review,
     summarize_due_reviews,
 )
+from bot.slack.workspaces import served_workspaces
 from pipelines import Clock, Gatehouse, Settings, Worker
 from pipelines.config import ConfigurationError
 from pipelines.operations.stats import roll_up_stats
@@ -158,7 +159,10 @@ def build_bot(settings: Settings, *, clock: Clock | None = None, production: boo
     # Cards go through the outbox. Until `start_jobs` starts the sender's thread, a change is
     # delivered inline right after its commit (the test harness, one-off tools).
     gatehouse.rt.sender = OutboxSender(gatehouse.rt)
-    return Bot(gatehouse=gatehouse, client=client, settings=settings)
+    served = served_workspaces(settings, client, production=production)
+    if served is not None:
+        log.info("serve.workspaces", served=sorted(served))
+    return Bot(gatehouse=gatehouse, client=client, settings=settings, workspaces=served)
 
 
 def start_workers(bot: Bot, count: int) -> list[tuple[Worker, threading.Thread]]:
@@ -320,5 +324,11 @@ def sandbox_settings(settings: Settings, sandbox: Sandbox) -> Settings:
             "approvals_channel": settings.approvals_channel or "C_APPROVALS",
             "review_channel": settings.review_channel or "C_REVIEW",
             "alerts_channel": settings.alerts_channel or "C_ALERTS",
+            # The sandbox is a workspace of its own, served like a real one.
+            "slack_team_ids": (
+                settings.slack_team_ids
+                if settings.slack_team_ids is not None
+                else [sandbox.api.team_id]
+            ),
         }
     )

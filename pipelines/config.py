@@ -104,6 +104,12 @@ class Settings(BaseSettings):
         'from Slack, JSON: ["@ops", "U123"]; ["*"]: anyone. Required by `gatehouse serve` '
         "against a real Slack",
     )
+    slack_team_ids: list[str] | None = Field(
+        None,
+        description="The Slack workspaces (team ids, or enterprise ids for a Grid org) whose "
+        'requests are served, JSON: ["T012AB3C4", "E0123ABCD"]; others are refused. Unset: the '
+        "bot's own workspace (auth.test) under `gatehouse serve`, the sandbox's in the sandbox",
+    )
     serve_workers: int = Field(2, ge=0, le=64, description="Worker threads in `gatehouse serve`")
     timezone: str = Field("UTC", description="IANA zone for cron schedules and the weekly review")
     misfire_grace_seconds: float = Field(

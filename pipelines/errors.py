@@ -70,6 +70,10 @@ class NotATriggerer(NotAuthorized):
     pass
 
 
+class ForeignWorkspace(NotAuthorized):
+    """A Slack request from a workspace this Gatehouse does not serve (GATEHOUSE_SLACK_TEAM_IDS)."""
+
+
 class NotAnOperator(NotAuthorized):
     """Undo, replay or export by someone who is not an operator (GATEHOUSE_OPERATORS)."""
 

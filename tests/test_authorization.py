@@ -553,3 +553,88 @@ def test_unassigned_tasks_stay_open_to_anyone_in_the_sandbox_and_in_code(
     run = gatehouse.trigger("az_unassigned", {"text": "hi"}, user="carol")
     gatehouse.answer(run.waiting_for[0], user="mallory", answer={"word": "a", "confidence": 1})
     assert gatehouse.task(run.waiting_for[0]).answered_by == "mallory"
+
+
+# -- other workspaces --------------------------------------------------------------------------
+
+
+def test_another_workspaces_command_click_submit_and_event_are_refused_and_audited(
+    fake_slack: FakeSlack, any_db_url: str, clock: FakeClock
+) -> None:
+    with slack_world(
+        fake_slack,
+        any_db_url,
+        clock,
+        production=True,  # no GATEHOUSE_SLACK_TEAM_IDS: the bot's own team, from auth.test
+        triggerers={"*": ["*"]},
+        operators=["*"],
+    ) as world:
+        ours = world.fake.team_id
+        world.slack.command("trigger az_payout " + json.dumps({"amount": 9}), user_id="U_CAROL")
+        world.settle()
+        [run] = world.gatehouse.runs()
+        [card] = world.approval_cards()
+        views_before = len(world.fake.views)
+
+        world.fake.team_id = "T_OTHER"  # what Slack says of every request from then on
+        world.slack.command("trigger az_payout " + json.dumps({"amount": 9}), user_id="U_MALLORY")
+        world.slack.block_action("approval.approve", message=card["ts"], user_id="U_ALICE")
+        submitted = world.slack.view_submission(
+            "task.answer", {"text": {"text": "x"}}, user_id="U_MALLORY", private_metadata="t"
+        )
+        home = world.slack.app_home_opened(user_id="U_MALLORY")
+        world.settle()
+
+        refused = "requests from Slack workspace T_OTHER are refused"
+        assert refused in _said(world, "U_MALLORY")  # the command's ack
+        assert refused in _said(world, "U_ALICE")  # the click's response_url
+        assert submitted.json["response_action"] == "update"
+        assert refused in json.dumps(submitted.json["view"])
+        assert home.status == 200 and len(world.fake.views) == views_before
+        assert [r.id for r in world.gatehouse.runs()] == [run.id]
+        assert world.gatehouse.run(run.id).approvals[0].status == "pending"
+        assert [(r["actor"], r["action"], r["target"]) for r in refusals(world.gatehouse)] == [
+            ("U_MALLORY", "command", "T_OTHER"),
+            ("U_ALICE", "click", "T_OTHER"),
+            ("U_MALLORY", "submit", "T_OTHER"),
+            ("U_MALLORY", "event", "T_OTHER"),
+        ]
+        assert verify_database(world.gatehouse.db).ok
+
+        world.fake.team_id = ours
+        world.slack.block_action("approval.approve", message=card["ts"], user_id="U_ALICE")
+        world.settle()
+        assert world.gatehouse.run(run.id).status == "succeeded"
+
+
+def test_slack_team_ids_are_the_workspaces_served_in_any_policy(
+    fake_slack: FakeSlack, sqlite_url: str, clock: FakeClock
+) -> None:
+    with slack_world(fake_slack, sqlite_url, clock, slack_team_ids=["T_ELSEWHERE"]) as world:
+        world.slack.command("trigger az_payout " + json.dumps({"amount": 9}), user_id="U_CAROL")
+        world.settle()
+        assert "workspace T_GATEHOUSE are refused" in _said(world, "U_CAROL")
+        assert world.gatehouse.runs() == []
+        world.fake.team_id = "T_ELSEWHERE"
+        world.slack.command("trigger az_payout " + json.dumps({"amount": 9}), user_id="U_CAROL")
+        world.settle()
+        assert len(world.gatehouse.runs()) == 1
+
+
+def test_a_grid_org_listed_whole_serves_its_workspaces_and_nobody_elses() -> None:
+    from bot.slack.workspaces import origin_of
+
+    served = frozenset({"E_ORG"})
+    click = {
+        "type": "block_actions",
+        "team": {"id": "T_ONE", "enterprise_id": "E_ORG"},
+        "enterprise": {"id": "E_ORG"},
+        "user": {"id": "U_A", "team_id": "T_ONE"},
+    }
+    assert origin_of(click).served_by(served)
+    outsider = {**click, "enterprise": {"id": "E_ELSE"}, "team": {"id": "T_ONE"}}
+    assert not origin_of(outsider).served_by(served)
+    # A click in a shared channel by someone from another workspace names that workspace too.
+    shared = {**click, "user": {"id": "U_X", "team_id": "T_X"}, "enterprise": None, "team": "T_ONE"}
+    assert not origin_of(shared).served_by(frozenset({"T_ONE"}))
+    assert not origin_of({"type": "block_actions"}).served_by(frozenset({"T_ONE"}))
