@@ -171,6 +171,8 @@ def tool(
         raise ValueError(
             f"approval={rule!r}: use 'always', 'never', when(predicate) or validator(...)"
         )
+    if isinstance(approvers, str) and approvers != "*":
+        raise ValueError(f'approvers={approvers!r}: give a list, approvers=["{approvers}"]')
     approver_list: tuple[str, ...] = (
         ("*",) if approvers == "*" else tuple(approvers) if approvers is not None else ()
     )

@@ -377,6 +377,8 @@ def test_a_tool_that_may_need_approval_must_name_its_approvers() -> None:
         tool(kind="write")(az_unnamed)  # approval defaults to "always"
     with pytest.raises(ApproversRequired, match="az_unnamed"):
         tool(kind="send", approvers=[])(az_unnamed)
+    with pytest.raises(ValueError, match=r'give a list, approvers=\["@ops"\]'):
+        tool(kind="send", approvers="@ops")(az_unnamed)  # type: ignore[arg-type]
     assert "az_unnamed" not in registered_tools()
     # No person is ever asked: nothing to name.
     assert tool(kind="write", approval="never", name="az_never")(az_unnamed).approvers == ()
