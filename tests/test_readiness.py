@@ -163,7 +163,7 @@ def test_gates_are_green_when_every_llm_has_an_exit_and_every_risky_tool_its_gat
     ]
     answers = _answers(pipeline_readiness(gatehouse.rt, get_pipeline("r_good")))
     assert answers["gates"][0] is True
-    assert answers["approvers"] == (True, "r_send (send, always): @ops")
+    assert answers["approvers"] == (True, "r_send (send, always): @ops (four-eyes)")
 
 
 def test_gates_are_red_listing_each_gap_by_name(gatehouse: Gatehouse) -> None:

@@ -178,14 +178,8 @@ def _json(status: int, body: dict[str, Any]) -> BoltResponse:
 
 
 def _record_refusal(bot: Bot, origin: RequestOrigin, text: str, response_url: Any) -> None:
-    """After the ack: the audit entry, and for a click the private reply Slack shows."""
-    if origin.kind == "click" and isinstance(response_url, str) and response_url:
-        reply = WebhookClient(response_url).send(
-            text=f":no_entry: {text}", response_type="ephemeral", replace_original=False
-        )
-        if reply.status_code != 200:
-            log.warning("slack.foreign_reply_failed", status=reply.status_code)
-    # Recorded, then raised; the person was told in the ack or the reply above.
+    """After the ack: the audit entry, then for a click the private reply Slack shows."""
+    # Recorded, then raised; the person is told in the ack or the reply below.
     with contextlib.suppress(ForeignWorkspace):
         refuse(
             bot.gatehouse.rt,
@@ -194,3 +188,9 @@ def _record_refusal(bot: Bot, origin: RequestOrigin, text: str, response_url: An
             action=origin.kind,
             target=origin.named,
         )
+    if origin.kind == "click" and isinstance(response_url, str) and response_url:
+        reply = WebhookClient(response_url).send(
+            text=f":no_entry: {text}", response_type="ephemeral", replace_original=False
+        )
+        if reply.status_code != 200:
+            log.warning("slack.foreign_reply_failed", status=reply.status_code)
