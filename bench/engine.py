@@ -58,7 +58,7 @@ def three_steps(ctx: Context, data: BenchInput) -> dict[str, object]:
 NEXT_CALL_STARTED: list[float] = []
 
 
-@tool(kind="write", approval="always")
+@tool(kind="write", approval="always", approvers="*")
 def bench_gated(args: BumpArgs, *, idempotency_key: str) -> int:
     NEXT_CALL_STARTED.append(time.perf_counter())
     return args.n

@@ -15,7 +15,7 @@ class Stamp(BaseModel):
     n: int
 
 
-@tool(kind="write", approval="always")
+@tool(kind="write", approval="always", approvers="*")
 def bench_stamp(args: Ping, *, idempotency_key: str) -> Stamp:
     return Stamp(n=args.n)
 

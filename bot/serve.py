@@ -4,6 +4,10 @@ Socket Mode when SLACK_APP_TOKEN is set (no public URL needed); otherwise HTTP m
 GATEHOUSE_HTTP_HOST:GATEHOUSE_HTTP_PORT with everything Slack sends at `/slack/events`. With no
 Slack credentials at all, the local Slack sandbox (bot/sandbox/) runs beside the bot and plays
 Slack: `serve_with_sandbox(settings)`.
+
+Against a real Slack the policy is closed (pipelines/authorization.py): `serve` refuses to start
+until GATEHOUSE_TRIGGERERS and GATEHOUSE_OPERATORS are written down (`"*"` is anyone, as a
+decision), and an empty list of who may act means nobody. The sandbox keeps the open policy.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from bot.slack.review import (
     resume_review,
     summarize_due_reviews,
 )
+from bot.slack.workspaces import served_workspaces
 from pipelines import Clock, Gatehouse, Settings, Worker
 from pipelines.config import ConfigurationError
 from pipelines.operations.stats import roll_up_stats
@@ -65,6 +70,27 @@ def slack_config_problems(settings: Settings) -> list[str]:
         )
     if not settings.approvals_channel:
         problems.append("GATEHOUSE_APPROVALS_CHANNEL is not set: where approval cards are posted")
+    return problems
+
+
+def policy_problems(settings: Settings) -> list[str]:
+    """Against a real Slack, who may trigger and who may operate are decisions someone makes:
+    unset is refused (one line each) rather than read as "anyone"."""
+    command = settings.slash_command
+    problems = []
+    if settings.triggerers is None:
+        problems.append(
+            f"GATEHOUSE_TRIGGERERS is not set: who may `{command} trigger` each pipeline, JSON by "
+            """pipeline or "*", e.g. '{"refund_request": ["@finance-leads"], "*": ["@ops"]}' """
+            """(user ids or @groups); '{"*": ["*"]}' lets anyone in the workspace trigger any"""
+            " pipeline"
+        )
+    if settings.operators is None:
+        problems.append(
+            f"GATEHOUSE_OPERATORS is not set: who may replay, undo any call, export reviewed runs "
+            f'and run evals from `{command}`, JSON, e.g. \'["@ops", "U123ABC"]\'; '
+            """'["*"]' lets anyone in the workspace"""
+        )
     return problems
 
 
@@ -110,21 +136,34 @@ def attach_outbox_sender(gatehouse: Gatehouse, settings: Settings) -> OutboxSend
     return sender
 
 
-def build_bot(settings: Settings, *, clock: Clock | None = None) -> Bot:
+def build_bot(settings: Settings, *, clock: Clock | None = None, production: bool = False) -> Bot:
+    """The bot on these settings. `production` (what `serve` against a real Slack passes) is
+    the closed policy: TRIGGERERS and OPERATORS must be set and an empty list of who may act
+    means nobody; without it (the sandbox, the demo, tests, one-off tools) an empty list is
+    anyone."""
     problems = slack_config_problems(settings)
+    if production:
+        problems += policy_problems(settings)
     if problems:
         raise ConfigurationError("; ".join(problems))
     client = build_web_client(settings)
     holder: dict[str, Gatehouse] = {}
     notifier = slack_notifier(settings, client, lambda: holder["gatehouse"])
     gatehouse = Gatehouse.from_settings(
-        settings, notifier=notifier, directory=SlackDirectory(client), clock=clock
+        settings,
+        notifier=notifier,
+        directory=SlackDirectory(client),
+        clock=clock,
+        open_by_default=not production,
     )
     holder["gatehouse"] = gatehouse
     # Cards go through the outbox. Until `start_jobs` starts the sender's thread, a change is
     # delivered inline right after its commit (the test harness, one-off tools).
     gatehouse.rt.sender = OutboxSender(gatehouse.rt)
-    return Bot(gatehouse=gatehouse, client=client, settings=settings)
+    served = served_workspaces(settings, client, production=production)
+    if served is not None:
+        log.info("serve.workspaces", served=sorted(served))
+    return Bot(gatehouse=gatehouse, client=client, settings=settings, workspaces=served)
 
 
 def start_workers(bot: Bot, count: int) -> list[tuple[Worker, threading.Thread]]:
@@ -139,16 +178,18 @@ def start_workers(bot: Bot, count: int) -> list[tuple[Worker, threading.Thread]]
     return started
 
 
-def serve(settings: Settings) -> None:
+def serve(settings: Settings, *, sandbox: bool = False) -> None:
+    """Serve a real Slack under the production policy; `sandbox=True` only from
+    `serve_with_sandbox`, whose Slack is the local sandbox (the open policy)."""
     # The event loop acks Slack while worker threads run pipelines: a shorter GIL switch
     # interval (default 5 ms) keeps CPU-bound runs from holding an ack back for long.
     sys.setswitchinterval(0.001)
     with StopSignals() as stop:
-        _serve(settings, stop)
+        _serve(settings, stop, production=not sandbox)
 
 
-def _serve(settings: Settings, stop: StopSignals) -> None:
-    bot = build_bot(settings)
+def _serve(settings: Settings, stop: StopSignals, *, production: bool) -> None:
+    bot = build_bot(settings, production=production)
     app = build_bolt_app(bot)
     workers = start_workers(bot, settings.serve_workers)
     scheduler = start_jobs(bot, settings)
@@ -276,7 +317,7 @@ def serve_with_sandbox(
         print(f"Gatehouse sandbox: {sandbox.url}", flush=True)
         if on_ready is not None:
             on_ready(sandbox)
-        serve(sandbox_settings(settings, sandbox))
+        serve(sandbox_settings(settings, sandbox), sandbox=True)
     finally:
         sandbox.stop()
 
@@ -292,5 +333,11 @@ def sandbox_settings(settings: Settings, sandbox: Sandbox) -> Settings:
             "approvals_channel": settings.approvals_channel or "C_APPROVALS",
             "review_channel": settings.review_channel or "C_REVIEW",
             "alerts_channel": settings.alerts_channel or "C_ALERTS",
+            # The sandbox is a workspace of its own, served like a real one.
+            "slack_team_ids": (
+                settings.slack_team_ids
+                if settings.slack_team_ids is not None
+                else [sandbox.api.team_id]
+            ),
         }
     )

@@ -144,7 +144,10 @@ class Gatehouse:
         directory: ApproverDirectory | None = None,
         clock: Clock | None = None,
         upgrade: bool = True,
+        open_by_default: bool = True,
     ) -> Gatehouse:
+        """`open_by_default`: what an empty list of who may act means (pipelines.authorization);
+        `gatehouse serve` against a real Slack passes False."""
         settings = settings or load_settings()
         remember_secrets(settings_secrets(settings), keys=settings.log_redact_keys)
         key = settings.secret_key.get_secret_value() if settings.secret_key else None
@@ -163,7 +166,9 @@ class Gatehouse:
             lease=timedelta(seconds=settings.run_lease_seconds),
             llm=llm_config_from(settings),
             authorization=Authorization(
-                triggerers=settings.triggerers, operators=settings.operators
+                triggerers=settings.triggerers or {},
+                operators=settings.operators or (),
+                open_by_default=open_by_default,
             ),
         )
 

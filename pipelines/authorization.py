@@ -2,18 +2,26 @@
 the one way a refusal is recorded: an audit entry `refused` (actor, action, target, reason),
 then the `NotAuthorized` error the caller shows (an ephemeral in Slack, `error:` in the CLI).
 
-| action          | who may                                                   | nobody listed |
-|-----------------|-----------------------------------------------------------|---------------|
-| approve, reject | the gate's approvers; with four-eyes not the run's trigger | anyone        |
-| answer          | the task's assignees                                      | anyone        |
-| trigger         | `GATEHOUSE_TRIGGERERS[pipeline]`, else `["*"]`            | anyone        |
-| undo            | the tool's approvers and `GATEHOUSE_OPERATORS`            | anyone        |
-| replay, export  | `GATEHOUSE_OPERATORS`                                     | anyone        |
+| action                   | who may                                                    | nobody listed, open | nobody listed, production |
+|--------------------------|------------------------------------------------------------|---------------------|---------------------------|
+| approve, reject          | the gate's approvers; with four-eyes not the run's trigger | anyone              | nobody                    |
+| answer                   | the task's assignees                                       | anyone              | the pipeline's triggerers and the operators |
+| trigger                  | `GATEHOUSE_TRIGGERERS[pipeline]`, else `[…]["*"]`          | anyone              | nobody                    |
+| undo                     | the tool's approvers and `GATEHOUSE_OPERATORS`             | anyone              | nobody                    |
+| replay, export, evaluate | `GATEHOUSE_OPERATORS`                                      | anyone              | nobody                    |
 
-Entries are user ids or `@group` handles (resolved by the `ApproverDirectory`). A trigger with
-no user is a system trigger (a signed webhook, a schedule, code) and is not checked here; replay
-and export with no user are a local operator's (the CLI, which holds the database credentials
-and could read the same records directly).
+Entries are user ids, `@group` handles (resolved by the `ApproverDirectory`) or `"*"`: anyone,
+written out as a decision. What an empty list means is the policy's `open_by_default`:
+**open** (True) for a `Gatehouse(url)` built in code, the CLI, tests, the sandbox and the demo,
+so that nothing needs configuring to try it; **production** (False) for `gatehouse serve`
+against a real Slack, which also refuses to start until `GATEHOUSE_TRIGGERERS` and
+`GATEHOUSE_OPERATORS` are set (bot/serve.py). A gated tool must name its approvers
+(pipelines/tools.py), so "nobody listed" for approvals only happens for requests recorded
+before that rule.
+
+A trigger with no user is a system trigger (a signed webhook, a schedule, code) and is not
+checked here; replay and export with no user are a local operator's (the CLI, which holds the
+database credentials and could read the same records directly).
 """
 
 from __future__ import annotations
@@ -32,23 +40,30 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger()
 
+# An entry that lets anyone act: written out, it is a decision, where an empty list is not.
+ANYONE = "*"
+
 
 @dataclass(frozen=True)
 class Authorization:
-    """The configured lists (the per-gate and per-task ones live on the gate and the task)."""
+    """The configured lists (the per-gate and per-task ones live on the gate and the task) and
+    what a list with nobody on it means: anyone when `open_by_default`, else nobody."""
 
     triggerers: Mapping[str, Sequence[str]] = field(default_factory=dict)
     operators: Sequence[str] = ()
+    open_by_default: bool = True
 
     def triggerers_of(self, pipeline: str) -> list[str]:
         return list(self.triggerers.get(pipeline, self.triggerers.get("*", ())))
 
 
 def may_act(rt: Runtime, user: str, allowed: Sequence[str]) -> bool:
-    """Is `user` one of `allowed` (user ids, or `@group` names resolved by the directory)?
-    An empty list allows everybody."""
-    if not allowed:
+    """Is `user` one of `allowed` (user ids, `@group` names resolved by the directory, or `"*"`:
+    anyone)? An empty list allows everybody under the open policy and nobody in production."""
+    if ANYONE in allowed:
         return True
+    if not allowed:
+        return rt.authorization.open_by_default
     for entry in allowed:
         if entry.startswith("@"):
             if user in rt.directory.members(entry[1:]):
@@ -94,7 +109,10 @@ def authorize_trigger(rt: Runtime, user: str | None, pipeline: str) -> None:
         return
     refuse(
         rt,
-        NotATriggerer(f"{user} may not run {pipeline}; who may: {', '.join(allowed)}"),
+        NotATriggerer(
+            f"{user} may not run {pipeline}; who may: {', '.join(allowed) or 'nobody'} "
+            "(GATEHOUSE_TRIGGERERS)"
+        ),
         actor=user,
         action="trigger",
         target=pipeline,
@@ -111,7 +129,7 @@ def authorize_operator(
     refuse(
         rt,
         NotAnOperator(
-            f"{user} may not {action} {target}; operators: {', '.join(operators)} "
+            f"{user} may not {action} {target}; operators: {', '.join(operators) or 'nobody'} "
             "(GATEHOUSE_OPERATORS)"
         ),
         actor=user,

@@ -108,13 +108,24 @@ class Settings(BaseSettings):
         description="Without SLACK_BOT_TOKEN, `gatehouse serve` runs the local Slack sandbox here",
     )
     sandbox_port: int = Field(8765, ge=0, le=65535, description="The local Slack sandbox's port")
-    triggerers: dict[str, list[str]] = Field(
-        default_factory=dict,
-        description='Who may `/gatehouse trigger`, JSON by pipeline or "*": {"*": ["@ops"]}; unset: anyone',
+    # None is "not set", which `gatehouse serve` against a real Slack refuses; `"*"` written
+    # out is anyone, as a decision. Elsewhere (code, the CLI, the sandbox) unset is anyone.
+    triggerers: dict[str, list[str]] | None = Field(
+        None,
+        description='Who may `/gatehouse trigger`, JSON by pipeline or "*": {"*": ["@ops"]}; '
+        '{"*": ["*"]}: anyone. Required by `gatehouse serve` against a real Slack',
     )
-    operators: list[str] = Field(
-        default_factory=list,
-        description='Who may undo (besides the tool\'s approvers), replay and export from Slack, JSON: ["@ops", "U123"]; unset: anyone',
+    operators: list[str] | None = Field(
+        None,
+        description="Who may undo (besides the tool's approvers), replay, export and run evals "
+        'from Slack, JSON: ["@ops", "U123"]; ["*"]: anyone. Required by `gatehouse serve` '
+        "against a real Slack",
+    )
+    slack_team_ids: list[str] | None = Field(
+        None,
+        description="The Slack workspaces (team ids, or enterprise ids for a Grid org) whose "
+        'requests are served, JSON: ["T012AB3C4", "E0123ABCD"]; others are refused. Unset: the '
+        "bot's own workspace (auth.test) under `gatehouse serve`, the sandbox's in the sandbox",
     )
     serve_workers: int = Field(2, ge=0, le=64, description="Worker threads in `gatehouse serve`")
     timezone: str = Field("UTC", description="IANA zone for cron schedules and the weekly review")

@@ -22,6 +22,10 @@ class DuplicateName(GatehouseError):
     pass
 
 
+class ApproversRequired(GatehouseError):
+    """A tool whose approval a person may have to give was declared without `approvers=`."""
+
+
 class UnknownRun(GatehouseError):
     pass
 
@@ -64,6 +68,10 @@ class NotAnAssignee(NotAuthorized):
 
 class NotATriggerer(NotAuthorized):
     pass
+
+
+class ForeignWorkspace(NotAuthorized):
+    """A Slack request from a workspace this Gatehouse does not serve (GATEHOUSE_SLACK_TEAM_IDS)."""
 
 
 class NotAnOperator(NotAuthorized):

@@ -130,15 +130,32 @@ def load_model(path: str) -> type[BaseModel]:
     return target
 
 
-def authorize_answer(rt: Runtime, task: Any, user: str) -> None:
-    """Only the task's assignees may answer it (anyone when it lists none); a refusal is
-    audited and raised. Slack also asks before it shows the form."""
+def who_may_answer(rt: Runtime, task: Any) -> tuple[list[str], str]:
+    """The task's assignees, and the words that name them. A task that lists none is open to
+    anyone under the open policy; in production it falls to the people trusted with the run's
+    pipeline anyway, its triggerers and the operators, not to whoever can click."""
     assignees = list(task.assignees or [])
-    if may_act(rt, user, assignees):
+    if assignees or rt.authorization.open_by_default:
+        return assignees, f"assignees: {', '.join(assignees) or 'anyone'}"
+    with rt.db.transaction() as conn:
+        run = run_rows.fetch_run(conn, task.run_id)
+    pipeline = str(run.pipeline) if run is not None else ""
+    trusted = [*rt.authorization.triggerers_of(pipeline), *rt.authorization.operators]
+    return trusted, (
+        f"it names no assignees, so its pipeline's triggerers and the operators may: "
+        f"{', '.join(trusted) or 'nobody'}"
+    )
+
+
+def authorize_answer(rt: Runtime, task: Any, user: str) -> None:
+    """Only who may answer the task (`who_may_answer`) does; a refusal is audited and raised.
+    Slack also asks before it shows the form."""
+    allowed, named = who_may_answer(rt, task)
+    if may_act(rt, user, allowed):
         return
     refuse(
         rt,
-        NotAnAssignee(f"{user} may not answer task {task.id}; assignees: {', '.join(assignees)}"),
+        NotAnAssignee(f"{user} may not answer task {task.id}; {named}"),
         actor=user,
         action="answer",
         target=task.id,

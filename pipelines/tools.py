@@ -17,12 +17,15 @@ from typing import Any, Literal
 from pydantic import BaseModel, TypeAdapter
 
 from pipelines.durations import parse_duration, parse_rate
-from pipelines.errors import DuplicateName
+from pipelines.errors import ApproversRequired, DuplicateName
 from pipelines.validator import Validator
 from storage.calls import RateLimit
 
 ToolKind = Literal["read", "write", "send", "spend"]
 TOOL_KINDS: tuple[str, ...] = ("read", "write", "send", "spend")
+# Money and messages leave the building: the run's author may not approve their own call of
+# these kinds unless the tool says `four_eyes=False`.
+FOUR_EYES_KINDS: tuple[str, ...] = ("send", "spend")
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,18 @@ class Tool:
         return self.approval != "never"
 
 
+def _asks_a_person(rule: ApprovalRule) -> bool:
+    """Can this rule put a card in front of a person? A validator with `then="reject"` never
+    does (what it cannot approve it rejects), so it needs no approvers."""
+    if rule == "never":
+        return False
+    return not (isinstance(rule, Validator) and rule.then == "reject")
+
+
+def _rule_words(rule: ApprovalRule) -> str:
+    return f'"{rule}"' if isinstance(rule, str) else str(rule)
+
+
 _TOOLS: dict[str, Tool] = {}
 
 
@@ -126,8 +141,8 @@ def tool(
     rate_limit: str | None = None,
     on_rate_limit: Literal["wait", "reject"] = "wait",
     approval: ApprovalRule | None = None,
-    approvers: list[str] | tuple[str, ...] = (),
-    four_eyes: bool = False,
+    approvers: list[str] | tuple[str, ...] | Literal["*"] | None = None,
+    four_eyes: bool | None = None,
     expires: str | timedelta | None = None,
     on_expiry: Literal["reject", "cancel"] = "reject",
     reverse: Callable[..., Any] | None = None,
@@ -138,7 +153,11 @@ def tool(
     """Declare a tool. Approval defaults to "always" for write/send/spend and "never" for read;
     read tools default to idempotent (a crash mid-call just reads again). `simulate(args) ->
     result`: in an eval, the call is recorded as "would call" and the pipeline goes on with
-    this result instead of stopping there."""
+    this result instead of stopping there.
+
+    A tool a person may have to approve names who (`approvers=[...]`, or `"*"` for anyone,
+    spelled out): an unnamed list used to mean "anyone", the trigger's own author included.
+    `four_eyes` defaults to on for `spend` and `send` tools."""
     if kind not in TOOL_KINDS:
         raise ValueError(f"tool kind {kind!r} is not one of {', '.join(TOOL_KINDS)}")
     if on_expiry not in ("reject", "cancel"):
@@ -152,6 +171,11 @@ def tool(
         raise ValueError(
             f"approval={rule!r}: use 'always', 'never', when(predicate) or validator(...)"
         )
+    if isinstance(approvers, str) and approvers != "*":
+        raise ValueError(f'approvers={approvers!r}: give a list, approvers=["{approvers}"]')
+    approver_list: tuple[str, ...] = (
+        ("*",) if approvers == "*" else tuple(approvers) if approvers is not None else ()
+    )
     limit = None
     if rate_limit is not None:
         count, period = parse_rate(rate_limit)
@@ -161,6 +185,13 @@ def tool(
         args_model = _args_model(fn)
         result_type = typing.get_type_hints(fn).get("return", Any)
         tool_name = name or fn.__name__
+        if not approver_list and _asks_a_person(rule):
+            raise ApproversRequired(
+                f"tool {tool_name!r} ({kind}, approval {_rule_words(rule)}) names no approvers: "
+                'say who may approve it, e.g. approvers=["@finance-leads", "U123ABC"] (user '
+                'ids or @groups), or approvers="*" to let anyone approve; approval="never" '
+                "if it needs no approval"
+            )
         declared = Tool(
             name=tool_name,
             kind=kind,
@@ -168,8 +199,8 @@ def tool(
             args_model=args_model,
             result_adapter=TypeAdapter(result_type),
             approval=rule,
-            approvers=tuple(approvers),
-            four_eyes=four_eyes,
+            approvers=approver_list,
+            four_eyes=four_eyes if four_eyes is not None else kind in FOUR_EYES_KINDS,
             expires=parse_duration(expires) if expires is not None else None,
             on_expiry=on_expiry,
             rate_limit=limit,

@@ -62,9 +62,18 @@ def settings_for(fake: FakeSlack, database_url: str, **overrides: Any) -> Settin
 
 @contextmanager
 def slack_world(
-    fake: FakeSlack, database_url: str, clock: FakeClock, **overrides: Any
+    fake: FakeSlack,
+    database_url: str,
+    clock: FakeClock,
+    *,
+    production: bool = False,
+    **overrides: Any,
 ) -> Iterator[SlackWorld]:
-    bot = build_bot(settings_for(fake, database_url, **overrides), clock=clock)
+    """`production=True`: the bot as `gatehouse serve` builds it against a real Slack (the
+    closed policy); otherwise as the sandbox and the demo do (the open one)."""
+    bot = build_bot(
+        settings_for(fake, database_url, **overrides), clock=clock, production=production
+    )
     # As `gatehouse serve` has it: the settings' limits, replays refused, its trusted proxies.
     asgi = build_asgi(
         build_bolt_app(bot), settings=bot.settings, replays=ReplayGuard(bot.gatehouse.rt, "slack")

@@ -5,17 +5,20 @@ bot) and from the CLI, with the refusal audited as one `refused` entry and nothi
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 from typer.testing import CliRunner, Result
 
 from bot.cli.main import app
-from pipelines import Authorization, Gatehouse
-from pipelines.errors import NotAnOperator, NotATriggerer, NotAuthorized
+from pipelines import Authorization, Context, Gatehouse, pipeline, registered_tools, tool, when
+from pipelines.config import ConfigurationError
+from pipelines.errors import ApproversRequired, NotAnOperator, NotATriggerer, NotAuthorized
 from storage.audit import verify_database
 from tests import engine_pipelines as ep
 from tests.fakes.clock import FakeClock
@@ -311,3 +314,332 @@ def test_cli_answer_by_a_non_assignee_is_refused(cli_env: str, clock: FakeClock)
     refused = gh("answer", task_id, "--as", "carol", "--answer", '{"price_cents": 100}')
     assert f"carol may not answer task {task_id}; assignees: @ops, dave" in error_line(refused)
     assert json.loads(gh("run", asked.id, "--json").stdout)["status"] == "waiting"
+
+
+# -- declaring who approves --------------------------------------------------------------------
+
+
+class _Note(BaseModel):
+    text: str
+
+
+class _Payout(BaseModel):
+    amount: int
+
+
+@tool(kind="spend", approvers=["U_ALICE", "U_BOB"])
+def az_pay(args: _Payout, *, idempotency_key: str) -> int:
+    """Four-eyes is not written here: it is the default for a spend."""
+    return args.amount
+
+
+@tool(kind="spend", approvers=["U_ALICE", "U_BOB"], four_eyes=False)
+def az_pay_self_approved(args: _Payout, *, idempotency_key: str) -> int:
+    return args.amount
+
+
+class _Reply(BaseModel):
+    text: str
+
+
+class _Guess(BaseModel):
+    word: str
+    confidence: float
+
+
+@pipeline("az_unassigned", input=_Note)
+def az_unassigned(ctx: Context, note: _Note) -> str:
+    """A question that names nobody, after a model call whose human exit names nobody either
+    (no model is configured in these tests, so it goes to a person)."""
+    guess = ctx.llm("guess", task="classify", prompt=note.text, output=_Guess)
+    return guess.word + ctx.ask_human("reply", f"Reply to {note.text}?", output=_Reply).text
+
+
+@pipeline("az_payout", input=_Payout)
+def az_payout(ctx: Context, payout: _Payout) -> int:
+    return int(ctx.tool(az_pay, payout))
+
+
+@pipeline("az_payout_self_approved", input=_Payout)
+def az_payout_self_approved(ctx: Context, payout: _Payout) -> int:
+    return int(ctx.tool(az_pay_self_approved, payout))
+
+
+def test_a_tool_that_may_need_approval_must_name_its_approvers() -> None:
+    def az_unnamed(args: _Note, *, idempotency_key: str) -> None: ...
+
+    with pytest.raises(ApproversRequired) as refused:
+        tool(kind="spend", approval=when(lambda a: len(a.text) > 3))(az_unnamed)
+    assert "tool 'az_unnamed'" in str(refused.value)
+    assert 'approvers=["@finance-leads"' in str(refused.value)
+    assert 'approvers="*"' in str(refused.value)
+    with pytest.raises(ApproversRequired, match="az_unnamed"):
+        tool(kind="write")(az_unnamed)  # approval defaults to "always"
+    with pytest.raises(ApproversRequired, match="az_unnamed"):
+        tool(kind="send", approvers=[])(az_unnamed)
+    with pytest.raises(ValueError, match=r'give a list, approvers=\["@ops"\]'):
+        tool(kind="send", approvers="@ops")(az_unnamed)  # type: ignore[arg-type]
+    assert "az_unnamed" not in registered_tools()
+    # No person is ever asked: nothing to name.
+    assert tool(kind="write", approval="never", name="az_never")(az_unnamed).approvers == ()
+
+
+def test_approvers_star_spelled_out_lets_anyone_approve(gatehouse: Gatehouse) -> None:
+    @tool(kind="write", approvers="*", name="az_anyone_may_approve")
+    def az_anyone(args: _Note, *, idempotency_key: str) -> str:
+        return args.text
+
+    @pipeline("az_open_gate", input=_Note)
+    def az_open_gate(ctx: Context, note: _Note) -> str:
+        return str(ctx.tool(az_anyone, note))
+
+    run = gatehouse.trigger("az_open_gate", {"text": "hi"}, user="carol")
+    gatehouse.approve(run.waiting_for[0], user="mallory")
+    assert gatehouse.resume(run.id).status == "succeeded"  # type: ignore[union-attr]
+
+
+def test_four_eyes_is_the_default_for_spend_and_send_and_false_turns_it_off(
+    gatehouse: Gatehouse,
+) -> None:
+    def az_any(args: _Note, *, idempotency_key: str) -> None: ...
+
+    assert tool(kind="send", approvers="*", name="az_send")(az_any).four_eyes
+    assert not tool(kind="write", approvers="*", name="az_write")(az_any).four_eyes
+    run = gatehouse.trigger("az_payout_self_approved", {"amount": 5}, user="U_ALICE")
+    gatehouse.approve(run.waiting_for[0], user="U_ALICE")  # the tool said four_eyes=False
+    assert gatehouse.resume(run.id).status == "succeeded"  # type: ignore[union-attr]
+
+
+def test_slack_spend_approved_by_the_person_who_triggered_it_is_refused_by_default(
+    world: SlackWorld,
+) -> None:
+    world.slack.command("trigger az_payout " + json.dumps({"amount": 5}), user_id="U_ALICE")
+    world.settle()
+    [run] = world.gatehouse.runs()
+    [card] = world.approval_cards()
+    world.slack.block_action("approval.approve", message=card["ts"], user_id="U_ALICE")
+    world.settle()
+    assert "may not approve its own az_pay (four-eyes)" in _said(world, "U_ALICE")
+    [approval] = world.gatehouse.run(run.id).approvals
+    assert approval.status == "pending"
+    assert [(r["actor"], r["action"]) for r in refusals(world.gatehouse, run.id)] == [
+        ("U_ALICE", "approve")
+    ]
+    world.slack.block_action("approval.approve", message=card["ts"], user_id="U_BOB")
+    world.settle()
+    assert world.gatehouse.run(run.id).status == "succeeded"
+
+
+# -- the production policy: `gatehouse serve` against a real Slack ---------------------------
+
+
+@pytest.fixture
+def real_slack_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """What a real workspace's `gatehouse serve` reads, before anyone said who may act. The
+    database cannot be opened: a serve that got past its checks fails at once, never serves."""
+    monkeypatch.chdir(tmp_path)
+    for name in list(os.environ):
+        if name.startswith(("GATEHOUSE_", "SLACK_")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("GATEHOUSE_DATABASE_URL", f"sqlite:///{tmp_path}/no/such/dir/g.db")
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-1234-5678-real-looking")
+    monkeypatch.setenv("SLACK_SIGNING_SECRET", "a-real-signing-secret")
+    monkeypatch.setenv("GATEHOUSE_APPROVALS_CHANNEL", "C_APPROVALS")
+
+
+def test_serve_against_a_real_slack_refuses_to_start_until_who_may_act_is_written_down(
+    real_slack_env: None,
+) -> None:
+    refused = gh("serve")
+    assert refused.exit_code == 1, refused.stdout
+    lines = refused.stderr.splitlines()
+    assert len(lines) == 2, lines
+    triggerers, operators = lines
+    assert triggerers.startswith("error: GATEHOUSE_TRIGGERERS is not set: who may")
+    assert """'{"*": ["*"]}' lets anyone""" in triggerers
+    assert operators.startswith("error: GATEHOUSE_OPERATORS is not set: who may replay")
+    assert """'["*"]' lets anyone""" in operators
+
+
+def test_serve_names_only_the_setting_still_missing(
+    real_slack_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GATEHOUSE_TRIGGERERS", json.dumps({"*": ["*"]}))
+    refused = gh("serve")
+    [line] = refused.stderr.splitlines()
+    assert line.startswith("error: GATEHOUSE_OPERATORS is not set")
+
+
+def test_production_bot_needs_both_settings_and_starts_with_star(
+    fake_slack: FakeSlack, sqlite_url: str, clock: FakeClock
+) -> None:
+    with (
+        pytest.raises(ConfigurationError, match="GATEHOUSE_TRIGGERERS is not set"),
+        slack_world(fake_slack, sqlite_url, clock, production=True, operators=["*"]),
+    ):
+        pass
+    with slack_world(
+        fake_slack, sqlite_url, clock, production=True, triggerers={"*": ["*"]}, operators=["*"]
+    ) as world:
+        world.slack.command("trigger az_payout " + json.dumps({"amount": 3}), user_id="U_CAROL")
+        world.slack.command("pending", user_id="U_CAROL")
+        world.settle()
+        [run] = world.gatehouse.runs()
+        assert run.status == "waiting"
+        assert refusals(world.gatehouse) == []
+
+
+def test_unassigned_tasks_are_for_the_pipelines_triggerers_and_operators_in_production(
+    fake_slack: FakeSlack, any_db_url: str, clock: FakeClock
+) -> None:
+    with slack_world(
+        fake_slack,
+        any_db_url,
+        clock,
+        production=True,
+        triggerers={"az_unassigned": ["U_CAROL"]},
+        operators=["U_OLGA"],
+    ) as world:
+        world.slack.command(
+            "trigger az_unassigned " + json.dumps({"text": "hi"}), user_id="U_CAROL"
+        )
+        world.settle()
+        [listed] = world.gatehouse.runs()
+        run = world.gatehouse.run(listed.id)
+        [guess_task] = run.waiting_for
+        [card] = world.approval_cards()
+        # The model call's human exit: a stranger gets no form, and a forged submit is refused.
+        world.slack.block_action("task.answer", message=card["ts"], user_id="U_BOB")
+        world.settle()
+        [modal] = world.fake.views
+        shown = json.dumps(world.fake.view(modal["id"]))
+        assert "Not yours to answer" in shown and "U_BOB may not answer task" in shown
+        assert "triggerers and the operators may: U_CAROL, U_OLGA" in shown
+        world.slack.view_submission(
+            "task.answer",
+            {"word": {"word": "x"}, "confidence": {"confidence": "1"}},
+            user_id="U_BOB",
+            private_metadata=guess_task,
+        )
+        world.settle()
+        assert "U_BOB may not answer task" in _said(world, "U_BOB")
+        assert world.gatehouse.task(guess_task).status == "open"
+        world.gatehouse.answer(guess_task, user="U_CAROL", answer={"word": "hey", "confidence": 1})
+        world.gatehouse.resume(run.id)
+        world.settle()
+
+        # A question asked with no assignees: the same rule, and an operator may answer.
+        [reply_task] = world.gatehouse.run(run.id).waiting_for
+        world.slack.view_submission(
+            "task.answer", {"text": {"text": "no"}}, user_id="U_BOB", private_metadata=reply_task
+        )
+        world.slack.view_submission(
+            "task.answer",
+            {"text": {"text": " there"}},
+            user_id="U_OLGA",
+            private_metadata=reply_task,
+        )
+        world.settle()
+        assert world.gatehouse.task(reply_task).answered_by == "U_OLGA"
+        assert world.gatehouse.run(run.id).status == "succeeded"
+        assert [(r["actor"], r["action"]) for r in refusals(world.gatehouse, run.id)] == [
+            ("U_BOB", "answer"),
+            ("U_BOB", "answer"),
+            ("U_BOB", "answer"),
+        ]
+
+
+def test_unassigned_tasks_stay_open_to_anyone_in_the_sandbox_and_in_code(
+    gatehouse: Gatehouse,
+) -> None:
+    run = gatehouse.trigger("az_unassigned", {"text": "hi"}, user="carol")
+    gatehouse.answer(run.waiting_for[0], user="mallory", answer={"word": "a", "confidence": 1})
+    assert gatehouse.task(run.waiting_for[0]).answered_by == "mallory"
+
+
+# -- other workspaces --------------------------------------------------------------------------
+
+
+def test_another_workspaces_command_click_submit_and_event_are_refused_and_audited(
+    fake_slack: FakeSlack, any_db_url: str, clock: FakeClock
+) -> None:
+    with slack_world(
+        fake_slack,
+        any_db_url,
+        clock,
+        production=True,  # no GATEHOUSE_SLACK_TEAM_IDS: the bot's own team, from auth.test
+        triggerers={"*": ["*"]},
+        operators=["*"],
+    ) as world:
+        ours = world.fake.team_id
+        world.slack.command("trigger az_payout " + json.dumps({"amount": 9}), user_id="U_CAROL")
+        world.settle()
+        [run] = world.gatehouse.runs()
+        [card] = world.approval_cards()
+        views_before = len(world.fake.views)
+
+        world.fake.team_id = "T_OTHER"  # what Slack says of every request from then on
+        world.slack.command("trigger az_payout " + json.dumps({"amount": 9}), user_id="U_MALLORY")
+        world.slack.block_action("approval.approve", message=card["ts"], user_id="U_ALICE")
+        submitted = world.slack.view_submission(
+            "task.answer", {"text": {"text": "x"}}, user_id="U_MALLORY", private_metadata="t"
+        )
+        home = world.slack.app_home_opened(user_id="U_MALLORY")
+        world.settle()
+
+        refused = "requests from Slack workspace T_OTHER are refused"
+        assert refused in _said(world, "U_MALLORY")  # the command's ack
+        assert refused in _said(world, "U_ALICE")  # the click's response_url
+        assert submitted.json["response_action"] == "update"
+        assert refused in json.dumps(submitted.json["view"])
+        assert home.status == 200 and len(world.fake.views) == views_before
+        assert [r.id for r in world.gatehouse.runs()] == [run.id]
+        assert world.gatehouse.run(run.id).approvals[0].status == "pending"
+        # Recorded after the acks, on the bot's work threads: in any order.
+        assert sorted(
+            (r["actor"], r["action"], r["target"]) for r in refusals(world.gatehouse)
+        ) == [
+            ("U_ALICE", "click", "T_OTHER"),
+            ("U_MALLORY", "command", "T_OTHER"),
+            ("U_MALLORY", "event", "T_OTHER"),
+            ("U_MALLORY", "submit", "T_OTHER"),
+        ]
+        assert verify_database(world.gatehouse.db).ok
+
+        world.fake.team_id = ours
+        world.slack.block_action("approval.approve", message=card["ts"], user_id="U_ALICE")
+        world.settle()
+        assert world.gatehouse.run(run.id).status == "succeeded"
+
+
+def test_slack_team_ids_are_the_workspaces_served_in_any_policy(
+    fake_slack: FakeSlack, sqlite_url: str, clock: FakeClock
+) -> None:
+    with slack_world(fake_slack, sqlite_url, clock, slack_team_ids=["T_ELSEWHERE"]) as world:
+        world.slack.command("trigger az_payout " + json.dumps({"amount": 9}), user_id="U_CAROL")
+        world.settle()
+        assert "workspace T_GATEHOUSE are refused" in _said(world, "U_CAROL")
+        assert world.gatehouse.runs() == []
+        world.fake.team_id = "T_ELSEWHERE"
+        world.slack.command("trigger az_payout " + json.dumps({"amount": 9}), user_id="U_CAROL")
+        world.settle()
+        assert len(world.gatehouse.runs()) == 1
+
+
+def test_a_grid_org_listed_whole_serves_its_workspaces_and_nobody_elses() -> None:
+    from bot.slack.workspaces import origin_of
+
+    served = frozenset({"E_ORG"})
+    click = {
+        "type": "block_actions",
+        "team": {"id": "T_ONE", "enterprise_id": "E_ORG"},
+        "enterprise": {"id": "E_ORG"},
+        "user": {"id": "U_A", "team_id": "T_ONE"},
+    }
+    assert origin_of(click).served_by(served)
+    outsider = {**click, "enterprise": {"id": "E_ELSE"}, "team": {"id": "T_ONE"}}
+    assert not origin_of(outsider).served_by(served)
+    # A click in a shared channel by someone from another workspace names that workspace too.
+    shared = {**click, "user": {"id": "U_X", "team_id": "T_X"}, "enterprise": None, "team": "T_ONE"}
+    assert not origin_of(shared).served_by(frozenset({"T_ONE"}))
+    assert not origin_of({"type": "block_actions"}).served_by(frozenset({"T_ONE"}))

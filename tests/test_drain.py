@@ -174,6 +174,8 @@ def test_sigterm_lets_serve_suspend_its_run_post_the_card_once_and_exit_0(
         GATEHOUSE_APPROVALS_CHANNEL="C_APPROVALS",
         GATEHOUSE_HTTP_PORT=str(port),
         GATEHOUSE_SERVE_WORKERS="1",
+        GATEHOUSE_TRIGGERERS='{"*": ["*"]}',
+        GATEHOUSE_OPERATORS='["*"]',
     )
     current = engine.trigger("drain_suspends", {"tag": "one"}, run_here=False)
     left = engine.trigger("drain_finishes", {"tag": "two"}, run_here=False)

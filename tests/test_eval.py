@@ -106,7 +106,7 @@ def simulated_send(args: Note) -> Sent:
     return Sent(message_id=f"sim-{args.order}")
 
 
-@tool(kind="send", simulate=simulated_send)
+@tool(kind="send", approvers="*", simulate=simulated_send)
 def ev_send(args: Note, *, idempotency_key: str) -> Sent:
     executed["ev_send"] += 1
     return Sent(message_id="real")

@@ -59,7 +59,12 @@ def r_unguarded_write(args: Note, *, idempotency_key: str) -> Done:
     return Done()
 
 
-@tool(kind="spend", rate_limit="1/day", approval=when(lambda a: len(a.text) > 3, "long notes"))
+@tool(
+    kind="spend",
+    rate_limit="1/day",
+    approval=when(lambda a: len(a.text) > 3, "long notes"),
+    approvers="*",
+)
 def r_open_spend(args: Note, *, idempotency_key: str) -> Done:
     return Done()
 
@@ -158,7 +163,7 @@ def test_gates_are_green_when_every_llm_has_an_exit_and_every_risky_tool_its_gat
     ]
     answers = _answers(pipeline_readiness(gatehouse.rt, get_pipeline("r_good")))
     assert answers["gates"][0] is True
-    assert answers["approvers"] == (True, "r_send (send, always): @ops")
+    assert answers["approvers"] == (True, "r_send (send, always): @ops (four-eyes)")
 
 
 def test_gates_are_red_listing_each_gap_by_name(gatehouse: Gatehouse) -> None:
@@ -179,7 +184,9 @@ def test_approvers_are_red_when_anyone_may_approve_a_gated_tool(gatehouse: Gateh
 
     ok, reason = answers["approvers"]
     assert not ok
-    assert reason == "anyone may approve r_open_spend: name approvers= on the tool"
+    assert reason == (
+        'anyone may approve r_open_spend: name the approvers on the tool instead of approvers="*"'
+    )
 
 
 def test_the_catalog_pipelines_pass_the_code_questions(gatehouse: Gatehouse) -> None:

@@ -68,6 +68,9 @@ def test_serve_takes_a_webhook_runs_it_and_drains_on_sigterm(
         "GATEHOUSE_SERVE_WORKERS": "1",
         "GATEHOUSE_WORKER_POLL_SECONDS": "0.05",
         "GATEHOUSE_WEBHOOK_TOKENS": json.dumps({"refund_request": TOKEN}),
+        # Against a real Slack these are decisions to write down; "*" is anyone.
+        "GATEHOUSE_TRIGGERERS": '{"*": ["*"]}',
+        "GATEHOUSE_OPERATORS": '["*"]',
     }
     env.pop("SLACK_APP_TOKEN", None)
     bot = subprocess.Popen(

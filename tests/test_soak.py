@@ -368,6 +368,8 @@ def run_soak(postgres_url: str, tmp_path: Path, runs: int, seed: int) -> None:
         GATEHOUSE_HTTP_PORT=str(port),
         GATEHOUSE_SERVE_WORKERS="0",
         GATEHOUSE_HTTP_RATE_LIMIT="0",
+        GATEHOUSE_TRIGGERERS='{"*": ["*"]}',
+        GATEHOUSE_OPERATORS='["*"]',
         SLACK_BOT_TOKEN=slack.token,
         SLACK_SIGNING_SECRET=SIGNING_SECRET,
         SLACK_API_URL=slack.api_url,

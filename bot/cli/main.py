@@ -162,15 +162,17 @@ def trigger(
 def serve() -> None:
     """Start the Slack bot with its workers: Socket Mode with SLACK_APP_TOKEN, else HTTP mode
     on GATEHOUSE_HTTP_HOST:GATEHOUSE_HTTP_PORT at /slack/events; with no SLACK_BOT_TOKEN, the
-    local Slack sandbox beside it (its URL is printed). Ctrl-C drains and stops."""
+    local Slack sandbox beside it (its URL is printed). Against a real Slack,
+    GATEHOUSE_TRIGGERERS and GATEHOUSE_OPERATORS must be set ("*" for anyone). Ctrl-C drains
+    and stops."""
+    from bot.serve import policy_problems, serve_with_sandbox, slack_config_problems, wants_sandbox
     from bot.serve import serve as run_bot
-    from bot.serve import serve_with_sandbox, slack_config_problems, wants_sandbox
 
     settings = settings_for_cli(worker=True)
     if wants_sandbox(settings):
         serve_with_sandbox(settings)
         return
-    problems = slack_config_problems(settings)
+    problems = slack_config_problems(settings) + policy_problems(settings)
     if problems:
         for problem in problems:
             typer.echo(f"error: {problem}", err=True)

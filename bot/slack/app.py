@@ -3,7 +3,8 @@
 Every listener acks at once and hands its work to a thread pool; nothing slow runs before the
 ack, so Bolt's dispatch runs right on the event loop (a thread hop per request costs a third of
 the throughput; the pools are `Bot`'s, bot/slack/bot.py). Slack's own retries of an event we already took (`X-Slack-Retry-Num`) are
-acknowledged and dropped: they never cause a second effect.
+acknowledged and dropped: they never cause a second effect. A request from a workspace the bot
+does not serve is refused before any listener sees it (bot/slack/workspaces.py).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from slack_bolt import App, BoltResponse
 
 from bot.slack import actions, commands_listener, home_listener, review_listener
 from bot.slack.bot import Bot
+from bot.slack.workspaces import workspace_guard
 
 log = structlog.get_logger()
 
@@ -39,6 +41,8 @@ def build_bolt_app(bot: Bot) -> App:
             return BoltResponse(status=200, body="")
         return next()
 
+    if bot.workspaces is not None:
+        app.middleware(workspace_guard(bot, bot.workspaces))
     actions.register(app, bot)
     commands_listener.register(app, bot)
     home_listener.register(app, bot)

@@ -32,6 +32,8 @@ class Bot:
     gatehouse: Gatehouse
     client: WebClient
     settings: Settings
+    # The workspaces whose requests are served (bot/slack/workspaces.py); None: no check.
+    workspaces: frozenset[str] | None = None
     work: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(4, "slack-work"))
     ui: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(4, "slack-ui"))
     _pending: set[Future[None]] = field(default_factory=set)

@@ -5,7 +5,7 @@ the reason, answered from the code and from the data.
    `CannotAnswer` is handled, and every write/send/spend tool has a rate limit and either an
    approval or a reverse. The gaps are listed by name.
 2. **Approvers**: the gated tools and who may approve them (red when a call can reach a person
-   and no approvers are named: anyone could approve it).
+   and anyone may approve it, `approvers="*"`).
 3. **Records**: the share of the last 7 days' runs with a complete record
    (`storage.readiness`), red under 99% or with no runs.
 4. **Eval**: the last `gatehouse eval`'s pass rate and age, red when there is none in 30 days or
@@ -356,11 +356,14 @@ def approvers_answer(code: PipelineCode) -> Answer:
     open_to_anyone = [
         t.name
         for t in gated
-        if not t.approvers
+        if (not t.approvers or "*" in t.approvers)
         and not (isinstance(t.approval, Validator) and t.approval.then == "reject")
     ]
     if open_to_anyone:
-        reason = f"anyone may approve {', '.join(open_to_anyone)}: name approvers= on the tool"
+        reason = (
+            f"anyone may approve {', '.join(open_to_anyone)}: name the approvers on the tool "
+            'instead of approvers="*"'
+        )
         return Answer("approvers", "Approvers", False, reason, lines, data)
     if not gated:
         return Answer("approvers", "Approvers", True, "no gated tools", lines, data)
