@@ -56,6 +56,17 @@ class Authorization:
     def triggerers_of(self, pipeline: str) -> list[str]:
         return list(self.triggerers.get(pipeline, self.triggerers.get("*", ())))
 
+    def answerers(self, assignees: Sequence[str], pipeline: str | None) -> list[str]:
+        """Who may answer a task naming `assignees`: them; with none, anyone (`["*"]`) under the
+        open policy, and in production the pipeline's triggerers and the operators, the people
+        trusted with the run anyway, not whoever can click. Cards and the answer check both read
+        this, so what a card says is what the check enforces."""
+        if assignees:
+            return list(assignees)
+        if self.open_by_default:
+            return ["*"]
+        return [*self.triggerers_of(pipeline or ""), *self.operators]
+
 
 def may_act(rt: Runtime, user: str, allowed: Sequence[str]) -> bool:
     """Is `user` one of `allowed` (user ids, `@group` names resolved by the directory, or `"*"`:

@@ -25,7 +25,10 @@ def get_run(rt: Runtime, run_id: str) -> Run:
             ApprovalView.of(a, pipeline=row.pipeline)
             for a in queries.approvals_of_run(conn, run_id)
         ]
-        tasks = [TaskView.of(t, pipeline=row.pipeline) for t in queries.tasks_of_run(conn, run_id)]
+        tasks = [
+            TaskView.of(t, pipeline=row.pipeline, authorization=rt.authorization)
+            for t in queries.tasks_of_run(conn, run_id)
+        ]
     waiting = [a.id for a in approvals if a.status == ApprovalStatus.PENDING]
     waiting += [t.id for t in tasks if t.status == TaskStatus.OPEN]
     return Run.of(row, calls=calls, approvals=approvals, tasks=tasks, waiting_for=waiting)
@@ -37,7 +40,7 @@ def get_task(rt: Runtime, task_id: str) -> TaskView:
         run = fetch_run(conn, row.run_id) if row is not None else None
     if row is None:
         raise UnknownTask(f"no human task {task_id}; `gatehouse pending` lists the open ones")
-    return TaskView.of(row, pipeline=run.pipeline if run else None)
+    return TaskView.of(row, pipeline=run.pipeline if run else None, authorization=rt.authorization)
 
 
 def get_approval(rt: Runtime, approval_id: str) -> ApprovalView:
@@ -68,7 +71,10 @@ def pending(rt: Runtime) -> list[ApprovalView | TaskView]:
         approvals: list[ApprovalView | TaskView] = [
             ApprovalView.of(r, pipeline=r.pipeline) for r in queries.pending_approvals(conn)
         ]
-        tasks = [TaskView.of(r, pipeline=r.pipeline) for r in queries.open_tasks(conn)]
+        tasks = [
+            TaskView.of(r, pipeline=r.pipeline, authorization=rt.authorization)
+            for r in queries.open_tasks(conn)
+        ]
     items = approvals + tasks
     return sorted(
         items,

@@ -85,6 +85,7 @@ def open_task(
         TaskView.of(
             HumanTaskRow(**values, answered_by=None, answered_at=None, answer=None),
             pipeline=journal.pipeline,
+            authorization=journal.rt.authorization,
         ),
     )
     raise Suspend(f"waiting for human task {task_id}", waiting_for=task_id)
@@ -140,7 +141,7 @@ def who_may_answer(rt: Runtime, task: Any) -> tuple[list[str], str]:
     with rt.db.transaction() as conn:
         run = run_rows.fetch_run(conn, task.run_id)
     pipeline = str(run.pipeline) if run is not None else ""
-    trusted = [*rt.authorization.triggerers_of(pipeline), *rt.authorization.operators]
+    trusted = rt.authorization.answerers(assignees, pipeline)
     return trusted, (
         f"it names no assignees, so its pipeline's triggerers and the operators may: "
         f"{', '.join(trusted) or 'nobody'}"
@@ -206,7 +207,11 @@ def answer(rt: Runtime, task_id: str, *, user: str, answer: Any) -> TaskView:
         updated = task_rows.fetch_task(conn, task_id)
         assert updated is not None  # answered in this transaction
         run = run_rows.fetch_run(conn, task.run_id)
-    view = TaskView.of(updated, pipeline=None if run is None else str(run.pipeline))
+    view = TaskView.of(
+        updated,
+        pipeline=None if run is None else str(run.pipeline),
+        authorization=rt.authorization,
+    )
     log.info("task.answered", task_id=task_id, user=user)
     rt.notify("task_answered", view)
     return view

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from pipelines.authorization import Authorization
 from pipelines.sensitive import mask
 from storage.calls import CallRecord
 from storage.rows import (
@@ -185,12 +186,30 @@ class TaskView:
     answered_at: datetime | None
     answer: Any
     pipeline: str | None = None
+    # Who may answer as the engine's policy resolved it (`Authorization.answerers`), when the
+    # view was read through a runtime; `answerers` is what to show.
+    may_answer: list[str] | None = None
 
     def __post_init__(self) -> None:
         _mask_fields(self, "context", "answer")
 
+    @property
+    def answerers(self) -> list[str]:
+        """Who may answer, as the answer check reads it: the assignees, or for a task naming
+        none whoever the policy lets ("*": anyone, the open policy's reading)."""
+        if self.may_answer is not None:
+            return self.may_answer
+        return Authorization().answerers(self.assignees, self.pipeline)
+
     @classmethod
-    def of(cls, row: HumanTaskRow | OpenTaskRow, *, pipeline: str | None = None) -> TaskView:
+    def of(
+        cls,
+        row: HumanTaskRow | OpenTaskRow,
+        *,
+        pipeline: str | None = None,
+        authorization: Authorization | None = None,
+    ) -> TaskView:
+        assignees = list(row.assignees or [])
         return cls(
             id=row.id,
             run_id=row.run_id,
@@ -200,13 +219,16 @@ class TaskView:
             question=row.question,
             output_schema=row.output_schema,
             context=row.context,
-            assignees=list(row.assignees or []),
+            assignees=assignees,
             status=row.status,
             opened_at=row.opened_at,
             answered_by=row.answered_by,
             answered_at=row.answered_at,
             answer=row.answer,
             pipeline=pipeline,
+            may_answer=(
+                None if authorization is None else authorization.answerers(assignees, pipeline)
+            ),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -222,6 +244,7 @@ class TaskView:
             "output_schema": self.output_schema,
             "context": self.context,
             "assignees": self.assignees,
+            "may_answer": self.answerers,
             "status": self.status,
             "opened_at": iso(self.opened_at),
             "answered_by": self.answered_by,

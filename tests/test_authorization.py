@@ -508,6 +508,10 @@ def test_unassigned_tasks_are_for_the_pipelines_triggerers_and_operators_in_prod
         run = world.gatehouse.run(listed.id)
         [guess_task] = run.waiting_for
         [card] = world.approval_cards()
+        # The card says who may answer as the check reads it, not "anyone in the workspace".
+        card_text = json.dumps(card)
+        assert "Who may answer: <@U_CAROL>, <@U_OLGA>" in card_text
+        assert "anyone in the workspace" not in card_text
         # The model call's human exit: a stranger gets no form, and a forged submit is refused.
         world.slack.block_action("task.answer", message=card["ts"], user_id="U_BOB")
         world.settle()

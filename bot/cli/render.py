@@ -342,7 +342,8 @@ def pending_lines(items: Sequence[ApprovalView | TaskView]) -> list[str]:
                 f"  reject:  {reject_command(item.id)}",
             ]
         else:
-            assignees = ", ".join(item.assignees) or "anyone"
+            who = ", ".join(item.answerers) or "nobody"
+            assignees = "anyone" if "*" in item.answerers else who
             lines += [
                 f"human task {item.id}  {when(item.opened_at)}  run {item.run_id} "
                 f"({item.pipeline or '?'})",

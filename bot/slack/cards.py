@@ -410,7 +410,7 @@ def _task_summary(task: TaskView, command: str) -> list[dict[str, Any]]:
     where = f"run `{escape(truncate(task.run_id, 100))}`"
     if task.pipeline:
         where = f"Pipeline *{escape(truncate(task.pipeline, 100))}*, {where}"
-    notes = [where, f"Who may answer: {mentions(task.assignees, 600)}"]
+    notes = [where, f"Who may answer: {mentions(task.answerers, 600, empty='nobody')}"]
     notes.append(f"Task `{escape(truncate(task.id, 100))}`")
     if shortened:
         notes.append(f"Some values are shortened; {hint}")

@@ -445,7 +445,7 @@ def task_line(t: TaskView) -> str:
         f":raising_hand: `{escape(t.id)}` {truncate(escape(t.question), 150)}: {escape(t.status)}"
     )
     if t.status == "open":
-        return f"{head} · for {mentions(t.assignees, 300)}"
+        return f"{head} · for {mentions(t.answerers, 300, empty='nobody')}"
     return head + (f" by {mention(t.answered_by)}" if t.answered_by else "")
 
 

@@ -205,7 +205,7 @@ def pending_text(item: ApprovalView | TaskView, now: datetime, *, link: str | No
     return (
         f":raising_hand: *Human task* `{escape(item.id)}` · {where}\n"
         f"“{question}”\n"
-        f"Who may answer: {mentions(item.assignees, 600)} · open {ago(item.opened_at, now)}"
+        f"Who may answer: {mentions(item.answerers, 600, empty='nobody')} · open {ago(item.opened_at, now)}"
     )
 
 

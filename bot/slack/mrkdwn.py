@@ -114,10 +114,14 @@ def mention(user: str | None) -> str:
     return escape(user)
 
 
-def mentions(users: list[str], limit: int) -> str:
-    """Comma-separated mentions within `limit`; what does not fit is counted, never cut."""
-    if not users:
+def mentions(users: list[str], limit: int, *, empty: str = "anyone in the workspace") -> str:
+    """Comma-separated mentions within `limit`; what does not fit is counted, never cut. `"*"`
+    is anyone; an empty list is `empty` (anyone for an approval recorded before approvers were
+    required, under the open policy; nobody for a task's resolved `answerers`)."""
+    if "*" in users:
         return "anyone in the workspace"
+    if not users:
+        return empty
     shown: list[str] = []
     length = 0
     reserve = len(", and 99999 more")
