@@ -33,6 +33,7 @@ changed. Two things close that:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -142,7 +143,16 @@ def entry_hash(
     message = _ENCODER.encode(fields).encode("ascii")
     if key is None:
         return hashlib.sha256(message).hexdigest()
-    return hmac.new(key, message, hashlib.sha256).hexdigest()
+    keyed = _keyed(key).copy()
+    keyed.update(message)
+    return keyed.hexdigest()
+
+
+@functools.lru_cache(maxsize=8)
+def _keyed(key: bytes) -> hmac.HMAC:
+    """The HMAC with its key pads already hashed: a copy of it costs a third less than a new one
+    on every append."""
+    return hmac.new(key, digestmod=hashlib.sha256)
 
 
 def chain_head(conn: Connection) -> str:

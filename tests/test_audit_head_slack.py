@@ -14,7 +14,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from bot.serve import outbox_sender, start_jobs
-from bot.slack.audit_head import JOB, post_audit_head
+from bot.slack.audit_head import JOB, database_label, post_audit_head
 from pipelines.ports import SilentNotifier
 from storage.audit import ExpectedHead, audit_table, verify_database
 from tests import engine_pipelines as ep
@@ -146,3 +146,9 @@ def test_a_truncated_log_is_caught_against_the_posted_head(world: SlackWorld) ->
 
     result = verify_database(world.gatehouse.db, expect=ExpectedHead.parse(posted))
     assert (result.ok, result.problem) == (False, "truncated")
+
+
+def test_the_post_names_the_database_without_its_password() -> None:
+    label = database_label("postgresql+psycopg://gatehouse:s3cret@db.internal:5432/prod")
+    assert label == "postgresql://db.internal:5432/prod"
+    assert database_label("sqlite:////srv/gatehouse.db") == "sqlite:////srv/gatehouse.db"

@@ -71,7 +71,12 @@ MinEntriesOption = Annotated[
 
 def _broken(result: VerifyResult) -> str:
     if result.broken_id is None:  # the whole chain verified; the expectation failed
-        return f"audit log {result.problem}: {result.reason}"
+        found = "shorter than expected" if result.problem == "too_few" else result.problem
+        return f"audit log {found}: {result.reason}"
+    if result.problem == "needs_key":
+        return f"audit log not verified without its key (needs_key): {result.reason}"
+    if result.problem == "unkeyed":
+        return f"audit log broken (unkeyed): {result.reason}"
     return (
         f"audit log broken at entry {result.broken_id} ({result.problem}): {result.reason}; "
         f"{result.checked - 1} entries before it verified"

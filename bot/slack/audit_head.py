@@ -38,8 +38,10 @@ def database_label(url: str) -> str:
     """Which database the head is from, without its password."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        return f"sqlite:{parsed.database or ':memory:'}"
-    return f"{parsed.get_backend_name()}://{parsed.host or 'localhost'}/{parsed.database or ''}"
+        return f"sqlite:///{parsed.database}" if parsed.database else "sqlite (in memory)"
+    host = parsed.host or "localhost"
+    port = f":{parsed.port}" if parsed.port else ""
+    return f"{parsed.get_backend_name()}://{host}{port}/{parsed.database or ''}"
 
 
 def audit_head_text(result: VerifyResult, database: str) -> str:
