@@ -32,7 +32,7 @@ from storage.db import Database
 from tests import engine_pipelines as ep
 from tests.conftest import GROUPS
 from tests.fakes.clock import FakeClock
-from tests.test_audit_chain import entries, workload
+from tests.test_audit_chain import _migrate, entries, workload
 
 KEY = "audit-key-kept-away-from-the-database-7f3a9c"
 HASHED = ("at", "event", "actor", "run_id", "call_id", "tool", "approval_id")
@@ -213,6 +213,20 @@ def test_a_plain_chain_moves_to_keyed_at_the_first_entry_written_with_the_key(
     assert (keyless.ok, keyless.problem, keyless.broken_id) == (False, "needs_key", rows[plain].id)
     assert "set GATEHOUSE_AUDIT_KEY" in str(keyless.reason)
     assert f"the {plain} plain entries before them" in str(keyless.reason)
+
+
+def test_migration_0014_marks_the_existing_chain_plain_and_steps_back(
+    engine: Gatehouse, clock: FakeClock
+) -> None:
+    workload(engine, clock)
+    before = verify_database(engine.db)
+    _migrate(engine.db, "0013", down=True)
+    _migrate(engine.db, "0014")
+    assert {row.hash_scheme for row in entries(engine.db)} == {PLAIN}
+    assert verify_database(engine.db) == before
+    use_audit_key(engine.db, KEY)
+    engine.trigger("t_credit_and_stamp", {"amount": 2}, user="carol")
+    assert verify_database(engine.db, expect=ExpectedHead.parse(before.head)).ok
 
 
 def test_a_keyed_chain_checked_with_another_key_is_named(
