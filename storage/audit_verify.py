@@ -289,19 +289,14 @@ class _Walk:
             )
         found = GENESIS if expect.count == 0 else self.hash_at_count
         if found != expect.hash:
-            elsewhere = (
-                f" (it is entry {self.expected_seen_at} now: entries before it were deleted)"
-                if self.expected_seen_at is not None
-                else ""
-            )
             return (
                 None,
                 "rewritten",
                 (
-                    f"expected entry {expect.count} to have hash {expect.hash}, found {found}"
-                    f"{elsewhere}: the chain was rewritten up to there and every later hash "
-                    "recomputed; restore the log from a backup, and keep the key away from the "
-                    "database (GATEHOUSE_AUDIT_KEY)"
+                    f"expected entry {expect.count} to have hash {expect.hash}, found {found}: "
+                    "the chain was rewritten up to there and every later hash "
+                    "recomputed; restore the log from a backup (GATEHOUSE_AUDIT_KEY, kept outside "
+                    "the database, makes such a recomputation impossible)"
                 ),
             )
         return None
