@@ -28,6 +28,7 @@ from bot.http.webhooks import webhook_routes
 from bot.scheduler import SchedulerHandle, start_scheduler
 from bot.slack.alerts import SlackAlerts, check_alerts, check_drift
 from bot.slack.app import build_bolt_app
+from bot.slack.audit_head import schedule_audit_head
 from bot.slack.bot import Bot, build_web_client
 from bot.slack.directory import SlackDirectory
 from bot.slack.notifier import SlackNotifier
@@ -253,6 +254,7 @@ def start_jobs(bot: Bot, settings: Settings) -> SchedulerHandle:
             "review-summaries", "1h", lambda fire_time: summarize_due_reviews(bot, fire_time)
         )
         bot.submit(resume_review, bot)  # finishes a post a crash interrupted; never starts one
+    schedule_audit_head(bot, handle)  # daily to the alerts channel, and once now
     return handle
 
 

@@ -52,6 +52,7 @@ from pipelines.triggers import cron, every, webhook
 from pipelines.validator import Validator, validator
 from pipelines.views import ApprovalView, CallView, Run, TaskView
 from pipelines.worker import Worker
+from storage.audit import use_audit_key
 from storage.db import Database
 
 if TYPE_CHECKING:
@@ -158,6 +159,7 @@ class Gatehouse:
         db = Database(settings.database_url)
         if upgrade:
             db.upgrade()
+        use_audit_key(db, settings.audit_key.get_secret_value() if settings.audit_key else None)
         return cls(
             db,
             notifier=notifier,

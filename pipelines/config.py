@@ -154,6 +154,11 @@ class Settings(BaseSettings):
         None,
         description="Bearer token GET /metrics asks for (401 without it); unset: /metrics is open",
     )
+    audit_key: SecretStr | None = Field(
+        None,
+        description="Keys the audit log's hash chain (HMAC-SHA256): entries written with it "
+        "cannot be recomputed with database access alone; `gatehouse audit verify` needs it",
+    )
     review_cron: str = Field(
         "0 9 * * MON", description="When the weekly review is posted (cron, GATEHOUSE_TIMEZONE)"
     )

@@ -15,90 +15,78 @@ entry as its head. Callers append after the rows they lock (calls, approvals, ta
 the run's row, so lock order stays the same everywhere.
 
 A hash chain without a secret proves the log was not edited *in part*: someone who can write
-the database can still rewrite every hash after the entry they changed. Recording the head hash
-elsewhere now and then (`gatehouse audit verify` prints it) closes that.
+the database can still delete the last entries, or rewrite every hash after the entry they
+changed. Two things close that:
+
+- The head (`COUNT:HASH`: how many entries the chain had and the hash of the last) recorded
+  outside the database — `gatehouse audit head`, and the daily post to the alerts channel.
+  `verify(expect=…)` then checks that the entry at that position still has that hash: the chain
+  may have grown since, but not shrunk below it or been rewritten up to it.
+- A key (GATEHOUSE_AUDIT_KEY, `use_audit_key`): entries are then HMAC-SHA256'd with it (scheme
+  "k1") instead of plain SHA-256 (scheme "v1"), so database access alone cannot recompute them.
+  Each entry records its scheme (`hash_scheme`, migration 0014; it is inside the hashed fields),
+  so an existing chain moves to keyed hashing at the first entry written with the key, and the
+  entries before it stay plain. A plain entry after a keyed one is a rewrite ("downgraded"), and
+  with the key set a chain with no keyed entry at all is one too ("unkeyed": the keyed tail was
+  deleted or recomputed plain — or nothing was written since the key was set).
+
+The hash format and the keys are storage/audit_hash.py, the verifiers storage/audit_verify.py;
+both are importable from here.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Table, select
 
-from storage.db import Database
+from storage.audit_hash import (
+    GENESIS,
+    KEYED,
+    PLAIN,
+    SCHEME_NAMES,
+    audit_key,
+    engine_key,
+    entry_hash,
+    use_audit_key,
+)
+from storage.audit_verify import (
+    BadExpectedHead,
+    ExpectedHead,
+    VerifyResult,
+    verify_chain,
+    verify_database,
+)
 from storage.fastsql import fast_insert, fast_scalar
 from storage.models import AuditEntry
 from storage.rows import AuditEntryRow
 
-audit_table: Table = AuditEntry.__table__  # type: ignore[assignment]
+__all__ = [
+    "GENESIS",
+    "KEYED",
+    "PLAIN",
+    "SCHEME_NAMES",
+    "BadExpectedHead",
+    "ExpectedHead",
+    "VerifyResult",
+    "append_audit",
+    "audit_key",
+    "audit_table",
+    "chain_head",
+    "entry_hash",
+    "list_entries",
+    "use_audit_key",
+    "verify_chain",
+    "verify_database",
+]
 
-GENESIS = "0" * 64
-"""`prev_hash` of the first entry: the chain starts here (migration 0006 chained older rows)."""
+audit_table: Table = AuditEntry.__table__  # type: ignore[assignment]
 
 _HEAD_SQL = {
     "sqlite": "SELECT hash FROM audit_log ORDER BY id DESC LIMIT 1",
     "postgresql": "SELECT gatehouse_audit_head()",
 }
-
-
-def _canonical_json(value: Any) -> Any:
-    """Integral floats as ints: PostgreSQL's jsonb prints 1e16 as 10000000000000000 and SQLite
-    may read a bare 1.0 back as 1, so the hash must not depend on which one comes back."""
-    kind = type(value)
-    if kind is str or kind is int or value is None or kind is bool:
-        return value
-    if kind is float:
-        return int(value) if value.is_integer() else value
-    if isinstance(value, dict):
-        return {str(k): _canonical_json(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_canonical_json(v) for v in value]
-    return value
-
-
-# Built once: json.dumps with options builds a new encoder on every call.
-_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-
-
-def _text(value: Any) -> str | None:
-    return None if value is None else str(value)
-
-
-def entry_hash(
-    *,
-    at: datetime,
-    event: str,
-    actor: str | None,
-    run_id: str | None,
-    call_id: str | None,
-    tool: str | None,
-    approval_id: str | None,
-    idempotency_key: str | None,
-    detail: Any,
-    prev_hash: str,
-) -> str:
-    """Format v1: SHA-256 (hex) of the compact, key-sorted, ASCII JSON array
-    `["v1", at (UTC ISO 8601, microseconds), event, actor, run_id, call_id, tool, approval_id,
-    idempotency_key, detail, prev_hash]`. The id is left out: the database assigns it after."""
-    fields = [
-        "v1",
-        (at if at.tzinfo is UTC else at.astimezone(UTC)).isoformat(timespec="microseconds"),
-        _text(event),
-        _text(actor),
-        _text(run_id),
-        _text(call_id),
-        _text(tool),
-        _text(approval_id),
-        _text(idempotency_key),
-        _canonical_json(detail),
-        prev_hash,
-    ]
-    return hashlib.sha256(_ENCODER.encode(fields).encode("ascii")).hexdigest()
 
 
 def chain_head(conn: Connection) -> str:
@@ -122,7 +110,8 @@ def append_audit(
     detail: Any = None,
 ) -> None:
     """Append one entry to the chain, inside the caller's transaction (one extra statement: the
-    head read; the hash is computed here)."""
+    head read; the hash is computed here), keyed when `use_audit_key` gave its engine a key."""
+    key = engine_key(conn.engine)
     prev_hash = chain_head(conn)
     fields = {
         "event": event,
@@ -135,140 +124,11 @@ def append_audit(
         "idempotency_key": idempotency_key,
         "detail": detail,
     }
-    row = {**fields, "prev_hash": prev_hash, "hash": entry_hash(**fields, prev_hash=prev_hash)}
-    fast_insert(conn, audit_table, row)
-
-
-# -- verification ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class VerifyResult:
-    """`ok`, how many entries were checked, the hash the chain ends with (up to the break), and
-    for a broken chain the first entry that fails (`broken_id`), what failed (`problem`:
-    "altered" = its fields no longer match its hash; "unlinked" = its `prev_hash` is not the
-    previous entry's hash, so an entry was deleted or inserted; "unhashed") and `reason`."""
-
-    ok: bool
-    checked: int
-    head_hash: str
-    broken_id: int | None = None
-    problem: str | None = None
-    reason: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "ok": self.ok,
-            "checked": self.checked,
-            "head_hash": self.head_hash,
-            "broken_id": self.broken_id,
-            "problem": self.problem,
-            "reason": self.reason,
-        }
-
-
-PAGE = 5000  # entries read at a time by the verifiers
-
-_CHAIN_COLUMNS = (
-    "id",
-    "at",
-    "event",
-    "actor",
-    "run_id",
-    "call_id",
-    "tool",
-    "approval_id",
-    "idempotency_key",
-    "detail",
-    "prev_hash",
-    "hash",
-)
-
-
-def _page(conn: Connection, after: int, size: int) -> list[Any]:
-    columns = [audit_table.c[name] for name in _CHAIN_COLUMNS]
-    query = select(*columns).where(audit_table.c.id > after).order_by(audit_table.c.id)
-    return list(conn.execute(query.limit(size)).all())
-
-
-def _entries(read_page: Callable[[int], list[Any]]) -> Iterator[Any]:
-    """Every entry in id order, in keyset pages."""
-    after = -1
-    while True:
-        rows = read_page(after)
-        yield from rows
-        if len(rows) < PAGE:
-            return
-        after = rows[-1].id
-
-
-def verify_chain(conn: Connection) -> VerifyResult:
-    """Walk the log in id order on one connection; stop at the first entry whose hash or link is
-    wrong."""
-    return _verify(_entries(lambda after: _page(conn, after, PAGE)))
-
-
-def verify_database(db: Database) -> VerifyResult:
-    """`verify_chain` with each page read in its own short transaction, so a long log does not
-    hold SQLite's write lock (every transaction there is `BEGIN IMMEDIATE`) for the whole walk.
-    Entries appended meanwhile are checked too: they only extend the chain."""
-
-    def read_page(after: int) -> list[Any]:
-        with db.transaction() as conn:
-            return _page(conn, after, PAGE)
-
-    return _verify(_entries(read_page))
-
-
-def _verify(entries: Iterator[Any]) -> VerifyResult:
-    expected_prev = GENESIS
-    checked = 0
-    for row in entries:
-        checked += 1
-        if row.hash is None or row.prev_hash is None:
-            return VerifyResult(
-                False,
-                checked,
-                expected_prev,
-                row.id,
-                "unhashed",
-                f"entry {row.id} ({row.event}) has no hash: it was written outside the chain",
-            )
-        computed = entry_hash(
-            at=row.at,
-            event=row.event,
-            actor=row.actor,
-            run_id=row.run_id,
-            call_id=row.call_id,
-            tool=row.tool,
-            approval_id=row.approval_id,
-            idempotency_key=row.idempotency_key,
-            detail=row.detail,
-            prev_hash=row.prev_hash,
-        )
-        if computed != row.hash:
-            return VerifyResult(
-                False,
-                checked,
-                expected_prev,
-                row.id,
-                "altered",
-                f"entry {row.id} ({row.event}) does not match its hash: "
-                "it was changed after it was written",
-            )
-        if row.prev_hash != expected_prev:
-            before = "the start of the log" if expected_prev == GENESIS else "the entry before it"
-            return VerifyResult(
-                False,
-                checked,
-                expected_prev,
-                row.id,
-                "unlinked",
-                f"entry {row.id} ({row.event}) does not follow {before}: an entry between them "
-                "was deleted or inserted, or this one was",
-            )
-        expected_prev = row.hash
-    return VerifyResult(True, checked, expected_prev)
+    digest = entry_hash(**fields, prev_hash=prev_hash, key=key)
+    scheme = PLAIN if key is None else KEYED
+    fast_insert(
+        conn, audit_table, {**fields, "prev_hash": prev_hash, "hash": digest, "hash_scheme": scheme}
+    )
 
 
 def list_entries(

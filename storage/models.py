@@ -223,6 +223,8 @@ class AuditEntry(Base):
     # The hash chain (storage/audit.py): the previous entry's hash, and this entry's.
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+    # "v1" plain SHA-256, "k1" HMAC-SHA256 with GATEHOUSE_AUDIT_KEY (migration 0014).
+    hash_scheme: Mapped[str] = mapped_column(String(8), server_default="v1")
 
     __table_args__ = (
         Index("ix_audit_tool_event_at", "tool", "event", "at"),

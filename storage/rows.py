@@ -120,6 +120,7 @@ class AuditEntryRow(NamedTuple):
     detail: Any
     prev_hash: str
     hash: str
+    hash_scheme: str = "v1"
 
 
 class SlackMessageRow(NamedTuple):

@@ -288,6 +288,7 @@ def test_the_migration_chains_entries_written_before_it(any_db_url: str) -> None
         with db.transaction() as conn:
             conn.execute(insert(old), legacy)
         _migrate(db, "0006")
+        _migrate(db, "head")  # 0014 marks them plain ("v1"), as the entries after them
         with db.transaction() as conn:
             append_audit(conn, event="after.upgrade", at=clock.now(), actor="carol")
 
@@ -297,7 +298,7 @@ def test_the_migration_chains_entries_written_before_it(any_db_url: str) -> None
         assert result.checked == 8
         rows = entries(db)
         assert rows[0].prev_hash == GENESIS and rows[-1].prev_hash == rows[-2].hash
-        db.upgrade()
+        assert {row.hash_scheme for row in rows} == {"v1"}
     finally:
         db.dispose()
 
@@ -400,7 +401,7 @@ def test_audit_verify_prints_the_head_and_exits_zero(cli_db: str, clock: FakeClo
     result = gh("audit", "verify")
     assert result.exit_code == 0, result.stderr
     assert result.stdout.strip() == (
-        f"audit log intact: {count} entries verified; head {head.hash}"
+        f"audit log intact: {count} entries verified; head {count}:{head.hash}"
     )
     report = json.loads(gh("audit", "verify", "--json").stdout)
     assert report["ok"] is True and report["checked"] == count

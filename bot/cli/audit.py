@@ -1,10 +1,12 @@
-"""`gatehouse audit`: verify the audit log's hash chain, list its latest entries.
+"""`gatehouse audit`: the audit log's head, its hash chain verified, its latest entries.
 
 A Typer sub-app mounted by `bot.cli`, whose helpers are imported when a command runs (so
-mounting it makes no import cycle). `verify` exits 0 when the chain is intact and prints the
-head hash (worth recording elsewhere: a chain without a secret can be rewritten from the entry
-an attacker changed onwards, but not to the same head); a broken chain exits 1 with one
-`error:` line naming the first broken entry (with `--json`, the JSON report on stdout too).
+mounting it makes no import cycle). `head` verifies the chain and prints its head as
+`COUNT:HASH` (how many entries, the last one's hash): record it outside the database (the bot
+posts it to the alerts channel daily). `verify --expect-head COUNT:HASH` later fails when the
+chain no longer has that hash at that position — cut below it, or rewritten up to it — while a
+chain that only grew since passes. Any failure exits 1 with one `error:` line saying what was
+expected, what was found and what to do (with `--json`, the JSON report on stdout too).
 """
 
 from __future__ import annotations
@@ -13,12 +15,27 @@ from typing import Annotated, Any
 
 import typer
 
-from bot.cli.session import JsonFlag, fail, open_gatehouse, print_json, show_help_without_a_command
-from storage.audit import list_entries, verify_database
+from bot.cli.session import (
+    JsonFlag,
+    fail,
+    open_gatehouse,
+    print_json,
+    safe_url,
+    show_help_without_a_command,
+)
+from storage.audit import (
+    SCHEME_NAMES,
+    BadExpectedHead,
+    ExpectedHead,
+    VerifyResult,
+    audit_key,
+    list_entries,
+    verify_database,
+)
 
 app = typer.Typer(
     name="audit",
-    help="The audit log: verify its hash chain, list its latest entries.",
+    help="The audit log: its head, its hash chain verified, its latest entries.",
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
@@ -28,21 +45,120 @@ app = typer.Typer(
 app.callback(invoke_without_command=True)(show_help_without_a_command)
 
 
-@app.command("verify")
-def verify(as_json: JsonFlag = False) -> None:
-    """Check every entry's hash and its link to the entry before; name the first broken one."""
+def _expected_head(text: str | None) -> ExpectedHead | None:
+    if text is None:
+        return None
+    try:
+        return ExpectedHead.parse(text)
+    except BadExpectedHead as exc:
+        raise typer.BadParameter(str(exc), param_hint="--expect-head") from None
 
+
+ExpectHeadOption = Annotated[
+    str | None,
+    typer.Option(
+        "--expect-head",
+        metavar="COUNT:HASH",
+        help="A head recorded earlier (`gatehouse audit head`, the alerts channel's daily post): "
+        "entry COUNT must still have HASH. A bare HASH only needs to be in the chain.",
+    ),
+]
+MinEntriesOption = Annotated[
+    int | None,
+    typer.Option("--min-entries", min=0, help="Fail when the chain has fewer entries than N."),
+]
+
+
+def _broken(result: VerifyResult) -> str:
+    if result.broken_id is None:  # the whole chain verified; the expectation failed
+        found = "shorter than expected" if result.problem == "too_few" else result.problem
+        return f"audit log {found}: {result.reason}"
+    if result.problem == "needs_key":
+        return f"audit log not verified without its key (needs_key): {result.reason}"
+    if result.problem == "unkeyed":
+        return f"audit log broken (unkeyed): {result.reason}"
+    return (
+        f"audit log broken at entry {result.broken_id} ({result.problem}): {result.reason}; "
+        f"{result.checked - 1} entries before it verified"
+    )
+
+
+@app.command("verify")
+def verify(
+    expect_head: ExpectHeadOption = None,
+    min_entries: MinEntriesOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Check every entry's hash and its link to the entry before; name the first broken one.
+    With --expect-head, check the chain still holds a head recorded earlier."""
+
+    expect = _expected_head(expect_head)
     with open_gatehouse(quiet=True) as gatehouse:
-        result = verify_database(gatehouse.db)
+        result = verify_database(gatehouse.db, expect=expect)
+    too_few = result.ok and min_entries is not None and result.checked < min_entries
+    if too_few:
+        result = VerifyResult(
+            False,
+            result.checked,
+            result.head_hash,
+            problem="too_few",
+            reason=f"expected at least {min_entries} entries, found {result.checked}: entries "
+            "were deleted from its end; restore the log from a backup taken before then",
+        )
     if as_json:
         print_json(result.to_json())
     elif result.ok:
-        typer.echo(f"audit log intact: {result.checked} entries verified; head {result.head_hash}")
+        also = f"; it holds the expected head {expect}" if expect is not None else ""
+        typer.echo(f"audit log intact: {result.checked} entries verified; head {result.head}{also}")
     if not result.ok:
-        fail(
-            f"audit log broken at entry {result.broken_id} ({result.problem}): {result.reason}; "
-            f"{result.checked - 1} entries before it verified"
+        fail(_broken(result))
+
+
+@app.command("head")
+def head(as_json: JsonFlag = False) -> None:
+    """Verify the chain, then print its head (COUNT:HASH) to record outside the database."""
+
+    with open_gatehouse(quiet=True) as gatehouse:
+        result = verify_database(gatehouse.db)
+        database = safe_url(gatehouse.db.url)
+        keyed = audit_key(gatehouse.db) is not None
+    if not result.ok:
+        fail(_broken(result) + "; no head to record until the log is restored")
+    scheme = SCHEME_NAMES["k1" if result.keyed else "v1"]
+    if as_json:
+        print_json(
+            {
+                "head": result.head,
+                "count": result.checked,
+                "hash": result.head_hash,
+                "entry_id": result.head_id,
+                "at": None if result.head_at is None else result.head_at.isoformat(),
+                "event": result.head_event,
+                "keyed_entries": result.keyed,
+                "scheme": scheme,
+                "database": database,
+                "produced_by": "gatehouse audit head: every entry's hash recomputed "
+                "and its link checked",
+            }
         )
+        return
+    entry = (
+        f"entry {result.head_id} ({result.head_event}) at {result.head_at:%Y-%m-%d %H:%M:%S} UTC"
+        if result.head_at is not None
+        else "none: the log is empty (the head is the chain's start)"
+    )
+    key_note = "with GATEHOUSE_AUDIT_KEY" if keyed else "GATEHOUSE_AUDIT_KEY unset"
+    for line in (
+        f"head      {result.head}",
+        f"  count   {result.checked}: the entries walked in id order, from the database at "
+        f"{database}",
+        f"  hash    the last entry's hash, recomputed ({scheme}; {key_note}) and linked back "
+        "to the start",
+        f"  latest  {entry}",
+        f"record it outside the database; later `gatehouse audit verify --expect-head "
+        f"{result.head}` fails if the log was cut below it or rewritten up to it",
+    ):
+        typer.echo(line)
 
 
 def _entry_json(row: Any) -> dict[str, Any]:
@@ -59,6 +175,7 @@ def _entry_json(row: Any) -> dict[str, Any]:
         "detail": row.detail,
         "prev_hash": row.prev_hash,
         "hash": row.hash,
+        "hash_scheme": row.hash_scheme,
     }
 
 
