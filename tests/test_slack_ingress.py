@@ -14,6 +14,7 @@ from urllib.parse import urlencode
 
 import pytest
 from pydantic import ValidationError
+from sqlalchemy import text
 
 from bot.http.asgi import build_asgi
 from bot.http.server import BackgroundServer
@@ -129,6 +130,19 @@ def test_a_replayed_slash_command_triggers_one_run_and_the_replays_get_an_empty_
         assert replays == [(200, ""), (200, "")]
         [run] = world.gatehouse.runs()
         assert (run.status, run.trigger_user) == ("succeeded", "U_CAROL")
+
+
+def test_a_database_error_in_the_replay_check_is_a_503_and_takes_nothing(
+    world: SlackWorld,
+) -> None:
+    """The check cannot say the request is new, so the request is not taken: Slack retries a
+    5xx. Losing the table stands in for a database that refuses the write."""
+    with world.bot.gatehouse.rt.db.transaction() as conn:
+        conn.execute(text("DROP TABLE seen_signatures"))
+    status, body = post(world, command_body(f"trigger refund_request {SMALL_REFUND}"))
+    world.settle()
+    assert status == 503 and "database is unreachable" in body
+    assert world.gatehouse.runs() == []
 
 
 def test_a_replayed_view_submission_decides_once_and_tells_nobody_twice(

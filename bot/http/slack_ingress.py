@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 import structlog
 from slack_bolt import App
 from slack_bolt.adapter.starlette.handler import to_bolt_request, to_starlette_response
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -108,7 +109,20 @@ class SlackIngress:
 
     def _take(self, request: Request, body: bytes, signature: str, signed_at: datetime) -> Response:
         """On a worker thread: the replay check, then Bolt's parse and dispatch."""
-        if self.replays is not None and not self.replays.first_time(signature, signed_at):
+        try:
+            replayed = self.replays is not None and not self.replays.first_time(
+                signature, signed_at
+            )
+        except SQLAlchemyError as exc:
+            # Not known to be new, so not taken: Slack retries a 5xx (re-signed) a few times,
+            # and by then the database may be back. One line, no traceback.
+            log.warning("slack.replay_check_failed", error=type(exc).__name__)
+            return JSONResponse(
+                {"error": "the database is unreachable; the request was not taken"},
+                status_code=503,
+                headers={"Retry-After": "1"},
+            )
+        if replayed:
             log.info("slack.replay_ignored", signed_at=signed_at.isoformat())
             return Response(status_code=200)
         try:
