@@ -198,6 +198,9 @@ def main() -> None:
             "GATEHOUSE_APPROVALS_CHANNEL": "C_APPROVALS",
             "GATEHOUSE_HTTP_PORT": str(port),
             "GATEHOUSE_SERVE_WORKERS": "1",
+            # `serve` against a Slack (not the sandbox) runs the production policy: it needs both.
+            "GATEHOUSE_TRIGGERERS": '{"*": ["*"]}',
+            "GATEHOUSE_OPERATORS": '["*"]',
             "GATEHOUSE_LOG_LEVEL": "error",
             "PYTHONPATH": str(HERE.parent),
         }

@@ -171,6 +171,9 @@ def main() -> None:
             "GATEHOUSE_APPROVALS_CHANNEL": "C_APPROVALS",
             "GATEHOUSE_HTTP_PORT": str(port),
             "GATEHOUSE_SERVE_WORKERS": "1",
+            # `serve` against a Slack (not the sandbox) runs the production policy: it needs both.
+            "GATEHOUSE_TRIGGERERS": '{"*": ["*"]}',
+            "GATEHOUSE_OPERATORS": '["*"]',
             "GATEHOUSE_LOG_LEVEL": "error",
         }
         bot = subprocess.Popen([sys.executable, "-m", "bot.cli", "serve"], env=env, cwd=HERE.parent)

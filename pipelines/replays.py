@@ -2,20 +2,36 @@
 
 A signature (Slack's `v0=…`, a webhook's `v1=…`) is valid while its timestamp is within
 `window` of now, so it has to be remembered until its timestamp plus `window`; after that the
-timestamp check refuses it and the row can go. The rows live in the database, so every replica
-sees the others' (PostgreSQL) and a restart forgets nothing.
+timestamp check refuses it and the row can go. The rows live in the database, so a restart
+forgets nothing.
+
+On PostgreSQL the check is the insert itself: replicas share the table, and a replay sent to
+another replica is caught there too. SQLite has one writer at a time, and a check that waited
+for the write lock would wait behind every worker's transaction on the path that acks Slack
+(measured: p99 of 50 concurrent clicks from 0.25 s to 1.7 s). There the check is made in memory,
+shared by every guard of the same database and scope in the process, and the row is written by a
+background thread; the sightings still in their window are read back when the first guard of a
+process starts. SQLite serves one host, and one `gatehouse serve` there takes Slack's requests;
+replicas run on PostgreSQL.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from storage.replays import first_sighting, forget_expired
+import structlog
+from sqlalchemy import select
+
+from storage.replays import first_sighting, forget_expired, seen_table, signature_digest
 
 if TYPE_CHECKING:
     from pipelines.runtime import Runtime
+
+log = structlog.get_logger()
 
 SIGNATURE_WINDOW = timedelta(minutes=5)  # Slack's, and the webhooks' ±300 s
 PRUNE_EVERY = timedelta(minutes=1)
@@ -23,7 +39,7 @@ PRUNE_EVERY = timedelta(minutes=1)
 
 class ReplayGuard:
     """`first_time(signature, signed_at)` for one scope ("slack", "webhook:NAME"); expired rows
-    are deleted at most once per `PRUNE_EVERY` per guard, in the same transaction as a check."""
+    are deleted at most once per `PRUNE_EVERY` per guard, in the same transaction as a write."""
 
     def __init__(self, rt: Runtime, scope: str, *, window: timedelta = SIGNATURE_WINDOW) -> None:
         self.rt = rt
@@ -31,12 +47,26 @@ class ReplayGuard:
         self.window = window
         self._pruned_at: datetime | None = None
         self._lock = threading.Lock()
+        self._memory = _memory_for(self) if rt.db.is_sqlite else None
 
     def first_time(self, signature: str, signed_at: datetime) -> bool:
         """True for a signature not seen in this scope within its window (now recorded);
         False for a replay, which the caller acknowledges and ignores."""
         now = self.rt.clock.now()
         expires_at = max(now, signed_at) + self.window
+        if self._memory is not None:
+            if not self._memory.first_time(signature_digest(signature), now, expires_at):
+                return False
+            self._memory.write(lambda: self._record(signature, now, expires_at))
+            return True
+        return self._record(signature, now, expires_at)
+
+    def flush(self) -> None:
+        """Wait until every sighting handed to the background writer is in the database."""
+        if self._memory is not None:
+            self._memory.flush()
+
+    def _record(self, signature: str, now: datetime, expires_at: datetime) -> bool:
         with self.rt.db.transaction() as conn:
             if self._prune_due(now):
                 forget_expired(conn, now)
@@ -50,3 +80,67 @@ class ReplayGuard:
                 return False
             self._pruned_at = now
             return True
+
+
+class _Sightings:
+    """One SQLite database's sightings in one scope, for the whole process: digest → when its
+    window closes, and the one thread that writes them to the table in order."""
+
+    def __init__(self, known: dict[str, datetime]) -> None:
+        self._until = known
+        self._lock = threading.Lock()
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gatehouse-replays")
+
+    def first_time(self, digest: str, now: datetime, expires_at: datetime) -> bool:
+        with self._lock:
+            until = self._until.get(digest)
+            if until is not None and until > now:
+                return False
+            if len(self._until) > 1024:  # forget the closed windows now and then
+                self._until = {d: u for d, u in self._until.items() if u > now}
+            self._until[digest] = expires_at
+            return True
+
+    def write(self, record: Callable[[], object]) -> None:
+        def run() -> None:
+            try:
+                record()
+            except Exception as exc:  # the sighting still holds in memory for this process
+                log.warning("replays.write_failed", error=type(exc).__name__)
+
+        self._writer.submit(run)
+
+    def flush(self) -> None:
+        self._writer.submit(lambda: None).result()
+
+
+_SIGHTINGS: dict[tuple[str, str], _Sightings] = {}
+_SIGHTINGS_LOCK = threading.Lock()
+
+
+def _memory_for(guard: ReplayGuard) -> _Sightings:
+    key = (str(guard.rt.db.url), guard.scope)
+    with _SIGHTINGS_LOCK:
+        sightings = _SIGHTINGS.get(key)
+        if sightings is None:
+            sightings = _Sightings(_still_open(guard))
+            _SIGHTINGS[key] = sightings
+        return sightings
+
+
+def _still_open(guard: ReplayGuard) -> dict[str, datetime]:
+    """The sightings an earlier process recorded whose windows are still open."""
+    now = guard.rt.clock.now()
+    with guard.rt.db.transaction() as conn:
+        rows = conn.execute(
+            select(seen_table.c.digest, seen_table.c.expires_at).where(
+                seen_table.c.scope == guard.scope, seen_table.c.expires_at > now
+            )
+        ).all()
+    return {digest: expires_at for digest, expires_at in rows}
+
+
+def forget_process_sightings() -> None:
+    """As a restarted process: the in-memory sightings go, the table's are read again (tests)."""
+    with _SIGHTINGS_LOCK:
+        _SIGHTINGS.clear()

@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
-from pipelines.replays import SIGNATURE_WINDOW, ReplayGuard
+from pipelines.replays import SIGNATURE_WINDOW, ReplayGuard, forget_process_sightings
 from pipelines.runtime import Runtime
 from storage.replays import seen_table
 
@@ -53,10 +53,24 @@ def test_expired_rows_are_pruned(rt: Runtime) -> None:
     guard = ReplayGuard(rt, "slack")
     for n in range(5):
         guard.first_time(f"v0={n}", rt.clock.now())
+    guard.flush()
     assert _count(rt) == 5
     rt.clock.advance(SIGNATURE_WINDOW + timedelta(minutes=2))  # type: ignore[attr-defined]
     guard.first_time("v0=new", rt.clock.now())
+    guard.flush()
     assert _count(rt) == 1
+
+
+def test_a_restarted_process_still_refuses_a_replay_within_the_window(rt: Runtime) -> None:
+    """On SQLite the check is in memory and the row written behind it: a new process reads the
+    rows back; on PostgreSQL the row is the check."""
+    guard = ReplayGuard(rt, "slack")
+    assert guard.first_time("v0=abc", rt.clock.now())
+    guard.flush()
+    forget_process_sightings()
+    again = ReplayGuard(rt, "slack")
+    assert not again.first_time("v0=abc", rt.clock.now())
+    assert again.first_time("v0=fresh", rt.clock.now())
 
 
 def test_concurrent_replays_are_accepted_once(rt: Runtime) -> None:
