@@ -1,8 +1,9 @@
 """The Slack bot: the Bolt app (sync, `process_before_response=True`) and its listeners.
 
-Every listener acks at once and hands its work to a thread pool; nothing slow runs before the
-ack, so Bolt's dispatch runs right on the event loop (a thread hop per request costs a third of
-the throughput; the pools are `Bot`'s, bot/slack/bot.py). Slack's own retries of an event we already took (`X-Slack-Retry-Num`) are
+Every listener acks at once and hands its work to a thread pool (`Bot`'s, bot/slack/bot.py);
+nothing slow runs before the ack. In HTTP mode the request is verified on the event loop and
+dispatched on a worker thread (bot/http/slack_ingress.py), so a flood of junk cannot hold the
+loop that acks Slack. Slack's own retries of an event we already took (`X-Slack-Retry-Num`) are
 acknowledged and dropped: they never cause a second effect. A request from a workspace the bot
 does not serve is refused before any listener sees it (bot/slack/workspaces.py).
 """
