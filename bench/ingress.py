@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import signal
 import socket
 import statistics
@@ -25,7 +24,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 from urllib.parse import urlencode
@@ -35,30 +33,14 @@ from slack_sdk.signature import SignatureVerifier
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # the test fakes
 
+from served_bot import SECRET, free_port, serve_env, wait_healthy  # noqa: E402
+
 from tests.fakes.slack import FakeSlack  # noqa: E402
 
-SECRET = "bench-signing-secret"
 FLOOD_FROM = "127.0.0.2"  # Linux answers all of 127/8 on loopback: another client address
 WARM_UP = 10
 ONE_MB = 1_000_000
 UNDER_CAP = 262_144 - 1024
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_healthy(url: str, deadline: float) -> None:
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url + "/healthz", timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit("the bot did not come up")
 
 
 def signed_command(fake: FakeSlack, port: int) -> bytes:
@@ -189,21 +171,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, FakeSlack() as fake:
         port = free_port()
-        env = {
-            **os.environ,
-            "GATEHOUSE_DATABASE_URL": f"sqlite:///{tmp}/bench.db",
-            "SLACK_BOT_TOKEN": fake.token,
-            "SLACK_SIGNING_SECRET": SECRET,
-            "SLACK_API_URL": fake.api_url,
-            "GATEHOUSE_APPROVALS_CHANNEL": "C_APPROVALS",
-            "GATEHOUSE_HTTP_PORT": str(port),
-            "GATEHOUSE_SERVE_WORKERS": "1",
-            # `serve` against a Slack (not the sandbox) runs the production policy: it needs both.
-            "GATEHOUSE_TRIGGERERS": '{"*": ["*"]}',
-            "GATEHOUSE_OPERATORS": '["*"]',
-            "GATEHOUSE_LOG_LEVEL": "error",
-            "PYTHONPATH": str(HERE.parent),
-        }
+        env = serve_env(fake, f"sqlite:///{tmp}/bench.db", port, PYTHONPATH=str(HERE.parent))
         subprocess.run(
             [sys.executable, "-m", "bot.cli", "db", "upgrade"], env=env, cwd=HERE.parent, check=True
         )

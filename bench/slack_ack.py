@@ -16,13 +16,11 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -40,28 +38,11 @@ sys.path.insert(0, str(HERE.parent))  # the test fakes
 sys.path.insert(0, str(HERE))  # the bench pipeline, also imported by the bot process
 
 import slack_bench_pipelines  # noqa: E402, F401  (registers the pipeline)
+from served_bot import SECRET, free_port, serve_env, wait_healthy  # noqa: E402
 
 from tests.fakes.slack import FakeSlack  # noqa: E402
 
-SECRET = "bench-signing-secret"
 WARM_UP = 10
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_healthy(url: str, deadline: float) -> None:
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url + "/healthz", timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit("the bot did not come up")
 
 
 def signed_click(fake: FakeSlack, approval_id: str, port: int) -> bytes:
@@ -160,22 +141,13 @@ def main() -> None:
             run = engine.trigger("bench_slack_gate", {"n": n}, user="U_CAROL")
             approvals.append(run.waiting_for[0])
         port = free_port()
-        env = {
-            **os.environ,
-            "GATEHOUSE_DATABASE_URL": url,
-            "GATEHOUSE_PIPELINES": "slack_bench_pipelines",
-            "PYTHONPATH": os.pathsep.join([str(HERE), str(HERE.parent)]),
-            "SLACK_BOT_TOKEN": fake.token,
-            "SLACK_SIGNING_SECRET": SECRET,
-            "SLACK_API_URL": fake.api_url,
-            "GATEHOUSE_APPROVALS_CHANNEL": "C_APPROVALS",
-            "GATEHOUSE_HTTP_PORT": str(port),
-            "GATEHOUSE_SERVE_WORKERS": "1",
-            # `serve` against a Slack (not the sandbox) runs the production policy: it needs both.
-            "GATEHOUSE_TRIGGERERS": '{"*": ["*"]}',
-            "GATEHOUSE_OPERATORS": '["*"]',
-            "GATEHOUSE_LOG_LEVEL": "error",
-        }
+        env = serve_env(
+            fake,
+            url,
+            port,
+            GATEHOUSE_PIPELINES="slack_bench_pipelines",
+            PYTHONPATH=os.pathsep.join([str(HERE), str(HERE.parent)]),
+        )
         bot = subprocess.Popen([sys.executable, "-m", "bot.cli", "serve"], env=env, cwd=HERE.parent)
         try:
             base = f"http://127.0.0.1:{port}"
