@@ -93,22 +93,29 @@ def hx_hostile(ctx: Context, given: HostileInput) -> dict[str, str]:
 # -- the walk ----------------------------------------------------------------------------------
 
 
-def mrkdwn_texts(node: Any) -> Iterator[str]:
-    """Every text Slack parses as mrkdwn: mrkdwn text objects, and a message's `text`."""
+def texts_in(node: Any, *, mrkdwn_only: bool) -> Iterator[str]:
+    """Every text in a call (JSON strings inside it too): only mrkdwn text objects' and
+    messages' `text`, or with `mrkdwn_only=False` every `text` (plain_text as well)."""
     if isinstance(node, str) and node[:1] in "[{":
         try:
             node = json.loads(node)
         except ValueError:
             return
     if isinstance(node, dict):
-        if node.get("type") == "mrkdwn" and isinstance(node.get("text"), str):
-            yield node["text"]
+        text = node.get("text")
+        if isinstance(text, str) and (not mrkdwn_only or node.get("type") == "mrkdwn"):
+            yield text
         for value in node.values():
             if isinstance(value, dict | list) or (isinstance(value, str) and value[:1] in "[{"):
-                yield from mrkdwn_texts(value)
+                yield from texts_in(value, mrkdwn_only=mrkdwn_only)
     elif isinstance(node, list):
         for value in node:
-            yield from mrkdwn_texts(value)
+            yield from texts_in(value, mrkdwn_only=mrkdwn_only)
+
+
+def mrkdwn_texts(node: Any) -> Iterator[str]:
+    """Every text Slack parses as mrkdwn: mrkdwn text objects, and a message's `text`."""
+    return texts_in(node, mrkdwn_only=True)
 
 
 def sent_texts(world: SlackWorld, acks: list[Any]) -> list[str]:
@@ -250,20 +257,7 @@ INVISIBLE = re.compile("[\u061c\u200b\u200e\u200f\u202a-\u202e\u2060-\u2064\u206
 
 def slack_texts(node: Any) -> Iterator[str]:
     """Every text object's text (mrkdwn and plain_text) and every message `text` in a call."""
-    if isinstance(node, str) and node[:1] in "[{":
-        try:
-            node = json.loads(node)
-        except ValueError:
-            return
-    if isinstance(node, dict):
-        if isinstance(node.get("text"), str):
-            yield node["text"]
-        for value in node.values():
-            if isinstance(value, dict | list) or (isinstance(value, str) and value[:1] in "[{"):
-                yield from slack_texts(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from slack_texts(value)
+    return texts_in(node, mrkdwn_only=False)
 
 
 def test_bidi_overrides_and_zero_width_characters_reach_cards_as_visible_escapes(
