@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
+from starlette.requests import Request
 
 log = structlog.get_logger()
 
@@ -209,3 +210,18 @@ async def _reply(
     raw += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": body})
+
+
+async def read_capped_body(request: Request, limit: int) -> bytes | None:
+    """A route's own cap, below the middleware's: the body, or None when Content-Length says
+    it is over `limit` (nothing read) or a chunked body grows past it (the rest unread)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -25,6 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from bot.http.limits import read_capped_body
 from pipelines.replays import SIGNATURE_WINDOW, ReplayGuard
 
 log = structlog.get_logger()
@@ -60,10 +61,7 @@ class SlackIngress:
             )
 
     async def handle(self, request: Request) -> Response:
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self.max_body_bytes:
-            return self._too_large()
-        body = await self._read_capped(request)
+        body = await read_capped_body(request, self.max_body_bytes)
         if body is None:
             return self._too_large()
         signature = request.headers.get("x-slack-signature", "")
@@ -95,17 +93,6 @@ class SlackIngress:
         if not hmac.compare_digest(expected, signature.encode("latin-1")):
             return None
         return datetime.fromtimestamp(int(timestamp), UTC)
-
-    async def _read_capped(self, request: Request) -> bytes | None:
-        """The whole body, or None once a chunked body grows past the cap (the rest unread)."""
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                return None
-            chunks.append(chunk)
-        return b"".join(chunks)
 
     def _take(self, request: Request, body: bytes, signature: str, signed_at: datetime) -> Response:
         """On a worker thread: the replay check, then Bolt's parse and dispatch."""

@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from bot.http.limits import read_capped_body
 from bot.http.webhook_signatures import Authenticated, Refused, authenticate, sign_delivery
 from pipelines import Gatehouse, Settings
 from pipelines.errors import UnknownPipeline
@@ -82,17 +83,6 @@ def _parse(body: bytes) -> Any:
     return payload
 
 
-async def _read_body(request: Request, limit: int) -> bytes | None:
-    """The body, or None as soon as it passes `limit` bytes (whatever Content-Length said)."""
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def webhook_routes(gatehouse: Gatehouse, settings: Settings) -> list[Route]:
     """The webhook route, to mount on the bot's Starlette app beside `/slack/events`."""
     limit = settings.webhook_max_bytes
@@ -115,10 +105,7 @@ def webhook_routes(gatehouse: Gatehouse, settings: Settings) -> list[Route]:
 
     async def receive(request: Request) -> JSONResponse:
         name = request.path_params["pipeline"]
-        length = request.headers.get("Content-Length", "")
-        if length.isdigit() and int(length) > limit:
-            return _problem(413, f"the body is over the {limit}-byte limit")
-        body = await _read_body(request, limit)
+        body = await read_capped_body(request, limit)
         if body is None:
             return _problem(413, f"the body is over the {limit}-byte limit")
         known = _is_webhook_pipeline(name)
