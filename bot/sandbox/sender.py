@@ -101,7 +101,7 @@ class SlackSender:
             "response_url": self._response_url(user_id, channel_id, None),
             "trigger_id": self._trigger_id(user_id),
         }
-        response = self._send(urlencode(fields), "application/x-www-form-urlencoded", **options)
+        response = self.send(urlencode(fields), "application/x-www-form-urlencoded", **options)
         if self._api is not None and response.status == 200 and response.text:
             # Slack shows the ack body to the user: JSON as a message, plain text as its text.
             shown = response.json if isinstance(response.json, dict) else {"text": response.text}
@@ -285,7 +285,7 @@ class SlackSender:
             "is_ext_shared_channel": False,
             "event_context": f"4-fake-{serial}",
         }
-        return self._send(json.dumps(body), "application/json", **options)
+        return self.send(json.dumps(body), "application/json", **options)
 
     def url_verification(self, challenge: str = "fake-challenge", **options: Any) -> BotResponse:
         body = {
@@ -293,13 +293,13 @@ class SlackSender:
             "challenge": challenge,
             "type": "url_verification",
         }
-        return self._send(json.dumps(body), "application/json", **options)
+        return self.send(json.dumps(body), "application/json", **options)
 
     def resend(
         self, request: SentRequest, *, retry_num: int = 1, retry_reason: str = "http_timeout"
     ) -> BotResponse:
         """Slack's retry of a request it thinks failed: the same body, newly signed."""
-        return self._send(
+        return self.send(
             request.body.decode(),
             request.headers["Content-Type"],
             retry_num=retry_num,
@@ -310,9 +310,9 @@ class SlackSender:
 
     def _send_payload(self, payload: dict[str, Any], **options: Any) -> BotResponse:
         body = urlencode({"payload": json.dumps(payload)})
-        return self._send(body, "application/x-www-form-urlencoded", **options)
+        return self.send(body, "application/x-www-form-urlencoded", **options)
 
-    def _send(
+    def send(
         self,
         body: str,
         content_type: str,
@@ -322,8 +322,9 @@ class SlackSender:
         retry_num: int | None = None,
         retry_reason: str = "http_timeout",
     ) -> BotResponse:
-        """POST `body` signed as Slack signs it; `timestamp`/`signature` override for stale or
-        forged requests, `retry_num` marks it as Slack's retry."""
+        """Deliver `body` (exactly as Slack would POST it) signed as Slack signs it;
+        `timestamp`/`signature` override for stale or forged requests, `retry_num` marks it as
+        Slack's retry. Tests replaying recorded payloads call this directly."""
         ts = str(int(time.time()) if timestamp is None else timestamp)
         headers = {
             "Content-Type": content_type,
