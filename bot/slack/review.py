@@ -198,6 +198,8 @@ class SlackReview(SilentNotifier):
             retryable=failure.retryable,
             retry_after=failure.retry_after,
             code=failure.code,
+            hold=failure.hold,
+            action=failure.action,
         )
 
     # -- a verdict --
