@@ -1,6 +1,9 @@
 """Slack's Web API as a delivery channel: what a failure means for the outbox (`DeliveryFailed`:
-retry when, or give up), and the message metadata that names what a message shows, so that a
-message posted by a sender that died before recording it can be found again and not re-posted.
+retry when, give up, or hold until an operator acts: a revoked token pauses every delivery, a
+missing scope holds the deliveries that need it and names the scope), which errors mean the
+message to update is gone (the card is posted again), and the message metadata that names what
+a message shows, so that a message posted by a sender that died before recording it can be found
+again and not re-posted.
 """
 
 from __future__ import annotations
@@ -72,8 +75,10 @@ def delivery_failure(exc: Exception) -> DeliveryFailed:
             action = scope_action(needed)
             provided = str(response.get("provided") or "") if response is not None else ""
             return DeliveryFailed(
-                f"Slack refused {method}: the app lacks the {needed or 'needed'} scope; "
-                f"{action}" + (f" (the token has: {provided})" if provided else ""),
+                f"Slack refused {method}: the app lacks "
+                + (f"the {needed} scope" if needed else "a scope this method needs")
+                + f"; {action}"
+                + (f" (the token has: {provided})" if provided else ""),
                 retryable=True,
                 code=error,
                 hold="subject",
@@ -93,8 +98,8 @@ def delivery_failure(exc: Exception) -> DeliveryFailed:
 def scope_action(needed: str) -> str:
     """What an operator does about a missing scope (Slack's `needed` names it, maybe several)."""
     return (
-        f"add {needed or 'the scope Slack names'} under OAuth & Permissions (and to manifest.yml) "
-        "and reinstall the app"
+        f"add {needed or 'the scope the method documents'} under OAuth & Permissions "
+        "(and to manifest.yml) and reinstall the app"
     )
 
 
