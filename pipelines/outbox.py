@@ -17,7 +17,8 @@ revoked token, a deactivated account: `hold="delivery"`) pauses delivery for eve
 sender claims nothing for `PAUSE_FIRST`, then one delivery probes; each failed probe doubles the
 pause up to `PAUSE_CAP`, and the first answer that gets past Slack's authentication resumes it.
 The pause is logged once at `error` (the error and what to do), its end once at `info`, and is
-a `/metrics` gauge while it lasts. Every sender of this process on the same database shares it;
+a `/metrics` gauge while it lasts; with nothing due to probe with, the notifier's optional
+`check_delivery()` (Slack's `auth.test`) is the probe. Every sender of this process on the same database shares it;
 each replica reaches it from Slack's answers on its own. One that holds only the deliveries
 that need what is missing (a scope: `hold="subject"`) is retried on the same schedule, per row.
 A database that goes away is waited out with bounded backoff; the rows stay in the table, and
@@ -310,6 +311,8 @@ class OutboxSender:
                     subject_id=subject_id,
                 )
             if not claimed:
+                if subject_id is None:
+                    self._probe_idle()
                 return done
             for index, head in enumerate(claimed):
                 out_of_time = self._give_up_at is not None and time.monotonic() > self._give_up_at
@@ -376,14 +379,14 @@ class OutboxSender:
         if head.taken_over:
             self.taken_over += 1
             log.warning("outbox.taken_over", subject_id=head.subject_id, owed=head.event)
-        asked_slack = False
+        reached_notifier = False
         try:
             method, view = self._current(head)
             if method is not None and head.taken_over and view is not None:
-                asked_slack = True
+                reached_notifier = True
                 self._adopt_lost_card(head, view)
             if method is not None and not self._stale(head, view):
-                asked_slack = True
+                reached_notifier = True
                 getattr(self.notifier, method)(view)
         except DeliveryFailed as exc:
             if exc.hold == "delivery":
@@ -403,7 +406,7 @@ class OutboxSender:
             error = f"{type(exc).__name__}: {exc}"
             self._failed(head, up_to, error, False, None)
             return Outcome(head.subject_id, False, DeliveryFailed(error, retryable=False))
-        if asked_slack:
+        if reached_notifier:
             self._resume()
         self.pauses.release_subject(head.subject_id)
         with self.rt.db.transaction() as conn:
@@ -414,9 +417,8 @@ class OutboxSender:
 
     def _pause(self, head: rows.Claimed, failure: DeliveryFailed) -> None:
         """Every delivery would fail as this one did: pause them all (this row waits for the
-        probe, no attempt counted); logged at `error` when the pause begins."""
-        now = self.rt.clock.now()
-        before, pause = self.pauses.begin(failure, now, self.pause_first, self.pause_cap)
+        probe, no attempt counted)."""
+        pause = self._paused_by(failure, subject_id=head.subject_id)
         with self.rt.db.transaction() as conn:
             rows.postpone(
                 conn,
@@ -426,6 +428,12 @@ class OutboxSender:
                 error=str(failure),
                 keep_holder=head.taken_over,
             )
+
+    def _paused_by(self, failure: DeliveryFailed, *, subject_id: str | None = None) -> Pause:
+        """Begin the pause, or lengthen it after a failed probe; logged at `error` when it
+        begins, at `warning` when a probe fails."""
+        now = self.rt.clock.now()
+        before, pause = self.pauses.begin(failure, now, self.pause_first, self.pause_cap)
         retry_in = (pause.until - now).total_seconds()
         if before is None:
             log.error(
@@ -434,7 +442,7 @@ class OutboxSender:
                 error=pause.error,
                 action=pause.action,
                 retry_in=retry_in,
-                subject_id=head.subject_id,
+                subject_id=subject_id,
                 detail="Slack refuses every delivery: nothing goes dead, every card waits; "
                 f"fix it ({pause.action}) and delivery resumes by itself at the next probe",
             )
@@ -447,9 +455,27 @@ class OutboxSender:
                 retry_in=retry_in,
                 paused_for=(now - pause.since).total_seconds(),
             )
+        return pause
+
+    def _probe_idle(self) -> None:
+        """The pause ran out and nothing is due here to probe with (another replica delivered
+        it): ask the notifier whether delivery works (an optional `check_delivery()`, Slack's
+        `auth.test`), so a pause this process saw does not outlive its cause."""
+        pause = self.pauses.pause
+        check = getattr(self.notifier, "check_delivery", None)
+        if pause is None or check is None or self.rt.clock.now() < pause.until:
+            return
+        try:
+            check()
+        except DeliveryFailed as exc:
+            if exc.hold == "delivery":
+                self._paused_by(exc)
+            return  # any other failure says nothing about the token: the next pass asks again
+        self._resume()
 
     def _resume(self) -> None:
-        """Slack answered a delivery past its authentication: the pause, if any, is over."""
+        """The notifier delivered, or Slack answered past its authentication: the pause, if
+        any, is over."""
         pause = self.pauses.end()
         if pause is not None:
             log.info(

@@ -22,6 +22,7 @@ from structlog.testing import capture_logs
 
 from bot.http.metrics import metrics_routes
 from bot.http.server import BackgroundServer
+from pipelines import Gatehouse
 from pipelines.outbox import PAUSE_CAP, PAUSE_FIRST, OutboxSender
 from storage import messages
 from storage import outbox as outbox_rows
@@ -94,6 +95,27 @@ def owe_again(world: SlackWorld, approval_id: str) -> None:
         outbox_rows.enqueue(
             conn, event="approval_requested", subject_id=approval_id, now=world.clock.now()
         )
+
+
+def orphaned_card(world: SlackWorld, clock: FakeClock) -> tuple[str, dict[str, Any]]:
+    """A card as a sender killed between Slack's answer and its commit leaves it: posted, its
+    ts not recorded, its row still claimed by a process that no longer exists."""
+    run = world.gatehouse.trigger("refund_request", LARGE, user="U_CAROL", source="slack")
+    [approval_id] = run.waiting_for
+    [card] = world.approval_cards()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    holder = f"{socket.gethostname()}:{dead.pid}:dead00"
+    with world.gatehouse.db.transaction() as conn:
+        conn.execute(delete(messages.messages_table))
+        conn.execute(
+            update(outbox_rows.outbox_table)
+            .where(outbox_rows.outbox_table.c.subject_id == approval_id)
+            .values(
+                status="pending", claimed_by=holder, claim_until=clock.now() + timedelta(hours=1)
+            )
+        )
+    return approval_id, card
 
 
 def events(logs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
@@ -218,6 +240,61 @@ def test_a_revoked_token_pauses_every_delivery_and_a_probe_resumes_it(
     assert [statuses(db, s) for s in subjects] == [["delivered"], ["delivered"]]
 
 
+def test_each_replica_pauses_from_slacks_answers_and_resumes_when_the_token_works(
+    world: SlackWorld, sqlite_url: str, clock: FakeClock
+) -> None:
+    """Two senders on one database, as two replicas: each learns of the revoked token from
+    Slack on its own, no row dies, and the one left with nothing to deliver asks `auth.test`
+    after its pause instead of staying paused."""
+    every_level()
+    replica = Gatehouse(sqlite_url, clock=clock)
+    other = OutboxSender(replica.rt, notifier=world.gatehouse.rt.notifier)
+    here = sender_of(world)
+    world.fake.fail_next("chat.postMessage", "token_revoked")
+    run = world.gatehouse.trigger("refund_request", LARGE, user="U_CAROL", source="slack")
+    [approval_id] = run.waiting_for
+    assert here.paused(clock.now()) is not None and other.paused(clock.now()) is None
+
+    clock.advance(PAUSE_FIRST)
+    world.fake.fail_next("chat.postMessage", "token_revoked")
+    assert other.deliver_due() == 0  # the other replica tries, and pauses on its own
+    assert other.paused(clock.now()) is not None
+    [row] = outbox_rows_of(world.gatehouse.db, approval_id)
+    assert (row.status, row.attempts) == ("pending", 0)
+
+    clock.advance(PAUSE_FIRST / 2)  # this replica's pause ran out; the row is not due yet
+    world.fake.fail_next("auth.test", "token_revoked")
+    assert here.deliver_due() == 0  # nothing due here to probe with: auth.test, refused
+    assert here.paused(clock.now()) is not None  # paused for longer
+    clock.advance(PAUSE_FIRST / 2)  # the token works again
+    assert other.deliver_due() == 1  # the other one delivers the card
+    assert other.paused(clock.now()) is None
+    assert len(world.approval_cards()) == 1
+    clock.advance(PAUSE_CAP)
+    with capture_logs() as logs:
+        assert here.deliver_due() == 0
+    assert events(logs, "outbox.resumed")  # auth.test answered: no pause outlives its cause
+    assert scrape(world)["gatehouse_outbox_paused"] == 0
+    assert len(world.fake.calls_to("auth.test")) >= 2
+    replica.db.dispose()
+
+
+def test_a_taken_over_delivery_that_fails_still_looks_for_its_card_before_posting(
+    world: SlackWorld, clock: FakeClock
+) -> None:
+    """The look-up of a card a dead sender may have posted fails (Slack 503): the retry looks
+    again rather than posting a second card."""
+    approval_id, card = orphaned_card(world, clock)
+    world.fake.fail_next("conversations.history", "service_unavailable")
+    sender = sender_of(world)
+    assert sender.deliver_due() == 0
+    clock.advance(timedelta(minutes=10))
+    assert sender.deliver_due() == 1
+    assert len(world.fake.calls_to("chat.postMessage")) == 1
+    assert len(world.fake.calls_to("conversations.history")) == 2
+    assert card_ts(world, approval_id) == card["ts"]
+
+
 def scrape(world: SlackWorld) -> dict[str, float]:
     server = BackgroundServer(Starlette(routes=metrics_routes(world.gatehouse))).start()
     try:
@@ -297,22 +374,8 @@ def test_the_lost_card_lookup_without_groups_history_names_the_scope_and_keeps_t
     """A sender died between Slack's answer and its record; the next one looks the card up in
     the channel's history, which in a private channel needs groups:history. Without it the card
     is neither dropped nor posted twice: it waits, saying which scope to add."""
-    run = world.gatehouse.trigger("refund_request", LARGE, user="U_CAROL", source="slack")
-    [approval_id] = run.waiting_for
-    [card] = world.approval_cards()
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    holder = f"{socket.gethostname()}:{dead.pid}:dead00"
+    approval_id, card = orphaned_card(world, clock)
     db = world.gatehouse.db
-    with db.transaction() as conn:
-        conn.execute(delete(messages.messages_table))
-        conn.execute(
-            update(outbox_rows.outbox_table)
-            .where(outbox_rows.outbox_table.c.subject_id == approval_id)
-            .values(
-                status="pending", claimed_by=holder, claim_until=clock.now() + timedelta(hours=1)
-            )
-        )
     sender = sender_of(world)
     for _ in range(sender.max_attempts + 1):
         world.fake.fail_next(

@@ -189,6 +189,14 @@ class SlackNotifier:
         log.warning("slack.card_adopted", kind=kind, ref_id=view.id)
         return True
 
+    def check_delivery(self) -> None:
+        """Does Slack take this token (`auth.test`)? The outbox's probe when delivery is paused
+        and no card is due to probe with; raises `DeliveryFailed` when it does not."""
+        try:
+            self._client.auth_test()
+        except (SlackClientError, OSError) as exc:
+            raise delivery_failure(exc) from exc
+
     def task_channel(self, task: TaskView) -> str:
         pipeline = registered_pipelines().get(task.pipeline or "")
         return (pipeline.approvals_channel if pipeline else None) or self._default_channel
