@@ -136,6 +136,12 @@ class DeliveryPauses:
             self.pause = pause
             return before, pause
 
+    def probe_later(self, until: datetime) -> None:
+        """A probe learnt nothing (no answer): the pause holds, unchanged, until `until`."""
+        with self._lock:
+            if self.pause is not None:
+                self.pause = replace(self.pause, until=until)
+
     def end(self) -> Pause | None:
         """Slack answered past its authentication: the pause that was, if any."""
         with self._lock:
@@ -470,7 +476,9 @@ class OutboxSender:
         except DeliveryFailed as exc:
             if exc.hold == "delivery":
                 self._paused_by(exc)
-            return  # any other failure says nothing about the token: the next pass asks again
+            else:  # Slack down, say: nothing learnt about the token; ask again a while later
+                self.pauses.probe_later(self.rt.clock.now() + self.pause_first)
+            return
         self._resume()
 
     def _resume(self) -> None:
