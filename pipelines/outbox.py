@@ -10,8 +10,18 @@ delivery idempotent (a card that exists is updated, never posted twice).
 
 A failure raised as `DeliveryFailed(retryable=True)` (429, 5xx, connection) is retried with
 capped exponential backoff and jitter, never sooner than the service's `Retry-After`; a
-permanent one (a bad channel) after `max_attempts` marks the rows dead and logs an error. A
-database that goes away is waited out with bounded backoff; the rows stay in the table, and
+permanent one (a bad channel) after `max_attempts` marks the rows dead and logs an error.
+
+A failure that only an operator can fix never kills a row. One that refuses every call (a
+revoked token, a deactivated account: `hold="delivery"`) pauses delivery for every subject: the
+sender claims nothing for `PAUSE_FIRST`, then one delivery probes; each failed probe doubles the
+pause up to `PAUSE_CAP`, and the first answer that gets past Slack's authentication resumes it.
+The pause is logged once at `error` (the error and what to do), its end once at `info`, and is
+a `/metrics` gauge while it lasts; with nothing due to probe with, the notifier's optional
+`check_delivery()` (Slack's `auth.test`) is the probe. Every sender of this process on the same database shares it;
+each replica reaches it from Slack's answers on its own. One that holds only the deliveries
+that need what is missing (a scope: `hold="subject"`) is retried on the same schedule, per row.
+A database that goes away is waited out with bounded backoff; the rows stay in the table, and
 the claims it interrupted are ended when it is back. A claim held by a process of this host
 that no longer exists (a sender killed mid-delivery) is ended at once rather than at the end of
 its lease, as the worker does with runs.
@@ -27,8 +37,9 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from weakref import WeakKeyDictionary
 
 import structlog
 
@@ -50,7 +61,7 @@ from pipelines.views import ApprovalView, TaskView
 from pipelines.worker import owner_is_dead
 from storage import messages
 from storage import outbox as rows
-from storage.db import is_disconnect
+from storage.db import Database, is_disconnect
 
 log = structlog.get_logger()
 
@@ -58,6 +69,116 @@ APPROVAL_EVENTS = ("approval_requested", "approval_decided")
 TASK_EVENTS = ("task_opened", "task_answered")
 
 View = ApprovalView | TaskView | AlertView | ReviewWeekView | ReviewItemView
+
+# A failure only an operator can fix (a revoked token, a missing scope) waits this long before
+# the first probe, doubling with each failed probe up to the cap: a fix is seen within 15 min,
+# and a revoked token costs Slack four calls an hour.
+PAUSE_FIRST = timedelta(minutes=1)
+PAUSE_CAP = timedelta(minutes=15)
+# A subject held for a scope is forgotten by the gauge if it was not retried for this long
+# (another replica delivered it, or it was decided from the CLI and delivered elsewhere).
+HELD_FORGOTTEN_AFTER = 2 * PAUSE_CAP
+
+
+@dataclass(frozen=True)
+class Pause:
+    """Delivery paused: Slack refuses every call with `reason` (its error) until an operator
+    acts (`action`); the next probe is at `until`."""
+
+    reason: str
+    error: str
+    action: str | None
+    since: datetime
+    until: datetime
+    probes: int = 0  # failed probes since the pause began
+
+    def next(
+        self, failure: DeliveryFailed, now: datetime, first: timedelta, cap: timedelta
+    ) -> Pause:
+        """The pause after a probe failed again: twice as long, up to `cap`."""
+        probes = self.probes + 1
+        wait = min(first * 2**probes, cap)
+        return replace(
+            self,
+            reason=failure.reason,
+            error=str(failure),
+            action=failure.action,
+            until=now + wait,
+            probes=probes,
+        )
+
+
+class DeliveryPauses:
+    """What holds delivery on one database in this process: the pause (every subject) and the
+    subjects waiting for a scope. Shared by every sender built on that database (the bot's
+    thread, the alert checks', the review job's), so one revoked token pauses them all; read by
+    `/metrics`."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.pause: Pause | None = None
+        self._held: dict[str, tuple[str, datetime]] = {}  # subject -> (reason, last failure)
+
+    def begin(
+        self, failure: DeliveryFailed, now: datetime, first: timedelta, cap: timedelta
+    ) -> tuple[Pause | None, Pause]:
+        """A delivery failed for every subject: (the pause before, the pause now). A new pause
+        waits `first`; a failed probe (the pause ran out) doubles it up to `cap`; a failure
+        while the pause runs (a delivery already under way) leaves it as it is."""
+        with self._lock:
+            before = self.pause
+            if before is None:
+                pause = Pause(failure.reason, str(failure), failure.action, now, now + first)
+            elif now < before.until:
+                pause = before
+            else:
+                pause = before.next(failure, now, first, cap)
+            self.pause = pause
+            return before, pause
+
+    def probe_later(self, until: datetime) -> None:
+        """A probe learnt nothing (no answer): the pause holds, unchanged, until `until`."""
+        with self._lock:
+            if self.pause is not None:
+                self.pause = replace(self.pause, until=until)
+
+    def end(self) -> Pause | None:
+        """Slack answered past its authentication: the pause that was, if any."""
+        with self._lock:
+            pause, self.pause = self.pause, None
+            return pause
+
+    def hold_subject(self, subject_id: str, reason: str, now: datetime) -> None:
+        with self._lock:
+            self._held[subject_id] = (reason, now)
+
+    def release_subject(self, subject_id: str) -> None:
+        with self._lock:
+            self._held.pop(subject_id, None)
+
+    def held(self, now: datetime) -> dict[str, int]:
+        """Subjects held per reason (`missing_scope`), those retried lately."""
+        counts: dict[str, int] = {}
+        with self._lock:
+            for subject_id, (reason, seen) in list(self._held.items()):
+                if now - seen > HELD_FORGOTTEN_AFTER:
+                    del self._held[subject_id]
+                    continue
+                counts[reason] = counts.get(reason, 0) + 1
+        return counts
+
+
+_PAUSES: WeakKeyDictionary[Database, DeliveryPauses] = WeakKeyDictionary()
+_PAUSES_LOCK = threading.Lock()
+
+
+def delivery_pauses(db: Database) -> DeliveryPauses:
+    """The pauses of every sender of this process on `db`."""
+    with _PAUSES_LOCK:
+        pauses = _PAUSES.get(db)
+        if pauses is None:
+            pauses = _PAUSES[db] = DeliveryPauses()
+        return pauses
 
 
 @dataclass(frozen=True)
@@ -87,6 +208,8 @@ class OutboxSender:
         batch: int = 20,
         jitter: Callable[[], float] = random.random,
         notifier: Notifier | None = None,
+        pause_first: timedelta = PAUSE_FIRST,
+        pause_cap: timedelta = PAUSE_CAP,
     ) -> None:
         self.rt = rt
         self._notifier = notifier  # None: the runtime's (set after the sender, in `serve`)
@@ -99,6 +222,9 @@ class OutboxSender:
         self.keep_delivered = keep_delivered
         self.batch = batch
         self._jitter = jitter
+        self.pause_first = pause_first
+        self.pause_cap = pause_cap
+        self.pauses = delivery_pauses(rt.db)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -179,6 +305,8 @@ class OutboxSender:
         done = 0
         while True:
             now = self.rt.clock.now()
+            if self.paused(now):
+                return done
             with self.rt.db.transaction() as conn:
                 claimed = rows.claim_due(
                     conn,
@@ -189,10 +317,13 @@ class OutboxSender:
                     subject_id=subject_id,
                 )
             if not claimed:
+                if subject_id is None:
+                    self._probe_idle()
                 return done
             for index, head in enumerate(claimed):
-                if self._give_up_at is not None and time.monotonic() > self._give_up_at:
-                    # draining and out of time: give the rest back for the next sender
+                out_of_time = self._give_up_at is not None and time.monotonic() > self._give_up_at
+                if out_of_time or self.paused(self.rt.clock.now()):
+                    # draining and out of time, or delivery just paused: give the rest back
                     self._release(claimed[index:])
                     return done
                 if self._deliver(head).delivered:
@@ -202,8 +333,11 @@ class OutboxSender:
 
     def deliver_subject(self, subject_id: str) -> Outcome | None:
         """Deliver one subject now, on this thread, if it is due and nobody else holds it;
-        None when there was nothing to claim (not due, delivered, or another sender's)."""
+        None when there was nothing to claim (not due, delivered, another sender's, or delivery
+        is paused)."""
         now = self.rt.clock.now()
+        if self.paused(now):
+            return None
         with self.rt.db.transaction() as conn:
             claimed = rows.claim_due(
                 conn,
@@ -214,6 +348,11 @@ class OutboxSender:
                 subject_id=subject_id,
             )
         return self._deliver(claimed[0]) if claimed else None
+
+    def paused(self, now: datetime) -> Pause | None:
+        """The pause that holds every delivery now, if any (past its `until`, a probe may go)."""
+        pause = self.pauses.pause
+        return pause if pause is not None and now < pause.until else None
 
     def end_abandoned_claims(self) -> int:
         """End the claims nobody is delivering any more: those of dead processes on this host,
@@ -246,14 +385,22 @@ class OutboxSender:
         if head.taken_over:
             self.taken_over += 1
             log.warning("outbox.taken_over", subject_id=head.subject_id, owed=head.event)
+        reached_notifier = False
         try:
             method, view = self._current(head)
             if method is not None and head.taken_over and view is not None:
+                reached_notifier = True
                 self._adopt_lost_card(head, view)
             if method is not None and not self._stale(head, view):
+                reached_notifier = True
                 getattr(self.notifier, method)(view)
         except DeliveryFailed as exc:
-            self._failed(head, up_to, str(exc), exc.retryable, exc.retry_after)
+            if exc.hold == "delivery":
+                self._pause(head, exc)
+                return Outcome(head.subject_id, False, exc)
+            if exc.code is not None:
+                self._resume()  # the service answered past its authentication: the token works
+            self._failed(head, up_to, str(exc), exc.retryable, exc.retry_after, exc)
             return Outcome(head.subject_id, False, exc)
         except (UnknownApproval, UnknownTask):
             method = None  # its run was deleted: nothing left to show
@@ -265,11 +412,86 @@ class OutboxSender:
             error = f"{type(exc).__name__}: {exc}"
             self._failed(head, up_to, error, False, None)
             return Outcome(head.subject_id, False, DeliveryFailed(error, retryable=False))
+        if reached_notifier:
+            self._resume()
+        self.pauses.release_subject(head.subject_id)
         with self.rt.db.transaction() as conn:
             rows.mark_delivered(conn, head.subject_id, up_to=up_to, now=self.rt.clock.now())
         self.delivered += 1
         log.info("outbox.delivered", subject_id=head.subject_id, owed=head.event)
         return Outcome(head.subject_id, True)
+
+    def _pause(self, head: rows.Claimed, failure: DeliveryFailed) -> None:
+        """Every delivery would fail as this one did: pause them all (this row waits for the
+        probe, no attempt counted)."""
+        pause = self._paused_by(failure, subject_id=head.subject_id)
+        with self.rt.db.transaction() as conn:
+            rows.postpone(
+                conn,
+                head.id,
+                worker=self.rt.worker_id,
+                retry_at=pause.until,
+                error=str(failure),
+                keep_holder=head.taken_over,
+            )
+
+    def _paused_by(self, failure: DeliveryFailed, *, subject_id: str | None = None) -> Pause:
+        """Begin the pause, or lengthen it after a failed probe; logged at `error` when it
+        begins, at `warning` when a probe fails."""
+        now = self.rt.clock.now()
+        before, pause = self.pauses.begin(failure, now, self.pause_first, self.pause_cap)
+        retry_in = (pause.until - now).total_seconds()
+        if before is None:
+            log.error(
+                "outbox.paused",
+                reason=pause.reason,
+                error=pause.error,
+                action=pause.action,
+                retry_in=retry_in,
+                subject_id=subject_id,
+                detail="Slack refuses every delivery: nothing goes dead, every card waits; "
+                f"fix it ({pause.action}) and delivery resumes by itself at the next probe",
+            )
+        elif pause is not before:
+            log.warning(
+                "outbox.still_paused",
+                reason=pause.reason,
+                error=pause.error,
+                action=pause.action,
+                retry_in=retry_in,
+                paused_for=(now - pause.since).total_seconds(),
+            )
+        return pause
+
+    def _probe_idle(self) -> None:
+        """The pause ran out and nothing is due here to probe with (another replica delivered
+        it): ask the notifier whether delivery works (an optional `check_delivery()`, Slack's
+        `auth.test`), so a pause this process saw does not outlive its cause."""
+        pause = self.pauses.pause
+        check = getattr(self.notifier, "check_delivery", None)
+        if pause is None or check is None or self.rt.clock.now() < pause.until:
+            return
+        try:
+            check()
+        except DeliveryFailed as exc:
+            if exc.hold == "delivery":
+                self._paused_by(exc)
+            else:  # Slack down, say: nothing learnt about the token; ask again a while later
+                self.pauses.probe_later(self.rt.clock.now() + self.pause_first)
+            return
+        self._resume()
+
+    def _resume(self) -> None:
+        """The notifier delivered, or Slack answered past its authentication: the pause, if
+        any, is over."""
+        pause = self.pauses.end()
+        if pause is not None:
+            log.info(
+                "outbox.resumed",
+                reason=pause.reason,
+                paused_for=(self.rt.clock.now() - pause.since).total_seconds(),
+                probes=pause.probes + 1,
+            )
 
     def _adopt_lost_card(self, head: rows.Claimed, view: View) -> None:
         """The previous sender may have posted the card and died before recording it: let the
@@ -342,9 +564,13 @@ class OutboxSender:
         error: str,
         retryable: bool,
         retry_after: float | None,
+        failure: DeliveryFailed | None = None,
     ) -> None:
         attempts = head.attempts + 1
         now = self.rt.clock.now()
+        if failure is not None and failure.hold is not None:
+            self._held(head, attempts, failure, now)
+            return
         with self.rt.db.transaction() as conn:
             if not retryable and attempts >= self.max_attempts:
                 rows.mark_dead(conn, head.subject_id, up_to=up_to, error=error)
@@ -360,13 +586,48 @@ class OutboxSender:
                 )
                 return
             retry_at = self.retry_at(now, attempts, retry_after)
-            rows.reschedule(conn, head.id, worker=self.rt.worker_id, retry_at=retry_at, error=error)
+            rows.reschedule(
+                conn,
+                head.id,
+                worker=self.rt.worker_id,
+                retry_at=retry_at,
+                error=error,
+                keep_holder=head.taken_over,
+            )
         log.warning(
             "outbox.retry",
             subject_id=head.subject_id,
             attempts=attempts,
             retry_at=retry_at.isoformat(),
             error=error,
+        )
+
+    def _held(
+        self, head: rows.Claimed, attempts: int, failure: DeliveryFailed, now: datetime
+    ) -> None:
+        """This delivery waits for an operator (a scope to add): retried on the pause's
+        schedule, never given up; each failure logged at `error` with what to do."""
+        wait = min(self.pause_first * 2 ** (attempts - 1), self.pause_cap)
+        retry_at = now + wait
+        self.pauses.hold_subject(head.subject_id, failure.reason, now)
+        with self.rt.db.transaction() as conn:
+            rows.reschedule(
+                conn,
+                head.id,
+                worker=self.rt.worker_id,
+                retry_at=retry_at,
+                error=str(failure),
+                keep_holder=head.taken_over,
+            )
+        log.error(
+            "outbox.held",
+            subject_id=head.subject_id,
+            owed=head.event,
+            reason=failure.reason,
+            error=str(failure),
+            action=failure.action,
+            attempts=attempts,
+            retry_at=retry_at.isoformat(),
         )
 
     def retry_at(self, now: datetime, attempts: int, retry_after: float | None) -> datetime:

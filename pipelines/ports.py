@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:
     from pipelines.operations.alerting import AlertView
@@ -65,12 +65,21 @@ class Notifier(Protocol):
         ...
 
 
+Hold = Literal["delivery", "subject"]
+"""What a failure an operator must fix holds up: `delivery`, every delivery alike (the token was
+revoked, the account deactivated: the sender pauses, nothing burns its attempts); `subject`, the
+deliveries that need what is missing (a scope the method needs: retried on the pause's backoff,
+never given up)."""
+
+
 class DeliveryFailed(Exception):
-    """A notifier could not deliver (Slack down, rate-limited, a bad channel).
+    """A notifier could not deliver (Slack down, rate-limited, a bad channel, a revoked token).
 
     `retryable`: trying later may work (a 429, a 5xx, a connection error); `retry_after`: the
     seconds the service asked us to wait (`Retry-After`). A permanent failure (a channel that
-    does not exist) is tried a few times, then given up loudly. The outbox sender retries.
+    does not exist) is tried a few times, then given up loudly. `hold`: nothing will work until
+    an operator acts (`action` says what): the sender pauses instead of giving up. The outbox
+    sender retries.
     """
 
     def __init__(
@@ -80,11 +89,15 @@ class DeliveryFailed(Exception):
         retryable: bool,
         retry_after: float | None = None,
         code: str | None = None,
+        hold: Hold | None = None,
+        action: str | None = None,
     ) -> None:
         super().__init__(message)
         self.retryable = retryable
         self.retry_after = retry_after
         self.code = code  # the service's own word for it (Slack's `error`), when it gave one
+        self.hold = hold
+        self.action = action  # what an operator must do, for a failure that holds delivery
 
     @property
     def reason(self) -> str:

@@ -171,9 +171,17 @@ def mark_delivered(conn: Connection, subject_id: str, *, up_to: int, now: dateti
 
 
 def reschedule(
-    conn: Connection, row_id: int, *, worker: str, retry_at: datetime, error: str
+    conn: Connection,
+    row_id: int,
+    *,
+    worker: str,
+    retry_at: datetime,
+    error: str,
+    keep_holder: bool = False,
 ) -> bool:
-    """The delivery failed and will be tried again at `retry_at`; the claim is given back."""
+    """The delivery failed and will be tried again at `retry_at`; the claim is given back.
+    `keep_holder` (a delivery taken over that never settled): the row stays named as claimed,
+    so the next claim is `taken_over` too and looks for a lost card again before it posts."""
     o = outbox_table.c
     return (
         conn.execute(
@@ -183,7 +191,35 @@ def reschedule(
                 attempts=o.attempts + 1,
                 next_attempt_at=retry_at,
                 last_error=error[:2000],
-                claimed_by=None,
+                claimed_by=worker if keep_holder else None,
+                claim_until=None,
+            )
+        ).rowcount
+        == 1
+    )
+
+
+def postpone(
+    conn: Connection,
+    row_id: int,
+    *,
+    worker: str,
+    retry_at: datetime,
+    error: str,
+    keep_holder: bool = False,
+) -> bool:
+    """The delivery is held up by something an operator must fix (a revoked token): due again
+    at `retry_at`, the claim given back, and no attempt counted (a pause never kills a row);
+    `keep_holder` as for `reschedule`."""
+    o = outbox_table.c
+    return (
+        conn.execute(
+            update(outbox_table)
+            .where(o.id == row_id, o.status == OutboxStatus.PENDING, o.claimed_by == worker)
+            .values(
+                next_attempt_at=retry_at,
+                last_error=error[:2000],
+                claimed_by=worker if keep_holder else None,
                 claim_until=None,
             )
         ).rowcount
@@ -227,6 +263,15 @@ def counts(conn: Connection) -> dict[str, int]:
     o = outbox_table.c
     rows = conn.execute(select(o.status, func.count()).group_by(o.status)).all()
     return {str(status): int(count) for status, count in rows}
+
+
+def oldest_pending(conn: Connection) -> datetime | None:
+    """When the oldest undelivered row was written (for /metrics: how long a card has waited)."""
+    o = outbox_table.c
+    value = conn.execute(
+        select(func.min(o.created_at)).where(o.status == OutboxStatus.PENDING)
+    ).scalar()
+    return value if isinstance(value, datetime) else None
 
 
 def rows_for(conn: Connection, subject_id: str) -> list[Outbox]:

@@ -7,6 +7,11 @@ A figure with no value (no finished runs: no error rate, no percentiles) is left
 than reported as 0 or NaN. Percentiles do not add up across pipelines, so every pipeline
 together has its own `gatehouse_overall_*` gauges (counts are left to PromQL's `sum`).
 
+The outbox has gauges of its own (`outbox_exposition`): what is undelivered and dead (from the
+database, the same on every replica) and what holds delivery in this process (a paused sender:
+`gatehouse_outbox_paused{reason="token_revoked"} 1`; subjects waiting for a scope). Each
+replica pauses on its own from Slack's answers, so alert on the `max` over replicas.
+
 With GATEHOUSE_METRICS_TOKEN set, a scrape must send `Authorization: Bearer <token>` (the
 Prometheus `authorization` setting); anything else gets 401.
 """
@@ -32,6 +37,9 @@ from pipelines.operations.stats import (
     WindowStats,
     pipeline_stats,
 )
+from pipelines.outbox import delivery_pauses
+from pipelines.runtime import Runtime
+from storage import outbox as outbox_rows
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -169,8 +177,53 @@ def exposition(report: StatsReport) -> str:
     return "\n".join(lines) + "\n"
 
 
+OUTBOX_GAUGES = {
+    "gatehouse_outbox_undelivered": "Outbox rows not delivered yet (cards, alerts, reviews owed).",
+    "gatehouse_outbox_dead": "Outbox rows given up on (kept for a week; see the logs' outbox.dead).",
+    "gatehouse_outbox_oldest_undelivered_seconds": "Age of the oldest undelivered outbox row.",
+    "gatehouse_outbox_paused": "1 while this process's delivery to Slack is paused (the reason "
+    "label is Slack's error: reinstall the app / set a new SLACK_BOT_TOKEN), else 0.",
+    "gatehouse_outbox_held": "Subjects this process holds for an operator's fix (the reason label "
+    "is Slack's error, e.g. missing_scope: add the scope the logs name and reinstall).",
+}
+
+
+def outbox_exposition(rt: Runtime) -> str:
+    """The outbox's gauges: rows from the database, pauses from this process."""
+    now = rt.clock.now()
+    with rt.db.transaction() as conn:
+        counts = outbox_rows.counts(conn)
+        oldest = outbox_rows.oldest_pending(conn)
+    pauses = delivery_pauses(rt.db)
+    pause = pauses.pause
+    values: dict[str, list[str]] = {
+        "gatehouse_outbox_undelivered": [f"{counts.get('pending', 0)}"],
+        "gatehouse_outbox_dead": [f"{counts.get('dead', 0)}"],
+        "gatehouse_outbox_oldest_undelivered_seconds": (
+            [] if oldest is None else [_number(max((now - oldest).total_seconds(), 0.0))]
+        ),
+        "gatehouse_outbox_paused": (
+            ["0"] if pause is None else [f'{{reason="{escape_label(pause.reason)}"}} 1']
+        ),
+        "gatehouse_outbox_held": [
+            f'{{reason="{escape_label(reason)}"}} {count}'
+            for reason, count in sorted(pauses.held(now).items())
+        ],
+    }
+    lines: list[str] = []
+    for name, help_text in OUTBOX_GAUGES.items():
+        lines.extend(_help_and_type(name, help_text))
+        for sample in values[name]:
+            lines.append(f"{name}{sample}" if sample.startswith("{") else f"{name} {sample}")
+    return "\n".join(lines) + "\n"
+
+
 def _header(gauge: Gauge) -> list[str]:
-    return [f"# HELP {gauge.name} {_escape_help(gauge.help)}", f"# TYPE {gauge.name} gauge"]
+    return _help_and_type(gauge.name, gauge.help)
+
+
+def _help_and_type(name: str, help_text: str) -> list[str]:
+    return [f"# HELP {name} {_escape_help(help_text)}", f"# TYPE {name} gauge"]
 
 
 def _samples(gauge: Gauge, pipelines: Iterable[PipelineStats]) -> Iterable[str]:
@@ -199,6 +252,7 @@ def metrics_routes(gatehouse: Gatehouse, *, token: SecretStr | None = None) -> l
                     media_type="text/plain",
                 )
         report = await run_in_threadpool(pipeline_stats, gatehouse.rt, windows=[DAY])
-        return Response(exposition(report), media_type=CONTENT_TYPE)
+        outbox = await run_in_threadpool(outbox_exposition, gatehouse.rt)
+        return Response(exposition(report) + outbox, media_type=CONTENT_TYPE)
 
     return [Route("/metrics", metrics, methods=["GET"])]

@@ -139,10 +139,19 @@ class SlackWebApi(ViewMethods, FileMethods):
 
     # -- scripting ---------------------------------------------------------------------------
 
-    def fail_next(self, method: str, error: str = "channel_not_found") -> None:
-        """The next call to `method` answers `{"ok": false, "error": error}` (queued in order)."""
+    def fail_next(self, method: str, error: str = "channel_not_found", **extra: Any) -> None:
+        """The next call to `method` answers `{"ok": false, "error": error, **extra}` (queued in
+        order); `extra` as Slack adds it (`needed`/`provided` with a `missing_scope`)."""
         with self._lock:
-            self._scripted[method].append(("fail", error))
+            self._scripted[method].append(("fail", (error, extra)))
+
+    def delete_message(self, channel: str, ts: str) -> None:
+        """Delete a message as a person in Slack would: updating it is `message_not_found`."""
+        with self._lock:
+            channel_id = self._channel_id(channel, allow_names=True)
+            if self._messages[channel_id].pop(ts, None) is None:
+                raise KeyError(f"Slack sandbox: no message {ts} in {channel}")
+            self._touch()
 
     def rate_limit_next(self, method: str, retry_after: int = 1) -> None:
         """The next call to `method` answers HTTP 429 with `Retry-After: retry_after`. The fake
@@ -257,7 +266,8 @@ class SlackWebApi(ViewMethods, FileMethods):
                 kind, arg = self._scripted[method].popleft()
                 if kind == "ratelimit":
                     return 429, {"ok": False, "error": "ratelimited"}, {"Retry-After": str(arg)}
-                return 200, {"ok": False, "error": arg}, {}
+                error, extra = arg
+                return 200, {"ok": False, "error": error, **extra}, {}
             try:
                 answer = handler(params)
                 if method not in READ_METHODS:

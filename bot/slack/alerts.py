@@ -219,7 +219,12 @@ class SlackAlerts(SilentNotifier):
         failure = delivery_failure(exc)
         log.warning("alert.post_failed", alert_id=alert.id, stage=stage, error=failure.reason)
         return DeliveryFailed(
-            str(failure), retryable=True, retry_after=failure.retry_after, code=failure.code
+            str(failure),
+            retryable=True,
+            retry_after=failure.retry_after,
+            code=failure.code,
+            hold=failure.hold,
+            action=failure.action,
         )
 
 

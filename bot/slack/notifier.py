@@ -7,7 +7,9 @@ decided, expires or is answered. The outbox sender (`pipelines.outbox`) calls th
 the subject's state at delivery time and retries failures, so each method is idempotent: a card
 that exists is updated, one that does not is posted (a late "decided" card included), and a
 subject gets one card. Slack's failures are raised as `DeliveryFailed`: retryable (429 with its
-`Retry-After`, 5xx, connection errors) or not (a channel that does not exist, missing scopes).
+`Retry-After`, 5xx, connection errors) or not (a channel that does not exist); a revoked token
+or a missing scope holds delivery until an operator acts (`bot.slack.delivery`). A card whose
+message was deleted is posted again, showing its state now, and its new ts recorded.
 
 A card carries message metadata naming what it shows (`gatehouse_card`: kind and id). A sender
 that died (or lost the database) after Slack accepted the post but before the ts was recorded
@@ -23,11 +25,17 @@ from typing import Any
 
 import structlog
 from slack_sdk import WebClient
-from slack_sdk.errors import SlackClientError
+from slack_sdk.errors import SlackApiError, SlackClientError
 
 from bot.slack import cards
 from bot.slack.alerts import SlackAlerts
-from bot.slack.delivery import delivery_failure, find_by_metadata, looks_up_history, metadata
+from bot.slack.delivery import (
+    delivery_failure,
+    find_by_metadata,
+    looks_up_history,
+    message_gone,
+    metadata,
+)
 from bot.slack.review import SlackReview
 from pipelines import inspect
 from pipelines.operations.alerting import AlertView
@@ -181,6 +189,14 @@ class SlackNotifier:
         log.warning("slack.card_adopted", kind=kind, ref_id=view.id)
         return True
 
+    def check_delivery(self) -> None:
+        """Does Slack take this token (`auth.test`)? The outbox's probe when delivery is paused
+        and no card is due to probe with; raises `DeliveryFailed` when it does not."""
+        try:
+            self._client.auth_test()
+        except (SlackClientError, OSError) as exc:
+            raise delivery_failure(exc) from exc
+
     def task_channel(self, task: TaskView) -> str:
         pipeline = registered_pipelines().get(task.pipeline or "")
         return (pipeline.approvals_channel if pipeline else None) or self._default_channel
@@ -195,15 +211,26 @@ class SlackNotifier:
         blocks: Callable[[], list[dict[str, Any]]],
         text: str,
     ) -> None:
-        """Make Slack show this card: update it where it is, or post it once."""
+        """Make Slack show this card: update it where it is, or post it once. A card whose
+        message is gone (deleted, past its edit window) is posted again, with its state now, in
+        the channel it was in, and the new ts replaces the old (later updates go there)."""
         rt = self._runtime()
         with rt.db.transaction() as conn:
             ref = messages.message_ref(conn, kind=kind, ref_id=ref_id)
+        gone: str | None = None
         try:
             if ref is not None:
-                self._client.chat_update(channel=ref.channel, ts=ref.ts, blocks=blocks(), text=text)
-                log.info("slack.card_updated", kind=kind, ref_id=ref_id)
-                return
+                try:
+                    self._client.chat_update(
+                        channel=ref.channel, ts=ref.ts, blocks=blocks(), text=text
+                    )
+                    log.info("slack.card_updated", kind=kind, ref_id=ref_id)
+                    return
+                except SlackApiError as exc:
+                    if not message_gone(exc):
+                        raise
+                    gone = str(exc.response.get("error"))
+                    channel = ref.channel
             response = self._client.chat_postMessage(
                 channel=channel,
                 blocks=blocks(),
@@ -223,4 +250,17 @@ class SlackNotifier:
                 ts=str(response["ts"]),
                 now=rt.clock.now(),
             )
+        if ref is not None and gone is not None:
+            log.warning(
+                "slack.card_reposted",
+                kind=kind,
+                ref_id=ref_id,
+                channel=response["channel"],
+                old_ts=ref.ts,
+                ts=response["ts"],
+                error=gone,
+                detail=f"the card's message {ref.ts} is gone ({gone}): posted it again as "
+                f"{response['ts']}, showing its state now",
+            )
+            return
         log.info("slack.card_posted", kind=kind, ref_id=ref_id, channel=response["channel"])

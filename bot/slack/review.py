@@ -193,11 +193,14 @@ class SlackReview(SilentNotifier):
     @staticmethod
     def _refused(what: str, exc: Exception) -> DeliveryFailed:
         failure = delivery_failure(exc)
+        fix = f"; {failure.action}" if failure.action else ""  # a token, a scope to add
         return DeliveryFailed(
-            f"Slack refused the review's {what}: {failure.reason}",
+            f"Slack refused the review's {what}: {failure.reason}{fix}",
             retryable=failure.retryable,
             retry_after=failure.retry_after,
             code=failure.code,
+            hold=failure.hold,
+            action=failure.action,
         )
 
     # -- a verdict --
