@@ -1,7 +1,8 @@
 """Human-task forms: a Slack modal generated from the task's output schema, and back again.
 
 `answer_modal` turns the pydantic JSON schema of a task's output into input blocks, one per field
-(`block_id` and `action_id` = the field name):
+(`block_id` and `action_id` = `field_id(name)`: the field name itself when it is short and plain,
+else a readable prefix and a hash of it, since Slack refuses ids over 255 characters):
 
 | schema                                  | element                                   |
 |-----------------------------------------|-------------------------------------------|
@@ -26,8 +27,10 @@ model; `errors_for_modal` turns that model's `ValidationError` into the `errors`
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -62,6 +65,12 @@ _PROSE = re.compile(
     r"reply|content|feedback|answer|rationale)",
     re.IGNORECASE,
 )
+# A field name used as its own block/action id: what Slack surely takes, and short. Anything else
+# (a 300-character name, spaces, dots, unicode) gets `field_id`'s hashed form, which always holds a
+# "." and so never equals a plain one.
+_PLAIN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_ID_PREFIX = 40
+_ID_HASH = 16
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _DECIMAL = re.compile(r"^-?\d+(\.\d+)?$")
 
@@ -89,6 +98,19 @@ class FormField:
     multiline: bool = False
     exact: bool = False  # a Decimal: the typed digits are sent as a string, never via float
     default: Any = _MISSING
+
+
+def field_id(name: str) -> str:
+    """The `block_id` and `action_id` of a field's input: `name` itself when it is plain ASCII
+    and at most 64 characters, else a readable prefix of it, a dot and 16 hex digits of its
+    SHA-256 (at most 57 characters, the same in every process, so a submission is read back by
+    any replica)."""
+    if _PLAIN_ID.match(name):
+        return name
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    prefix = re.sub(r"[^A-Za-z0-9_-]+", "_", ascii_name).strip("_")[:_ID_PREFIX] or "field"
+    digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:_ID_HASH]
+    return f"{prefix}.{digest}"
 
 
 # -- reading the schema ------------------------------------------------------------------------
@@ -278,7 +300,7 @@ def _element(item: FormField, initial: Any) -> dict[str, Any]:
     if initial == MASK:  # a sensitive value is never shown, so it is never prefilled either
         initial = _MISSING
     has = initial is not _MISSING and initial is not None
-    element: dict[str, Any] = {"action_id": item.name}
+    element: dict[str, Any] = {"action_id": field_id(item.name)}
     if item.kind in ("select", "multi_select"):
         options = _options(item.choices)
         element["type"] = "static_select" if item.kind == "select" else "multi_static_select"
@@ -352,7 +374,7 @@ def _hint(item: FormField) -> str | None:
 def _input_block(item: FormField, initial: Any) -> dict[str, Any]:
     block: dict[str, Any] = {
         "type": "input",
-        "block_id": item.name,
+        "block_id": field_id(item.name),
         "label": plain_text(item.label, LABEL_LIMIT),
         "element": _element(item, initial),
         "optional": item.optional,
@@ -491,7 +513,7 @@ def answer_from_submission(schema: Any, state_values: Mapping[str, Any]) -> Any:
         return _json_or_text(text) if isinstance(text, str) else {}
     answer: dict[str, Any] = {}
     for item in fields:
-        state = _state(state_values, item.name)
+        state = _state(state_values, field_id(item.name))
         value = _read(item, state) if state is not None else _MISSING
         if item.kind in ("multi_select", "lines") and (value is _MISSING or value == []):
             # Nothing chosen: the default when there is one, else an empty list (or null).
@@ -538,6 +560,8 @@ def errors_for_modal(
     )
     fields = form_fields(schema) if schema is not None else None
     names = [f.name for f in fields] if fields is not None else None
+    # A field's errors go to its block, whose id is `field_id` of its name.
+    block_of = field_id if names is not None else str
     single_json = schema is not None and fields is None
     collected: dict[str, list[str]] = {}
     for error in errors:
@@ -547,11 +571,11 @@ def errors_for_modal(
             block = JSON_BLOCK
             message = f"{'.'.join(loc)}: {message}" if loc else message
         elif loc and (names is None or loc[0] in names):
-            block = loc[0]
+            block = block_of(loc[0])
             if len(loc) > 1:
                 message = f"{'.'.join(loc[1:])}: {message}"
         else:
-            block = names[0] if names else (loc[0] if loc else JSON_BLOCK)
+            block = field_id(names[0]) if names else (loc[0] if loc else JSON_BLOCK)
             message = f"{'.'.join(loc)}: {message}" if loc else message
         collected.setdefault(block, []).append(message)
     return {
