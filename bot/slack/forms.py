@@ -21,7 +21,8 @@ Fields not in `required`, or that accept null, are `optional`. The model's sugge
 A schema with more fields than a modal can hold (or that is not an object) gets one JSON input.
 
 `answer_from_submission` reads `view.state.values` back into a JSON object for the same pydantic
-model; `errors_for_modal` turns that model's `ValidationError` into the `errors` of a
+model (whatever input element a field's block holds: a picked user, channel, time or rich text is
+read as that field's text); `errors_for_modal` turns that model's `ValidationError` into the `errors` of a
 `{"response_action": "errors", ...}` reply, keyed by block id.
 """
 
@@ -474,6 +475,45 @@ def _decode(choices: Sequence[Any], value: Any) -> Any:
     return choices[values.index(value)] if value in values else value
 
 
+# What the input elements the form does not render put in their state, for a field read as text
+# (or a number, or lines): Slack's `state.values` shape for each, so a form edited by hand or a
+# later element choice still reads back.
+_SELECTED_ONE = ("selected_user", "selected_conversation", "selected_channel", "selected_time")
+_SELECTED_MANY = ("selected_users", "selected_conversations", "selected_channels")
+
+
+def _rich_text(node: Any) -> str:
+    """A rich_text_input's value as plain mrkdwn-ish text: text, links, mentions, emoji; list
+    items and top-level sections on lines of their own."""
+    if not isinstance(node, Mapping):
+        return ""
+    kind = node.get("type")
+    if kind in ("text", "link"):
+        return str(node.get("text") or node.get("url") or "")
+    mention = {"user": ("<@", "user_id"), "channel": ("<#", "channel_id")}.get(str(kind))
+    if mention is not None:
+        return f"{mention[0]}{node.get(mention[1], '')}>"
+    if kind == "emoji":
+        return f":{node.get('name', '')}:"
+    parts = [_rich_text(child) for child in node.get("elements") or []]
+    joiner = "\n" if kind in ("rich_text", "rich_text_list") else ""
+    return joiner.join(parts)
+
+
+def _other_input_text(state: Mapping[str, Any]) -> str | None:
+    for key in _SELECTED_ONE:
+        if isinstance(state.get(key), str):
+            return str(state[key])
+    for key in _SELECTED_MANY:
+        if isinstance(state.get(key), list):
+            return "\n".join(str(v) for v in state[key])
+    if isinstance(state.get("selected_date_time"), int | float):
+        return str(state["selected_date_time"])
+    if isinstance(state.get("rich_text_value"), Mapping):
+        return _rich_text(state["rich_text_value"])
+    return None
+
+
 def _read(item: FormField, state: Mapping[str, Any]) -> Any:
     """The field's value from its element state; `_MISSING` when left empty."""
     if item.kind in ("select", "bool"):
@@ -489,6 +529,8 @@ def _read(item: FormField, state: Mapping[str, Any]) -> Any:
     if item.kind == "date":
         return state.get("selected_date") or _MISSING
     text = state.get("value")
+    if text is None:
+        text = _other_input_text(state)
     if not isinstance(text, str) or (item.kind != "text" and not text.strip()):
         return _MISSING
     if item.kind == "text":
