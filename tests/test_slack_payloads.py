@@ -25,6 +25,7 @@ from structlog.testing import capture_logs
 
 from bot.sandbox.sender import BotResponse
 from pipelines import Context, pipeline
+from pipelines.inspect import run_history
 from tests.fakes.clock import FakeClock
 from tests.fakes.slack import FakeSlack
 from tests.slack_harness import SlackWorld, slack_world
@@ -231,11 +232,17 @@ def test_an_approve_click_decides_the_approval_wherever_the_button_is(
 def test_a_click_from_a_shared_channel_user_of_another_team_decides_nothing(
     world: SlackWorld, quiet: list[dict[str, Any]]
 ) -> None:
-    _run_id, approval_id, card_ts = _refund_card(world)
+    """Not an approver: refused and audited (telling them is the refusals' work: the bot is not
+    in a channel with them, so only the payload's response_url would reach them)."""
+    run_id, approval_id, card_ts = _refund_card(world)
     name = "block_actions.message.approve.shared_channel.json"
     _ok(deliver(world, name, approval_id=approval_id, message_ts=card_ts))
     world.settle()
     assert world.gatehouse.approval(approval_id).status == "pending"
+    refused = [
+        e for e in run_history(world.gatehouse.rt, run_id)["audit"] if e["event"] == "refused"
+    ]
+    assert [e["actor"] for e in refused] == ["U_PARTNER1"]
 
 
 def test_reject_from_the_card_opens_the_reason_modal(
@@ -376,3 +383,54 @@ def test_an_app_home_opened_without_a_user_is_acked_and_ignored(
     world.settle()
     _ok(response)
     assert world.fake.calls_to("views.publish") == []
+
+
+# -- the served workspaces (GATEHOUSE_SLACK_TEAM_IDS) ------------------------------------------
+
+
+@pytest.fixture
+def grid_world(fake_slack: FakeSlack, sqlite_url: str, clock: FakeClock) -> Iterator[SlackWorld]:
+    """The bot serving the whole Grid org `E_GATEHOUSE`."""
+    with slack_world(fake_slack, sqlite_url, clock, slack_team_ids=["E_GATEHOUSE"]) as built:
+        yield built
+
+
+@pytest.fixture
+def team_world(fake_slack: FakeSlack, sqlite_url: str, clock: FakeClock) -> Iterator[SlackWorld]:
+    """The bot serving its own workspace `T_GATEHOUSE` only."""
+    with slack_world(fake_slack, sqlite_url, clock, slack_team_ids=["T_GATEHOUSE"]) as built:
+        yield built
+
+
+def test_a_bot_serving_the_grid_org_acts_on_every_grid_shape(
+    grid_world: SlackWorld, quiet: list[dict[str, Any]]
+) -> None:
+    world = grid_world
+    run_id, approval_id, card_ts = _refund_card(world)
+    name = "block_actions.message.approve.grid.json"
+    _ok(deliver(world, name, approval_id=approval_id, message_ts=card_ts))
+    task_run, task_id, _task_ts = _task_card(world)
+    name = "view_submission.answer.org_install.no_user_name.json"
+    _ok(deliver(world, name, task_id=task_id))
+    _ok(deliver(world, "event_callback.app_home_opened.grid_org_install.json"))
+    _ok(deliver(world, "command.help.grid.json"))
+    world.settle()
+    assert world.gatehouse.run(run_id).status == "succeeded"
+    assert world.gatehouse.run(task_run).output == ALL_INPUTS_ANSWER
+    assert world.fake.home("U_BOB") is not None
+    assert "/gatehouse" in json.dumps(world.fake.ephemerals("U_ALICE"))
+
+
+def test_a_click_from_a_slack_connect_partner_is_refused_and_told(
+    team_world: SlackWorld, quiet: list[dict[str, Any]]
+) -> None:
+    world = team_world
+    _run_id, approval_id, card_ts = _refund_card(world)
+    name = "block_actions.message.approve.shared_channel.json"
+    _ok(deliver(world, name, approval_id=approval_id, message_ts=card_ts))
+    response = deliver(world, "event_callback.app_mention.shared_channel.json")
+    assert response.status < 500
+    world.settle()
+    assert world.gatehouse.approval(approval_id).status == "pending"
+    [told] = world.fake.ephemerals("U_PARTNER1")
+    assert "T_PARTNER" in told["text"] and "refused" in told["text"]
