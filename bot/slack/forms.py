@@ -22,8 +22,8 @@ A schema with more fields than a modal can hold (or that is not an object) gets 
 
 `answer_from_submission` reads `view.state.values` back into a JSON object for the same pydantic
 model (whatever input element a field's block holds: a picked user, channel, time or rich text is
-read as that field's text); `errors_for_modal` turns that model's `ValidationError` into the `errors` of a
-`{"response_action": "errors", ...}` reply, keyed by block id.
+read as that field's text); `errors_for_modal` turns that model's `ValidationError` into the
+`errors` of a `{"response_action": "errors", ...}` reply, keyed by block id.
 """
 
 from __future__ import annotations
