@@ -198,6 +198,7 @@ def test_every_fixture_is_acked_without_an_error(
     response = deliver(world, name, **values)
     world.settle()
     assert response.status < 500, (response.status, response.text)
+    assert world.fake.rejected == []  # whatever the bot sent Slack in answer, Slack takes
 
 
 def test_the_readme_names_the_source_of_every_fixture() -> None:
