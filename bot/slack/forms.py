@@ -1,7 +1,8 @@
 """Human-task forms: a Slack modal generated from the task's output schema, and back again.
 
 `answer_modal` turns the pydantic JSON schema of a task's output into input blocks, one per field
-(`block_id` and `action_id` = the field name):
+(`block_id` and `action_id` = `field_id(name)`: the field name itself when it is short and plain,
+else a readable prefix and a hash of it, since Slack refuses ids over 255 characters):
 
 | schema                                  | element                                   |
 |-----------------------------------------|-------------------------------------------|
@@ -20,14 +21,17 @@ Fields not in `required`, or that accept null, are `optional`. The model's sugge
 A schema with more fields than a modal can hold (or that is not an object) gets one JSON input.
 
 `answer_from_submission` reads `view.state.values` back into a JSON object for the same pydantic
-model; `errors_for_modal` turns that model's `ValidationError` into the `errors` of a
-`{"response_action": "errors", ...}` reply, keyed by block id.
+model (whatever input element a field's block holds: a picked user, channel, time or rich text is
+read as that field's text); `errors_for_modal` turns that model's `ValidationError` into the
+`errors` of a `{"response_action": "errors", ...}` reply, keyed by block id.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -62,6 +66,12 @@ _PROSE = re.compile(
     r"reply|content|feedback|answer|rationale)",
     re.IGNORECASE,
 )
+# A field name used as its own block/action id: what Slack surely takes, and short. Anything else
+# (a 300-character name, spaces, dots, unicode) gets `field_id`'s hashed form, which always holds a
+# "." and so never equals a plain one.
+_PLAIN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_ID_PREFIX = 40
+_ID_HASH = 16
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _DECIMAL = re.compile(r"^-?\d+(\.\d+)?$")
 
@@ -89,6 +99,19 @@ class FormField:
     multiline: bool = False
     exact: bool = False  # a Decimal: the typed digits are sent as a string, never via float
     default: Any = _MISSING
+
+
+def field_id(name: str) -> str:
+    """The `block_id` and `action_id` of a field's input: `name` itself when it is plain ASCII
+    and at most 64 characters, else a readable prefix of it, a dot and 16 hex digits of its
+    SHA-256 (at most 57 characters, the same in every process, so a submission is read back by
+    any replica)."""
+    if _PLAIN_ID.match(name):
+        return name
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    prefix = re.sub(r"[^A-Za-z0-9_-]+", "_", ascii_name).strip("_")[:_ID_PREFIX] or "field"
+    digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:_ID_HASH]
+    return f"{prefix}.{digest}"
 
 
 # -- reading the schema ------------------------------------------------------------------------
@@ -278,7 +301,7 @@ def _element(item: FormField, initial: Any) -> dict[str, Any]:
     if initial == MASK:  # a sensitive value is never shown, so it is never prefilled either
         initial = _MISSING
     has = initial is not _MISSING and initial is not None
-    element: dict[str, Any] = {"action_id": item.name}
+    element: dict[str, Any] = {"action_id": field_id(item.name)}
     if item.kind in ("select", "multi_select"):
         options = _options(item.choices)
         element["type"] = "static_select" if item.kind == "select" else "multi_static_select"
@@ -352,7 +375,7 @@ def _hint(item: FormField) -> str | None:
 def _input_block(item: FormField, initial: Any) -> dict[str, Any]:
     block: dict[str, Any] = {
         "type": "input",
-        "block_id": item.name,
+        "block_id": field_id(item.name),
         "label": plain_text(item.label, LABEL_LIMIT),
         "element": _element(item, initial),
         "optional": item.optional,
@@ -452,6 +475,45 @@ def _decode(choices: Sequence[Any], value: Any) -> Any:
     return choices[values.index(value)] if value in values else value
 
 
+# What the input elements the form does not render put in their state, for a field read as text
+# (or a number, or lines): Slack's `state.values` shape for each, so a form edited by hand or a
+# later element choice still reads back.
+_SELECTED_ONE = ("selected_user", "selected_conversation", "selected_channel", "selected_time")
+_SELECTED_MANY = ("selected_users", "selected_conversations", "selected_channels")
+
+
+def _rich_text(node: Any) -> str:
+    """A rich_text_input's value as plain mrkdwn-ish text: text, links, mentions, emoji; list
+    items and top-level sections on lines of their own."""
+    if not isinstance(node, Mapping):
+        return ""
+    kind = node.get("type")
+    if kind in ("text", "link"):
+        return str(node.get("text") or node.get("url") or "")
+    mention = {"user": ("<@", "user_id"), "channel": ("<#", "channel_id")}.get(str(kind))
+    if mention is not None:
+        return f"{mention[0]}{node.get(mention[1], '')}>"
+    if kind == "emoji":
+        return f":{node.get('name', '')}:"
+    parts = [_rich_text(child) for child in node.get("elements") or []]
+    joiner = "\n" if kind in ("rich_text", "rich_text_list") else ""
+    return joiner.join(parts)
+
+
+def _other_input_text(state: Mapping[str, Any]) -> str | None:
+    for key in _SELECTED_ONE:
+        if isinstance(state.get(key), str):
+            return str(state[key])
+    for key in _SELECTED_MANY:
+        if isinstance(state.get(key), list):
+            return "\n".join(str(v) for v in state[key])
+    if isinstance(state.get("selected_date_time"), int | float):
+        return str(state["selected_date_time"])
+    if isinstance(state.get("rich_text_value"), Mapping):
+        return _rich_text(state["rich_text_value"])
+    return None
+
+
 def _read(item: FormField, state: Mapping[str, Any]) -> Any:
     """The field's value from its element state; `_MISSING` when left empty."""
     if item.kind in ("select", "bool"):
@@ -467,6 +529,8 @@ def _read(item: FormField, state: Mapping[str, Any]) -> Any:
     if item.kind == "date":
         return state.get("selected_date") or _MISSING
     text = state.get("value")
+    if text is None:
+        text = _other_input_text(state)
     if not isinstance(text, str) or (item.kind != "text" and not text.strip()):
         return _MISSING
     if item.kind == "text":
@@ -491,7 +555,7 @@ def answer_from_submission(schema: Any, state_values: Mapping[str, Any]) -> Any:
         return _json_or_text(text) if isinstance(text, str) else {}
     answer: dict[str, Any] = {}
     for item in fields:
-        state = _state(state_values, item.name)
+        state = _state(state_values, field_id(item.name))
         value = _read(item, state) if state is not None else _MISSING
         if item.kind in ("multi_select", "lines") and (value is _MISSING or value == []):
             # Nothing chosen: the default when there is one, else an empty list (or null).
@@ -538,6 +602,8 @@ def errors_for_modal(
     )
     fields = form_fields(schema) if schema is not None else None
     names = [f.name for f in fields] if fields is not None else None
+    # A field's errors go to its block, whose id is `field_id` of its name.
+    block_of = field_id if names is not None else str
     single_json = schema is not None and fields is None
     collected: dict[str, list[str]] = {}
     for error in errors:
@@ -547,11 +613,11 @@ def errors_for_modal(
             block = JSON_BLOCK
             message = f"{'.'.join(loc)}: {message}" if loc else message
         elif loc and (names is None or loc[0] in names):
-            block = loc[0]
+            block = block_of(loc[0])
             if len(loc) > 1:
                 message = f"{'.'.join(loc[1:])}: {message}"
         else:
-            block = names[0] if names else (loc[0] if loc else JSON_BLOCK)
+            block = field_id(names[0]) if names else (loc[0] if loc else JSON_BLOCK)
             message = f"{'.'.join(loc)}: {message}" if loc else message
         collected.setdefault(block, []).append(message)
     return {

@@ -206,7 +206,7 @@ def _expected_blocks(output_schema: Any) -> list[dict[str, Any]]:
     ]
     for item in fields:
         block = forms._input_block(item, None)  # the human-task form's own inputs
-        block["block_id"] = f"{EXPECTED_FIELD_PREFIX}{item.name}"
+        block["block_id"] = f"{EXPECTED_FIELD_PREFIX}{forms.field_id(item.name)}"
         block["optional"] = True
         blocks.append(block)
     return blocks
@@ -290,7 +290,11 @@ def _expected_from_fields(values: Mapping[str, Any], output_schema: Any) -> dict
     if not state or not _expected_fields(output_schema):
         return {}
     answer = forms.answer_from_submission(output_schema, state)
-    filled = {name for name, value in state.items() if _filled(value)}
+    filled = {
+        item.name
+        for item in _expected_fields(output_schema)
+        if _filled(state.get(forms.field_id(item.name)))
+    }
     return {name: value for name, value in answer.items() if name in filled}
 
 
