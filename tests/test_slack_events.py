@@ -24,6 +24,9 @@ from structlog.testing import capture_logs
 
 from bot.sandbox.sender import BotResponse, SentRequest
 from bot.slack.events import EVENT_SCOPE, REDELIVERY_HORIZON
+from pipelines import Gatehouse
+from pipelines.replays import ReplayGuard, forget_process_sightings
+from storage.db import Database
 from storage.replays import seen_table, signature_digest
 from tests.fakes.clock import FakeClock
 from tests.fakes.slack import FakeSlack
@@ -399,3 +402,24 @@ def test_revoked_tokens_and_an_uninstall_warn_the_operator_what_to_do(
     assert warning["log_level"] == "warning"
     assert warning["team"] == world.fake.team_id
     assert what_to_do in warning["hint"]
+
+
+# -- the store ---------------------------------------------------------------------------------
+
+
+def test_a_forgotten_event_id_is_taken_again_by_every_guard_on_the_database(
+    any_db_url: str,
+) -> None:
+    """What the error handler does when a listener failed: Slack's retry must be taken."""
+    rt = Gatehouse(Database(any_db_url), clock=FakeClock()).rt
+    guard = ReplayGuard(rt, EVENT_SCOPE, window=REDELIVERY_HORIZON)
+    now = rt.clock.now()
+    assert guard.first_time("Ev0FAILED01", now)
+    assert not guard.first_time("Ev0FAILED01", now)
+    guard.forget("Ev0FAILED01")
+    guard.flush()
+    forget_process_sightings()  # as a restarted process (or a replica) reads the table
+    again = ReplayGuard(rt, EVENT_SCOPE, window=REDELIVERY_HORIZON)
+    assert again.first_time("Ev0FAILED01", now)
+    assert not again.first_time("Ev0FAILED01", now)
+    rt.db.dispose()
