@@ -177,10 +177,10 @@ def test_a_retry_after_a_badly_signed_first_delivery_is_processed(world: SlackWo
 def test_a_retry_after_the_bot_answered_429_is_processed(
     fake_slack: FakeSlack, sqlite_url: str, clock: FakeClock
 ) -> None:
-    # One token a second: a forgery spends it, so the next request from this address is 429'd
-    # until it comes back.
+    # One token every 2 seconds: a forgery spends it, so the next request from this address is
+    # 429'd until it comes back.
     with slack_world(
-        fake_slack, sqlite_url, clock, http_rate_limit=1.0, http_rate_burst=1
+        fake_slack, sqlite_url, clock, http_rate_limit=0.5, http_rate_burst=1
     ) as world:
         assert world.slack.app_home_opened("U_ALICE", signature=FORGED).status == 401
         first = world.slack.app_home_opened("U_ALICE")

@@ -105,7 +105,7 @@ def answer_errors(guard: ReplayGuard) -> Callable[..., BoltResponse | None]:
                 log.warning(
                     "slack.event_forget_failed", event_id=event_id, error=type(exc).__name__
                 )
-        log.error("slack.listener_failed", **describe(body), exc_info=error)
+        log.error("slack.dispatch_failed", **describe(body), exc_info=error)
         return None
 
     return handle_error
