@@ -1,8 +1,9 @@
 """Slack's deliveries taken once each by event_id, and every request acked 200, handled or not.
 
-Sent as Slack sends them (signed, with Slack's retry headers) through `slack_world`, so the same
-tests run over Socket Mode once the harness speaks it: nothing here depends on a header Bolt's
-socket adapter does not set too.
+Sent as Slack sends them (with Slack's retry headers) through `slack_world` and its sender only,
+so they run over Socket Mode as they do over HTTP: the bot reads nothing Bolt's socket adapter
+does not set too (it mirrors `retry_attempt`/`retry_reason` as the retry headers). Two are HTTP
+only by nature and say so: a forged signature and the rate limiter's 429 exist only there.
 """
 
 from __future__ import annotations
@@ -171,6 +172,7 @@ def test_a_retry_of_an_unseen_event_id_is_processed(world: SlackWorld) -> None:
 
 
 def test_a_retry_after_a_badly_signed_first_delivery_is_processed(world: SlackWorld) -> None:
+    """HTTP mode only (a Socket Mode envelope is not signed)."""
     first = world.slack.app_home_opened("U_ALICE", signature=FORGED)
     assert first.status == 401
     retry = world.slack.resend(first.request, retry_num=1, retry_reason="http_error")
@@ -182,6 +184,7 @@ def test_a_retry_after_a_badly_signed_first_delivery_is_processed(world: SlackWo
 def test_a_retry_after_the_bot_answered_429_is_processed(
     fake_slack: FakeSlack, sqlite_url: str, clock: FakeClock
 ) -> None:
+    """HTTP mode only (the rate limit guards the HTTP server)."""
     # One token every 2 seconds: a forgery spends it, so the next request from this address is
     # 429'd until it comes back.
     with slack_world(
