@@ -23,15 +23,19 @@ import structlog
 from sqlalchemy import select
 from structlog.testing import capture_logs
 
+from bot.http.asgi import build_asgi
+from bot.http.server import BackgroundServer
 from bot.sandbox.sender import BotResponse, SentRequest
+from bot.serve import build_bot
+from bot.slack.app import build_bolt_app
 from bot.slack.events import EVENT_SCOPE, REDELIVERY_HORIZON
 from pipelines import Gatehouse
 from pipelines.replays import ReplayGuard, forget_process_sightings
 from storage.db import Database
 from storage.replays import seen_table, signature_digest
 from tests.fakes.clock import FakeClock
-from tests.fakes.slack import FakeSlack
-from tests.slack_harness import SlackWorld, slack_world
+from tests.fakes.slack import FakeSlack, SlackSender
+from tests.slack_harness import SIGNING_SECRET, SlackWorld, settings_for, slack_world
 
 FORGED = "v0=" + "0" * 64
 JSON = "application/json"
@@ -57,11 +61,15 @@ def publishes(world: SlackWorld) -> int:
 
 def event_body(world: SlackWorld, event_id: str, event: dict[str, Any]) -> str:
     """An Events API envelope as Slack posts it, with an event_id the test chooses."""
+    return event_body_for(world.fake, event_id, event)
+
+
+def event_body_for(fake: FakeSlack, event_id: str, event: dict[str, Any]) -> str:
     return json.dumps(
         {
-            "token": world.fake.verification_token,
-            "team_id": world.fake.team_id,
-            "api_app_id": world.fake.app_id,
+            "token": fake.verification_token,
+            "team_id": fake.team_id,
+            "api_app_id": fake.app_id,
             "event": event,
             "type": "event_callback",
             "event_id": event_id,
@@ -69,8 +77,8 @@ def event_body(world: SlackWorld, event_id: str, event: dict[str, Any]) -> str:
             "authorizations": [
                 {
                     "enterprise_id": None,
-                    "team_id": world.fake.team_id,
-                    "user_id": world.fake.bot_user_id,
+                    "team_id": fake.team_id,
+                    "user_id": fake.bot_user_id,
                     "is_bot": True,
                     "is_enterprise_install": False,
                 }
@@ -431,3 +439,39 @@ def test_a_forgotten_event_id_is_taken_again_by_every_guard_on_the_database(
     assert again.first_time("Ev0FAILED01", now)
     assert not again.first_time("Ev0FAILED01", now)
     rt.db.dispose()
+
+
+def test_a_delivery_whose_listener_failed_is_taken_again_when_slack_retries(
+    fake_slack: FakeSlack, sqlite_url: str, clock: FakeClock
+) -> None:
+    """Bolt answers a listener that raised with a 500 (Slack retries; the ingress says 400):
+    that delivery was not processed, so its retry is not a redelivery."""
+    bot = build_bot(settings_for(fake_slack, sqlite_url), clock=clock)
+    app = build_bolt_app(bot)
+    attempts: list[str] = []
+
+    @app.event("reaction_added")
+    def fails_once(ack: Any, body: dict[str, Any]) -> None:
+        attempts.append(body["event_id"])
+        if len(attempts) == 1:
+            raise RuntimeError("the listener failed")
+        ack()
+
+    asgi = build_asgi(app, settings=bot.settings, replays=ReplayGuard(bot.gatehouse.rt, "slack"))
+    server = BackgroundServer(asgi).start()
+    try:
+        sender = SlackSender(server.url, SIGNING_SECRET, fake_slack)
+        event = {"type": "reaction_added", "user": "U_ALICE", "reaction": "eyes"}
+        body = event_body_for(fake_slack, "Ev0FLAKY001", event)
+        with all_logs() as logs:
+            first = sender.send(body, JSON, timestamp=signed_at())
+            retry = sender.send(body, JSON, timestamp=signed_at(), retry_num=1)
+            again = sender.send(body, JSON, timestamp=signed_at(), retry_num=2)
+    finally:
+        server.stop()
+        bot.shutdown()
+        bot.gatehouse.db.dispose()
+    assert (first.status, retry.status, again.status) == (400, 200, 200)
+    assert attempts == ["Ev0FLAKY001", "Ev0FLAKY001"]  # the second redelivery is dropped
+    [failed] = [entry for entry in logs if entry["event"] == "slack.dispatch_failed"]
+    assert (failed["log_level"], failed["name"]) == ("error", "reaction_added")
