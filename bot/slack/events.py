@@ -13,9 +13,10 @@ the check) and a later delivery of the same id is acked and dropped. A delivery 
 fails is forgotten again, so Slack's retry of it is taken. Interactions and slash commands carry
 no event_id and pass untouched: their own idempotence lives with what they decide.
 
-Every request is answered 200 whether a listener wants it or not: Slack counts any other answer
-(or, in Socket Mode, a missing ack) as a failed delivery, retries it, and disables the event
-subscription of an app that keeps failing.
+A request no listener wants (an event the app does not handle, `view_closed`, a click on a
+button nobody listens for) is acked 200 rather than Bolt's 404: Slack counts any other answer to
+an event (or, in Socket Mode, a missing ack) as a failed delivery, retries it, and disables the
+event subscription of an app that keeps failing.
 """
 
 from __future__ import annotations
