@@ -102,9 +102,13 @@ def answer_errors(guard: ReplayGuard) -> Callable[..., BoltResponse | None]:
         if event_id is not None:
             try:
                 guard.forget(event_id)
-            except SQLAlchemyError as exc:  # the retry will be dropped: say so
+            except SQLAlchemyError as exc:
                 log.warning(
-                    "slack.event_forget_failed", event_id=event_id, error=type(exc).__name__
+                    "slack.event_forget_failed",
+                    event_id=event_id,
+                    error=type(exc).__name__,
+                    hint="the database is unreachable: Slack's retry of this event will be "
+                    "dropped as a redelivery",
                 )
         log.error("slack.dispatch_failed", **describe(body), exc_info=error)
         return None
