@@ -3,7 +3,8 @@
 A signature (Slack's `v0=…`, a webhook's `v1=…`) is valid while its timestamp is within
 `window` of now, so it has to be remembered until its timestamp plus `window`; after that the
 timestamp check refuses it and the row can go. The rows live in the database, so a restart
-forgets nothing.
+forgets nothing. Any other token meant to be taken once has its own scope and horizon: Slack's
+`event_id`s ("slack-event", bot/slack/events.py) are kept for as long as Slack redelivers.
 
 On PostgreSQL the check is the insert itself: replicas share the table, and a replay sent to
 another replica is caught there too. SQLite has one writer at a time, and a check that waited
@@ -26,7 +27,13 @@ from typing import TYPE_CHECKING
 import structlog
 from sqlalchemy import select
 
-from storage.replays import first_sighting, forget_expired, seen_table, signature_digest
+from storage.replays import (
+    first_sighting,
+    forget_expired,
+    forget_sighting,
+    seen_table,
+    signature_digest,
+)
 
 if TYPE_CHECKING:
     from pipelines.runtime import Runtime
@@ -61,10 +68,23 @@ class ReplayGuard:
             return True
         return self._record(signature, now, expires_at)
 
+    def forget(self, signature: str) -> None:
+        """Take `signature` as unseen again: what it came with was refused after it was
+        recorded (a listener that failed), so the sender's retry must not count as a replay."""
+        if self._memory is not None:
+            self._memory.forget(signature_digest(signature))
+            self._memory.write(lambda: self._forget(signature))
+            return
+        self._forget(signature)
+
     def flush(self) -> None:
         """Wait until every sighting handed to the background writer is in the database."""
         if self._memory is not None:
             self._memory.flush()
+
+    def _forget(self, signature: str) -> None:
+        with self.rt.db.transaction() as conn:
+            forget_sighting(conn, scope=self.scope, signature=signature)
 
     def _record(self, signature: str, now: datetime, expires_at: datetime) -> bool:
         with self.rt.db.transaction() as conn:
@@ -100,6 +120,10 @@ class _Sightings:
                 self._until = {d: u for d, u in self._until.items() if u > now}
             self._until[digest] = expires_at
             return True
+
+    def forget(self, digest: str) -> None:
+        with self._lock:
+            self._until.pop(digest, None)
 
     def write(self, record: Callable[[], object]) -> None:
         def run() -> None:

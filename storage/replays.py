@@ -51,3 +51,14 @@ def forget_expired(conn: Connection, now: datetime) -> int:
     """Delete the rows whose window closed before `now`; how many went."""
     result = conn.execute(delete(seen_table).where(seen_table.c.expires_at <= now))
     return result.rowcount or 0
+
+
+def forget_sighting(conn: Connection, *, scope: str, signature: str) -> bool:
+    """Delete one sighting, so the same signature is taken again (a delivery that was refused
+    after it was recorded); whether there was one."""
+    result = conn.execute(
+        delete(seen_table).where(
+            seen_table.c.scope == scope, seen_table.c.digest == signature_digest(signature)
+        )
+    )
+    return bool(result.rowcount)

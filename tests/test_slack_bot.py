@@ -4,6 +4,7 @@ them (signed), decisions, refusals, expiry, human tasks, and the traps of the pl
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -216,12 +217,15 @@ def test_forged_and_stale_requests_get_401_and_change_nothing(world: SlackWorld)
 
 
 def test_slack_retries_of_a_delivery_never_act_twice(world: SlackWorld) -> None:
-    world.slack.app_home_opened("U_ALICE", retry_num=1)
-    world.settle()
-    assert world.fake.calls_to("views.publish") == []
-    world.slack.app_home_opened("U_ALICE")
+    """By event_id (bot/slack/events.py; tests/test_slack_events.py has the cases)."""
+    first = world.slack.app_home_opened("U_ALICE")
     world.settle()
     assert world.fake.home("U_ALICE") is not None
+    body = first.request.body.decode()
+    retry = world.slack.send(body, "application/json", timestamp=int(time.time()) + 1, retry_num=1)
+    world.settle()
+    assert retry.status == 200
+    assert len(world.fake.calls_to("views.publish")) == 1
 
 
 def test_a_429_from_chat_post_message_is_retried_and_the_card_posted_once(

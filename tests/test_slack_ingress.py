@@ -176,7 +176,7 @@ def test_a_replayed_view_submission_decides_once_and_tells_nobody_twice(
 
 def test_the_same_command_newly_signed_is_taken_again(world: SlackWorld) -> None:
     """The guard remembers signatures, not bodies: a body signed at another second is another
-    request (Slack's retries are re-signed; Bolt drops those by their X-Slack-Retry-Num)."""
+    request (Slack's retries are re-signed; an event's redelivery is dropped by its event_id)."""
     first = world.slack.command(f"trigger refund_request {SMALL_REFUND}", user_id="U_CAROL")
     again = post(world, first.request.body, timestamp=int(time.time()) - 10)
     world.settle()

@@ -125,6 +125,10 @@ class SlackIngress:
         except MALFORMED as exc:
             log.warning("slack.malformed_request", error=type(exc).__name__)
             return _malformed()
+        if bolt_response.status == 503:
+            # Not taken, and said so on purpose (the event check could not reach the database):
+            # Slack redelivers it.
+            return to_starlette_response(bolt_response)
         if bolt_response.status >= 500:
             # Listeners ack first and work off the request thread, so a 500 here is Bolt
             # choking on the shape of a signed payload (an action without `actions`…), never

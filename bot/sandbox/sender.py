@@ -271,7 +271,8 @@ class SlackSender:
             "api_app_id": self._app_id,
             "event": dict(event),
             "type": "event_callback",
-            "event_id": f"Ev{serial:08d}",
+            # Unique across sandbox runs too: the bot drops an event_id it saw in the last hour.
+            "event_id": f"Ev{uuid.uuid4().hex[:10].upper()}",
             "event_time": int(time.time()),
             "authorizations": [
                 {

@@ -3,24 +3,25 @@
 Every listener acks at once and hands its work to a thread pool (`Bot`'s, bot/slack/bot.py);
 nothing slow runs before the ack. In HTTP mode the request is verified on the event loop and
 dispatched on a worker thread (bot/http/slack_ingress.py), so a flood of junk cannot hold the
-loop that acks Slack. Slack's own retries of an event we already took (`X-Slack-Retry-Num`) are
-acknowledged and dropped: they never cause a second effect. A request from a workspace the bot
-does not serve is refused before any listener sees it (bot/slack/workspaces.py).
+loop that acks Slack. The same app serves Socket Mode. An Events API delivery whose `event_id`
+was already dispatched is acked and dropped, and every request no listener wants is acked 200
+(bot/slack/events.py). A request from a workspace the bot does not serve is refused before any
+listener sees it (bot/slack/workspaces.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from slack_bolt import App
 
-import structlog
-from slack_bolt import App, BoltResponse
-
-from bot.slack import actions, commands_listener, home_listener, review_listener
+from bot.slack import (
+    actions,
+    commands_listener,
+    events,
+    home_listener,
+    review_listener,
+)
 from bot.slack.bot import Bot
 from bot.slack.workspaces import workspace_guard
-
-log = structlog.get_logger()
 
 
 def build_bolt_app(bot: Bot) -> App:
@@ -30,22 +31,18 @@ def build_bolt_app(bot: Bot) -> App:
         signing_secret=secret.get_secret_value() if secret else None,
         process_before_response=True,
         token_verification_enabled=False,
+        # Unhandled requests go to `events.answer_errors`, which acks them, instead of a 404.
+        raise_error_for_unhandled_request=True,
     )
-
-    @app.middleware
-    def drop_slack_retries(
-        req: Any, resp: BoltResponse, next: Callable[[], BoltResponse]
-    ) -> BoltResponse:
-        retry = req.headers.get("x-slack-retry-num")
-        if retry:
-            log.info("slack.retry_dropped", retry=retry[0] if isinstance(retry, list) else retry)
-            return BoltResponse(status=200, body="")
-        return next()
-
+    seen = events.event_guard(bot)
+    app.error(events.answer_errors(seen))
+    # First: a redelivery goes no further, not even to be refused and audited again.
+    app.middleware(events.once_per_event(seen))
     if bot.workspaces is not None:
         app.middleware(workspace_guard(bot, bot.workspaces))
     actions.register(app, bot)
     commands_listener.register(app, bot)
     home_listener.register(app, bot)
     review_listener.register(app, bot)
+    events.register(app)
     return app
