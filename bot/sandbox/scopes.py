@@ -84,7 +84,7 @@ class ManifestNotFound(FileNotFoundError):
 def manifest_bot_scopes(path: Path = MANIFEST) -> tuple[str, ...]:
     """`oauth_config.scopes.bot` of the manifest, in order. A small reader of that one list
     (the YAML parser is a development dependency; the sandbox runs in production installs too);
-    tests/test_manifest_scopes.py checks it against a real YAML parser."""
+    tests/test_manifest_scopes.py checks it against a YAML parser."""
     try:
         lines = path.read_text().splitlines()
     except FileNotFoundError:
