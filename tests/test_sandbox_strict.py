@@ -239,7 +239,7 @@ def test_slack_sdk_requests_get_no_charset_warning(fake: FakeSlack) -> None:
 # -- message metadata --------------------------------------------------------------------------
 
 
-def test_history_returns_metadata_only_when_asked_and_needs_no_metadata_scope() -> None:
+def test_history_and_replies_return_metadata_only_when_asked_and_need_no_metadata_scope() -> None:
     channels = {**DEFAULT_CHANNELS, "G_APPROVALS": "approvals-private"}
     # Only what the manifest asks for: no metadata.message:read (see bot/sandbox/scopes.py).
     with FakeSlack(channels=channels) as fake:
@@ -252,8 +252,13 @@ def test_history_returns_metadata_only_when_asked_and_needs_no_metadata_scope() 
         [full] = client.conversations_history(channel="G_APPROVALS", include_all_metadata=True)[
             "messages"
         ]
-    assert "metadata" not in plain
+        [bare] = client.conversations_replies(channel="G_APPROVALS", ts=full["ts"])["messages"]
+        [thread] = client.conversations_replies(
+            channel="G_APPROVALS", ts=full["ts"], include_all_metadata=True
+        )["messages"]
+    assert "metadata" not in plain and "metadata" not in bare
     assert full["metadata"]["event_payload"] == {"kind": "approval", "ref_id": "ap_1"}
+    assert thread["metadata"] == full["metadata"]
 
 
 # -- a private approvals channel, end to end ---------------------------------------------------

@@ -435,13 +435,14 @@ class SlackWebApi(ViewMethods, FileMethods):
         if ts not in self._messages.get(channel_id, {}):
             raise ApiError("thread_not_found")
         root = self._messages[channel_id][ts].get("thread_ts", ts)
+        with_metadata = self._shows_metadata(params)
         thread = [
-            m
+            self._shown(m, with_metadata)
             for m in self._messages[channel_id].values()
             if m["ts"] == root or m.get("thread_ts") == root
         ]
         return {
-            "messages": copy.deepcopy(thread),
+            "messages": thread,
             "has_more": False,
             "response_metadata": {"next_cursor": ""},
         }
@@ -454,25 +455,31 @@ class SlackWebApi(ViewMethods, FileMethods):
         channel_id = self._conversation(params.get("channel"), allow_names=False, member=True)
         oldest = float(params.get("oldest") or 0)
         latest = float(params.get("latest") or "inf")
-        with_metadata = truthy(params.get("include_all_metadata")) and (
-            self.scopes >= METADATA_READ_SCOPES
-        )
+        with_metadata = self._shows_metadata(params)
         found = []
         for message in reversed(list(self._messages.get(channel_id, {}).values())):
             if message.get("thread_ts") not in (None, message["ts"]):
                 continue
             if not oldest < float(message["ts"]) < latest:
                 continue
-            shown = copy.deepcopy(message)
-            if not with_metadata:
-                shown.pop("metadata", None)
-            found.append(shown)
+            found.append(self._shown(message, with_metadata))
         limit = int(params.get("limit") or 100)
         return {
             "messages": found[:limit],
             "has_more": len(found) > limit,
             "response_metadata": {"next_cursor": ""},
         }
+
+    def _shows_metadata(self, params: dict[str, Any]) -> bool:
+        """conversations.history/replies return `metadata` only with `include_all_metadata`,
+        and the token needs nothing for it beyond the method's own scope (bot/sandbox/scopes.py)."""
+        return truthy(params.get("include_all_metadata")) and self.scopes >= METADATA_READ_SCOPES
+
+    def _shown(self, message: dict[str, Any], with_metadata: bool) -> dict[str, Any]:
+        shown = copy.deepcopy(message)
+        if not with_metadata:
+            shown.pop("metadata", None)
+        return shown
 
     def _conversations_list(self, params: dict[str, Any]) -> dict[str, Any]:
         """The channels of the types asked for (default public) that the bot can see."""
