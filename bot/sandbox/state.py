@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.sandbox.blockkit import MESSAGE_TEXT_MAX, _at, check_blocks
-from bot.sandbox.scopes import IM, METHOD_SCOPES, PRIVATE, PUBLIC, READ, manifest_bot_scopes
+from bot.sandbox.scopes import IM, METHOD_SCOPES, MPIM, PRIVATE, PUBLIC, READ, manifest_bot_scopes
 from bot.sandbox.workspace import (
     APP_ID,
     BOT_ID,
@@ -228,7 +228,7 @@ class WorkspaceState:
             return
         required: list[str] = [needs.scope] if needs.scope else []
         if needs.by_kind and not needs.channel_param:  # conversations.list: per type asked for
-            kinds = {"public_channel": PUBLIC, "private_channel": PRIVATE, "im": IM, "mpim": "mpim"}
+            kinds = {"public_channel": PUBLIC, "private_channel": PRIVATE, "im": IM, "mpim": MPIM}
             asked = str(params.get("types") or "public_channel").split(",")
             required += [READ[kinds[t.strip()]] for t in asked if t.strip() in kinds]
         elif needs.by_kind:

@@ -28,7 +28,7 @@ from typing import Any
 
 from bot.sandbox.files import FileMethods
 from bot.sandbox.http import PageRoutes, SandboxHttpServer
-from bot.sandbox.scopes import METADATA_READ_SCOPES, POST_PUBLIC_SCOPE, PUBLIC
+from bot.sandbox.scopes import METADATA_READ_SCOPES, POST_PUBLIC_SCOPE, PRIVATE, PUBLIC
 from bot.sandbox.state import (
     CONTENT_ERRORS,
     RESPONSE_URL_TTL,
@@ -483,7 +483,7 @@ class SlackWebApi(ViewMethods, FileMethods):
 
     def _conversations_list(self, params: dict[str, Any]) -> dict[str, Any]:
         """The channels of the types asked for (default public) that the bot can see."""
-        kinds = {"public_channel": PUBLIC, "private_channel": "private"}
+        kinds = {"public_channel": PUBLIC, "private_channel": PRIVATE}
         asked = {
             kinds.get(t.strip()) for t in str(params.get("types") or "public_channel").split(",")
         }
