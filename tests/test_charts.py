@@ -175,6 +175,7 @@ def test_idle_bot_imports_leave_matplotlib_out() -> None:
 
 
 def test_upload_shares_the_bytes_to_the_channel(fake_slack: FakeSlack) -> None:
+    fake_slack.invite("C_GENERAL")  # someone ran /gatehouse stats there, the bot invited
     client = WebClient(token=fake_slack.token, base_url=fake_slack.api_url)
     png = render_week_chart(WEEK, title="week")
     link = upload_chart(client, channel="C_GENERAL", png=png, title="week")
@@ -192,6 +193,7 @@ def test_upload_shares_the_bytes_to_the_channel(fake_slack: FakeSlack) -> None:
 
 
 def test_upload_in_a_thread_and_refused_upload_says_what_to_fix(fake_slack: FakeSlack) -> None:
+    fake_slack.invite("C_GENERAL")  # someone ran /gatehouse stats there, the bot invited
     client = WebClient(token=fake_slack.token, base_url=fake_slack.api_url)
     parent = client.chat_postMessage(channel="C_GENERAL", text="stats")["ts"]
     upload_chart(client, channel="C_GENERAL", png=b"\x89PNG x", title="t", thread_ts=parent)
@@ -203,6 +205,7 @@ def test_upload_in_a_thread_and_refused_upload_says_what_to_fix(fake_slack: Fake
 def test_stats_chart_reply_draws_the_week_and_uploads_it(
     fake_slack: FakeSlack, sqlite_url: str
 ) -> None:
+    fake_slack.invite("C_GENERAL")
     bot = build_bot(settings_for(fake_slack, sqlite_url), clock=FakeClock(NOW))
     try:
         link = stats_chart_reply(bot, channel="C_GENERAL", user="U_ALICE", pipeline="alpha")

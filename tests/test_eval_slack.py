@@ -37,6 +37,7 @@ def _texts(message: dict[str, Any]) -> str:
 def test_slash_eval_posts_the_summary_in_the_channel(world: SlackWorld) -> None:
     executed.clear()
     before = table_counts(world.gatehouse.db)
+    world.fake.invite("C_GENERAL")  # the summary is posted where the bot was invited
     world.slack.command("eval ev_route", user_id="U_OLGA", channel_id="C_GENERAL")
     world.settle()
 

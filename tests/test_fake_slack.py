@@ -403,7 +403,9 @@ def test_views_publish_sets_each_users_home(fake_slack: FakeSlack) -> None:
 
 def test_usergroups_and_users_round_trip() -> None:
     users = {"U_ANA": "ana", "U_BEN": "ben"}
-    with FakeSlack(users=users, groups={"finance-leads": ["U_ANA"]}) as fake:
+    # users.info needs users:read, which the bot's manifest does not ask for (it never calls it).
+    scopes = ["usergroups:read", "users:read"]
+    with FakeSlack(users=users, groups={"finance-leads": ["U_ANA"]}, scopes=scopes) as fake:
         client = client_for(fake)
 
         groups = client.usergroups_list(include_users=True)["usergroups"]

@@ -108,6 +108,7 @@ def test_the_page_and_its_assets_are_served_with_the_stable_selectors(sandbox: S
 
 def test_state_shows_channels_users_and_only_your_own_ephemerals(sandbox: Sandbox) -> None:
     client = _client(sandbox)
+    sandbox.api.invite("C_GENERAL")  # the bot posts only where it was invited
     client.chat_postMessage(channel="C_GENERAL", text="hello")
     client.chat_postEphemeral(channel="C_GENERAL", user="U_CAROL", text="just for carol")
 

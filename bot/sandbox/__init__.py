@@ -3,7 +3,9 @@
 It serves the Slack Web API subset the bot uses (chat.postMessage, chat.update,
 chat.postEphemeral, views.open/push/update/publish, usergroups.list, usergroups.users.list,
 users.info, conversations.replies, auth.test and the files upload flow), stores what the bot
-posts, and refuses Block Kit real Slack would refuse (slack_sdk.models plus Slack's limits). A
+posts, and refuses Block Kit real Slack would refuse (slack_sdk.models plus Slack's limits) and
+what Slack refuses a bot (a missing scope, a channel it was not invited to, a private channel
+it cannot see, a DM that does not exist: webapi.py, scopes.py). A
 web page at `/` shows the channels, threads, ephemerals, modals and App Home as the selected
 demo user sees them; its buttons, modals and composer reach the bot's `/slack/events` as signed
 requests in Slack's payload shapes.
@@ -27,7 +29,8 @@ with a sandbox beside the bot (what `gatehouse serve` does without SLACK_BOT_TOK
 
 Demo users (workspace.py): U_ALICE alice and U_BOB bob (@finance-leads, @sales-leads), U_CAROL
 carol (approves nothing), U_OLGA olga (@ops). Channels: C_APPROVALS approvals, C_REVIEW review,
-C_ALERTS alerts, C_GENERAL general.
+C_ALERTS alerts, C_GENERAL general; the bot is in all but #general. Its token has the bot
+scopes of manifest.yml unless `scopes=` says otherwise.
 
 Modules: workspace (who is in it), blockkit (validation), state (what the Web API keeps),
 webapi + views + files (the Web API's methods), http (the server), sender (signed requests to the

@@ -98,7 +98,7 @@ class FileMethods(WorkspaceState):
             raise invalid_arguments("[ERROR] missing required field: files")
         channel_id = None
         if params.get("channel_id"):
-            channel_id = self._channel_id(params["channel_id"], allow_names=False)
+            channel_id = self._conversation(params["channel_id"], allow_names=False, member=True)
         thread_ts = params.get("thread_ts") or None
         if thread_ts is not None and channel_id is not None:
             self._message(channel_id, thread_ts)

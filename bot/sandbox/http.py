@@ -148,7 +148,9 @@ class _Handler(BaseHTTPRequestHandler):
         authorization = self.headers.get("Authorization", "")
         if authorization.startswith("Bearer "):
             token = authorization.removeprefix("Bearer ")
-        status, payload, headers = api._dispatch(url.path.removeprefix("/api/"), params, token)
+        status, payload, headers = api._dispatch(
+            url.path.removeprefix("/api/"), params, token, content_type if raw else None
+        )
         self._send_json(status, payload, headers)
 
     def _send_json(

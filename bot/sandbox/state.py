@@ -13,11 +13,12 @@ import re
 import threading
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from bot.sandbox.blockkit import MESSAGE_TEXT_MAX, _at, check_blocks
+from bot.sandbox.scopes import IM, METHOD_SCOPES, MPIM, PRIVATE, PUBLIC, READ, manifest_bot_scopes
 from bot.sandbox.workspace import (
     APP_ID,
     BOT_ID,
@@ -26,6 +27,7 @@ from bot.sandbox.workspace import (
     DEFAULT_CHANNELS,
     DEFAULT_GROUPS,
     DEFAULT_USERS,
+    NOT_INVITED_BY_DEFAULT,
     TEAM_DOMAIN,
     TEAM_ID,
     VERIFICATION_TOKEN,
@@ -102,8 +104,19 @@ class WorkspaceState:
         token: str = BOT_TOKEN,
         clock: Callable[[], float] = time.monotonic,
         first_ts: float = 1_700_000_000.0,
+        scopes: Iterable[str] | None = None,
+        private_channels: Iterable[str] = (),
+        bot_channels: Iterable[str] | None = None,
+        members: Mapping[str, Iterable[str]] | None = None,
     ) -> None:
+        """`scopes`: the bot token's (default: manifest.yml's bot scopes). `private_channels`:
+        ids of private channels (an id starting with G is private anyway). `bot_channels`: the
+        channels the bot was invited to (default: all but #general). `members`: the people of a
+        channel, by id (default: everyone)."""
         self.token = token
+        order = manifest_bot_scopes() if scopes is None else tuple(scopes)
+        self._scope_order = tuple(dict.fromkeys(order))
+        self.scopes = frozenset(self._scope_order)
         self.team_id, self.team_domain, self.app_id = TEAM_ID, TEAM_DOMAIN, APP_ID
         self.bot_id, self.bot_user_id = BOT_ID, BOT_USER_ID
         self.verification_token = VERIFICATION_TOKEN
@@ -112,6 +125,18 @@ class WorkspaceState:
             h: list(m) for h, m in (DEFAULT_GROUPS if groups is None else groups).items()
         }
         self.channels = dict(DEFAULT_CHANNELS if channels is None else channels)
+        self._private = {c for c in self.channels if c.startswith("G")} | set(private_channels)
+        self._members: dict[str, set[str]] = {}
+        for channel_id in self.channels:
+            people = (members or {}).get(channel_id)
+            self._members[channel_id] = set(self.users if people is None else people)
+        invited = (
+            [c for c in self.channels if c not in NOT_INVITED_BY_DEFAULT]
+            if bot_channels is None
+            else bot_channels
+        )
+        for channel_id in invited:
+            self._members.setdefault(channel_id, set(self.users)).add(self.bot_user_id)
         self.api_url = ""
         self.base_url = ""
         self._clock = clock
@@ -147,19 +172,74 @@ class WorkspaceState:
     def group_id(self, handle: str) -> str:
         return "S" + re.sub(r"[^A-Z0-9]", "", handle.upper())
 
+    def _dm_id(self, user: str) -> str:
+        return "D" + user[1:]
+
+    def _dm_user(self, channel_id: str) -> str | None:
+        """The person whose DM with the bot this is: the app's DM with each workspace member
+        (its App Home). Any other D… id is no conversation."""
+        user = "U" + channel_id[1:]
+        return user if channel_id.startswith("D") and user in self.users else None
+
     def _channel_id(self, channel: Any, *, allow_names: bool) -> str:
+        """The id of an existing conversation: a channel (by id, or name if allowed), the DM
+        with a user named by their id, or an existing DM's D… id; `channel_not_found` else."""
         if not isinstance(channel, str) or not channel:
             raise ApiError("channel_not_found")
-        if channel in self.channels or channel.startswith("D"):
+        if channel in self.channels or self._dm_user(channel) is not None:
             return channel
         if channel in self.users:  # a user id as channel: their DM with the bot
-            return "D" + channel[1:]
+            return self._dm_id(channel)
         if allow_names:
             name = channel.removeprefix("#")
             for channel_id, channel_name in self.channels.items():
                 if channel_name == name:
                     return channel_id
         raise ApiError("channel_not_found")
+
+    def _kind(self, channel_id: str) -> str:
+        if channel_id.startswith("D"):
+            return IM
+        return PRIVATE if channel_id in self._private else PUBLIC
+
+    def _channel_members(self, channel_id: str) -> set[str]:
+        user = self._dm_user(channel_id)
+        if user is not None:
+            return {user, self.bot_user_id}
+        return self._members.setdefault(channel_id, set(self.users))
+
+    def _conversation(self, channel: Any, *, allow_names: bool, member: bool = False) -> str:
+        """The id of a conversation the bot can see: a private channel the bot is not in is
+        `channel_not_found` to it, as to anyone outside it. With `member`, a public channel the
+        bot is not in is `not_in_channel` (conversations.history, chat.postEphemeral:
+        docs.slack.dev/reference/methods/conversations.history and …/chat.postEphemeral)."""
+        channel_id = self._channel_id(channel, allow_names=allow_names)
+        inside = self.bot_user_id in self._channel_members(channel_id)
+        if not inside and self._kind(channel_id) != PUBLIC:
+            raise ApiError("channel_not_found")
+        if member and not inside:
+            raise ApiError("not_in_channel")
+        return channel_id
+
+    def _check_scope(self, method: str, params: Mapping[str, Any]) -> None:
+        """`missing_scope` as Slack answers it: the scope needed and the token's scopes."""
+        needs = METHOD_SCOPES.get(method)
+        if needs is None:
+            return
+        required: list[str] = [needs.scope] if needs.scope else []
+        if needs.by_kind and not needs.channel_param:  # conversations.list: per type asked for
+            kinds = {"public_channel": PUBLIC, "private_channel": PRIVATE, "im": IM, "mpim": MPIM}
+            asked = str(params.get("types") or "public_channel").split(",")
+            required += [READ[kinds[t.strip()]] for t in asked if t.strip() in kinds]
+        elif needs.by_kind:
+            try:
+                channel_id = self._channel_id(params.get(needs.channel_param), allow_names=True)
+            except ApiError:
+                return  # no such conversation: the method itself answers channel_not_found
+            required.append(needs.by_kind[self._kind(channel_id)])
+        for scope in required:
+            if scope not in self.scopes:
+                raise ApiError("missing_scope", needed=scope, provided=",".join(self._scope_order))
 
     def _user(self, user_id: str) -> dict[str, Any]:
         if user_id == self.bot_user_id:
@@ -219,17 +299,22 @@ class WorkspaceState:
         return group
 
     def _channel_object(self, channel_id: str) -> dict[str, Any]:
-        return {
+        kind = self._kind(channel_id)
+        found: dict[str, Any] = {
             "id": channel_id,
             "name": self.channels.get(channel_id, channel_id.lower()),
-            "is_channel": channel_id.startswith("C"),
-            "is_im": channel_id.startswith("D"),
-            "is_private": False,
+            "is_channel": kind == PUBLIC,
+            "is_group": kind == PRIVATE,
+            "is_im": kind == IM,
+            "is_private": kind != PUBLIC,
             "is_archived": False,
-            "is_member": True,
+            "is_member": self.bot_user_id in self._channel_members(channel_id),
             "created": 1_700_000_000,
             "creator": next(iter(self.users), self.bot_user_id),
         }
+        if kind == IM:
+            found["user"] = self._dm_user(channel_id)
+        return found
 
     def _json_param(self, params: dict[str, Any], name: str) -> Any:
         value = params.get(name)

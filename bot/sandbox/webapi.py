@@ -4,8 +4,15 @@ in files.py, the state they share in state.py; plus what Slack does with a respo
 a slash command's ack body.
 
 Every call is recorded (`calls`), content real Slack would refuse is refused here too and noted
-in `rejected`, and failures can be injected (`fail_next`, `rate_limit_next`, `advance` the clock
-that expires trigger_ids and response_urls). `start()` serves it on loopback (bot/sandbox/http.py).
+in `rejected`, and failures can be injected (`fail_next`, `rate_limit_next`, `warn_next`,
+`advance` the clock that expires trigger_ids and response_urls). `start()` serves it on loopback
+(bot/sandbox/http.py).
+
+As strict as Slack where the bot could get it wrong: a method called without its scope answers
+`missing_scope` (bot/sandbox/scopes.py); the bot is in the channels it was invited to only, so
+posting elsewhere is `not_in_channel` (or `channel_not_found` for a private channel it cannot
+see); a D… id is a conversation only if it is the bot's DM with a member; a JSON body without
+a charset gets Slack's `missing_charset` warning, a form body with one `superfluous_charset`.
 """
 
 from __future__ import annotations
@@ -14,12 +21,14 @@ import copy
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
 from bot.sandbox.files import FileMethods
 from bot.sandbox.http import PageRoutes, SandboxHttpServer
+from bot.sandbox.scopes import METADATA_READ_SCOPES, POST_PUBLIC_SCOPE, PRIVATE, PUBLIC
 from bot.sandbox.state import (
     CONTENT_ERRORS,
     RESPONSE_URL_TTL,
@@ -62,6 +71,10 @@ class SlackWebApi(ViewMethods, FileMethods):
         token: str = BOT_TOKEN,
         clock: Callable[[], float] = time.monotonic,
         first_ts: float = 1_700_000_000.0,
+        scopes: Iterable[str] | None = None,
+        private_channels: Iterable[str] = (),
+        bot_channels: Iterable[str] | None = None,
+        members: Mapping[str, Iterable[str]] | None = None,
     ) -> None:
         super().__init__(
             users=users,
@@ -70,7 +83,12 @@ class SlackWebApi(ViewMethods, FileMethods):
             token=token,
             clock=clock,
             first_ts=first_ts,
+            scopes=scopes,
+            private_channels=private_channels,
+            bot_channels=bot_channels,
+            members=members,
         )
+        self._warnings: dict[str, deque[str]] = defaultdict(deque)
         self._server: SandboxHttpServer | None = None
         self._thread: threading.Thread | None = None
         self._methods: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
@@ -158,6 +176,57 @@ class SlackWebApi(ViewMethods, FileMethods):
         never sleeps; slack-sdk's RateLimitErrorRetryHandler sleeps retry_after + up to 1 s."""
         with self._lock:
             self._scripted[method].append(("ratelimit", retry_after))
+
+    def warn_next(self, method: str, warning: str) -> None:
+        """The next successful call to `method` carries `warning` as Slack sends warnings: in
+        `warning` (comma-separated), `response_metadata.warnings` and a `Warning` header."""
+        with self._lock:
+            self._warnings[method].append(warning)
+
+    def add_channel(
+        self,
+        channel_id: str,
+        name: str,
+        *,
+        private: bool = False,
+        members: Iterable[str] | None = None,
+        invite_bot: bool = False,
+    ) -> None:
+        """A channel created in the workspace: everyone is in it unless `members` says who."""
+        with self._lock:
+            self.channels[channel_id] = name
+            if private:
+                self._private.add(channel_id)
+            self._members[channel_id] = set(self.users if members is None else members)
+            if invite_bot:
+                self._members[channel_id].add(self.bot_user_id)
+            self._touch()
+
+    def invite(self, channel: str, user: str | None = None) -> None:
+        """`/invite @gatehouse` (or a person, with `user`) into the channel."""
+        with self._lock:
+            channel_id = self._existing_channel(channel)
+            self._channel_members(channel_id).add(user or self.bot_user_id)
+            self._touch()
+
+    def remove(self, channel: str, user: str | None = None) -> None:
+        """The bot (or a person, with `user`) leaves or is removed from the channel."""
+        with self._lock:
+            channel_id = self._existing_channel(channel)
+            self._channel_members(channel_id).discard(user or self.bot_user_id)
+            self._touch()
+
+    def is_member(self, channel: str, user: str | None = None) -> bool:
+        """Whether the bot (or `user`) is in the channel."""
+        with self._lock:
+            channel_id = self._existing_channel(channel)
+            return (user or self.bot_user_id) in self._channel_members(channel_id)
+
+    def _existing_channel(self, channel: str) -> str:
+        try:
+            return self._channel_id(channel, allow_names=True)
+        except ApiError:
+            raise KeyError(f"Slack sandbox: no channel {channel!r}") from None
 
     def advance(self, seconds: float) -> None:
         """Move the fake's clock (trigger_id and response_url expiry) forward."""
@@ -251,8 +320,14 @@ class SlackWebApi(ViewMethods, FileMethods):
     # -- serving (called from handler threads) ------------------------------------------------
 
     def _dispatch(
-        self, method: str, params: dict[str, Any], token: str | None
+        self,
+        method: str,
+        params: dict[str, Any],
+        token: str | None,
+        content_type: str | None = None,
     ) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """One Web API call: (HTTP status, JSON answer, extra headers). `content_type` is the
+        request body's Content-Type header (None without a body)."""
         with self._lock:
             self._calls.append((method, copy.deepcopy(params)))
             handler = self._methods.get(method)
@@ -269,18 +344,35 @@ class SlackWebApi(ViewMethods, FileMethods):
                 error, extra = arg
                 return 200, {"ok": False, "error": error, **extra}, {}
             try:
+                self._check_scope(method, params)
                 answer = handler(params)
                 if method not in READ_METHODS:
                     self._touch()
-                return 200, {"ok": True, **answer}, {}
+                return 200, *self._with_warnings(method, {"ok": True, **answer}, content_type)
             except ApiError as exc:
                 if exc.error in CONTENT_ERRORS or "errors" in exc.extra:
                     self._record_content_failure(method, exc)
                 return exc.status, {"ok": False, "error": exc.error, **exc.extra}, {}
 
-    # -- directory ---------------------------------------------------------------------------
-
-    # -- message content -----------------------------------------------------------------------
+    def _with_warnings(
+        self, method: str, answer: dict[str, Any], content_type: str | None
+    ) -> tuple[dict[str, Any], dict[str, str]]:
+        """Slack's request warnings (https://docs.slack.dev/apis/web-api: a JSON body declares
+        its charset, a form body does not need one) and the scripted one, as Slack sends them."""
+        warnings: list[str] = []
+        declared = (content_type or "").lower().replace(" ", "")
+        if declared.startswith("application/json") and "charset=" not in declared:
+            warnings.append("missing_charset")
+        if declared.startswith("application/x-www-form-urlencoded") and "charset=" in declared:
+            warnings.append("superfluous_charset")
+        if self._warnings[method]:
+            warnings.append(self._warnings[method].popleft())
+        if not warnings:
+            return answer, {}
+        metadata = dict(answer.get("response_metadata") or {})
+        metadata["warnings"] = warnings
+        answer = {**answer, "warning": ",".join(warnings), "response_metadata": metadata}
+        return answer, {"Warning": ",".join(warnings)}
 
     # -- methods -------------------------------------------------------------------------------
 
@@ -296,7 +388,10 @@ class SlackWebApi(ViewMethods, FileMethods):
         }
 
     def _chat_post_message(self, params: dict[str, Any]) -> dict[str, Any]:
-        channel_id = self._channel_id(params.get("channel"), allow_names=True)
+        channel_id = self._conversation(params.get("channel"), allow_names=True)
+        outside = self.bot_user_id not in self._channel_members(channel_id)
+        if outside and not (self._kind(channel_id) == PUBLIC and POST_PUBLIC_SCOPE in self.scopes):
+            raise ApiError("not_in_channel")  # a public channel without chat:write.public
         content = self._message_content(params, require=True)
         if params.get("metadata") is not None:
             content["metadata"] = self._json_param(params, "metadata")
@@ -305,7 +400,7 @@ class SlackWebApi(ViewMethods, FileMethods):
         return {"channel": channel_id, "ts": message["ts"], "message": copy.deepcopy(message)}
 
     def _chat_update(self, params: dict[str, Any]) -> dict[str, Any]:
-        channel_id = self._channel_id(params.get("channel"), allow_names=False)
+        channel_id = self._conversation(params.get("channel"), allow_names=False)
         message = self._message(channel_id, params.get("ts"))
         content = self._message_content(params, require=False)
         if content.get("blocks") == []:  # an empty array removes the blocks; omitted keeps them
@@ -321,9 +416,11 @@ class SlackWebApi(ViewMethods, FileMethods):
         }
 
     def _chat_post_ephemeral(self, params: dict[str, Any]) -> dict[str, Any]:
-        channel_id = self._channel_id(params.get("channel"), allow_names=True)
+        """The bot must be in the conversation (`not_in_channel`) and so must the person
+        (`user_not_in_channel`): docs.slack.dev/reference/methods/chat.postEphemeral."""
+        channel_id = self._conversation(params.get("channel"), allow_names=True, member=True)
         user = params.get("user")
-        if not isinstance(user, str) or user not in self.users:
+        if not isinstance(user, str) or user not in self._channel_members(channel_id):
             raise ApiError("user_not_in_channel")
         content = self._message_content(params, require=True)
         ts = self._next_ts()
@@ -333,7 +430,7 @@ class SlackWebApi(ViewMethods, FileMethods):
         return {"message_ts": ts}
 
     def _chat_get_permalink(self, params: dict[str, Any]) -> dict[str, Any]:
-        channel_id = self._channel_id(params.get("channel"), allow_names=False)
+        channel_id = self._conversation(params.get("channel"), allow_names=False)
         message = self._message(channel_id, params.get("message_ts"))
         link = f"https://{self.team_domain}.slack.com/archives/{channel_id}/p{message['ts'].replace('.', '')}"
         if message.get("thread_ts") not in (None, message["ts"]):
@@ -343,39 +440,39 @@ class SlackWebApi(ViewMethods, FileMethods):
     # -- files: Slack's upload flow (get an upload URL, POST the bytes there, complete) ------
 
     def _conversations_replies(self, params: dict[str, Any]) -> dict[str, Any]:
-        channel_id = self._channel_id(params.get("channel"), allow_names=False)
+        channel_id = self._conversation(params.get("channel"), allow_names=False, member=True)
         ts = str(params.get("ts"))
         if ts not in self._messages.get(channel_id, {}):
             raise ApiError("thread_not_found")
         root = self._messages[channel_id][ts].get("thread_ts", ts)
+        with_metadata = self._shows_metadata(params)
         thread = [
-            m
+            self._shown(m, with_metadata)
             for m in self._messages[channel_id].values()
             if m["ts"] == root or m.get("thread_ts") == root
         ]
         return {
-            "messages": copy.deepcopy(thread),
+            "messages": thread,
             "has_more": False,
             "response_metadata": {"next_cursor": ""},
         }
 
     def _conversations_history(self, params: dict[str, Any]) -> dict[str, Any]:
         """Top-level messages, newest first, within `oldest`/`latest` (exclusive, as Slack's
-        default); `metadata` only with `include_all_metadata`. One page: the fake has no cursor."""
-        channel_id = self._channel_id(params.get("channel"), allow_names=False)
+        default); `metadata` only with `include_all_metadata` (and METADATA_READ_SCOPES, which
+        Slack's docs make empty: see bot/sandbox/scopes.py). One page: the fake has no cursor.
+        Only a member reads the history: `not_in_channel` otherwise."""
+        channel_id = self._conversation(params.get("channel"), allow_names=False, member=True)
         oldest = float(params.get("oldest") or 0)
         latest = float(params.get("latest") or "inf")
-        with_metadata = truthy(params.get("include_all_metadata"))
+        with_metadata = self._shows_metadata(params)
         found = []
         for message in reversed(list(self._messages.get(channel_id, {}).values())):
             if message.get("thread_ts") not in (None, message["ts"]):
                 continue
             if not oldest < float(message["ts"]) < latest:
                 continue
-            shown = copy.deepcopy(message)
-            if not with_metadata:
-                shown.pop("metadata", None)
-            found.append(shown)
+            found.append(self._shown(message, with_metadata))
         limit = int(params.get("limit") or 100)
         return {
             "messages": found[:limit],
@@ -383,14 +480,35 @@ class SlackWebApi(ViewMethods, FileMethods):
             "response_metadata": {"next_cursor": ""},
         }
 
+    def _shows_metadata(self, params: dict[str, Any]) -> bool:
+        """conversations.history/replies return `metadata` only with `include_all_metadata`,
+        and the token needs nothing for it beyond the method's own scope (bot/sandbox/scopes.py)."""
+        return truthy(params.get("include_all_metadata")) and self.scopes >= METADATA_READ_SCOPES
+
+    def _shown(self, message: dict[str, Any], with_metadata: bool) -> dict[str, Any]:
+        shown = copy.deepcopy(message)
+        if not with_metadata:
+            shown.pop("metadata", None)
+        return shown
+
     def _conversations_list(self, params: dict[str, Any]) -> dict[str, Any]:
-        channels = [self._channel_object(c) for c in self.channels]
+        """The channels of the types asked for (default public) that the bot can see."""
+        kinds = {"public_channel": PUBLIC, "private_channel": PRIVATE}
+        asked = {
+            kinds.get(t.strip()) for t in str(params.get("types") or "public_channel").split(",")
+        }
+        channels = [
+            self._channel_object(c)
+            for c in self.channels
+            if self._kind(c) in asked
+            and (self._kind(c) == PUBLIC or self.bot_user_id in self._channel_members(c))
+        ]
         return {"channels": channels, "response_metadata": {"next_cursor": ""}}
 
     def _conversations_info(self, params: dict[str, Any]) -> dict[str, Any]:
         return {
             "channel": self._channel_object(
-                self._channel_id(params.get("channel"), allow_names=False)
+                self._conversation(params.get("channel"), allow_names=False)
             )
         }
 

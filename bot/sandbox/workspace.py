@@ -2,6 +2,9 @@
 
 The demo users: alice and bob are in @finance-leads (and, in the sandbox, @sales-leads), carol
 approves nothing, olga is @ops. Channel ids are stable so settings and tests can name them.
+Every person is in every channel; the bot only in those it was invited to: as in a real
+install, where the README has the bot invited to the channels its settings name, that is every
+channel but #general unless said otherwise.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ DEFAULT_CHANNELS = {
     "C_ALERTS": "alerts",
     "C_GENERAL": "general",
 }
+# Channels the bot was not invited to unless a test or the demo says otherwise.
+NOT_INVITED_BY_DEFAULT = frozenset({"C_GENERAL"})
 # The sandbox's own workspace also has the approvers group the lead pipeline gates on.
 DEMO_GROUPS = {**DEFAULT_GROUPS, "sales-leads": ["U_ALICE", "U_BOB"]}
 
