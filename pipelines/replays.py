@@ -164,6 +164,15 @@ def _still_open(guard: ReplayGuard) -> dict[str, datetime]:
     return {digest: expires_at for digest, expires_at in rows}
 
 
+def flush_process_sightings() -> None:
+    """Wait until every SQLite sighting this process took is in its table (tests that compare
+    every row before and after a request)."""
+    with _SIGHTINGS_LOCK:
+        every = list(_SIGHTINGS.values())
+    for sightings in every:
+        sightings.flush()
+
+
 def forget_process_sightings() -> None:
     """As a restarted process: the in-memory sightings go, the table's are read again (tests)."""
     with _SIGHTINGS_LOCK:

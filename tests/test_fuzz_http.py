@@ -29,6 +29,7 @@ from bot.http.webhooks import sign_delivery, webhook_routes
 from bot.serve import build_bot
 from bot.slack.app import build_bolt_app
 from bot.slack.bot import Bot
+from pipelines.replays import flush_process_sightings
 from tests.fakes.clock import FakeClock
 from tests.fakes.slack import FakeSlack
 from tests.slack_harness import SIGNING_SECRET, settings_for
@@ -96,7 +97,9 @@ class World:
         self.approval_id = approval_id  # pending: no forged click may decide it
 
     def snapshot(self) -> dict[str, list[Any]]:
-        """Every row of every table, as compared before and after a request."""
+        """Every row of every table, as compared before and after a request (the replay
+        guard's sightings written first: on SQLite a background thread writes them)."""
+        flush_process_sightings()
         db = self.bot.gatehouse.db
         rows: dict[str, list[Any]] = {}
         with db.engine.connect() as conn:

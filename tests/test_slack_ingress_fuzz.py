@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import inspect, text
 
+from pipelines.replays import flush_process_sightings
 from tests.fakes.clock import FakeClock
 from tests.fakes.slack import FakeSlack
 from tests.slack_harness import SlackWorld, slack_world
@@ -71,7 +72,9 @@ bodies = st.one_of(
 
 
 def snapshot(world: SlackWorld) -> dict[str, list[str]]:
-    """Every row of every table, as compared before and after a request."""
+    """Every row of every table, as compared before and after a request (the replay guard's
+    sightings written first: on SQLite a background thread writes them)."""
+    flush_process_sightings()
     db = world.gatehouse.db
     rows: dict[str, list[str]] = {}
     with db.engine.connect() as conn:
