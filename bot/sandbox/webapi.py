@@ -14,6 +14,7 @@ import copy
 import threading
 import time
 import uuid
+from collections import defaultdict, deque
 from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any
@@ -73,6 +74,7 @@ class SlackWebApi(ViewMethods, FileMethods):
         )
         self._server: SandboxHttpServer | None = None
         self._thread: threading.Thread | None = None
+        self._warnings: defaultdict[str, deque[str]] = defaultdict(deque)
         self._methods: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
             "auth.test": self._auth_test,
             "chat.postMessage": self._chat_post_message,
@@ -149,6 +151,20 @@ class SlackWebApi(ViewMethods, FileMethods):
         never sleeps; slack-sdk's RateLimitErrorRetryHandler sleeps retry_after + up to 1 s."""
         with self._lock:
             self._scripted[method].append(("ratelimit", retry_after))
+
+    def warn_next(self, method: str, warning: str = "superfluous_charset") -> None:
+        """The next successful answer to `method` carries `warning` as Slack puts it: in
+        `response_metadata.warnings` and in the older top-level `warning` (queued in order)."""
+        with self._lock:
+            self._warnings[method].append(warning)
+
+    def _with_warning(self, method: str, answer: dict[str, Any]) -> dict[str, Any]:
+        if not self._warnings[method]:
+            return answer
+        warning = self._warnings[method].popleft()
+        metadata = dict(answer.get("response_metadata") or {})
+        metadata["warnings"] = [*metadata.get("warnings", []), warning]
+        return {**answer, "warning": warning, "response_metadata": metadata}
 
     def advance(self, seconds: float) -> None:
         """Move the fake's clock (trigger_id and response_url expiry) forward."""
@@ -262,7 +278,7 @@ class SlackWebApi(ViewMethods, FileMethods):
                 answer = handler(params)
                 if method not in READ_METHODS:
                     self._touch()
-                return 200, {"ok": True, **answer}, {}
+                return 200, self._with_warning(method, {"ok": True, **answer}), {}
             except ApiError as exc:
                 if exc.error in CONTENT_ERRORS or "errors" in exc.extra:
                     self._record_content_failure(method, exc)
