@@ -21,11 +21,13 @@ from structlog.testing import capture_logs
 
 from bot.slack.private_replies import response_url_error
 from bot.slack.refusals import SENTENCES, sentence
+from bot.slack.review_cards import FLAG_ACTION
 from bot.slack.web_client import answer_warnings
 from tests.fakes.clock import FakeClock
 from tests.fakes.slack import FakeSlack
 from tests.slack_harness import SlackWorld, slack_world
 from tests.test_eval import ROUTE_SET
+from tests.test_review_slack import REVIEW, _post, _replies, _seed
 
 LARGE = {"order_id": "ord_1002", "amount": "150.00", "reason": "never delivered"}
 TICKET = {
@@ -43,7 +45,13 @@ def world(
 ) -> Iterator[SlackWorld]:
     (tmp_path / "ev_route.jsonl").write_text(ROUTE_SET, encoding="utf-8")
     with slack_world(
-        fake_slack, sqlite_url, clock, eval_datasets_dir=str(tmp_path), operators=["U_OLGA"]
+        fake_slack,
+        sqlite_url,
+        clock,
+        eval_datasets_dir=str(tmp_path),
+        operators=["U_OLGA"],
+        review_channel=REVIEW,
+        review_size=5,
     ) as built:
         yield built
 
@@ -143,6 +151,20 @@ def test_a_form_too_large_for_slack_is_said_to_the_clicker(world: SlackWorld) ->
         world.settle()
     [told] = world.fake.ephemerals("U_OLGA")
     assert "too large for Slack" in told["text"]
+    _no_tracebacks(logs)
+
+
+def test_a_flag_modal_slack_will_not_open_tells_the_reviewer_to_click_again(
+    world: SlackWorld,
+) -> None:
+    _seed(world)
+    reply = _replies(world, _post(world))[1]
+    world.fake.fail_next("views.open", "expired_trigger_id")
+    with capture_logs() as logs:
+        world.slack.block_action(FLAG_ACTION, message=reply["ts"], user_id="U_ALICE")
+        world.settle()
+    [told] = world.fake.ephemerals("U_ALICE")
+    assert "expired before Gatehouse could open the flag form" in told["text"]
     _no_tracebacks(logs)
 
 

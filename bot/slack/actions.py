@@ -30,15 +30,10 @@ from storage.messages import message_ref
 log = structlog.get_logger()
 
 
-__all__ = ["register", "tell"]
-
-_user = clicker
-
-
 def decide_and_resume(
     bot: Bot, body: dict[str, Any], approval_id: str, *, approve: bool, reason: str | None = None
 ) -> None:
-    user = _user(body)
+    user = clicker(body)
     try:
         decision = (
             bot.gatehouse.approve(approval_id, user=user, reason=reason)
@@ -65,7 +60,7 @@ def tell_beside_card(bot: Bot, body: dict[str, Any], kind: str, ref_id: str, tex
 
 def answer_and_resume(bot: Bot, body: dict[str, Any], task_id: str, answer: dict[str, Any]) -> None:
     try:
-        task = bot.gatehouse.answer(task_id, user=_user(body), answer=answer)
+        task = bot.gatehouse.answer(task_id, user=clicker(body), answer=answer)
     except GatehouseError as refusal:
         log.warning("slack.answer_refused", task_id=task_id, why=str(refusal))
         tell_beside_card(bot, body, "task", task_id, f":no_entry: {refusal}")
@@ -95,7 +90,7 @@ def fill_answer_modal(bot: Bot, body: dict[str, Any], opened: dict[str, Any], ta
     """The Answer modal opened as a placeholder at once; now put the real form in it. Never
     leaves it loading: a refusal or a bug of ours replaces it with what happened."""
     try:
-        view = answer_view(bot, task_id, _user(body))
+        view = answer_view(bot, task_id, clicker(body))
     except Exception:
         log.exception("slack.answer_form_failed", task_id=task_id)
         show_problem(

@@ -10,10 +10,10 @@ from typing import Any
 import structlog
 from slack_bolt import Ack, App
 
-from bot.slack.actions import tell
 from bot.slack.bot import Bot
 from bot.slack.modal_calls import open_modal
 from bot.slack.mrkdwn import escape
+from bot.slack.private_replies import tell
 from bot.slack.review import show_verdict
 from bot.slack.review_cards import (
     FLAG_ACTION,
