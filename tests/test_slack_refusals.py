@@ -70,6 +70,13 @@ def _approval_card(world: SlackWorld) -> dict[str, Any]:
     return card
 
 
+def _approval_card_beside(world: SlackWorld) -> dict[str, Any]:
+    """An approval card posted after other cards (the newest in the approvals channel)."""
+    run = world.gatehouse.trigger("refund_request", LARGE, user="U_CAROL", source="slack")
+    assert run.status == "waiting", run.error
+    return world.approval_cards()[-1]
+
+
 def _task_card(world: SlackWorld) -> dict[str, Any]:
     run = world.gatehouse.trigger("ticket_triage", TICKET, user="U_CAROL", source="slack")
     assert run.status == "waiting", run.error
@@ -230,6 +237,27 @@ def test_a_rate_limited_modal_open_is_not_retried_and_holds_no_thread_for_retry_
     for user in refused:
         [told] = world.fake.ephemerals(user)
         assert "Slack is busy" in told["text"] and "click again in a moment" in told["text"]
+
+
+def test_a_modal_open_never_waits_behind_other_slack_work(world: SlackWorld) -> None:
+    task_card = _task_card(world)
+    approval_card = _approval_card_beside(world)
+    # Four Answer forms whose filling Slack rate-limits: the shared client waits Retry-After
+    # (it may: a view_id does not expire) on the UI pool, every thread of it.
+    answerers = ["U_ALICE", "U_BOB", "U_CAROL", "U_OLGA"]
+    for user in answerers:
+        world.fake.rate_limit_next("views.update", retry_after=5)
+        world.slack.block_action("task.answer", message=task_card["ts"], user_id=user)
+    assert _wait_until(lambda: len(world.fake.calls_to("views.update")) == len(answerers))
+
+    world.slack.block_action("approval.reject", message=approval_card["ts"], user_id="U_BOB")
+    world.settle()
+
+    methods = [method for method, _ in world.fake.calls if method.startswith("views.")]
+    reject_open = [i for i, m in enumerate(methods) if m == "views.open"][len(answerers)]
+    first_retry = [i for i, m in enumerate(methods) if m == "views.update"][len(answerers)]
+    assert reject_open < first_retry  # opened while the fillings were still waiting
+    assert any(v["callback_id"] == "approval.reject_reason" for v in world.fake.views)
 
 
 # -- private replies where the bot is not a member -------------------------------------------

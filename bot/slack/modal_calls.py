@@ -31,19 +31,21 @@ def open_modal(
     bot: Bot, body: dict[str, Any], view: dict[str, Any], *, thing: str = "the form"
 ) -> dict[str, Any] | None:
     """`views.open` with the click's trigger_id; the opened view, or None when Slack refused
-    (the person has been told what to do, the refusal logged)."""
+    (the refusal logged, and the person told what to do from the UI pool, so that this lane
+    never waits on another Slack call)."""
     try:
         opened = bot.modal_client.views_open(trigger_id=str(body["trigger_id"]), view=view)
     except SlackApiError as exc:
         error = log_refusal("slack.modal_refused", exc, user=clicker(body))
-        tell(bot.client, body, f":warning: {sentence(error, thing)}", purpose="modal_refused")
-        return None
+        text = sentence(error, thing)
     except (OSError, SlackClientError) as exc:
         log.warning("slack.modal_unreachable", method="views.open", error=repr(exc))
-        tell(bot.client, body, f":warning: {UNREACHABLE.format(thing=thing)}")
-        return None
-    shown = opened.get("view")
-    return shown if isinstance(shown, dict) else {}
+        text = UNREACHABLE.format(thing=thing)
+    else:
+        shown = opened.get("view")
+        return shown if isinstance(shown, dict) else {}
+    bot.submit_ui(tell, bot.client, body, f":warning: {text}", purpose="modal_refused")
+    return None
 
 
 def fill_modal(
