@@ -16,7 +16,7 @@ from slack_sdk.errors import SlackApiError
 log = structlog.get_logger()
 
 _EXPIRED = "This button expired before Gatehouse could open {thing}; click it again."
-_BUSY = "Slack is busy right now and did not open {thing}; click again in a moment."
+_BUSY = "Slack is busy right now; click again in a moment."
 _BROKEN = (
     "Slack refused {thing} as invalid ({error}); tell whoever runs Gatehouse "
     "(the details are in its log)."
