@@ -399,20 +399,25 @@ def test_an_eval_summary_goes_to_a_dm_when_neither_channel_nor_response_url_take
 
 
 def test_slacks_warnings_are_logged_once_per_method_and_warning(world: SlackWorld) -> None:
+    card = _approval_card(world)
     world.fake.warn_next("views.publish", "missing_charset")
     world.fake.warn_next("views.publish", "missing_charset")
     world.fake.warn_next("views.publish", "superfluous_charset")
+    world.fake.warn_next("views.open", "superfluous_charset")  # through the modal client
     with capture_logs() as logs:
         for _ in range(3):
             world.slack.app_home_opened("U_ALICE")
             world.settle()
+        world.slack.block_action("approval.reject", message=card["ts"], user_id="U_BOB")
+        world.settle()
     warned = [(e["method"], e["warning"]) for e in logs if e["event"] == "slack.api_warning"]
     assert warned == [
         ("views.publish", "missing_charset"),
         ("views.publish", "superfluous_charset"),
+        ("views.open", "superfluous_charset"),
     ]
     assert all(e["log_level"] == "warning" for e in logs if e["event"] == "slack.api_warning")
-    assert world.fake.home("U_ALICE") is not None
+    assert world.fake.home("U_ALICE") is not None and world.fake.open_modal("U_BOB") is not None
 
 
 def test_warnings_are_read_from_every_place_slack_puts_them() -> None:

@@ -94,15 +94,19 @@ def build_web_client(settings: Settings) -> WebClient:
     )
 
 
-def modal_web_client(shared: WebClient) -> WebClient:
-    """A client for the calls that spend a trigger_id (`views.open`, `views.push`), beside
-    `shared` (same token and Slack): no rate-limit retry, so a 429 comes straight back and the
-    person is told to click again instead of a thread sleeping `Retry-After` and then failing
-    with an expired trigger_id. No connection retry either: Slack may have opened the modal
-    before the connection broke, and a second call would only be refused as exchanged."""
+def unretried_web_client(shared: WebClient, *, timeout: int = 30) -> WebClient:
+    """A client beside `shared` (same token and Slack) without slack-sdk's retry handlers, for
+    callers that decide themselves what a 429 means (the outbox sender waits `Retry-After`
+    without holding a thread; a modal call tells the person to click again)."""
     return GatehouseWebClient(
-        token=shared.token,
-        base_url=shared.base_url,
-        timeout=MODAL_CALL_TIMEOUT,
-        retry_handlers=[],
+        token=shared.token, base_url=shared.base_url, timeout=timeout, retry_handlers=[]
     )
+
+
+def modal_web_client(shared: WebClient) -> WebClient:
+    """The client for the calls that spend a trigger_id (`views.open`, `views.push`): no
+    rate-limit retry, so a 429 comes straight back and the person is told to click again
+    instead of a thread sleeping `Retry-After` and then failing with an expired trigger_id.
+    No connection retry either: Slack may have opened the modal before the connection broke,
+    and a second call would only be refused as exchanged."""
+    return unretried_web_client(shared, timeout=MODAL_CALL_TIMEOUT)
