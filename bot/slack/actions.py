@@ -1,9 +1,11 @@
 """Buttons and modals: Approve, Reject (with a reason), Answer (a form from the output schema).
 
-A button that opens a modal acks, then calls `views.open` first thing on the bot's UI pool
-(which never waits on a run), before any slow work: a `trigger_id` is only valid for three
-seconds. Decisions run after the ack, on the bot's
-thread pool; the card is then updated by the notifier and the run resumes right here.
+A button that opens a modal acks, then calls `views.open` first thing on the bot's modal lane
+(which does nothing else), before any slow work: a `trigger_id` is only valid for three
+seconds. The Answer form opens as "loading" and is filled on the UI pool; if Slack refuses
+either call the person is told what to do (bot/slack/modal_calls.py). Decisions run after the
+ack, on the bot's work pool; the card is then updated by the notifier and the run resumes
+right here.
 """
 
 from __future__ import annotations
@@ -13,12 +15,12 @@ from typing import Any
 import structlog
 from pydantic import ValidationError
 from slack_bolt import Ack, App
-from slack_sdk import WebClient
-from slack_sdk.errors import SlackApiError
 
 from bot.slack import cards, forms
 from bot.slack.bot import Bot
+from bot.slack.modal_calls import fill_modal, open_modal, show_problem
 from bot.slack.modals import loading_modal, notice_modal
+from bot.slack.private_replies import click_channel, clicker, tell
 from pipelines import GatehouseError
 from pipelines.errors import AlreadyAnswered, NotAuthorized, UnknownTask
 from pipelines.tasks import authorize_answer, load_model
@@ -28,31 +30,10 @@ from storage.messages import message_ref
 log = structlog.get_logger()
 
 
-def _user(body: dict[str, Any]) -> str:
-    return str(body["user"]["id"])
-
-
-def _channel(body: dict[str, Any]) -> str | None:
-    channel = body.get("channel") or {}
-    container = body.get("container") or {}
-    return channel.get("id") or container.get("channel_id")
-
-
-def tell(client: WebClient, body: dict[str, Any], text: str) -> None:
-    """An ephemeral line to the person who clicked, in the channel where they clicked."""
-    channel = _channel(body)
-    if channel is None:
-        return
-    try:
-        client.chat_postEphemeral(channel=channel, user=_user(body), text=text)
-    except SlackApiError as exc:
-        log.warning("slack.ephemeral_failed", error=str(exc.response.get("error")))
-
-
 def decide_and_resume(
     bot: Bot, body: dict[str, Any], approval_id: str, *, approve: bool, reason: str | None = None
 ) -> None:
-    user = _user(body)
+    user = clicker(body)
     try:
         decision = (
             bot.gatehouse.approve(approval_id, user=user, reason=reason)
@@ -68,7 +49,7 @@ def decide_and_resume(
 def tell_beside_card(bot: Bot, body: dict[str, Any], kind: str, ref_id: str, text: str) -> None:
     """`tell`, in the channel of the click, or for a modal's submission (which has no channel)
     in the channel of the approval's or task's card."""
-    if _channel(body) is None:
+    if click_channel(body) is None:
         with bot.gatehouse.db.transaction() as conn:
             card = message_ref(conn, kind=kind, ref_id=ref_id)
         if card is None:
@@ -79,7 +60,7 @@ def tell_beside_card(bot: Bot, body: dict[str, Any], kind: str, ref_id: str, tex
 
 def answer_and_resume(bot: Bot, body: dict[str, Any], task_id: str, answer: dict[str, Any]) -> None:
     try:
-        task = bot.gatehouse.answer(task_id, user=_user(body), answer=answer)
+        task = bot.gatehouse.answer(task_id, user=clicker(body), answer=answer)
     except GatehouseError as refusal:
         log.warning("slack.answer_refused", task_id=task_id, why=str(refusal))
         tell_beside_card(bot, body, "task", task_id, f":no_entry: {refusal}")
@@ -87,39 +68,56 @@ def answer_and_resume(bot: Bot, body: dict[str, Any], task_id: str, answer: dict
     bot.gatehouse.resume(task.run_id)
 
 
-def fill_answer_modal(bot: Bot, view_id: str, task_id: str, user: str) -> None:
-    """The Answer modal opened as a placeholder at once; now put the real form in it, or say
-    why this person may not answer (the engine's check, audited)."""
+def answer_view(bot: Bot, task_id: str, user: str) -> dict[str, Any]:
+    """The form for this task, or a notice saying why this person may not answer (the
+    engine's check, audited) or that there is nothing to answer."""
     try:
         task = bot.gatehouse.task(task_id)
     except UnknownTask:
         task = None
     if task is None or task.status != "open":
-        view = notice_modal(
+        return notice_modal(
             "Nothing to answer", f"Task {task_id} was already answered or no longer exists."
         )
-    else:
-        try:
-            authorize_answer(bot.gatehouse.rt, task, user)
-            view = forms.answer_modal(task)
-        except NotAuthorized as refusal:
-            view = notice_modal("Not yours to answer", str(refusal))
-    bot.client.views_update(view_id=view_id, view=view)
+    try:
+        authorize_answer(bot.gatehouse.rt, task, user)
+    except NotAuthorized as refusal:
+        return notice_modal("Not yours to answer", str(refusal))
+    return forms.answer_modal(task)
 
 
-def open_reject_modal(bot: Bot, trigger_id: str, approval_id: str) -> None:
+def fill_answer_modal(bot: Bot, body: dict[str, Any], opened: dict[str, Any], task_id: str) -> None:
+    """The Answer modal opened as a placeholder at once; now put the real form in it. Never
+    leaves it loading: a refusal or a bug of ours replaces it with what happened."""
+    try:
+        view = answer_view(bot, task_id, clicker(body))
+    except Exception:
+        log.exception("slack.answer_form_failed", task_id=task_id)
+        show_problem(
+            bot,
+            body,
+            str(opened.get("id")),
+            f"Gatehouse could not build the form for task {task_id}; the error is in its log.",
+        )
+        return
+    fill_modal(bot, body, opened, view)
+
+
+def open_reject_modal(bot: Bot, body: dict[str, Any], approval_id: str) -> None:
     # One keyed read (well under a millisecond) names the action in the modal; nothing slower
     # comes before views.open, as the trigger_id lives only 3 seconds.
     with bot.gatehouse.db.transaction() as conn:
         approval = task_rows.fetch_approval(conn, approval_id)
     tool = approval.tool if approval is not None else None
-    bot.client.views_open(trigger_id=trigger_id, view=cards.reject_modal(approval_id, tool))
+    open_modal(bot, body, cards.reject_modal(approval_id, tool), thing="the reason form")
 
 
-def open_answer_modal(bot: Bot, trigger_id: str, task_id: str, user: str) -> None:
-    """Open at once with a placeholder, then put the form generated from the schema in it."""
-    opened = bot.client.views_open(trigger_id=trigger_id, view=loading_modal())
-    fill_answer_modal(bot, str(opened["view"]["id"]), task_id, user)
+def open_answer_modal(bot: Bot, body: dict[str, Any], task_id: str) -> None:
+    """Open at once with a placeholder; the form generated from the schema is put in it on the
+    UI pool, so this lane is free for the next click."""
+    opened = open_modal(bot, body, loading_modal())
+    if opened is not None:
+        bot.submit_ui(fill_answer_modal, bot, body, opened, task_id)
 
 
 def register(app: App, bot: Bot) -> None:
@@ -131,7 +129,7 @@ def register(app: App, bot: Bot) -> None:
     @app.action(cards.REJECT_ACTION)
     def reject_clicked(ack: Ack, body: dict[str, Any], action: dict[str, Any]) -> None:
         ack()
-        bot.submit_ui(open_reject_modal, bot, str(body["trigger_id"]), str(action["value"]))
+        bot.submit_modal(open_reject_modal, bot, body, str(action["value"]))
 
     @app.view(cards.REJECT_CALLBACK)
     def reject_reason_submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
@@ -155,9 +153,7 @@ def register(app: App, bot: Bot) -> None:
     @app.action(cards.ANSWER_ACTION)
     def answer_clicked(ack: Ack, body: dict[str, Any], action: dict[str, Any]) -> None:
         ack()
-        bot.submit_ui(
-            open_answer_modal, bot, str(body["trigger_id"]), str(action["value"]), _user(body)
-        )
+        bot.submit_modal(open_answer_modal, bot, body, str(action["value"]))
 
     @app.view(forms.ANSWER_CALLBACK)
     def answer_submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:

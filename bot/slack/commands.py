@@ -69,7 +69,8 @@ EXPLAIN = {
     "replay": "re-run a run's record with today's code, no side effects; shows where it diverges",
     "undo": "reverse a tool call (its approvers and the operators only)",
     "eval": "run the pipeline on its test set (or the runs `reviewed` in 30 days) with no side "
-    "effects, in the background; the summary is posted in the channel (operators only)",
+    "effects, in the background; the summary is posted in the channel, or sent to you privately "
+    "where Gatehouse cannot post (operators only)",
 }
 STATUS_ICONS = {
     "queued": ":inbox_tray:",

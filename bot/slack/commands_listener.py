@@ -1,27 +1,34 @@
 """The slash command listener: ack at once (an empty 200), answer through `response_url`.
 
 Nothing runs before the ack, not even a quick query: `stats` over a busy week or a `trigger`
-that calls a model can take longer than Slack's 3 seconds.
+that calls a model can take longer than Slack's 3 seconds. A reply Slack does not take (an
+expired or used response_url) is logged with Slack's error (bot/slack/private_replies.py).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from slack_bolt import Ack, App, Respond
+from slack_bolt import Ack, App
 
 from bot.slack import commands
 from bot.slack import eval as eval_slack
 from bot.slack.bot import Bot
+from bot.slack.private_replies import ResponseUrl
 from bot.slack.stats_upload import ChartUploadFailed, stats_chart_reply
 
 
 def register(app: App, bot: Bot) -> None:
     @app.command(bot.settings.slash_command)
-    def slash(ack: Ack, command: dict[str, Any], respond: Respond) -> None:
+    def slash(ack: Ack, command: dict[str, Any]) -> None:
         ack()
         text = str(command.get("text") or "")
         subcommand, rest = commands.split_command(text)
+        url = command.get("response_url")
+        respond = ResponseUrl(
+            url if isinstance(url, str) else None,
+            purpose=f"command.{subcommand if subcommand in commands.USAGE else 'unknown'}",
+        )
         if subcommand == "eval":  # runs for minutes: its summary is posted in the channel
             user, channel = str(command["user_id"]), str(command["channel_id"])
             bot.submit(eval_slack.run_in_channel, bot, channel, user, rest, respond)
@@ -33,7 +40,7 @@ def register(app: App, bot: Bot) -> None:
             )
 
 
-def send_chart(bot: Bot, channel: str, user: str, rest: str, respond: Respond) -> None:
+def send_chart(bot: Bot, channel: str, user: str, rest: str, respond: ResponseUrl) -> None:
     """The 7-day chart goes up as a file in the channel; its link comes back privately."""
     pipeline = rest.split()[0] if rest.split() and not rest.split()[0][0].isdigit() else None
     try:
@@ -46,7 +53,7 @@ def send_chart(bot: Bot, channel: str, user: str, rest: str, respond: Respond) -
     respond(response_type="ephemeral", text=f"7-day chart: {link}", replace_original=False)
 
 
-def answer(bot: Bot, text: str, user: str, respond: Respond) -> None:
+def answer(bot: Bot, text: str, user: str, respond: ResponseUrl) -> None:
     reply = commands.handle_command(
         text,
         user_id=user,

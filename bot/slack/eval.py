@@ -1,6 +1,10 @@
 """`/gatehouse eval PIPELINE [reviewed]`: run an eval in the background on the bot's work pool and
 post its summary in the channel the command came from.
 
+Where the bot cannot post there (not a member, a DM between other people, an archived channel),
+the summary goes to the person privately instead, saying why: through the command's
+response_url, else as a DM from the app. The start message promises only that.
+
 The test set is the pipeline's own (`PIPELINE.jsonl` in GATEHOUSE_EVAL_DATASETS_DIR, else the
 example set in `pipelines/catalog/datasets/`), or with `reviewed` the runs reviewed in the last
 30 days (flags with what they should have been, and runs marked "looks right"). Only operators
@@ -11,15 +15,18 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
+from pathlib import PurePath
 from typing import Any
 
 import structlog
-from slack_bolt import Respond
+from slack_sdk.errors import SlackApiError
 
 from bot.formatting import rate, usd
-from bot.slack.blocks import context, section
+from bot.slack.blocks import MESSAGE_BLOCKS, context, section
 from bot.slack.bot import Bot
 from bot.slack.mrkdwn import code, escape, truncate
+from bot.slack.private_replies import ResponseUrl
+from bot.slack.refusals import log_refusal, sentence
 from pipelines import GatehouseError
 from pipelines.authorization import authorize_operator
 from pipelines.errors import NotAuthorized
@@ -63,6 +70,14 @@ def plan(bot: Bot, user: str, rest: str) -> tuple[str, Dataset]:
     return name, load_dataset(dataset_path(name, bot.settings.eval_datasets_dir), pipeline=name)
 
 
+def shown_name(dataset: str) -> str:
+    """A test set as Slack shows it: a file by its name (`ev_route.jsonl`), never the server's
+    path to it; any other name (`runs reviewed in the last 30 days`) as it is."""
+    if "/" in dataset or "\\" in dataset:
+        return PurePath(dataset.replace("\\", "/")).name or dataset
+    return dataset
+
+
 def summary_blocks(report: EvalReport, user: str) -> tuple[list[dict[str, Any]], str]:
     """The message posted in the channel (pure): the rates, cost and latency, the enum fields'
     confusion, and the first failing cases with their diffs."""
@@ -78,7 +93,7 @@ def summary_blocks(report: EvalReport, user: str) -> tuple[list[dict[str, Any]],
     p50 = s["latency_ms"]["p50"]
     facts = (
         f"model `{escape(report.model or 'none: LLM steps take the human exit')}` · test set "
-        f"{escape(truncate(report.dataset, 200))} · cost {cost} · p50 "
+        f"{escape(truncate(shown_name(report.dataset), 200))} · cost {cost} · p50 "
         f"{'-' if p50 is None else f'{p50:.0f} ms'} a case · `{escape(report.eval_id)}` · "
         "no side effects; kept out of stats, alerts and the review"
     )
@@ -108,7 +123,7 @@ def summary_blocks(report: EvalReport, user: str) -> tuple[list[dict[str, Any]],
     return blocks, escape(text)
 
 
-def run_in_channel(bot: Bot, channel: str, user: str, rest: str, respond: Respond) -> None:
+def run_in_channel(bot: Bot, channel: str, user: str, rest: str, respond: ResponseUrl) -> None:
     """On the work pool: check, tell the person it started, run, post the summary."""
     try:
         name, dataset = plan(bot, user, rest)
@@ -122,8 +137,9 @@ def run_in_channel(bot: Bot, channel: str, user: str, rest: str, respond: Respon
         response_type="ephemeral",
         text=(
             f":hourglass_flowing_sand: Evaluating *{escape(name)}* on {len(dataset.cases)} "
-            f"case(s) from {escape(truncate(dataset.name, 200))}, with no side effects; the "
-            "summary will be posted here."
+            f"case(s) from {escape(truncate(shown_name(dataset.name), 200))}, with no side "
+            "effects; the summary will be posted here, or sent to you privately if Gatehouse "
+            "cannot post here."
         ),
     )
     try:
@@ -143,4 +159,35 @@ def run_in_channel(bot: Bot, channel: str, user: str, rest: str, respond: Respon
         )
         return
     blocks, text = summary_blocks(report, user)
-    bot.client.chat_postMessage(channel=channel, text=text, blocks=blocks)
+    post_summary(bot, channel, user, blocks, text, respond)
+
+
+def post_summary(
+    bot: Bot,
+    channel: str,
+    user: str,
+    blocks: list[dict[str, Any]],
+    text: str,
+    respond: ResponseUrl,
+) -> bool:
+    """The summary in `channel`; where Slack refuses that, to `user` privately (the command's
+    response_url, else a DM from the app), led by why it is not in the channel. False when it
+    reached nobody (each refusal logged)."""
+    try:
+        bot.client.chat_postMessage(channel=channel, text=text, blocks=blocks)
+        return True
+    except SlackApiError as exc:
+        error = log_refusal("eval.summary_refused", exc, channel=channel, user=user)
+    why = context(
+        ":information_source: Gatehouse could not post this summary where you asked for it: "
+        + sentence(error, "the summary")
+    )
+    private = [why, *blocks][:MESSAGE_BLOCKS]
+    if respond(response_type="ephemeral", text=text, blocks=private, replace_original=False):
+        return True
+    try:
+        bot.client.chat_postMessage(channel=user, text=text, blocks=private)
+        return True
+    except SlackApiError as exc:
+        log_refusal("eval.summary_refused", exc, channel="dm", user=user)
+    return False

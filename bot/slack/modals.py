@@ -1,4 +1,5 @@
-"""Small modals the listeners show while work happens or when there is nothing to do."""
+"""Small views the listeners show while work happens, when there is nothing to do, or when
+Slack refused the real one: modals, and the Home tab's stand-in."""
 
 from __future__ import annotations
 
@@ -28,4 +29,14 @@ def notice_modal(title: str, text: str) -> dict[str, Any]:
         "title": {"type": "plain_text", "text": title[:24]},
         "close": {"type": "plain_text", "text": "Close"},
         "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": escape(text)[:3000]}}],
+    }
+
+
+def notice_home(text: str) -> dict[str, Any]:
+    """The Home tab when its dashboard could not be shown: what happened, and what to do."""
+    return {
+        "type": "home",
+        "blocks": [
+            {"type": "section", "text": {"type": "mrkdwn", "text": escape(text)[:3000]}},
+        ],
     }

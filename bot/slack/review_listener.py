@@ -10,9 +10,10 @@ from typing import Any
 import structlog
 from slack_bolt import Ack, App
 
-from bot.slack.actions import tell
 from bot.slack.bot import Bot
+from bot.slack.modal_calls import open_modal
 from bot.slack.mrkdwn import escape
+from bot.slack.private_replies import tell
 from bot.slack.review import show_verdict
 from bot.slack.review_cards import (
     FLAG_ACTION,
@@ -50,11 +51,11 @@ def record_flag(bot: Bot, body: dict[str, Any], item_id: int, flag: dict[str, An
     show_verdict(bot, item)
 
 
-def open_flag_modal(bot: Bot, trigger_id: str, value: str) -> None:
+def open_flag_modal(bot: Bot, body: dict[str, Any], value: str) -> None:
     item_id, _, rest = value.partition(":")
     run_id, _, pipeline = rest.partition(":")
     view = flag_modal(int(item_id), run_id, pipeline or None, output_schema(pipeline))
-    bot.client.views_open(trigger_id=trigger_id, view=view)
+    open_modal(bot, body, view, thing="the flag form")
 
 
 def _item_id(text: str) -> int | None:
@@ -75,7 +76,7 @@ def register(app: App, bot: Bot) -> None:
         ack()
         value = str(action.get("value", ""))
         if _item_id(value) is not None:
-            bot.submit_ui(open_flag_modal, bot, str(body["trigger_id"]), value)
+            bot.submit_modal(open_flag_modal, bot, body, value)
 
     @app.view(FLAG_CALLBACK)
     def flag_submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:

@@ -23,9 +23,9 @@ import structlog
 from slack_bolt import BoltResponse
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
-from slack_sdk.webhook import WebhookClient
 
 from bot.slack.modals import notice_modal
+from bot.slack.private_replies import post_to_response_url
 from pipelines import Settings
 from pipelines.authorization import refuse
 from pipelines.config import ConfigurationError
@@ -189,8 +189,9 @@ def _record_refusal(bot: Bot, origin: RequestOrigin, text: str, response_url: An
             target=origin.named,
         )
     if origin.kind == "click" and isinstance(response_url, str) and response_url:
-        reply = WebhookClient(response_url).send(
-            text=f":no_entry: {text}", response_type="ephemeral", replace_original=False
-        )
-        if reply.status_code != 200:
-            log.warning("slack.foreign_reply_failed", status=reply.status_code)
+        reply: dict[str, Any] = {
+            "text": f":no_entry: {text}",
+            "response_type": "ephemeral",
+            "replace_original": False,
+        }
+        post_to_response_url(response_url, reply, purpose="foreign_workspace")
