@@ -357,6 +357,7 @@ def test_a_refused_home_tab_says_what_happened_instead(world: SlackWorld) -> Non
 def test_eval_start_names_the_test_set_not_a_server_path_and_promises_only_what_is_true(
     world: SlackWorld, tmp_path: Path
 ) -> None:
+    world.fake.invite("C_GENERAL")  # the summary is posted where the bot is a member
     world.slack.command("eval ev_route", user_id="U_OLGA", channel_id="C_GENERAL")
     world.settle()
     [started] = [e for e in world.fake.ephemerals("U_OLGA") if "Evaluating" in e["text"]]
