@@ -36,9 +36,11 @@ def build_bolt_app(bot: Bot) -> App:
     def drop_slack_retries(
         req: Any, resp: BoltResponse, next: Callable[[], BoltResponse]
     ) -> BoltResponse:
-        retry = req.headers.get("x-slack-retry-num")
-        if retry:
-            log.info("slack.retry_dropped", retry=retry[0] if isinstance(retry, list) else retry)
+        header = req.headers.get("x-slack-retry-num")
+        retry = header[0] if isinstance(header, list) and header else header
+        # Socket Mode's first delivery carries retry_attempt 0, which Bolt passes on as "0".
+        if retry and retry != "0":
+            log.info("slack.retry_dropped", retry=retry)
             return BoltResponse(status=200, body="")
         return next()
 
