@@ -54,8 +54,9 @@ DISCONNECT_REASONS = ("refresh_requested", "warning", "link_disabled")
 ENVELOPE_TYPES = ("events_api", "slash_commands", "interactive")
 
 
-class SocketModeNotConnected(RuntimeError):
-    """A delivery was asked for while no app held a Socket Mode connection."""
+class SocketModeNotConnected(ConnectionError):
+    """A delivery was asked for while no app held a Socket Mode connection (a ConnectionError,
+    as an HTTP-mode bot that is not listening is: the page answers 502 for either)."""
 
 
 @dataclass(frozen=True)
