@@ -5,6 +5,7 @@ the acks come back; refusals, disconnects, the ack wait and a clean stop."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import queue
 import signal
@@ -209,9 +210,10 @@ def test_signature_overrides_and_url_verification_are_refused_over_the_socket(
     assert _sent(world.socket_mode, "events_api") == []
 
 
-def test_stopping_the_bot_leaves_no_socket_mode_thread(
-    fake_slack: FakeSlack, sqlite_url: str, clock: FakeClock
+def test_stopping_the_bot_leaves_no_socket_mode_thread_and_logs_no_error(
+    fake_slack: FakeSlack, sqlite_url: str, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO)
     before = set(threading.enumerate())
     with slack_world(fake_slack, sqlite_url, clock, mode="socket") as world:
         assert world.connection is not None and world.connection.connected
@@ -222,6 +224,10 @@ def test_stopping_the_bot_leaves_no_socket_mode_thread(
     ]
     assert world.socket_mode is not None
     assert _wait(lambda: world.socket_mode.connections == 0)  # type: ignore[union-attr]
+    # slack_sdk logs a failed read or a reconnect attempt at WARNING or ERROR: none happened.
+    noisy = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert noisy == [], [r.getMessage() for r in noisy]
+    assert any("connection has been closed" in r.getMessage() for r in caplog.records)
 
 
 # -- apps.connections.open and the sandbox's side ---------------------------------------------

@@ -173,9 +173,8 @@ class SocketModeLinks:
         sock.sendall(ws.send(AcceptConnection()))
         link = _Link(sock, ws, self.app_id)
         with self._changed:
-            self._links.append(link)
-            self.connections_opened += 1
-            count = len(self._links)
+            count = len(self._links) + 1
+        # hello first: no envelope may reach the app before it (deliveries see the link after).
         self._send(
             link,
             {
@@ -190,6 +189,8 @@ class SocketModeLinks:
             },
         )
         with self._changed:
+            self._links.append(link)
+            self.connections_opened += 1
             self._changed.notify_all()
         log.info("sandbox.socket_mode.connected", link=link.id, connections=count)
         try:

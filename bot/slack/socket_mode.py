@@ -40,11 +40,14 @@ class SocketModeConnection:
 
         slack_sdk's `close()` waits for its receiving thread, which sits in a blocking `recv`
         for up to its 3 s receive timeout; shutting the socket down first ends that read at
-        once (an empty read the terminated session then leaves)."""
+        once (an empty read the terminated session then leaves). The ping monitor stops before
+        that, or its next ping would log a broken pipe."""
         client = self.handler.client
         client.closed = True
         client.auto_reconnect_enabled = False
         client.current_session_state.terminated = True
+        if client.current_app_monitor.is_alive():
+            client.current_app_monitor.shutdown()
         session = client.current_session
         sock = session.sock if session is not None else None
         if sock is not None:
