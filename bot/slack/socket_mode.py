@@ -47,7 +47,7 @@ class SocketModeConnection:
         client.auto_reconnect_enabled = False
         client.current_session_state.terminated = True
         if client.current_app_monitor.is_alive():
-            client.current_app_monitor.shutdown()
+            client.current_app_monitor.shutdown()  # type: ignore[no-untyped-call]
         session = client.current_session
         sock = session.sock if session is not None else None
         if sock is not None:
