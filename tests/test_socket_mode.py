@@ -25,6 +25,7 @@ from slack_sdk.socket_mode.builtin import SocketModeClient
 from slack_sdk.socket_mode.request import SocketModeRequest
 from slack_sdk.socket_mode.response import SocketModeResponse
 
+from bot.sandbox import Sandbox
 from bot.sandbox.sender import NOT_ACKED, NotOverSocketMode
 from bot.sandbox.socket_mode import SocketModeLinks
 from bot.slack.app import build_bolt_app
@@ -335,6 +336,20 @@ def test_an_envelope_not_acked_within_the_ack_wait_counts_as_a_failed_delivery(
         assert _wait(lambda: len(app.requests) == 1)  # it did arrive; only the ack is missing
     finally:
         app.close()
+
+
+def test_the_sandbox_page_reaches_a_bot_in_socket_mode(sqlite_url: str, clock: FakeClock) -> None:
+    with Sandbox(socket_mode=True, port=0) as sandbox:
+        assert sandbox.app_token is not None and sandbox.app_token.startswith("xapp-")
+        with slack_world(sandbox.api, sqlite_url, clock, mode="socket") as world:
+            answer = _post_json(f"{sandbox.url}/sandbox/api/home", {"user": "U_BOB"})
+            assert answer["ok"] and answer["status"] == 200, answer
+            world.settle()
+            assert sandbox.api.home("U_BOB") is not None
+            assert sandbox.socket_mode is world.socket_mode  # the page's sender used the link
+            assert len(_sent(sandbox.socket_mode, "events_api")) == 1
+        with pytest.raises(ValueError, match="Socket Mode"):
+            sandbox.connect_bot("http://127.0.0.1:3000/slack/events")
 
 
 # -- make demo DEMO_ARGS=--socket-mode --------------------------------------------------------
