@@ -299,6 +299,11 @@ class _RawApp:
         self.client.connect()
 
     def close(self) -> None:
+        # As bot/slack/socket_mode.py does: end the blocking read first (else close waits 3 s).
+        self.client.current_session_state.terminated = True
+        session = self.client.current_session
+        if session is not None and session.sock is not None:
+            session.sock.shutdown(socket.SHUT_RDWR)
         self.client.close()
 
 
@@ -352,7 +357,77 @@ def test_the_sandbox_page_reaches_a_bot_in_socket_mode(sqlite_url: str, clock: F
             sandbox.connect_bot("http://127.0.0.1:3000/slack/events")
 
 
-# -- make demo DEMO_ARGS=--socket-mode --------------------------------------------------------
+# -- gatehouse serve with SLACK_APP_TOKEN, and make demo DEMO_ARGS=--socket-mode -------------
+
+
+def _serve_env(fake: FakeSlack, sqlite_url: str, app_token: str, port: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "GATEHOUSE_"))}
+    return {
+        **env,
+        "GATEHOUSE_DATABASE_URL": sqlite_url,
+        "SLACK_BOT_TOKEN": fake.token,
+        "SLACK_APP_TOKEN": app_token,  # Socket Mode: no signing secret needed
+        "SLACK_API_URL": fake.api_url,
+        "GATEHOUSE_APPROVALS_CHANNEL": "C_APPROVALS",
+        "GATEHOUSE_HTTP_PORT": str(port),
+        "GATEHOUSE_SERVE_WORKERS": "1",
+        "GATEHOUSE_TRIGGERERS": '{"*": ["*"]}',
+        "GATEHOUSE_OPERATORS": '["*"]',
+    }
+
+
+@pytest.mark.slow
+def test_gatehouse_serve_in_socket_mode_answers_over_the_socket_and_stops_cleanly(
+    fake_slack: FakeSlack, sqlite_url: str
+) -> None:
+    links = SocketModeLinks.serve_on(fake_slack)
+    port = _free_port()
+    bot = subprocess.Popen(
+        [sys.executable, "-m", "bot.cli", "serve"],
+        env=_serve_env(fake_slack, sqlite_url, links.app_token, port),
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert links.wait_connected(timeout=30), bot.poll() is None or bot.communicate()
+        sender = SlackSender("", "unused", fake_slack, socket_mode=links)
+        assert sender.command("help", user_id="U_ALICE").status == 200
+        assert _wait(lambda: len(fake_slack.ephemerals("U_ALICE")) == 1, timeout=15)
+        # The HTTP port still serves /healthz in Socket Mode.
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as health:
+            assert health.status == 200
+    finally:
+        bot.send_signal(signal.SIGTERM)
+        try:
+            code = bot.wait(timeout=30)
+        finally:
+            if bot.poll() is None:
+                bot.kill()
+    out, err = bot.communicate()
+    assert code == 0, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    assert out.startswith("gatehouse serve: Socket Mode")
+    assert _wait(lambda: links.connections == 0)
+
+
+@pytest.mark.slow
+def test_gatehouse_serve_refuses_an_app_token_slack_refuses(
+    fake_slack: FakeSlack, sqlite_url: str
+) -> None:
+    SocketModeLinks.serve_on(fake_slack)
+    done = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "serve"],
+        env=_serve_env(fake_slack, sqlite_url, "xapp-1-A_OTHER-0000-deadbeef", _free_port()),
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert "error: SLACK_APP_TOKEN: apps.connections.open refused it (invalid_auth)" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def _free_port() -> int:
