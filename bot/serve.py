@@ -38,6 +38,7 @@ from bot.slack.review import (
     resume_review,
     summarize_due_reviews,
 )
+from bot.slack.socket_mode import connect_socket_mode
 from bot.slack.workspaces import served_workspaces
 from pipelines import Clock, Gatehouse, Settings, Worker
 from pipelines.config import ConfigurationError
@@ -200,22 +201,22 @@ def _serve(settings: Settings, stop: StopSignals, *, production: bool) -> None:
     ]
     try:
         if settings.slack_app_token:
-            from slack_bolt.adapter.socket_mode import SocketModeHandler
-
-            handler = SocketModeHandler(app, settings.slack_app_token.get_secret_value())
-            handler.connect()  # type: ignore[no-untyped-call]
+            connection = connect_socket_mode(app, settings.slack_app_token.get_secret_value())
             log.warning(
                 "serve.socket_mode",
                 webhooks=f"http://{settings.http_host}:{settings.http_port}/hooks/",
             )
-            # Slack comes over the socket; the HTTP server still serves webhooks and /healthz.
-            serve_forever(
-                build_asgi(None, hooks, settings),
-                settings.http_host,
-                settings.http_port,
-                stop,
-                trusted_proxies=settings.trusted_proxies,
-            )
+            try:
+                # Slack comes over the socket; the HTTP server still serves webhooks, /healthz.
+                serve_forever(
+                    build_asgi(None, hooks, settings),
+                    settings.http_host,
+                    settings.http_port,
+                    stop,
+                    trusted_proxies=settings.trusted_proxies,
+                )
+            finally:
+                connection.close()  # no new Slack work while the runs drain
         else:
             log.warning(
                 "serve.http", url=f"http://{settings.http_host}:{settings.http_port}/slack/events"
@@ -283,13 +284,17 @@ def wants_sandbox(settings: Settings) -> bool:
 
 
 def serve_with_sandbox(
-    settings: Settings, *, on_ready: Callable[[Sandbox], None] | None = None
+    settings: Settings,
+    *,
+    on_ready: Callable[[Sandbox], None] | None = None,
+    socket_mode: bool = False,
 ) -> None:
     """`gatehouse serve` with the local Slack sandbox beside the bot, in this process: the
     sandbox on GATEHOUSE_SANDBOX_HOST:GATEHOUSE_SANDBOX_PORT with a generated token (and signing
     secret unless SLACK_SIGNING_SECRET is set) that the bot shares, the bot's WebClient pointed
     at it, its channels created. Prints `Gatehouse sandbox: URL`, calls `on_ready(sandbox)`,
-    then serves until SIGINT/SIGTERM like `serve`."""
+    then serves until SIGINT/SIGTERM like `serve`. With `socket_mode` the bot connects to the
+    sandbox in Socket Mode (its app token) instead of taking requests at `/slack/events`."""
     from bot.sandbox import Sandbox, reachable_host
     from bot.sandbox.workspace import channels_for
 
@@ -304,6 +309,7 @@ def serve_with_sandbox(
             settings.approvals_channel, settings.review_channel, settings.alerts_channel
         ),
         command=settings.slash_command,
+        socket_mode=socket_mode,
     )
     try:
         sandbox.start()
@@ -314,7 +320,10 @@ def serve_with_sandbox(
         ) from exc
     try:
         log.warning(
-            "sandbox.started", url=sandbox.url, bot=f"http://{bot_host}:{settings.http_port}"
+            "sandbox.started",
+            url=sandbox.url,
+            bot=f"http://{bot_host}:{settings.http_port}",
+            mode="socket" if socket_mode else "http",
         )
         print(f"Gatehouse sandbox: {sandbox.url}", flush=True)
         if on_ready is not None:
@@ -325,11 +334,14 @@ def serve_with_sandbox(
 
 
 def sandbox_settings(settings: Settings, sandbox: Sandbox) -> Settings:
-    """`settings` pointed at the sandbox (its token, signing secret and Web API), with its
-    channels for whichever of approvals, review and alerts are unset."""
+    """`settings` pointed at the sandbox (its token, signing secret and Web API; its app token
+    when it runs Socket Mode), with its channels for whichever of approvals, review and alerts
+    are unset."""
+    app_token = sandbox.app_token
     return settings.model_copy(
         update={
             "slack_bot_token": SecretStr(sandbox.token),
+            "slack_app_token": SecretStr(app_token) if app_token else None,
             "slack_signing_secret": SecretStr(sandbox.signing_secret),
             "slack_api_url": sandbox.api_url,
             "approvals_channel": settings.approvals_channel or "C_APPROVALS",

@@ -122,3 +122,10 @@ def fake_slack() -> Iterator[FakeSlack]:
     """The Slack Web API on loopback, recording every call (tests/fakes/slack.py)."""
     with FakeSlack() as fake:
         yield fake
+
+
+@pytest.fixture(params=["http", "socket"])
+def slack_mode(request: pytest.FixtureRequest) -> str:
+    """Both ways Slack reaches the bot: HTTP mode (signed requests to /slack/events) and Socket
+    Mode (envelopes over the bot's WebSocket); pass it to `slack_world(..., mode=slack_mode)`."""
+    return str(request.param)

@@ -1,20 +1,23 @@
 """The whole bot on loopback: the fake Slack Web API, the Bolt app served by uvicorn, the engine
-on the test database, and a SlackSender that plays Slack's side with signed requests."""
+on the test database, and a SlackSender that plays Slack's side: signed requests in HTTP mode,
+envelopes over the bot's own Socket Mode connection in Socket Mode (`mode="socket"`)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import SecretStr
 
 from bot.http.asgi import build_asgi
 from bot.http.server import BackgroundServer
+from bot.sandbox.socket_mode import SocketModeLinks
 from bot.serve import build_bot
 from bot.slack.app import build_bolt_app
 from bot.slack.bot import Bot
+from bot.slack.socket_mode import SocketModeConnection, connect_socket_mode
 from pipelines import Gatehouse, Settings
 from pipelines.replays import ReplayGuard
 from tests.fakes.clock import FakeClock
@@ -31,6 +34,9 @@ class SlackWorld:
     server: BackgroundServer
     slack: SlackSender
     clock: FakeClock
+    mode: Literal["http", "socket"] = "http"
+    socket_mode: SocketModeLinks | None = None  # the sandbox's side, in Socket Mode
+    connection: SocketModeConnection | None = None  # the bot's side, in Socket Mode
 
     @property
     def gatehouse(self) -> Gatehouse:
@@ -67,21 +73,39 @@ def slack_world(
     clock: FakeClock,
     *,
     production: bool = False,
+    mode: Literal["http", "socket"] = "http",
     **overrides: Any,
 ) -> Iterator[SlackWorld]:
     """`production=True`: the bot as `gatehouse serve` builds it against a real Slack (the
-    closed policy); otherwise as the sandbox and the demo do (the open one)."""
+    closed policy); otherwise as the sandbox and the demo do (the open one). `mode="socket"`:
+    the bot gets the sandbox's app token and connects as `serve` does (bot/slack/socket_mode.py);
+    `world.slack` then delivers over that connection, and the HTTP server serves only what
+    `serve` still serves in Socket Mode (webhooks, /healthz)."""
+    links = SocketModeLinks.serve_on(fake) if mode == "socket" else None
+    if links is not None:
+        overrides = {"slack_app_token": SecretStr(links.app_token), **overrides}
     bot = build_bot(
         settings_for(fake, database_url, **overrides), clock=clock, production=production
     )
+    app = build_bolt_app(bot)
     # As `gatehouse serve` has it: the settings' limits, replays refused, its trusted proxies.
-    asgi = build_asgi(
-        build_bolt_app(bot), settings=bot.settings, replays=ReplayGuard(bot.gatehouse.rt, "slack")
+    asgi = (
+        build_asgi(app, settings=bot.settings, replays=ReplayGuard(bot.gatehouse.rt, "slack"))
+        if links is None
+        else build_asgi(None, settings=bot.settings)
     )
     server = BackgroundServer(asgi, trusted_proxies=bot.settings.trusted_proxies).start()
+    connection = None
     try:
-        yield SlackWorld(fake, bot, server, SlackSender(server.url, SIGNING_SECRET, fake), clock)
+        if links is not None:
+            opened = links.connections_opened
+            connection = connect_socket_mode(app, links.app_token)
+            assert links.wait_connected(timeout=10, opened=opened + 1), "no Socket Mode link"
+        sender = SlackSender(server.url, SIGNING_SECRET, fake, socket_mode=links)
+        yield SlackWorld(fake, bot, server, sender, clock, mode, links, connection)
     finally:
+        if connection is not None:
+            connection.close()
         server.stop()
         bot.shutdown()
         bot.gatehouse.db.dispose()

@@ -26,9 +26,17 @@ TICKET = {
 
 
 @pytest.fixture
-def world(fake_slack: FakeSlack, sqlite_url: str, clock: FakeClock) -> Iterator[SlackWorld]:
-    with slack_world(fake_slack, sqlite_url, clock) as built:
+def world(
+    request: pytest.FixtureRequest, fake_slack: FakeSlack, sqlite_url: str, clock: FakeClock
+) -> Iterator[SlackWorld]:
+    """HTTP mode; a test marked `in_both_modes` runs once per `slack_mode` (HTTP, Socket Mode)."""
+    mode = request.getfixturevalue("slack_mode") if "slack_mode" in request.fixturenames else "http"
+    with slack_world(fake_slack, sqlite_url, clock, mode=mode) as built:
         yield built
+
+
+# The journeys a person takes in Slack, run over both ways Slack reaches the bot.
+in_both_modes = pytest.mark.usefixtures("slack_mode")
 
 
 def _texts(blocks: list[dict[str, Any]]) -> str:
@@ -65,6 +73,7 @@ def _request_refund(world: SlackWorld, user: str = "U_CAROL") -> tuple[str, str,
     return run.id, run.waiting_for[0], card
 
 
+@in_both_modes
 def test_a_gated_call_posts_a_card_and_approve_resumes_the_run(world: SlackWorld) -> None:
     run_id, approval_id, card = _request_refund(world)
     assert _has_buttons(card)
@@ -80,6 +89,7 @@ def test_a_gated_call_posts_a_card_and_approve_resumes_the_run(world: SlackWorld
     assert world.fake.rejected == []
 
 
+@in_both_modes
 def test_reject_opens_a_modal_and_the_reason_ends_the_run(world: SlackWorld) -> None:
     run_id, approval_id, card = _request_refund(world)
     world.slack.block_action("approval.reject", message=card["ts"], user_id="U_BOB")
@@ -101,6 +111,7 @@ def test_reject_opens_a_modal_and_the_reason_ends_the_run(world: SlackWorld) -> 
     assert "Rejected by" in _texts(world.card(card["ts"])["blocks"])
 
 
+@in_both_modes
 def test_a_click_by_someone_who_may_not_approve_is_refused_audited_and_decides_nothing(
     world: SlackWorld,
 ) -> None:
@@ -115,6 +126,7 @@ def test_a_click_by_someone_who_may_not_approve_is_refused_audited_and_decides_n
     assert _has_buttons(world.card(card["ts"]))
 
 
+@in_both_modes
 def test_the_person_who_triggered_the_run_cannot_approve_it(world: SlackWorld) -> None:
     run_id, approval_id, card = _request_refund(world, user="U_ALICE")
     world.slack.block_action("approval.approve", message=card["ts"], user_id="U_ALICE")
@@ -124,6 +136,7 @@ def test_the_person_who_triggered_the_run_cannot_approve_it(world: SlackWorld) -
     assert world.gatehouse.approval(approval_id).status == "pending"
 
 
+@in_both_modes
 def test_a_second_click_after_the_decision_is_told_who_decided(world: SlackWorld) -> None:
     run_id, approval_id, card = _request_refund(world)
     world.slack.block_action("approval.approve", message=card["ts"], user_id="U_BOB")
@@ -138,6 +151,7 @@ def test_a_second_click_after_the_decision_is_told_who_decided(world: SlackWorld
     assert world.gatehouse.run(run_id).status == "succeeded"
 
 
+@in_both_modes
 def test_concurrent_clicks_decide_once(world: SlackWorld) -> None:
     run_id, approval_id, card = _request_refund(world)
     barrier = threading.Barrier(2)
@@ -172,6 +186,7 @@ def test_expiry_updates_the_card_and_rejects_the_run(world: SlackWorld) -> None:
     assert not _has_buttons(world.card(card["ts"]))
 
 
+@in_both_modes
 def test_a_human_task_modal_reports_validation_errors_then_takes_the_answer(
     world: SlackWorld,
 ) -> None:
@@ -245,6 +260,16 @@ def test_a_429_from_chat_post_message_is_retried_and_the_card_posted_once(
     assert len(world.fake.calls_to("chat.postMessage")) == 2
 
 
+@in_both_modes
+def test_opening_app_home_publishes_the_home_tab(world: SlackWorld) -> None:
+    assert world.slack.app_home_opened("U_ALICE").status == 200
+    world.settle()
+    home = world.fake.home("U_ALICE")
+    assert home is not None and home["type"] == "home"
+    assert world.fake.rejected == []
+
+
+@in_both_modes
 def test_the_slash_command_acks_at_once_and_answers_ephemerally(world: SlackWorld) -> None:
     run_id, approval_id, card = _request_refund(world)
     for text in ("help", "pending", f"run {run_id}", "frobnicate"):
@@ -263,6 +288,7 @@ def test_the_slash_command_acks_at_once_and_answers_ephemerally(world: SlackWorl
     assert world.fake.rejected == []
 
 
+@in_both_modes
 def test_trigger_from_slack_runs_the_pipeline_as_the_user(world: SlackWorld) -> None:
     world.slack.command(
         'trigger refund_request {"order_id": "ord_1001", "amount": "12.50", "reason": "scratched"}',
@@ -275,6 +301,7 @@ def test_trigger_from_slack_runs_the_pipeline_as_the_user(world: SlackWorld) -> 
     assert run.id in reply["text"] + _texts(reply.get("blocks", []))
 
 
+@in_both_modes
 def test_stats_replies_with_the_numbers_and_uploads_the_7_day_chart(world: SlackWorld) -> None:
     world.gatehouse.trigger(
         "refund_request", {"order_id": "ord_1001", "amount": "12.50", "reason": "x"}, user="U_CAROL"

@@ -10,6 +10,8 @@ so new cards keep arriving. Nothing leaves the machine: the sandbox and the bot 
 loopback, and with no model configured the LLM steps go to a person (with
 GATEHOUSE_LLM_BASE_URL and GATEHOUSE_LLM_MODEL set they call the model). Ctrl-C stops.
 
+`--socket-mode` has the bot connect to the sandbox in Socket Mode (`apps.connections.open` and a
+WebSocket, as `manifest.yml` ships) instead of taking its requests at `/slack/events`.
 `--terminal` runs the older walk-through in the terminal instead (`bot.demo.terminal`).
 """
 
@@ -62,6 +64,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--days", type=int, default=5, help="days of history to seed (1-7)")
     parser.add_argument("--port", type=int, default=None, help="the sandbox page's port (8765)")
     parser.add_argument("--bot-port", type=int, default=None, help="the bot's HTTP port (3000)")
+    parser.add_argument(
+        "--socket-mode",
+        action="store_true",
+        help="the bot connects to the sandbox in Socket Mode (as manifest.yml ships) instead of HTTP",
+    )
     parser.add_argument("--terminal", action="store_true", help="the terminal walk-through")
     args = parser.parse_args(argv)
     if not 1 <= args.days <= 7:
@@ -246,7 +253,7 @@ def main(argv: list[str] | None = None) -> None:
         jobs.start_when_ready(sandbox)
 
     try:
-        serve_with_sandbox(settings, on_ready=ready)
+        serve_with_sandbox(settings, on_ready=ready, socket_mode=args.socket_mode)
     except ConfigurationError as exc:
         raise SystemExit(f"gatehouse demo: {exc}") from exc
     finally:

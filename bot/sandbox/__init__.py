@@ -24,6 +24,9 @@ Public API:
         sandbox.sender     # SlackSender: command(), block_action(), view_submission(), …
 
 `Sandbox(...)` without `bot_events_url` starts unconnected; `connect_bot(url)` sets it later.
+`Sandbox(socket_mode=True)` plays Slack's Socket Mode instead: the bot connects with
+`sandbox.app_token` (apps.connections.open, then a WebSocket on the same port) and everything the
+page sends goes over that connection as Slack's envelopes (socket_mode.py).
 `port=0` takes a free port. `bot.serve.serve_with_sandbox(settings)` runs `gatehouse serve`
 with a sandbox beside the bot (what `gatehouse serve` does without SLACK_BOT_TOKEN).
 
@@ -34,12 +37,13 @@ scopes of manifest.yml unless `scopes=` says otherwise.
 
 Modules: workspace (who is in it), blockkit (validation), state (what the Web API keeps),
 webapi + views + files (the Web API's methods), http (the server), sender (signed requests to the
-bot), page (the web page's JSON API; the page itself is static/), sandbox (`Sandbox`, all of it
+bot, or envelopes over Socket Mode), socket_mode (apps.connections.open and the WebSocket), page (the web page's JSON API; the page itself is static/), sandbox (`Sandbox`, all of it
 on one port).
 """
 
 from bot.sandbox.sandbox import DEFAULT_HOST, DEFAULT_PORT, Sandbox, reachable_host
 from bot.sandbox.sender import BotResponse, SlackSender
+from bot.sandbox.socket_mode import SocketModeLinks
 from bot.sandbox.webapi import SlackWebApi
 
 __all__ = [
@@ -49,5 +53,6 @@ __all__ = [
     "Sandbox",
     "SlackSender",
     "SlackWebApi",
+    "SocketModeLinks",
     "reachable_host",
 ]

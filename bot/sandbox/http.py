@@ -1,9 +1,11 @@
 """The sandbox's HTTP server (stdlib, a thread per connection): the Web API at `/api/`, the
-response_url, upload and file endpoints, and, when a page is attached, the web page and its JSON API."""
+response_url, upload and file endpoints, when a page is attached the web page and its JSON API,
+and, when Socket Mode is served, the WebSocket upgrade at `/link/` (bot/sandbox/socket_mode.py)."""
 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import mimetypes
 import socket
@@ -29,6 +31,24 @@ class PageRoutes(Protocol):
 
     def handle(self, method: str, path: str, query: str, body: bytes) -> Reply | None:
         """(status, content type, body, extra headers) for a route it serves, else None."""
+        ...
+
+
+class SocketModeServer(Protocol):
+    """Socket Mode (bot/sandbox/socket_mode.py): `apps.connections.open` and its WebSocket."""
+
+    def open_connection(self, token: str | None) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """(status, body, headers) of `apps.connections.open` called with `token`."""
+        ...
+
+    def serve_link(
+        self,
+        sock: socket.socket,
+        reader: io.BufferedIOBase,
+        request_line: str,
+        headers: list[tuple[str, str]],
+    ) -> None:
+        """Upgrade this request to a WebSocket and serve it until it closes."""
         ...
 
 
@@ -90,6 +110,17 @@ class _Handler(BaseHTTPRequestHandler):
         return
 
     def do_GET(self) -> None:
+        links = self.server.api.socket_mode
+        if (
+            links is not None
+            and urlsplit(self.path).path == "/link/"
+            and self.headers.get("Upgrade", "").lower() == "websocket"
+        ):
+            self.close_connection = True  # the socket is the WebSocket's from here on
+            links.serve_link(
+                self.connection, self.rfile, self.requestline, list(self.headers.items())
+            )
+            return
         self._serve(b"")
 
     def do_POST(self) -> None:

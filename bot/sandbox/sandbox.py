@@ -1,4 +1,5 @@
-"""`Sandbox`: the Web API, the web page and the signed sender to the bot, on one loopback port."""
+"""`Sandbox`: the Web API, the web page and the sender to the bot (signed requests, or Socket
+Mode envelopes with `socket_mode=True`), on one loopback port."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from types import TracebackType
 
 from bot.sandbox.page import SandboxPage
 from bot.sandbox.sender import SlackSender
+from bot.sandbox.socket_mode import SocketModeLinks
 from bot.sandbox.webapi import SlackWebApi
 from bot.sandbox.workspace import DEFAULT_CHANNELS, DEFAULT_USERS, DEMO_GROUPS
 
@@ -18,7 +20,9 @@ DEFAULT_PORT = 8765
 
 class Sandbox:
     """A local Slack for the bot. `bot_events_url` may be given later with `connect_bot` (the
-    bot may need the sandbox's `api_url` before its own URL is known)."""
+    bot may need the sandbox's `api_url` before its own URL is known). With `socket_mode` the
+    bot connects instead (`app_token`, through `apps.connections.open`) and everything the page
+    sends goes over that connection."""
 
     def __init__(
         self,
@@ -33,6 +37,7 @@ class Sandbox:
         channels: Mapping[str, str] | None = None,
         command: str = "/gatehouse",
         default_user: str = "U_ALICE",
+        socket_mode: bool = False,
     ) -> None:
         self.host, self.port = host, port
         self.token = token or f"xoxb-sandbox-{secrets.token_hex(12)}"
@@ -45,16 +50,28 @@ class Sandbox:
             first_ts=time.time(),  # messages show the time they were posted
         )
         self.page = SandboxPage(self.api, None, command=command, default_user=default_user)
-        if bot_events_url:
+        self.socket_mode = SocketModeLinks.serve_on(self.api) if socket_mode else None
+        if self.socket_mode is not None:
+            self.page.sender = SlackSender(
+                "", self.signing_secret, self.api, socket_mode=self.socket_mode
+            )
+        elif bot_events_url:
             self.connect_bot(bot_events_url)
 
     def connect_bot(self, bot_events_url: str) -> None:
         """Where clicks, submissions and commands go (the bot's `/slack/events`)."""
+        if self.socket_mode is not None:
+            raise ValueError("a Socket Mode sandbox delivers over the bot's connection, not a URL")
         self.page.sender = SlackSender(bot_events_url, self.signing_secret, self.api)
 
     @property
     def sender(self) -> SlackSender | None:
         return self.page.sender
+
+    @property
+    def app_token(self) -> str | None:
+        """The xapp- token `apps.connections.open` accepts (Socket Mode only)."""
+        return self.socket_mode.app_token if self.socket_mode is not None else None
 
     @property
     def url(self) -> str:
@@ -71,6 +88,8 @@ class Sandbox:
         return self
 
     def stop(self) -> None:
+        if self.socket_mode is not None:
+            self.socket_mode.close()
         self.api.stop()
 
     def __enter__(self) -> Sandbox:

@@ -1,5 +1,7 @@
-"""Slack's side of the conversation: signed slash commands, interactions and events sent to the
-bot's `/slack/events` in the payload shapes Slack uses (HMAC v0 signature over the body)."""
+"""Slack's side of the conversation: slash commands, interactions and events in the payload
+shapes Slack uses, sent to the bot the way its mode takes them: in HTTP mode signed requests to
+its `/slack/events` (HMAC v0 signature over the body); in Socket Mode the same body as an
+envelope over the bot's WebSocket (bot/sandbox/socket_mode.py), its ack read as the response."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from slack_sdk.signature import SignatureVerifier
 
@@ -29,7 +31,18 @@ from bot.sandbox.workspace import (
 )
 
 if TYPE_CHECKING:
+    from bot.sandbox.socket_mode import SocketModeLinks
     from bot.sandbox.webapi import SlackWebApi
+
+# BotResponse.status of a Socket Mode envelope the bot did not ack within Slack's ack wait.
+NOT_ACKED = 0
+# What the interactive envelope accepts an answer for (its ack payload), as Slack sets it.
+ACCEPTS_RESPONSE_PAYLOAD = frozenset({"view_submission", "block_suggestion"})
+
+
+class NotOverSocketMode(ValueError):
+    """Asked of a Socket Mode delivery what only an HTTP request has (a signature, a
+    timestamp) or what Slack never sends over the socket (url_verification)."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +56,9 @@ class SentRequest:
 
 @dataclass(frozen=True)
 class BotResponse:
+    """The bot's answer: its HTTP response, or in Socket Mode its ack (status 200 and the ack's
+    payload as the body; `NOT_ACKED` when no ack came within the ack wait)."""
+
     status: int
     headers: dict[str, str]  # lower-case names
     text: str
@@ -51,7 +67,8 @@ class BotResponse:
 
 
 class SlackSender:
-    """Slack's side of the conversation: signed requests to the bot's `/slack/events`.
+    """Slack's side of the conversation: signed requests to the bot's `/slack/events`, or with
+    `socket_mode` envelopes over the bot's Socket Mode connection (`bot_url` then unused).
 
     With a `SlackWebApi`, every trigger_id and response_url it sends is one that fake honours, a
     click is taken from the stored message or view, and the bot's answers are applied as Slack
@@ -65,7 +82,9 @@ class SlackSender:
         api: SlackWebApi | None = None,
         *,
         timeout: float = 10.0,
+        socket_mode: SocketModeLinks | None = None,
     ) -> None:
+        self.socket_mode = socket_mode
         url = urlsplit(bot_url)
         self._host, self._port = url.hostname or "127.0.0.1", url.port or 80
         self._path = url.path if url.path not in ("", "/") else "/slack/events"
@@ -325,7 +344,15 @@ class SlackSender:
     ) -> BotResponse:
         """Deliver `body` (exactly as Slack would POST it) signed as Slack signs it;
         `timestamp`/`signature` override for stale or forged requests, `retry_num` marks it as
-        Slack's retry. Tests replaying recorded payloads call this directly."""
+        Slack's retry. Tests replaying recorded payloads call this directly. In Socket Mode the
+        body goes as the envelope Slack would wrap it in (`_deliver_over_socket`)."""
+        if self.socket_mode is not None:
+            if timestamp is not None or signature is not None:
+                raise NotOverSocketMode(
+                    "timestamp=/signature= forge an HTTP request's signature; a Socket Mode "
+                    "envelope is not signed (the bot's app token authenticated the connection)"
+                )
+            return self._deliver_over_socket(body, content_type, retry_num, retry_reason)
         ts = str(int(time.time()) if timestamp is None else timestamp)
         headers = {
             "Content-Type": content_type,
@@ -354,6 +381,52 @@ class SlackSender:
         return BotResponse(
             reply.status, reply_headers, text, parsed, SentRequest(self._path, data, headers)
         )
+
+    def _deliver_over_socket(
+        self, body: str, content_type: str, retry_num: int | None, retry_reason: str
+    ) -> BotResponse:
+        """The HTTP body as Slack's Socket Mode envelope: an event_callback as `events_api`
+        (`retry_attempt` 0 on a first delivery), a form with `payload=` as `interactive`, a form
+        with `command=` as `slash_commands`. The ack is the response."""
+        assert self.socket_mode is not None
+        headers = {"Content-Type": content_type}
+        if retry_num is not None:
+            headers["X-Slack-Retry-Num"] = str(retry_num)
+            headers["X-Slack-Retry-Reason"] = retry_reason
+        if content_type.startswith("application/json"):
+            event_body = json.loads(body)
+            if event_body.get("type") != "event_callback":
+                raise NotOverSocketMode(
+                    f"Slack sends {event_body.get('type')!r} only to a Request URL (HTTP mode);"
+                    " over Socket Mode only event_callback bodies come, as events_api"
+                )
+            kind, payload, accepts = "events_api", event_body, False
+        else:
+            form = dict(parse_qsl(body, keep_blank_values=True))
+            if "payload" in form:
+                payload = json.loads(form["payload"])
+                kind, accepts = "interactive", payload.get("type") in ACCEPTS_RESPONSE_PAYLOAD
+            elif "command" in form:
+                kind, payload, accepts = "slash_commands", form, True
+            else:
+                raise NotOverSocketMode(
+                    "a form body goes over Socket Mode only as a slash command (command=) or an "
+                    "interaction (payload=)"
+                )
+        ack = self.socket_mode.deliver(
+            kind,
+            payload,
+            accepts_response_payload=accepts,
+            retry_attempt=(retry_num or 0) if kind == "events_api" else None,
+            retry_reason=(retry_reason if retry_num else "") if kind == "events_api" else None,
+        )
+        request = SentRequest(f"socket_mode:{kind}", body.encode(), headers)
+        if ack is None:
+            return BotResponse(NOT_ACKED, {}, "", None, request)
+        if ack.payload is None:
+            return BotResponse(200, {}, "", None, request)
+        text = json.dumps(ack.payload)
+        return BotResponse(200, {"content-type": "application/json"}, text, ack.payload, request)
 
     def sign(self, timestamp: str, body: str) -> str:
         """`v0=` + HMAC-SHA256 of `v0:{timestamp}:{body}` with the signing secret."""

@@ -27,7 +27,7 @@ from types import TracebackType
 from typing import Any
 
 from bot.sandbox.files import FileMethods
-from bot.sandbox.http import PageRoutes, SandboxHttpServer
+from bot.sandbox.http import PageRoutes, SandboxHttpServer, SocketModeServer
 from bot.sandbox.scopes import METADATA_READ_SCOPES, POST_PUBLIC_SCOPE, PRIVATE, PUBLIC
 from bot.sandbox.state import (
     CONTENT_ERRORS,
@@ -90,6 +90,9 @@ class SlackWebApi(ViewMethods, FileMethods):
         )
         self._warnings: dict[str, deque[str]] = defaultdict(deque)
         self._server: SandboxHttpServer | None = None
+        # Socket Mode (bot/sandbox/socket_mode.py), when served: apps.connections.open takes an
+        # app-level token, so it is answered before the bot-token check.
+        self.socket_mode: SocketModeServer | None = None
         self._thread: threading.Thread | None = None
         self._methods: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
             "auth.test": self._auth_test,
@@ -154,6 +157,10 @@ class SlackWebApi(ViewMethods, FileMethods):
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+    def serve_socket_mode(self, links: SocketModeServer) -> None:
+        """Serve Socket Mode: `apps.connections.open` and the WebSocket URL it returns."""
+        self.socket_mode = links
 
     # -- scripting ---------------------------------------------------------------------------
 
@@ -330,6 +337,8 @@ class SlackWebApi(ViewMethods, FileMethods):
         request body's Content-Type header (None without a body)."""
         with self._lock:
             self._calls.append((method, copy.deepcopy(params)))
+            if method == "apps.connections.open" and self.socket_mode is not None:
+                return self.socket_mode.open_connection(token)
             handler = self._methods.get(method)
             if handler is None:
                 return 404, {"ok": False, "error": "unknown_method", "req_method": method}, {}
