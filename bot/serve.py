@@ -39,6 +39,7 @@ from bot.slack.review import (
     summarize_due_reviews,
 )
 from bot.slack.socket_mode import connect_socket_mode
+from bot.slack.web_client import unretried_web_client
 from bot.slack.workspaces import served_workspaces
 from pipelines import Clock, Gatehouse, Settings, Worker
 from pipelines.config import ConfigurationError
@@ -100,8 +101,8 @@ def slack_notifier(
     settings: Settings, client: WebClient, gatehouse: Callable[[], Gatehouse]
 ) -> SlackNotifier:
     # Its own client without slack-sdk's retry handlers: the outbox sender retries, after
-    # `Retry-After`, without holding a thread in a sleep.
-    own = WebClient(token=client.token, base_url=client.base_url, retry_handlers=[])
+    # `Retry-After`, without holding a thread in a sleep; Slack's warnings logged like the rest.
+    own = unretried_web_client(client)
     return SlackNotifier(
         own,
         approvals_channel=str(settings.approvals_channel),

@@ -42,7 +42,17 @@ JSON = "application/json"
 
 
 @pytest.fixture
-def world(fake_slack: FakeSlack, sqlite_url: str, clock: FakeClock) -> Iterator[SlackWorld]:
+def world(
+    fake_slack: FakeSlack, sqlite_url: str, clock: FakeClock, slack_mode: str
+) -> Iterator[SlackWorld]:
+    """Each test runs both ways Slack reaches the bot: HTTP and Socket Mode."""
+    with slack_world(fake_slack, sqlite_url, clock, mode=slack_mode) as built:
+        yield built
+
+
+@pytest.fixture
+def http_world(fake_slack: FakeSlack, sqlite_url: str, clock: FakeClock) -> Iterator[SlackWorld]:
+    """What exists over HTTP only (a signature)."""
     with slack_world(fake_slack, sqlite_url, clock) as built:
         yield built
 
@@ -179,8 +189,9 @@ def test_a_retry_of_an_unseen_event_id_is_processed(world: SlackWorld) -> None:
     assert publishes(world) == 1
 
 
-def test_a_retry_after_a_badly_signed_first_delivery_is_processed(world: SlackWorld) -> None:
+def test_a_retry_after_a_badly_signed_first_delivery_is_processed(http_world: SlackWorld) -> None:
     """HTTP mode only (a Socket Mode envelope is not signed)."""
+    world = http_world
     first = world.slack.app_home_opened("U_ALICE", signature=FORGED)
     assert first.status == 401
     retry = world.slack.resend(first.request, retry_num=1, retry_reason="http_error")
@@ -232,11 +243,11 @@ def test_slash_commands_and_clicks_resent_with_retry_headers_are_not_dropped(
 
 
 def test_two_bots_on_one_database_given_the_same_event_id_publish_once(
-    fake_slack: FakeSlack, any_db_url: str, clock: FakeClock
+    fake_slack: FakeSlack, any_db_url: str, clock: FakeClock, slack_mode: str
 ) -> None:
     with (
-        slack_world(fake_slack, any_db_url, clock) as one,
-        slack_world(fake_slack, any_db_url, clock) as other,
+        slack_world(fake_slack, any_db_url, clock, mode=slack_mode) as one,
+        slack_world(fake_slack, any_db_url, clock, mode=slack_mode) as other,
     ):
         body = event_body(one, "Ev0SHARED01", home_opened())
         answers: list[int] = []

@@ -41,13 +41,15 @@ EXPIRED = "expired before Gatehouse could open"
 
 @pytest.fixture
 def world(
-    fake_slack: FakeSlack, sqlite_url: str, clock: FakeClock, tmp_path: Path
+    fake_slack: FakeSlack, sqlite_url: str, clock: FakeClock, tmp_path: Path, slack_mode: str
 ) -> Iterator[SlackWorld]:
+    """Each refusal is met both ways Slack reaches the bot: HTTP and Socket Mode."""
     (tmp_path / "ev_route.jsonl").write_text(ROUTE_SET, encoding="utf-8")
     with slack_world(
         fake_slack,
         sqlite_url,
         clock,
+        mode=slack_mode,
         eval_datasets_dir=str(tmp_path),
         operators=["U_OLGA"],
         review_channel=REVIEW,
@@ -436,3 +438,14 @@ def test_warnings_are_read_from_every_place_slack_puts_them() -> None:
         "missing_charset",
     ]
     assert answer_warnings({"ok": True}) == []
+
+
+def test_warnings_on_the_outboxs_calls_are_logged_too(world: SlackWorld) -> None:
+    """The outbox posts cards through its own client (no retry handlers): Slack's warnings on
+    those answers are logged as on every other call."""
+    world.fake.warn_next("chat.postMessage", "message_truncated")
+    with capture_logs() as logs:
+        _approval_card(world)
+        world.settle()
+    warned = [(e["method"], e["warning"]) for e in logs if e["event"] == "slack.api_warning"]
+    assert warned == [("chat.postMessage", "message_truncated")]

@@ -5,7 +5,7 @@ a 429 could only fail), both logging the warnings Slack attaches to answers that
 Every Web API method of slack-sdk's `WebClient` goes through `api_call`, so overriding it once
 gives every caller the warnings: `{"ok": true, "warning": "superfluous_charset",
 "response_metadata": {"warnings": ["superfluous_charset"]}}` is logged as `slack.api_warning`
-once per (method, warning) for the life of the process, not on every call.
+once per (method, warning) for the life of the bot (its process), not on every call.
 """
 
 from __future__ import annotations
@@ -30,8 +30,9 @@ log = structlog.get_logger()
 MODAL_CALL_TIMEOUT = 10
 
 
-class _WarningsSeen:
-    """The (method, warning) pairs already logged by this process."""
+class WarningsSeen:
+    """The (method, warning) pairs already logged by one bot's clients (a process has one bot:
+    `build_web_client` makes the set, and the clients beside it share it)."""
 
     def __init__(self) -> None:
         self._seen: set[tuple[str, str]] = set()
@@ -43,9 +44,6 @@ class _WarningsSeen:
                 return False
             self._seen.add((method, warning))
             return True
-
-
-_SEEN = _WarningsSeen()
 
 
 def answer_warnings(data: Any) -> list[str]:
@@ -69,10 +67,14 @@ def answer_warnings(data: Any) -> list[str]:
 class GatehouseWebClient(WebClient):
     """slack-sdk's `WebClient`, logging Slack's warnings on successful answers (once each)."""
 
+    def __init__(self, *args: Any, warnings_seen: WarningsSeen | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.warnings_seen = warnings_seen or WarningsSeen()
+
     def api_call(self, api_method: str, **kwargs: Any) -> SlackResponse:
         response = super().api_call(api_method, **kwargs)
         for warning in answer_warnings(response.data):
-            if _SEEN.first_time(api_method, warning):
+            if self.warnings_seen.first_time(api_method, warning):
                 log.warning("slack.api_warning", method=api_method, warning=warning)
         return response
 
@@ -98,8 +100,13 @@ def unretried_web_client(shared: WebClient, *, timeout: int = 30) -> WebClient:
     """A client beside `shared` (same token and Slack) without slack-sdk's retry handlers, for
     callers that decide themselves what a 429 means (the outbox sender waits `Retry-After`
     without holding a thread; a modal call tells the person to click again)."""
+    seen = shared.warnings_seen if isinstance(shared, GatehouseWebClient) else None
     return GatehouseWebClient(
-        token=shared.token, base_url=shared.base_url, timeout=timeout, retry_handlers=[]
+        token=shared.token,
+        base_url=shared.base_url,
+        timeout=timeout,
+        retry_handlers=[],
+        warnings_seen=seen,
     )
 
 
