@@ -61,7 +61,11 @@ def test_manifest_asks_for_the_minimal_scopes_the_code_calls() -> None:
 
 def test_manifest_subscribes_to_the_events_the_bot_handles_and_enables_what_it_uses() -> None:
     manifest = _manifest()
-    assert manifest["settings"]["event_subscriptions"]["bot_events"] == ["app_home_opened"]
+    assert manifest["settings"]["event_subscriptions"]["bot_events"] == [
+        "app_home_opened",
+        "app_uninstalled",
+        "tokens_revoked",
+    ]
     assert manifest["settings"]["interactivity"]["is_enabled"] is True
     assert manifest["settings"]["socket_mode_enabled"] is True
     assert manifest["features"]["app_home"]["home_tab_enabled"] is True
