@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
 
 from bot.sandbox.workspace import channels_for
 
@@ -54,9 +56,12 @@ def _post(url: str, body: dict[str, Any]) -> dict[str, Any]:
 
 
 @contextmanager
-def _gatehouse(args: list[str], env: dict[str, str], cwd: Path) -> Iterator[tuple[Any, str]]:
+def _gatehouse(
+    args: list[str], env: dict[str, str], cwd: Path, printed: list[str] | None = None
+) -> Iterator[tuple[Any, str]]:
     """`gatehouse ARGS` as a process; yields it and the sandbox URL from its first
-    `Gatehouse sandbox: URL` line; SIGTERM at the end, which must exit 0."""
+    `Gatehouse sandbox: URL` line (every line it prints goes to `printed` too); SIGTERM at the
+    end, which must exit 0."""
     process = subprocess.Popen(
         [sys.executable, "-m", "bot.cli", *args],
         env=env,
@@ -68,7 +73,14 @@ def _gatehouse(args: list[str], env: dict[str, str], cwd: Path) -> Iterator[tupl
     lines: queue.Queue[str] = queue.Queue()
     assert process.stdout is not None
     stdout = process.stdout
-    threading.Thread(target=lambda: [lines.put(line) for line in stdout], daemon=True).start()
+
+    def read() -> None:
+        for line in stdout:
+            lines.put(line)
+            if printed is not None:
+                printed.append(line)
+
+    threading.Thread(target=read, daemon=True).start()
     try:
         url = ""
         deadline = time.monotonic() + 30
@@ -145,6 +157,26 @@ def test_gatehouse_sandbox_runs_alone_and_prints_what_the_bot_needs(tmp_path: Pa
             "alerts",
             "general",
         ]
+
+
+def test_gatehouse_sandbox_in_socket_mode_prints_an_app_token_slack_takes(tmp_path: Path) -> None:
+    printed: list[str] = []
+    with _gatehouse(
+        ["sandbox", "--port", str(_free_port()), "--socket-mode"], _env(), tmp_path, printed
+    ):
+        deadline = time.monotonic() + 15
+        while not any("SLACK_APP_TOKEN=" in line for line in printed):
+            assert time.monotonic() < deadline, printed
+            time.sleep(0.05)
+        [start] = [line for line in printed if "SLACK_APP_TOKEN=" in line]
+        env = dict(word.split("=", 1) for word in start.split() if "=" in word)
+        assert "SLACK_SIGNING_SECRET" not in env
+        client = WebClient(base_url=env["SLACK_API_URL"].rstrip("/") + "/")
+        opened = client.apps_connections_open(app_token=env["SLACK_APP_TOKEN"])
+        assert str(opened["url"]).startswith("ws://127.0.0.1:")
+        with pytest.raises(SlackApiError) as refused:  # the bot token does not open a link
+            client.apps_connections_open(app_token=env["SLACK_BOT_TOKEN"])
+        assert refused.value.response["error"] == "not_allowed_token_type"
 
 
 def test_configured_channels_the_defaults_lack_are_created() -> None:

@@ -3,7 +3,8 @@
     gatehouse sandbox --port 8765 --bot-url http://127.0.0.1:3000/slack/events
 
 prints the page's URL and the environment the bot needs (`SLACK_API_URL`, `SLACK_BOT_TOKEN`,
-`SLACK_SIGNING_SECRET`), then serves until Ctrl-C. `gatehouse serve` without a SLACK_BOT_TOKEN
+`SLACK_SIGNING_SECRET`; with `--socket-mode`, `SLACK_APP_TOKEN` instead of the secret, and the
+bot connects to the sandbox), then serves until Ctrl-C. `gatehouse serve` without a SLACK_BOT_TOKEN
 starts one beside the bot by itself; this command is for running the two apart.
 """
 
@@ -52,6 +53,14 @@ def sandbox(
             help="The xoxb- token the Web API accepts; generated (and printed) when unset.",
         ),
     ] = None,
+    socket_mode: Annotated[
+        bool,
+        typer.Option(
+            "--socket-mode",
+            help="Reach the bot over Socket Mode: it connects with the printed SLACK_APP_TOKEN "
+            "(no --bot-url, no signing secret).",
+        ),
+    ] = False,
 ) -> None:
     """Run the local Slack sandbox: a web page and the Slack Web API on loopback that drive the
     bot at --bot-url with signed requests, as Slack would."""
@@ -67,13 +76,14 @@ def sandbox(
         else ()
     )
     running = Sandbox(
-        bot_events_url=bot_url,
+        bot_events_url=None if socket_mode else bot_url,
         signing_secret=signing_secret,
         host=host,
         port=port,
         token=token,
         channels=channels_for(*configured),
         command=settings.slash_command if settings is not None else "/gatehouse",
+        socket_mode=socket_mode,
     )
     try:
         running.start()
@@ -82,10 +92,14 @@ def sandbox(
         raise typer.Exit(1) from None
     try:
         typer.echo(f"Gatehouse sandbox: {running.url}")
-        typer.echo(f"Sending to the bot at {bot_url}. Start the bot with:")
+        if running.app_token is not None:
+            typer.echo("Socket Mode: the bot connects to the sandbox. Start the bot with:")
+            reach = f"SLACK_APP_TOKEN={running.app_token}"
+        else:
+            typer.echo(f"Sending to the bot at {bot_url}. Start the bot with:")
+            reach = f"SLACK_SIGNING_SECRET={running.signing_secret}"
         typer.echo(
-            f"  SLACK_API_URL={running.api_url} SLACK_BOT_TOKEN={running.token} "
-            f"SLACK_SIGNING_SECRET={running.signing_secret} "
+            f"  SLACK_API_URL={running.api_url} SLACK_BOT_TOKEN={running.token} {reach} "
             "GATEHOUSE_APPROVALS_CHANNEL=C_APPROVALS gatehouse serve"
         )
         wait_for_signal()
