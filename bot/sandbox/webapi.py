@@ -186,7 +186,7 @@ class SlackWebApi(ViewMethods, FileMethods):
 
     def warn_next(self, method: str, warning: str) -> None:
         """The next successful call to `method` carries `warning` as Slack sends warnings: in
-        `warning` (comma-separated), `response_metadata.warnings` and a `Warning` header."""
+        `warning` (comma-separated) and `response_metadata.warnings`."""
         with self._lock:
             self._warnings[method].append(warning)
 
@@ -380,8 +380,9 @@ class SlackWebApi(ViewMethods, FileMethods):
             return answer, {}
         metadata = dict(answer.get("response_metadata") or {})
         metadata["warnings"] = warnings
+        # In the body only: Slack documents no warning header.
         answer = {**answer, "warning": ",".join(warnings), "response_metadata": metadata}
-        return answer, {"Warning": ",".join(warnings)}
+        return answer, {}
 
     # -- methods -------------------------------------------------------------------------------
 
