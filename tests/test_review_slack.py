@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,46 +14,33 @@ from typing import Any
 import pytest
 import structlog
 
-from bot.http.asgi import build_asgi
-from bot.http.server import BackgroundServer
-from bot.serve import build_bot
 from bot.slack import review as slack_review
-from bot.slack import review_listener
-from bot.slack.app import build_bolt_app
 from bot.slack.review_cards import FLAG_ACTION, FLAG_CALLBACK, LOOKS_RIGHT_ACTION
 from pipelines.operations import review
 from pipelines.operations.review import ReviewWeekView
 from tests.fakes.clock import FakeClock
-from tests.fakes.slack import FakeSlack, SlackSender
-from tests.slack_harness import SIGNING_SECRET, SlackWorld, settings_for
+from tests.fakes.slack import FakeSlack
+from tests.slack_harness import SIGNING_SECRET, SlackWorld, slack_world
 from tests.test_review import add_llm_call, gh, seed_runs
 
 REVIEW = "C_REVIEW"
 SMALL = {"order_id": "ord_1001", "amount": "12.50", "reason": "arrived scratched"}
 
 
-@contextmanager
-def review_world(
-    fake: FakeSlack, database_url: str, clock: FakeClock, **overrides: Any
-) -> Iterator[SlackWorld]:
-    """`tests.slack_harness.slack_world` with the review's listeners registered (Bolt runs the
-    first listener that matches, so this is harmless once `build_bolt_app` registers them)."""
-    bot = build_bot(settings_for(fake, database_url, **overrides), clock=clock)
-    app = build_bolt_app(bot)
-    review_listener.register(app, bot)
-    server = BackgroundServer(build_asgi(app)).start()
-    try:
-        yield SlackWorld(fake, bot, server, SlackSender(server.url, SIGNING_SECRET, fake), clock)
-    finally:
-        server.stop()
-        bot.shutdown()
-        bot.gatehouse.db.dispose()
-
-
 @pytest.fixture
-def world(fake_slack: FakeSlack, sqlite_url: str, clock: FakeClock) -> Iterator[SlackWorld]:
-    with review_world(fake_slack, sqlite_url, clock, review_channel=REVIEW, review_size=5) as built:
+def world(
+    request: pytest.FixtureRequest, fake_slack: FakeSlack, sqlite_url: str, clock: FakeClock
+) -> Iterator[SlackWorld]:
+    """HTTP mode; a test marked `in_both_modes` runs once per `slack_mode` (HTTP, Socket Mode)."""
+    mode = request.getfixturevalue("slack_mode") if "slack_mode" in request.fixturenames else "http"
+    with slack_world(
+        fake_slack, sqlite_url, clock, mode=mode, review_channel=REVIEW, review_size=5
+    ) as built:
         yield built
+
+
+# A reviewer's journey (Looks right, Flag and its modal), over both ways Slack reaches the bot.
+in_both_modes = pytest.mark.usefixtures("slack_mode")
 
 
 def _texts(node: Any) -> str:
@@ -256,7 +242,7 @@ def test_posting_needs_a_review_channel(
     fake_slack: FakeSlack, sqlite_url: str, clock: FakeClock
 ) -> None:
     with (
-        review_world(fake_slack, sqlite_url, clock) as world,
+        slack_world(fake_slack, sqlite_url, clock) as world,
         pytest.raises(review.ConfigurationError, match="GATEHOUSE_REVIEW_CHANNEL"),
     ):
         _post(world)
@@ -296,6 +282,7 @@ def test_gatehouse_review_post_posts_the_thread_once(
 # -- verdicts ----------------------------------------------------------------------------------
 
 
+@in_both_modes
 def test_looks_right_records_the_verdict_and_updates_the_reply_and_the_progress(
     world: SlackWorld,
 ) -> None:
@@ -332,6 +319,7 @@ def _open_flag_modal(world: SlackWorld, reply_ts: str, user: str) -> dict[str, A
     return modal
 
 
+@in_both_modes
 def test_flag_opens_a_modal_that_needs_a_category_and_records_the_flag(world: SlackWorld) -> None:
     _seed(world)
     week = _post(world)
@@ -378,6 +366,7 @@ def test_flag_opens_a_modal_that_needs_a_category_and_records_the_flag(world: Sl
     assert world.fake.rejected == []
 
 
+@in_both_modes
 def test_a_flag_overrides_an_earlier_looks_right(world: SlackWorld) -> None:
     _seed(world)
     week = _post(world)
