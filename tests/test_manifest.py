@@ -10,6 +10,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from bot.sandbox import scopes
 from bot.sandbox.scopes import (
     METADATA_READ_SCOPES,
     METHOD_SCOPES,
@@ -148,3 +149,12 @@ def test_the_sandbox_token_carries_exactly_the_manifests_bot_scopes() -> None:
     declared = _manifest()["oauth_config"]["scopes"]["bot"]
     assert list(manifest_bot_scopes()) == declared
     assert FakeSlack().scopes == frozenset(declared)
+
+
+def test_the_sandbox_packages_the_repositorys_manifest() -> None:
+    """An installed Gatehouse has no checkout: the sandbox reads the manifest packaged beside it,
+    a link to the one Slack apps are created from."""
+    packaged = Path(scopes.__file__).parent / "manifest.yml"
+    root = REPO_ROOT / "manifest.yml"
+    assert packaged.is_symlink() and packaged.resolve() == root.resolve()
+    assert packaged == scopes.MANIFEST

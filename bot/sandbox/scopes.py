@@ -19,7 +19,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-MANIFEST = Path(__file__).resolve().parents[2] / "manifest.yml"
+# bot/sandbox/manifest.yml links to the repository's manifest.yml and is packaged with the sandbox,
+# so an installed Gatehouse (no checkout) still has it.
+MANIFEST = Path(__file__).parent / "manifest.yml"
 
 # Kinds of conversation, as Slack's scopes split them.
 PUBLIC, PRIVATE, IM, MPIM = "public", "private", "im", "mpim"
