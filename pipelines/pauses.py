@@ -22,7 +22,7 @@ from pipelines.errors import GatehouseError, ReasonRequired, Suspend
 from pipelines.journal import Journal
 from pipelines.pipeline import get_pipeline
 from pipelines.runtime import Runtime
-from pipelines.views import iso
+from pipelines.views import Run, iso
 from storage import pauses as pause_rows
 from storage import runs as run_rows
 from storage.audit import append_audit
@@ -155,6 +155,13 @@ def paused_pipelines(rt: Runtime) -> dict[str, PauseView]:
 def is_paused(conn: Connection, pipeline: str) -> bool:
     """Whether `pipeline` is paused, read in the caller's transaction."""
     return pause_rows.is_paused(conn, pipeline)
+
+
+def is_held_by_pause(run: Run) -> bool:
+    """Whether a waiting run waits for its pipeline's resume (not a person or a timer)."""
+    return run.status == RunStatus.WAITING and (run.waiting_reason or "").startswith(
+        pause_rows.HELD_BY_PAUSE
+    )
 
 
 # -- the gate ----------------------------------------------------------------------------------
