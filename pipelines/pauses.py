@@ -84,23 +84,29 @@ def pause_pipeline(
     """Pause `pipeline` in every replica: True if it was running and is now paused (audited as
     `pipeline.paused`); False if it was paused already (nothing changes, the first pause stands)."""
     get_pipeline(pipeline)
-    if source not in SOURCES:
-        raise UnknownPauseSource(f"unknown pause source {source!r}; sources: {', '.join(SOURCES)}")
     if not (reason and reason.strip()):
         raise ReasonRequired(f'pausing {pipeline} needs a reason (--reason "...")')
-    reason = sensitive.scrub(reason.strip())
-    now = rt.clock.now()
     with rt.db.transaction() as conn:
-        paused = pause_rows.pause(conn, pipeline, by=by, reason=reason, source=source, now=now)
-        if paused:
-            append_audit(
-                conn,
-                event="pipeline.paused",
-                at=now,
-                actor=by,
-                detail={"pipeline": pipeline, "reason": reason, "source": source},
-            )
+        return pause_in(conn, pipeline, by=by, reason=reason, source=source, now=rt.clock.now())
+
+
+def pause_in(
+    conn: Connection, pipeline: str, *, by: str, reason: str, source: str, now: datetime
+) -> bool:
+    """`pause_pipeline` inside the caller's transaction (an alert pauses in the transaction
+    that opens it, so its message always knows)."""
+    if source not in SOURCES:
+        raise UnknownPauseSource(f"unknown pause source {source!r}; sources: {', '.join(SOURCES)}")
+    reason = sensitive.scrub(reason.strip())
+    paused = pause_rows.pause(conn, pipeline, by=by, reason=reason, source=source, now=now)
     if paused:
+        append_audit(
+            conn,
+            event="pipeline.paused",
+            at=now,
+            actor=by,
+            detail={"pipeline": pipeline, "reason": reason, "source": source},
+        )
         log.warning("pipeline.paused", pipeline=pipeline, user=by, source=source)
     return paused
 
