@@ -358,3 +358,16 @@ def test_cli_pause_by_someone_not_an_operator_is_refused(cli_env: str) -> None:
     assert "U_CAROL may not pause pz_flow; operators: U_OPS" in refused.stderr
     listed = json.loads(gh("pipelines", "--json").stdout)
     assert all(p["paused"] is None for p in listed)
+
+
+def test_gatehouse_schedules_shows_why_a_fire_was_skipped(cli_env: str) -> None:
+    gatehouse = Gatehouse(cli_env)
+    try:
+        due = gatehouse.rt.clock.now().replace(minute=0, second=0, microsecond=0)
+        gatehouse.pause_pipeline("s_hourly", user=OPS, reason="quiet hours")
+        fire(gatehouse.rt, "s_hourly", due, ScheduleOptions(misfire_grace=timedelta(hours=2)))
+    finally:
+        gatehouse.db.dispose()
+    listed = gh("schedules")
+    [line] = [line for line in listed.stdout.splitlines() if line.startswith("s_hourly ")]
+    assert "skipped (pipeline s_hourly paused by U_OPS" in line and "quiet hours)" in line

@@ -405,6 +405,8 @@ def _run(inv: Invocation, rest: str) -> CommandReply:
         ),
         section("*Input*\n" + code_block(run.input, VALUE_LIMIT)),
     ]
+    if is_held_by_pause(run):
+        blocks.append(section(f":double_vertical_bar: Waiting: {escape(run.waiting_reason or '')}"))
     if run.error:
         blocks.append(section("*Error*\n" + code_block(run.error, VALUE_LIMIT)))
     if run.output is not None:
