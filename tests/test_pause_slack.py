@@ -180,3 +180,21 @@ def test_an_alert_on_a_pipeline_without_pause_on_has_no_buttons(world: SlackWorl
     assert action_ids(message) == []
     assert "Paused" not in texts(message)
     assert world.gatehouse.pipeline_pause("pz_steady") is None
+
+
+def test_the_recovery_update_keeps_who_chose_what(world: SlackWorld) -> None:
+    spike(world)
+    check_alerts(world.bot)
+    [message] = world.fake.messages(ALERTS)
+    world.slack.block_action(RESUME_ACTION, message=message["ts"], user_id=OPS)
+    world.settle()
+
+    world.clock.advance(timedelta(minutes=16))
+    check_alerts(world.bot)
+    world.clock.advance(timedelta(minutes=15))
+    check_alerts(world.bot)
+
+    recovered = world.card(message["ts"])  # updated in place; "recovered" is in its thread
+    assert "Recovered" in texts(recovered)
+    assert "Resumed by <@U_OLGA>" in texts(recovered)
+    assert action_ids(recovered) == []

@@ -112,8 +112,7 @@ def list_pipelines(as_json: JsonFlag = False) -> None:
     """List the registered pipelines: description, input fields and triggers."""
     settings = settings_for_cli()
     found = discover(settings.pipeline_modules)
-    with open_gatehouse(quiet=True, settings=settings) as gatehouse:
-        paused = gatehouse.paused_pipelines()
+    paused = cli_pauses.paused_or_none(settings)
     if as_json:
         print_json(
             [

@@ -10,8 +10,10 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from sqlalchemy.exc import SQLAlchemyError
 
 from bot.cli.session import JsonFlag, open_gatehouse, print_json
+from pipelines import Settings
 from pipelines.pauses import PauseView
 
 PipelineName = Annotated[str, typer.Argument(help="A pipeline (`gatehouse pipelines`).")]
@@ -21,6 +23,18 @@ RequiredUser = Annotated[str, typer.Option("--as", help="Who acts (an operator's
 def paused_line(pause: PauseView, indent: str = "  ") -> str:
     """ "  ⏸ paused by U0OPS since 2026-12-04 01:50 UTC: deploy going out" """
     return f"{indent}⏸ {pause.describe()}"
+
+
+def paused_or_none(settings: Settings) -> dict[str, PauseView]:
+    """The paused pipelines, for `gatehouse pipelines`: the list is read from the code and is
+    still worth printing when the database cannot be reached (said on stderr)."""
+    try:
+        with open_gatehouse(quiet=True, settings=settings) as gatehouse:
+            return gatehouse.paused_pipelines()
+    except SQLAlchemyError as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        typer.echo(f"note: cannot tell which pipelines are paused ({reason})", err=True)
+        return {}
 
 
 def pause_command(
