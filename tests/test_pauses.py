@@ -371,3 +371,20 @@ def test_gatehouse_schedules_shows_why_a_fire_was_skipped(cli_env: str) -> None:
     listed = gh("schedules")
     [line] = [line for line in listed.stdout.splitlines() if line.startswith("s_hourly ")]
     assert "skipped (pipeline s_hourly paused by U_OPS" in line and "quiet hours)" in line
+
+
+def test_gatehouse_run_says_a_held_run_waits_for_the_resume(cli_env: str) -> None:
+    gatehouse = Gatehouse(cli_env)
+    try:
+        run = gatehouse.trigger("pz_flow", {"n": 1}, run_here=False)
+        gatehouse.pause_pipeline("pz_flow", user=OPS, reason="CRM maintenance")
+        gatehouse.worker().run_until_idle()
+    finally:
+        gatehouse.db.dispose()
+    shown = gh("run", run.id)
+    assert "waiting: pipeline paused by U_OPS: CRM maintenance" in shown.stdout
+    assert "gatehouse resume pz_flow --as USER" in shown.stdout
+    assert "rate-limit window" not in shown.stdout
+    assert json.loads(gh("run", run.id, "--json").stdout)["waiting_reason"].startswith(
+        "pipeline paused by U_OPS"
+    )
