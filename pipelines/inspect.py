@@ -11,7 +11,7 @@ from pipelines.sensitive import mask
 from pipelines.views import ApprovalView, CallView, Run, TaskView, iso
 from storage import queries
 from storage.approvals import fetch_approval, fetch_task
-from storage.models import ApprovalStatus, TaskStatus
+from storage.models import ApprovalStatus, RunStatus, TaskStatus
 from storage.runs import fetch_run
 
 
@@ -29,9 +29,20 @@ def get_run(rt: Runtime, run_id: str) -> Run:
             TaskView.of(t, pipeline=row.pipeline, authorization=rt.authorization)
             for t in queries.tasks_of_run(conn, run_id)
         ]
+        reason = None
+        if row.status == RunStatus.WAITING:
+            events = queries.events_of_run(conn, run_id)
+            reason = events[-1].detail if events else None
     waiting = [a.id for a in approvals if a.status == ApprovalStatus.PENDING]
     waiting += [t.id for t in tasks if t.status == TaskStatus.OPEN]
-    return Run.of(row, calls=calls, approvals=approvals, tasks=tasks, waiting_for=waiting)
+    return Run.of(
+        row,
+        calls=calls,
+        approvals=approvals,
+        tasks=tasks,
+        waiting_for=waiting,
+        waiting_reason=reason,
+    )
 
 
 def get_task(rt: Runtime, task_id: str) -> TaskView:

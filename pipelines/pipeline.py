@@ -27,9 +27,13 @@ class Pipeline:
     description: str
     approvals_channel: str | None = None
     eval_min_pass: float | None = None  # the pass rate `gatehouse ready` asks of its last eval
+    pause_on: tuple[str, ...] = ()  # the alert rules that pause it (PAUSE_RULES)
 
 
 _PIPELINES: dict[str, Pipeline] = {}
+
+PAUSE_RULES = ("error_rate", "budget")
+"""What `@pipeline(pause_on=[...])` may name: the error-rate alert, a budget (day or rate)."""
 
 
 def pipeline(
@@ -39,9 +43,18 @@ def pipeline(
     triggers: Iterable[Trigger] = (),
     approvals_channel: str | None = None,
     eval_min_pass: float | None = None,
+    pause_on: Iterable[str] = (),
 ) -> Callable[[PipelineFn], PipelineFn]:
     if not (isinstance(input, type) and issubclass(input, BaseModel)):
         raise TypeError(f"pipeline {name!r}: input= must be a pydantic model class")
+    if isinstance(pause_on, str):
+        pause_on = [pause_on]
+    pause_rules = tuple(dict.fromkeys(pause_on))
+    if unknown := [rule for rule in pause_rules if rule not in PAUSE_RULES]:
+        raise ValueError(
+            f"pipeline {name!r}: pause_on names {', '.join(map(repr, unknown))}; "
+            f"the rules that can pause a pipeline: {', '.join(PAUSE_RULES)}"
+        )
     if eval_min_pass is not None and not 0 <= eval_min_pass <= 1:
         raise ValueError(f"pipeline {name!r}: eval_min_pass={eval_min_pass!r} is not in 0..1")
 
@@ -60,6 +73,7 @@ def pipeline(
             description=(inspect.getdoc(fn) or "").split("\n")[0],
             approvals_channel=approvals_channel,
             eval_min_pass=eval_min_pass,
+            pause_on=pause_rules,
         )
         return fn
 

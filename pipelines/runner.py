@@ -16,7 +16,7 @@ import structlog
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import Connection
 
-from pipelines import sensitive
+from pipelines import pauses, sensitive
 from pipelines.authorization import authorize_trigger
 from pipelines.context import Context
 from pipelines.errors import (
@@ -71,6 +71,7 @@ def trigger(
     """
     pipeline = get_pipeline(name)
     authorize_trigger(rt, user, name)
+    pauses.refuse_if_paused(rt, name)
     now = rt.clock.now()
     run_id = new_id("run")
     try:

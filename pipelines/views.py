@@ -271,6 +271,8 @@ class Run:
     calls: list[CallView] = field(default_factory=list)
     approvals: list[ApprovalView] = field(default_factory=list)
     tasks: list[TaskView] = field(default_factory=list)
+    # A waiting run's latest transition's detail: "pipeline paused by …", "rate limit of …".
+    waiting_reason: str | None = None
 
     def __post_init__(self) -> None:
         _mask_fields(self, "input", "output")
@@ -303,6 +305,7 @@ class Run:
             "created_at": iso(self.created_at),
             "finished_at": iso(self.finished_at),
             "waiting_for": self.waiting_for,
+            "waiting_reason": self.waiting_reason,
             "trigger": self.trigger,
             "calls": [c.to_json() for c in self.calls],
             "approvals": [a.to_json() for a in self.approvals],

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import structlog
 from pydantic import ValidationError
 
-from pipelines import runner
+from pipelines import pauses, runner
 from pipelines.errors import UnknownPipeline
 from pipelines.pipeline import Pipeline, get_pipeline, registered_pipelines
 from pipelines.replays import ReplayGuard
@@ -32,7 +32,7 @@ from storage.models import RunStatus
 log = structlog.get_logger()
 
 WEBHOOK_SOURCE = "webhook"
-DeliveryOutcome = Literal["queued", "duplicate", "replayed", "invalid", "conflict"]
+DeliveryOutcome = Literal["queued", "duplicate", "replayed", "invalid", "conflict", "paused"]
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class Delivery:
     first delivery's run; `replayed`: this signature was seen, nothing was done (`run_id` is
     known only when the delivery's Idempotency-Key names the first one's run: the replay guard
     keeps a hash of the signature, not the run); `conflict`: this key came with another body
-    before."""
+    before; `paused`: the pipeline is paused and nothing was recorded (the sender retries)."""
 
     outcome: DeliveryOutcome
     run_id: str | None = None
@@ -112,6 +112,10 @@ def accept_delivery(
     database failed) cannot be sent again as it was: the sender signs it again with the current
     time, as it would for any retry, and an Idempotency-Key makes that retry safe."""
     pipeline = webhook_pipeline(name)
+    # Before the replay guard and the key: a refused delivery leaves no trace, so the sender's
+    # retry (the same bytes, or the same key) is accepted once the pipeline is resumed.
+    if (pause := pauses.pipeline_pause(rt, name)) is not None:
+        return _paused(pause)
     if signed is not None and not signed.guard.first_time(signed.signature, signed.signed_at):
         return _replayed(rt, name, idempotency_key, body_sha256)
     if idempotency_key is not None:
@@ -121,10 +125,16 @@ def accept_delivery(
     try:
         model = pipeline.input_model.model_validate(payload)
     except ValidationError as exc:
-        run = runner.trigger(rt, name, payload, source=WEBHOOK_SOURCE, run_here=False)
+        try:
+            run = runner.trigger(rt, name, payload, source=WEBHOOK_SOURCE, run_here=False)
+        except pauses.PipelinePaused as paused:  # paused since the look above
+            return _paused(paused.pause)
         return Delivery("invalid", run.id, run.error or "invalid input", field_errors(exc))
     if idempotency_key is None:
-        run = runner.trigger(rt, name, model, source=WEBHOOK_SOURCE, run_here=False)
+        try:
+            run = runner.trigger(rt, name, model, source=WEBHOOK_SOURCE, run_here=False)
+        except pauses.PipelinePaused as paused:
+            return _paused(paused.pause)
         log.info("webhook.accepted", pipeline=name, run_id=run.id)
         return Delivery("queued", run.id)
 
@@ -155,6 +165,12 @@ def accept_delivery(
         return seen
     log.info("webhook.accepted", pipeline=name, run_id=run_id, idempotency_key=idempotency_key)
     return Delivery("queued", run_id)
+
+
+def _paused(pause: pauses.PauseView) -> Delivery:
+    log.info("webhook.paused", pipeline=pause.pipeline, paused_by=pause.by)
+    what = "this delivery was not recorded as a run; send it again after the resume"
+    return Delivery("paused", None, pauses.refusal_message(pause, what))
 
 
 def _replayed(rt: Runtime, name: str, key: str | None, body_sha256: str) -> Delivery:

@@ -29,9 +29,12 @@ def claim_fire(
     now: datetime,
     outcome: str,
     run_id: str | None = None,
+    reason: str | None = None,
 ) -> bool:
-    """Record this fire as handled by `worker`; False when another process already did."""
+    """Record this fire as handled by `worker`; False when another process already did.
+    `reason`: why a skipped fire did not run, when it is not the misfire policy."""
     values = {
+        "reason": reason,
         "schedule": schedule,
         "fire_time": fire_time,
         "claimed_by": worker,

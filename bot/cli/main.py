@@ -18,6 +18,7 @@ import typer
 from bot.cli import alerts as cli_alerts
 from bot.cli import audit as cli_audit
 from bot.cli import eval as cli_eval
+from bot.cli import pauses as cli_pauses
 from bot.cli import ready as cli_ready
 from bot.cli import render as cli_render
 from bot.cli import review as cli_review
@@ -111,8 +112,15 @@ def list_pipelines(as_json: JsonFlag = False) -> None:
     """List the registered pipelines: description, input fields and triggers."""
     settings = settings_for_cli()
     found = discover(settings.pipeline_modules)
+    paused = cli_pauses.paused_or_none(settings)
     if as_json:
-        print_json([cli_render.pipeline_json(p) for p in found.values()])
+        print_json(
+            [
+                cli_render.pipeline_json(p)
+                | {"paused": paused[p.name].to_json() if p.name in paused else None}
+                for p in found.values()
+            ]
+        )
         return
     if not found:
         typer.echo(
@@ -122,7 +130,10 @@ def list_pipelines(as_json: JsonFlag = False) -> None:
     for index, pipeline in enumerate(found.values()):
         if index:
             typer.echo("")
-        say(cli_render.pipeline_lines(pipeline))
+        lines = cli_render.pipeline_lines(pipeline)
+        if pipeline.name in paused:
+            lines.insert(1, cli_pauses.paused_line(paused[pipeline.name]))
+        say(lines)
 
 
 @app.command()
@@ -425,6 +436,8 @@ def _mount_subcommands() -> None:
     app.command("eval")(cli_eval.eval_command)
     app.command("evals")(cli_eval.evals_command)
     app.command("ready")(cli_ready.ready_command)
+    app.command("pause")(cli_pauses.pause_command)
+    app.command("resume")(cli_pauses.resume_command)
 
 
 _mount_subcommands()

@@ -6,20 +6,27 @@ Mounted by `bot.cli` (`app.command("ready")`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated
 
 import typer
 
+from bot.cli.pauses import paused_line
 from bot.cli.session import JsonFlag, open_gatehouse, print_json, say
 from pipelines.operations.readiness import Readiness
+from pipelines.pauses import PauseView
 
 MARKS = {True: "green", False: "red  "}
 
 
-def readiness_lines(found: list[Readiness]) -> list[str]:
+def readiness_lines(
+    found: list[Readiness], paused: Mapping[str, PauseView] | None = None
+) -> list[str]:
     lines: list[str] = []
     for r in found:
         lines.append(f"{r.pipeline}: {'ready' if r.ready else 'not ready'}")
+        if paused and r.pipeline in paused:
+            lines.append(paused_line(paused[r.pipeline]))
         for answer in r.answers:
             lines.append(f"  {MARKS[answer.ok]}  {answer.title.lower():<9} {answer.reason}")
             if answer.question == "gates" and not answer.ok:
@@ -43,11 +50,14 @@ def ready_command(
 
     with open_gatehouse(quiet=True) as gatehouse:
         found = readiness(gatehouse.rt, [pipeline] if pipeline else None)
+        paused = gatehouse.paused_pipelines()
     if as_json:
-        print_json(
-            {"ready": all(r.ready for r in found), "pipelines": [r.to_json() for r in found]}
-        )
+        pipelines = [
+            r.to_json() | {"paused": paused[r.pipeline].to_json() if r.pipeline in paused else None}
+            for r in found
+        ]
+        print_json({"ready": all(r.ready for r in found), "pipelines": pipelines})
     else:
-        say(readiness_lines(found))
+        say(readiness_lines(found, paused))
     if not all(r.ready for r in found):
         raise typer.Exit(1)

@@ -14,6 +14,7 @@ from typing import Any
 
 from bot.formatting import time_of_day, took, when
 from pipelines import ApprovalView, Pipeline, ReplayReport, Run, TaskView
+from pipelines.pauses import is_held_by_pause
 from pipelines.views import CallView
 
 USER = "USER"  # the placeholder in suggested commands
@@ -191,6 +192,11 @@ def waiting_lines(run: Run) -> list[str]:
             f"  waiting for human task {t.id}: {t.question}",
             f"    answer: {answer_command(t)}",
         ]
+    if run.status == "waiting" and not lines and is_held_by_pause(run):
+        lines.append(
+            f"  waiting: {run.waiting_reason}; `gatehouse resume {run.pipeline} --as USER` "
+            "carries it on"
+        )
     if run.status == "waiting" and not lines:
         lines.append("  waiting for a timer (a rate-limit window); `gatehouse worker` wakes it")
     return lines

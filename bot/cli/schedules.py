@@ -54,6 +54,8 @@ def last_fire_text(info: ScheduleInfo) -> str:
     if last is None:
         return "never"
     text = f"{local_time(last.fire_time, info.timezone)} {last.outcome}"
+    if last.reason:
+        text += f" ({last.reason})"
     return text + (f" → {last.run_id}" if last.run_id else "")
 
 

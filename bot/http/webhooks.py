@@ -163,6 +163,8 @@ def _answer(delivery: Delivery) -> JSONResponse:
         )
     if delivery.outcome == "conflict":
         return _problem(409, delivery.message)
+    if delivery.outcome == "paused":
+        return _problem(503, delivery.message, paused=True, recorded=False)
     if delivery.outcome == "replayed":
         replayed: dict[str, Any] = {"duplicate": True, "message": delivery.message}
         if delivery.run_id is not None:

@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 from bot.formatting import clock
+from bot.slack.alert_pause_cards import pause_blocks
 from bot.slack.blocks import context, header, section
 from bot.slack.mrkdwn import code, escape, truncate
 from pipelines.operations.alerting import (
@@ -237,6 +238,7 @@ def alert_blocks(alert: AlertView, command: str = "/gatehouse") -> list[dict[str
         blocks.append(section(shifts_text(alert)))
     elif alert.rule not in CALL_RULES:
         blocks += [section(top_errors_text(alert)), section(sample_runs_text(alert, command))]
+    blocks += pause_blocks(alert)
     if not alert.is_open:
         quiet = "recovered"
     elif alert.rule in DRIFT_RULES:

@@ -33,6 +33,7 @@ from pipelines import Gatehouse, GatehouseError, Run, registered_pipelines
 from pipelines.durations import parse_duration
 from pipelines.errors import NotAuthorized
 from pipelines.operations.stats import DEFAULT_WINDOWS, pipeline_stats
+from pipelines.pauses import is_held_by_pause
 from pipelines.replay import ReplayLine
 from pipelines.views import ApprovalView, CallView, TaskView
 from storage.models import RunStatus
@@ -56,6 +57,8 @@ USAGE = {
     "replay": "replay RUN_ID",
     "undo": "undo CALL_ID",
     "eval": "eval PIPELINE [reviewed]",
+    "pause": "pause PIPELINE reason…",
+    "resume": "resume PIPELINE [reason…]",
 }
 EXPLAIN = {
     "help": "this list",
@@ -71,6 +74,9 @@ EXPLAIN = {
     "eval": "run the pipeline on its test set (or the runs `reviewed` in 30 days) with no side "
     "effects, in the background; the summary is posted in the channel, or sent to you privately "
     "where Gatehouse cannot post (operators only)",
+    "pause": "stop a pipeline: no new runs from any trigger, its running runs wait before their "
+    "next tool or model call (operators only)",
+    "resume": "start a paused pipeline again; the runs it held carry on (operators only)",
 }
 STATUS_ICONS = {
     "queued": ":inbox_tray:",
@@ -399,6 +405,8 @@ def _run(inv: Invocation, rest: str) -> CommandReply:
         ),
         section("*Input*\n" + code_block(run.input, VALUE_LIMIT)),
     ]
+    if is_held_by_pause(run):
+        blocks.append(section(f":double_vertical_bar: Waiting: {escape(run.waiting_reason or '')}"))
     if run.error:
         blocks.append(section("*Error*\n" + code_block(run.error, VALUE_LIMIT)))
     if run.output is not None:
@@ -581,6 +589,13 @@ def run_outcome_reply(inv: Invocation, run: Run) -> CommandReply:
     waiting += [task_line(t) for t in run.tasks if t.status == "open"]
     if waiting:
         blocks.append(section("*Waiting for*\n" + "\n".join(waiting)))
+    elif run.status == RunStatus.WAITING and is_held_by_pause(run):
+        blocks.append(
+            section(
+                f":double_vertical_bar: Waiting: {escape(run.waiting_reason or '')}. "
+                f"`{cmd} resume {escape(run.pipeline)}` carries it on."
+            )
+        )
     elif run.status == RunStatus.WAITING:
         blocks.append(section("Waiting for a timer (a rate-limit window); a worker wakes it."))
     if run.status == RunStatus.QUEUED:
@@ -664,6 +679,52 @@ def _eval(inv: Invocation, rest: str) -> CommandReply:
     )
 
 
+# -- pause, resume ---------------------------------------------------------------------------
+
+
+def _pipeline_and_reason(subcommand: str, rest: str) -> tuple[str, str]:
+    parts = rest.strip().split(None, 1)
+    if not parts:
+        raise UsageError(subcommand, "give the pipeline's name")
+    name = parts[0]
+    if name not in registered_pipelines():
+        known = ", ".join(f"`{escape(p)}`" for p in registered_pipelines()) or "none"
+        raise UsageError(subcommand, f"`{escape(truncate(name, 60))}` is not a pipeline: {known}")
+    return name, parts[1].strip() if len(parts) > 1 else ""
+
+
+def _pause(inv: Invocation, rest: str) -> CommandReply:
+    name, reason = _pipeline_and_reason("pause", rest)
+    if not reason:
+        raise UsageError("pause", f"say why `{escape(name)}` is paused (it is kept in the audit)")
+    changed = inv.gatehouse.pause_pipeline(name, user=inv.user_id, reason=reason)
+    pause = inv.gatehouse.pipeline_pause(name)
+    cmd = escape(inv.command)
+    if not changed and pause is not None:
+        text = f":double_vertical_bar: *{escape(name)}* was already {escape(pause.describe())}"
+        return reply([section(text)], escape(f"{name} was already paused"))
+    return reply(
+        [
+            section(
+                f":double_vertical_bar: Paused *{escape(name)}*: no new runs from any trigger, "
+                "and its running runs wait before their next tool or model call."
+            ),
+            context(f"`{cmd} resume {escape(name)}` starts it again"),
+        ],
+        escape(f"Paused {name}"),
+    )
+
+
+def _resume(inv: Invocation, rest: str) -> CommandReply:
+    name, reason = _pipeline_and_reason("resume", rest)
+    changed = inv.gatehouse.resume_pipeline(name, user=inv.user_id, reason=reason or None)
+    if not changed:
+        text = f"*{escape(name)}* is not paused; nothing changed"
+        return reply([section(text)], escape(f"{name} is not paused"))
+    text = f":arrow_forward: Resumed *{escape(name)}*: its waiting runs are queued again."
+    return reply([section(text)], escape(f"Resumed {name}"))
+
+
 _HANDLERS: dict[str, Callable[[Invocation, str], CommandReply]] = {
     "help": _help,
     "runs": _runs,
@@ -672,6 +733,8 @@ _HANDLERS: dict[str, Callable[[Invocation, str], CommandReply]] = {
     "stats": _stats,
     "trigger": _trigger,
     "replay": _replay,
+    "pause": _pause,
+    "resume": _resume,
     "undo": _undo,
     "eval": _eval,
 }

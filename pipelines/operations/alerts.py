@@ -21,6 +21,7 @@ import structlog
 from sqlalchemy import Connection
 
 from pipelines.config import Settings
+from pipelines.operations import alert_pauses
 from pipelines.operations.alerting import (
     AlertChange,
     AlertPolicy,
@@ -100,6 +101,7 @@ def evaluate(
                     details=details,
                 )
                 if change is not None:
+                    alert_pauses.pause_for_alert(conn, change, now)
                     changes.append(change)
         for (rule, _subject), row in sorted(open_rows.items()):
             if rule != ERROR_RATE:

@@ -24,6 +24,7 @@ from apscheduler.triggers.base import BaseTrigger
 from pydantic import ValidationError
 from sqlalchemy import Connection
 
+from pipelines import pauses
 from pipelines.config import Settings
 from pipelines.errors import GatehouseError
 from pipelines.fire_times import (
@@ -38,6 +39,7 @@ from pipelines.runtime import Runtime
 from pipelines.triggers import Cron, Every, Misfire
 from pipelines.validation import format_validation_errors
 from pipelines.views import iso
+from storage import pauses as pause_rows
 from storage import runs as run_rows
 from storage import schedules as schedule_rows
 from storage.ids import new_id
@@ -151,6 +153,7 @@ class FireResult:
     fire_time: datetime
     outcome: FireOutcome
     run_id: str | None = None
+    reason: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -158,6 +161,7 @@ class FireResult:
             "fire_time": iso(self.fire_time),
             "outcome": self.outcome,
             "run_id": self.run_id,
+            "reason": self.reason,
         }
 
 
@@ -171,11 +175,18 @@ class FireRecord:
     run_id: str | None
     claimed_by: str
     claimed_at: datetime
+    reason: str | None = None
 
     @classmethod
     def of(cls, row: Any) -> FireRecord:
         return cls(
-            row.schedule, row.fire_time, row.outcome, row.run_id, row.claimed_by, row.claimed_at
+            row.schedule,
+            row.fire_time,
+            row.outcome,
+            row.run_id,
+            row.claimed_by,
+            row.claimed_at,
+            getattr(row, "reason", None),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -186,6 +197,7 @@ class FireRecord:
             "run_id": self.run_id,
             "claimed_by": self.claimed_by,
             "claimed_at": iso(self.claimed_at),
+            "reason": self.reason,
         }
 
 
@@ -253,6 +265,8 @@ def fire(
             return result("paused")  # resumed after this fire was due: it fell in the pause
         if late and schedule_rows.has_later_fire(conn, found.name, fire_time):
             return result("superseded")
+        if (held := pause_rows.fetch_pause(conn, found.pipeline)) is not None:
+            return _skip_paused(conn, rt, found, fire_time, now, pauses.PauseView.of(held))
         claimed = schedule_rows.claim_fire(
             conn,
             schedule=found.name,
@@ -275,6 +289,37 @@ def fire(
         late_seconds=round(lateness.total_seconds(), 3),
     )
     return result(outcome, run_id)
+
+
+def _skip_paused(
+    conn: Connection,
+    rt: Runtime,
+    schedule: Schedule,
+    fire_time: datetime,
+    now: datetime,
+    pause: pauses.PauseView,
+) -> FireResult:
+    """The fire of a paused pipeline: recorded as skipped, with why (a pipeline's pause, unlike
+    a schedule's, keeps a record: the pipeline was meant to run and did not)."""
+    reason = f"pipeline {pause.pipeline} {pause.describe()}"
+    claimed = schedule_rows.claim_fire(
+        conn,
+        schedule=schedule.name,
+        fire_time=fire_time,
+        worker=rt.worker_id,
+        now=now,
+        outcome="skipped",
+        reason=reason,
+    )
+    if not claimed:
+        return FireResult(schedule.name, fire_time, "taken")
+    log.warning(
+        "schedule.skipped_paused",
+        schedule=schedule.name,
+        fire_time=fire_time.isoformat(),
+        paused_by=pause.by,
+    )
+    return FireResult(schedule.name, fire_time, "skipped", reason=reason)
 
 
 def _queue_run(conn: Connection, schedule: Schedule, run_id: str, now: datetime) -> None:
