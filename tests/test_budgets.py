@@ -1,0 +1,236 @@
+"""Budgets that stop a runaway: the run budget stops the next model call (a person answers in
+its place, or the run fails), the day budget and the run rate are shared by every process on the
+database and raise a budget alert, and a model without a price is not called under a budget."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from pipelines import Gatehouse, LLMConfig, Price, Settings, pipeline
+from pipelines.budgets import InvalidBudget, RunRateExceeded
+from pipelines.config import ConfigurationError
+from pipelines.llm import DEFAULT_PRICES
+from pipelines.operations.alerting import list_alerts
+from pipelines.views import TaskView
+from storage.db import Database
+from tests import budget_pipelines  # noqa: F401  (registers the b_ pipelines)
+from tests.budget_pipelines import Asks
+from tests.fakes.clock import FakeClock
+from tests.fakes.openai import FakeOpenAI, Reply, reply_delay, reply_json
+
+# 1 prompt token = 0.01 USD: a reply of 13 prompt tokens costs 0.13 USD.
+PRICES = {**DEFAULT_PRICES, "budget-model": Price(prompt=10_000.0, completion=0.0)}
+A_REFUND = {"kind": "refund", "confidence": 0.9}
+
+
+def costs_13_cents() -> Reply:
+    return reply_json(A_REFUND, prompt_tokens=13, completion_tokens=0)
+
+
+def llm(fake: FakeOpenAI) -> LLMConfig:
+    return LLMConfig(model="budget-model", base_url=fake.base_url, max_retries=0, prices=PRICES)
+
+
+@pytest.fixture
+def database(any_db_url: str) -> Iterator[Database]:
+    database = Database(any_db_url)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def engine(database: Database, clock: FakeClock, fake_openai: FakeOpenAI) -> Gatehouse:
+    fake_openai.always(costs_13_cents())
+    return Gatehouse(database, clock=clock, llm=llm(fake_openai))
+
+
+def open_task(engine: Gatehouse, run_id: str) -> TaskView:
+    [task] = [t for t in engine.pending() if isinstance(t, TaskView) and t.run_id == run_id]
+    return task
+
+
+# -- the run budget -------------------------------------------------------------------------
+
+
+def test_a_run_at_its_budget_makes_no_further_model_call_and_a_person_answers_in_its_place(
+    engine: Gatehouse, fake_openai: FakeOpenAI
+) -> None:
+    run = engine.trigger("b_run_budget", Asks(calls=6))
+
+    assert run.status == "waiting"
+    assert fake_openai.calls == 4  # 0.52 USD spent after four: the fifth is not sent
+    task = open_task(engine, run.id)
+    assert task.context["reason"] == "run budget 0.50 USD reached (spent 0.52 USD in 4 model calls)"
+    assert "run budget 0.50 USD reached" in task.question
+
+    engine.answer(task.id, user="olga", answer=A_REFUND)
+    resumed = engine.resume(run.id)
+    assert resumed is not None and resumed.status == "waiting"  # the sixth goes to a person too
+    assert fake_openai.calls == 4
+
+
+def test_on_budget_fail_fails_the_run_before_the_call_and_says_what_to_do(
+    engine: Gatehouse, fake_openai: FakeOpenAI
+) -> None:
+    run = engine.trigger("b_run_budget_fail", Asks(calls=6))
+
+    assert run.status == "failed"
+    assert fake_openai.calls == 4
+    assert run.error is not None
+    assert run.error.startswith(
+        "BudgetExceeded: run budget 0.50 USD reached (spent 0.52 USD in 4 model calls); "
+        "the run stopped before model call classify#5."
+    )
+    assert "Raise the budget (@pipeline or GATEHOUSE_BUDGETS)" in run.error
+
+
+def test_a_pipeline_without_a_budget_is_not_counted_or_stopped(
+    engine: Gatehouse, fake_openai: FakeOpenAI
+) -> None:
+    run = engine.trigger("b_unbudgeted", Asks(calls=6))
+    assert run.status == "succeeded" and fake_openai.calls == 6
+
+
+def test_a_model_without_a_price_is_not_called_under_a_money_budget(
+    engine: Gatehouse, fake_openai: FakeOpenAI
+) -> None:
+    run = engine.trigger("b_run_budget", Asks(calls=1, model="mystery-model"))
+
+    assert run.status == "waiting" and fake_openai.calls == 0
+    reason = open_task(engine, run.id).context["reason"]
+    assert reason.startswith("no price is configured for model mystery-model, so its spend is")
+    assert "GATEHOUSE_LLM_PRICES" in reason
+
+
+# -- the day budget and the run rate ---------------------------------------------------------
+
+
+def test_the_day_budget_counts_every_run_of_the_day_and_raises_a_budget_alert(
+    engine: Gatehouse, fake_openai: FakeOpenAI
+) -> None:
+    statuses = [engine.trigger("b_day_budget", Asks()).status for _ in range(4)]
+
+    # 0.13, 0.26, 0.39 USD: the fourth run's call is not sent.
+    assert statuses == ["succeeded", "succeeded", "succeeded", "waiting"]
+    assert fake_openai.calls == 3
+    [alert] = [a for a in list_alerts(engine.rt) if a.rule == "budget"]
+    assert alert.pipeline == "b_day_budget" and alert.is_open
+    assert alert.detail("reason") == "day budget 0.30 USD reached (0.39 USD today)"
+    assert alert.detail("figures")["spent_usd"] == pytest.approx(0.39)
+    assert alert.detail("figures")["limit_usd"] == 0.30
+
+
+def test_a_new_run_over_the_hourly_run_rate_is_refused_with_a_budget_alert(
+    engine: Gatehouse,
+) -> None:
+    engine.trigger("b_rate", Asks())
+    engine.trigger("b_rate", Asks(), run_here=False)
+
+    with pytest.raises(RunRateExceeded) as refused:
+        engine.trigger("b_rate", Asks())
+    assert str(refused.value).startswith(
+        "b_rate takes no new run: run rate 2/hour reached (2 runs in the last hour)"
+    )
+    with pytest.raises(RunRateExceeded):
+        engine.trigger("b_rate", Asks(), run_here=False)
+    assert len(engine.runs(pipeline="b_rate")) == 2
+    [alert] = [a for a in list_alerts(engine.rt) if a.rule == "budget"]
+    assert alert.detail("figures") == {"runs_last_hour": 2, "max_runs_per_hour": 2}
+
+
+@pytest.mark.postgres
+def test_two_workers_racing_for_the_last_of_a_day_budget_do_not_both_spend_it(
+    postgres_url: str, clock: FakeClock, fake_openai: FakeOpenAI
+) -> None:
+    first_db, second_db = Database(postgres_url), Database(postgres_url)
+    first = Gatehouse(first_db, clock=clock, llm=llm(fake_openai), worker_id="w1")
+    second = Gatehouse(second_db, clock=clock, llm=llm(fake_openai), worker_id="w2")
+    try:
+        fake_openai.always(costs_13_cents())
+        assert first.trigger("b_day_budget", Asks()).status == "succeeded"
+        assert second.trigger("b_day_budget", Asks()).status == "succeeded"  # 0.26 of 0.30
+        # The first worker's next call is in flight (the server holds it) when the second asks.
+        fake_openai.always(reply_delay(1.0, costs_13_cents()))
+        racing = threading.Thread(target=first.trigger, args=("b_day_budget", Asks()))
+        racing.start()
+        deadline = time.monotonic() + 10
+        while fake_openai.calls < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert fake_openai.calls == 3
+
+        refused = second.trigger("b_day_budget", Asks())
+        racing.join(timeout=10)
+
+        assert refused.status == "waiting"
+        assert fake_openai.calls == 3  # the second worker did not spend what the first reserved
+        reason = open_task(second, refused.id).context["reason"]
+        assert reason == (
+            "day budget 0.30 USD reached (0.26 USD today, 0.13 USD reserved by 1 model call "
+            "in flight)"
+        )
+    finally:
+        first_db.dispose()
+        second_db.dispose()
+
+
+# -- declaring and configuring ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (
+            {"max_cost_per_run": -1},
+            "pipeline 'b_bad': max_cost_per_run must be above 0 USD, got -1",
+        ),
+        ({"max_cost_per_day": "20"}, "pipeline 'b_bad': max_cost_per_day must be a number of USD"),
+        ({"max_runs_per_hour": 0.5}, "pipeline 'b_bad': max_runs_per_hour must be a whole number"),
+        ({"on_budget": "maybe"}, "pipeline 'b_bad': on_budget='maybe': use 'human'"),
+    ],
+)
+def test_a_budget_that_cannot_be_kept_is_refused_at_registration(
+    arguments: dict[str, object], message: str
+) -> None:
+    with pytest.raises(InvalidBudget) as refused:
+        pipeline("b_bad", input=Asks, **arguments)  # type: ignore[arg-type]
+    assert str(refused.value).startswith(message)
+
+
+def test_gatehouse_budgets_naming_an_unknown_pipeline_or_key_stops_start_up(
+    sqlite_url: str,
+) -> None:
+    settings = Settings(
+        database_url=sqlite_url,
+        pipelines="tests.budget_pipelines",
+        budgets={"b_nope": {"max_cost_per_day": 5}, "b_day_budget": {"max_cost_per_week": 5}},
+    )
+    with pytest.raises(ConfigurationError) as refused:
+        Gatehouse.from_settings(settings)
+    message = str(refused.value)
+    assert "GATEHOUSE_BUDGETS names no such pipeline: b_nope" in message
+    assert "GATEHOUSE_BUDGETS['b_day_budget']: unknown key 'max_cost_per_week'" in message
+
+
+def test_gatehouse_budgets_overrides_the_decorators_budget(
+    sqlite_url: str, clock: FakeClock, fake_openai: FakeOpenAI
+) -> None:
+    settings = Settings(
+        database_url=sqlite_url,
+        pipelines="tests.budget_pipelines",
+        budgets={
+            "b_day_budget": {"max_cost_per_day": 0.1},
+            "b_unbudgeted": {"max_cost_per_run": 0.2},
+        },
+    )
+    engine = Gatehouse.from_settings(settings, clock=clock)
+    engine.rt.llm_config = llm(fake_openai)
+    fake_openai.always(costs_13_cents())
+
+    assert engine.trigger("b_day_budget", Asks()).status == "succeeded"
+    assert engine.trigger("b_day_budget", Asks()).status == "waiting"
+    assert engine.trigger("b_unbudgeted", Asks(calls=3)).status == "waiting"
+    assert fake_openai.calls == 1 + 2
