@@ -37,6 +37,15 @@ from pipelines.logs import (
     remember_secrets,
     settings_secrets,
 )
+from pipelines.pauses import (
+    PauseView,
+    PipelinePaused,
+    is_paused,
+    pause_pipeline,
+    paused_pipelines,
+    pipeline_pause,
+    resume_pipeline,
+)
 from pipelines.pipeline import Pipeline, discover, get_pipeline, pipeline, registered_pipelines
 from pipelines.ports import (
     ApproverDirectory,
@@ -76,7 +85,9 @@ __all__ = [
     "GatehouseError",
     "LLMConfig",
     "Notifier",
+    "PauseView",
     "Pipeline",
+    "PipelinePaused",
     "Price",
     "ReplayReport",
     "Run",
@@ -98,9 +109,14 @@ __all__ = [
     "discover",
     "every",
     "get_pipeline",
+    "is_paused",
+    "pause_pipeline",
+    "paused_pipelines",
     "pipeline",
+    "pipeline_pause",
     "registered_pipelines",
     "registered_tools",
+    "resume_pipeline",
     "tool",
     "trigger",
     "validator",
@@ -268,6 +284,23 @@ class Gatehouse:
 
     def expire_due(self) -> list[ApprovalView]:
         return approvals.expire_due(self.rt)
+
+    def pause_pipeline(self, name: str, *, user: str | None, reason: str) -> bool:
+        """Pause `name` for everyone (operators only, when operators are configured; None: a
+        local operator, the CLI without --as): True if it was running."""
+        authorize_operator(self.rt, user, "pause", name)
+        return pause_pipeline(self.rt, name, by=user or "cli", reason=reason)
+
+    def resume_pipeline(self, name: str, *, user: str | None, reason: str | None = None) -> bool:
+        """Resume `name` and queue the runs its pause held (operators only): True if paused."""
+        authorize_operator(self.rt, user, "resume", name)
+        return resume_pipeline(self.rt, name, by=user or "cli", reason=reason)
+
+    def pipeline_pause(self, name: str) -> PauseView | None:
+        return pipeline_pause(self.rt, name)
+
+    def paused_pipelines(self) -> dict[str, PauseView]:
+        return paused_pipelines(self.rt)
 
 
 _default: Gatehouse | None = None

@@ -23,7 +23,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 import structlog
 from sqlalchemy import Connection
@@ -48,6 +48,7 @@ BUDGET = "budget"  # the alert rule
 HOUR = timedelta(hours=1)
 # Shown amber by `gatehouse ready` and App Home from this share of a limit on.
 NEAR = 0.8
+PAUSED_BY = "gatehouse"  # who a budget's pause is recorded as
 
 
 class InvalidBudget(GatehouseError, ValueError):
@@ -60,6 +61,10 @@ class BudgetExceeded(GatehouseError):
 
 class RunRateExceeded(GatehouseError):
     """A new run refused: its pipeline created `max_runs_per_hour` runs in the last hour."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -195,6 +200,7 @@ def before_model_call(
         return None  # no model: nothing is sent, nothing spent (the call goes to a person)
     now = rt.clock.now()
     refusal: str | None = None
+    day_over = False
     day_change: AlertChange | None = None
     with journal.transaction() as conn:
         if price_for(rt.llm_config.prices, model) is None:
@@ -217,6 +223,7 @@ def before_model_call(
             reserve = day.costliest_usd
             if day.committed_usd >= budget.max_cost_per_day:
                 refusal = day_reason(budget.max_cost_per_day, day)
+                day_over = True
                 day_change = _open_budget_alert(
                     conn, journal.pipeline, "day", now, refusal, budget, day
                 )
@@ -232,12 +239,18 @@ def before_model_call(
                 at=now,
                 reserved_usd=reserve,
             )
-    if day_change is not None:
-        log_changes([day_change])
-        _pause(rt, journal.pipeline, refusal or "", "budget:day")
     if refusal is None:
         return Reservation(spend_id)
     log.warning("budget.refused", pipeline=journal.pipeline, call=call.key, reason=refusal)
+    if day_over:
+        # The pipeline is paused (until someone resumes it) and this run waits for the resume,
+        # like every run of a paused pipeline, whatever `on_budget` says for the run budget.
+        if day_change is not None:
+            log_changes([day_change])
+        _pause(rt, journal.pipeline, refusal, "budget:day")
+        from pipelines import pauses
+
+        pauses.hold_if_paused(journal)
     if budget.on_budget == "fail":
         raise BudgetExceeded(
             f"{refusal}; the run stopped before model call {call.key}. Raise the budget "
@@ -303,9 +316,14 @@ def _open_budget_alert(
     )
 
 
-def _pause(rt: Runtime, pipeline: str, reason: str, source: str) -> None:
-    """Pause the pipeline until someone resumes it (pipelines.pauses)."""
-    log.warning("budget.pausing", pipeline=pipeline, reason=reason, source=source)
+def _pause(rt: Runtime, pipeline: str, reason: str, source: str) -> bool:
+    """Pause the pipeline until someone resumes it (pipelines.pauses); False: it was already."""
+    from pipelines import pauses  # pauses reads the registry, which imports this module
+
+    paused = pauses.pause_pipeline(rt, pipeline, by=PAUSED_BY, reason=reason, source=source)
+    if paused:
+        log.warning("budget.paused", pipeline=pipeline, reason=reason, source=source)
+    return paused
 
 
 # -- the new run's gate ---------------------------------------------------------------------
@@ -334,13 +352,20 @@ def admit_run(
         log_changes([change])
     return RunRateExceeded(
         f"{pipeline} takes no new run: {reason}. Raise max_runs_per_hour (@pipeline or "
-        "GATEHOUSE_BUDGETS) or wait for the hour to have room"
+        "GATEHOUSE_BUDGETS) or wait for the hour to have room",
+        reason,
     )
 
 
-def after_run_refused(rt: Runtime, pipeline: str, refused: RunRateExceeded) -> None:
-    """After the refusal's transaction committed: pause the pipeline."""
-    _pause(rt, pipeline, str(refused).split(": ", 1)[-1].split(". ")[0], "budget:rate")
+def after_run_refused(rt: Runtime, pipeline: str, refused: RunRateExceeded) -> NoReturn:
+    """After the refusal's transaction committed: pause the pipeline, and refuse the trigger as
+    a paused pipeline's is refused (PipelinePaused); RunRateExceeded if someone resumed it in
+    between."""
+    from pipelines import pauses
+
+    _pause(rt, pipeline, refused.reason, "budget:rate")
+    pauses.refuse_if_paused(rt, pipeline)
+    raise refused
 
 
 # -- what the displays show -----------------------------------------------------------------

@@ -14,7 +14,7 @@ import structlog
 from pydantic import BaseModel, TypeAdapter
 from sqlalchemy import Connection
 
-from pipelines import approvals, budgets, rate_limits, sensitive, tasks
+from pipelines import approvals, budgets, pauses, rate_limits, sensitive, tasks
 from pipelines import validator as validation
 from pipelines.categorical import categorical_fields
 from pipelines.context import ModelRequest
@@ -52,6 +52,11 @@ class LiveExecutor:
     def reused(self, call: NextCall, outcome: str, detail: Any) -> None:
         pass  # a live run reuses its record silently
 
+    def _call_boundary(self) -> None:
+        """Before a tool or model call the record does not settle: a paused pipeline holds
+        the run here (`pipelines.pauses`)."""
+        pauses.hold_if_paused(self._journal)
+
     # -- steps -----------------------------------------------------------------------------
 
     def step(
@@ -85,6 +90,7 @@ class LiveExecutor:
     def validate(
         self, tool: Tool, rule: validation.Validator, args_json: Any
     ) -> validation.Judgement:
+        self._call_boundary()
         return approvals.consult_validator(self._journal, tool, rule, args_json)
 
     def tool(
@@ -97,6 +103,11 @@ class LiveExecutor:
     ) -> Any:
         journal = self._journal
         recorded = call.recorded
+        if recorded is None or recorded.status not in (
+            CallStatus.STARTED,
+            CallStatus.OUTCOME_UNKNOWN,
+        ):
+            self._call_boundary()  # not a call this process may have begun: those settle first
         if recorded is None:
             if judgement is not None:
                 if judgement.outcome == "reject":
@@ -289,6 +300,7 @@ class LiveExecutor:
         return tasks.collect(self._journal, request.output, recorded)
 
     def ask_model(self, call: NextCall, request: ModelRequest) -> LLMResult:
+        self._call_boundary()
         reservation = budgets.before_model_call(self._journal, call, request)
         if isinstance(reservation, LLMResult):
             return reservation  # over budget: not sent

@@ -117,7 +117,6 @@ def trigger(
                 )
         if refused is not None:
             budgets.after_run_refused(rt, name, refused)
-            raise refused
         return Run(run_id, name, RunStatus.QUEUED, input_json, None, None, user, now, None)
     # A run-rate limit is counted in the transaction that creates the run (SQLAlchemy's, for
     # its lock and count); without one, the driver's own transaction is enough.
@@ -140,7 +139,6 @@ def trigger(
                 )
         if refused is not None:
             budgets.after_run_refused(rt, name, refused)
-            raise refused
         outcome = _execute(rt, held, pipeline, run_id, model, user, recorded=[])
     finished = rt.clock.now() if outcome.status != RunStatus.WAITING else None
     return Run(

@@ -261,6 +261,7 @@ class ScheduleFire(Base):
     claimed_at: Mapped[datetime]
     run_id: Mapped[str | None] = mapped_column(String(40))
     outcome: Mapped[str] = mapped_column(String(20), default="fired")  # fired | skipped | late
+    reason: Mapped[str | None] = mapped_column(SafeText)  # why a fire was skipped, when known
 
     __table_args__ = (UniqueConstraint("schedule", "fire_time", name="uq_schedule_fires"),)
 
@@ -273,6 +274,20 @@ class ScheduleState(Base):
     schedule: Mapped[str] = mapped_column(String(300), primary_key=True)
     paused: Mapped[bool] = mapped_column(Boolean, default=False)
     changed_by: Mapped[str | None] = mapped_column(String(200))
+    changed_at: Mapped[datetime]
+
+
+class PipelinePause(Base):
+    """A pipeline's circuit breaker (absent row: running). The row holds the latest switch;
+    every pause and resume is in the audit log."""
+
+    __tablename__ = "pipeline_pauses"
+
+    pipeline: Mapped[str] = mapped_column(String(200), primary_key=True)
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    changed_by: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str | None] = mapped_column(SafeText)
+    source: Mapped[str] = mapped_column(String(40), default="manual")
     changed_at: Mapped[datetime]
 
 

@@ -144,6 +144,7 @@ class ScheduleFireRow(NamedTuple):
     claimed_at: datetime
     run_id: str | None
     outcome: str
+    reason: str | None = None
 
 
 class ScheduleStateRow(NamedTuple):
@@ -152,6 +153,17 @@ class ScheduleStateRow(NamedTuple):
     schedule: str
     paused: bool
     changed_by: str | None
+    changed_at: datetime
+
+
+class PipelinePauseRow(NamedTuple):
+    """A `pipeline_pauses` row."""
+
+    pipeline: str
+    paused: bool
+    changed_by: str
+    reason: str | None
+    source: str
     changed_at: datetime
 
 

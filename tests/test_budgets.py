@@ -7,14 +7,16 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
 
 from pipelines import Gatehouse, LLMConfig, Price, Settings, pipeline
-from pipelines.budgets import InvalidBudget, RunRateExceeded
+from pipelines.budgets import InvalidBudget
 from pipelines.config import ConfigurationError
 from pipelines.llm import DEFAULT_PRICES
 from pipelines.operations.alerting import list_alerts
+from pipelines.pauses import PipelinePaused
 from pipelines.views import TaskView
 from storage.db import Database
 from tests import budget_pipelines  # noqa: F401  (registers the b_ pipelines)
@@ -109,35 +111,46 @@ def test_a_model_without_a_price_is_not_called_under_a_money_budget(
 # -- the day budget and the run rate ---------------------------------------------------------
 
 
-def test_the_day_budget_counts_every_run_of_the_day_and_raises_a_budget_alert(
+def test_a_pipeline_over_its_day_budget_is_paused_with_a_budget_alert_until_resumed(
     engine: Gatehouse, fake_openai: FakeOpenAI
 ) -> None:
-    statuses = [engine.trigger("b_day_budget", Asks()).status for _ in range(4)]
+    runs = [engine.trigger("b_day_budget", Asks()) for _ in range(4)]
 
-    # 0.13, 0.26, 0.39 USD: the fourth run's call is not sent.
-    assert statuses == ["succeeded", "succeeded", "succeeded", "waiting"]
+    # 0.13, 0.26, 0.39 USD: the fourth run's call is not sent; the pipeline is paused.
+    assert [r.status for r in runs] == ["succeeded", "succeeded", "succeeded", "waiting"]
     assert fake_openai.calls == 3
+    pause = engine.pipeline_pause("b_day_budget")
+    assert pause is not None
+    assert (pause.by, pause.source) == ("gatehouse", "budget:day")
+    assert pause.reason == "day budget 0.30 USD reached (0.39 USD today)"
     [alert] = [a for a in list_alerts(engine.rt) if a.rule == "budget"]
     assert alert.pipeline == "b_day_budget" and alert.is_open
     assert alert.detail("reason") == "day budget 0.30 USD reached (0.39 USD today)"
     assert alert.detail("figures")["spent_usd"] == pytest.approx(0.39)
     assert alert.detail("figures")["limit_usd"] == 0.30
 
+    # It stays paused: the next day, the held run still waits for someone to resume it.
+    engine.rt.clock.advance(timedelta(days=1))  # type: ignore[attr-defined]
+    assert engine.resume(runs[3].id) is None and fake_openai.calls == 3
+    engine.resume_pipeline("b_day_budget", user=None, reason="new day")
+    resumed = engine.resume(runs[3].id)
+    assert resumed is not None and resumed.status == "succeeded"
+    assert fake_openai.calls == 4
 
-def test_a_new_run_over_the_hourly_run_rate_is_refused_with_a_budget_alert(
+
+def test_a_new_run_over_the_hourly_run_rate_pauses_the_pipeline_with_a_budget_alert(
     engine: Gatehouse,
 ) -> None:
     engine.trigger("b_rate", Asks())
     engine.trigger("b_rate", Asks(), run_here=False)
 
-    with pytest.raises(RunRateExceeded) as refused:
+    with pytest.raises(PipelinePaused) as refused:
         engine.trigger("b_rate", Asks())
-    assert str(refused.value).startswith(
-        "b_rate takes no new run: run rate 2/hour reached (2 runs in the last hour)"
-    )
-    with pytest.raises(RunRateExceeded):
-        engine.trigger("b_rate", Asks(), run_here=False)
+    assert "b_rate is paused by gatehouse" in str(refused.value)
+    assert "(budget:rate): run rate 2/hour reached (2 runs in the last hour)" in str(refused.value)
     assert len(engine.runs(pipeline="b_rate")) == 2
+    pause = engine.pipeline_pause("b_rate")
+    assert pause is not None and pause.source == "budget:rate"
     [alert] = [a for a in list_alerts(engine.rt) if a.rule == "budget"]
     assert alert.detail("figures") == {"runs_last_hour": 2, "max_runs_per_hour": 2}
 
@@ -167,8 +180,9 @@ def test_two_workers_racing_for_the_last_of_a_day_budget_do_not_both_spend_it(
 
         assert refused.status == "waiting"
         assert fake_openai.calls == 3  # the second worker did not spend what the first reserved
-        reason = open_task(second, refused.id).context["reason"]
-        assert reason == (
+        pause = second.pipeline_pause("b_day_budget")
+        assert pause is not None
+        assert pause.reason == (
             "day budget 0.30 USD reached (0.26 USD today, 0.13 USD reserved by 1 model call "
             "in flight)"
         )

@@ -2,7 +2,7 @@
 per pipeline and day) in the transaction that records the next call's reservation.
 
 Revision ID: 0016
-Revises: 0014
+Revises: 0015
 Create Date: 2026-12-04 01:50:00
 """
 
@@ -14,7 +14,7 @@ from alembic import op
 from storage.types import UTCDateTime
 
 revision = "0016"
-down_revision = "0014"
+down_revision = "0015"
 branch_labels = None
 depends_on = None
 
