@@ -19,7 +19,8 @@ import structlog
 
 from pipelines import approvals, inspect, reversal, runner, sensitive, tasks
 from pipelines.authorization import Authorization, authorize_operator
-from pipelines.budgets import Budget, BudgetExceeded, RunRateExceeded, overrides_from_settings
+from pipelines.budget_limits import Budget
+from pipelines.budgets import BudgetExceeded, RunRateExceeded, overrides_from_settings
 from pipelines.categorical import Categorical
 from pipelines.config import Settings, load_settings
 from pipelines.context import Context

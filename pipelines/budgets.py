@@ -19,19 +19,21 @@ pipeline on PostgreSQL (SQLite's write lock serializes them already), so replica
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 import structlog
 from sqlalchemy import Connection
 
+from pipelines import pauses
+from pipelines.budget_limits import Budget, InvalidBudget, checked_budget
 from pipelines.config import ConfigurationError
 from pipelines.errors import GatehouseError
 from pipelines.llm import LLMResult, price_for
 from pipelines.operations.alerting import AlertChange, log_changes, open_alert
+from pipelines.pipeline import Pipeline, registered_pipelines
 from pipelines.runtime import Runtime
 from storage import spend as spend_rows
 from storage.ids import new_id
@@ -39,20 +41,14 @@ from storage.ids import new_id
 if TYPE_CHECKING:
     from pipelines.context import ModelRequest
     from pipelines.journal import Journal, NextCall
-    from pipelines.pipeline import Pipeline
 
 log = structlog.get_logger()
 
-OnBudget = Literal["human", "fail"]
 BUDGET = "budget"  # the alert rule
 HOUR = timedelta(hours=1)
 # Shown amber by `gatehouse ready` and App Home from this share of a limit on.
 NEAR = 0.8
 PAUSED_BY = "gatehouse"  # who a budget's pause is recorded as
-
-
-class InvalidBudget(GatehouseError, ValueError):
-    """A budget that cannot be kept as written (a negative limit, an unknown `on_budget`)."""
 
 
 class BudgetExceeded(GatehouseError):
@@ -65,63 +61,6 @@ class RunRateExceeded(GatehouseError):
     def __init__(self, message: str, reason: str) -> None:
         super().__init__(message)
         self.reason = reason
-
-
-@dataclass(frozen=True)
-class Budget:
-    """A pipeline's limits, in USD and runs; None: no limit of that kind."""
-
-    max_cost_per_run: float | None = None
-    max_cost_per_day: float | None = None
-    max_runs_per_hour: int | None = None
-    on_budget: OnBudget = "human"
-
-    @property
-    def limits_money(self) -> bool:
-        return self.max_cost_per_run is not None or self.max_cost_per_day is not None
-
-    @property
-    def limits_anything(self) -> bool:
-        return self.limits_money or self.max_runs_per_hour is not None
-
-    def to_json(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
-
-BUDGET_KEYS = tuple(f.name for f in fields(Budget))
-
-
-def checked_budget(where: str, values: Mapping[str, Any], base: Budget | None = None) -> Budget:
-    """`values` as a budget (over `base`), or InvalidBudget naming `where` and what to write."""
-    unknown = sorted(set(values) - set(BUDGET_KEYS))
-    if unknown:
-        raise InvalidBudget(
-            f"{where}: unknown key {', '.join(map(repr, unknown))}; use {', '.join(BUDGET_KEYS)}"
-        )
-    chosen: dict[str, Any] = {}
-    for key in ("max_cost_per_run", "max_cost_per_day"):
-        if key in values and values[key] is not None:
-            value = values[key]
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise InvalidBudget(f"{where}: {key} must be a number of USD, got {value!r}")
-            if not math.isfinite(value) or value <= 0:
-                raise InvalidBudget(f"{where}: {key} must be above 0 USD, got {value!r}")
-            chosen[key] = float(value)
-    if values.get("max_runs_per_hour") is not None:
-        value = values["max_runs_per_hour"]
-        if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
-            raise InvalidBudget(f"{where}: max_runs_per_hour must be a whole number, got {value!r}")
-        if value < 1:
-            raise InvalidBudget(f"{where}: max_runs_per_hour must be at least 1, got {value!r}")
-        chosen["max_runs_per_hour"] = int(value)
-    if "on_budget" in values:
-        if values["on_budget"] not in ("human", "fail"):
-            raise InvalidBudget(
-                f"{where}: on_budget={values['on_budget']!r}: use 'human' (the call goes to a "
-                "person) or 'fail' (the run fails)"
-            )
-        chosen["on_budget"] = values["on_budget"]
-    return replace(base or Budget(), **chosen)
 
 
 def overrides_from_settings(
@@ -155,8 +94,6 @@ def budget_for(rt: Runtime, pipeline: str) -> Budget | None:
     override = rt.budgets.get(pipeline)
     if override is not None:
         return override if override.limits_anything else None
-    from pipelines.pipeline import registered_pipelines
-
     declared = registered_pipelines().get(pipeline)
     budget = declared.budget if declared is not None else None
     return budget if budget is not None and budget.limits_anything else None
@@ -248,8 +185,6 @@ def before_model_call(
         if day_change is not None:
             log_changes([day_change])
         _pause(rt, journal.pipeline, refusal, "budget:day")
-        from pipelines import pauses
-
         pauses.hold_if_paused(journal)
     if budget.on_budget == "fail":
         raise BudgetExceeded(
@@ -318,8 +253,6 @@ def _open_budget_alert(
 
 def _pause(rt: Runtime, pipeline: str, reason: str, source: str) -> bool:
     """Pause the pipeline until someone resumes it (pipelines.pauses); False: it was already."""
-    from pipelines import pauses  # pauses reads the registry, which imports this module
-
     paused = pauses.pause_pipeline(rt, pipeline, by=PAUSED_BY, reason=reason, source=source)
     if paused:
         log.warning("budget.paused", pipeline=pipeline, reason=reason, source=source)
@@ -361,8 +294,6 @@ def after_run_refused(rt: Runtime, pipeline: str, refused: RunRateExceeded) -> N
     """After the refusal's transaction committed: pause the pipeline, and refuse the trigger as
     a paused pipeline's is refused (PipelinePaused); RunRateExceeded if someone resumed it in
     between."""
-    from pipelines import pauses
-
     _pause(rt, pipeline, refused.reason, "budget:rate")
     pauses.refuse_if_paused(rt, pipeline)
     raise refused
@@ -431,21 +362,20 @@ class BudgetStatus:
         }
 
 
-def budget_statuses(rt: Runtime) -> list[BudgetStatus]:
-    """Every registered pipeline that has a budget, with what is left of it (by name)."""
-    from pipelines.pipeline import registered_pipelines
-
+def budget_statuses(rt: Runtime, names: list[str] | None = None) -> list[BudgetStatus]:
+    """Every registered pipeline that has a budget (or those of `names` that have one), with
+    what is left of it, by name."""
     now = rt.clock.now()
     chosen = [
         (name, budget)
-        for name in registered_pipelines()
+        for name in (registered_pipelines() if names is None else names)
         if (budget := budget_for(rt, name)) is not None
     ]
     if not chosen:
         return []
     statuses = []
     with rt.db.transaction() as conn:
-        for name, budget in chosen:
+        for name, budget in sorted(chosen):
             statuses.append(
                 BudgetStatus(
                     pipeline=name,

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from pipelines.budgets import Budget, OnBudget, checked_budget
+from pipelines.budget_limits import Budget, OnBudget, checked_budget
 from pipelines.errors import DuplicateName, UnknownPipeline
 from pipelines.triggers import Trigger
 

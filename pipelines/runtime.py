@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from datetime import datetime
 
-    from pipelines.budgets import Budget
+    from pipelines.budget_limits import Budget
 
 log = structlog.get_logger()
 

@@ -4,15 +4,25 @@ database and raise a budget alert, and a model without a price is not called und
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
+from starlette.applications import Starlette
+from typer.testing import CliRunner, Result
 
+from bot.cli.main import app
+from bot.http.metrics import metrics_routes
+from bot.http.server import BackgroundServer
+from bot.slack.alerts import check_alerts
 from pipelines import Gatehouse, LLMConfig, Price, Settings, pipeline
-from pipelines.budgets import InvalidBudget
+from pipelines.budget_limits import InvalidBudget
 from pipelines.config import ConfigurationError
 from pipelines.llm import DEFAULT_PRICES
 from pipelines.operations.alerting import list_alerts
@@ -23,6 +33,9 @@ from tests import budget_pipelines  # noqa: F401  (registers the b_ pipelines)
 from tests.budget_pipelines import Asks
 from tests.fakes.clock import FakeClock
 from tests.fakes.openai import FakeOpenAI, Reply, reply_delay, reply_json
+from tests.fakes.slack import FakeSlack
+from tests.slack_harness import slack_world
+from tests.test_metrics import assert_valid_exposition, samples
 
 # 1 prompt token = 0.01 USD: a reply of 13 prompt tokens costs 0.13 USD.
 PRICES = {**DEFAULT_PRICES, "budget-model": Price(prompt=10_000.0, completion=0.0)}
@@ -248,3 +261,133 @@ def test_gatehouse_budgets_overrides_the_decorators_budget(
     assert engine.trigger("b_day_budget", Asks()).status == "waiting"
     assert engine.trigger("b_unbudgeted", Asks(calls=3)).status == "waiting"
     assert fake_openai.calls == 1 + 2
+
+
+# -- what the displays show ------------------------------------------------------------------
+
+
+@pytest.fixture
+def today_engine(
+    sqlite_url: str, fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Iterator[Gatehouse]:
+    """An engine whose clock starts at the real now, as the CLI's does (its day is the CLI's)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GATEHOUSE_DATABASE_URL", sqlite_url)
+    monkeypatch.setenv("GATEHOUSE_PIPELINES", "tests.budget_pipelines")
+    database = Database(sqlite_url)
+    fake_openai.always(costs_13_cents())
+    yield Gatehouse(database, clock=FakeClock(datetime.now(UTC)), llm=llm(fake_openai))
+    database.dispose()
+
+
+def cli(*args: str) -> Result:
+    return CliRunner().invoke(app, list(args))
+
+
+def budget_of(stats: dict[str, Any], pipeline: str) -> dict[str, Any]:
+    [found] = [b for b in stats["budgets"] if b["pipeline"] == pipeline]
+    return found
+
+
+def budget_answer(pipeline: str) -> dict[str, Any]:
+    ready = json.loads(cli("ready", pipeline, "--json").stdout)
+    [answer] = [a for a in ready["pipelines"][0]["answers"] if a["question"] == "budget"]
+    return answer
+
+
+def test_stats_and_ready_show_each_budget_and_what_is_left_amber_near_and_red_over(
+    today_engine: Gatehouse,
+) -> None:
+    today_engine.trigger("b_day_budget", Asks())
+    today_engine.trigger("b_day_budget", Asks())  # 0.26 of 0.30 USD: 87%
+
+    stats = json.loads(cli("stats", "--json").stdout)
+    day = budget_of(stats, "b_day_budget")
+    assert day["max_cost_per_day"] == 0.30 and day["spent_today_usd"] == pytest.approx(0.26)
+    assert day["left_today_usd"] == pytest.approx(0.04) and day["state"] == "near"
+    assert budget_of(stats, "b_rate")["max_runs_per_hour"] == 2
+    text = cli("stats").stdout
+    assert "b_day_budget       day 0.26 of 0.30 USD (0.04 left)  (near)" in text
+    assert "b_run_budget       run ≤ 0.50 USD" in text
+    amber = budget_answer("b_day_budget")
+    assert amber["status"] == "amber"
+    assert amber["reason"] == "87% of a limit used: day 0.26 of 0.30 USD (0.04 left)"
+    assert "amber  budget    87% of a limit used" in cli("ready", "b_day_budget").stdout
+
+    today_engine.trigger("b_day_budget", Asks())  # 0.39 USD
+    red = budget_answer("b_day_budget")
+    assert red["status"] == "red"
+    assert red["reason"].startswith("day budget 0.30 USD reached (0.39 USD today)")
+    assert budget_of(json.loads(cli("stats", "--json").stdout), "b_day_budget")["state"] == "over"
+
+
+def test_metrics_show_each_budgets_spend_limits_and_what_is_left(
+    engine: Gatehouse, database: Database
+) -> None:
+    if database.is_postgres:
+        pytest.skip("the gauges read the same figures on both databases; SQLite is enough")
+    engine.trigger("b_day_budget", Asks())
+    engine.trigger("b_day_budget", Asks())
+    server = BackgroundServer(Starlette(routes=metrics_routes(engine))).start()
+    try:
+        with urllib.request.urlopen(f"{server.url}/metrics", timeout=10) as response:
+            text = response.read().decode()
+    finally:
+        server.stop()
+
+    assert_valid_exposition(text)
+    found = samples(text)
+    day = '{pipeline="b_day_budget",window="day"}'
+    assert found[f"gatehouse_budget_spent_usd{day}"] == pytest.approx(0.26)
+    assert found[f"gatehouse_budget_limit_usd{day}"] == 0.30
+    assert found[f"gatehouse_budget_left_usd{day}"] == pytest.approx(0.04)
+    assert found[f"gatehouse_budget_unpriced_calls{day}"] == 0
+    assert found['gatehouse_budget_limit_usd{pipeline="b_run_budget",window="run"}'] == 0.5
+    assert found['gatehouse_budget_runs_limit{pipeline="b_rate",window="hour"}'] == 2
+
+
+def test_app_home_shows_the_budgets_and_what_is_left(
+    fake_slack: FakeSlack,
+    sqlite_url: str,
+    clock: FakeClock,
+    fake_openai: FakeOpenAI,
+    slack_mode: str,
+) -> None:
+    fake_openai.always(costs_13_cents())
+    with slack_world(fake_slack, sqlite_url, clock, mode=slack_mode) as world:
+        world.gatehouse.rt.llm_config = llm(fake_openai)
+        for _ in range(3):
+            world.gatehouse.trigger("b_day_budget", Asks())  # 0.39 of 0.30 USD
+        world.slack.app_home_opened(user_id="U_ALICE")
+        world.settle()
+        home = world.fake.home("U_ALICE")
+
+    assert home is not None
+    shown = json.dumps(home["blocks"])
+    assert '"Budgets"' in shown
+    assert ":red_circle: *b_day_budget* day 0.39 of 0.30 USD (0.00 left)" in shown
+    assert ":large_green_circle: *b_rate* runs 0 of 2 this hour" in shown
+
+
+def test_the_budget_alert_is_posted_in_the_alerts_channel_with_its_figures(
+    fake_slack: FakeSlack, sqlite_url: str, clock: FakeClock, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.always(costs_13_cents())
+    with slack_world(fake_slack, sqlite_url, clock, alerts_channel="C_ALERTS") as world:
+        world.gatehouse.rt.llm_config = llm(fake_openai)
+        for _ in range(4):
+            world.gatehouse.trigger("b_day_budget", Asks())  # the fourth is over 0.30 USD
+        posted = check_alerts(world.bot)  # the minute's alert check posts what is owed
+        messages = world.fake.messages("C_ALERTS")
+
+    [message] = messages
+    assert [stage for _alert, stage in posted.posted] == ["opened"]
+    shown = json.dumps(message)
+    assert message["text"] == (
+        "Budget alert: b_day_budget: day budget 0.30 USD reached (0.39 USD today); the pipeline "
+        "was paused"
+    )
+    assert "Budget alert: b_day_budget" in shown
+    assert "*day budget 0.30 USD reached (0.39 USD today)*" in shown
+    assert "Spent 0.39 USD in 3 model call(s) since UTC midnight; the limit is 0.30 USD." in shown
+    assert "`/gatehouse resume b_day_budget`" in shown
