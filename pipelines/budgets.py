@@ -30,10 +30,10 @@ from sqlalchemy import Connection
 from pipelines import pauses
 from pipelines.budget_limits import Budget, InvalidBudget, checked_budget
 from pipelines.config import ConfigurationError
-from pipelines.errors import GatehouseError
+from pipelines.errors import GatehouseError, UnknownPipeline
 from pipelines.llm import LLMResult, price_for
 from pipelines.operations.alerting import AlertChange, log_changes, open_alert
-from pipelines.pipeline import Pipeline, registered_pipelines
+from pipelines.pipeline import Pipeline, get_pipeline, registered_pipelines
 from pipelines.runtime import Runtime
 from storage import spend as spend_rows
 from storage.ids import new_id
@@ -94,8 +94,10 @@ def budget_for(rt: Runtime, pipeline: str) -> Budget | None:
     override = rt.budgets.get(pipeline)
     if override is not None:
         return override if override.limits_anything else None
-    declared = registered_pipelines().get(pipeline)
-    budget = declared.budget if declared is not None else None
+    try:
+        budget = get_pipeline(pipeline).budget
+    except UnknownPipeline:
+        return None
     return budget if budget is not None and budget.limits_anything else None
 
 
@@ -140,7 +142,8 @@ def before_model_call(
     day_over = False
     day_change: AlertChange | None = None
     with journal.transaction() as conn:
-        if price_for(rt.llm_config.prices, model) is None:
+        unpriced = price_for(rt.llm_config.prices, model) is None
+        if unpriced:
             refusal = (
                 f"no price is configured for model {model}, so its spend is unknown and the "
                 f"budget of {journal.pipeline} cannot be kept; add the model to "
@@ -187,9 +190,12 @@ def before_model_call(
         _pause(rt, journal.pipeline, refusal, "budget:day")
         pauses.hold_if_paused(journal)
     if budget.on_budget == "fail":
+        todo = (
+            "Price the model" if unpriced else "Raise the budget (@pipeline or GATEHOUSE_BUDGETS)"
+        )
         raise BudgetExceeded(
-            f"{refusal}; the run stopped before model call {call.key}. Raise the budget "
-            "(@pipeline or GATEHOUSE_BUDGETS) and trigger the pipeline again, or leave it"
+            f"{refusal}; the run stopped before model call {call.key}. {todo} and trigger the "
+            "pipeline again, or leave it"
         )
     return LLMResult(
         model=model,

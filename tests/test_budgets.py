@@ -5,6 +5,7 @@ database and raise a budget alert, and a model without a price is not called und
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 import urllib.request
@@ -204,6 +205,26 @@ def test_two_workers_racing_for_the_last_of_a_day_budget_do_not_both_spend_it(
         second_db.dispose()
 
 
+@pytest.mark.postgres
+def test_the_run_rate_is_counted_across_workers_sharing_the_database(
+    postgres_url: str, clock: FakeClock
+) -> None:
+    first_db, second_db = Database(postgres_url), Database(postgres_url)
+    first = Gatehouse(first_db, clock=clock, worker_id="w1")
+    second = Gatehouse(second_db, clock=clock, worker_id="w2")
+    try:
+        first.trigger("b_rate", Asks())
+        second.trigger("b_rate", Asks())
+        with pytest.raises(PipelinePaused):
+            first.trigger("b_rate", Asks())
+        with pytest.raises(PipelinePaused):  # the pause is shared too
+            second.trigger("b_rate", Asks())
+        assert len(first.runs(pipeline="b_rate")) == 2
+    finally:
+        first_db.dispose()
+        second_db.dispose()
+
+
 # -- declaring and configuring ---------------------------------------------------------------
 
 
@@ -240,6 +261,20 @@ def test_gatehouse_budgets_naming_an_unknown_pipeline_or_key_stops_start_up(
     message = str(refused.value)
     assert "GATEHOUSE_BUDGETS names no such pipeline: b_nope" in message
     assert "GATEHOUSE_BUDGETS['b_day_budget']: unknown key 'max_cost_per_week'" in message
+
+
+def test_the_cli_refuses_to_start_with_a_budget_for_a_pipeline_that_does_not_exist(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GATEHOUSE_DATABASE_URL", sqlite_url)
+    monkeypatch.setenv("GATEHOUSE_PIPELINES", "tests.budget_pipelines")
+    monkeypatch.setenv("GATEHOUSE_BUDGETS", '{"b_nope": {"max_cost_per_day": 5}}')
+    result = cli("stats")
+    assert result.exit_code == 1
+    error = result.stderr
+    assert "GATEHOUSE_BUDGETS names no such pipeline: b_nope (pipelines: " in error
+    assert "b_day_budget" in error
 
 
 def test_gatehouse_budgets_overrides_the_decorators_budget(
@@ -307,8 +342,8 @@ def test_stats_and_ready_show_each_budget_and_what_is_left_amber_near_and_red_ov
     assert day["left_today_usd"] == pytest.approx(0.04) and day["state"] == "near"
     assert budget_of(stats, "b_rate")["max_runs_per_hour"] == 2
     text = cli("stats").stdout
-    assert "b_day_budget       day 0.26 of 0.30 USD (0.04 left)  (near)" in text
-    assert "b_run_budget       run ≤ 0.50 USD" in text
+    assert re.search(r"^b_day_budget +day 0\.26 of 0\.30 USD \(0\.04 left\)  \(near\)$", text, re.M)
+    assert re.search(r"^b_run_budget +run ≤ 0\.50 USD$", text, re.M)
     amber = budget_answer("b_day_budget")
     assert amber["status"] == "amber"
     assert amber["reason"] == "87% of a limit used: day 0.26 of 0.30 USD (0.04 left)"
