@@ -35,6 +35,7 @@ from pipelines.llm import LLMResult, price_for
 from pipelines.operations.alerting import AlertChange, log_changes, open_alert
 from pipelines.pipeline import Pipeline, get_pipeline, registered_pipelines
 from pipelines.runtime import Runtime
+from storage import alerts as alert_rows
 from storage import spend as spend_rows
 from storage.ids import new_id
 
@@ -49,6 +50,7 @@ HOUR = timedelta(hours=1)
 # Shown amber by `gatehouse ready` and App Home from this share of a limit on.
 NEAR = 0.8
 PAUSED_BY = "gatehouse"  # who a budget's pause is recorded as
+PAUSE_KEY = "pause"  # in a budget alert's details: {"paused": bool, "source": "budget:day"}
 
 
 class BudgetExceeded(GatehouseError):
@@ -58,9 +60,10 @@ class BudgetExceeded(GatehouseError):
 class RunRateExceeded(GatehouseError):
     """A new run refused: its pipeline created `max_runs_per_hour` runs in the last hour."""
 
-    def __init__(self, message: str, reason: str) -> None:
+    def __init__(self, message: str, reason: str, alert: AlertChange | None = None) -> None:
         super().__init__(message)
         self.reason = reason
+        self.alert = alert  # the budget alert this refusal opened (None: one was open already)
 
 
 def overrides_from_settings(
@@ -187,7 +190,7 @@ def before_model_call(
         # like every run of a paused pipeline, whatever `on_budget` says for the run budget.
         if day_change is not None:
             log_changes([day_change])
-        _pause(rt, journal.pipeline, refusal, "budget:day")
+        _pause(rt, journal.pipeline, refusal, "budget:day", day_change)
         pauses.hold_if_paused(journal)
     if budget.on_budget == "fail":
         todo = (
@@ -257,12 +260,17 @@ def _open_budget_alert(
     )
 
 
-def _pause(rt: Runtime, pipeline: str, reason: str, source: str) -> bool:
-    """Pause the pipeline until someone resumes it (pipelines.pauses); False: it was already."""
+def _pause(rt: Runtime, pipeline: str, reason: str, source: str, alert: AlertChange | None) -> None:
+    """Pause the pipeline until someone resumes it (pipelines.pauses), and record on the alert
+    whether this paused it (`PAUSE_KEY`: False, it was paused already), which its message shows."""
     paused = pauses.pause_pipeline(rt, pipeline, by=PAUSED_BY, reason=reason, source=source)
     if paused:
         log.warning("budget.paused", pipeline=pipeline, reason=reason, source=source)
-    return paused
+    if alert is not None:
+        with rt.db.transaction() as conn:
+            alert_rows.update_alert(
+                conn, alert.alert.id, patch={PAUSE_KEY: {"paused": paused, "source": source}}
+            )
 
 
 # -- the new run's gate ---------------------------------------------------------------------
@@ -293,6 +301,7 @@ def admit_run(
         f"{pipeline} takes no new run: {reason}. Raise max_runs_per_hour (@pipeline or "
         "GATEHOUSE_BUDGETS) or wait for the hour to have room",
         reason,
+        change,
     )
 
 
@@ -300,7 +309,7 @@ def after_run_refused(rt: Runtime, pipeline: str, refused: RunRateExceeded) -> N
     """After the refusal's transaction committed: pause the pipeline, and refuse the trigger as
     a paused pipeline's is refused (PipelinePaused); RunRateExceeded if someone resumed it in
     between."""
-    _pause(rt, pipeline, refused.reason, "budget:rate")
+    _pause(rt, pipeline, refused.reason, "budget:rate", refused.alert)
     pauses.refuse_if_paused(rt, pipeline)
     raise refused
 

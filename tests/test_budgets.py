@@ -420,9 +420,10 @@ def test_the_budget_alert_is_posted_in_the_alerts_channel_with_its_figures(
     shown = json.dumps(message)
     assert message["text"] == (
         "Budget alert: b_day_budget: day budget 0.30 USD reached (0.39 USD today); the pipeline "
-        "was paused"
+        "is paused"
     )
     assert "Budget alert: b_day_budget" in shown
     assert "*day budget 0.30 USD reached (0.39 USD today)*" in shown
     assert "Spent 0.39 USD in 3 model call(s) since UTC midnight; the limit is 0.30 USD." in shown
+    assert "Gatehouse paused the pipeline: it takes no new run" in shown
     assert "`/gatehouse resume b_day_budget`" in shown

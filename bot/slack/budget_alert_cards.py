@@ -8,6 +8,7 @@ from typing import Any
 from bot.formatting import clock
 from bot.slack.blocks import context, header, section
 from bot.slack.mrkdwn import escape, truncate
+from pipelines.budgets import PAUSE_KEY
 from pipelines.operations.alerting import AlertView
 
 NAME_LIMIT = 100
@@ -35,19 +36,30 @@ def _figures(alert: AlertView) -> str:
     return text
 
 
+def _pause_text(alert: AlertView, command: str) -> str:
+    """What the alert did to the pipeline's switch (as recorded on it), and what to do."""
+    pipeline = escape(alert.pipeline)
+    pause = alert.detail(PAUSE_KEY)
+    raise_it = (
+        "Raise the budget (`@pipeline` or `GATEHOUSE_BUDGETS`) if it should spend more, then "
+        f"resume it: `{escape(command)} resume {pipeline}` or "
+        f"`gatehouse resume {pipeline} --as USER`."
+    )
+    if not isinstance(pause, dict):
+        return raise_it
+    held = "it takes no new run, and its running runs wait before their next model or tool call"
+    if pause.get("paused"):
+        return f"Gatehouse paused the pipeline: {held}. {raise_it}"
+    return f"The pipeline was paused already: {held}. {raise_it}"
+
+
 def budget_alert_blocks(alert: AlertView, command: str = "/gatehouse") -> list[dict[str, Any]]:
     name = truncate(alert.pipeline, NAME_LIMIT)
     reason = escape(str(alert.detail("reason") or "budget reached"))
-    pipeline = escape(alert.pipeline)
     return [
         header(f"{ICON} Budget alert: {name}"),
         section(f"*{reason}*\n{escape(_figures(alert))}"),
-        section(
-            f"The pipeline was paused: it takes no new run, and its running runs wait before "
-            f"their next model or tool call. Raise the budget (`@pipeline` or "
-            f"`GATEHOUSE_BUDGETS`) if it should spend more, then resume it: "
-            f"`{escape(command)} resume {pipeline}` or `gatehouse resume {pipeline} --as USER`."
-        ),
+        section(_pause_text(alert, command)),
         context(
             f"alert #{alert.id} · opened {clock(alert.opened_at)} · budgets count the model calls "
             "and runs of every replica"
@@ -58,4 +70,6 @@ def budget_alert_blocks(alert: AlertView, command: str = "/gatehouse") -> list[d
 def budget_alert_text(alert: AlertView) -> str:
     """The message's `text` (notifications, screen readers), escaped like the blocks."""
     reason = str(alert.detail("reason") or "budget reached")
-    return escape(f"Budget alert: {alert.pipeline}: {reason}; the pipeline was paused")
+    pause = alert.detail(PAUSE_KEY)
+    paused = "; the pipeline is paused" if isinstance(pause, dict) else ""
+    return escape(f"Budget alert: {alert.pipeline}: {reason}{paused}")
