@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from pipelines import Context, pipeline
+from pipelines import CannotAnswer, Context, pipeline
 
 
 class Asks(BaseModel):
@@ -57,3 +57,14 @@ def b_rate(ctx: Context, asks: Asks) -> str:
 def b_unbudgeted(ctx: Context, asks: Asks) -> list[str]:
     """No budget: nothing is counted or refused."""
     return ask(ctx, asks)
+
+
+@pipeline("b_run_budget_raise", input=Asks, max_cost_per_run=0.20)
+def b_run_budget_raise(ctx: Context, asks: Asks) -> str:
+    """Up to 0.20 USD a run; over it, the pipeline's own `except CannotAnswer` decides."""
+    try:
+        for _ in range(asks.calls):
+            ctx.llm("classify", task="classify", prompt=asks.text, output=Label, on_fail="raise")
+    except CannotAnswer as exc:
+        return str(exc)
+    return "all answered"

@@ -104,6 +104,14 @@ def test_on_budget_fail_fails_the_run_before_the_call_and_says_what_to_do(
     assert "Raise the budget (@pipeline or GATEHOUSE_BUDGETS)" in run.error
 
 
+def test_with_on_fail_raise_the_pipeline_gets_cannot_answer_with_the_budget_reason(
+    engine: Gatehouse, fake_openai: FakeOpenAI
+) -> None:
+    run = engine.trigger("b_run_budget_raise", Asks(calls=3))
+    assert run.status == "succeeded" and fake_openai.calls == 2
+    assert run.output == "classify: run budget 0.20 USD reached (spent 0.26 USD in 2 model calls)"
+
+
 def test_a_pipeline_without_a_budget_is_not_counted_or_stopped(
     engine: Gatehouse, fake_openai: FakeOpenAI
 ) -> None:
