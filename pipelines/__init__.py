@@ -10,6 +10,7 @@ more than `trigger()` (the CLI, the bot, tests).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,8 @@ import structlog
 
 from pipelines import approvals, inspect, reversal, runner, sensitive, tasks
 from pipelines.authorization import Authorization, authorize_operator
+from pipelines.budget_limits import Budget
+from pipelines.budgets import BudgetExceeded, RunRateExceeded, overrides_from_settings
 from pipelines.categorical import Categorical
 from pipelines.config import Settings, load_settings
 from pipelines.context import Context
@@ -72,6 +75,8 @@ __all__ = [
     "ApprovalView",
     "ApproverDirectory",
     "Authorization",
+    "Budget",
+    "BudgetExceeded",
     "CallView",
     "CannotAnswer",
     "Categorical",
@@ -87,6 +92,7 @@ __all__ = [
     "Price",
     "ReplayReport",
     "Run",
+    "RunRateExceeded",
     "Sensitive",
     "Settings",
     "SilentNotifier",
@@ -134,6 +140,7 @@ class Gatehouse:
         lease: timedelta = timedelta(minutes=5),
         llm: LLMConfig | None = None,
         authorization: Authorization | None = None,
+        budgets: Mapping[str, Budget] | None = None,
     ) -> None:
         db = Database(database) if isinstance(database, str) else database
         sensitive.configure(None, db.url)  # the database's key, unless GATEHOUSE_SECRET_KEY is set
@@ -150,6 +157,7 @@ class Gatehouse:
             lease=lease,
             llm_config=llm or LLMConfig(),
             authorization=authorization or Authorization(),
+            budgets=dict(budgets or {}),
         )
 
     @classmethod
@@ -171,7 +179,8 @@ class Gatehouse:
         sensitive.configure(key, settings.database_url)
         if not structlog.is_configured():
             configure_logging(settings.log_format, settings.log_level)
-        discover(settings.pipeline_modules)
+        registered = discover(settings.pipeline_modules)
+        budgets = overrides_from_settings(settings.budgets, registered)
         db = Database(settings.database_url)
         if upgrade:
             db.upgrade()
@@ -188,6 +197,7 @@ class Gatehouse:
                 operators=settings.operators or (),
                 open_by_default=open_by_default,
             ),
+            budgets=budgets,
         )
 
     @property

@@ -224,6 +224,13 @@ class Settings(BaseSettings):
         default_factory=list,
         description='More log keys whose values are redacted (PII), JSON: ["email", "phone"]',
     )
+    # budgets
+    budgets: dict[str, dict[str, float | str]] = Field(
+        default_factory=dict,
+        description="Per-pipeline budgets over the @pipeline ones, JSON: "
+        '{"triage": {"max_cost_per_day": 5, "max_cost_per_run": 0.5, "max_runs_per_hour": 60, '
+        '"on_budget": "fail"}} (USD; a day is a UTC day); unknown pipelines or keys stop start-up',
+    )
 
     @field_validator("llm_prices")
     @classmethod

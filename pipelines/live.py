@@ -14,7 +14,7 @@ import structlog
 from pydantic import BaseModel, TypeAdapter
 from sqlalchemy import Connection
 
-from pipelines import approvals, pauses, rate_limits, sensitive, tasks
+from pipelines import approvals, budgets, pauses, rate_limits, sensitive, tasks
 from pipelines import validator as validation
 from pipelines.categorical import categorical_fields
 from pipelines.context import ModelRequest
@@ -301,7 +301,18 @@ class LiveExecutor:
 
     def ask_model(self, call: NextCall, request: ModelRequest) -> LLMResult:
         self._call_boundary()
-        result = request.send(self._rt)
+        reservation = budgets.before_model_call(self._journal, call, request)
+        if isinstance(reservation, LLMResult):
+            return reservation  # over budget: not sent
+        if reservation is None:
+            result = request.send(self._rt)
+        else:
+            try:
+                result = request.send(self._rt)
+            except BaseException:
+                budgets.after_model_call(self._journal, reservation, 0.0)
+                raise
+            budgets.after_model_call(self._journal, reservation, result.cost)
         log.info(
             "llm.called",
             run_id=self._journal.run_id,

@@ -41,7 +41,7 @@ class LLMConfigurationError(GatehouseError):
 
 Task = Literal["classify", "extract", "draft", "summarize"]
 OutputMode = Literal["json_schema", "json_object"]
-Failure = Literal["no_model", "refused", "invalid", "low_confidence", "model_error"]
+Failure = Literal["no_model", "refused", "invalid", "low_confidence", "model_error", "budget"]
 
 _TASK_INSTRUCTIONS = {
     "classify": "Classify the input into exactly one of the categories the schema allows.",

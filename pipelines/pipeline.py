@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from pipelines.budget_limits import Budget, OnBudget, checked_budget
 from pipelines.errors import DuplicateName, UnknownPipeline
 from pipelines.triggers import Trigger
 
@@ -28,6 +29,7 @@ class Pipeline:
     approvals_channel: str | None = None
     eval_min_pass: float | None = None  # the pass rate `gatehouse ready` asks of its last eval
     pause_on: tuple[str, ...] = ()  # the alert rules that pause it (PAUSE_RULES)
+    budget: Budget | None = None  # what it may spend (pipelines.budgets)
 
 
 _PIPELINES: dict[str, Pipeline] = {}
@@ -44,7 +46,13 @@ def pipeline(
     approvals_channel: str | None = None,
     eval_min_pass: float | None = None,
     pause_on: Iterable[str] = (),
+    max_cost_per_run: float | None = None,
+    max_cost_per_day: float | None = None,
+    max_runs_per_hour: int | None = None,
+    on_budget: OnBudget = "human",
 ) -> Callable[[PipelineFn], PipelineFn]:
+    """Register a pipeline. The budget (USD per run and per UTC day, runs per hour, and what a
+    call over it does: `on_budget="human"` or `"fail"`) is checked here; see pipelines.budgets."""
     if not (isinstance(input, type) and issubclass(input, BaseModel)):
         raise TypeError(f"pipeline {name!r}: input= must be a pydantic model class")
     if isinstance(pause_on, str):
@@ -57,6 +65,15 @@ def pipeline(
         )
     if eval_min_pass is not None and not 0 <= eval_min_pass <= 1:
         raise ValueError(f"pipeline {name!r}: eval_min_pass={eval_min_pass!r} is not in 0..1")
+    budget = checked_budget(
+        f"pipeline {name!r}",
+        {
+            "max_cost_per_run": max_cost_per_run,
+            "max_cost_per_day": max_cost_per_day,
+            "max_runs_per_hour": max_runs_per_hour,
+            "on_budget": on_budget,
+        },
+    )
 
     def register(fn: PipelineFn) -> PipelineFn:
         existing = _PIPELINES.get(name)
@@ -74,6 +91,7 @@ def pipeline(
             approvals_channel=approvals_channel,
             eval_min_pass=eval_min_pass,
             pause_on=pause_rules,
+            budget=budget if budget.limits_anything else None,
         )
         return fn
 

@@ -16,7 +16,7 @@ import structlog
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import Connection
 
-from pipelines import pauses, sensitive
+from pipelines import budgets, pauses, sensitive
 from pipelines.authorization import authorize_trigger
 from pipelines.context import Context
 from pipelines.errors import (
@@ -38,7 +38,7 @@ from pipelines.validation import format_validation_errors
 from pipelines.views import Run
 from storage import calls as call_rows
 from storage import runs as run_rows
-from storage.db import is_disconnect
+from storage.db import Database, is_disconnect
 from storage.fastsql import driver_transaction
 from storage.ids import new_id
 from storage.models import RunStatus
@@ -104,31 +104,42 @@ def trigger(
     input_json = model.model_dump(mode="json")
     if not run_here:
         with rt.db.transaction() as conn:
-            run_rows.insert_run(
-                conn,
-                run_id=run_id,
-                pipeline=name,
-                status=RunStatus.QUEUED,
-                input=input_json,
-                now=now,
-                trigger_user=user,
-                trigger=source,
-            )
+            refused = budgets.admit_run(rt, conn, name, now)
+            if refused is None:
+                run_rows.insert_run(
+                    conn,
+                    run_id=run_id,
+                    pipeline=name,
+                    status=RunStatus.QUEUED,
+                    input=input_json,
+                    now=now,
+                    trigger_user=user,
+                    trigger=source,
+                )
+        if refused is not None:
+            budgets.after_run_refused(rt, name, refused)
         return Run(run_id, name, RunStatus.QUEUED, input_json, None, None, user, now, None)
+    # A run-rate limit is counted in the transaction that creates the run (SQLAlchemy's, for
+    # its lock and count); without one, the driver's own transaction is enough.
+    rated = budgets.limits_runs(rt, name)
     with rt.db.connection() as held:
-        with driver_transaction(held) as conn:
-            run_rows.insert_run(
-                conn,
-                run_id=run_id,
-                pipeline=name,
-                status=RunStatus.RUNNING,
-                input=input_json,
-                now=now,
-                trigger_user=user,
-                trigger=source,
-                claimed_by=rt.worker_id,
-                lease_until=now + rt.lease,
-            )
+        with Database.transaction_on(held) if rated else driver_transaction(held) as conn:
+            refused = budgets.admit_run(rt, conn, name, now) if rated else None
+            if refused is None:
+                run_rows.insert_run(
+                    conn,
+                    run_id=run_id,
+                    pipeline=name,
+                    status=RunStatus.RUNNING,
+                    input=input_json,
+                    now=now,
+                    trigger_user=user,
+                    trigger=source,
+                    claimed_by=rt.worker_id,
+                    lease_until=now + rt.lease,
+                )
+        if refused is not None:
+            budgets.after_run_refused(rt, name, refused)
         outcome = _execute(rt, held, pipeline, run_id, model, user, recorded=[])
     finished = rt.clock.now() if outcome.status != RunStatus.WAITING else None
     return Run(

@@ -34,7 +34,10 @@ from storage import outbox as outbox_rows
 from storage.db import Database
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from datetime import datetime
+
+    from pipelines.budget_limits import Budget
 
 log = structlog.get_logger()
 
@@ -72,6 +75,8 @@ class Runtime:
     # written when this process replays the run once the database is back.
     outcome_retry_delays: tuple[float, ...] = (0.0, 0.1, 0.2, 0.5, 1.0, 2.0, 4.0, 5.0, 5.0)
     unrecorded_outcomes: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    # GATEHOUSE_BUDGETS: a pipeline's budget as configured, over its decorator's (pipelines.budgets).
+    budgets: Mapping[str, Budget] = field(default_factory=dict)
     _llm_caller: LLMCaller | None = field(default=None, repr=False, compare=False)
     _lease_keeper: LeaseKeeper | None = field(default=None, repr=False, compare=False)
 

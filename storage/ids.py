@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 
-PREFIXES = {"run": "run", "call": "call", "approval": "apr", "task": "task"}
+PREFIXES = {"run": "run", "call": "call", "approval": "apr", "task": "task", "spend": "spend"}
 
 
 def new_id(kind: str) -> str:

@@ -567,3 +567,27 @@ class SeenSignature(Base):
     scope: Mapped[str] = mapped_column(String(200), primary_key=True)  # "slack", "webhook:NAME"
     digest: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 of the signature
     expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class ModelSpend(Base):
+    """One model call's money, for the budgets (pipelines.budgets): written `in_flight` with a
+    reservation before the call is sent, settled with its cost (or `unpriced`) when it returns.
+    Counted by run and by pipeline and day in the transaction that records the next call's
+    reservation, so replicas share a pipeline's budget."""
+
+    __tablename__ = "model_spend"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    pipeline: Mapped[str] = mapped_column(String(200))
+    run_id: Mapped[str] = mapped_column(String(40))
+    call_key: Mapped[str] = mapped_column(String(300))
+    model: Mapped[str | None] = mapped_column(String(200))
+    at: Mapped[datetime]
+    status: Mapped[str] = mapped_column(String(20))  # in_flight | spent | unpriced
+    reserved_usd: Mapped[float]
+    cost_usd: Mapped[float | None]
+
+    __table_args__ = (
+        Index("ix_model_spend_pipeline_at", "pipeline", "at"),
+        Index("ix_model_spend_run", "run_id"),
+    )

@@ -16,7 +16,7 @@ from bot.cli.session import JsonFlag, open_gatehouse, print_json, say
 from pipelines.operations.readiness import Readiness
 from pipelines.pauses import PauseView
 
-MARKS = {True: "green", False: "red  "}
+MARKS = {"green": "green", "amber": "amber", "red": "red  "}
 
 
 def readiness_lines(
@@ -28,7 +28,7 @@ def readiness_lines(
         if paused and r.pipeline in paused:
             lines.append(paused_line(paused[r.pipeline]))
         for answer in r.answers:
-            lines.append(f"  {MARKS[answer.ok]}  {answer.title.lower():<9} {answer.reason}")
+            lines.append(f"  {MARKS[answer.status]}  {answer.title.lower():<9} {answer.reason}")
             if answer.question == "gates" and not answer.ok:
                 lines += [f"           - {gap}" for gap in answer.details]
     if not found:
@@ -45,7 +45,8 @@ def ready_command(
     """Is each pipeline ready for production? (1) every ctx.llm has a human exit or a handler
     and every write/send/spend tool a rate limit and an approval or a reverse; (2) the gated
     tools and their approvers; (3) the share of the last 7 days' runs with a complete record;
-    (4) the last eval's pass rate and age. Exit 1 if any answer is red."""
+    (4) the last eval's pass rate and age; (5) for a pipeline with a budget, what is left of it
+    (amber from 80%, red when reached). Exit 1 if any answer is red."""
     from pipelines.operations.readiness import readiness
 
     with open_gatehouse(quiet=True) as gatehouse:

@@ -18,6 +18,7 @@ import typer
 
 from bot.cli.session import CliError, JsonFlag, open_gatehouse, print_json, say, settings_for_cli
 from bot.formatting import duration, money, rate, window_label
+from pipelines.budgets import BudgetStatus
 from pipelines.durations import parse_duration
 from pipelines.operations.drift import DriftFigures
 from pipelines.operations.stats import StatsReport, WindowStats
@@ -56,6 +57,7 @@ def stats_default(
     ] = None,
 ) -> None:
     """Every pipeline's numbers over the last 7 days (or --since), and all of them together."""
+    from pipelines.budgets import budget_statuses
     from pipelines.operations.drift import drift_figures
     from pipelines.operations.stats import pipeline_stats, roll_up_stats
 
@@ -76,16 +78,24 @@ def stats_default(
         if pipeline is not None:
             drift = {name: f for name, f in drift.items() if name == pipeline}
         png = render(gatehouse, pipeline) if render is not None else None
+        budgets = budget_statuses(gatehouse.rt, [pipeline] if pipeline else None)
     if png is not None and chart is not None:
         try:
             chart.write_bytes(png)
         except OSError as exc:
             raise CliError(f"cannot write the chart to {chart}: {exc.strerror}") from None
     if as_json:
-        print_json({**report_json(report, window), "drift": drift_json(drift)})
+        print_json(
+            {
+                **report_json(report, window),
+                "drift": drift_json(drift),
+                "budgets": [b.to_json() for b in budgets],
+            }
+        )
         return
     say(table_lines(report, window))
     say(drift_lines(drift))
+    say(budget_lines(budgets))
     if chart is not None:
         typer.echo(f"chart of the last 7 days written to {chart}")
 
@@ -219,4 +229,18 @@ def drift_lines(figures: dict[str, DriftFigures]) -> list[str]:
                 c.ljust(widths[i]) if i in (0, 5) else c.rjust(widths[i]) for i, c in enumerate(r)
             ).rstrip()
         )
+    return lines
+
+
+BUDGET_MARKS = {"ok": "", "near": "  (near)", "over": "  (reached)"}
+
+
+def budget_lines(statuses: list[BudgetStatus]) -> list[str]:
+    """Each budgeted pipeline's limits and what is left today (UTC); none: nothing to show."""
+    if not statuses:
+        return []
+    width = max(len(s.pipeline) for s in statuses)
+    lines = ["", "budgets (USD; a day is a UTC day; unpriced calls: spend unknown):"]
+    for s in statuses:
+        lines.append(f"{s.pipeline.ljust(width)}  {s.summary()}{BUDGET_MARKS[s.state]}")
     return lines

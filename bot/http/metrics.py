@@ -12,6 +12,10 @@ database, the same on every replica) and what holds delivery in this process (a 
 `gatehouse_outbox_paused{reason="token_revoked"} 1`; subjects waiting for a scope). Each
 replica pauses on its own from Slack's answers, so alert on the `max` over replicas.
 
+The budgets have theirs (`budget_exposition`, pipelines.budgets): per budgeted pipeline, today's
+(UTC) spend and reservations, its limits and what is left, the calls to a model without a price
+(spend unknown), and the last hour's runs against the run rate.
+
 With GATEHOUSE_METRICS_TOKEN set, a scrape must send `Authorization: Bearer <token>` (the
 Prometheus `authorization` setting); anything else gets 401.
 """
@@ -29,6 +33,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from pipelines import Gatehouse
+from pipelines.budgets import budget_statuses
 from pipelines.operations.stats import (
     DAY,
     LATENCY_RELATIVE_ERROR,
@@ -218,6 +223,49 @@ def outbox_exposition(rt: Runtime) -> str:
     return "\n".join(lines) + "\n"
 
 
+BUDGET_GAUGES = {
+    "gatehouse_budget_spent_usd": "Model spend of the calls that returned, in US dollars "
+    '(window="day": since UTC midnight).',
+    "gatehouse_budget_reserved_usd": "Model spend reserved by calls in flight, in US dollars.",
+    "gatehouse_budget_limit_usd": 'The budget in US dollars (window="day" or "run").',
+    "gatehouse_budget_left_usd": "What is left of the day budget, in US dollars (spent and "
+    "reserved taken off).",
+    "gatehouse_budget_unpriced_calls": "Model calls to a model without a price today: their "
+    "spend is unknown, not zero (set GATEHOUSE_LLM_PRICES).",
+    "gatehouse_budget_runs": "Runs created in the last hour (the run rate's window).",
+    "gatehouse_budget_runs_limit": "The run rate: runs allowed per hour.",
+}
+
+
+def budget_exposition(rt: Runtime) -> str:
+    """One sample per budgeted pipeline and window; a limit not set is left out."""
+    values: dict[str, list[str]] = {name: [] for name in BUDGET_GAUGES}
+    for status in budget_statuses(rt):
+        pipeline = escape_label(status.pipeline)
+        day = f'{{pipeline="{pipeline}",window="day"}}'
+        hour = f'{{pipeline="{pipeline}",window="hour"}}'
+        budget = status.budget
+        values["gatehouse_budget_spent_usd"].append(f"{day} {_number(status.day.spent_usd)}")
+        values["gatehouse_budget_reserved_usd"].append(f"{day} {_number(status.day.in_flight_usd)}")
+        values["gatehouse_budget_unpriced_calls"].append(f"{day} {status.day.unpriced}")
+        if budget.max_cost_per_day is not None:
+            values["gatehouse_budget_limit_usd"].append(f"{day} {_number(budget.max_cost_per_day)}")
+            values["gatehouse_budget_left_usd"].append(
+                f"{day} {_number(status.day_left_usd or 0.0)}"
+            )
+        if budget.max_cost_per_run is not None:
+            run = f'{{pipeline="{pipeline}",window="run"}}'
+            values["gatehouse_budget_limit_usd"].append(f"{run} {_number(budget.max_cost_per_run)}")
+        values["gatehouse_budget_runs"].append(f"{hour} {status.runs_last_hour}")
+        if budget.max_runs_per_hour is not None:
+            values["gatehouse_budget_runs_limit"].append(f"{hour} {budget.max_runs_per_hour}")
+    lines: list[str] = []
+    for name, help_text in BUDGET_GAUGES.items():
+        lines.extend(_help_and_type(name, help_text))
+        lines.extend(f"{name}{sample}" for sample in values[name])
+    return "\n".join(lines) + "\n"
+
+
 def _header(gauge: Gauge) -> list[str]:
     return _help_and_type(gauge.name, gauge.help)
 
@@ -253,6 +301,7 @@ def metrics_routes(gatehouse: Gatehouse, *, token: SecretStr | None = None) -> l
                 )
         report = await run_in_threadpool(pipeline_stats, gatehouse.rt, windows=[DAY])
         outbox = await run_in_threadpool(outbox_exposition, gatehouse.rt)
-        return Response(exposition(report) + outbox, media_type=CONTENT_TYPE)
+        budgets = await run_in_threadpool(budget_exposition, gatehouse.rt)
+        return Response(exposition(report) + outbox + budgets, media_type=CONTENT_TYPE)
 
     return [Route("/metrics", metrics, methods=["GET"])]

@@ -9,7 +9,9 @@ from typing import Any
 from bot.formatting import clock
 from bot.slack.alert_pause_cards import pause_blocks
 from bot.slack.blocks import context, header, section
+from bot.slack.budget_alert_cards import budget_alert_blocks, budget_alert_text
 from bot.slack.mrkdwn import code, escape, truncate
+from pipelines.budgets import BUDGET
 from pipelines.operations.alerting import (
     CONFIDENCE_DROP,
     HUMAN_EXIT_RATE,
@@ -224,6 +226,8 @@ def _duration(length: timedelta) -> str:
 
 def alert_blocks(alert: AlertView, command: str = "/gatehouse") -> list[dict[str, Any]]:
     """The alert message; once recovered, the same message says so (for `chat.update`)."""
+    if alert.rule == BUDGET:
+        return budget_alert_blocks(alert, command)
     subject = truncate(alert.subject or alert.pipeline, NAME_LIMIT)
     if alert.is_open:
         icon, title = TITLES.get(alert.rule, (":rotating_light:", "Alert"))
@@ -256,6 +260,8 @@ def alert_blocks(alert: AlertView, command: str = "/gatehouse") -> list[dict[str
 
 def alert_text(alert: AlertView) -> str:
     """The message's `text` (notifications, screen readers), escaped like the blocks."""
+    if alert.rule == BUDGET:
+        return budget_alert_text(alert)
     if alert.is_open and alert.rule == HUMAN_EXIT_RATE:
         return (
             f"Human-exit alert: {_name(alert)}: {percent(alert.rate)} of "

@@ -52,7 +52,15 @@ def pause_blocks(alert: AlertView) -> list[dict[str, Any]]:
         )
     else:
         what = f":double_vertical_bar: {name} was already paused when this alert opened."
-    blocks: list[dict[str, Any]] = [section(what)]
+    return [section(what), *choice_blocks(alert)]
+
+
+def choice_blocks(alert: AlertView) -> list[dict[str, Any]]:
+    """**Resume** and **Keep paused** while the choice is open, and the choice made (for any
+    alert that paused its pipeline: the error rate's, a budget's)."""
+    if alert_pause(alert) is None:
+        return []
+    blocks: list[dict[str, Any]] = []
     choice = alert_choice(alert)
     chosen = choice.get("choice") if choice else None
     if chosen in (None, "kept_paused"):

@@ -15,6 +15,7 @@ from typing import Any
 from bot.formatting import DASH, ago, count, duration, money, rate, window_label
 from bot.slack.blocks import DIVIDER, TEXT_LIMIT, VIEW_BLOCKS, context, header, section
 from bot.slack.mrkdwn import SLASH_COMMAND, code, escape, mention, mentions, slack_len, truncate
+from pipelines.budgets import BudgetStatus
 from pipelines.operations.drift import DriftFigures
 from pipelines.operations.readiness import Readiness
 from pipelines.operations.stats import ALL_PIPELINES, PipelineStats, StatsReport, WindowStats
@@ -307,6 +308,35 @@ def readiness_blocks(found: Sequence[Readiness]) -> list[dict[str, Any]]:
     return blocks
 
 
+BUDGET_ICONS = {
+    "ok": ":large_green_circle:",
+    "near": ":large_orange_circle:",
+    "over": ":red_circle:",
+}
+
+
+def budget_line(status: BudgetStatus) -> str:
+    """ ":large_orange_circle: *triage* day 17.10 of 20.00 USD (2.90 left) · runs 3 of 60 …" """
+    name = escape(truncate(status.pipeline, 100))
+    return f"{BUDGET_ICONS[status.state]} *{name}* {escape(status.summary())}"
+
+
+def budget_blocks(statuses: Sequence[BudgetStatus]) -> list[dict[str, Any]]:
+    """The budgets and what is left of them today: one section of lines, cut to Slack's limit."""
+    if not statuses:
+        return []
+    lines = [budget_line(s) for s in statuses]
+    return [
+        header("Budgets"),
+        section(truncate("\n".join(lines), TEXT_LIMIT - 10)),
+        context(
+            "USD, spent and reserved by calls in flight since UTC midnight · amber from 80% of "
+            "a limit, red when reached (the pipeline is paused until someone resumes it) · a "
+            "model without a price: spend unknown"
+        ),
+    ]
+
+
 def home_view(
     stats: StatsReport,
     pending: Sequence[ApprovalView | TaskView],
@@ -316,6 +346,7 @@ def home_view(
     command: str = SLASH_COMMAND,
     drift: Mapping[str, DriftFigures] | None = None,
     readiness: Sequence[Readiness] = (),
+    budgets: Sequence[BudgetStatus] = (),
 ) -> dict[str, Any]:
     """The App Home tab (`views.publish` body's `view`): per pipeline the numbers of each window
     in `stats`, then what waits for people, then the last alerts. Ages are counted to
@@ -341,7 +372,7 @@ def home_view(
                 "channel shows up here too."
             )
         )
-    quiet = drift_blocks(drift or {}) + readiness_blocks(readiness)
+    quiet = drift_blocks(drift or {}) + readiness_blocks(readiness) + budget_blocks(budgets)
     room = VIEW_BLOCKS - len(top) - len(quiet) - len(waiting) - len(last) - 2  # two dividers
     blocks = [
         *top,

@@ -16,6 +16,7 @@ from bot.slack import home
 from bot.slack.bot import Bot
 from bot.slack.modals import notice_home
 from bot.slack.refusals import log_refusal, sentence
+from pipelines.budgets import budget_statuses
 from pipelines.operations.drift import drift_figures
 from pipelines.operations.readiness import readiness
 from pipelines.operations.stats import pipeline_stats
@@ -72,4 +73,5 @@ def dashboard(bot: Bot) -> dict[str, Any]:
         command=bot.settings.slash_command,
         drift=drift_figures(bot.gatehouse.rt),
         readiness=readiness(bot.gatehouse.rt),
+        budgets=budget_statuses(bot.gatehouse.rt),
     )

@@ -1,4 +1,4 @@
-"""`gatehouse ready`: is a pipeline fit for production? Four questions, each green or red with
+"""`gatehouse ready`: is a pipeline fit for production? Four questions (five with a budget), each green, amber or red with
 the reason, answered from the code and from the data.
 
 1. **Gates**: every `ctx.llm` has a human exit (the default `on_fail="human"`) or its
@@ -11,6 +11,8 @@ the reason, answered from the code and from the data.
 4. **Eval**: the last `gatehouse eval`'s pass rate and age, red when there is none in 30 days or
    it is under the pipeline's bar (`@pipeline(eval_min_pass=...)`, else the bar the eval ran
    with, else 90%).
+5. **Budget** (only for a pipeline with one, `pipelines.budgets`): red when its day budget or
+   run rate is reached, amber from 80% of either, green under.
 
 The code is read statically (`ast`) from the pipeline function's source and from the functions
 it passes `ctx` to (followed through names in their modules, recursively): `X.llm(...)` calls
@@ -253,12 +255,17 @@ class Answer:
     reason: str
     details: list[str] = field(default_factory=list)
     data: dict[str, Any] = field(default_factory=dict)
+    near: bool = False  # green, but close to red (amber): a budget nearly spent
+
+    @property
+    def status(self) -> str:
+        return "red" if not self.ok else "amber" if self.near else "green"
 
     def to_json(self) -> dict[str, Any]:
         return {
             "question": self.question,
             "title": self.title,
-            "status": "green" if self.ok else "red",
+            "status": self.status,
             "reason": self.reason,
             "details": self.details,
             "data": self.data,
@@ -444,18 +451,49 @@ def _age(age: timedelta) -> str:
     return f"{seconds / 60:.0f} min"
 
 
+def budget_answer(rt: Runtime, pipeline: Pipeline) -> Answer | None:
+    """A fifth answer for a pipeline with a budget (pipelines.budgets): red when its day budget
+    or run rate is reached, amber from 80% of either, green under."""
+    from pipelines.budgets import budget_statuses, usd
+
+    statuses = budget_statuses(rt, [pipeline.name])
+    if not statuses:
+        return None
+    status = statuses[0]
+    summary = status.summary()
+    data = status.to_json()
+    if status.state == "over":
+        reached = []
+        if status.budget.max_cost_per_day and status.day.committed_usd >= (
+            status.budget.max_cost_per_day
+        ):
+            reached.append(
+                f"day budget {usd(status.budget.max_cost_per_day)} reached "
+                f"({usd(status.day.committed_usd)} today)"
+            )
+        if status.budget.max_runs_per_hour and (
+            status.runs_last_hour >= status.budget.max_runs_per_hour
+        ):
+            reached.append(f"run rate {status.budget.max_runs_per_hour}/hour reached")
+        return Answer("budget", "Budget", False, "; ".join(reached) + f": {summary}", [], data)
+    if status.state == "near":
+        reason = f"{status.share():.0%} of a limit used: {summary}"
+        return Answer("budget", "Budget", True, reason, [], data, near=True)
+    return Answer("budget", "Budget", True, summary, [], data)
+
+
 def pipeline_readiness(rt: Runtime, pipeline: Pipeline, now: datetime | None = None) -> Readiness:
     now = now or rt.clock.now()
     code = scan_pipeline(pipeline.fn)
-    return Readiness(
-        pipeline.name,
-        [
-            gates_answer(code),
-            approvers_answer(code),
-            records_answer(rt, pipeline.name, now),
-            eval_answer(rt, pipeline, now),
-        ],
-    )
+    answers = [
+        gates_answer(code),
+        approvers_answer(code),
+        records_answer(rt, pipeline.name, now),
+        eval_answer(rt, pipeline, now),
+    ]
+    if (budget := budget_answer(rt, pipeline)) is not None:
+        answers.append(budget)
+    return Readiness(pipeline.name, answers)
 
 
 def readiness(rt: Runtime, names: Iterable[str] | None = None) -> list[Readiness]:
