@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NoReturn
 
 import structlog
 from sqlalchemy import Connection
@@ -36,9 +36,10 @@ SOURCES = ("manual", "alert:error_rate", "budget:day", "budget:rate")
 
 
 class PipelinePaused(GatehouseError):
-    """A trigger of a paused pipeline: no run was created."""
+    """A trigger of a paused pipeline: no run was created (`pause`: who paused it and why;
+    None when it was resumed between the refusal and reading the pause)."""
 
-    def __init__(self, message: str, pause: PauseView) -> None:
+    def __init__(self, message: str, pause: PauseView | None) -> None:
         super().__init__(message)
         self.pause = pause
 
@@ -188,10 +189,23 @@ def refuse_if_paused(rt: Runtime, pipeline: str, what: str = "no run was created
         raise PipelinePaused(refusal_message(pause, what), pause)
 
 
+def paused_here(conn: Connection, pipeline: str) -> bool:
+    """Whether `pipeline` is paused, read in the caller's transaction (the one creating a run;
+    the driver's or SQLAlchemy's): one indexed read, no transaction of its own."""
+    return pause_rows.paused_on_driver(conn, pipeline)
+
+
+def refuse_paused(rt: Runtime, pipeline: str, what: str = "no run was created") -> NoReturn:
+    """Raise `PipelinePaused` for a trigger refused because `pipeline` was paused when its run
+    would have been created (with who paused it and why, if the pause still holds)."""
+    refuse_if_paused(rt, pipeline, what)
+    raise PipelinePaused(f"{pipeline} was paused: {what}; trigger it again", None)
+
+
 def hold_if_paused(journal: Journal) -> None:
     """At a live run's call boundary: if its pipeline is paused, move the run to `waiting`
     (detail "pipeline paused by …") and suspend it; `resume_pipeline` queues it again."""
-    with journal.fast_transaction() as conn:
+    with journal.fast_read() as conn:
         if not pause_rows.paused_on_driver(conn, journal.pipeline):
             return
     with journal.transaction() as conn:

@@ -71,7 +71,6 @@ def trigger(
     """
     pipeline = get_pipeline(name)
     authorize_trigger(rt, user, name)
-    pauses.refuse_if_paused(rt, name)
     now = rt.clock.now()
     run_id = new_id("run")
     try:
@@ -84,6 +83,7 @@ def trigger(
         # Pydantic quotes the refused value: a pasted token must not land in the record.
         error = sensitive.scrub(f"invalid input for {name}: {format_validation_errors(exc)}")
         recorded_input = sensitive.redact_fields(pipeline.input_model, describe_args(input))
+        pauses.refuse_if_paused(rt, name)  # a paused pipeline records no run, not even this
         with rt.db.transaction() as conn:
             run_rows.insert_run(
                 conn,
@@ -104,8 +104,9 @@ def trigger(
     input_json = model.model_dump(mode="json")
     if not run_here:
         with rt.db.transaction() as conn:
-            refused = budgets.admit_run(rt, conn, name, now)
-            if refused is None:
+            paused = pauses.paused_here(conn, name)
+            refused = None if paused else budgets.admit_run(rt, conn, name, now)
+            if not paused and refused is None:
                 run_rows.insert_run(
                     conn,
                     run_id=run_id,
@@ -116,6 +117,8 @@ def trigger(
                     trigger_user=user,
                     trigger=source,
                 )
+        if paused:
+            pauses.refuse_paused(rt, name)
         if refused is not None:
             budgets.after_run_refused(rt, name, refused)
         return Run(run_id, name, RunStatus.QUEUED, input_json, None, None, user, now, None)
@@ -124,8 +127,10 @@ def trigger(
     rated = budgets.limits_runs(rt, name)
     with rt.db.connection() as held:
         with Database.transaction_on(held) if rated else driver_transaction(held) as conn:
-            refused = budgets.admit_run(rt, conn, name, now) if rated else None
-            if refused is None:
+            # Checked in the transaction that creates the run: no run slips past a pause.
+            paused = pauses.paused_here(conn, name)
+            refused = budgets.admit_run(rt, conn, name, now) if rated and not paused else None
+            if not paused and refused is None:
                 run_rows.insert_run(
                     conn,
                     run_id=run_id,
@@ -138,6 +143,8 @@ def trigger(
                     claimed_by=rt.worker_id,
                     lease_until=now + rt.lease,
                 )
+        if paused:
+            pauses.refuse_paused(rt, name)
         if refused is not None:
             budgets.after_run_refused(rt, name, refused)
         outcome = _execute(rt, held, pipeline, run_id, model, user, recorded=[])

@@ -115,7 +115,7 @@ def accept_delivery(
     # Before the replay guard and the key: a refused delivery leaves no trace, so the sender's
     # retry (the same bytes, or the same key) is accepted once the pipeline is resumed.
     if (pause := pauses.pipeline_pause(rt, name)) is not None:
-        return _paused(pause)
+        return _paused(name, pauses.PipelinePaused("", pause))
     if signed is not None and not signed.guard.first_time(signed.signature, signed.signed_at):
         return _replayed(rt, name, idempotency_key, body_sha256)
     if idempotency_key is not None:
@@ -128,13 +128,13 @@ def accept_delivery(
         try:
             run = runner.trigger(rt, name, payload, source=WEBHOOK_SOURCE, run_here=False)
         except pauses.PipelinePaused as paused:  # paused since the look above
-            return _paused(paused.pause)
+            return _paused(name, paused)
         return Delivery("invalid", run.id, run.error or "invalid input", field_errors(exc))
     if idempotency_key is None:
         try:
             run = runner.trigger(rt, name, model, source=WEBHOOK_SOURCE, run_here=False)
         except pauses.PipelinePaused as paused:
-            return _paused(paused.pause)
+            return _paused(name, paused)
         log.info("webhook.accepted", pipeline=name, run_id=run.id)
         return Delivery("queued", run.id)
 
@@ -167,9 +167,13 @@ def accept_delivery(
     return Delivery("queued", run_id)
 
 
-def _paused(pause: pauses.PauseView) -> Delivery:
-    log.info("webhook.paused", pipeline=pause.pipeline, paused_by=pause.by)
+def _paused(name: str, paused: pauses.PipelinePaused) -> Delivery:
+    """503: a paused pipeline records nothing of the delivery (the sender retries it)."""
+    pause = paused.pause
+    log.info("webhook.paused", pipeline=name, paused_by=pause.by if pause else None)
     what = "this delivery was not recorded as a run; send it again after the resume"
+    if pause is None:  # resumed as the refusal was read: the sender's retry is taken
+        return Delivery("paused", None, f"{name} was paused; {what}")
     return Delivery("paused", None, pauses.refusal_message(pause, what))
 
 

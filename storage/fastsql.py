@@ -141,6 +141,21 @@ def driver_transaction(conn: Connection) -> Iterator[Connection]:
     driver.commit()
 
 
+@contextmanager
+def driver_read(conn: Connection) -> Iterator[Connection]:
+    """`driver_transaction` for reads only: on SQLite a deferred BEGIN, which takes no write
+    lock (a check made before every call must not queue behind writers)."""
+    if conn.in_transaction():
+        raise RuntimeError("driver_read() needs an idle connection")
+    driver = _driver(conn)
+    if conn.dialect.name == "sqlite":
+        driver.execute("BEGIN")
+    try:
+        yield conn
+    finally:
+        driver.commit()
+
+
 def fast_insert(
     conn: Connection, table: Table, rows: Mapping[str, Any] | Sequence[Mapping[str, Any]]
 ) -> None:
