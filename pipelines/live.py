@@ -14,7 +14,7 @@ import structlog
 from pydantic import BaseModel, TypeAdapter
 from sqlalchemy import Connection
 
-from pipelines import approvals, rate_limits, sensitive, tasks
+from pipelines import approvals, rate_limits, run_operations, sensitive, tasks
 from pipelines import validator as validation
 from pipelines.categorical import categorical_fields
 from pipelines.context import ModelRequest
@@ -96,6 +96,7 @@ class LiveExecutor:
         judgement: validation.Judgement | None,
     ) -> Any:
         journal = self._journal
+        run_operations.stop_if_cancelled(journal)
         recorded = call.recorded
         if recorded is None:
             if judgement is not None:
@@ -289,6 +290,7 @@ class LiveExecutor:
         return tasks.collect(self._journal, request.output, recorded)
 
     def ask_model(self, call: NextCall, request: ModelRequest) -> LLMResult:
+        run_operations.stop_if_cancelled(self._journal)
         result = request.send(self._rt)
         log.info(
             "llm.called",

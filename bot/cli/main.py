@@ -21,6 +21,7 @@ from bot.cli import eval as cli_eval
 from bot.cli import ready as cli_ready
 from bot.cli import render as cli_render
 from bot.cli import review as cli_review
+from bot.cli import run_ops as cli_run_ops
 from bot.cli import sandbox as cli_sandbox
 from bot.cli import schedules as cli_schedules
 from bot.cli import stats as cli_stats
@@ -425,6 +426,9 @@ def _mount_subcommands() -> None:
     app.command("eval")(cli_eval.eval_command)
     app.command("evals")(cli_eval.evals_command)
     app.command("ready")(cli_ready.ready_command)
+    app.command("cancel")(cli_run_ops.cancel_command)
+    app.command("retry")(cli_run_ops.retry_command)
+    app.command("resolve")(cli_run_ops.resolve_command)
 
 
 _mount_subcommands()
