@@ -33,6 +33,7 @@ from pipelines.errors import (
 from pipelines.journal import CallRecord, Journal, describe_args, record_value
 from pipelines.live import LiveExecutor
 from pipelines.pipeline import Pipeline, get_pipeline
+from pipelines.run_operations import ATTENTION_EVENT, notify_attention
 from pipelines.runtime import Runtime, running_in
 from pipelines.validation import format_validation_errors
 from pipelines.views import Run
@@ -259,10 +260,14 @@ def _finish(rt: Runtime, held: Connection, run_id: str, outcome: Outcome) -> Out
             error=outcome.error,
             finished_at=now,
         )
+        if moved and outcome.status == RunStatus.NEEDS_ATTENTION:
+            rt.enqueue(conn, ATTENTION_EVENT, run_id, now)  # its notice, with the way out
     if not moved:
         log.warning("run.claim_lost", run_id=run_id, worker=rt.worker_id)
         return Outcome(RunStatus.RUNNING, error="claim lost to another worker")
     log.info("run.finished", run_id=run_id, status=str(outcome.status))
+    if outcome.status == RunStatus.NEEDS_ATTENTION:
+        notify_attention(rt, run_id)
     return outcome
 
 

@@ -12,8 +12,9 @@ from sqlalchemy import Connection, Table, func, select
 from storage.approvals import approvals_table, tasks_table
 from storage.calls import calls_table
 from storage.fastsql import fast_select, fast_update
-from storage.models import ApprovalStatus, AuditEntry, TaskStatus
+from storage.models import ApprovalStatus, AuditEntry, RunStatus, TaskStatus
 from storage.rows import ApprovalRow, HumanTaskRow
+from storage.runs import run_events_table
 
 audit_table: Table = AuditEntry.__table__  # type: ignore[assignment]
 
@@ -57,6 +58,19 @@ def detach_call(conn: Connection, call_id: str) -> None:
     """Take a call out of its run's record (no position, like a reversal): a replay no longer
     finds it, so the run makes that call afresh; the row stays for `gatehouse run` and audit."""
     fast_update(conn, calls_table, {"seq": None}, {"id": call_id})
+
+
+def ever_needed_attention(conn: Connection, run_id: str) -> bool:
+    """Did the run ever end `needs_attention` (so it has a notice to keep up to date)?"""
+    query = (
+        select(run_events_table.c.id)
+        .where(
+            run_events_table.c.run_id == run_id,
+            run_events_table.c.to_status == RunStatus.NEEDS_ATTENTION,
+        )
+        .limit(1)
+    )
+    return conn.execute(query).first() is not None
 
 
 def attempts_of_run(conn: Connection, run_id: str) -> int:

@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from pipelines import Context, pipeline, tool
+from pipelines.errors import NeedsAttention
 
 effects: dict[str, list[str]] = {}
 flags: dict[str, Any] = {}
@@ -129,3 +130,12 @@ def ro_two_calls_job(ctx: Context, job: Job) -> str:
     """A read tool (during which a cancel may land), then a charge."""
     ctx.tool(ro_lookup, ChargeArgs(item=job.item, amount=job.amount))
     return ctx.tool(ro_charge, ChargeArgs(item=job.item, amount=job.amount)).receipt_id
+
+
+@pipeline("ro_stuck_job", input=Job)
+def ro_stuck_job(ctx: Context, job: Job) -> str:
+    """Needs attention (no unknown call) while `flags["stuck"]`: a case for Retry."""
+    ctx.step("ro_before", _note, "before")
+    if flags.get("stuck"):
+        raise NeedsAttention("the upstream ledger answered with a state nobody expected")
+    return "done"

@@ -15,6 +15,7 @@ from slack_bolt import App
 
 from bot.slack import (
     actions,
+    attention_listener,
     commands_listener,
     events,
     home_listener,
@@ -41,6 +42,7 @@ def build_bolt_app(bot: Bot) -> App:
     if bot.workspaces is not None:
         app.middleware(workspace_guard(bot, bot.workspaces))
     actions.register(app, bot)
+    attention_listener.register(app, bot)
     commands_listener.register(app, bot)
     home_listener.register(app, bot)
     review_listener.register(app, bot)
