@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -452,3 +453,79 @@ def test_cli_cancel_retry_and_resolve(cli_env: str, clock: FakeClock) -> None:
         assert f"run {waiting.id} (ro_gated_job): waiting" in retried.stdout
         shown = gh_cli("run", waiting.id)
         assert "retry by alice: attempt 2" in shown.stdout
+
+
+# -- concurrency: a cancel while a worker thread runs the run; a retry racing the workers ------
+
+
+def test_a_cancel_while_a_worker_thread_runs_the_run_stops_it_at_the_next_call(
+    any_db_url: str, clock: FakeClock
+) -> None:
+    with engines(any_db_url, clock) as make:
+        worker_engine, operator = make("w1"), make("cli")
+        in_lookup, cancelled = threading.Event(), threading.Event()
+
+        def hold_the_lookup() -> None:
+            in_lookup.set()
+            assert cancelled.wait(timeout=20), "the cancel never came"
+
+        rp.during_lookup.append(hold_the_lookup)
+        queued = runner.trigger(worker_engine.rt, "ro_two_calls_job", JOB, run_here=False)
+        worker = threading.Thread(target=worker_engine.worker().run_one)
+        worker.start()
+        assert in_lookup.wait(timeout=20), "the worker never reached the lookup"
+
+        operator.cancel(queued.id, user="alice", reason="stop it")  # while the tool runs
+        cancelled.set()
+        worker.join(timeout=30)
+
+        assert not worker.is_alive()
+        after = operator.run(queued.id)
+        assert after.status == "cancelled"
+        assert [(c.key, c.status) for c in after.calls] == [("ro_lookup#1", "succeeded")]
+        assert "ro_charge" not in rp.effects, "the call after the cancel never started"
+        assert operator.worker().run_one() is None, "nothing left to claim"
+
+
+def test_retries_racing_each_other_and_the_workers_run_the_attempt_once(
+    any_db_url: str, clock: FakeClock
+) -> None:
+    with engines(any_db_url, clock) as make:
+        gh = make("w0")
+        rp.flags["step_fails"] = True
+        run = gh.trigger("ro_flaky_job", JOB, user="carol")
+        assert run.status == "failed"
+        rp.flags["step_fails"] = False
+        workers = [make(f"w{i}").worker() for i in (1, 2)]
+        operators = [make("op-a"), make("op-b")]
+        start = threading.Barrier(4)
+        outcomes: list[str] = []
+
+        def poll(worker: Any) -> None:
+            start.wait(timeout=10)
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and gh.run(run.id).status != "succeeded":
+                worker.run_one()
+                time.sleep(0.005)  # a real thread to wait for, bounded by the deadline
+
+        def retry(engine: Gatehouse) -> None:
+            start.wait(timeout=10)
+            try:
+                engine.retry(run.id, user="alice")
+                outcomes.append("retried")
+            except RunNotRetryable:
+                outcomes.append("refused")
+
+        threads = [threading.Thread(target=poll, args=(w,)) for w in workers]
+        threads += [threading.Thread(target=retry, args=(e,)) for e in operators]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+
+        assert gh.run(run.id).status == "succeeded"
+        assert sorted(outcomes) == ["refused", "retried"]
+        assert _audit_events(gh, run.id).count("run.retried") == 1
+        assert len(rp.effects["ro_charge"]) == 1, "the charge ran once"
+        assert len(rp.effects["ro_check"]) == 2, "the failed step ran once more, not twice"
+        assert len(rp.effects["ro_lookup"]) == 1
