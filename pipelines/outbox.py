@@ -44,7 +44,7 @@ from weakref import WeakKeyDictionary
 import structlog
 
 from pipelines import inspect
-from pipelines.errors import UnknownApproval, UnknownTask
+from pipelines.errors import UnknownApproval, UnknownRun, UnknownTask
 from pipelines.operations import alerting, review
 from pipelines.operations.alerting import ALERT_EVENTS, AlertView
 from pipelines.operations.review import (
@@ -532,7 +532,10 @@ class OutboxSender:
                 item = None
             return ("review_verdict" if item is not None else None), item
         if head.event == ATTENTION_EVENT:  # a needs-attention notice (pipelines/run_operations.py)
-            return "run_needs_attention", inspect.get_run(self.rt, head.subject_id)
+            try:
+                return "run_needs_attention", inspect.get_run(self.rt, head.subject_id)
+            except UnknownRun:
+                return None, None  # pruned: nothing left to show
         log.error("outbox.unknown_event", owed=head.event, subject_id=head.subject_id)
         return None, None
 

@@ -445,6 +445,7 @@ def test_cli_cancel_retry_and_resolve(cli_env: str, clock: FakeClock) -> None:
         out = gh_cli("cancel", waiting.id, "--as", "alice", "--reason", "duplicate")
         assert out.exit_code == 0, out.stderr
         assert f"run {waiting.id} cancelled by alice (it was waiting): duplicate" in out.stdout
+        assert "closed: its run was cancelled by alice: duplicate" in out.stdout + out.stderr
         listed = gh_cli("runs", "--status", "cancelled", "--json")
         assert [r["id"] for r in json.loads(listed.stdout)] == [waiting.id]
 

@@ -370,6 +370,8 @@ def approval_decided_line(a: ApprovalView) -> str:
         return f"✔ approval {a.id} approved by {a.decided_by}: {a.tool} may go ahead"
     if a.status == "expired":
         return f"⌛ approval {a.id} expired without a decision: {a.tool} will not run"
+    if a.status == "cancelled":
+        return f"✖ approval {a.id} closed: its run was cancelled by {a.decided_by}: {a.reason}"
     return f"✘ approval {a.id} rejected by {a.decided_by}: {a.reason or 'no reason given'}"
 
 
@@ -378,6 +380,9 @@ def task_opened_line(t: TaskView) -> str:
 
 
 def task_answered_line(t: TaskView) -> str:
+    if t.status == "cancelled":
+        why = t.answer.get("cancelled") if isinstance(t.answer, dict) else None
+        return f"✖ human task {t.id} closed: its run was cancelled by {t.answered_by}: {why}"
     return f"✔ human task {t.id} answered by {t.answered_by}: {compact(t.answer)}"
 
 
