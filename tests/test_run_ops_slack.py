@@ -241,6 +241,9 @@ def test_slash_resolve_and_its_refusal(world: SlackWorld) -> None:
     assert world.gatehouse.run(run_id).output == "r-slash"
     events = [a["event"] for a in run_history(world.gatehouse.rt, run_id)["audit"]]
     assert "refused" in events and "tool.resolved" in events
+    notice = world.card(_notice(world)["ts"])
+    assert _buttons(notice) == []
+    assert "Resolved by <@U_BOB>: it happened (seen in the ledger)" in _texts(notice)
 
 
 @in_both_modes
@@ -271,3 +274,16 @@ def test_slash_cancel_closes_the_approval_card_and_slash_retry_asks_again(
     cards = world.fake.messages(APPROVALS)
     assert len(cards) == 2, "a fresh approval card for the new attempt"
     assert "Cancelled by" in _texts(world.card(card["ts"]))
+
+
+@in_both_modes
+def test_slash_cancel_closes_a_task_card_saying_who_and_why(world: SlackWorld) -> None:
+    run = world.gatehouse.trigger("ro_ask_job", JOB, user="U_CAROL", source="slack")
+    [card] = world.fake.messages(APPROVALS)
+    assert _buttons(card) == ["task.answer"]
+    world.slack.command(f"cancel {run.id} asked in the wrong channel", user_id="U_OLGA")
+    world.settle()
+    closed = world.card(card["ts"])
+    assert _buttons(closed) == []
+    assert "Cancelled by <@U_OLGA>: asked in the wrong channel" in _texts(closed)
+    assert world.gatehouse.run(run.id).status == "cancelled"

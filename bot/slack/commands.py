@@ -9,7 +9,8 @@ message, never a stack trace; whatever a person, a pipeline or a model wrote is 
 Who may do what is the engine's to check (`pipelines.authorization`), so Slack and the CLI share
 one rule and every refusal is audited: anyone may inspect (`runs`, `run`, `pending`, `stats`);
 `trigger` follows GATEHOUSE_TRIGGERERS, `replay` GATEHOUSE_OPERATORS, `undo` the tool's approvers
-and the operators (each open to anyone while unset). Every gated tool a run reaches still waits
+and the operators, `cancel`/`retry`/`resolve` the run's tools' approvers and the operators (each
+open to anyone while unset). Every gated tool a run reaches still waits
 for its approvers.
 """
 
