@@ -61,6 +61,9 @@ log = structlog.get_logger()
 # shows what was done.
 ATTENTION_EVENT = "run_needs_attention"
 
+# In a call's meta once a retry took it out of the record: the attempt that makes it again.
+REPLACED_BY = "replaced_by_attempt"
+
 CANCELLABLE = (RunStatus.QUEUED, RunStatus.WAITING, RunStatus.RUNNING, RunStatus.NEEDS_ATTENTION)
 RETRYABLE = (RunStatus.FAILED, RunStatus.NEEDS_ATTENTION, RunStatus.CANCELLED)
 
@@ -344,7 +347,8 @@ def retry(rt: Runtime, run_id: str, *, user: str) -> RunRow:
                 f"resolved or resumed it); `gatehouse run {run_id}` shows it now"
             )
         if rerun is not None:
-            op_rows.detach_call(conn, rerun.id)
+            was = rerun.meta if isinstance(rerun.meta, dict) else {}
+            op_rows.detach_call(conn, rerun.id, meta={**was, REPLACED_BY: attempt})
         append_audit(
             conn,
             event=op_rows.RETRIED,

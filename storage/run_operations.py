@@ -6,6 +6,7 @@ record (a retry re-runs it), and how many attempts a run has had (its `run.retri
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Connection, Table, func, select
 
@@ -54,10 +55,11 @@ def cancel_task(conn: Connection, task_id: str, *, by: str, at: datetime, reason
     return fast_update(conn, tasks_table, values, where) == 1
 
 
-def detach_call(conn: Connection, call_id: str) -> None:
+def detach_call(conn: Connection, call_id: str, *, meta: Any) -> None:
     """Take a call out of its run's record (no position, like a reversal): a replay no longer
-    finds it, so the run makes that call afresh; the row stays for `gatehouse run` and audit."""
-    fast_update(conn, calls_table, {"seq": None}, {"id": call_id})
+    finds it, so the run makes that call afresh; the row stays for `gatehouse run` and audit,
+    its `meta` saying which attempt replaced it."""
+    fast_update(conn, calls_table, {"seq": None, "meta": meta}, {"id": call_id})
 
 
 def ever_needed_attention(conn: Connection, run_id: str) -> bool:

@@ -234,6 +234,14 @@ def test_retry_reuses_the_succeeded_calls_and_makes_the_failed_one_again(
         assert retried["actor"] == "alice"
         assert retried["detail"]["attempt"] == 2
         assert retried["detail"]["made_again"] == "ro_check#1"
+        calls = gh.run(run.id).calls
+        assert [(c.key, c.status) for c in calls] == [
+            ("ro_lookup#1", "succeeded"),
+            ("ro_check#1", "succeeded"),
+            ("ro_charge#1", "succeeded"),
+            ("ro_check#1", "failed"),  # the first attempt's, kept out of the record
+        ]
+        assert calls[-1].meta == {"replaced_by_attempt": 2}
 
 
 def test_retry_is_refused_while_a_call_outcome_is_unknown_and_says_resolve_first(
@@ -454,6 +462,7 @@ def test_cli_cancel_retry_and_resolve(cli_env: str, clock: FakeClock) -> None:
         assert f"run {waiting.id} (ro_gated_job): waiting" in retried.stdout
         shown = gh_cli("run", waiting.id)
         assert "retry by alice: attempt 2" in shown.stdout
+        assert "replaced by attempt 2 (gatehouse retry)" in shown.stdout
 
 
 # -- concurrency: a cancel while a worker thread runs the run; a retry racing the workers ------

@@ -14,6 +14,7 @@ from typing import Any
 
 from bot.formatting import time_of_day, took, when
 from pipelines import ApprovalView, Pipeline, ReplayReport, Run, TaskView
+from pipelines.run_operations import REPLACED_BY
 from pipelines.views import CallView
 
 USER = "USER"  # the placeholder in suggested commands
@@ -273,6 +274,9 @@ def run_detail(run: Run, history: dict[str, Any]) -> list[str]:
     for c in run.calls:
         if c.kind == "reversal":  # out of band: it has no place in the pipeline's sequence
             lines += call_lines("-", c, width)
+        elif isinstance(c.meta, dict) and REPLACED_BY in c.meta:  # an earlier attempt's
+            lines += call_lines("-", c, width)
+            lines.append(f"       replaced by attempt {c.meta[REPLACED_BY]} (gatehouse retry)")
         else:
             position += 1
             lines += call_lines(str(position), c, width)
