@@ -44,6 +44,7 @@ from weakref import WeakKeyDictionary
 import structlog
 
 from pipelines import inspect
+from pipelines.attention import ATTENTION_EVENT
 from pipelines.errors import UnknownApproval, UnknownRun, UnknownTask
 from pipelines.operations import alerting, review
 from pipelines.operations.alerting import ALERT_EVENTS, AlertView
@@ -56,7 +57,6 @@ from pipelines.operations.review import (
     UnknownReviewWeek,
 )
 from pipelines.ports import DeliveryFailed, Notifier
-from pipelines.run_operations import ATTENTION_EVENT
 from pipelines.runtime import Runtime
 from pipelines.views import ApprovalView, Run, TaskView
 from pipelines.worker import owner_is_dead

@@ -16,14 +16,13 @@ as it does when it loses its claim. A tool already executing finishes and is rec
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import structlog
 from pydantic import ValidationError
 from sqlalchemy import Connection
 
-from pipelines import inspect
+from pipelines.attention import had_notice, notify_attention
 from pipelines.authorization import may_act, refuse
 from pipelines.errors import (
     InvalidResult,
@@ -52,14 +51,8 @@ from storage.calls import CallRecord
 from storage.fastsql import fast_select, fast_update
 from storage.models import ApprovalStatus, CallKind, CallStatus, RunStatus, TaskStatus
 from storage.rows import RunRow
-from storage.run_operations import RETRIED
 
 log = structlog.get_logger()
-
-# The outbox subject of a run's needs-attention notice (its id is the run's): owed when the run
-# ends `needs_attention`, and again when someone cancels, retries or resolves it, so the notice
-# shows what was done.
-ATTENTION_EVENT = "run_needs_attention"
 
 # In a call's meta once a retry took it out of the record: the attempt that makes it again.
 REPLACED_BY = "replaced_by_attempt"
@@ -90,48 +83,6 @@ def stop_if_cancelled(journal: Journal) -> None:
         why="cancelled" if run is not None and run.status == RunStatus.CANCELLED else "claim lost",
     )
     raise LostClaim(journal.run_id)
-
-
-@dataclass(frozen=True)
-class Operation:
-    """What a person last did about a stuck run, for its notice: `cancelled`, `retried` or
-    `resolved`, by whom, and its audit detail (reason, attempt, happened)."""
-
-    action: str
-    actor: str | None
-    detail: dict[str, Any]
-
-
-_OPERATIONS = {"run.cancelled": "cancelled", RETRIED: "retried", "tool.resolved": "resolved"}
-
-
-def last_operation(rt: Runtime, run_id: str) -> Operation | None:
-    """The latest cancel, retry or resolve of the run since it last needed attention."""
-    history = inspect.run_history(rt, run_id)
-    stuck_at = max(
-        (t["at"] for t in history["transitions"] if t["to"] == RunStatus.NEEDS_ATTENTION),
-        default=None,
-    )
-    latest = None
-    for entry in history["audit"]:
-        action = _OPERATIONS.get(entry["event"])
-        if action is not None and (stuck_at is None or entry["at"] >= stuck_at):
-            detail = entry["detail"] if isinstance(entry["detail"], dict) else {}
-            latest = Operation(action, entry["actor"], detail)
-    return latest
-
-
-def notify_attention(rt: Runtime, run_id: str) -> None:
-    """After the commit that owed the notice: deliver it (or tell a local notifier)."""
-    rt.notify(ATTENTION_EVENT, inspect.get_run(rt, run_id))
-
-
-def _had_notice(conn: Connection, run: RunRow, now: Any, rt: Runtime) -> bool:
-    """Owe the run's notice again (its state now) if it has one: it needed attention once."""
-    if run.status != RunStatus.NEEDS_ATTENTION and not op_rows.ever_needed_attention(conn, run.id):
-        return False
-    rt.enqueue(conn, ATTENTION_EVENT, run.id, now)
-    return True
 
 
 # -- who may ---------------------------------------------------------------------------------
@@ -235,7 +186,7 @@ def cancel(rt: Runtime, run_id: str, *, user: str, reason: str) -> RunRow:
                 "tasks_closed": [t.id for t in tasks],
             },
         )
-        noticed = _had_notice(conn, run, now, rt)
+        noticed = had_notice(conn, run, now, rt)
         cancelled = run_rows.fetch_run(conn, run_id)
     assert cancelled is not None
     if noticed:
@@ -363,7 +314,7 @@ def retry(rt: Runtime, run_id: str, *, user: str) -> RunRow:
                 "made_again": None if rerun is None else rerun.key,
             },
         )
-        noticed = _had_notice(conn, run, now, rt)
+        noticed = had_notice(conn, run, now, rt)
         queued = run_rows.fetch_run(conn, run_id)
     assert queued is not None
     if noticed:
@@ -454,7 +405,7 @@ def resolve(
             finished_at=None,
         )
         run = run_rows.fetch_run(conn, call.run_id)
-        noticed = run is not None and _had_notice(conn, run, now, rt)
+        noticed = run is not None and had_notice(conn, run, now, rt)
         resolved = call_rows.fetch_call(conn, call_id)
     assert resolved is not None
     if noticed:

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy import Connection
 
 from pipelines import sensitive
+from pipelines.attention import ATTENTION_EVENT, notify_attention
 from pipelines.authorization import authorize_trigger
 from pipelines.context import Context
 from pipelines.errors import (
@@ -33,7 +34,6 @@ from pipelines.errors import (
 from pipelines.journal import CallRecord, Journal, describe_args, record_value
 from pipelines.live import LiveExecutor
 from pipelines.pipeline import Pipeline, get_pipeline
-from pipelines.run_operations import ATTENTION_EVENT, notify_attention
 from pipelines.runtime import Runtime, running_in
 from pipelines.validation import format_validation_errors
 from pipelines.views import Run

@@ -15,7 +15,7 @@ from typing import Any
 
 from bot.slack.blocks import actions, button, context, header, plain_text, section
 from bot.slack.mrkdwn import SLASH_COMMAND, code_block, escape, mention, truncate
-from pipelines.run_operations import Operation
+from pipelines.attention import Operation
 from pipelines.views import CallView, Run
 
 BLOCK_PREFIX = "attention:"

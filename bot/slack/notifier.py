@@ -38,11 +38,11 @@ from bot.slack.delivery import (
 )
 from bot.slack.review import SlackReview
 from pipelines import inspect
+from pipelines.attention import last_operation
 from pipelines.operations.alerting import AlertView
 from pipelines.operations.review import ReviewItemView, ReviewWeekView
 from pipelines.pipeline import registered_pipelines
 from pipelines.rate_limits import rate_limit_headroom
-from pipelines.run_operations import last_operation
 from pipelines.runtime import Runtime
 from pipelines.tools import lookup_tool
 from pipelines.views import ApprovalView, Run, TaskView
