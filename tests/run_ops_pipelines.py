@@ -139,3 +139,16 @@ def ro_stuck_job(ctx: Context, job: Job) -> str:
     if flags.get("stuck"):
         raise NeedsAttention("the upstream ledger answered with a state nobody expected")
     return "done"
+
+
+class Verdict(BaseModel):
+    kind: str
+    confidence: float = Field(ge=0, le=1)
+
+
+@pipeline("ro_lookup_then_ask_model", input=Job)
+def ro_lookup_then_ask_model(ctx: Context, job: Job) -> str:
+    """A read tool (during which a cancel may land), then a model call."""
+    ctx.tool(ro_lookup, ChargeArgs(item=job.item, amount=job.amount))
+    verdict = ctx.llm("ro_classify", task="classify", prompt=job.item, output=Verdict)
+    return verdict.kind

@@ -32,9 +32,11 @@ from pipelines.errors import (
     RunNotRetryable,
 )
 from pipelines.inspect import run_history
+from pipelines.llm import LLMConfig
 from tests import run_ops_pipelines as rp
 from tests.fakes.clock import FakeClock
 from tests.fakes.notifier import RecordingNotifier
+from tests.fakes.openai import FakeOpenAI, reply_json
 
 GROUPS = {"finance-leads": ["alice", "bob"], "ops": ["olga"]}
 LEASE = timedelta(seconds=30)
@@ -539,3 +541,28 @@ def test_retries_racing_each_other_and_the_workers_run_the_attempt_once(
         assert len(rp.effects["ro_charge"]) == 1, "the charge ran once"
         assert len(rp.effects["ro_check"]) == 2, "the failed step ran once more, not twice"
         assert len(rp.effects["ro_lookup"]) == 1
+
+
+def test_cancel_of_a_running_run_stops_it_before_its_next_model_call(
+    sqlite_url: str, clock: FakeClock, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.always(reply_json({"kind": "refund", "confidence": 0.9}))
+    llm = LLMConfig(model="gpt-test", base_url=fake_openai.base_url, api_key="sk-test")
+    gh = Gatehouse(sqlite_url, clock=clock, worker_id="w1", llm=llm)
+    operator = Gatehouse(sqlite_url, clock=clock, worker_id="cli")
+    try:
+
+        def cancel_meanwhile() -> None:
+            [running] = operator.runs(pipeline="ro_lookup_then_ask_model")
+            operator.cancel(running.id, user="alice", reason="not this one")
+
+        rp.during_lookup.append(cancel_meanwhile)
+        gh.trigger("ro_lookup_then_ask_model", JOB, user="carol")
+
+        [run] = operator.runs(pipeline="ro_lookup_then_ask_model")
+        assert run.status == "cancelled"
+        assert [c.key for c in operator.run(run.id).calls] == ["ro_lookup#1"]
+        assert fake_openai.calls == 0, "the model was never asked"
+    finally:
+        gh.db.dispose()
+        operator.db.dispose()
