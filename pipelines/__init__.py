@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from pipelines import approvals, inspect, reversal, runner, sensitive, tasks
+from pipelines import approvals, inspect, reversal, run_operations, runner, sensitive, tasks
 from pipelines.authorization import Authorization, authorize_operator
 from pipelines.budget_limits import Budget
 from pipelines.budgets import BudgetExceeded, RunRateExceeded, overrides_from_settings
@@ -233,6 +233,25 @@ class Gatehouse:
 
     def undo(self, call_id: str, *, user: str) -> CallView:
         return reversal.undo(self.rt, call_id, user=user)
+
+    def cancel(self, run_id: str, *, user: str, reason: str) -> Run:
+        """End a queued, waiting, running or needs_attention run (`pipelines.run_operations`)."""
+        run_operations.cancel(self.rt, run_id, user=user, reason=reason)
+        return self.run(run_id)
+
+    def retry(self, run_id: str, *, user: str) -> Run:
+        """Queue a new attempt of a failed, needs_attention or cancelled run (run it with
+        `resume`, or leave it to a worker)."""
+        run_operations.retry(self.rt, run_id, user=user)
+        return self.run(run_id)
+
+    def resolve(
+        self, call_id: str, *, user: str, happened: bool, reason: str, result: Any = None
+    ) -> CallView:
+        """Settle an `outcome_unknown` call; its stuck run is queued to carry on."""
+        return run_operations.resolve(
+            self.rt, call_id, user=user, happened=happened, reason=reason, result=result
+        )
 
     def replay(self, run_id: str, *, fresh: bool = False, user: str | None = None) -> ReplayReport:
         """Re-execute on the record with no side effects; `fresh` asks the model again. `user`

@@ -8,6 +8,7 @@ then the `NotAuthorized` error the caller shows (an ephemeral in Slack, `error:`
 | answer                   | the task's assignees                                       | anyone              | the pipeline's triggerers and the operators |
 | trigger                  | `GATEHOUSE_TRIGGERERS[pipeline]`, else `[…]["*"]`          | anyone              | nobody                    |
 | undo                     | the tool's approvers and `GATEHOUSE_OPERATORS`             | anyone              | nobody                    |
+| cancel, retry, resolve   | the run's tools' approvers and `GATEHOUSE_OPERATORS`       | anyone              | nobody                    |
 | replay, export, evaluate | `GATEHOUSE_OPERATORS`                                      | anyone              | nobody                    |
 
 Entries are user ids, `@group` handles (resolved by the `ApproverDirectory`) or `"*"`: anyone,

@@ -167,3 +167,35 @@ class LostClaim(BaseException):
 
 class CancelRun(BaseException):
     """End the run as `cancelled` (an approval expired on a tool declared `on_expiry="cancel"`)."""
+
+
+# -- run operations (pipelines/run_operations.py) ---------------------------------------------
+
+
+class NotARunOperator(NotAuthorized):
+    """Cancel, retry or resolve by someone who is neither an operator nor an approver of the
+    run's tools."""
+
+
+class RunNotCancellable(GatehouseError):
+    """The run has finished (or is gone): there is nothing to cancel."""
+
+
+class RunNotRetryable(GatehouseError):
+    """Only a failed, needs_attention or cancelled run starts a new attempt."""
+
+
+class OutcomeUnresolved(GatehouseError):
+    """A retry would have to guess whether a non-idempotent tool's effect happened."""
+
+
+class NotUnknown(GatehouseError):
+    """`resolve` on a call whose outcome is not `outcome_unknown`."""
+
+
+class ResultRequired(GatehouseError):
+    """`resolve --happened` without the result the tool's result model needs."""
+
+
+class InvalidResult(GatehouseError):
+    """`resolve --happened --result` that does not fit the tool's result model."""

@@ -14,7 +14,7 @@ import structlog
 from pydantic import BaseModel, TypeAdapter
 from sqlalchemy import Connection
 
-from pipelines import approvals, budgets, pauses, rate_limits, sensitive, tasks
+from pipelines import approvals, budgets, pauses, rate_limits, run_operations, sensitive, tasks
 from pipelines import validator as validation
 from pipelines.categorical import categorical_fields
 from pipelines.context import ModelRequest
@@ -54,7 +54,9 @@ class LiveExecutor:
 
     def _call_boundary(self) -> None:
         """Before a tool or model call the record does not settle: a paused pipeline holds
-        the run here (`pipelines.pauses`)."""
+        the run here (`pipelines.pauses`), and a cancelled run stops here
+        (`pipelines.run_operations`)."""
+        run_operations.stop_if_cancelled(self._journal)
         pauses.hold_if_paused(self._journal)
 
     # -- steps -----------------------------------------------------------------------------
@@ -108,6 +110,8 @@ class LiveExecutor:
             CallStatus.OUTCOME_UNKNOWN,
         ):
             self._call_boundary()  # not a call this process may have begun: those settle first
+        else:
+            run_operations.stop_if_cancelled(journal)  # a cancelled run settles nothing more
         if recorded is None:
             if judgement is not None:
                 if judgement.outcome == "reject":

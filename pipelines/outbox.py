@@ -44,7 +44,8 @@ from weakref import WeakKeyDictionary
 import structlog
 
 from pipelines import inspect
-from pipelines.errors import UnknownApproval, UnknownTask
+from pipelines.attention import ATTENTION_EVENT
+from pipelines.errors import UnknownApproval, UnknownRun, UnknownTask
 from pipelines.operations import alerting, review
 from pipelines.operations.alerting import ALERT_EVENTS, AlertView
 from pipelines.operations.review import (
@@ -57,7 +58,7 @@ from pipelines.operations.review import (
 )
 from pipelines.ports import DeliveryFailed, Notifier
 from pipelines.runtime import Runtime
-from pipelines.views import ApprovalView, TaskView
+from pipelines.views import ApprovalView, Run, TaskView
 from pipelines.worker import owner_is_dead
 from storage import messages
 from storage import outbox as rows
@@ -68,7 +69,7 @@ log = structlog.get_logger()
 APPROVAL_EVENTS = ("approval_requested", "approval_decided")
 TASK_EVENTS = ("task_opened", "task_answered")
 
-View = ApprovalView | TaskView | AlertView | ReviewWeekView | ReviewItemView
+View = ApprovalView | TaskView | AlertView | ReviewWeekView | ReviewItemView | Run
 
 # A failure only an operator can fix (a revoked token, a missing scope) waits this long before
 # the first probe, doubling with each failed probe up to the cap: a fix is seen within 15 min,
@@ -530,6 +531,11 @@ class OutboxSender:
             except UnknownReviewItem:
                 item = None
             return ("review_verdict" if item is not None else None), item
+        if head.event == ATTENTION_EVENT:  # a needs-attention notice (pipelines/run_operations.py)
+            try:
+                return "run_needs_attention", inspect.get_run(self.rt, head.subject_id)
+            except UnknownRun:
+                return None, None  # pruned: nothing left to show
         log.error("outbox.unknown_event", owed=head.event, subject_id=head.subject_id)
         return None, None
 
@@ -537,7 +543,7 @@ class OutboxSender:
         """A subject settled long ago that never had a card (rows a CLI-only install left
         behind) is not worth a late post; anything still waiting for a person always is. An
         alert is worth posting for `alerting.RETRY_HORIZON`."""
-        if isinstance(view, ReviewWeekView | ReviewItemView):
+        if isinstance(view, ReviewWeekView | ReviewItemView | Run):
             return False  # a review is posted, however late: its pick and verdicts are stored
         if isinstance(view, AlertView):
             stale = head.created_at <= self.rt.clock.now() - alerting.RETRY_HORIZON

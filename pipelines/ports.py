@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 if TYPE_CHECKING:
     from pipelines.operations.alerting import AlertView
     from pipelines.operations.review import ReviewItemView, ReviewWeekView
-    from pipelines.views import ApprovalView, TaskView
+    from pipelines.views import ApprovalView, Run, TaskView
 
 
 class Clock(Protocol):
@@ -62,6 +62,11 @@ class Notifier(Protocol):
 
     def review_verdict(self, item: ReviewItemView) -> None:
         """A verdict on a reviewed run: its reply, and the review's progress."""
+        ...
+
+    def run_needs_attention(self, run: Run) -> None:
+        """A run that ended `needs_attention`: its notice (what is stuck, and the way out), or,
+        once someone cancelled, retried or resolved it, the notice saying so."""
         ...
 
 
@@ -146,6 +151,9 @@ class SilentNotifier:
         return None
 
     def review_verdict(self, item: ReviewItemView) -> None:
+        return None
+
+    def run_needs_attention(self, run: Run) -> None:
         return None
 
 

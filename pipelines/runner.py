@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy import Connection
 
 from pipelines import budgets, pauses, sensitive
+from pipelines.attention import ATTENTION_EVENT, notify_attention
 from pipelines.authorization import authorize_trigger
 from pipelines.context import Context
 from pipelines.errors import (
@@ -278,10 +279,14 @@ def _finish(rt: Runtime, held: Connection, run_id: str, outcome: Outcome) -> Out
             error=outcome.error,
             finished_at=now,
         )
+        if moved and outcome.status == RunStatus.NEEDS_ATTENTION:
+            rt.enqueue(conn, ATTENTION_EVENT, run_id, now)  # its notice, with the way out
     if not moved:
         log.warning("run.claim_lost", run_id=run_id, worker=rt.worker_id)
         return Outcome(RunStatus.RUNNING, error="claim lost to another worker")
     log.info("run.finished", run_id=run_id, status=str(outcome.status))
+    if outcome.status == RunStatus.NEEDS_ATTENTION:
+        notify_attention(rt, run_id)
     return outcome
 
 

@@ -58,6 +58,9 @@ class CallStatus(StrEnum):
     RATE_LIMITED = "rate_limited"
     REJECTED = "rejected"
     OUTCOME_UNKNOWN = "outcome_unknown"
+    # An `outcome_unknown` call a person settled as not done (`gatehouse resolve
+    # --did-not-happen`): the replay starts the tool again, under the same key.
+    DID_NOT_HAPPEN = "did_not_happen"
 
 
 class ApprovalStatus(StrEnum):
@@ -65,6 +68,7 @@ class ApprovalStatus(StrEnum):
     APPROVED = "approved"
     REJECTED = "rejected"
     EXPIRED = "expired"
+    CANCELLED = "cancelled"  # its run was cancelled (`gatehouse cancel`) before a decision
 
 
 class TaskStatus(StrEnum):

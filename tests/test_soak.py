@@ -47,6 +47,7 @@ from pipelines import Gatehouse, StaticDirectory
 from storage.audit import verify_database
 from tests.conftest import POSTGRES_URL, REPO_ROOT
 from tests.fakes.slack import FakeSlack, SlackSender
+from tests.soak_operations import Operator
 from tests.soak_pipelines import EFFECTS_ENV, EXPIRES_ENV
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.soak]
@@ -292,6 +293,7 @@ class Decider:
             "reject": [("reject", user)],
             "double": [("approve", "U_ALICE"), ("reject", "U_BOB")],
             "expire": [],
+            "cancel": [],  # the operator cancels the run (tests/soak_operations.py)
         }[plan]
         for what, who in moves:
             self._serial += 1
@@ -381,6 +383,7 @@ def run_soak(postgres_url: str, tmp_path: Path, runs: int, seed: int) -> None:
     plans: dict[str, str] = {}
     sender = SlackSender(f"http://127.0.0.1:{port}/slack/events", SIGNING_SECRET, slack)
     decider = Decider(slack, sender, plans, random.Random(seed + 1))
+    operator = Operator(gh, effects.by_key, random.Random(seed + 2))
     chaos = Chaos()
     report: dict[str, Any] = {"seed": seed, "runs": runs}
     try:
@@ -394,7 +397,9 @@ def run_soak(postgres_url: str, tmp_path: Path, runs: int, seed: int) -> None:
         inputs = []
         for i in range(runs):
             amount = rng.choice([50, 150, 250, 400, 900])
-            plan = rng.choices(["approve", "reject", "double", "expire"], [55, 20, 10, 15])[0]
+            plan = rng.choices(
+                ["approve", "reject", "double", "expire", "cancel"], [50, 18, 10, 12, 10]
+            )[0]
             inputs.append((f"s{i}", amount, plan))
         chaos_end = time.monotonic() + chaos_seconds
         trigger_every = chaos_seconds * 0.6 / runs
@@ -410,7 +415,10 @@ def run_soak(postgres_url: str, tmp_path: Path, runs: int, seed: int) -> None:
                     "soak_payout", {"tag": tag, "amount": amount}, user="U_CAROL", run_here=False
                 )
                 run_plans[run.id] = plan
+                if plan == "cancel":
+                    operator.plan_cancel(run.id, now)
                 next_trigger += trigger_every
+            operator.tick(now)
             if now >= next_kill and now < chaos_end:
                 # A worker at work: one still importing (seconds on a loaded machine) is spared.
                 ready = [i for i, w in enumerate(children.workers) if children.ready(w)]
@@ -434,6 +442,7 @@ def run_soak(postgres_url: str, tmp_path: Path, runs: int, seed: int) -> None:
         # Settle: every run finished (the unanswered approvals expire), every card delivered.
         deadline = time.monotonic() + settle_seconds
         while True:
+            operator.settle(run_plans)  # resolve what needs attention, retry some cancelled
             _learn_plans(gh, run_plans, plans)
             children.restart_refused(chaos)
             state = _state(gh)
@@ -461,7 +470,8 @@ def run_soak(postgres_url: str, tmp_path: Path, runs: int, seed: int) -> None:
             outbox_taken_over=children.count_in_logs("outbox.taken_over"),
             runs_reclaimed=children.count_in_logs("run.reclaimed"),
         )
-        _check(gh, postgres_url, run_plans, effects, slack, decider, report)
+        report["operations"] = dict(operator.counts)
+        _check(gh, postgres_url, run_plans, effects, slack, decider, report, operator.cancelled)
         if runs <= 500:  # the bound
             assert report["seconds"] < 300, f"seed {seed}: took {report['seconds']} s"
     finally:
@@ -532,6 +542,7 @@ def _check(
     slack: FakeSlack,
     decider: Decider,
     report: dict[str, Any],
+    cancelled: set[str],
 ) -> None:
     seed = report["seed"]
     with gh.db.transaction() as conn:
@@ -548,7 +559,8 @@ def _check(
         decisions = conn.execute(
             text(
                 "SELECT approval_id, event FROM audit_log WHERE event IN "
-                "('approval.approved', 'approval.rejected', 'approval.expired')"
+                "('approval.approved', 'approval.rejected', 'approval.expired', "
+                "'approval.cancelled')"
             )
         ).all()
         outbox = dict(
@@ -564,7 +576,9 @@ def _check(
         if run.status == "needs_attention":
             if f"{run.id}:soak_pay#1" not in (run.error or ""):
                 problems.append(f"{run.id} needs attention without naming its key: {run.error}")
-        elif run.status not in ("succeeded", "rejected"):
+        elif run.status == "cancelled" and run.id not in cancelled:
+            problems.append(f"{run.id} ended cancelled, but nobody cancelled it")
+        elif run.status not in ("succeeded", "rejected", "cancelled"):
             problems.append(f"{run.id} ended {run.status}: {run.error}")
 
     # 2. No effect twice; exactly once for every succeeded run.
@@ -583,7 +597,8 @@ def _check(
     if unknown:
         problems.append(f"effects with keys no run has: {sorted(unknown)[:5]}")
     for call in calls:
-        if call.status in ("started",):
+        # A run cancelled while its tool ran and its worker was killed keeps the truth: started.
+        if call.status in ("started",) and runs[call.run_id].status != "cancelled":
             problems.append(f"{call.run_id}: tool call left {call.status}")
 
     # 3. Every approval decided exactly once, by one audited decision.

@@ -22,6 +22,7 @@ from bot.cli import pauses as cli_pauses
 from bot.cli import ready as cli_ready
 from bot.cli import render as cli_render
 from bot.cli import review as cli_review
+from bot.cli import run_ops as cli_run_ops
 from bot.cli import sandbox as cli_sandbox
 from bot.cli import schedules as cli_schedules
 from bot.cli import stats as cli_stats
@@ -438,6 +439,9 @@ def _mount_subcommands() -> None:
     app.command("ready")(cli_ready.ready_command)
     app.command("pause")(cli_pauses.pause_command)
     app.command("resume")(cli_pauses.resume_command)
+    app.command("cancel")(cli_run_ops.cancel_command)
+    app.command("retry")(cli_run_ops.retry_command)
+    app.command("resolve")(cli_run_ops.resolve_command)
 
 
 _mount_subcommands()

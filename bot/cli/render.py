@@ -15,6 +15,7 @@ from typing import Any
 from bot.formatting import time_of_day, took, when
 from pipelines import ApprovalView, Pipeline, ReplayReport, Run, TaskView
 from pipelines.pauses import is_held_by_pause
+from pipelines.run_operations import REPLACED_BY
 from pipelines.views import CallView
 
 USER = "USER"  # the placeholder in suggested commands
@@ -279,6 +280,9 @@ def run_detail(run: Run, history: dict[str, Any]) -> list[str]:
     for c in run.calls:
         if c.kind == "reversal":  # out of band: it has no place in the pipeline's sequence
             lines += call_lines("-", c, width)
+        elif isinstance(c.meta, dict) and REPLACED_BY in c.meta:  # an earlier attempt's
+            lines += call_lines("-", c, width)
+            lines.append(f"       replaced by attempt {c.meta[REPLACED_BY]} (gatehouse retry)")
         else:
             position += 1
             lines += call_lines(str(position), c, width)
@@ -376,6 +380,8 @@ def approval_decided_line(a: ApprovalView) -> str:
         return f"✔ approval {a.id} approved by {a.decided_by}: {a.tool} may go ahead"
     if a.status == "expired":
         return f"⌛ approval {a.id} expired without a decision: {a.tool} will not run"
+    if a.status == "cancelled":
+        return f"✖ approval {a.id} closed: its run was cancelled by {a.decided_by}: {a.reason}"
     return f"✘ approval {a.id} rejected by {a.decided_by}: {a.reason or 'no reason given'}"
 
 
@@ -384,6 +390,9 @@ def task_opened_line(t: TaskView) -> str:
 
 
 def task_answered_line(t: TaskView) -> str:
+    if t.status == "cancelled":
+        why = t.answer.get("cancelled") if isinstance(t.answer, dict) else None
+        return f"✖ human task {t.id} closed: its run was cancelled by {t.answered_by}: {why}"
     return f"✔ human task {t.id} answered by {t.answered_by}: {compact(t.answer)}"
 
 

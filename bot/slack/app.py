@@ -16,6 +16,7 @@ from slack_bolt import App
 from bot.slack import (
     actions,
     alert_pause_actions,
+    attention_listener,
     commands_listener,
     events,
     home_listener,
@@ -43,6 +44,7 @@ def build_bolt_app(bot: Bot) -> App:
         app.middleware(workspace_guard(bot, bot.workspaces))
     actions.register(app, bot)
     alert_pause_actions.register(app, bot)
+    attention_listener.register(app, bot)
     commands_listener.register(app, bot)
     home_listener.register(app, bot)
     review_listener.register(app, bot)

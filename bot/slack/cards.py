@@ -125,6 +125,7 @@ _HEADERS = {
     "approved": "Approved",
     "rejected": "Rejected",
     "expired": "Expired",
+    "cancelled": "Cancelled",
 }
 
 
@@ -291,6 +292,9 @@ def decision_line(approval: ApprovalView) -> str:
         return f"❌ Rejected by {who}: {reason}" + (f" ({at.strip()})" if at else "")
     if approval.status == "expired":
         return f"⌛ Expired — rejected automatically{at}"
+    if approval.status == "cancelled":
+        reason = escape(truncate(approval.reason or "no reason given", REASON_LIMIT))
+        return f"🚫 Cancelled by {who}: {reason} (the run was cancelled; nothing to decide)"
     return "Waiting for a decision"
 
 
@@ -313,6 +317,9 @@ def approval_fallback_text(approval: ApprovalView) -> str:
         return f"Rejected by {who}: {tool} ({where}): {reason}"
     if approval.status == "expired":
         return f"Expired — rejected automatically: {tool} ({where})"
+    if approval.status == "cancelled":
+        reason = escape(truncate(approval.reason or "no reason given", 300))
+        return f"Cancelled by {who}: {tool} ({where}): {reason}"
     kind = escape(truncate(approval.tool_kind, 30))
     return f"Approval needed: {tool} ({kind}) in {where}"
 
@@ -439,8 +446,18 @@ def task_answered_card(task: TaskView, *, command: str = SLASH_COMMAND) -> list[
             at = f" at {clock(_utc(task.answered_at), same_day_as=_utc(task.opened_at))}"
         blocks.append(context(f"✅ Answered by {who}{at}"))
     elif task.status == "cancelled":
-        blocks.append(context("Cancelled — no answer is needed any more"))
+        blocks.append(context(task_cancelled_line(task)))
     return blocks
+
+
+def task_cancelled_line(task: TaskView) -> str:
+    """Who cancelled the run and why, when a cancel closed the task (`gatehouse cancel`)."""
+    why = task.answer.get("cancelled") if isinstance(task.answer, dict) else None
+    if task.answered_by and why:
+        who = mention(truncate(task.answered_by, 100))
+        reason = escape(truncate(str(why), REASON_LIMIT))
+        return f"🚫 Cancelled by {who}: {reason} — no answer is needed any more"
+    return "Cancelled — no answer is needed any more"
 
 
 def task_fallback_text(task: TaskView) -> str:
@@ -451,6 +468,9 @@ def task_fallback_text(task: TaskView) -> str:
         who = mention(truncate(task.answered_by, 100) if task.answered_by else None)
         return f"Answered by {who}: {name} (run {run})"
     if task.status == "cancelled":
+        if task.answered_by:
+            who = mention(truncate(task.answered_by, 100))
+            return f"Cancelled by {who}: {name} (run {run})"
         return f"Cancelled: {name} (run {run})"
     question = escape(truncate(" ".join(task.question.split()), 200))
     return f"Your answer is needed: {name} (run {run}): {question}"

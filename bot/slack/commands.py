@@ -9,7 +9,8 @@ message, never a stack trace; whatever a person, a pipeline or a model wrote is 
 Who may do what is the engine's to check (`pipelines.authorization`), so Slack and the CLI share
 one rule and every refusal is audited: anyone may inspect (`runs`, `run`, `pending`, `stats`);
 `trigger` follows GATEHOUSE_TRIGGERERS, `replay` GATEHOUSE_OPERATORS, `undo` the tool's approvers
-and the operators (each open to anyone while unset). Every gated tool a run reaches still waits
+and the operators, `cancel`/`retry`/`resolve` the run's tools' approvers and the operators (each
+open to anyone while unset). Every gated tool a run reaches still waits
 for its approvers.
 """
 
@@ -59,6 +60,9 @@ USAGE = {
     "eval": "eval PIPELINE [reviewed]",
     "pause": "pause PIPELINE reason…",
     "resume": "resume PIPELINE [reason…]",
+    "cancel": "cancel RUN_ID REASON…",
+    "retry": "retry RUN_ID",
+    "resolve": "resolve CALL_ID happened [{result json}] REASON… | resolve CALL_ID did-not-happen REASON…",
 }
 EXPLAIN = {
     "help": "this list",
@@ -77,6 +81,10 @@ EXPLAIN = {
     "pause": "stop a pipeline: no new runs from any trigger, its running runs wait before their "
     "next tool or model call (operators only)",
     "resume": "start a paused pipeline again; the runs it held carry on (operators only)",
+    "cancel": "end a queued, waiting, running or stuck run; its approvals and tasks are closed "
+    "(operators and the approvers of its tools)",
+    "retry": "a new attempt of a failed, stuck or cancelled run: succeeded calls are reused",
+    "resolve": "say whether a call whose outcome is unknown happened; the run carries on",
 }
 STATUS_ICONS = {
     "queued": ":inbox_tray:",
@@ -725,6 +733,80 @@ def _resume(inv: Invocation, rest: str) -> CommandReply:
     return reply([section(text)], escape(f"Resumed {name}"))
 
 
+# -- run operations (pipelines/run_operations.py) --------------------------------------------
+
+
+def _id_and_text(subcommand: str, rest: str, what: str) -> tuple[str, str]:
+    head, _, tail = rest.strip().partition(" ")
+    if not head:
+        raise UsageError(subcommand, f"the {what} is missing")
+    return head, tail.strip()
+
+
+def _cancel(inv: Invocation, rest: str) -> CommandReply:
+    run_id, reason = _id_and_text("cancel", rest, "run id")
+    if not reason:
+        raise UsageError("cancel", "say why after the run id; it goes on the run's cards")
+    was = inv.gatehouse.run(run_id).status
+    run = inv.gatehouse.cancel(run_id, user=inv.user_id, reason=reason)
+    note = " It stops before its next tool or model call." if was == RunStatus.RUNNING else ""
+    return reply(
+        [
+            section(
+                f":heavy_minus_sign: Cancelled run `{escape(run.id)}` (*{escape(run.pipeline)}*,"
+                f" was {escape(was)}): {escape(truncate(reason, 500))}.{note}"
+            )
+        ],
+        escape(f"Cancelled run {run.id}"),
+    )
+
+
+def _retry(inv: Invocation, rest: str) -> CommandReply:
+    run_id = _one_id("retry", rest, "run id")
+    inv.gatehouse.retry(run_id, user=inv.user_id)
+    inv.gatehouse.resume(run_id)
+    return run_outcome_reply(inv, inv.gatehouse.run(run_id))
+
+
+_VERDICTS = {"happened": True, "did-not-happen": False}
+
+
+def parse_resolve(rest: str) -> tuple[str, bool, Any, str]:
+    """`CALL_ID happened [{json}] reason…` or `CALL_ID did-not-happen reason…`."""
+    call_id, tail = _id_and_text("resolve", rest, "call id")
+    verdict, _, tail = tail.partition(" ")
+    if verdict not in _VERDICTS:
+        raise UsageError("resolve", "after the call id say `happened` or `did-not-happen`")
+    happened, tail, result = _VERDICTS[verdict], tail.strip(), None
+    if tail.startswith("{"):
+        if not happened:
+            raise UsageError("resolve", "a result goes with `happened` only")
+        try:
+            result, end = json.JSONDecoder().raw_decode(tail)
+        except json.JSONDecodeError as exc:
+            raise UsageError("resolve", f"the result is not JSON: {escape(exc.msg)}") from exc
+        tail = tail[end:].strip()
+    if not tail:
+        raise UsageError("resolve", "say how you know, after the verdict (and the result)")
+    return call_id, happened, result, tail
+
+
+def _resolve(inv: Invocation, rest: str) -> CommandReply:
+    call_id, happened, result, reason = parse_resolve(rest)
+    call = inv.gatehouse.resolve(
+        call_id, user=inv.user_id, happened=happened, reason=reason, result=result
+    )
+    run_id = call.run_id or ""
+    if inv.gatehouse.run(run_id).status == RunStatus.QUEUED:
+        inv.gatehouse.resume(run_id)
+    verdict = "it happened" if happened else "it did not happen"
+    head = section(
+        f":white_check_mark: Resolved call `{escape(call_id)}` (`{escape(call.name)}`): {verdict}"
+    )
+    outcome = run_outcome_reply(inv, inv.gatehouse.run(run_id))
+    return reply([head, *outcome.blocks], escape(f"Resolved call {call_id}: {verdict}"))
+
+
 _HANDLERS: dict[str, Callable[[Invocation, str], CommandReply]] = {
     "help": _help,
     "runs": _runs,
@@ -737,4 +819,7 @@ _HANDLERS: dict[str, Callable[[Invocation, str], CommandReply]] = {
     "resume": _resume,
     "undo": _undo,
     "eval": _eval,
+    "cancel": _cancel,
+    "retry": _retry,
+    "resolve": _resolve,
 }

@@ -27,7 +27,7 @@ import structlog
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
-from bot.slack import cards
+from bot.slack import attention_cards, cards
 from bot.slack.alerts import SlackAlerts
 from bot.slack.delivery import (
     delivery_failure,
@@ -38,13 +38,14 @@ from bot.slack.delivery import (
 )
 from bot.slack.review import SlackReview
 from pipelines import inspect
+from pipelines.attention import last_operation
 from pipelines.operations.alerting import AlertView
 from pipelines.operations.review import ReviewItemView, ReviewWeekView
 from pipelines.pipeline import registered_pipelines
 from pipelines.rate_limits import rate_limit_headroom
 from pipelines.runtime import Runtime
 from pipelines.tools import lookup_tool
-from pipelines.views import ApprovalView, TaskView
+from pipelines.views import ApprovalView, Run, TaskView
 from storage import messages
 
 log = structlog.get_logger()
@@ -133,6 +134,22 @@ class SlackNotifier:
             lambda: cards.task_answered_card(task),
             cards.task_fallback_text(task),
         )
+
+    # -- needs-attention notices (bot/slack/attention_cards.py) ---------------------------
+
+    def run_needs_attention(self, run: Run) -> None:
+        done = last_operation(self._runtime(), run.id)
+        self._show(
+            "run",
+            run.id,
+            self._pipeline_channel(run.pipeline),
+            lambda: attention_cards.attention_card(run, done),
+            attention_cards.attention_fallback_text(run, done),
+        )
+
+    def _pipeline_channel(self, pipeline_name: str) -> str:
+        pipeline = registered_pipelines().get(pipeline_name)
+        return (pipeline.approvals_channel if pipeline else None) or self._default_channel
 
     # -- alerts ---------------------------------------------------------------------------
 

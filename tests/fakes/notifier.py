@@ -38,5 +38,8 @@ class RecordingNotifier:
     def review_verdict(self, item: Any) -> None:
         self.events.append(("review_verdict", item))
 
+    def run_needs_attention(self, run: Any) -> None:
+        self.events.append(("run_needs_attention", run))
+
     def names(self) -> list[str]:
         return [name for name, _ in self.events]
