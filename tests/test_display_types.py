@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
 import pytest
@@ -16,13 +16,17 @@ from pydantic import BaseModel, Field
 from typer.testing import CliRunner
 
 from bot.cli.main import app
+from bot.demo.history import seed_history
 from bot.formatting import amount, percent, shown_values
 from bot.slack import cards, review_cards
 from bot.slack.shown_fields import shown_sections
 from pipelines import Context, pipeline, tool
 from pipelines.display import Date, Id, Link, Money, Percent, display_marks
 from pipelines.operations.review import ReviewItemView
+from pipelines.outbox import OutboxSender
 from pipelines.tool_context import RecordedReads
+from pipelines.views import ApprovalView
+from storage.db import Database
 from tests.fakes.clock import FakeClock
 from tests.fakes.slack import FakeSlack
 from tests.slack_harness import SlackWorld, slack_world
@@ -221,6 +225,18 @@ def test_a_link_that_could_forge_a_token_is_not_linked(world: SlackWorld) -> Non
     assert "`https://x|&lt;!here&gt;`" in shown
 
 
+@pytest.mark.usefixtures("slack_mode")
+def test_app_homes_waiting_list_reads_the_refund_in_money(world: SlackWorld) -> None:
+    demo_refund(world)
+    world.slack.app_home_opened("U_ALICE")
+    world.settle()
+    home = world.fake.home("U_ALICE")
+    assert home is not None
+    shown = texts(home["blocks"])
+    assert "`issue_refund` (spend) *order_id* `ord_1002` · *amount* 180.00 EUR" in shown
+    assert "18000" not in shown
+
+
 # -- the CLI and the review thread -----------------------------------------------------------
 
 
@@ -315,3 +331,36 @@ def test_a_field_title_names_the_value() -> None:
         {"price_cents": 999, "currency": "EUR"}, display_marks(Priced), {"price_cents": "price"}
     )
     assert (shown.label, shown.text) == ("price", "9.99 EUR")
+
+
+# -- the demo's own waiting refund, as `make demo` posts it ------------------------------------
+
+
+def test_the_demo_historys_waiting_refund_card_reads_money_and_the_orders_total(
+    fake_slack: FakeSlack, sqlite_url: str
+) -> None:
+    """`make demo` seeds its history and leaves a refund over 100.00 waiting (bot/demo/history.py
+    `_plan_waiting`); the card its bot posts for it reads the amount and the order as money."""
+    end = datetime(2026, 11, 25, 17, 30, tzinfo=UTC)
+    database = Database(sqlite_url)
+    try:
+        seed_history(database, end=end, days=1)
+    finally:
+        database.dispose()
+    with slack_world(fake_slack, sqlite_url, FakeClock(end)) as world:
+        sender = world.gatehouse.rt.sender
+        assert isinstance(sender, OutboxSender)
+        sender.deliver_due()
+        [refund] = [
+            a
+            for a in world.gatehouse.pending()
+            if isinstance(a, ApprovalView) and a.tool == "issue_refund"
+        ]
+        [card] = [m for m in world.approval_cards() if refund.id in texts(m.get("blocks"))]
+    shown = texts(card["blocks"])
+    cents = refund.args["amount_cents"]
+    money = f"{cents // 100:,}.{cents % 100:02d} EUR"
+    assert f"*amount*\n{money}" in shown and str(cents) not in shown
+    assert f"*order total*\n{money}" in shown  # the demo refunds the whole order
+    assert "*refunded so far*\n0.00 EUR" in shown
+    assert money in confirm_text(card)

@@ -23,12 +23,12 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from bot.formatting import clock, share, shown_values, usd
+from bot.formatting import clock, share, usd
 from bot.slack import forms, shown_fields
 from bot.slack.blocks import actions, button, context, plain_text, section
 from bot.slack.mrkdwn import code, escape, mention, truncate
 from pipelines import Run
-from pipelines.display import display_marks, field_titles
+from pipelines.display import display_marks
 from pipelines.operations.review import FLAG_CATEGORIES, ReviewItemView, ReviewWeekView, zone
 from pipelines.tools import lookup_tool
 from pipelines.views import CallView
@@ -108,16 +108,12 @@ def _confidences(run: Run) -> str:
 
 
 def _shown_input(call: CallView) -> str:
-    """`\n    order_id `ord_1002` · amount 180.00 EUR …`: a tool call's arguments with the tool's
-    display types (`pipelines.display`), or nothing when the tool is not registered here."""
+    """`\n    order_id `ord_1002` · amount 180.00 EUR …`: a tool call's arguments by the tool's
+    display types (`pipelines.display`), or nothing when the tool marks none."""
     tool = lookup_tool(call.name)
-    if tool is None or not isinstance(call.input, Mapping) or not call.input:
+    if tool is None or not display_marks(tool.args_model) or not isinstance(call.input, Mapping):
         return ""
-    marks = display_marks(tool.args_model)
-    if not marks:
-        return ""
-    shown = shown_values(call.input, marks, field_titles(tool.args_model))
-    return f"\n    {shown_fields.shown_line(shown, 400)}"
+    return f"\n    {shown_fields.call_args_line(call.name, call.input, 400)}"
 
 
 def _tools(run: Run) -> str:

@@ -5,9 +5,10 @@ the cards always showed it. Everything escaped; within the toolkit's limits."""
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
-from bot.formatting import Shown
+from bot.formatting import Shown, shown_values
 from bot.slack.blocks import (
     FIELD_KEY_LIMIT,
     FIELD_LIMIT,
@@ -18,6 +19,8 @@ from bot.slack.blocks import (
     section,
 )
 from bot.slack.mrkdwn import code, escape, slack_len, truncate
+from pipelines.display import display_marks, field_titles
+from pipelines.tools import lookup_tool
 
 # A link we build only for a plain http(s) URL: nothing in it can end the `<…>` token or label it.
 _SAFE_URL = re.compile(r"^https?://[^\s<>|]+$")
@@ -60,3 +63,13 @@ def shown_sections(
     if title and not blocks:
         blocks.append(section(title))
     return blocks, shortened
+
+
+def call_args_line(tool_name: str, args: Any, limit: int) -> str:
+    """A tool call's arguments on one mrkdwn line by the tool's display types (`amount 180.00
+    EUR`), or as compact code when the tool is not registered here or marks nothing."""
+    tool = lookup_tool(tool_name)
+    if tool is None or not isinstance(args, Mapping) or not display_marks(tool.args_model):
+        return code(args, limit)
+    marks, titles = display_marks(tool.args_model), field_titles(tool.args_model)
+    return shown_line(shown_values(args, marks, titles), limit)
