@@ -102,7 +102,7 @@ def collect(journal: Journal, output: type[M], recorded: CallRecord) -> M:
             journal.suspend(conn, now, f"human task {task.id if task else '?'}")
             waiting = task.id if task is not None else None
         else:
-            answer = output.model_validate(task.answer)
+            answer = output.model_validate(with_person_confidence(output, task.answer))
             values: dict[str, Any] = {
                 "status": CallStatus.SUCCEEDED,
                 "output": answer.model_dump(mode="json"),
@@ -207,6 +207,9 @@ def answer(rt: Runtime, task_id: str, *, user: str, answer: Any) -> TaskView:
             f"answer to {task_id} does not fit {model.__name__}: {format_validation_errors(exc)}"
         ) from exc
     answer_json = validated.model_dump(mode="json")
+    if isinstance(answer, dict) and answer.get("confidence") is None and has_confidence(model):
+        # Kept as the person gave it (the task, its card, the audit): the filler is the run's.
+        answer_json.pop("confidence", None)
     now = rt.clock.now()
     with rt.db.transaction() as conn:
         if not task_rows.answer_task(conn, task_id, answer=answer_json, by=user, at=now):

@@ -158,6 +158,16 @@ def test_a_persons_answer_is_recorded_with_who_and_when_and_counts_in_no_confide
     assert (figures.calls, figures.confident, figures.mean_confidence) == (1, 0, None)
 
 
+def test_the_answered_task_card_shows_the_answer_as_the_person_gave_it(world: SlackWorld) -> None:
+    run_id, _ = answer_the_ticket(world)
+    [task] = world.gatehouse.run(run_id).tasks
+    assert task.answer == LABEL, "no confidence the person did not give"
+    task_card = world.approval_cards()[0]
+    shown = texts(task_card["blocks"])
+    assert "Answered by <@U_BOB>" in shown and "`ord_1002`" in shown
+    assert "confidence" not in shown
+
+
 def test_a_model_answer_names_the_model_and_its_confidence(
     model_world: SlackWorld, fake_openai: FakeOpenAI
 ) -> None:
@@ -274,5 +284,8 @@ def test_the_cli_answer_template_never_asks_for_a_confidence(cli_env: str) -> No
     fields = pending.split("answer fields:")[1].split("answer:")[0]
     assert "confidence" not in fields and "order_id" in fields
     task_id = template.split("gatehouse answer ")[1].split()[0]
+    run_id = json.loads(cli("pending", "--json"))[0]["run_id"]
     answered = cli("answer", task_id, "--as", "olga", "--answer", json.dumps(LABEL))
     assert "approval" in answered and "amount 180.00 EUR" in answered
+    [llm_line] = [line for line in cli("run", run_id).splitlines() if "llm:" in line]
+    assert "answered by human: olga at" in llm_line and "confidence" not in llm_line

@@ -249,6 +249,18 @@ def call_lines(number: str, c: CallView, key_width: int = 0) -> list[str]:
     return lines
 
 
+def _answered_by(meta: dict[str, Any]) -> str | None:
+    """`answered by model`, or `answered by human: bob at 14:02:03.120` (who, when)."""
+    if not meta.get("answered_by"):
+        return None
+    said = f"answered by {meta['answered_by']}"
+    if meta.get("answered_by_user"):
+        said += f": {meta['answered_by_user']}"
+        if isinstance(meta.get("answered_at"), str):
+            said += f" at {_iso_clock(meta['answered_at'])}"
+    return said
+
+
 def llm_meta_lines(meta: dict[str, Any]) -> list[str]:
     """Model, attempts, confidence, tokens, cost, latency and who answered an LLM call."""
     attempts = meta.get("attempts") or []
@@ -260,7 +272,7 @@ def llm_meta_lines(meta: dict[str, Any]) -> list[str]:
         f"{meta.get('prompt_tokens', 0)}+{meta.get('completion_tokens', 0)} tokens",
         f"${cost:.6f}" if cost is not None else "cost unknown (no price for this model)",
         f"{meta.get('latency_ms', 0):.1f} ms",
-        f"answered by {meta['answered_by']}" if meta.get("answered_by") else None,
+        _answered_by(meta),
     ]
     lines = ["       llm:    " + " · ".join(p for p in parts if p)]
     if meta.get("reason"):

@@ -81,8 +81,9 @@ class ApprovalContext:
     - `trigger`: how the run started, in words ("slash command", "schedule nightly", "webhook");
       the triggering user comes from `approval.trigger_user`.
     - `run_input`: the run's input (JSON), shown compact and cut short.
-    - `llm_calls`: the run's model calls before this gate, oldest first; the last few are shown
-      with their output and confidence, the reasons the run got here.
+    - `llm_calls`: the run's model calls and people's answers (human exits, `ctx.ask_human`)
+      before this gate, oldest first; the last few are shown, each as its producer's
+      (`bot.slack.provenance`): the reasons the run got here.
     - `rate_limit`: the tool's headroom in words, e.g. "20/hour, 3 used".
     - `tool_description`: what the tool does, from its docstring.
     - `command`: the slash command named in "full value" hints.
