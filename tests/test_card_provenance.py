@@ -122,7 +122,7 @@ def test_after_a_person_answered_the_models_exit_the_card_says_who_and_never_the
     shown = texts(approval_card(world)["blocks"])
     assert "What the model said" not in shown
     assert "What a person answered" in shown
-    assert "answered by <@U_BOB> at" in shown
+    assert "answered by <@U_BOB> at 09:00 UTC:" in shown  # the run's day: no date repeated
     assert "confidence" not in shown.split("*Why*")[1].split("Approvers")[0]
     assert '"kind": "refund"' in shown and "came to a person: no model is configured" in shown
     assert "180.00 EUR" in shown

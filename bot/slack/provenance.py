@@ -57,7 +57,9 @@ def _person_line(call: CallView, meta: Mapping[str, Any], limit: int) -> str:
     at = _answered_at(call, meta)
     said = f"answered by {mention(truncate(str(who), 100)) if who else 'a person'}"
     if at is not None:
-        said += f" at {clock(at)}"
+        started = call.started_at
+        started = started.replace(tzinfo=UTC) if started.tzinfo is None else started
+        said += f" at {clock(at, same_day_as=started.astimezone(UTC))}"
     line = f"• *{escape(truncate(call.name, 100))}* — {said}: {code(_without_confidence(call.output), limit)}"
     if call.kind == "llm":
         # What the model had tried, said as the model's: which one, its own confidence, why not.
