@@ -243,8 +243,9 @@ def _shown(name: str, value: object, mark: Mark | None, values: Mapping[str, obj
                 label = next((name[: -len(s)] for s in _MINOR_SUFFIXES if name.endswith(s)), name)
                 name = label or name
             return Shown(name, text, "money", value)
-        if isinstance(mark, Percent) and isinstance(value, int | float | Decimal):
-            return Shown(name, percent(value, scale=mark.scale), "percent", value)
+        if isinstance(mark, Percent) and isinstance(value, int | float | Decimal | str):
+            number = Decimal(value) if isinstance(value, str) else value  # a Decimal as JSON text
+            return Shown(name, percent(number, scale=mark.scale), "percent", value)
     except (ArithmeticError, ValueError):  # "••••" (sealed), or digits that are not a number
         return Shown(name, _one_line(value), "value", value)
     if isinstance(mark, Date):

@@ -299,6 +299,8 @@ def test_one_function_formats_every_mark() -> None:
     assert amount(1250, "KWD", minor_units=True) == "1.250 KWD"
     assert amount("180.5", "EUR", minor_units=False) == "180.50 EUR"
     assert percent(0.125) == "12.5%" and percent(40, scale=100) == "40%"
+    as_text = shown_values({"discount": "0.125"}, {"discount": Percent()})  # a Decimal as JSON
+    assert [s.text for s in as_text] == ["12.5%"]
     marks = display_marks(PlanArgs)
     assert set(marks) == {"customer_id", "discount", "starts", "invoice", "fee_cents"}
     shown = shown_values(
