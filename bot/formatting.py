@@ -6,8 +6,14 @@ show the same figure the same way because both take it from here. A missing figu
 
 from __future__ import annotations
 
+import json
 import re
-from datetime import datetime, timedelta
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+
+from pipelines.display import Date, Id, Link, Mark, Money, Percent
 
 DASH = "-"
 
@@ -133,6 +139,151 @@ def time_of_day(value: datetime | None) -> str:
     return DASH if value is None else value.strftime("%H:%M:%S.%f")[:-3]
 
 
+def remaining(until: datetime, now: datetime) -> str:
+    """`in 23 h`, `in 40 min`, `in 3 d`, `in less than a minute`, or `overdue`: how long from `now`
+    to `until`, rounded down to a whole unit, as a card says when something expires."""
+    seconds = (until - now).total_seconds()
+    if seconds <= 0:
+        return "overdue"
+    if seconds < 60:
+        return "in less than a minute"
+    if seconds < 2 * 3600:
+        return f"in {int(seconds // 60)} min"
+    if seconds < 2 * 86400:
+        return f"in {int(seconds // 3600)} h"
+    return f"in {int(seconds // 86400)} d"
+
+
 def when(value: datetime | None) -> str:
     """`2026-11-02 09:30:00 UTC`: a moment in full, as the CLI lists it."""
     return DASH if value is None else value.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+# -- display types: arguments as people read them ---------------------------------------------
+
+# ISO 4217 currencies whose minor unit is not a hundredth (the rest have two decimals).
+_CURRENCY_DECIMALS = {
+    **dict.fromkeys(("BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG"), 0),
+    **dict.fromkeys(("RWF", "UGX", "VND", "VUV", "XAF", "XOF", "XPF"), 0),
+    **dict.fromkeys(("BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"), 3),
+}
+# The suffixes that say "minor units" in a field name: `amount_cents` reads as "amount".
+_MINOR_SUFFIXES = ("_in_cents", "_cents", "_minor_units", "_minor")
+
+
+def currency_decimals(currency: str) -> int:
+    return _CURRENCY_DECIMALS.get(currency.upper(), 2)
+
+
+def amount(value: Decimal | int | float | str, currency: str | None, *, minor_units: bool) -> str:
+    """`180.00 EUR` from `18000` in minor units (or from `180` in whole units), with the
+    currency's own decimals (`1,500 JPY`, `1.250 KWD`); no currency known: the number alone."""
+    places = currency_decimals(currency) if currency else 2
+    number = Decimal(str(value))
+    if minor_units:
+        number = number.scaleb(-places)
+    text = f"{number:,.{places}f}"
+    return f"{text} {currency.upper()}" if currency else text
+
+
+def percent(value: float | int | Decimal, *, scale: float = 1.0) -> str:
+    """`12.5%` from `0.125` (`scale=1`, a fraction) or from `12.5` (`scale=100`)."""
+    number = float(value) * 100 / scale
+    text = f"{number:.2f}".rstrip("0").rstrip(".")
+    return f"{text}%"
+
+
+def date_text(value: object) -> str:
+    """`2026-12-04`, or `2026-12-04 14:02 UTC` for a moment; text that is not ISO as it is."""
+    moment: object = value
+    if isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return value
+        if len(value) <= 10:
+            return value  # a date alone
+    if isinstance(moment, datetime):
+        utc = moment.astimezone(UTC) if moment.tzinfo else moment
+        return f"{utc:%Y-%m-%d %H:%M} UTC"
+    if isinstance(moment, date):
+        return moment.isoformat()
+    return str(value)
+
+
+@dataclass(frozen=True)
+class Shown:
+    """One field as a person reads it: its label, its text (plain, not escaped), what kind of
+    value it is (`money`, `percent`, `date`, `id`, `link`, or `value` for an unmarked one), and
+    the value as recorded (an unmarked value is shown from it, as JSON where it is not text)."""
+
+    label: str
+    text: str
+    kind: str
+    value: object = None
+
+
+def _one_line(value: object) -> str:
+    if isinstance(value, str):
+        return " ".join(value.split()) if "\n" in value else value
+    return json.dumps(value, ensure_ascii=False, separators=(", ", ": "), default=str)
+
+
+def _shown(name: str, value: object, mark: Mark | None, values: Mapping[str, object]) -> Shown:
+    if value is None or isinstance(value, bool) or mark is None:
+        return Shown(name, _one_line(value), "value", value)
+    try:
+        if isinstance(mark, Money) and isinstance(value, int | float | Decimal | str):
+            currency = mark.currency
+            if mark.currency_field is not None:
+                named = values.get(mark.currency_field)
+                currency = named if isinstance(named, str) and named else currency
+            text = amount(value, currency, minor_units=mark.minor_units)
+            if mark.minor_units:
+                label = next((name[: -len(s)] for s in _MINOR_SUFFIXES if name.endswith(s)), name)
+                name = label or name
+            return Shown(name, text, "money", value)
+        if isinstance(mark, Percent) and isinstance(value, int | float | Decimal | str):
+            number = Decimal(value) if isinstance(value, str) else value  # a Decimal as JSON text
+            return Shown(name, percent(number, scale=mark.scale), "percent", value)
+    except (ArithmeticError, ValueError):  # "••••" (sealed), or digits that are not a number
+        return Shown(name, _one_line(value), "value", value)
+    if isinstance(mark, Date):
+        return Shown(name, date_text(value), "date", value)
+    if isinstance(mark, Id):
+        return Shown(name, _one_line(value), "id", value)
+    if isinstance(mark, Link):
+        return Shown(name, _one_line(value), "link", value)
+    return Shown(name, _one_line(value), "value", value)
+
+
+def shown_values(
+    values: Mapping[str, object],
+    marks: Mapping[str, Mark],
+    titles: Mapping[str, str] | None = None,
+) -> list[Shown]:
+    """A tool's arguments (or a context model's fields) as people read them, in order: marked
+    fields formatted (`amount_cents` 18000 with `currency` EUR is `amount` `180.00 EUR`), the
+    currency field a money field names folded into it, the rest as they are. The one function
+    cards, confirm dialogs, the CLI and the review thread show arguments with."""
+    folded = {
+        m.currency_field
+        for n, m in marks.items()
+        if isinstance(m, Money)
+        and m.currency_field
+        and isinstance(values.get(n), int | float | str)
+    }
+    shown = []
+    for name, value in values.items():
+        if name in folded and isinstance(values.get(name), str):
+            continue
+        item = _shown(name, value, marks.get(name), values)
+        if titles and name in titles:
+            item = Shown(titles[name], item.text, item.kind, item.value)
+        shown.append(item)
+    return shown
+
+
+def shown_line(shown: list[Shown], *, separator: str = " · ") -> str:
+    """`order_id ord_1002 · amount 180.00 EUR · reason never arrived`: one line, plain text."""
+    return separator.join(f"{s.label} {s.text}" for s in shown)

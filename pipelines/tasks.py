@@ -6,6 +6,7 @@ resumed run collects the answer as the call's result.
 from __future__ import annotations
 
 import importlib
+from datetime import datetime
 from typing import Any, NoReturn, TypeVar
 
 import structlog
@@ -15,6 +16,7 @@ from pipelines import sensitive
 from pipelines.authorization import may_act, refuse
 from pipelines.errors import AlreadyAnswered, InvalidAnswer, NotAnAssignee, Suspend, UnknownTask
 from pipelines.journal import CallRecord, Journal, NextCall
+from pipelines.llm import has_confidence
 from pipelines.runtime import Runtime
 from pipelines.validation import format_validation_errors
 from pipelines.views import TaskView
@@ -23,7 +25,7 @@ from storage import calls as call_rows
 from storage import runs as run_rows
 from storage.audit import append_audit
 from storage.ids import new_id
-from storage.models import CallKind, CallStatus, RunStatus, TaskStatus
+from storage.models import CallStatus, RunStatus, TaskStatus
 from storage.rows import HumanTaskRow
 
 log = structlog.get_logger()
@@ -100,25 +102,49 @@ def collect(journal: Journal, output: type[M], recorded: CallRecord) -> M:
             journal.suspend(conn, now, f"human task {task.id if task else '?'}")
             waiting = task.id if task is not None else None
         else:
-            answer = output.model_validate(task.answer)
+            answer = output.model_validate(with_person_confidence(output, task.answer))
             values: dict[str, Any] = {
                 "status": CallStatus.SUCCEEDED,
                 "output": answer.model_dump(mode="json"),
                 "finished_at": now,
                 "error": None,
             }
-            if recorded.kind == CallKind.LLM:
-                values["meta"] = {
-                    **(recorded.meta or {}),
-                    "answered_by": "human",
-                    "answered_by_user": task.answered_by,
-                }
+            values["meta"] = answered_meta(recorded, task.answered_by, task.answered_at)
             call_rows.update_call(conn, recorded.id, **values)
             return answer
     raise Suspend(f"waiting for human task {waiting}", waiting_for=waiting)
 
 
+def answered_meta(recorded: CallRecord, user: str | None, at: datetime | None) -> dict[str, Any]:
+    """The call's meta once a person answered: who and when, and no confidence. The answer is
+    the person's, so it counts in no confidence figure (mean confidence, the confidence-drop
+    rule, the review's "model confidence"); what the model said of its own attempt before the
+    human exit stays on the record as `model_confidence`."""
+    meta = dict(recorded.meta or {})
+    if "confidence" in meta:
+        meta["model_confidence"] = meta.pop("confidence")
+    meta["confidence"] = None
+    meta["answered_by"] = "human"
+    meta["answered_by_user"] = user
+    meta["answered_at"] = at.isoformat() if at is not None else None
+    return meta
+
+
 # -- the person's end: answer ---------------------------------------------------------------
+
+# Output fields a person is never asked for (the answer form, the CLI's answer template).
+NOT_ASKED_OF_PEOPLE = frozenset({"confidence"})
+# What a person's answer stands for in an output model's `confidence` field: the form never asks
+# a person for one, and the pipeline's code gets a value that passes any bar it sets.
+PERSON_CONFIDENCE = 1.0
+
+
+def with_person_confidence(model: type[BaseModel], answer: Any) -> Any:
+    """`answer` with the output model's `confidence` filled in (`PERSON_CONFIDENCE`) when it has
+    that field and the person gave none: a person is never asked how sure a model would be."""
+    if has_confidence(model) and isinstance(answer, dict) and answer.get("confidence") is None:
+        return {**answer, "confidence": PERSON_CONFIDENCE}
+    return answer
 
 
 def load_model(path: str) -> type[BaseModel]:
@@ -175,12 +201,15 @@ def answer(rt: Runtime, task_id: str, *, user: str, answer: Any) -> TaskView:
     authorize_answer(rt, task, user)
     model = load_model(task.output_model)
     try:
-        validated = model.model_validate(answer)
+        validated = model.model_validate(with_person_confidence(model, answer))
     except ValidationError as exc:
         raise InvalidAnswer(
             f"answer to {task_id} does not fit {model.__name__}: {format_validation_errors(exc)}"
         ) from exc
     answer_json = validated.model_dump(mode="json")
+    if isinstance(answer, dict) and answer.get("confidence") is None and has_confidence(model):
+        # Kept as the person gave it (the task, its card, the audit): the filler is the run's.
+        answer_json.pop("confidence", None)
     now = rt.clock.now()
     with rt.db.transaction() as conn:
         if not task_rows.answer_task(conn, task_id, answer=answer_json, by=user, at=now):

@@ -67,6 +67,9 @@ class Tool:
     description: str = ""
     approvals_channel: str | None = None
     rate_limit_text: str | None = field(default=None)
+    # A few facts for the approval card, from the run's earlier recorded results
+    # (`pipelines.tool_context`): `context(args, reads)`.
+    context: Callable[..., Any] | None = None
 
     def __call__(self, args: Any, *, idempotency_key: str) -> Any:
         """Call the tool directly, ungated (for tests and scripts that know what they do)."""
@@ -149,11 +152,13 @@ def tool(
     idempotent: bool | None = None,
     approvals_channel: str | None = None,
     simulate: Callable[[Any], Any] | None = None,
+    context: Callable[..., Any] | None = None,
 ) -> Callable[[Callable[..., Any]], Tool]:
     """Declare a tool. Approval defaults to "always" for write/send/spend and "never" for read;
     read tools default to idempotent (a crash mid-call just reads again). `simulate(args) ->
     result`: in an eval, the call is recorded as "would call" and the pipeline goes on with
-    this result instead of stopping there.
+    this result instead of stopping there. `context(args, reads)`: a few facts for the approval
+    card from what the run already read (`pipelines.tool_context`).
 
     A tool a person may have to approve names who (`approvers=[...]`, or `"*"` for anyone,
     spelled out): an unnamed list used to mean "anyone", the trigger's own author included.
@@ -211,6 +216,7 @@ def tool(
             approvals_channel=approvals_channel,
             rate_limit_text=rate_limit,
             simulate=simulate,
+            context=context,
         )
         existing = _TOOLS.get(tool_name)
         if existing is not None and existing.fn.__qualname__ != fn.__qualname__:

@@ -313,7 +313,7 @@ def test_pending_lists_approvals_and_tasks_with_who_may_act_and_their_age(
 
     assert "1 approval(s), 1 human task(s)" in out
     assert f"*Approval* `{approval.id}` · `refund_request` run `{run_id}`" in out
-    assert "`issue_refund` (spend)" in out and '"amount_cents": 15000' in out
+    assert "`issue_refund` (spend)" in out and "*amount* 150.00 EUR" in out
     assert "Who may decide: @finance-leads (four-eyes: not <@UCAROL>) · waiting 10.0 min" in out
     assert "expires in 23.8 h" in out
     assert f"*Human task* `{task.id}` · `t_ask_price` run `{task_run.id}`" in out

@@ -199,14 +199,14 @@ def test_a_human_task_modal_reports_validation_errors_then_takes_the_answer(
     assert modal["callback_id"] == "task.answer"
     bad = world.slack.view_submission(
         "task.answer",
-        _form(kind="refund", confidence="5", order_id="ord_1001", amount="5.00"),
+        _form(kind="refund", order_id="order 1001", amount="5.00"),
         user_id="U_OLGA",
         view_id=modal["id"],
     )
-    assert bad.json["response_action"] == "errors" and "confidence" in bad.json["errors"]
+    assert bad.json["response_action"] == "errors" and "order_id" in bad.json["errors"]
     good = world.slack.view_submission(
         "task.answer",
-        _form(kind="refund", confidence="1", order_id="ord_1001", amount="5.00"),
+        _form(kind="refund", order_id="ord_1001", amount="5.00"),
         user_id="U_OLGA",
         view_id=modal["id"],
     )

@@ -12,10 +12,13 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from bot.formatting import time_of_day, took, when
+from bot.formatting import shown_line, shown_values, time_of_day, took, when
 from pipelines import ApprovalView, Pipeline, ReplayReport, Run, TaskView
+from pipelines.display import display_marks, field_titles
 from pipelines.pauses import is_held_by_pause
 from pipelines.run_operations import REPLACED_BY
+from pipelines.tasks import NOT_ASKED_OF_PEOPLE
+from pipelines.tools import lookup_tool
 from pipelines.views import CallView
 
 USER = "USER"  # the placeholder in suggested commands
@@ -53,7 +56,13 @@ def reject_command(approval_id: str) -> str:
 
 
 def answer_command(task: TaskView) -> str:
-    example = {name: "..." for name in schema_properties(task.output_schema)}
+    """The command to answer `task`, with its fields to fill; never a `confidence` (a person
+    is not asked how sure a model would be)."""
+    example = {
+        name: "..."
+        for name in schema_properties(task.output_schema)
+        if name not in NOT_ASKED_OF_PEOPLE
+    }
     return f"gatehouse answer {task.id} --as {USER} --answer {shlex.quote(compact(example))}"
 
 
@@ -103,10 +112,14 @@ def schema_constraints(prop: dict[str, Any]) -> list[str]:
     return found
 
 
-def field_lines(schema: Any, indent: str = "    ") -> list[str]:
+def field_lines(
+    schema: Any, indent: str = "    ", *, skip: frozenset[str] = frozenset()
+) -> list[str]:
     required = set(schema.get("required", [])) if isinstance(schema, dict) else set()
     rows = []
     for name, prop in schema_properties(schema).items():
+        if name in skip:
+            continue
         prop = prop if isinstance(prop, dict) else {}
         notes = ["required" if name in required else "optional", *schema_constraints(prop)]
         description = prop.get("description", "")
@@ -163,6 +176,16 @@ def runs_table(runs: Sequence[Run]) -> list[str]:
     return table(["run", "pipeline", "status", "user", "created", "took"], rows)
 
 
+def args_text(a: ApprovalView) -> str:
+    """The call's arguments as people read them (`amount 180.00 EUR`, not `amount_cents
+    18000`): the tool's display types (`pipelines.display`), when the tool is registered here."""
+    tool = lookup_tool(a.tool)
+    if tool is None or not isinstance(a.args, dict):
+        return compact(a.args)
+    marks = display_marks(tool.args_model)
+    return shown_line(shown_values(a.args, marks, field_titles(tool.args_model)), separator=", ")
+
+
 def approval_detail(a: ApprovalView) -> str:
     parts = [f"approvers {', '.join(a.approvers) or 'anyone'}"]
     if a.four_eyes and a.trigger_user:
@@ -181,7 +204,7 @@ def waiting_lines(run: Run) -> list[str]:
         if a.status != "pending":
             continue
         lines += [
-            f"  waiting for approval {a.id} to call {a.tool}",
+            f"  waiting for approval {a.id} to call {a.tool}: {args_text(a)}",
             f"    {approval_detail(a)}",
             f"    approve: {approve_command(a.id)}",
             f"    reject:  {reject_command(a.id)}",
@@ -233,6 +256,18 @@ def call_lines(number: str, c: CallView, key_width: int = 0) -> list[str]:
     return lines
 
 
+def _answered_by(meta: dict[str, Any]) -> str | None:
+    """`answered by model`, or `answered by human: bob at 14:02:03.120` (who, when)."""
+    if not meta.get("answered_by"):
+        return None
+    said = f"answered by {meta['answered_by']}"
+    if meta.get("answered_by_user"):
+        said += f": {meta['answered_by_user']}"
+        if isinstance(meta.get("answered_at"), str):
+            said += f" at {_iso_clock(meta['answered_at'])}"
+    return said
+
+
 def llm_meta_lines(meta: dict[str, Any]) -> list[str]:
     """Model, attempts, confidence, tokens, cost, latency and who answered an LLM call."""
     attempts = meta.get("attempts") or []
@@ -244,7 +279,7 @@ def llm_meta_lines(meta: dict[str, Any]) -> list[str]:
         f"{meta.get('prompt_tokens', 0)}+{meta.get('completion_tokens', 0)} tokens",
         f"${cost:.6f}" if cost is not None else "cost unknown (no price for this model)",
         f"{meta.get('latency_ms', 0):.1f} ms",
-        f"answered by {meta['answered_by']}" if meta.get("answered_by") else None,
+        _answered_by(meta),
     ]
     lines = ["       llm:    " + " · ".join(p for p in parts if p)]
     if meta.get("reason"):
@@ -296,6 +331,7 @@ def run_detail(run: Run, history: dict[str, Any]) -> list[str]:
             )
             reason = f" — {a.reason}" if a.reason else ""
             lines.append(f"  {a.id}  {a.call_key}  {decided}{reason}")
+            lines.append(f"    {a.tool}: {args_text(a)}")
             lines.append(f"    requested {when(a.requested_at)}; {approval_detail(a)}")
     if run.tasks:
         lines += ["", "human tasks"]
@@ -346,7 +382,7 @@ def pending_lines(items: Sequence[ApprovalView | TaskView]) -> list[str]:
             lines += [
                 f"approval {item.id}  {when(item.requested_at)}  run {item.run_id} "
                 f"({item.pipeline or '?'})",
-                f"  {item.tool} ({item.tool_kind}) {compact(item.args)}",
+                f"  {item.tool} ({item.tool_kind}): {args_text(item)}",
                 f"  {approval_detail(item)}",
                 f"  approve: {approve_command(item.id)}",
                 f"  reject:  {reject_command(item.id)}",
@@ -359,7 +395,7 @@ def pending_lines(items: Sequence[ApprovalView | TaskView]) -> list[str]:
                 f"({item.pipeline or '?'})",
                 f"  {item.question}",
                 f"  assignees {assignees}; answer fields:",
-                *field_lines(item.output_schema),
+                *field_lines(item.output_schema, skip=NOT_ASKED_OF_PEOPLE),
                 f"  answer: {answer_command(item)}",
             ]
     return lines
@@ -370,7 +406,7 @@ def pending_lines(items: Sequence[ApprovalView | TaskView]) -> list[str]:
 
 def approval_requested_line(a: ApprovalView) -> str:
     return (
-        f"⏸ approval {a.id} requested: {a.tool} {compact(a.args)} — "
+        f"⏸ approval {a.id} requested: {a.tool} ({args_text(a)}) — "
         f"approve with: {approve_command(a.id)}"
     )
 

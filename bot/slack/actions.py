@@ -23,7 +23,7 @@ from bot.slack.modals import loading_modal, notice_modal
 from bot.slack.private_replies import click_channel, clicker, tell
 from pipelines import GatehouseError
 from pipelines.errors import AlreadyAnswered, NotAuthorized, UnknownTask
-from pipelines.tasks import authorize_answer, load_model
+from pipelines.tasks import authorize_answer, load_model, with_person_confidence
 from storage import approvals as task_rows
 from storage.messages import message_ref
 
@@ -171,7 +171,8 @@ def register(app: App, bot: Bot) -> None:
             return
         answer = forms.answer_from_submission(task.output_schema, view["state"]["values"])
         try:
-            load_model(task.output_model).model_validate(answer)
+            model = load_model(task.output_model)
+            model.model_validate(with_person_confidence(model, answer))
         except ValidationError as exc:
             ack(response_action="errors", errors=forms.errors_for_modal(exc, task.output_schema))
             return

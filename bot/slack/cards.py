@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from bot.formatting import clock
+from bot.formatting import Shown, clock, remaining, shown_line, shown_values
 from bot.slack.blocks import (
     FIELDS_SHOWN,
     MODAL_TITLE_LIMIT,
@@ -44,6 +44,10 @@ from bot.slack.mrkdwn import (
     mentions,
     truncate,
 )
+from bot.slack.provenance import earlier_answers
+from bot.slack.shown_fields import shown_sections
+from pipelines.display import Mark
+from pipelines.tool_context import ToolContext
 from pipelines.validator import is_validator_call
 from pipelines.views import ApprovalView, CallView, TaskView
 
@@ -77,11 +81,16 @@ class ApprovalContext:
     - `trigger`: how the run started, in words ("slash command", "schedule nightly", "webhook");
       the triggering user comes from `approval.trigger_user`.
     - `run_input`: the run's input (JSON), shown compact and cut short.
-    - `llm_calls`: the run's model calls before this gate, oldest first; the last few are shown
-      with their output and confidence, the reasons the run got here.
+    - `llm_calls`: the run's model calls and people's answers (human exits, `ctx.ask_human`)
+      before this gate, oldest first; the last few are shown, each as its producer's
+      (`bot.slack.provenance`): the reasons the run got here.
     - `rate_limit`: the tool's headroom in words, e.g. "20/hour, 3 used".
     - `tool_description`: what the tool does, from its docstring.
     - `command`: the slash command named in "full value" hints.
+    - `arg_marks` / `arg_titles`: the display types of the tool's arguments
+      (`pipelines.display`), so that money reads `180.00 EUR`.
+    - `tool_context`: the tool's context block (`pipelines.tool_context`), when it has one.
+    - `now`: when the card is drawn, for "expires in 23 h" (left out: the absolute time only).
     """
 
     trigger: str | None = None
@@ -90,6 +99,13 @@ class ApprovalContext:
     rate_limit: str | None = None
     tool_description: str = ""
     command: str = SLASH_COMMAND
+    arg_marks: Mapping[str, Mark] = field(default_factory=dict)
+    arg_titles: Mapping[str, str] = field(default_factory=dict)
+    tool_context: ToolContext | None = None
+    now: datetime | None = None
+
+    def shown_args(self, args: Mapping[str, Any]) -> list[Shown]:
+        return shown_values(args, self.arg_marks, self.arg_titles)
 
 
 def _utc(value: datetime) -> datetime:
@@ -147,7 +163,7 @@ def _approval_summary(approval: ApprovalView, ctx: ApprovalContext) -> list[dict
     shortened = False
     args = approval.args
     if isinstance(args, Mapping) and args:
-        arg_blocks, shortened = field_sections(args, title="*Arguments*")
+        arg_blocks, shortened = shown_sections(ctx.shown_args(args), title="*Arguments*")
         blocks.extend(arg_blocks)
     elif args in (None, {}, []):
         blocks.append(context("No arguments."))
@@ -156,10 +172,12 @@ def _approval_summary(approval: ApprovalView, ctx: ApprovalContext) -> list[dict
         shortened = rendered.endswith(hint)
         blocks.append(section(f"*Arguments*\n{rendered}"))
 
+    if ctx.tool_context is not None:
+        blocks.extend(_context_blocks(ctx.tool_context))
     blocks.append(section(_why(approval, ctx)))
     llm_calls = [c for c in ctx.llm_calls if not is_validator_call(c.name)]
     if llm_calls:
-        blocks.append(section(_model_said(llm_calls)))
+        blocks.append(section(earlier_answers(llm_calls, LLM_CALLS_SHOWN, LLM_OUTPUT_LIMIT)))
     if isinstance(approval.validator, Mapping):
         blocks.append(section(_validator_said(approval.validator)))
 
@@ -172,7 +190,7 @@ def _approval_summary(approval: ApprovalView, ctx: ApprovalContext) -> list[dict
     notes.append(approvers)
     if approval.status == "pending":
         expires = approval.expires_at
-        notes.append(f"Expires {local_time(_utc(expires))}" if expires else "Does not expire")
+        notes.append(_expiry(_utc(expires), ctx.now) if expires else "Does not expire")
     notes.append(f"Approval `{escape(truncate(approval.id, 100))}`")
     hidden = len(args) - FIELDS_SHOWN if isinstance(args, Mapping) else 0
     if hidden > 0:
@@ -181,6 +199,29 @@ def _approval_summary(approval: ApprovalView, ctx: ApprovalContext) -> list[dict
         notes.append(f"Some arguments are shortened; {hint}")
     blocks.append(context(*notes))
     return blocks
+
+
+def _expiry(expires: datetime, now: datetime | None) -> str:
+    """ "Expires in 23 h (<!date…>)": the relative time as of when the card is drawn (cards are
+    drawn again on every update), and the absolute one in each reader's own time zone."""
+    if now is None:
+        return f"Expires {local_time(expires)}"
+    return f"Expires {remaining(expires, _utc(now))} ({local_time(expires)})"
+
+
+CONTEXT_TITLE = "*What the run already read*"
+
+
+def _context_blocks(found: ToolContext) -> list[dict[str, Any]]:
+    """The tool's context block: its facts as fields, its lines as text, or that it failed."""
+    if found.unavailable:
+        return [context(f"{CONTEXT_TITLE}: context unavailable (the error is in the log)")]
+    if found.values:
+        shown = shown_values(found.values, found.marks, found.titles)
+        blocks, _ = shown_sections(shown, title=CONTEXT_TITLE, max_fields=10)
+        return blocks
+    lines = "\n".join(escape(truncate(line, 300)) for line in found.lines)
+    return [section(f"{CONTEXT_TITLE}\n{lines}")]
 
 
 def _why(approval: ApprovalView, ctx: ApprovalContext) -> str:
@@ -206,35 +247,13 @@ def _why(approval: ApprovalView, ctx: ApprovalContext) -> str:
     return "\n".join(lines)
 
 
-def _model_said(calls: list[CallView]) -> str:
-    shown = calls[-LLM_CALLS_SHOWN:]
-    lines = ["*What the model said*"]
-    if len(calls) > len(shown):
-        lines.append(f"_{len(calls) - len(shown)} earlier model calls not shown_")
-    for call in shown:
-        meta = call.meta if isinstance(call.meta, Mapping) else {}
-        about = [escape(truncate(str(meta["model"]), 80))] if meta.get("model") else []
-        confidence = meta.get("confidence")
-        if isinstance(confidence, int | float) and not isinstance(confidence, bool):
-            about.append(f"confidence {confidence:.2f}")
-        label = f"• *{escape(truncate(call.name, 100))}*" + (
-            f" ({', '.join(about)})" if about else ""
-        )
-        if call.output is not None:
-            lines.append(f"{label}: {code(call.output, LLM_OUTPUT_LIMIT)}")
-        else:
-            failure = meta.get("reason") or call.error or "no answer"
-            lines.append(f"{label}: no answer — {escape(truncate(str(failure), 300))}")
-    return "\n".join(lines)
-
-
 _VERDICT_WORDS = {"approve": "approve", "reject": "reject", "unsure": "unsure"}
 
 
 def _validator_said(judged: Mapping[str, Any]) -> str:
     """The validation model's verdict that sent this call to a person (`approval=validator`)."""
     model = escape(truncate(str(judged.get("model") or "no model"), 80))
-    lines = [f"*The validator* ({model}) handed this to a person"]
+    lines = [f"*The validator* — a model's verdict ({model}) — handed this to a person"]
     verdict = _VERDICT_WORDS.get(str(judged.get("verdict")))
     confidence = judged.get("confidence")
     if verdict is None:
@@ -252,11 +271,12 @@ def _validator_said(judged: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _approve_confirm(approval: ApprovalView) -> dict[str, Any]:
-    text = (
-        f"{approval.tool} spends money (run {approval.run_id}). "
-        f"Arguments: {fmt_value(approval.args)}"
-    )
+def _approve_confirm(approval: ApprovalView, ctx: ApprovalContext) -> dict[str, Any]:
+    args = approval.args
+    # Marked arguments as people read them (`amount 180.00 EUR`); unmarked ones as JSON.
+    marked = isinstance(args, Mapping) and bool(ctx.arg_marks)
+    shown = shown_line(ctx.shown_args(args)) if marked else fmt_value(args)
+    text = f"{approval.tool} spends money (run {approval.run_id}). Arguments: {shown}"
     return {
         "title": plain_text("Approve this spend?", 100),
         "text": plain_text(text, 300),
@@ -269,7 +289,9 @@ def _approve_confirm(approval: ApprovalView) -> dict[str, Any]:
 def approval_card(approval: ApprovalView, ctx: ApprovalContext) -> list[dict[str, Any]]:
     """The card posted when a gated call waits: what, why, who may decide, until when, and the
     Approve (with a confirm dialog for `spend`) and Reject buttons."""
-    approve_extra = {"confirm": _approve_confirm(approval)} if approval.tool_kind == "spend" else {}
+    approve_extra = (
+        {"confirm": _approve_confirm(approval, ctx)} if approval.tool_kind == "spend" else {}
+    )
     buttons = actions(
         approval_block_id(approval.id),
         button("Approve", APPROVE_ACTION, approval.id, style="primary", **approve_extra),

@@ -16,7 +16,9 @@ else a readable prefix and a hash of it, since Slack refuses ids over 255 charac
 | `Decimal` (number or string)            | `number_input`, the digits sent as text   |
 | anything else (objects, arrays, unions) | `plain_text_input` taking JSON, with hint |
 
-Fields not in `required`, or that accept null, are `optional`. The model's suggestion (a task from
+A `confidence` field is never asked of a person: the engine records a person's answer with no
+confidence (`pipelines.tasks.with_person_confidence`). Above the fields the modal repeats the
+input being judged (escaped, cut to `INPUT_SHOWN`). Fields not in `required`, or that accept null, are `optional`. The model's suggestion (a task from
 `ctx.llm`'s human exit) or the schema default fills the initial values; descriptions become hints.
 A schema with more fields than a modal can hold (or that is not an object) gets one JSON input.
 
@@ -41,15 +43,16 @@ from pydantic import ValidationError
 
 from bot.slack.blocks import MODAL_TITLE_LIMIT, VIEW_BLOCKS, context, plain_text, section
 from bot.slack.cards import llm_exit
-from bot.slack.mrkdwn import escape, fmt_value, truncate
+from bot.slack.mrkdwn import code_block, escape, fmt_value, truncate
 from pipelines.sensitive import MASK
+from pipelines.tasks import NOT_ASKED_OF_PEOPLE
 
 ANSWER_CALLBACK = "task.answer"
 # One JSON input for the whole answer; a leading underscore can't be a pydantic field name.
 JSON_BLOCK = "_answer"
 
 MODAL_BLOCKS = VIEW_BLOCKS
-LEADING_BLOCKS = 2  # the question and the note about the prefilled suggestion
+LEADING_BLOCKS = 3  # the question, the input being judged, the note about the suggestion
 MAX_FIELDS = MODAL_BLOCKS - LEADING_BLOCKS
 SELECT_OPTIONS = 100
 OPTION_LABEL_LIMIT = 75
@@ -59,6 +62,9 @@ LABEL_LIMIT = 2000
 HINT_LIMIT = 2000
 MULTILINE_OVER = 150
 ERROR_LIMIT = 500
+INPUT_SHOWN = 1500  # the input being judged, in the modal: enough to judge, one screen at most
+# Fields a person is never asked for: how sure a model is is not a person's to say.
+NOT_ASKED = NOT_ASKED_OF_PEOPLE
 
 # Names that usually hold prose: a long box even without a maxLength.
 _PROSE = re.compile(
@@ -188,7 +194,11 @@ def form_fields(schema: Any) -> list[FormField] | None:
     if len(properties) > MAX_FIELDS:
         return None
     required = set(root.get("required") or [])
-    return [_field(schema, str(name), prop, name in required) for name, prop in properties.items()]
+    return [
+        _field(schema, str(name), prop, name in required)
+        for name, prop in properties.items()
+        if name not in NOT_ASKED
+    ]
 
 
 def _field(root: Mapping[str, Any], name: str, raw: Any, required: bool) -> FormField:
@@ -393,6 +403,8 @@ def _json_block(suggestion: Any) -> dict[str, Any]:
         "multiline": True,
         "placeholder": plain_text("JSON", 150),
     }
+    if isinstance(suggestion, Mapping):
+        suggestion = {k: v for k, v in suggestion.items() if k not in NOT_ASKED}
     if suggestion is not None:
         text = json.dumps(suggestion, ensure_ascii=False, indent=2)
         if len(text) <= TEXT_INPUT_LIMIT:
@@ -412,6 +424,22 @@ def suggestion_of(task: Any) -> Any:
     return exit_context.get("suggestion") if exit_context else None
 
 
+def judged_input(task: Any) -> dict[str, Any] | None:
+    """The input the person is judging, repeated in the form: a model call's prompt (its human
+    exit), or what `ctx.ask_human` gave as context; escaped, cut to `INPUT_SHOWN`."""
+    exit_context = llm_exit(getattr(task, "context", None))
+    if exit_context is not None:
+        value, title = exit_context.get("input"), "Input"
+    else:
+        value, title = getattr(task, "context", None), "Context"
+    if value in (None, "", {}, []):
+        return None
+    more = (
+        f"the whole input: /gatehouse run {task.run_id}" if getattr(task, "run_id", None) else None
+    )
+    return section(f"*{title}*\n{code_block(value, INPUT_SHOWN, escape(more) if more else None)}")
+
+
 def answer_modal(task: Any) -> dict[str, Any]:
     """The modal the Answer button opens (`callback_id` `task.answer`, `private_metadata` = task
     id), one input per field of `task.output_schema`, prefilled from the model's suggestion."""
@@ -419,6 +447,9 @@ def answer_modal(task: Any) -> dict[str, Any]:
     blocks: list[dict[str, Any]] = [
         section(escape(truncate(str(task.question or task.name), 2900)))
     ]
+    judged = judged_input(task)
+    if judged is not None:
+        blocks.append(judged)
     fields = form_fields(task.output_schema)
     if suggestion is not None:
         blocks.append(context("The model's suggestion is filled in: check it before you submit."))

@@ -15,6 +15,7 @@ from typing import Any
 from bot.formatting import DASH, ago, count, duration, money, rate, window_label
 from bot.slack.blocks import DIVIDER, TEXT_LIMIT, VIEW_BLOCKS, context, header, section
 from bot.slack.mrkdwn import SLASH_COMMAND, code, escape, mention, mentions, slack_len, truncate
+from bot.slack.shown_fields import call_args_line
 from pipelines.budgets import BudgetStatus
 from pipelines.operations.drift import DriftFigures
 from pipelines.operations.readiness import Readiness
@@ -199,7 +200,8 @@ def pending_text(item: ApprovalView | TaskView, now: datetime, *, link: str | No
             timing += f" · expires in {duration(left)}" if left > 0 else " · expiring now"
         return (
             f":lock: *Approval* `{escape(item.id)}` · {where}\n"
-            f"`{escape(item.tool)}` ({escape(item.tool_kind)}) {code(item.args, 400)}\n"
+            f"`{escape(item.tool)}` ({escape(item.tool_kind)}) "
+            f"{call_args_line(item.tool, item.args, 400)}\n"
             f"Who may decide: {who} · {timing}"
         )
     question = truncate(escape(item.question), 600)

@@ -39,11 +39,13 @@ from bot.slack.delivery import (
 from bot.slack.review import SlackReview
 from pipelines import inspect
 from pipelines.attention import last_operation
+from pipelines.display import display_marks, field_titles
 from pipelines.operations.alerting import AlertView
 from pipelines.operations.review import ReviewItemView, ReviewWeekView
 from pipelines.pipeline import registered_pipelines
 from pipelines.rate_limits import rate_limit_headroom
 from pipelines.runtime import Runtime
+from pipelines.tool_context import context_for
 from pipelines.tools import lookup_tool
 from pipelines.views import ApprovalView, Run, TaskView
 from storage import messages
@@ -98,12 +100,18 @@ class SlackNotifier:
         position = next(
             (i for i, c in enumerate(run.calls) if c.id == approval.call_id), len(run.calls)
         )
+        earlier = run.calls[:position]
         return cards.ApprovalContext(
             trigger=run.trigger,
             run_input=run.input,
-            llm_calls=[c for c in run.calls[:position] if c.kind == "llm"],
+            # The model's answers and people's (a human exit, ctx.ask_human): the card says whose.
+            llm_calls=[c for c in earlier if c.kind in ("llm", "human")],
             rate_limit=rate_limit_headroom(rt, tool) if tool is not None else None,
             tool_description=tool.description if tool is not None else "",
+            arg_marks=display_marks(tool.args_model) if tool is not None else {},
+            arg_titles=field_titles(tool.args_model) if tool is not None else {},
+            tool_context=context_for(approval.tool, approval.args, earlier),
+            now=rt.clock.now(),
         )
 
     def channel_for(self, approval: ApprovalView) -> str:

@@ -24,11 +24,14 @@ from datetime import datetime
 from typing import Any
 
 from bot.formatting import clock, share, usd
-from bot.slack import forms
+from bot.slack import forms, shown_fields
 from bot.slack.blocks import actions, button, context, plain_text, section
 from bot.slack.mrkdwn import code, escape, mention, truncate
 from pipelines import Run
+from pipelines.display import display_marks
 from pipelines.operations.review import FLAG_CATEGORIES, ReviewItemView, ReviewWeekView, zone
+from pipelines.tools import lookup_tool
+from pipelines.views import CallView
 from storage.review import FLAGGED, LOOKS_RIGHT, SUMMARIZED, WeekCounts
 
 LOOKS_RIGHT_ACTION = "review.looks_right"
@@ -95,11 +98,22 @@ def _confidences(run: Run) -> str:
         name = escape(truncate(call.name, 60))
         if isinstance(value, int | float) and not isinstance(value, bool):
             parts.append(f"{name} {value:.2f}")
+        elif meta.get("answered_by") == "human":
+            parts.append(f"{name} answered by a person")
         elif call.status != "succeeded":
             parts.append(f"{name} no answer ({escape(truncate(call.status, 30))})")
         else:
             parts.append(f"{name} (no confidence)")
     return ", ".join(parts)
+
+
+def _shown_input(call: CallView) -> str:
+    """`\n    order_id `ord_1002` · amount 180.00 EUR …`: a tool call's arguments by the tool's
+    display types (`pipelines.display`), or nothing when the tool marks none."""
+    tool = lookup_tool(call.name)
+    if tool is None or not display_marks(tool.args_model) or not isinstance(call.input, Mapping):
+        return ""
+    return f"\n    {shown_fields.call_args_line(call.name, call.input, 400)}"
 
 
 def _tools(run: Run) -> str:
@@ -112,6 +126,7 @@ def _tools(run: Run) -> str:
         if approval is not None and approval.status != "pending":
             who = mention(truncate(approval.decided_by, 100) if approval.decided_by else None)
             line += f", {escape(approval.status)} by {who}"
+        line += _shown_input(call)
         lines.append(line)
     if len(tools) > TOOLS_LISTED:
         lines.append(f"_and {len(tools) - TOOLS_LISTED} more_")

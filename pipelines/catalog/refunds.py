@@ -8,13 +8,15 @@ issue the refund (spend tool: rate-limited, approval by @finance-leads above 100
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
 from pipelines import Context, pipeline, tool, webhook, when
 from pipelines.catalog.connectors import demo_orders
+from pipelines.display import Id, Money
 from pipelines.runtime import current_clock
+from pipelines.tool_context import RecordedReads
 
 APPROVAL_THRESHOLD_CENTS = 100_00
 
@@ -31,26 +33,40 @@ class OrderLookup(BaseModel):
     order_id: str
 
 
+Cents = Annotated[int, Money(currency_field="currency")]  # 18000 with EUR reads 180.00 EUR
+
+
 class Order(BaseModel):
-    id: str
+    id: Annotated[str, Id()]
     customer: str
-    amount_cents: int
+    amount_cents: Cents
     currency: str
-    refunded_cents: int
+    refunded_cents: Cents
 
 
 class RefundArgs(BaseModel):
-    order_id: str
-    amount_cents: int = Field(gt=0)
+    order_id: Annotated[str, Id()]
+    amount_cents: Annotated[int, Field(gt=0), Money(currency_field="currency")]
     currency: str
     reason: str
 
 
 class Refund(BaseModel):
-    refund_id: int
-    order_id: str
-    amount_cents: int
+    refund_id: Annotated[int, Id()]
+    order_id: Annotated[str, Id()]
+    amount_cents: int  # no currency of its own: the order's
     status: str
+
+
+class OrderFacts(BaseModel):
+    """What the refund card shows beside the amount: the order as `find_order` read it."""
+
+    order_id: Annotated[str, Id(), Field(title="order")]
+    customer: str
+    total_cents: Annotated[int, Money(currency_field="currency"), Field(title="order total")]
+    refunded_cents: Annotated[int, Money(currency_field="currency"), Field(title="refunded so far")]
+    left_cents: Annotated[int, Money(currency_field="currency"), Field(title="left to refund")]
+    currency: str
 
 
 class RefundOutcome(BaseModel):
@@ -77,6 +93,24 @@ def simulated_refund(args: RefundArgs) -> Refund:
     )
 
 
+def order_facts(args: RefundArgs, reads: RecordedReads) -> OrderFacts | None:
+    """The refunded order as the run read it (`find_order`): whose it is, its total, what was
+    refunded already and what is left, so the approver sees whether this refund fits."""
+    order = next(
+        (o for o in reversed(reads.results(find_order)) if o and o.id == args.order_id), None
+    )
+    if order is None:
+        return None
+    return OrderFacts(
+        order_id=order.id,
+        customer=order.customer,
+        total_cents=order.amount_cents,
+        refunded_cents=order.refunded_cents,
+        left_cents=order.amount_cents - order.refunded_cents,
+        currency=order.currency,
+    )
+
+
 @tool(
     kind="spend",
     rate_limit="20/hour",
@@ -86,6 +120,7 @@ def simulated_refund(args: RefundArgs) -> Refund:
     expires="24h",
     reverse=reverse_refund,
     simulate=simulated_refund,
+    context=order_facts,
 )
 def issue_refund(args: RefundArgs, *, idempotency_key: str) -> Refund:
     """Refund part or all of an order (demo connector)."""
