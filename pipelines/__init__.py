@@ -21,6 +21,7 @@ from pipelines.authorization import Authorization, authorize_operator
 from pipelines.categorical import Categorical
 from pipelines.config import Settings, load_settings
 from pipelines.context import Context
+from pipelines.directory import approver_directory
 from pipelines.errors import (
     ActionRejected,
     CannotAnswer,
@@ -163,7 +164,9 @@ class Gatehouse:
         return cls(
             db,
             notifier=notifier,
-            directory=directory or StaticDirectory(settings.groups),
+            # One directory for Slack and the CLI alike: GATEHOUSE_GROUPS and, where this
+            # process can ask it, the workspace's user groups (pipelines/directory.py).
+            directory=approver_directory(settings.groups, directory),
             clock=clock,
             lease=timedelta(seconds=settings.run_lease_seconds),
             llm=llm_config_from(settings),

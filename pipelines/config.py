@@ -36,7 +36,8 @@ class Settings(BaseSettings):
     )
     groups: dict[str, list[str]] = Field(
         default_factory=dict,
-        description='Approver groups for the CLI, JSON: {"finance-leads": ["alice"]}',
+        description='Approver groups, JSON: {"finance-leads": ["U123"]}; resolved with the '
+        "workspace's Slack user groups as their union, in Slack and the CLI alike",
     )
     run_lease_seconds: float = Field(300.0, gt=0, description="How long a worker's claim lasts")
     worker_poll_seconds: float = Field(0.5, gt=0, description="Idle worker's polling interval")
@@ -223,6 +224,12 @@ class Settings(BaseSettings):
     log_redact_keys: list[str] = Field(
         default_factory=list,
         description='More log keys whose values are redacted (PII), JSON: ["email", "phone"]',
+    )
+    # foureyes
+    people: dict[str, str] = Field(
+        default_factory=dict,
+        description='Display names by user id, JSON: {"U123": "alice"}; the CLI names people in '
+        "its refusals with them (`alice (U123)`); Slack mentions them by id anyway",
     )
 
     @field_validator("llm_prices")
