@@ -22,6 +22,11 @@ from pipelines.directory import SLACK_GROUPS, SourceAnswer
 log = structlog.get_logger()
 
 
+# After a failure, answer "could not be asked" for a few seconds without asking again: one
+# refusal looks a group up twice, and each try against a dead Slack costs its retries.
+FAILURE_TTL_SECONDS = 5.0
+
+
 class SlackUnreachable(Exception):
     """Slack refused a user-group call or could not be reached; the message says which."""
 
@@ -42,16 +47,23 @@ class SlackDirectory:
         self._lock = threading.Lock()
         self._group_ids: tuple[float, dict[str, str]] | None = None
         self._members: dict[str, tuple[float, set[str]]] = {}
+        self._failed: tuple[float, str] | None = None
 
     def members(self, group: str) -> set[str]:
         return set(self.lookup(group).members or ())
 
     def lookup(self, group: str) -> SourceAnswer:
         handle = group.lstrip("@")
+        with self._lock:
+            failed = self._failed
+        if failed is not None and self._now() - failed[0] < FAILURE_TTL_SECONDS:
+            return SourceAnswer(self.name, None, failed[1])
         try:
             return SourceAnswer(self.name, frozenset(self._members_of(handle)))
         except SlackUnreachable as exc:
             log.warning("slack.usergroup_failed", group=handle, error=str(exc))
+            with self._lock:
+                self._failed = (self._now(), str(exc))
             return SourceAnswer(self.name, None, str(exc))
 
     def _members_of(self, handle: str) -> set[str]:
