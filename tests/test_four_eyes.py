@@ -247,3 +247,15 @@ def test_cli_refuses_the_answerer_naming_them_by_name_and_id(cli_env: str) -> No
     approved = gh("approve", approval_id, "--as", "U_ALICE")
     assert approved.exit_code == 0, approved.stderr
     assert REFUNDED == [120.0]
+
+
+def test_a_refusal_mentions_its_people_in_slack_and_escapes_everything_else() -> None:
+    from bot.slack.refusal_text import slack_text
+    from pipelines.errors import NotAnApprover
+
+    refusal = NotAnApprover(
+        "{user} may not approve <!channel> {unknown}; ask {other}",
+        people={"user": "U_BOB", "other": "olga"},
+    )
+    assert str(refusal) == "U_BOB may not approve <!channel> {unknown}; ask olga"  # the audit's
+    assert slack_text(refusal) == "<@U_BOB> may not approve &lt;!channel&gt; {unknown}; ask olga"
