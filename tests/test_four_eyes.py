@@ -166,10 +166,25 @@ def _said(world: SlackWorld, user: str) -> str:
 def test_slack_answerer_is_refused_approving_with_a_mention_and_another_approver_decides(
     world: SlackWorld,
 ) -> None:
-    approval_id = _answered_by(
-        world.gatehouse, "fe_refund_a_person_sized", trigger="U_CAROL", answer="U_BOB"
+    run = world.gatehouse.trigger(
+        "fe_refund_a_person_sized", {"text": "lost parcel"}, user="U_CAROL", source="slack"
     )
     world.settle()
+    [task_id] = run.waiting_for
+    [task_card] = world.approval_cards()
+    world.slack.block_action("task.answer", message=task_card["ts"], user_id="U_BOB")
+    world.settle()
+    [modal] = world.fake.views
+    world.slack.view_submission(  # bob sizes the refund in the Answer form
+        "task.answer",
+        {"amount": {"amount": "120"}},
+        user_id="U_BOB",
+        private_metadata=task_id,
+        view_id=modal["id"],
+    )
+    world.settle()
+    assert world.gatehouse.task(task_id).answered_by == "U_BOB"
+    [approval_id] = world.gatehouse.run(run.id).waiting_for
     [card] = [c for c in world.approval_cards() if approval_id in json.dumps(c.get("blocks"))]
 
     world.slack.block_action("approval.approve", message=card["ts"], user_id="U_BOB")
