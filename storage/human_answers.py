@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from sqlalchemy import Connection, Table, select
-from sqlalchemy.orm import aliased
+from sqlalchemy import Connection, select
 
 from storage.approvals import tasks_table
 from storage.calls import calls_table
@@ -23,7 +22,7 @@ def answers_before(conn: Connection, run_id: str, call_id: str) -> list[EarlierA
     """The human tasks of `run_id` (`ctx.ask_human` and LLM human exits) answered on calls
     recorded before `call_id`, in the run's order. A call with no position (an out-of-band
     reversal) counts every answer of the run: when unsure, more people are kept out."""
-    gated: Table = aliased(calls_table, name="gated")  # type: ignore[assignment]
+    gated = calls_table.alias("gated")
     position = select(gated.c.seq).where(gated.c.id == call_id).scalar_subquery()
     query = (
         select(tasks_table.c.id, tasks_table.c.call_key, tasks_table.c.answered_by)
