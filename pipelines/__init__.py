@@ -24,6 +24,7 @@ from pipelines.budgets import BudgetExceeded, RunRateExceeded, overrides_from_se
 from pipelines.categorical import Categorical
 from pipelines.config import Settings, load_settings
 from pipelines.context import Context
+from pipelines.directory import NO_SLACK_HERE, approver_directory
 from pipelines.errors import (
     ActionRejected,
     CannotAnswer,
@@ -188,7 +189,15 @@ class Gatehouse:
         return cls(
             db,
             notifier=notifier,
-            directory=directory or StaticDirectory(settings.groups),
+            # One directory for Slack and the CLI alike: GATEHOUSE_GROUPS and, where this
+            # process can ask it, the workspace's user groups (pipelines/directory.py).
+            directory=approver_directory(
+                settings.groups,
+                directory,
+                no_workspace=NO_SLACK_HERE
+                if settings.slack_bot_token is None
+                else "this engine was built without them (Gatehouse.from_settings(directory=...))",
+            ),
             clock=clock,
             lease=timedelta(seconds=settings.run_lease_seconds),
             llm=llm_config_from(settings),

@@ -16,12 +16,11 @@ from sqlalchemy import Connection
 
 from pipelines import sensitive
 from pipelines import validator as validation
-from pipelines.authorization import may_act, refuse
+from pipelines.authorization import groups_checked, may_act, refuse
 from pipelines.errors import (
     ActionRejected,
     AlreadyDecided,
     CancelRun,
-    FourEyesViolation,
     NeedsAttention,
     NotAnApprover,
     NotAuthorized,
@@ -29,6 +28,7 @@ from pipelines.errors import (
     Suspend,
     UnknownApproval,
 )
+from pipelines.four_eyes import check_four_eyes
 from pipelines.journal import CallRecord, Journal, NextCall
 from pipelines.llm import LLMConfigurationError
 from pipelines.runtime import Runtime
@@ -310,18 +310,16 @@ def audit_validator_approval(
 
 
 def check_approver(rt: Runtime, approval: Any, user: str) -> None:
+    """The gate's approvers, resolved by the one directory; then four-eyes
+    (pipelines/four_eyes.py). A refusal names the sources each group was looked up in."""
     approvers = list(approval.approvers or [])
     if not may_act(rt, user, approvers):
         raise NotAnApprover(
-            f"{user} may not approve {approval.tool} (approval {approval.id}); "
-            f"approvers: {', '.join(approvers)}"
+            "{user} " + f"may not approve {approval.tool} (approval {approval.id}); "
+            f"approvers: {', '.join(approvers)}" + groups_checked(rt, approvers),
+            people={"user": user},
         )
-    if approval.four_eyes and approval.trigger_user is not None and user == approval.trigger_user:
-        raise FourEyesViolation(
-            f"{user} triggered run {approval.run_id} and may not approve its own {approval.tool} "
-            f"(four-eyes); ask another approver"
-            + (f" from {', '.join(approvers)}" if approvers else "")
-        )
+    check_four_eyes(rt, approval, user, approvers)
 
 
 def _already_decided_message(approval: Any) -> str:

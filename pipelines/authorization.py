@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 import structlog
 
+from pipelines.directory import lookup_group
 from pipelines.errors import NotAnOperator, NotATriggerer, NotAuthorized
 from storage.audit import append_audit
 
@@ -85,6 +86,15 @@ def may_act(rt: Runtime, user: str, allowed: Sequence[str]) -> bool:
     return False
 
 
+def groups_checked(rt: Runtime, allowed: Sequence[str]) -> str:
+    """For a refusal: what the directory found for each `@group` of `allowed`, source by source
+    (`; @finance-leads: 2 in GATEHOUSE_GROUPS, Slack user groups could not be asked (…)`), so a
+    person refused can tell a missing membership from a source that was not asked."""
+    groups = [entry for entry in allowed if entry.startswith("@")]
+    found = [lookup_group(rt.directory, group).describe() for group in groups]
+    return f" ({'; '.join(found)})" if found else ""
+
+
 def refuse(
     rt: Runtime,
     refusal: NotAuthorized,
@@ -122,8 +132,9 @@ def authorize_trigger(rt: Runtime, user: str | None, pipeline: str) -> None:
     refuse(
         rt,
         NotATriggerer(
-            f"{user} may not run {pipeline}; who may: {', '.join(allowed) or 'nobody'} "
-            "(GATEHOUSE_TRIGGERERS)"
+            "{user} " + f"may not run {pipeline}; who may: {', '.join(allowed) or 'nobody'} "
+            "(GATEHOUSE_TRIGGERERS)" + groups_checked(rt, allowed),
+            people={"user": user},
         ),
         actor=user,
         action="trigger",
@@ -141,8 +152,9 @@ def authorize_operator(
     refuse(
         rt,
         NotAnOperator(
-            f"{user} may not {action} {target}; operators: {', '.join(operators) or 'nobody'} "
-            "(GATEHOUSE_OPERATORS)"
+            "{user} " + f"may not {action} {target}; operators: {', '.join(operators) or 'nobody'} "
+            "(GATEHOUSE_OPERATORS)" + groups_checked(rt, operators),
+            people={"user": user},
         ),
         actor=user,
         action=action,

@@ -36,7 +36,8 @@ class Settings(BaseSettings):
     )
     groups: dict[str, list[str]] = Field(
         default_factory=dict,
-        description='Approver groups for the CLI, JSON: {"finance-leads": ["alice"]}',
+        description='Approver groups, JSON: {"finance-leads": ["U123"]}; resolved with the '
+        "workspace's Slack user groups as their union, in Slack and the CLI alike",
     )
     run_lease_seconds: float = Field(300.0, gt=0, description="How long a worker's claim lasts")
     worker_poll_seconds: float = Field(0.5, gt=0, description="Idle worker's polling interval")
@@ -230,6 +231,12 @@ class Settings(BaseSettings):
         description="Per-pipeline budgets over the @pipeline ones, JSON: "
         '{"triage": {"max_cost_per_day": 5, "max_cost_per_run": 0.5, "max_runs_per_hour": 60, '
         '"on_budget": "fail"}} (USD; a day is a UTC day); unknown pipelines or keys stop start-up',
+    )
+    # foureyes
+    people: dict[str, str] = Field(
+        default_factory=dict,
+        description='Display names by user id, JSON: {"U123": "alice"}; the CLI names people in '
+        "its refusals with them (`alice (U123)`); Slack mentions them by id anyway",
     )
 
     @field_validator("llm_prices")

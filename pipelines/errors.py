@@ -7,6 +7,8 @@ a pipeline's `except Exception` cannot swallow them.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable, Mapping
 from datetime import datetime
 
 
@@ -51,7 +53,30 @@ class AlreadyAnswered(GatehouseError):
 
 
 class NotAuthorized(GatehouseError):
-    """Base of the refusals that are written to the audit log."""
+    """Base of the refusals that are written to the audit log.
+
+    A refusal names people: `people` maps a `{key}` in the message to a user id, so each surface
+    names them its own way (`render`): Slack as a mention (`<@U_CAROL>`), the CLI as the name and
+    the id, the audit log as the id (`str()`)."""
+
+    def __init__(self, message: str, *, people: Mapping[str, str] | None = None) -> None:
+        self.template = message
+        self.people = dict(people or {})
+        super().__init__(self.render(str))
+
+    def render(self, person: Callable[[str], str], text: Callable[[str], str] = str) -> str:
+        """The message with each `{key}` of `people` as `person(user)` and the rest as
+        `text(part)` (Slack escapes it before the mentions go in)."""
+        parts = re.split(r"\{(\w+)\}", self.template)
+        out: list[str] = []
+        for index, part in enumerate(parts):
+            if index % 2 == 0:
+                out.append(text(part))
+            elif part in self.people:
+                out.append(person(self.people[part]))
+            else:
+                out.append(text("{" + part + "}"))
+        return "".join(out)
 
 
 class NotAnApprover(NotAuthorized):

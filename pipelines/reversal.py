@@ -9,18 +9,22 @@ from __future__ import annotations
 import structlog
 from sqlalchemy import Table, update
 
-from pipelines.authorization import may_act, refuse
+from pipelines.authorization import groups_checked, may_act, refuse
 from pipelines.errors import (
     AlreadyReversed,
     NotAnApprover,
+    NotAuthorized,
     NotReversible,
     ReversalFailed,
     UnknownCall,
 )
+from pipelines.four_eyes import check_undo_four_eyes
 from pipelines.runtime import Runtime, running_in
-from pipelines.tools import lookup_tool
+from pipelines.tools import Tool, lookup_tool
 from pipelines.views import CallView
+from storage import approvals as approval_rows
 from storage import calls as call_rows
+from storage import runs as run_rows
 from storage.audit import append_audit
 from storage.calls import CallRecord
 from storage.ids import new_id
@@ -28,6 +32,46 @@ from storage.models import CallKind, CallStatus
 
 log = structlog.get_logger()
 _calls: Table = call_rows.calls_table
+
+
+def authorize_undo(rt: Runtime, call: CallRecord, tool: Tool, user: str) -> None:
+    """Who may undo `call`: the tool's approvers and the operators (nobody listed on either
+    side: anyone, under the open policy); with four-eyes, never the run's triggerer
+    (pipelines/four_eyes.py). Every undo asks here: `gatehouse undo`, `/gatehouse undo`, the
+    card's Undo button. A refusal is audited and raised."""
+    allowed = [*tool.approvers, *rt.authorization.operators]
+    try:
+        if not may_act(rt, user, allowed):
+            operators = ", ".join(rt.authorization.operators)
+            raise NotAnApprover(
+                "{user} " + f"may not undo {tool.name} (call {call.id}); approvers: "
+                f"{', '.join(tool.approvers) or 'none'}"
+                + (f"; operators: {operators}" if operators else "")
+                + groups_checked(rt, allowed),
+                people={"user": user},
+            )
+        with rt.db.transaction() as conn:
+            run = run_rows.fetch_run(conn, call.run_id)
+            approval = approval_rows.approval_for_call(conn, call.id)
+        check_undo_four_eyes(
+            four_eyes=tool.four_eyes or bool(approval is not None and approval.four_eyes),
+            trigger_user=run.trigger_user if run is not None else None,
+            run_id=call.run_id,
+            tool=tool.name,
+            call_id=call.id,
+            user=user,
+        )
+    except NotAuthorized as refusal:
+        refuse(
+            rt,
+            refusal,
+            actor=user,
+            action="undo",
+            target=call.id,
+            run_id=call.run_id,
+            call_id=call.id,
+            tool=tool.name,
+        )
 
 
 def undo(rt: Runtime, call_id: str, *, user: str) -> CallView:
@@ -50,24 +94,7 @@ def undo(rt: Runtime, call_id: str, *, user: str) -> CallView:
         raise NotReversible(f"call {call_id} is {call.status}; only a succeeded call can be undone")
     if call.reversed_by is not None:
         raise AlreadyReversed(f"call {call_id} was already undone by call {call.reversed_by}")
-    # The tool's approvers and the operators; nobody listed on either side: anyone.
-    allowed = [*tool.approvers, *rt.authorization.operators]
-    if not may_act(rt, user, allowed):
-        operators = ", ".join(rt.authorization.operators)
-        refuse(
-            rt,
-            NotAnApprover(
-                f"{user} may not undo {tool.name} (call {call_id}); approvers: "
-                f"{', '.join(tool.approvers) or 'none'}"
-                + (f"; operators: {operators}" if operators else "")
-            ),
-            actor=user,
-            action="undo",
-            target=call_id,
-            run_id=call.run_id,
-            call_id=call_id,
-            tool=tool.name,
-        )
+    authorize_undo(rt, call, tool, user)
 
     reversal_id = new_id("call")
     idempotency_key = f"undo:{call.idempotency_key}"

@@ -13,7 +13,7 @@ import structlog
 from pydantic import BaseModel, ValidationError
 
 from pipelines import sensitive
-from pipelines.authorization import may_act, refuse
+from pipelines.authorization import groups_checked, may_act, refuse
 from pipelines.errors import AlreadyAnswered, InvalidAnswer, NotAnAssignee, Suspend, UnknownTask
 from pipelines.journal import CallRecord, Journal, NextCall
 from pipelines.llm import has_confidence
@@ -182,7 +182,10 @@ def authorize_answer(rt: Runtime, task: Any, user: str) -> None:
         return
     refuse(
         rt,
-        NotAnAssignee(f"{user} may not answer task {task.id}; {named}"),
+        NotAnAssignee(
+            "{user} " + f"may not answer task {task.id}; {named}" + groups_checked(rt, allowed),
+            people={"user": user},
+        ),
         actor=user,
         action="answer",
         target=task.id,

@@ -155,7 +155,7 @@ def test_slack_approve_click_by_a_non_approver_is_refused_privately(world: Slack
     run_id, approval_id, card = _waiting_refund(world)
     world.slack.block_action("approval.approve", message=card["ts"], user_id="U_CAROL")
     world.settle()
-    assert "U_CAROL may not approve issue_refund" in _said(world, "U_CAROL")
+    assert "<@U_CAROL> may not approve issue_refund" in _said(world, "U_CAROL")
     assert world.gatehouse.approval(approval_id).status == "pending"
     assert [(r["actor"], r["action"]) for r in refusals(world.gatehouse, run_id)] == [
         ("U_CAROL", "approve")
@@ -177,7 +177,7 @@ def test_slack_reject_by_a_non_approver_through_the_modal_is_told_beside_the_car
     )
     world.settle()
     [told] = world.fake.ephemerals("U_OLGA")
-    assert told["channel"] == APPROVALS and "U_OLGA may not approve" in told["text"]
+    assert told["channel"] == APPROVALS and "<@U_OLGA> may not approve" in told["text"]
     assert world.gatehouse.approval(approval_id).status == "pending"
     assert [r["action"] for r in refusals(world.gatehouse, run_id)] == ["reject"]
 
@@ -193,7 +193,7 @@ def test_slack_answer_by_a_non_assignee_gets_no_form_and_a_forged_submit_is_refu
     world.settle()
     [modal] = world.fake.views
     shown = json.dumps(world.fake.view(modal["id"]))
-    assert "Not yours to answer" in shown and "U_CAROL may not answer task" in shown
+    assert "Not yours to answer" in shown and "<@U_CAROL> may not answer task" in shown
     world.slack.view_submission(
         "task.answer",
         {"price_cents": {"price_cents": "100"}},
@@ -201,7 +201,7 @@ def test_slack_answer_by_a_non_assignee_gets_no_form_and_a_forged_submit_is_refu
         private_metadata=task_id,
     )
     world.settle()
-    assert "U_CAROL may not answer task" in _said(world, "U_CAROL")
+    assert "<@U_CAROL> may not answer task" in _said(world, "U_CAROL")
     assert world.gatehouse.task(task_id).status == "open"
     assert world.gatehouse.run(run.id).status == "waiting"
     assert [r["action"] for r in refusals(world.gatehouse, run.id)] == ["answer", "answer"]
@@ -210,7 +210,7 @@ def test_slack_answer_by_a_non_assignee_gets_no_form_and_a_forged_submit_is_refu
 def test_slack_trigger_by_someone_not_listed_runs_nothing(world: SlackWorld) -> None:
     world.slack.command("trigger refund_request " + json.dumps(SMALL), user_id="U_CAROL")
     world.settle()
-    assert ":no_entry: U_CAROL may not run refund_request" in _said(world, "U_CAROL")
+    assert ":no_entry: <@U_CAROL> may not run refund_request" in _said(world, "U_CAROL")
     assert world.gatehouse.runs() == []
     assert [(r["action"], r["target"]) for r in refusals(world.gatehouse)] == [
         ("trigger", "refund_request")
@@ -224,8 +224,8 @@ def test_slack_undo_and_replay_are_for_approvers_and_operators(world: SlackWorld
     world.slack.command(f"replay {run.id}", user_id="U_CAROL")
     world.settle()
     said = _said(world, "U_CAROL")
-    assert f"U_CAROL may not undo issue_refund (call {refund_call})" in said
-    assert f"U_CAROL may not replay {run.id}; operators: @ops" in said
+    assert f"<@U_CAROL> may not undo issue_refund (call {refund_call})" in said
+    assert f"<@U_CAROL> may not replay {run.id}; operators: @ops" in said
     assert world.gatehouse.run(run.id).calls[-1].reversed_by is None
     assert sorted(r["action"] for r in refusals(world.gatehouse, run.id)) == ["replay", "undo"]
 
@@ -517,7 +517,7 @@ def test_unassigned_tasks_are_for_the_pipelines_triggerers_and_operators_in_prod
         world.settle()
         [modal] = world.fake.views
         shown = json.dumps(world.fake.view(modal["id"]))
-        assert "Not yours to answer" in shown and "U_BOB may not answer task" in shown
+        assert "Not yours to answer" in shown and "<@U_BOB> may not answer task" in shown
         assert "triggerers and the operators may: U_CAROL, U_OLGA" in shown
         world.slack.view_submission(
             "task.answer",
@@ -526,7 +526,7 @@ def test_unassigned_tasks_are_for_the_pipelines_triggerers_and_operators_in_prod
             private_metadata=guess_task,
         )
         world.settle()
-        assert "U_BOB may not answer task" in _said(world, "U_BOB")
+        assert "<@U_BOB> may not answer task" in _said(world, "U_BOB")
         assert world.gatehouse.task(guess_task).status == "open"
         world.gatehouse.answer(guess_task, user="U_CAROL", answer={"word": "hey", "confidence": 1})
         world.gatehouse.resume(run.id)

@@ -493,7 +493,7 @@ def test_trigger_command_is_the_same_answer_off_the_request_thread(gatehouse: Ga
 def test_who_may_trigger_can_be_limited_per_pipeline(gatehouse: Gatehouse) -> None:
     gatehouse.rt.authorization = Authorization(triggerers={"refund_request": ["@finance-leads"]})
     refused = ask(gatehouse, "trigger refund_request " + json.dumps(SMALL))
-    assert ":no_entry: UCAROL may not run refund_request; who may: @finance-leads" in refused
+    assert ":no_entry: <@UCAROL> may not run refund_request; who may: @finance-leads" in refused
     assert gatehouse.runs() == []
 
     allowed = ask(gatehouse, "trigger refund_request " + json.dumps(SMALL), user="alice")
@@ -566,7 +566,7 @@ def test_undo_by_someone_else_is_refused_with_a_friendly_line(gatehouse: Gatehou
     out = ask(gatehouse, f"undo {call_id}")
 
     assert (
-        f":no_entry: UCAROL may not undo issue_refund (call {call_id}); approvers: @finance-leads"
+        f":no_entry: <@UCAROL> may not undo issue_refund (call {call_id}); approvers: @finance-leads"
         in out
     )
     assert gatehouse.run(gatehouse.runs()[0].id).calls[-1].reversed_by is None

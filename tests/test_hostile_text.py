@@ -185,7 +185,7 @@ def test_hostile_text_everywhere_reaches_slack_escaped(
     # is rejected with a hostile reason (card update).
     first = gh.trigger("hx_hostile", {"text": HOSTILE}, user="U_ALICE", source="slack")
     [task_id] = first.waiting_for
-    gh.answer(task_id, user="U_BOB", answer={"kind": HOSTILE, "note": HOSTILE, "confidence": 1})
+    gh.answer(task_id, user="U_ALICE", answer={"kind": HOSTILE, "note": HOSTILE, "confidence": 1})
     proceed()
     [approval_id] = gh.run(first.id).waiting_for
     gh.reject(approval_id, user="U_BOB", reason=HOSTILE)
@@ -194,7 +194,7 @@ def test_hostile_text_everywhere_reaches_slack_escaped(
     # Another, with very long text: approved, asked, answered "no", so it fails with the text.
     second = gh.trigger("hx_hostile", {"text": LONG}, user="U_ALICE", source="slack")
     [task_id] = second.waiting_for
-    gh.answer(task_id, user="U_BOB", answer={"kind": LONG, "note": LONG, "confidence": 1})
+    gh.answer(task_id, user="U_ALICE", answer={"kind": LONG, "note": LONG, "confidence": 1})
     proceed()
     [approval_id] = gh.run(second.id).waiting_for
     gh.approve(approval_id, user="U_BOB")

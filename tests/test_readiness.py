@@ -14,7 +14,7 @@ from sqlalchemy import update
 from typer.testing import CliRunner
 
 from bot.cli.main import app
-from pipelines import ActionRejected, Context, Gatehouse, pipeline, tool, when
+from pipelines import ActionRejected, Context, Gatehouse, StaticDirectory, pipeline, tool, when
 from pipelines.errors import CannotAnswer
 from pipelines.operations.readiness import Readiness, pipeline_readiness, readiness, scan_pipeline
 from pipelines.pipeline import get_pipeline
@@ -190,6 +190,9 @@ def test_approvers_are_red_when_anyone_may_approve_a_gated_tool(gatehouse: Gateh
 
 
 def test_the_catalog_pipelines_pass_the_code_questions(gatehouse: Gatehouse) -> None:
+    gatehouse.rt.directory = StaticDirectory(
+        {"finance-leads": ["alice"], "sales-leads": ["bob"]}  # the groups the catalog names
+    )
     for name in ("lead_qualify", "refund_request", "ticket_triage"):
         answers = _answers(pipeline_readiness(gatehouse.rt, get_pipeline(name)))
         assert answers["gates"][0] and answers["approvers"][0], (name, answers)
@@ -347,6 +350,7 @@ def test_eval_is_red_under_the_bar(gatehouse: Gatehouse, clock: FakeClock) -> No
 def cli_db(monkeypatch: pytest.MonkeyPatch, tmp_path: Any, sqlite_url: str) -> str:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("GATEHOUSE_DATABASE_URL", sqlite_url)
+    monkeypatch.setenv("GATEHOUSE_GROUPS", '{"ops": ["olga"]}')  # r_good's approvers have people
     for name in ("GATEHOUSE_PIPELINES", "GATEHOUSE_LOG_LEVEL", "GATEHOUSE_LLM_MODEL"):
         monkeypatch.delenv(name, raising=False)
     return sqlite_url

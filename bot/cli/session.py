@@ -24,9 +24,13 @@ from typer.core import TyperGroup
 from bot.cli import render as cli_render
 from bot.cli.terminal_notifier import TerminalNotifier
 from bot.formatting import visible_controls
+from bot.slack.directory import SlackDirectory
+from bot.slack.web_client import build_web_client
 from pipelines import Gatehouse, GatehouseError, Settings
-from pipelines.config import load_settings
+from pipelines.config import ConfigurationError, load_settings
+from pipelines.directory import ApproverGroups, approver_directory
 from pipelines.durations import parse_duration
+from pipelines.errors import NotAuthorized
 from pipelines.logs import configure_logging
 from storage.db import DatabaseConfigError
 from storage.models import RunStatus
@@ -74,6 +78,8 @@ class GatehouseGroup(TyperGroup):
             fail("aborted")
         except typer.TyperException as exc:  # click's usage errors: unknown flag, missing --as
             fail(exc.format_message(), getattr(exc, "exit_code", 2))
+        except NotAuthorized as exc:
+            fail(cli_refusal(exc))
         except (CliError, GatehouseError, DatabaseConfigError) as exc:
             fail(str(exc))
         except SQLAlchemyError as exc:
@@ -82,6 +88,34 @@ class GatehouseGroup(TyperGroup):
         if standalone_mode:
             sys.exit(code)
         return code
+
+
+def cli_refusal(refusal: NotAuthorized) -> str:
+    """A refusal naming its people as `carol (U_CAROL)` where GATEHOUSE_PEOPLE names them,
+    else by id."""
+    try:
+        names = load_settings().people
+    except ConfigurationError:
+        names = {}
+
+    def person(user: str) -> str:
+        name = names.get(user)
+        return f"{name} ({user})" if name and name != user else user
+
+    return refusal.render(person)
+
+
+def workspace_directory(settings: Settings) -> ApproverGroups:
+    """The approver directory the bot uses, from here: GATEHOUSE_GROUPS and, when this
+    environment has a bot token, the workspace's Slack user groups (asked at SLACK_API_URL);
+    without one, a source that says Slack was not asked and why."""
+    if settings.slack_bot_token and settings.slack_bot_token.get_secret_value():
+        return approver_directory(settings.groups, SlackDirectory(build_web_client(settings)))
+    return approver_directory(
+        settings.groups,
+        None,
+        no_workspace="SLACK_BOT_TOKEN is not set for the CLI, so only GATEHOUSE_GROUPS was read",
+    )
 
 
 def say(lines: Iterable[str]) -> None:
@@ -111,8 +145,9 @@ def settings_for_cli(*, worker: bool = False) -> Settings:
 @contextmanager
 def open_gatehouse(*, quiet: bool, settings: Settings | None = None) -> Iterator[Gatehouse]:
     """An engine for this one invocation, migrated; engine events print to stderr when quiet."""
+    settings = settings or settings_for_cli()
     gatehouse = Gatehouse.from_settings(
-        settings or settings_for_cli(), notifier=TerminalNotifier(err=quiet)
+        settings, notifier=TerminalNotifier(err=quiet), directory=workspace_directory(settings)
     )
     try:
         yield gatehouse

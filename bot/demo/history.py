@@ -42,6 +42,7 @@ from pipelines.approvals import decide
 from pipelines.catalog.connectors.tables import create_tables
 from pipelines.catalog.connectors.tables import orders as orders_table
 from pipelines.errors import GatehouseError
+from pipelines.four_eyes import excluded_deciders
 from pipelines.inspect import pending
 from pipelines.operations.alerting import AlertPolicy
 from pipelines.operations.alerts import evaluate
@@ -234,7 +235,9 @@ class _History:
         when = approval.requested_at + timedelta(minutes=minutes)
         if when > end:
             return  # still waiting when the demo starts: a card to decide live
-        allowed = [p for p in self.people.approvers if p != approval.trigger_user]
+        # As four-eyes has it: not whoever triggered the run or answered a person's step of it.
+        kept_out = {e.user for e in excluded_deciders(self.rt, approval)} | {approval.trigger_user}
+        allowed = [p for p in self.people.approvers if p not in kept_out]
         user = self.rng.choice(allowed)
         reason = self.rng.choice(REJECT_REASONS) if plan.fate == "reject" else None
 

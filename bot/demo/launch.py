@@ -32,6 +32,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from bot.demo.history import DemoPeople, HistoryReport, NotAFreshDatabase, seed_history
 from bot.demo.samples import DEMO_SCHEDULES, demo_schedule
+from bot.demo.second_terminal import banner_lines, cli_environment, people_line
 from bot.scheduler import FireTimeExecutor, SchedulerHandle
 from bot.serve import build_bot, sandbox_settings, serve_with_sandbox
 from bot.slack.alerts import check_alerts
@@ -209,10 +210,21 @@ def what_to_try(sandbox: Sandbox, command: str) -> None:
     print(
         f"1. Open {sandbox.url} in a browser (you are alice; switch user at the top).\n"
         f"2. Type `{command} help` in the message box.\n"
-        "3. Approve carol's refund in #approvals as alice; a ticket arrives every 2 minutes.\n"
-        "Ctrl-C stops.",
+        "3. Approve carol's refund in #approvals as alice; a ticket arrives every 2 minutes.",
         flush=True,
     )
+
+
+def second_terminal(sandbox: Sandbox, settings: Settings) -> None:
+    """The environment for the CLI beside the demo, and who is who (bot/demo/second_terminal.py)."""
+    environment = cli_environment(
+        database_url=settings.database_url,
+        pipelines=settings.pipelines,
+        groups=sandbox.api.groups,
+        users=sandbox.api.users,
+    )
+    people = people_line(sandbox.api.groups, sandbox.api.users)
+    print("\n".join(banner_lines(environment, people)), flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -250,6 +262,8 @@ def main(argv: list[str] | None = None) -> None:
 
     def ready(sandbox: Sandbox) -> None:
         what_to_try(sandbox, settings.slash_command)
+        second_terminal(sandbox, settings)
+        print("Ctrl-C stops.", flush=True)
         jobs.start_when_ready(sandbox)
 
     try:

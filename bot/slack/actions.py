@@ -21,6 +21,7 @@ from bot.slack.bot import Bot
 from bot.slack.modal_calls import fill_modal, open_modal, show_problem
 from bot.slack.modals import loading_modal, notice_modal
 from bot.slack.private_replies import click_channel, clicker, tell
+from bot.slack.refusal_text import slack_text
 from pipelines import GatehouseError
 from pipelines.errors import AlreadyAnswered, NotAuthorized, UnknownTask
 from pipelines.tasks import authorize_answer, load_model, with_person_confidence
@@ -41,7 +42,7 @@ def decide_and_resume(
             else bot.gatehouse.reject(approval_id, user=user, reason=reason or "")
         )
     except GatehouseError as refusal:
-        tell_beside_card(bot, body, "approval", approval_id, f":no_entry: {refusal}")
+        tell_beside_card(bot, body, "approval", approval_id, f":no_entry: {slack_text(refusal)}")
         return
     bot.gatehouse.resume(decision.run_id)
 
@@ -63,7 +64,7 @@ def answer_and_resume(bot: Bot, body: dict[str, Any], task_id: str, answer: dict
         task = bot.gatehouse.answer(task_id, user=clicker(body), answer=answer)
     except GatehouseError as refusal:
         log.warning("slack.answer_refused", task_id=task_id, why=str(refusal))
-        tell_beside_card(bot, body, "task", task_id, f":no_entry: {refusal}")
+        tell_beside_card(bot, body, "task", task_id, f":no_entry: {slack_text(refusal)}")
         return
     bot.gatehouse.resume(task.run_id)
 
@@ -82,7 +83,7 @@ def answer_view(bot: Bot, task_id: str, user: str) -> dict[str, Any]:
     try:
         authorize_answer(bot.gatehouse.rt, task, user)
     except NotAuthorized as refusal:
-        return notice_modal("Not yours to answer", str(refusal))
+        return notice_modal("Not yours to answer", str(refusal), mrkdwn=slack_text(refusal))
     return forms.answer_modal(task)
 
 

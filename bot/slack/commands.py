@@ -30,6 +30,7 @@ from bot.formatting import duration, money, window_label
 from bot.slack.blocks import MESSAGE_BLOCKS, context, header, section
 from bot.slack.home import busiest_first, pending_blocks, stats_blocks
 from bot.slack.mrkdwn import SLASH_COMMAND, code, code_block, escape, mention, mentions, truncate
+from bot.slack.refusal_text import slack_text
 from pipelines import Gatehouse, GatehouseError, Run, registered_pipelines
 from pipelines.durations import parse_duration
 from pipelines.errors import NotAuthorized
@@ -201,7 +202,7 @@ def _answer(inv: Invocation, subcommand: str, work: Callable[[], CommandReply]) 
     except UsageError as exc:
         return usage_reply(inv, exc.subcommand, exc.message)
     except NotAuthorized as exc:
-        return error_reply(f":no_entry: {escape(str(exc))}")
+        return error_reply(f":no_entry: {slack_text(exc)}")
     except GatehouseError as exc:
         return error_reply(f":warning: {escape(str(exc))}")
     except Exception:

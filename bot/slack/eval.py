@@ -26,6 +26,7 @@ from bot.slack.blocks import MESSAGE_BLOCKS, context, section
 from bot.slack.bot import Bot
 from bot.slack.mrkdwn import code, escape, truncate
 from bot.slack.private_replies import ResponseUrl
+from bot.slack.refusal_text import slack_text
 from bot.slack.refusals import log_refusal, sentence
 from pipelines import GatehouseError
 from pipelines.authorization import authorize_operator
@@ -128,7 +129,7 @@ def run_in_channel(bot: Bot, channel: str, user: str, rest: str, respond: Respon
     try:
         name, dataset = plan(bot, user, rest)
     except NotAuthorized as exc:
-        respond(response_type="ephemeral", text=f":no_entry: {escape(str(exc))}")
+        respond(response_type="ephemeral", text=f":no_entry: {slack_text(exc)}")
         return
     except GatehouseError as exc:
         respond(response_type="ephemeral", text=f":warning: {escape(str(exc))}")

@@ -23,12 +23,14 @@ def loading_modal(title: str = "Answer") -> dict[str, Any]:
     }
 
 
-def notice_modal(title: str, text: str) -> dict[str, Any]:
+def notice_modal(title: str, text: str, *, mrkdwn: str | None = None) -> dict[str, Any]:
+    """`text` escaped; or `mrkdwn` already escaped by the caller (a refusal with mentions)."""
+    shown = mrkdwn if mrkdwn is not None else escape(text)
     return {
         "type": "modal",
         "title": {"type": "plain_text", "text": title[:24]},
         "close": {"type": "plain_text", "text": "Close"},
-        "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": escape(text)[:3000]}}],
+        "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": shown[:3000]}}],
     }
 
 

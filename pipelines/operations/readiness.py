@@ -36,7 +36,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from pipelines.operations.approver_groups import check_groups
 from pipelines.pipeline import Pipeline, get_pipeline, registered_pipelines
+from pipelines.ports import ApproverDirectory
 from pipelines.runtime import Runtime
 from pipelines.tools import Tool
 from pipelines.validator import Validator
@@ -345,9 +347,12 @@ def _approval_words(t: Tool) -> str:
     return f"{t.name} ({t.kind}, {words}): {who}{extra}"
 
 
-def approvers_answer(code: PipelineCode) -> Answer:
+def approvers_answer(code: PipelineCode, directory: ApproverDirectory | None = None) -> Answer:
+    """Who may approve each gated tool; red for `approvers="*"` and, given the directory, for
+    an `@group` nobody is known to be in (pipelines/operations/approver_groups.py)."""
     gated = [t for t in code.tools.values() if t.gated]
     lines = [_approval_words(t) for t in gated]
+    groups = check_groups(directory, gated) if directory is not None else None
     data = {
         "gated_tools": [
             {
@@ -360,6 +365,8 @@ def approvers_answer(code: PipelineCode) -> Answer:
             for t in gated
         ]
     }
+    if groups is not None:
+        data["groups"] = groups.data
     open_to_anyone = [
         t.name
         for t in gated
@@ -374,7 +381,13 @@ def approvers_answer(code: PipelineCode) -> Answer:
         return Answer("approvers", "Approvers", False, reason, lines, data)
     if not gated:
         return Answer("approvers", "Approvers", True, "no gated tools", lines, data)
-    return Answer("approvers", "Approvers", True, "; ".join(lines), lines, data)
+    if groups is not None and groups.problems:
+        details = [*groups.problems, *lines]
+        return Answer("approvers", "Approvers", False, "; ".join(groups.problems), details, data)
+    reason = "; ".join(lines)
+    if groups is not None:
+        lines = [*lines, *groups.lines]
+    return Answer("approvers", "Approvers", True, reason, lines, data)
 
 
 def records_answer(rt: Runtime, pipeline: str, now: datetime) -> Answer:
@@ -487,7 +500,7 @@ def pipeline_readiness(rt: Runtime, pipeline: Pipeline, now: datetime | None = N
     code = scan_pipeline(pipeline.fn)
     answers = [
         gates_answer(code),
-        approvers_answer(code),
+        approvers_answer(code, rt.directory),
         records_answer(rt, pipeline.name, now),
         eval_answer(rt, pipeline, now),
     ]
