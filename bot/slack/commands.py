@@ -34,6 +34,7 @@ from pipelines.durations import parse_duration
 from pipelines.errors import NotAuthorized
 from pipelines.operations.stats import DEFAULT_WINDOWS, pipeline_stats
 from pipelines.replay import ReplayLine
+from pipelines.run_totals import run_totals, totals_line
 from pipelines.views import ApprovalView, CallView, TaskView
 from storage.models import RunStatus
 
@@ -412,6 +413,7 @@ def _run(inv: Invocation, rest: str) -> CommandReply:
         blocks += _line_sections(shown)
         if len(lines) > len(shown):
             blocks.append(context(f"…and {len(lines) - len(shown)} more calls"))
+    blocks.append(section(f"*Totals* · {escape(totals_line(run_totals(run)))}"))
     decisions = [approval_line(a, inv.now) for a in run.approvals]
     decisions += [task_line(t) for t in run.tasks]
     if decisions:
