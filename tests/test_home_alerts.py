@@ -161,3 +161,37 @@ def test_stats_cli_and_json_give_no_psi_and_say_why_without_a_reference_window(
     quiet = text.stdout.split("quiet failures")[1]
     [row] = [line for line in quiet.splitlines() if line.startswith("d_route ")]
     assert row.endswith("-  (no earlier data to compare)")
+
+
+# -- the /gatehouse stats chart --------------------------------------------------------------
+
+
+def _ephemeral_texts(world: SlackWorld, user: str) -> list[str]:
+    return [e["text"] + _texts(e.get("blocks", [])) for e in world.fake.ephemerals(user)]
+
+
+def test_stats_chart_goes_only_to_the_askers_dm_not_the_channel(world: SlackWorld) -> None:
+    world.fake.invite("C_GENERAL")  # the bot could post there: it still must not, unasked
+    world.slack.command("stats", user_id="U_CAROL", channel_id="C_GENERAL")
+    world.settle()
+
+    assert world.fake.files("C_GENERAL") == []
+    [chart] = world.fake.files("D_CAROL")
+    assert chart["bytes"].startswith(b"\x89PNG\r\n\x1a\n")
+    replies = _ephemeral_texts(world, "U_CAROL")
+    assert any("sent only to you in your DM with Gatehouse" in r for r in replies)
+    assert any("*Stats*" in r for r in replies)  # the figures, privately, as before
+    assert world.fake.rejected == []
+
+
+def test_stats_public_shares_the_chart_in_the_channel(world: SlackWorld) -> None:
+    world.fake.invite("C_GENERAL")
+    world.slack.command("stats public 7d", user_id="U_CAROL", channel_id="C_GENERAL")
+    world.settle()
+
+    [chart] = world.fake.files("C_GENERAL")
+    assert chart["bytes"].startswith(b"\x89PNG\r\n\x1a\n")
+    assert world.fake.files("D_CAROL") == []
+    replies = _ephemeral_texts(world, "U_CAROL")
+    assert any("shared in this channel" in r for r in replies)
+    assert not any("neither a pipeline nor a duration" in r for r in replies)
