@@ -56,8 +56,11 @@ def nudge_due(rt: Runtime) -> list[tuple[NudgeKind, ApprovalView]]:
     now = rt.clock.now()
     done: list[tuple[NudgeKind, ApprovalView]] = []
     with rt.db.transaction() as conn:
-        reminders = nudge_rows.due_reminders(conn, now)
-        escalations = nudge_rows.due_escalations(conn, now)
+        due = nudge_rows.due_nudges(conn, now)
+    reminders = [n.approval_id for n in due if n.reminded_at is None and _due(n.remind_at, now)]
+    escalations = [
+        n.approval_id for n in due if n.escalated_at is None and _due(n.escalate_at, now)
+    ]
     for approval_id in reminders:
         view = _take(rt, approval_id, "reminded", now)
         if view is not None:
@@ -67,6 +70,10 @@ def nudge_due(rt: Runtime) -> list[tuple[NudgeKind, ApprovalView]]:
         if view is not None:
             done.append(("escalated", view))
     return done
+
+
+def _due(at: datetime | None, now: datetime) -> bool:
+    return at is not None and at <= now
 
 
 def _take(rt: Runtime, approval_id: str, kind: NudgeKind, now: datetime) -> ApprovalView | None:

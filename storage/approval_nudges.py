@@ -45,32 +45,22 @@ def _still_open(now: datetime) -> Any:
     )
 
 
-def due_reminders(conn: Connection, now: datetime, limit: int = 100) -> list[str]:
+def due_nudges(conn: Connection, now: datetime, limit: int = 100) -> list[NudgeRow]:
+    """The nudges with a reminder or an escalation due now, on approvals still open (one query:
+    the worker asks on every tick)."""
     query = (
-        select(nudges_table.c.approval_id)
+        select(nudges_table)
         .where(
-            nudges_table.c.reminded_at.is_(None),
-            nudges_table.c.remind_at <= now,
+            or_(
+                and_(nudges_table.c.reminded_at.is_(None), nudges_table.c.remind_at <= now),
+                and_(nudges_table.c.escalated_at.is_(None), nudges_table.c.escalate_at <= now),
+            ),
             _still_open(now),
         )
-        .order_by(nudges_table.c.remind_at)
+        .order_by(nudges_table.c.approval_id)
         .limit(limit)
     )
-    return [str(r) for r in conn.execute(query).scalars()]
-
-
-def due_escalations(conn: Connection, now: datetime, limit: int = 100) -> list[str]:
-    query = (
-        select(nudges_table.c.approval_id)
-        .where(
-            nudges_table.c.escalated_at.is_(None),
-            nudges_table.c.escalate_at <= now,
-            _still_open(now),
-        )
-        .order_by(nudges_table.c.escalate_at)
-        .limit(limit)
-    )
-    return [str(r) for r in conn.execute(query).scalars()]
+    return [NudgeRow(*row) for row in conn.execute(query)]
 
 
 def take_reminder(conn: Connection, approval_id: str, now: datetime) -> bool:
