@@ -317,7 +317,7 @@ def test_reminder_and_escalation_reply_in_the_cards_thread_and_show_on_the_card(
     worker.tick()
     world.settle()
     [reminder] = _replies(world, card)
-    assert "Reminder" in reminder["text"]
+    assert "Reminder: *t_nudge_pay* has waited 2.0 h for a decision" in reminder["text"]
     assert "<@U_ALICE>" in reminder["text"] and "<@U_BOB>" in reminder["text"]
     assert "Reminded at 11:01 UTC" in _texts(world.card(card["ts"])["blocks"])
 

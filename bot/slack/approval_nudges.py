@@ -4,7 +4,9 @@ card's thread that tells the approvers (pipelines/approval_nudges.py decides whe
 The reply is posted once: where it went is recorded like a card's (`storage.messages`, kinds
 `approval_reminder` and `approval_escalation`), so a re-delivery of the card (the outbox
 collapses and retries) does not post it twice. A reply still owed when the approval is decided
-is dropped: it would remind people of something settled.
+is dropped: it would remind people of something settled. A sender that dies between Slack's
+answer and that record posts the reply again when the delivery is retried: at worst a second
+reminder, never a missing one.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import structlog
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackClientError
 
-from bot.formatting import clock
+from bot.formatting import clock, duration
 from bot.slack.delivery import delivery_failure
 from bot.slack.mrkdwn import escape, mention, mentions, truncate
 from pipelines.runtime import Runtime
@@ -68,8 +70,7 @@ def reminder_text(rt: Runtime, approval: ApprovalView) -> str:
     waited = approval.nudges.reminded_at if approval.nudges else None
     hours = ""
     if waited is not None:
-        seconds = (_utc(waited) - _utc(approval.requested_at)).total_seconds()
-        hours = f" for {seconds / 3600:g} h" if seconds >= 3600 else f" for {seconds / 60:g} min"
+        hours = f" {duration((_utc(waited) - _utc(approval.requested_at)).total_seconds())}"
     return (
         f":bell: Reminder: *{escape(truncate(approval.tool, 100))}* has waited{hours} for a "
         f"decision. {who_to_ping(rt, approval.approvers)}: approve or reject it on the card above."
