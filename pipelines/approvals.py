@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 import structlog
 from sqlalchemy import Connection
 
-from pipelines import sensitive
+from pipelines import approval_nudges, sensitive
 from pipelines import validator as validation
 from pipelines.authorization import groups_checked, may_act, refuse
 from pipelines.errors import (
@@ -83,6 +83,7 @@ def request(
     with journal.transaction() as conn:
         call_rows.insert_call(conn, record)
         approval_rows.insert_approval(conn, **values)
+        approval_nudges.schedule(conn, tool, approval_id, now)
         journal.audit(
             conn,
             record,

@@ -28,6 +28,11 @@ class ApproversRequired(GatehouseError):
     """A tool whose approval a person may have to give was declared without `approvers=`."""
 
 
+class BadEscalation(GatehouseError):
+    """A tool's `remind_after` / `escalate_after` / `escalate_to` do not fit together (an
+    escalation before the reminder, or to nobody)."""
+
+
 class UnknownRun(GatehouseError):
     pass
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from pipelines.approval_nudges import with_nudges
 from pipelines.errors import UnknownApproval, UnknownRun, UnknownTask
 from pipelines.runtime import Runtime
 from pipelines.sensitive import mask
@@ -21,10 +22,13 @@ def get_run(rt: Runtime, run_id: str) -> Run:
         if row is None:
             raise UnknownRun(f"no run {run_id}; `gatehouse runs` lists recent runs")
         calls = [CallView.of(c) for c in queries.all_calls(conn, run_id)]
-        approvals = [
-            ApprovalView.of(a, pipeline=row.pipeline)
-            for a in queries.approvals_of_run(conn, run_id)
-        ]
+        approvals = with_nudges(
+            conn,
+            [
+                ApprovalView.of(a, pipeline=row.pipeline)
+                for a in queries.approvals_of_run(conn, run_id)
+            ],
+        )
         tasks = [
             TaskView.of(t, pipeline=row.pipeline, authorization=rt.authorization)
             for t in queries.tasks_of_run(conn, run_id)
@@ -58,9 +62,12 @@ def get_approval(rt: Runtime, approval_id: str) -> ApprovalView:
     with rt.db.transaction() as conn:
         row = fetch_approval(conn, approval_id)
         run = fetch_run(conn, row.run_id) if row is not None else None
-    if row is None:
-        raise UnknownApproval(f"no approval {approval_id}; `gatehouse pending` lists the open ones")
-    return ApprovalView.of(row, pipeline=run.pipeline if run else None)
+        if row is None:
+            raise UnknownApproval(
+                f"no approval {approval_id}; `gatehouse pending` lists the open ones"
+            )
+        [view] = with_nudges(conn, [ApprovalView.of(row, pipeline=run.pipeline if run else None)])
+    return view
 
 
 def list_runs(
@@ -79,9 +86,12 @@ def list_runs(
 def pending(rt: Runtime) -> list[ApprovalView | TaskView]:
     """Approvals and human tasks waiting for somebody, oldest first."""
     with rt.db.transaction() as conn:
-        approvals: list[ApprovalView | TaskView] = [
-            ApprovalView.of(r, pipeline=r.pipeline) for r in queries.pending_approvals(conn)
-        ]
+        approvals: list[ApprovalView | TaskView] = list(
+            with_nudges(
+                conn,
+                [ApprovalView.of(r, pipeline=r.pipeline) for r in queries.pending_approvals(conn)],
+            )
+        )
         tasks = [
             TaskView.of(r, pipeline=r.pipeline, authorization=rt.authorization)
             for r in queries.open_tasks(conn)

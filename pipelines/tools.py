@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, TypeAdapter
 
 from pipelines.durations import parse_duration, parse_rate
-from pipelines.errors import ApproversRequired, DuplicateName
+from pipelines.errors import ApproversRequired, BadEscalation, DuplicateName
 from pipelines.validator import Validator
 from storage.calls import RateLimit
 
@@ -70,6 +70,11 @@ class Tool:
     # A few facts for the approval card, from the run's earlier recorded results
     # (`pipelines.tool_context`): `context(args, reads)`.
     context: Callable[..., Any] | None = None
+    # While an approval waits: remind its approvers after `remind_after`; after
+    # `escalate_after`, add `escalate_to` to them (pipelines/approval_nudges.py).
+    remind_after: timedelta | None = None
+    escalate_after: timedelta | None = None
+    escalate_to: tuple[str, ...] = ()
 
     def __call__(self, args: Any, *, idempotency_key: str) -> Any:
         """Call the tool directly, ungated (for tests and scripts that know what they do)."""
@@ -137,6 +142,39 @@ def _args_model(fn: Callable[..., Any]) -> type[BaseModel]:
     return model
 
 
+def _nudges(
+    remind_after: str | timedelta | None,
+    escalate_after: str | timedelta | None,
+    escalate_to: list[str] | tuple[str, ...] | None,
+) -> tuple[timedelta | None, timedelta | None, tuple[str, ...]]:
+    """Parse and check the reminder and escalation arguments together."""
+    remind = parse_duration(remind_after) if remind_after is not None else None
+    escalate = parse_duration(escalate_after) if escalate_after is not None else None
+    if isinstance(escalate_to, str):
+        raise BadEscalation(
+            f'escalate_to={escalate_to!r}: give a list, escalate_to=["{escalate_to}"]'
+        )
+    targets = tuple(escalate_to or ())
+    for after, label in ((remind, "remind_after"), (escalate, "escalate_after")):
+        if after is not None and after <= timedelta(0):
+            raise BadEscalation(f"{label} must be a positive duration, e.g. 2h")
+    if escalate is not None and not targets:
+        raise BadEscalation(
+            "escalate_after is set but escalate_to names nobody: say who is added as approvers, "
+            'e.g. escalate_to=["@leads"]'
+        )
+    if targets and escalate is None:
+        raise BadEscalation(
+            'escalate_to is set without escalate_after: say when to escalate, e.g. escalate_after="6h"'
+        )
+    if remind is not None and escalate is not None and escalate <= remind:
+        raise BadEscalation(
+            f"escalate_after ({escalate}) must come after remind_after ({remind}): the "
+            "approvers are reminded first, then the escalation group is added"
+        )
+    return remind, escalate, targets
+
+
 def tool(
     *,
     kind: ToolKind,
@@ -153,6 +191,9 @@ def tool(
     approvals_channel: str | None = None,
     simulate: Callable[[Any], Any] | None = None,
     context: Callable[..., Any] | None = None,
+    remind_after: str | timedelta | None = None,
+    escalate_after: str | timedelta | None = None,
+    escalate_to: list[str] | tuple[str, ...] | None = None,
 ) -> Callable[[Callable[..., Any]], Tool]:
     """Declare a tool. Approval defaults to "always" for write/send/spend and "never" for read;
     read tools default to idempotent (a crash mid-call just reads again). `simulate(args) ->
@@ -162,7 +203,11 @@ def tool(
 
     A tool a person may have to approve names who (`approvers=[...]`, or `"*"` for anyone,
     spelled out): an unnamed list used to mean "anyone", the trigger's own author included.
-    `four_eyes` defaults to on for `spend` and `send` tools."""
+    `four_eyes` defaults to on for `spend` and `send` tools.
+
+    `remind_after="2h"`: an approval still undecided then gets a reminder in its card's thread,
+    naming the approvers. `escalate_after="6h", escalate_to=["@leads"]`: still undecided then,
+    `@leads` become approvers too (the usual rules, four-eyes included, apply to them)."""
     if kind not in TOOL_KINDS:
         raise ValueError(f"tool kind {kind!r} is not one of {', '.join(TOOL_KINDS)}")
     if on_expiry not in ("reject", "cancel"):
@@ -181,6 +226,14 @@ def tool(
     approver_list: tuple[str, ...] = (
         ("*",) if approvers == "*" else tuple(approvers) if approvers is not None else ()
     )
+    remind, escalate, escalate_list = _nudges(remind_after, escalate_after, escalate_to)
+    deadline = parse_duration(expires) if expires is not None else None
+    for after, label in ((remind, "remind_after"), (escalate, "escalate_after")):
+        if after is not None and deadline is not None and after >= deadline:
+            raise BadEscalation(
+                f"{label} ({after}) is not before expires ({deadline}): the approval would "
+                "expire first; shorten it or lengthen expires"
+            )
     limit = None
     if rate_limit is not None:
         count, period = parse_rate(rate_limit)
@@ -217,7 +270,15 @@ def tool(
             rate_limit_text=rate_limit,
             simulate=simulate,
             context=context,
+            remind_after=remind,
+            escalate_after=escalate,
+            escalate_to=escalate_list,
         )
+        if (remind or escalate) and not _asks_a_person(rule):
+            raise BadEscalation(
+                f"tool {tool_name!r}: remind_after/escalate_after need an approval a person "
+                f"gives, and approval {_rule_words(rule)} never asks one"
+            )
         existing = _TOOLS.get(tool_name)
         if existing is not None and existing.fn.__qualname__ != fn.__qualname__:
             raise DuplicateName(

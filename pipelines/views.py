@@ -96,6 +96,27 @@ class CallView:
 
 
 @dataclass(frozen=True)
+class Nudges:
+    """An approval's reminder and escalation: when each is due, and when it happened
+    (pipelines/approval_nudges.py)."""
+
+    remind_at: datetime | None = None
+    reminded_at: datetime | None = None
+    escalate_at: datetime | None = None
+    escalated_at: datetime | None = None
+    escalate_to: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "remind_at": iso(self.remind_at),
+            "reminded_at": iso(self.reminded_at),
+            "escalate_at": iso(self.escalate_at),
+            "escalated_at": iso(self.escalated_at),
+            "escalate_to": list(self.escalate_to),
+        }
+
+
+@dataclass(frozen=True)
 class ApprovalView:
     id: str
     run_id: str
@@ -116,6 +137,8 @@ class ApprovalView:
     pipeline: str | None = None
     # The validation model's verdict, when `approval=validator(...)` handed the call to a person.
     validator: Any = None
+    # Its reminder and escalation, when its tool declares them (read with the view).
+    nudges: Nudges | None = None
 
     def __post_init__(self) -> None:
         _mask_fields(self, "args")
@@ -166,6 +189,7 @@ class ApprovalView:
             "decided_at": iso(self.decided_at),
             "reason": self.reason,
             "validator": self.validator,
+            **(Nudges() if self.nudges is None else self.nudges).to_json(),
         }
 
 

@@ -18,6 +18,7 @@ import threading
 
 import structlog
 
+from pipelines.approval_nudges import nudge_due
 from pipelines.approvals import expire_due
 from pipelines.errors import RunNotRunnable, UnknownRun
 from pipelines.runner import Outcome, execute_claimed
@@ -119,6 +120,7 @@ class Worker:
 
     def tick(self) -> None:
         expire_due(self.rt)
+        nudge_due(self.rt)  # after expiry: an expired approval is not reminded
         wake_due_timers(self.rt)
 
     def run_one(self) -> Outcome | None:

@@ -316,14 +316,48 @@ def save_figures(conn: Connection, figures: list[dict[str, Any]], *, now: dateti
 
 
 def max_psi_by_pipeline(conn: Connection) -> dict[str, tuple[float, str, datetime]]:
-    """Per pipeline, the stored field with the largest PSI: (psi, label, evaluated at)."""
-    query = select(
-        figures_table.c.pipeline,
-        figures_table.c.psi,
-        figures_table.c.label,
-        figures_table.c.evaluated_at,
-    ).order_by(figures_table.c.pipeline, figures_table.c.psi.desc(), figures_table.c.label)
+    """Per pipeline, the stored field with the largest PSI: (psi, label, evaluated at). Only
+    fields with values in both periods count: against an empty reference window (a new
+    pipeline, a new field) the PSI is only its floor's artefact, 8 or 9, not a shift."""
+    query = (
+        select(
+            figures_table.c.pipeline,
+            figures_table.c.psi,
+            figures_table.c.label,
+            figures_table.c.evaluated_at,
+        )
+        .where(figures_table.c.reference_count > 0, figures_table.c.recent_count > 0)
+        .order_by(figures_table.c.pipeline, figures_table.c.psi.desc(), figures_table.c.label)
+    )
     found: dict[str, tuple[float, str, datetime]] = {}
     for pipeline, value, label, at in conn.execute(query):
         found.setdefault(str(pipeline), (float(value), str(label), at))
     return found
+
+
+def psi_missing_by_pipeline(conn: Connection) -> dict[str, tuple[str, datetime]]:
+    """Per pipeline with stored figures but none comparable (`max_psi_by_pipeline`): why, and
+    when it was evaluated. "no earlier data to compare" when no field had values in the
+    reference window; "no recent data" when none had any in the recent one."""
+    query = select(
+        figures_table.c.pipeline,
+        func.max(figures_table.c.reference_count),
+        func.max(figures_table.c.recent_count),
+        func.sum(
+            case(
+                (
+                    (figures_table.c.reference_count > 0) & (figures_table.c.recent_count > 0),
+                    1,
+                ),
+                else_=0,
+            )
+        ),
+        func.max(figures_table.c.evaluated_at),
+    ).group_by(figures_table.c.pipeline)
+    missing: dict[str, tuple[str, datetime]] = {}
+    for pipeline, reference, _recent, comparable, at in conn.execute(query):
+        if comparable:
+            continue
+        why = "no earlier data to compare" if not reference else "no recent data"
+        missing[str(pipeline)] = (why, at)
+    return missing

@@ -595,3 +595,26 @@ class ModelSpend(Base):
         Index("ix_model_spend_pipeline_at", "pipeline", "at"),
         Index("ix_model_spend_run", "run_id"),
     )
+
+
+class ApprovalNudge(Base):
+    """When an undecided approval reminds its approvers and escalates (`@tool(remind_after=…,
+    escalate_after=…, escalate_to=…)`), fixed when it is requested, and when each happened. The
+    sweeper sets `reminded_at` / `escalated_at` by compare-and-set, so each happens once across
+    replicas (pipelines/approval_nudges.py)."""
+
+    __tablename__ = "approval_nudges"
+
+    approval_id: Mapped[str] = mapped_column(
+        ForeignKey("approvals.id", ondelete="CASCADE"), primary_key=True
+    )
+    remind_at: Mapped[datetime | None]
+    reminded_at: Mapped[datetime | None]
+    escalate_at: Mapped[datetime | None]
+    escalated_at: Mapped[datetime | None]
+    escalate_to: Mapped[Any] = mapped_column(nullable=True)  # ["@leads", "U123"]
+
+    __table_args__ = (
+        Index("ix_approval_nudges_remind", "reminded_at", "remind_at"),
+        Index("ix_approval_nudges_escalate", "escalated_at", "escalate_at"),
+    )

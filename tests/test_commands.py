@@ -409,7 +409,7 @@ def test_stats_shows_what_waits_per_pipeline(gatehouse: Gatehouse) -> None:
 )
 def test_stats_with_bad_arguments(gatehouse: Gatehouse, args: str, problem: str) -> None:
     out = ask(gatehouse, f"stats {args}")
-    assert problem in out and "Usage: `/gatehouse stats [pipeline] [duration]`" in out
+    assert problem in out and "Usage: `/gatehouse stats [pipeline] [duration] [public]`" in out
 
 
 # -- trigger ----------------------------------------------------------------------------------

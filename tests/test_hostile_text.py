@@ -44,7 +44,11 @@ LONG = "<!channel> " * 800
 ALERTS, REVIEW = "C_ALERTS", "C_REVIEW"
 # The bot's own tokens: dates, and mentions of the people who really acted in the test (never the
 # hostile `<@U123>`).
-ALLOWED_TOKEN = re.compile(r"^(<!date\^\d+\^[^|<>]*\|[^<>]*>|<@U_(ALICE|BOB|CAROL)>)$")
+ALLOWED_TOKEN = re.compile(
+    r"^(<!date\^\d+\^[^|<>]*\|[^<>]*>|<@U_(ALICE|BOB|CAROL)>"
+    # App Home's link to a card: Slack's own permalink for it (chat.getPermalink)
+    r"|<https://gatehouse-test\.slack\.com/archives/C_[A-Z]+/p\d+\|open the card>)$"
+)
 
 
 class HostileInput(BaseModel):

@@ -307,7 +307,7 @@ def test_stats_replies_with_the_numbers_and_uploads_the_7_day_chart(world: Slack
         "refund_request", {"order_id": "ord_1001", "amount": "12.50", "reason": "x"}, user="U_CAROL"
     )
     world.fake.invite("C_GENERAL")  # the chart is shared where the bot was invited
-    world.slack.command("stats", user_id="U_CAROL", channel_id="C_GENERAL")
+    world.slack.command("stats public", user_id="U_CAROL", channel_id="C_GENERAL")
     world.settle()
     [chart] = world.fake.files("C_GENERAL")
     assert chart["bytes"].startswith(b"\x89PNG\r\n\x1a\n")

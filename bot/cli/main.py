@@ -45,6 +45,7 @@ from bot.formatting import took
 from pipelines import Gatehouse, Run, Worker, discover
 from pipelines.inspect import run_history
 from pipelines.pipeline import CATALOG
+from pipelines.run_totals import run_totals, totals_line
 from storage.db import Database
 from storage.models import RunStatus
 
@@ -322,10 +323,12 @@ def show_run(
     with open_gatehouse(quiet=as_json) as gatehouse:
         run = gatehouse.run(run_id)
         history = run_history(gatehouse.rt, run_id)
+    totals = run_totals(run)  # tokens and cost, summed from the run's LLM calls
     if as_json:
-        print_json(run.to_json())
+        print_json({**run.to_json(), "totals": totals.to_json()})
     else:
         say(cli_render.run_detail(run, history))
+        say(["", f"totals: {totals_line(totals)}"])
 
 
 @app.command()

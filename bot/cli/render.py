@@ -194,7 +194,26 @@ def approval_detail(a: ApprovalView) -> str:
         parts.append(f"expires {when(a.expires_at)}")
     if isinstance(a.validator, dict) and a.validator.get("summary"):
         parts.append(str(a.validator["summary"]))  # why the validator handed it to a person
+    parts += nudge_parts(a)
     return "; ".join(parts)
+
+
+def nudge_parts(a: ApprovalView) -> list[str]:
+    """ "reminded at …", "escalated to @leads at …" (or when they are due, while pending)."""
+    n = a.nudges
+    if n is None:
+        return []
+    parts = []
+    if n.reminded_at is not None:
+        parts.append(f"reminded at {when(n.reminded_at)}")
+    elif n.remind_at is not None and a.status == "pending":
+        parts.append(f"reminder due {when(n.remind_at)}")
+    to = ", ".join(n.escalate_to)
+    if n.escalated_at is not None:
+        parts.append(f"escalated to {to} at {when(n.escalated_at)}")
+    elif n.escalate_at is not None and a.status == "pending":
+        parts.append(f"escalates to {to} at {when(n.escalate_at)}")
+    return parts
 
 
 def waiting_lines(run: Run) -> list[str]:
@@ -405,6 +424,17 @@ def pending_lines(items: Sequence[ApprovalView | TaskView]) -> list[str]:
 
 
 def approval_requested_line(a: ApprovalView) -> str:
+    n = a.nudges
+    if n is not None and n.escalated_at is not None:
+        return (
+            f"⏫ approval {a.id} escalated to {', '.join(n.escalate_to)}: {a.tool} still waits — "
+            f"approve with: {approve_command(a.id)}"
+        )
+    if n is not None and n.reminded_at is not None:
+        return (
+            f"🔔 approval {a.id} reminder: {a.tool} still waits for {', '.join(a.approvers)} — "
+            f"approve with: {approve_command(a.id)}"
+        )
     return (
         f"⏸ approval {a.id} requested: {a.tool} ({args_text(a)}) — "
         f"approve with: {approve_command(a.id)}"

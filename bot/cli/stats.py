@@ -218,7 +218,7 @@ def drift_lines(figures: dict[str, DriftFigures]) -> list[str]:
                 rate(f.human_exit_rate),
                 "-" if f.mean_confidence is None else f"{f.mean_confidence:.2f}",
                 "-" if f.max_psi is None else f"{f.max_psi:.2f}",
-                f.max_psi_field or "-",
+                f.max_psi_field or (f"({f.max_psi_reason})" if f.max_psi_reason else "-"),
             ]
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bot.formatting import Shown, clock, remaining, shown_line, shown_values
+from bot.slack.approval_nudges import nudge_lines
 from bot.slack.blocks import (
     FIELDS_SHOWN,
     MODAL_TITLE_LIMIT,
@@ -191,6 +192,7 @@ def _approval_summary(approval: ApprovalView, ctx: ApprovalContext) -> list[dict
     if approval.status == "pending":
         expires = approval.expires_at
         notes.append(_expiry(_utc(expires), ctx.now) if expires else "Does not expire")
+    notes.extend(nudge_lines(approval))  # "Reminded at …", "Escalated to @leads at …"
     notes.append(f"Approval `{escape(truncate(approval.id, 100))}`")
     hidden = len(args) - FIELDS_SHOWN if isinstance(args, Mapping) else 0
     if hidden > 0:

@@ -37,6 +37,7 @@ from pipelines.errors import NotAuthorized
 from pipelines.operations.stats import DEFAULT_WINDOWS, pipeline_stats
 from pipelines.pauses import is_held_by_pause
 from pipelines.replay import ReplayLine
+from pipelines.run_totals import run_totals, totals_line
 from pipelines.views import ApprovalView, CallView, TaskView
 from storage.models import RunStatus
 
@@ -49,12 +50,15 @@ VALUE_LIMIT = 700
 STATS_BLOCKS = 45
 STATS_TABLES = 20  # a phone screen or two; `stats PIPELINE` shows any other
 
+# `/gatehouse stats … public`: the chart is shared in the channel, not sent to the asker's DM.
+PUBLIC = "public"
+
 USAGE = {
     "help": "help",
     "runs": "runs [pipeline] [status] [since]",
     "run": "run RUN_ID",
     "pending": "pending",
-    "stats": "stats [pipeline] [duration]",
+    "stats": "stats [pipeline] [duration] [public]",
     "trigger": "trigger PIPELINE {json} | trigger PIPELINE key=value …",
     "replay": "replay RUN_ID",
     "undo": "undo CALL_ID",
@@ -71,7 +75,8 @@ EXPLAIN = {
     "run": "one run: input, output, every call, approvals",
     "pending": "approvals and human tasks waiting for a person",
     "stats": "volume, errors, p50/p95 latency, cost, tokens, approvals and human tasks "
-    "(24 h and 7 d, or `7d`, `3h`…)",
+    "(24 h and 7 d, or `7d`, `3h`…); the 7-day chart comes to you in your DM with Gatehouse, "
+    "or with `public` is shared in the channel",
     "trigger": "run a pipeline; values are read as JSON when they parse, else as text "
     "(quote to keep text: `id='\"42\"'`)",
     "replay": "re-run a run's record with today's code, no side effects; shows where it diverges",
@@ -429,6 +434,7 @@ def _run(inv: Invocation, rest: str) -> CommandReply:
         blocks += _line_sections(shown)
         if len(lines) > len(shown):
             blocks.append(context(f"…and {len(lines) - len(shown)} more calls"))
+    blocks.append(section(f"*Totals* · {escape(totals_line(run_totals(run)))}"))
     decisions = [approval_line(a, inv.now) for a in run.approvals]
     decisions += [task_line(t) for t in run.tasks]
     if decisions:
@@ -491,6 +497,8 @@ def _stats(inv: Invocation, rest: str) -> CommandReply:
     pipeline: str | None = None
     windows: tuple[timedelta, ...] | None = None
     for token in rest.split():
+        if token.lower() == PUBLIC:  # where the chart goes (bot/slack/commands_listener.py)
+            continue
         length = _duration_or_none(token)
         if length is not None:
             if windows is not None:

@@ -15,7 +15,7 @@ from bot.slack import commands
 from bot.slack import eval as eval_slack
 from bot.slack.bot import Bot
 from bot.slack.private_replies import ResponseUrl
-from bot.slack.stats_upload import ChartUploadFailed, stats_chart_reply
+from bot.slack.stats_upload import ChartUploadFailed, private_chart_reply, stats_chart_reply
 
 
 def register(app: App, bot: Bot) -> None:
@@ -41,16 +41,28 @@ def register(app: App, bot: Bot) -> None:
 
 
 def send_chart(bot: Bot, channel: str, user: str, rest: str, respond: ResponseUrl) -> None:
-    """The 7-day chart goes up as a file in the channel; its link comes back privately."""
-    pipeline = rest.split()[0] if rest.split() and not rest.split()[0][0].isdigit() else None
+    """The 7-day chart, where only the asker sees it (their DM with the app), or with `public`
+    shared in the channel; its link comes back privately either way."""
+    tokens = [t for t in rest.split() if t.lower() != commands.PUBLIC]
+    public = len(tokens) != len(rest.split())
+    pipeline = tokens[0] if tokens and not tokens[0][0].isdigit() else None
     try:
-        link = stats_chart_reply(bot, channel=channel, user=user, pipeline=pipeline)
+        if public:
+            link = stats_chart_reply(bot, channel=channel, user=user, pipeline=pipeline)
+        else:
+            link = private_chart_reply(bot, user=user, pipeline=pipeline)
     except ChartUploadFailed as exc:
         respond(
             response_type="ephemeral", text=f":warning: no chart: {exc}", replace_original=False
         )
         return
-    respond(response_type="ephemeral", text=f"7-day chart: {link}", replace_original=False)
+    text = (
+        f"7-day chart, shared in this channel: {link}"
+        if public
+        else f"7-day chart, sent only to you in your DM with Gatehouse: {link} · "
+        f"`{bot.settings.slash_command} stats public` shares it in the channel"
+    )
+    respond(response_type="ephemeral", text=text, replace_original=False)
 
 
 def answer(bot: Bot, text: str, user: str, respond: ResponseUrl) -> None:

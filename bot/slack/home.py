@@ -262,6 +262,8 @@ def drift_line(f: DriftFigures) -> str:
         parts.append(f"mean confidence {confidence}")
     if f.max_psi is not None:
         parts.append(f"max PSI {f.max_psi:.2f} ({code(f.max_psi_field or '?', 200)})")
+    elif f.max_psi_reason:
+        parts.append(f"PSI: {escape(f.max_psi_reason)}")
     return " · ".join(parts)
 
 
@@ -365,7 +367,8 @@ def home_view(
     waiting += pending_blocks(pending, now, links=card_links, command=command)
     last = [header("Last alerts")]
     if alerts:
-        recent = sorted(alerts, key=lambda a: a.at, reverse=True)[:ALERTS_SHOWN]
+        # Open ones first (an open alert is never pushed out by recovered ones), newest first.
+        recent = sorted(alerts, key=lambda a: (a.recovered, -a.at.timestamp()))[:ALERTS_SHOWN]
         last += [section(alert_text(a, now)) for a in recent]
     else:
         last.append(

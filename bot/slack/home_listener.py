@@ -14,6 +14,8 @@ from slack_sdk.errors import SlackApiError
 
 from bot.slack import home
 from bot.slack.bot import Bot
+from bot.slack.card_links import card_links
+from bot.slack.home_alerts import home_alerts
 from bot.slack.modals import notice_home
 from bot.slack.refusals import log_refusal, sentence
 from pipelines.budgets import budget_statuses
@@ -67,9 +69,12 @@ def show_home_problem(bot: Bot, user: str, text: str) -> None:
 
 def dashboard(bot: Bot) -> dict[str, Any]:
     stats = pipeline_stats(bot.gatehouse.rt)
+    pending = bot.gatehouse.pending()
     return home.home_view(
         stats,
-        bot.gatehouse.pending(),
+        pending,
+        home_alerts(bot.gatehouse.rt),
+        card_links=card_links(bot.client, bot.gatehouse.rt, pending[: home.PENDING_SHOWN]),
         command=bot.settings.slash_command,
         drift=drift_figures(bot.gatehouse.rt),
         readiness=readiness(bot.gatehouse.rt),

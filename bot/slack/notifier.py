@@ -29,6 +29,7 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 
 from bot.slack import attention_cards, cards
 from bot.slack.alerts import SlackAlerts
+from bot.slack.approval_nudges import post_owed_replies
 from bot.slack.delivery import (
     delivery_failure,
     find_by_metadata,
@@ -83,6 +84,7 @@ class SlackNotifier:
             lambda: cards.approval_card(approval, self.approval_context(approval)),
             cards.approval_fallback_text(approval),
         )
+        post_owed_replies(self._client, self._runtime(), approval)  # reminder, escalation
 
     def approval_decided(self, approval: ApprovalView) -> None:
         self._show(

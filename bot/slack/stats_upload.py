@@ -1,4 +1,11 @@
-"""The 7-day chart in Slack: build the series, draw it, upload the PNG to a channel.
+"""The 7-day chart in Slack: build the series, draw it, upload the PNG to a channel, or to the
+asker's DM with the app.
+
+`/gatehouse` answers privately, but an ephemeral message cannot carry an uploaded file, and a
+file shared in a channel is seen by everyone there. So by default the chart goes to the asker's
+DM with the app (only they see it): a short message is posted there first, whose answer names
+the DM's channel id (`chat.postMessage` takes the user id and opens the DM; no `im:write`
+needed), and the file is shared in that DM. `public` shares it in the channel instead.
 
 Uploads use Slack's current flow (`files.getUploadURLExternal`, a POST of the bytes to the URL it
 returns, then `files.completeUploadExternal` sharing it to the channel), which slack-sdk wraps as
@@ -11,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 from slack_sdk import WebClient
-from slack_sdk.errors import SlackApiError
+from slack_sdk.errors import SlackApiError, SlackClientError
 
 from bot.slack.charts import render_week_chart_isolated
 from pipelines.operations.daily_stats import daily_series
@@ -80,3 +87,22 @@ def stats_chart_reply(
     png = render_week_chart_isolated(series, title=title)
     log.info("stats_chart.requested", user=user, channel=channel, pipeline=pipeline)
     return upload_chart(bot.client, channel=channel, png=png, title=title, thread_ts=thread_ts)
+
+
+def private_chart_reply(bot: Bot, *, user: str, pipeline: str | None = None) -> str:
+    """Like `stats_chart_reply`, into `user`'s DM with the app, where only they see it."""
+    scope = pipeline or "all pipelines"
+    try:
+        opened = bot.client.chat_postMessage(
+            channel=user,
+            text=f"Your 7-day Gatehouse chart for {scope} (only you see it here).",
+        )
+    except SlackApiError as exc:
+        error = exc.response.get("error", "unknown_error")
+        raise ChartUploadFailed(
+            f"Slack refused the DM the chart goes to ({error}); "
+            "`stats public` shares it in the channel instead"
+        ) from exc
+    except (SlackClientError, OSError) as exc:
+        raise ChartUploadFailed(f"Slack could not be reached for the DM ({exc})") from exc
+    return stats_chart_reply(bot, channel=str(opened["channel"]), user=user, pipeline=pipeline)

@@ -544,6 +544,9 @@ class DriftFigures:
     max_psi: float | None = None
     max_psi_field: str | None = None
     drift_evaluated_at: datetime | None = None
+    # Why there is no PSI although the drift check ran: "no earlier data to compare" (nothing
+    # in the reference window), "no recent data".
+    max_psi_reason: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -553,6 +556,7 @@ class DriftFigures:
             "mean_confidence": self.mean_confidence,
             "max_psi": self.max_psi,
             "max_psi_field": self.max_psi_field,
+            "max_psi_reason": self.max_psi_reason,
             "drift_evaluated_at": (
                 None if self.drift_evaluated_at is None else self.drift_evaluated_at.isoformat()
             ),
@@ -567,13 +571,15 @@ def drift_figures(
     with rt.db.transaction() as conn:
         calls = store.llm_call_counts(conn, since=now - window, until=now)
         stored = store.max_psi_by_pipeline(conn)
+        missing = store.psi_missing_by_pipeline(conn)
     per_pipeline: dict[str, CallCounts] = {}
     for (pipeline, _key), counts in calls.items():
         per_pipeline[pipeline] = per_pipeline.get(pipeline, CallCounts()) + counts
     found = {}
-    for name in sorted(set(per_pipeline) | set(stored)):
+    for name in sorted(set(per_pipeline) | set(stored) | set(missing)):
         counts = per_pipeline.get(name, CallCounts())
         top = stored.get(name)
+        why = missing.get(name)
         found[name] = DriftFigures(
             pipeline=name,
             llm_calls=counts.calls,
@@ -581,6 +587,7 @@ def drift_figures(
             mean_confidence=counts.mean_confidence,
             max_psi=None if top is None else top[0],
             max_psi_field=None if top is None else top[1],
-            drift_evaluated_at=None if top is None else top[2],
+            drift_evaluated_at=top[2] if top is not None else why[1] if why else None,
+            max_psi_reason=why[0] if top is None and why is not None else None,
         )
     return found
