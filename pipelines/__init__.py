@@ -160,7 +160,7 @@ class Gatehouse:
         if upgrade:
             db.upgrade()
         use_audit_key(db, settings.audit_key.get_secret_value() if settings.audit_key else None)
-        return cls(
+        engine = cls(
             db,
             notifier=notifier,
             directory=directory or StaticDirectory(settings.groups),
@@ -173,6 +173,8 @@ class Gatehouse:
                 open_by_default=open_by_default,
             ),
         )
+        engine.rt.tell_triggerers = settings.tell_triggerer
+        return engine
 
     @property
     def db(self) -> Database:

@@ -224,6 +224,12 @@ class Settings(BaseSettings):
         default_factory=list,
         description='More log keys whose values are redacted (PII), JSON: ["email", "phone"]',
     )
+    # loop
+    tell_triggerer: bool = Field(
+        True,
+        description="DM the Slack user who triggered a run when it waits on a person and when "
+        "it ends (succeeded, failed, needs attention…)",
+    )
 
     @field_validator("llm_prices")
     @classmethod

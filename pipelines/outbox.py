@@ -43,7 +43,7 @@ from weakref import WeakKeyDictionary
 
 import structlog
 
-from pipelines import inspect
+from pipelines import call_outcomes, inspect, run_notices
 from pipelines.errors import UnknownApproval, UnknownTask
 from pipelines.operations import alerting, review
 from pipelines.operations.alerting import ALERT_EVENTS, AlertView
@@ -56,6 +56,7 @@ from pipelines.operations.review import (
     UnknownReviewWeek,
 )
 from pipelines.ports import DeliveryFailed, Notifier
+from pipelines.run_notices import RunNotice
 from pipelines.runtime import Runtime
 from pipelines.views import ApprovalView, TaskView
 from pipelines.worker import owner_is_dead
@@ -68,7 +69,7 @@ log = structlog.get_logger()
 APPROVAL_EVENTS = ("approval_requested", "approval_decided")
 TASK_EVENTS = ("task_opened", "task_answered")
 
-View = ApprovalView | TaskView | AlertView | ReviewWeekView | ReviewItemView
+View = ApprovalView | TaskView | AlertView | ReviewWeekView | ReviewItemView | RunNotice
 
 # A failure only an operator can fix (a revoked token, a missing scope) waits this long before
 # the first probe, doubling with each failed probe up to the cap: a fix is seen within 15 min,
@@ -506,7 +507,15 @@ class OutboxSender:
         if head.event in APPROVAL_EVENTS:
             approval = inspect.get_approval(self.rt, head.subject_id)
             pending = approval.status == "pending"
-            return ("approval_requested" if pending else "approval_decided"), approval
+            if pending:
+                return "approval_requested", approval
+            # Decided: the card shows how the call ended, and its undo, as they are now.
+            return "approval_decided", call_outcomes.with_outcome(self.rt, approval)
+        if head.event == run_notices.RUN_NOTICE:
+            notice = run_notices.notice_for(self.rt, head.subject_id)
+            if notice is None or not hasattr(self.notifier, "run_notice"):
+                return None, None  # nothing to tell now, or no way to tell it here
+            return "run_notice", notice
         if head.event in TASK_EVENTS:
             task = inspect.get_task(self.rt, head.subject_id)
             return ("task_opened" if task.status == "open" else "task_answered"), task
@@ -539,6 +548,8 @@ class OutboxSender:
         alert is worth posting for `alerting.RETRY_HORIZON`."""
         if isinstance(view, ReviewWeekView | ReviewItemView):
             return False  # a review is posted, however late: its pick and verdicts are stored
+        if isinstance(view, RunNotice):
+            return head.created_at <= self.rt.clock.now() - self.stale_after
         if isinstance(view, AlertView):
             stale = head.created_at <= self.rt.clock.now() - alerting.RETRY_HORIZON
             if stale:

@@ -67,6 +67,8 @@ class Tool:
     description: str = ""
     approvals_channel: str | None = None
     rate_limit_text: str | None = field(default=None)
+    # `summary(args, result) -> str`: the outcome in the tool's own words, for its card.
+    summary: Callable[[Any, Any], str] | None = None
 
     def __call__(self, args: Any, *, idempotency_key: str) -> Any:
         """Call the tool directly, ungated (for tests and scripts that know what they do)."""
@@ -149,11 +151,14 @@ def tool(
     idempotent: bool | None = None,
     approvals_channel: str | None = None,
     simulate: Callable[[Any], Any] | None = None,
+    summary: Callable[[Any, Any], str] | None = None,
 ) -> Callable[[Callable[..., Any]], Tool]:
     """Declare a tool. Approval defaults to "always" for write/send/spend and "never" for read;
     read tools default to idempotent (a crash mid-call just reads again). `simulate(args) ->
     result`: in an eval, the call is recorded as "would call" and the pipeline goes on with
-    this result instead of stopping there.
+    this result instead of stopping there. `summary(args, result) -> str`: one short line the
+    approval card shows once the call succeeded ("refunded 180.00 EUR, refund 45"); without it
+    the card shows the result's fields.
 
     A tool a person may have to approve names who (`approvers=[...]`, or `"*"` for anyone,
     spelled out): an unnamed list used to mean "anyone", the trigger's own author included.
@@ -211,6 +216,7 @@ def tool(
             approvals_channel=approvals_channel,
             rate_limit_text=rate_limit,
             simulate=simulate,
+            summary=summary,
         )
         existing = _TOOLS.get(tool_name)
         if existing is not None and existing.fn.__qualname__ != fn.__qualname__:

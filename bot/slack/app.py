@@ -19,6 +19,7 @@ from bot.slack import (
     events,
     home_listener,
     review_listener,
+    undo_button,
 )
 from bot.slack.bot import Bot
 from bot.slack.workspaces import workspace_guard
@@ -41,6 +42,7 @@ def build_bolt_app(bot: Bot) -> App:
     if bot.workspaces is not None:
         app.middleware(workspace_guard(bot, bot.workspaces))
     actions.register(app, bot)
+    undo_button.register(app, bot)
     commands_listener.register(app, bot)
     home_listener.register(app, bot)
     review_listener.register(app, bot)
