@@ -1,8 +1,9 @@
 """The outbox sender: delivers what the engine owes people through the `Notifier` port.
 
 The engine writes an outbox row in the transaction of every change a person must see (an
-approval requested or decided, a task opened or answered, an alert opened or recovered, a weekly
-review's thread, summary or a verdict). The sender claims a subject, loads
+approval requested or decided, its call's outcome or undo, a task opened or answered, an alert
+opened or recovered, a weekly review's thread, summary or a verdict, a Slack-triggered run
+waiting on a person or ending). The sender claims a subject, loads
 its state *now* and hands that to the notifier: a card delivered late shows what is true when
 it is delivered (requested while Slack was down, approved from the CLI meanwhile: one card,
 "approved"), and several rows of one subject collapse into one delivery. The notifier makes a

@@ -14,10 +14,14 @@ import pytest
 from pydantic import BaseModel
 from sqlalchemy import update
 
+from bot.demo.history import seed_history
 from pipelines import Context, pipeline, tool
 from pipelines.inspect import run_history
 from pipelines.outbox import OutboxSender
+from pipelines.views import ApprovalView
 from storage import calls as call_rows
+from storage.db import Database
+from storage.messages import message_ref
 from tests.fakes.clock import FakeClock
 from tests.fakes.slack import FakeSlack
 from tests.slack_harness import SlackWorld, slack_world
@@ -306,3 +310,46 @@ def test_nobody_is_told_about_a_run_a_webhook_started(world: SlackWorld) -> None
     assert world.gatehouse.run(run.id).status == "succeeded"
     dm_posts = [c for c in world.fake.calls_to("chat.postMessage") if c["channel"] != "C_APPROVALS"]
     assert dm_posts == [], json.dumps(dm_posts)[:500]
+
+
+# -- the demo's refund ----------------------------------------------------------------------
+
+
+def test_the_demos_waiting_refund_shows_its_outcome_after_approval_and_undo_works(
+    fake_slack: FakeSlack, sqlite_url: str, clock: FakeClock
+) -> None:
+    """`make demo` seeds history that leaves carol's refund over 100.00 waiting for alice or
+    bob; approved in the sandbox, its card shows the refund made and an Undo that reverses it."""
+    db = Database(sqlite_url)
+    try:
+        seed_history(db, days=1, end=clock.now())
+    finally:
+        db.dispose()
+    with slack_world(fake_slack, sqlite_url, clock, tell_triggerer=True) as world:
+        sender = world.gatehouse.rt.sender
+        assert isinstance(sender, OutboxSender)
+        sender.deliver_due()  # the demo's bot posts the cards the history owes
+        refund = max(
+            (
+                a
+                for a in world.gatehouse.pending()
+                if isinstance(a, ApprovalView)
+                and a.tool == "issue_refund"
+                and a.trigger_user == "U_CAROL"
+            ),
+            key=lambda a: a.requested_at,
+        )
+        with world.gatehouse.db.transaction() as conn:
+            ref = message_ref(conn, kind="approval", ref_id=refund.id)
+        assert ref is not None
+        approve_by_click(world, {"ts": ref.ts}, user="U_ALICE")
+        assert world.gatehouse.run(refund.run_id).status == "succeeded"
+        card = world.card(ref.ts)
+        assert "Done" in texts(card["blocks"]) and "refunded " in texts(card["blocks"])
+        assert action_blocks(card) == [f"undo.{refund.call_id}"]
+        world.slack.block_action("call.undo", message=ref.ts, user_id="U_BOB")
+        world.settle()
+        assert "Undone* by <@U_BOB>" in texts(world.card(ref.ts)["blocks"])
+        [call] = [c for c in world.gatehouse.run(refund.run_id).calls if c.id == refund.call_id]
+        assert call.reversed_by is not None
+        assert any(refund.run_id in text and "succeeded" in text for text in dms(world, "U_CAROL"))
