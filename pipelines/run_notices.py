@@ -40,9 +40,10 @@ def subject_of(run_id: str) -> str:
 
 
 def run_id_of(subject_id: str) -> str | None:
-    return (
-        subject_id[len(SUBJECT_PREFIX) :] or None if subject_id.startswith(SUBJECT_PREFIX) else None
-    )
+    """The run a notice's subject names, or None for another subject."""
+    if not subject_id.startswith(SUBJECT_PREFIX):
+        return None
+    return subject_id[len(SUBJECT_PREFIX) :] or None
 
 
 def tells_triggerer(rt: Runtime, source: str | None, user: str | None) -> bool:

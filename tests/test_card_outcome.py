@@ -43,6 +43,27 @@ def ledger_write(args: Job, *, idempotency_key: str) -> Filed:
     raise RuntimeError(f"the ledger refused {args.ticket}: account frozen")
 
 
+def reverse_stuck(args: Job, result: Filed, *, idempotency_key: str) -> None:
+    raise RuntimeError(f"the archive of {args.ticket} is locked")
+
+
+@tool(
+    kind="write",
+    approval="always",
+    approvers=["@finance-leads"],
+    name="outcome_archive",
+    reverse=reverse_stuck,
+)
+def archive(args: Job, *, idempotency_key: str) -> Filed:
+    """Archive a ticket; its reverse always fails."""
+    return Filed(ok=True)
+
+
+@pipeline("outcome_archive_ticket", input=Job)
+def archive_ticket(ctx: Context, job: Job) -> Filed:
+    return ctx.tool(archive, job)
+
+
 @pipeline("outcome_failing_write", input=Job)
 def failing_write(ctx: Context, job: Job) -> Filed:
     return ctx.tool(ledger_write, job)
@@ -234,6 +255,28 @@ def test_undo_by_someone_who_may_not_undo_is_refused_privately_audited_and_undoe
     ]
     assert [e["detail"]["action"] for e in refused] == ["undo"]
     assert action_blocks(world.card(card["ts"])) == [f"undo.{call_id}"]  # still undoable
+
+
+def test_an_undo_whose_reverse_fails_says_so_on_the_card_and_can_be_tried_again(
+    world: SlackWorld,
+) -> None:
+    run = world.gatehouse.trigger(
+        "outcome_archive_ticket", {"ticket": "T-3"}, user="U_CAROL", source="slack"
+    )
+    [card] = world.approval_cards()
+    approve_by_click(world, card)
+    assert world.gatehouse.run(run.id).status == "succeeded"
+    # The result's fields, compactly, for a tool without summary=.
+    assert "ok `true`" in texts(world.card(card["ts"])["blocks"])
+    world.slack.block_action("call.undo", message=card["ts"], user_id="U_ALICE")
+    world.settle()
+    [told] = world.fake.ephemerals("U_ALICE")
+    assert "the archive of T-3 is locked" in told["text"] and "tried again" in told["text"]
+    updated = world.card(card["ts"])
+    shown = texts(updated["blocks"])
+    assert "Undo by <@U_ALICE>" in shown and "failed" in shown and "nothing was reversed" in shown
+    call_id = world.gatehouse.approval(run.waiting_for[0]).call_id
+    assert action_blocks(updated) == [f"undo.{call_id}"]  # it may be tried again
 
 
 def test_undo_from_the_command_updates_the_card_too(world: SlackWorld) -> None:

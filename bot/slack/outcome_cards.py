@@ -60,8 +60,8 @@ def outcome_line(outcome: CallOutcome, *, day: datetime | None = None) -> str:
     error = escape(truncate(outcome.error or "no error recorded", ERROR_LIMIT))
     if outcome.status == "failed":
         return (
-            f"❌ *Failed*{at}: {tool} raised an error and returned no result, so Gatehouse "
-            f"recorded nothing done: {error}"
+            f"❌ *Failed*{at}: {tool} raised an error and returned no result, so by its own "
+            f"account nothing was done: {error}"
         )
     if outcome.status == "outcome_unknown":
         return (
@@ -87,7 +87,10 @@ def undo_line(outcome: CallOutcome, *, day: datetime | None = None) -> str | Non
         return f"↩️ *Undone* by {who}{at}: {escape(truncate(reversed_what, 300))} reversed"
     if undo.status == "failed":
         error = escape(truncate(undo.error or "no error recorded", ERROR_LIMIT))
-        return f"⚠️ Undo by {who}{at} failed, nothing was reversed; it can be tried again: {error}"
+        return (
+            f"⚠️ Undo by {who}{at} failed: its reverse raised an error, so by its own account "
+            f"nothing was reversed; it can be tried again: {error}"
+        )
     return f"↩️ Undo by {who} under way (started{at})"
 
 
