@@ -65,7 +65,7 @@ def outcome_line(outcome: CallOutcome, *, day: datetime | None = None) -> str:
         )
     if outcome.status == "outcome_unknown":
         return (
-            f"⚠️ *Outcome unknown*: {tool} was called, and Gatehouse does not know whether it "
+            f"⚠️ *Outcome unknown*: {tool} was started, and Gatehouse does not know whether it "
             f"happened; it was not called again, and the run needs a person: {error}"
         )
     if outcome.status == "started":
@@ -84,7 +84,7 @@ def undo_line(outcome: CallOutcome, *, day: datetime | None = None) -> str | Non
     at = _at(undo.at, day)
     if undo.status == "succeeded":
         reversed_what = outcome.summary or f"{outcome.tool} call"
-        return f"↩️ *Undone* by {who}{at}: {escape(truncate(reversed_what, 300))} reversed"
+        return f"↩️ *Undone* by {who}{at}: reversed ({escape(truncate(reversed_what, 300))})"
     if undo.status == "failed":
         error = escape(truncate(undo.error or "no error recorded", ERROR_LIMIT))
         return (
