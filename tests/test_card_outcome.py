@@ -179,6 +179,8 @@ def test_a_call_whose_outcome_is_unknown_says_gatehouse_does_not_know_whether_it
     assert "Gatehouse does not know whether it happened" in shown
     assert "it was not called again" in shown
     assert action_blocks(world.card(card["ts"])) == []
+    # carol, who asked for the refund, is told her run needs a person
+    assert any(run_id in text and "needs attention" in text for text in dms(world, "U_CAROL"))
 
 
 def test_a_restart_between_the_call_and_the_card_update_still_ends_with_the_outcome_shown(
