@@ -38,6 +38,7 @@ from bot.slack.review import (
     resume_review,
     summarize_due_reviews,
 )
+from bot.slack.run_notices import SlackRunNotices
 from bot.slack.socket_mode import connect_socket_mode
 from bot.slack.web_client import unretried_web_client
 from bot.slack.workspaces import served_workspaces
@@ -119,6 +120,12 @@ def slack_notifier(
             timezone=settings.timezone,
             command=settings.slash_command,
             runtime=lambda: gatehouse().rt,
+        ),
+        run_notices=SlackRunNotices(
+            own,
+            runtime=lambda: gatehouse().rt,
+            command=settings.slash_command,
+            enabled=settings.tell_triggerer,
         ),
     )
 

@@ -186,7 +186,7 @@ class Gatehouse:
         if upgrade:
             db.upgrade()
         use_audit_key(db, settings.audit_key.get_secret_value() if settings.audit_key else None)
-        return cls(
+        engine = cls(
             db,
             notifier=notifier,
             # One directory for Slack and the CLI alike: GATEHOUSE_GROUPS and, where this
@@ -208,6 +208,8 @@ class Gatehouse:
             ),
             budgets=budgets,
         )
+        engine.rt.tell_triggerers = settings.tell_triggerer
+        return engine
 
     @property
     def db(self) -> Database:

@@ -238,6 +238,12 @@ class Settings(BaseSettings):
         description='Display names by user id, JSON: {"U123": "alice"}; the CLI names people in '
         "its refusals with them (`alice (U123)`); Slack mentions them by id anyway",
     )
+    # loop
+    tell_triggerer: bool = Field(
+        True,
+        description="DM the Slack user who triggered a run when it waits on a person and when "
+        "it ends (succeeded, failed, needs attention…)",
+    )
 
     @field_validator("llm_prices")
     @classmethod

@@ -19,7 +19,7 @@ from pydantic_core import PydanticSerializationError, to_jsonable_python
 from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
-from pipelines import sensitive
+from pipelines import run_notices, sensitive
 from pipelines.errors import JournalWriteRefused, LostClaim, PipelineChanged
 from pipelines.runtime import Runtime
 from storage import calls as call_rows
@@ -142,11 +142,14 @@ class Journal:
         recorded: list[CallRecord],
         conn: Connection | None = None,
         on_divergence: Divergence = fail_the_run,
+        tells_triggerer: bool = False,
     ) -> None:
         self.rt = runtime
         self.run_id = run_id
         self.pipeline = pipeline
         self.trigger_user = trigger_user
+        # A Slack user triggered the run: waiting on a person owes them a notice (run_notices).
+        self.tells_triggerer = tells_triggerer
         self._recorded = recorded
         self._conn = conn
         self._on_divergence = on_divergence
@@ -258,6 +261,8 @@ class Journal:
         )
         if not moved:
             raise LostClaim(self.run_id)
+        if wake_at is None and self.tells_triggerer:  # a person, not a timer, is awaited
+            run_notices.owe_notice(self.rt, conn, self.run_id, now)
 
 
 class ReadOnlyJournal(Journal):

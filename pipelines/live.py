@@ -14,7 +14,16 @@ import structlog
 from pydantic import BaseModel, TypeAdapter
 from sqlalchemy import Connection
 
-from pipelines import approvals, budgets, pauses, rate_limits, run_operations, sensitive, tasks
+from pipelines import (
+    approvals,
+    budgets,
+    call_outcomes,
+    pauses,
+    rate_limits,
+    run_operations,
+    sensitive,
+    tasks,
+)
 from pipelines import validator as validation
 from pipelines.categorical import categorical_fields
 from pipelines.context import ModelRequest
@@ -22,7 +31,7 @@ from pipelines.errors import NeedsAttention, StepFailed, ToolFailed
 from pipelines.journal import CallRecord, Journal, NextCall, describe_args, record_value
 from pipelines.llm import LLMResult
 from pipelines.runtime import Runtime
-from pipelines.tools import Tool
+from pipelines.tools import Tool, lookup_tool
 from storage import calls as call_rows
 from storage.db import is_disconnect
 from storage.models import CallStatus
@@ -195,6 +204,7 @@ class LiveExecutor:
         }
         if late is not None:
             detail["recorded_late"] = late
+        approval_id = None
         with transaction() as conn:
             call_rows.update_call(
                 conn,
@@ -212,6 +222,9 @@ class LiveExecutor:
                 actor=self._journal.trigger_user,
                 detail=detail,
             )
+            if _may_have_a_card(started):
+                approval_id = call_outcomes.owe_card_update(self._rt, conn, started.id, now)
+        call_outcomes.nudge_card(self._rt, approval_id)
 
     def _write_when_back(self, started: CallRecord, outcome: Outcome) -> bool:
         """Bounded retries, with backoff, on fresh connections (the run's own is gone)."""
@@ -244,11 +257,15 @@ class LiveExecutor:
 
     def _mark_unknown(self, started: CallRecord, error: str) -> None:
         now = self._rt.clock.now()
+        approval_id = None
         with self._journal.transaction() as conn:
             call_rows.update_call(conn, started.id, status=CallStatus.OUTCOME_UNKNOWN, error=error)
             self._journal.audit(
                 conn, started, "tool.outcome_unknown", at=now, detail={"error": error}
             )
+            if _may_have_a_card(started):
+                approval_id = call_outcomes.owe_card_update(self._rt, conn, started.id, now)
+        call_outcomes.nudge_card(self._rt, approval_id)
 
     def _recover_started(
         self, tool: Tool, args: BaseModel, call: NextCall, recorded: CallRecord
@@ -396,6 +413,13 @@ class LiveExecutor:
             assignees=assignees,
             call_input={"question": question, "context": described},
         )
+
+
+def _may_have_a_card(started: CallRecord) -> bool:
+    """Could a person have approved this call (so its card shows the outcome)? Only a gated
+    tool's; an ungated one is never looked up, keeping the hot path one write."""
+    tool = lookup_tool(started.name)
+    return tool is None or tool.gated
 
 
 def _step_input(args: tuple[Any, ...]) -> Any:

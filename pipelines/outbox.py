@@ -1,8 +1,9 @@
 """The outbox sender: delivers what the engine owes people through the `Notifier` port.
 
 The engine writes an outbox row in the transaction of every change a person must see (an
-approval requested or decided, a task opened or answered, an alert opened or recovered, a weekly
-review's thread, summary or a verdict). The sender claims a subject, loads
+approval requested or decided, its call's outcome or undo, a task opened or answered, an alert
+opened or recovered, a weekly review's thread, summary or a verdict, a Slack-triggered run
+waiting on a person or ending). The sender claims a subject, loads
 its state *now* and hands that to the notifier: a card delivered late shows what is true when
 it is delivered (requested while Slack was down, approved from the CLI meanwhile: one card,
 "approved"), and several rows of one subject collapse into one delivery. The notifier makes a
@@ -43,7 +44,7 @@ from weakref import WeakKeyDictionary
 
 import structlog
 
-from pipelines import inspect
+from pipelines import call_outcomes, inspect, run_notices
 from pipelines.attention import ATTENTION_EVENT
 from pipelines.errors import UnknownApproval, UnknownRun, UnknownTask
 from pipelines.operations import alerting, review
@@ -57,6 +58,7 @@ from pipelines.operations.review import (
     UnknownReviewWeek,
 )
 from pipelines.ports import DeliveryFailed, Notifier
+from pipelines.run_notices import RunNotice
 from pipelines.runtime import Runtime
 from pipelines.views import ApprovalView, Run, TaskView
 from pipelines.worker import owner_is_dead
@@ -69,7 +71,7 @@ log = structlog.get_logger()
 APPROVAL_EVENTS = ("approval_requested", "approval_decided")
 TASK_EVENTS = ("task_opened", "task_answered")
 
-View = ApprovalView | TaskView | AlertView | ReviewWeekView | ReviewItemView | Run
+View = ApprovalView | TaskView | AlertView | ReviewWeekView | ReviewItemView | Run | RunNotice
 
 # A failure only an operator can fix (a revoked token, a missing scope) waits this long before
 # the first probe, doubling with each failed probe up to the cap: a fix is seen within 15 min,
@@ -507,7 +509,15 @@ class OutboxSender:
         if head.event in APPROVAL_EVENTS:
             approval = inspect.get_approval(self.rt, head.subject_id)
             pending = approval.status == "pending"
-            return ("approval_requested" if pending else "approval_decided"), approval
+            if pending:
+                return "approval_requested", approval
+            # Decided: the card shows how the call ended, and its undo, as they are now.
+            return "approval_decided", call_outcomes.with_outcome(self.rt, approval)
+        if head.event == run_notices.RUN_NOTICE:
+            notice = run_notices.notice_for(self.rt, head.subject_id)
+            if notice is None or not hasattr(self.notifier, "run_notice"):
+                return None, None  # nothing to tell now, or no way to tell it here
+            return "run_notice", notice
         if head.event in TASK_EVENTS:
             task = inspect.get_task(self.rt, head.subject_id)
             return ("task_opened" if task.status == "open" else "task_answered"), task
@@ -545,6 +555,8 @@ class OutboxSender:
         alert is worth posting for `alerting.RETRY_HORIZON`."""
         if isinstance(view, ReviewWeekView | ReviewItemView | Run):
             return False  # a review is posted, however late: its pick and verdicts are stored
+        if isinstance(view, RunNotice):
+            return head.created_at <= self.rt.clock.now() - self.stale_after
         if isinstance(view, AlertView):
             stale = head.created_at <= self.rt.clock.now() - alerting.RETRY_HORIZON
             if stale:

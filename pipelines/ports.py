@@ -32,7 +32,9 @@ class Notifier(Protocol):
 
     The outbox sender (`pipelines.outbox`) calls one method per subject with its state at
     delivery time, and retries on `DeliveryFailed`: each method makes the person's view show
-    that state, idempotently (what is shown already is updated or left, never shown twice)."""
+    that state, idempotently (what is shown already is updated or left, never shown twice).
+    An optional `run_notice(notice)` (`pipelines.run_notices.RunNotice`) tells a run's Slack
+    triggerer how it went; a notifier without it is not asked."""
 
     def approval_requested(self, approval: ApprovalView) -> None: ...
 

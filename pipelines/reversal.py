@@ -9,6 +9,7 @@ from __future__ import annotations
 import structlog
 from sqlalchemy import Table, update
 
+from pipelines import call_outcomes
 from pipelines.authorization import groups_checked, may_act, refuse
 from pipelines.errors import (
     AlreadyReversed,
@@ -133,6 +134,8 @@ def undo(rt: Runtime, call_id: str, *, user: str) -> CallView:
             idempotency_key=idempotency_key,
             detail={"undoes": call_id},
         )
+        card = call_outcomes.owe_card_update(rt, conn, call_id, now)
+    call_outcomes.nudge_card(rt, card)
 
     args = tool.args_model.model_validate(call.input)
     result = tool.result_adapter.validate_python(call.output)
@@ -156,6 +159,8 @@ def undo(rt: Runtime, call_id: str, *, user: str) -> CallView:
                 tool=tool.name,
                 detail={"error": error, "undoes": call_id},
             )
+            call_outcomes.owe_card_update(rt, conn, call_id, rt.clock.now())
+        call_outcomes.nudge_card(rt, card)
         raise ReversalFailed(f"undo of {call_id} failed: {error}; it can be tried again") from exc
     done = rt.clock.now()
     with rt.db.transaction() as conn:
@@ -173,5 +178,7 @@ def undo(rt: Runtime, call_id: str, *, user: str) -> CallView:
         )
         reversal = call_rows.fetch_call(conn, reversal_id)
         assert reversal is not None  # inserted in this transaction
+        call_outcomes.owe_card_update(rt, conn, call_id, done)
+    call_outcomes.nudge_card(rt, card)
     log.info("tool.reversed", call_id=call_id, reversal_id=reversal_id, user=user)
     return CallView.of(reversal)

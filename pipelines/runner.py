@@ -16,7 +16,7 @@ import structlog
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import Connection
 
-from pipelines import budgets, pauses, sensitive
+from pipelines import budgets, pauses, run_notices, sensitive
 from pipelines.attention import ATTENTION_EVENT, notify_attention
 from pipelines.authorization import authorize_trigger
 from pipelines.context import Context
@@ -148,7 +148,7 @@ def trigger(
             pauses.refuse_paused(rt, name)
         if refused is not None:
             budgets.after_run_refused(rt, name, refused)
-        outcome = _execute(rt, held, pipeline, run_id, model, user, recorded=[])
+        outcome = _execute(rt, held, pipeline, run_id, model, user, recorded=[], source=source)
     finished = rt.clock.now() if outcome.status != RunStatus.WAITING else None
     return Run(
         run_id,
@@ -195,8 +195,11 @@ def _load_and_execute(rt: Runtime, held: Connection, run_id: str, *, claim: bool
             else f"cannot resume: the recorded input no longer fits {run.pipeline}'s input model: "
             f"{format_validation_errors(exc)}"
         )
-        return _finish(rt, held, run_id, Outcome(RunStatus.FAILED, error=message))
-    return _execute(rt, held, pipeline, run_id, model, run.trigger_user, recorded=recorded)
+        tell = run_notices.tells_triggerer(rt, run.trigger, run.trigger_user)
+        return _finish(rt, held, run_id, Outcome(RunStatus.FAILED, error=message), tell=tell)
+    return _execute(
+        rt, held, pipeline, run_id, model, run.trigger_user, recorded=recorded, source=run.trigger
+    )
 
 
 def _execute(
@@ -208,7 +211,9 @@ def _execute(
     trigger_user: str | None,
     *,
     recorded: list[CallRecord],
+    source: str | None = None,
 ) -> Outcome:
+    tell = run_notices.tells_triggerer(rt, source, trigger_user)
     journal = Journal(
         rt,
         run_id=run_id,
@@ -216,6 +221,7 @@ def _execute(
         trigger_user=trigger_user,
         recorded=recorded,
         conn=held,
+        tells_triggerer=tell,
     )
     ctx = Context(rt, journal, LiveExecutor(rt, journal))
     with (
@@ -238,6 +244,8 @@ def _execute(
             )
         except Suspend as suspended:
             log.info("run.waiting", reason=suspended.reason)
+            if tell:
+                run_notices.nudge(rt, run_id)  # its notice was owed when it suspended
             return Outcome(RunStatus.WAITING, waiting_for=suspended.waiting_for)
         except LostClaim:
             log.warning("run.claim_lost", worker=rt.worker_id)
@@ -257,10 +265,12 @@ def _execute(
                 raise
             log.warning("run.failed", error=str(exc), traceback=traceback.format_exc())
             outcome = Outcome(RunStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
-        return _finish(rt, held, run_id, outcome)
+        return _finish(rt, held, run_id, outcome, tell=tell)
 
 
-def _finish(rt: Runtime, held: Connection, run_id: str, outcome: Outcome) -> Outcome:
+def _finish(
+    rt: Runtime, held: Connection, run_id: str, outcome: Outcome, *, tell: bool = False
+) -> Outcome:
     # An exception's text may quote a secret or a sensitive value the run holds, and so may
     # what the pipeline returned (sealed fields stay whole and resume).
     outcome = replace(
@@ -281,12 +291,16 @@ def _finish(rt: Runtime, held: Connection, run_id: str, outcome: Outcome) -> Out
         )
         if moved and outcome.status == RunStatus.NEEDS_ATTENTION:
             rt.enqueue(conn, ATTENTION_EVENT, run_id, now)  # its notice, with the way out
+        if moved and tell:
+            run_notices.owe_notice(rt, conn, run_id, now)
     if not moved:
         log.warning("run.claim_lost", run_id=run_id, worker=rt.worker_id)
         return Outcome(RunStatus.RUNNING, error="claim lost to another worker")
     log.info("run.finished", run_id=run_id, status=str(outcome.status))
     if outcome.status == RunStatus.NEEDS_ATTENTION:
         notify_attention(rt, run_id)
+    if tell:
+        run_notices.nudge(rt, run_id)
     return outcome
 
 

@@ -70,6 +70,9 @@ class Runtime:
     # right after the commit, and the rows wait for a delivering process.
     outbox: bool = True
     sender: Deliverer | None = None
+    # Tell the Slack user who triggered a run how it went (`pipelines.run_notices`): on from
+    # GATEHOUSE_TELL_TRIGGERER (`Gatehouse.from_settings`); an engine built in code does not.
+    tell_triggerers: bool = False
     # A tool's outcome whose write lost the database is written again on fresh connections
     # after these pauses (seconds; ~20 s in all). Past them it is kept here, by call id, and
     # written when this process replays the run once the database is back.

@@ -75,6 +75,8 @@ class Tool:
     remind_after: timedelta | None = None
     escalate_after: timedelta | None = None
     escalate_to: tuple[str, ...] = ()
+    # `summary(args, result) -> str`: the outcome in the tool's own words, for its card.
+    summary: Callable[[Any, Any], str] | None = None
 
     def __call__(self, args: Any, *, idempotency_key: str) -> Any:
         """Call the tool directly, ungated (for tests and scripts that know what they do)."""
@@ -194,12 +196,15 @@ def tool(
     remind_after: str | timedelta | None = None,
     escalate_after: str | timedelta | None = None,
     escalate_to: list[str] | tuple[str, ...] | None = None,
+    summary: Callable[[Any, Any], str] | None = None,
 ) -> Callable[[Callable[..., Any]], Tool]:
     """Declare a tool. Approval defaults to "always" for write/send/spend and "never" for read;
     read tools default to idempotent (a crash mid-call just reads again). `simulate(args) ->
     result`: in an eval, the call is recorded as "would call" and the pipeline goes on with
     this result instead of stopping there. `context(args, reads)`: a few facts for the approval
-    card from what the run already read (`pipelines.tool_context`).
+    card from what the run already read (`pipelines.tool_context`). `summary(args, result) ->
+    str`: one short line the approval card shows once the call succeeded ("refunded 180.00 EUR,
+    refund 45"); without it the card shows the result's fields.
 
     A tool a person may have to approve names who (`approvers=[...]`, or `"*"` for anyone,
     spelled out): an unnamed list used to mean "anyone", the trigger's own author included.
@@ -273,6 +278,7 @@ def tool(
             remind_after=remind,
             escalate_after=escalate,
             escalate_to=escalate_list,
+            summary=summary,
         )
         if (remind or escalate) and not _asks_a_person(rule):
             raise BadEscalation(

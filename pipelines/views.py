@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipelines.authorization import Authorization
 from pipelines.sensitive import mask
@@ -21,6 +21,9 @@ from storage.rows import (
     PendingApprovalRow,
     RunRow,
 )
+
+if TYPE_CHECKING:
+    from pipelines.call_outcomes import CallOutcome
 
 
 def iso(value: datetime | None) -> str | None:
@@ -139,6 +142,9 @@ class ApprovalView:
     validator: Any = None
     # Its reminder and escalation, when its tool declares them (read with the view).
     nudges: Nudges | None = None
+    # How the approved call ended (and its undo), when the card is rendered for the outbox
+    # (`pipelines.call_outcomes.with_outcome`); None otherwise.
+    outcome: CallOutcome | None = None
 
     def __post_init__(self) -> None:
         _mask_fields(self, "args")

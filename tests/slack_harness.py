@@ -61,6 +61,8 @@ def settings_for(fake: FakeSlack, database_url: str, **overrides: Any) -> Settin
         "slack_api_url": fake.api_url,
         "approvals_channel": APPROVALS,
         "serve_workers": 0,
+        # The triggerer's DMs are posts too: off unless a test asks, so journeys count cards.
+        "tell_triggerer": False,
         **overrides,
     }
     return Settings.model_construct(**{**Settings().model_dump(), **values})

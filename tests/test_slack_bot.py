@@ -84,7 +84,10 @@ def test_a_gated_call_posts_a_card_and_approve_resumes_the_run(world: SlackWorld
     world.settle()
     assert world.gatehouse.run(run_id).status == "succeeded"
     updated = world.card(card["ts"])
-    assert not _has_buttons(updated)
+    # Approve and Reject are gone; the refund it made can be undone (tests/test_card_outcome.py).
+    assert [b["block_id"] for b in updated["blocks"] if b["type"] == "actions"] == [
+        f"undo.{world.gatehouse.approval(approval_id).call_id}"
+    ]
     assert "Approved by" in _texts(updated["blocks"])
     assert world.fake.rejected == []
 

@@ -21,6 +21,7 @@ from bot.slack import (
     events,
     home_listener,
     review_listener,
+    undo_button,
 )
 from bot.slack.bot import Bot
 from bot.slack.workspaces import workspace_guard
@@ -45,6 +46,7 @@ def build_bolt_app(bot: Bot) -> App:
     actions.register(app, bot)
     alert_pause_actions.register(app, bot)
     attention_listener.register(app, bot)
+    undo_button.register(app, bot)
     commands_listener.register(app, bot)
     home_listener.register(app, bot)
     review_listener.register(app, bot)

@@ -45,6 +45,7 @@ from bot.slack.mrkdwn import (
     mentions,
     truncate,
 )
+from bot.slack.outcome_cards import outcome_blocks, outcome_fallback
 from bot.slack.provenance import earlier_answers
 from bot.slack.shown_fields import shown_sections
 from pipelines.display import Mark
@@ -151,6 +152,8 @@ def _approval_summary(approval: ApprovalView, ctx: ApprovalContext) -> list[dict
     tool = escape(truncate(approval.tool, 100))
     kind = escape(truncate(approval.tool_kind, 30))
     what = f"*What will happen*\nGatehouse will call *{tool}*, a `{kind}` tool"
+    if approval.status != "pending":  # decided: what was asked (how it ended is below)
+        what = f"*What was asked*\nGatehouse was asked to call *{tool}*, a `{kind}` tool"
     if approval.tool_kind in KIND_WORDS:
         what += f" that {KIND_WORDS[approval.tool_kind]}"
     what += "."
@@ -323,8 +326,12 @@ def decision_line(approval: ApprovalView) -> str:
 
 
 def approval_decided_card(approval: ApprovalView, ctx: ApprovalContext) -> list[dict[str, Any]]:
-    """The same card after the decision: no buttons, who decided when (or that it expired)."""
-    return [*_approval_summary(approval, ctx), context(decision_line(approval))]
+    """The same card after the decision: who decided when (or that it expired), then how the
+    call ended and its undo, with the Undo button while one is possible (`outcome_cards`)."""
+    blocks = [*_approval_summary(approval, ctx), context(decision_line(approval))]
+    if approval.outcome is not None:
+        blocks += outcome_blocks(approval.outcome, day=_utc(approval.requested_at))
+    return blocks
 
 
 def approval_fallback_text(approval: ApprovalView) -> str:
@@ -335,7 +342,8 @@ def approval_fallback_text(approval: ApprovalView) -> str:
         where = f"{escape(truncate(approval.pipeline, 100))}, {where}"
     who = mention(truncate(approval.decided_by, 100) if approval.decided_by else None)
     if approval.status == "approved":
-        return f"Approved by {who}: {tool} ({where})"
+        ended = f", {outcome_fallback(approval.outcome)}" if approval.outcome else ""
+        return f"Approved by {who}: {tool} ({where}){ended}"
     if approval.status == "rejected":
         reason = escape(truncate(approval.reason or "no reason given", 300))
         return f"Rejected by {who}: {tool} ({where}): {reason}"

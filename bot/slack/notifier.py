@@ -38,6 +38,7 @@ from bot.slack.delivery import (
     metadata,
 )
 from bot.slack.review import SlackReview
+from bot.slack.run_notices import SlackRunNotices
 from pipelines import inspect
 from pipelines.attention import last_operation
 from pipelines.display import display_marks, field_titles
@@ -45,6 +46,7 @@ from pipelines.operations.alerting import AlertView
 from pipelines.operations.review import ReviewItemView, ReviewWeekView
 from pipelines.pipeline import registered_pipelines
 from pipelines.rate_limits import rate_limit_headroom
+from pipelines.run_notices import RunNotice
 from pipelines.runtime import Runtime
 from pipelines.tool_context import context_for
 from pipelines.tools import lookup_tool
@@ -63,6 +65,7 @@ class SlackNotifier:
         runtime: Callable[[], Runtime],
         alerts: SlackAlerts | None = None,
         review: SlackReview | None = None,
+        run_notices: SlackRunNotices | None = None,
     ) -> None:
         self._client = client
         self._default_channel = approvals_channel
@@ -73,6 +76,8 @@ class SlackNotifier:
         self._review = review or SlackReview(
             client, channel=None, timezone="UTC", command="/gatehouse", runtime=runtime
         )
+        # The DMs telling a run's Slack triggerer how it went (`bot.slack.run_notices`).
+        self._run_notices = run_notices or SlackRunNotices(client, runtime=runtime)
 
     # -- approvals ------------------------------------------------------------------------
 
@@ -180,10 +185,16 @@ class SlackNotifier:
     def review_verdict(self, item: ReviewItemView) -> None:
         self._review.review_verdict(item)
 
+    # -- the triggerer's notices ----------------------------------------------------------
+
+    def run_notice(self, notice: RunNotice) -> None:
+        self._run_notices.run_notice(notice)
+
     # -- a delivery taken over ------------------------------------------------------------
 
     def adopt_lost_card(
-        self, view: ApprovalView | TaskView | AlertView | ReviewWeekView | ReviewItemView
+        self,
+        view: ApprovalView | TaskView | AlertView | ReviewWeekView | ReviewItemView | RunNotice,
     ) -> bool:
         """Find a card for `view` whose ts was never recorded (its sender died between Slack's
         answer and the commit) among the channel's latest messages, newest first, and record
@@ -194,6 +205,8 @@ class SlackNotifier:
             return self._review.adopt_lost_card(view)
         if isinstance(view, ReviewItemView):
             return False  # a verdict updates a reply: nothing is posted, nothing can be lost
+        if isinstance(view, RunNotice):
+            return False  # a DM's history needs im:history, which the app does not ask for
         kind = "approval" if isinstance(view, ApprovalView) else "task"
         channel = (
             self.channel_for(view) if isinstance(view, ApprovalView) else self.task_channel(view)

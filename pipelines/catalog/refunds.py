@@ -86,6 +86,14 @@ def reverse_refund(args: RefundArgs, result: Refund, *, idempotency_key: str) ->
     demo_orders.reverse_refund(result.refund_id, now=current_clock().now())
 
 
+def refund_summary(args: RefundArgs, result: Refund) -> str:
+    """The refund's card line once it is made: "refunded 180.00 EUR on ord_1002, refund 45"."""
+    return (
+        f"refunded {result.amount_cents / 100:.2f} {args.currency} on {result.order_id}, "
+        f"refund {result.refund_id}"
+    )
+
+
 def simulated_refund(args: RefundArgs) -> Refund:
     """What an eval goes on with instead of refunding (`gatehouse eval`): nothing is issued."""
     return Refund(
@@ -121,6 +129,7 @@ def order_facts(args: RefundArgs, reads: RecordedReads) -> OrderFacts | None:
     reverse=reverse_refund,
     simulate=simulated_refund,
     context=order_facts,
+    summary=refund_summary,
 )
 def issue_refund(args: RefundArgs, *, idempotency_key: str) -> Refund:
     """Refund part or all of an order (demo connector)."""
