@@ -22,6 +22,7 @@ import structlog
 from pydantic import ValidationError
 from sqlalchemy import Connection
 
+from pipelines import run_notices
 from pipelines.attention import had_notice, notify_attention
 from pipelines.authorization import may_act, refuse
 from pipelines.errors import (
@@ -187,10 +188,16 @@ def cancel(rt: Runtime, run_id: str, *, user: str, reason: str) -> RunRow:
             },
         )
         noticed = had_notice(conn, run, now, rt)
+        # Whoever triggered it from Slack is told it ended, as for any other end.
+        tell = run_notices.tells_triggerer(rt, run.trigger, run.trigger_user)
+        if tell:
+            run_notices.owe_notice(rt, conn, run_id, now)
         cancelled = run_rows.fetch_run(conn, run_id)
     assert cancelled is not None
     if noticed:
         notify_attention(rt, run_id)
+    if tell:
+        run_notices.nudge(rt, run_id)
     log.info("run.cancelled", run_id=run_id, user=user, was=str(run.status))
     for approval in approvals:
         rt.notify("approval_decided", ApprovalView.of(approval, pipeline=run.pipeline))

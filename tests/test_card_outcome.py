@@ -348,6 +348,15 @@ def test_the_triggerer_is_told_when_their_run_needs_a_person_to_answer(world: Sl
     assert run.id in told and "waits for an answer to" in told
 
 
+def test_the_triggerer_is_told_when_their_run_is_cancelled(world: SlackWorld) -> None:
+    run_id, _approval_id, _card = request_refund(world)
+    world.gatehouse.cancel(run_id, user="U_ALICE", reason="duplicate ticket")
+    world.settle()
+    [waiting, cancelled] = dms(world, "U_CAROL")
+    assert "waits for approval" in waiting
+    assert run_id in cancelled and "cancelled" in cancelled
+
+
 def test_nobody_is_told_about_a_run_a_webhook_started(world: SlackWorld) -> None:
     run = world.gatehouse.trigger("refund_request", LARGE, source="webhook")
     [card] = world.approval_cards()
