@@ -186,6 +186,8 @@ def test_slack_answerer_is_refused_approving_with_a_mention_and_another_approver
     assert world.gatehouse.task(task_id).answered_by == "U_BOB"
     [approval_id] = world.gatehouse.run(run.id).waiting_for
     [card] = [c for c in world.approval_cards() if approval_id in json.dumps(c.get("blocks"))]
+    # The card names whom four-eyes keeps out: the triggerer and the person who sized it.
+    assert "four-eyes: not <@U_CAROL>, <@U_BOB>" in json.dumps(card["blocks"])
 
     world.slack.block_action("approval.approve", message=card["ts"], user_id="U_BOB")
     world.settle()

@@ -93,6 +93,9 @@ class ApprovalContext:
       (`pipelines.display`), so that money reads `180.00 EUR`.
     - `tool_context`: the tool's context block (`pipelines.tool_context`), when it has one.
     - `now`: when the card is drawn, for "expires in 23 h" (left out: the absolute time only).
+    - `kept_out`: who four-eyes keeps from deciding (`pipelines.four_eyes.excluded_deciders`:
+      the triggerer, and whoever answered a person's step earlier in the run); None: not known,
+      and the card states the rule instead of names.
     """
 
     trigger: str | None = None
@@ -103,6 +106,7 @@ class ApprovalContext:
     command: str = SLASH_COMMAND
     arg_marks: Mapping[str, Mark] = field(default_factory=dict)
     arg_titles: Mapping[str, str] = field(default_factory=dict)
+    kept_out: list[str] | None = None
     tool_context: ToolContext | None = None
     now: datetime | None = None
 
@@ -190,7 +194,7 @@ def _approval_summary(approval: ApprovalView, ctx: ApprovalContext) -> list[dict
         notes.append(f"Rate limit: {escape(truncate(ctx.rate_limit, 200))}")
     approvers = f"Approvers: {mentions(approval.approvers, 600)}"
     if approval.four_eyes:
-        approvers += " · four-eyes: whoever triggered the run may not approve"
+        approvers += " · " + _four_eyes_note(ctx.kept_out)
     notes.append(approvers)
     if approval.status == "pending":
         expires = approval.expires_at
@@ -204,6 +208,13 @@ def _approval_summary(approval: ApprovalView, ctx: ApprovalContext) -> list[dict
         notes.append(f"Some arguments are shortened; {hint}")
     blocks.append(context(*notes))
     return blocks
+
+
+def _four_eyes_note(kept_out: list[str] | None) -> str:
+    """Who four-eyes keeps out, by name when known: the rule is the one the engine applies."""
+    if not kept_out:
+        return "four-eyes: whoever triggered the run or answered a question in it may not approve"
+    return f"four-eyes: not {mentions(list(dict.fromkeys(kept_out)), 300)}"
 
 
 def _expiry(expires: datetime, now: datetime | None) -> str:

@@ -42,6 +42,7 @@ from bot.slack.run_notices import SlackRunNotices
 from pipelines import inspect
 from pipelines.attention import last_operation
 from pipelines.display import display_marks, field_titles
+from pipelines.four_eyes import excluded_deciders
 from pipelines.operations.alerting import AlertView
 from pipelines.operations.review import ReviewItemView, ReviewWeekView
 from pipelines.pipeline import registered_pipelines
@@ -119,6 +120,7 @@ class SlackNotifier:
             arg_titles=field_titles(tool.args_model) if tool is not None else {},
             tool_context=context_for(approval.tool, approval.args, earlier),
             now=rt.clock.now(),
+            kept_out=[e.user for e in excluded_deciders(rt, approval)],
         )
 
     def channel_for(self, approval: ApprovalView) -> str:
