@@ -4,8 +4,10 @@ Runs planned `cancel` are cancelled a moment after they are triggered, wherever 
 (queued, running on a worker that may be killed, waiting for approval); about half of the
 cancelled runs are retried once the chaos is over, their new approvals approved; and every run
 that needs attention is resolved as the effect service says: it happened (with the tool's
-result) when it counted the key, it did not otherwise. The soak's invariants must still hold:
-no effect twice, every run finished.
+result) when it counted the key, it did not otherwise. Once during the chaos the pipeline is
+paused for a moment and resumed: triggers meanwhile are refused (and made again after), running
+runs wait at their next call and carry on. The soak's invariants must still hold: no effect
+twice, every run finished.
 """
 
 from __future__ import annotations
@@ -29,12 +31,30 @@ class Operator:
     cancelled: set[str] = field(default_factory=set)
     _due: list[tuple[float, str]] = field(default_factory=list)
     _considered: set[str] = field(default_factory=set)
+    pipeline: str = "soak_payout"
+    _pause_window: tuple[float, float] | None = None
+    paused: bool = False
+
+    def plan_pause(self, start: float, end: float) -> None:
+        """Pause the pipeline from `start` to `end` (monotonic seconds)."""
+        self._pause_window = (start, end)
 
     def plan_cancel(self, run_id: str, now: float) -> None:
         self._due.append((now + self.rng.uniform(0.0, 1.5), run_id))
 
     def tick(self, now: float) -> None:
-        """Cancel the runs whose moment came."""
+        """Cancel the runs whose moment came; pause or resume the pipeline when its time came."""
+        if self._pause_window is not None:
+            start, end = self._pause_window
+            if not self.paused and start <= now < end:
+                self.gh.pause_pipeline(self.pipeline, user=self.user, reason="the soak pauses it")
+                self.paused = True
+                self.counts["paused"] += 1
+            elif self.paused and now >= end:
+                self.gh.resume_pipeline(self.pipeline, user=self.user, reason="the soak resumes")
+                self.paused = False
+                self._pause_window = None
+                self.counts["resumed"] += 1
         due = [(at, run_id) for at, run_id in self._due if at <= now]
         self._due = [(at, run_id) for at, run_id in self._due if at > now]
         for _, run_id in due:

@@ -108,7 +108,9 @@ def test_a_slash_pause_by_someone_not_an_operator_is_refused_and_audited(
     world.slack.command("pause pz_flow because", user_id="U_CAROL")
     world.slack.command("pause pz_flow", user_id=OPS)  # no reason
     world.settle()
-    assert ":no_entry: U_CAROL may not pause pz_flow; operators: U_OLGA" in said(world, "U_CAROL")
+    assert ":no_entry: <@U_CAROL> may not pause pz_flow; operators: U_OLGA" in said(
+        world, "U_CAROL"
+    )
     assert "say why" in said(world, OPS)
     assert world.gatehouse.pipeline_pause("pz_flow") is None
     assert [(r["actor"], r["action"], r["target"]) for r in audit_of(world, "refused")] == [

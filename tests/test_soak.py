@@ -44,6 +44,7 @@ from sqlalchemy import create_engine, text
 
 import tests.soak_pipelines  # noqa: F401  (the test process triggers soak_payout runs)
 from pipelines import Gatehouse, StaticDirectory
+from pipelines.pauses import PipelinePaused
 from storage.audit import verify_database
 from tests.conftest import POSTGRES_URL, REPO_ROOT
 from tests.fakes.slack import FakeSlack, SlackSender
@@ -407,13 +408,26 @@ def run_soak(postgres_url: str, tmp_path: Path, runs: int, seed: int) -> None:
         restart_at = time.monotonic() + chaos_seconds * 0.5
         next_trigger = next_learn = time.monotonic()
         pending_inputs = list(inputs)
+        pause_at = time.monotonic() + chaos_seconds * 0.3
+        operator.plan_pause(pause_at, pause_at + min(2.0, chaos_seconds * 0.1))
         while time.monotonic() < chaos_end or pending_inputs:
             now = time.monotonic()
             if pending_inputs and now >= next_trigger:
-                tag, amount, plan = pending_inputs.pop(0)
-                run = gh.trigger(
-                    "soak_payout", {"tag": tag, "amount": amount}, user="U_CAROL", run_here=False
-                )
+                tag, amount, plan = pending_inputs[0]
+                try:
+                    run = gh.trigger(
+                        "soak_payout",
+                        {"tag": tag, "amount": amount},
+                        user="U_CAROL",
+                        run_here=False,
+                    )
+                except PipelinePaused:  # refused, nothing recorded: made again after the resume
+                    operator.counts["trigger_refused_paused"] += 1
+                    next_trigger = now + 0.05
+                    operator.tick(now)
+                    time.sleep(0.01)
+                    continue
+                pending_inputs.pop(0)
                 run_plans[run.id] = plan
                 if plan == "cancel":
                     operator.plan_cancel(run.id, now)
