@@ -70,6 +70,9 @@ def test_manifest_subscribes_to_the_events_the_bot_handles_and_enables_what_it_u
     assert manifest["settings"]["interactivity"]["is_enabled"] is True
     assert manifest["settings"]["socket_mode_enabled"] is True
     assert manifest["features"]["app_home"]["home_tab_enabled"] is True
+    # The bot DMs people (run notices, the private stats chart): its Messages tab shows them.
+    assert manifest["features"]["app_home"]["messages_tab_enabled"] is True
+    assert manifest["features"]["app_home"]["messages_tab_read_only_enabled"] is True
 
 
 # slack_sdk's method names → the Web API methods they call (bot/sandbox/scopes.py has the
