@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import traceback
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -105,8 +106,7 @@ def trigger(
     input_json = model.model_dump(mode="json")
     if not run_here:
         with rt.db.transaction() as conn:
-            paused = pauses.paused_here(conn, name)
-            refused = None if paused else budgets.admit_run(rt, conn, name, now)
+            paused, refused = _admission(rt, conn, name, now)
             if not paused and refused is None:
                 run_rows.insert_run(
                     conn,
@@ -118,19 +118,14 @@ def trigger(
                     trigger_user=user,
                     trigger=source,
                 )
-        if paused:
-            pauses.refuse_paused(rt, name)
-        if refused is not None:
-            budgets.after_run_refused(rt, name, refused)
+        _refuse_unless_admitted(rt, name, paused, refused)
         return Run(run_id, name, RunStatus.QUEUED, input_json, None, None, user, now, None)
     # A run-rate limit is counted in the transaction that creates the run (SQLAlchemy's, for
     # its lock and count); without one, the driver's own transaction is enough.
     rated = budgets.limits_runs(rt, name)
     with rt.db.connection() as held:
         with Database.transaction_on(held) if rated else driver_transaction(held) as conn:
-            # Checked in the transaction that creates the run: no run slips past a pause.
-            paused = pauses.paused_here(conn, name)
-            refused = budgets.admit_run(rt, conn, name, now) if rated and not paused else None
+            paused, refused = _admission(rt, conn, name, now)
             if not paused and refused is None:
                 run_rows.insert_run(
                     conn,
@@ -144,10 +139,7 @@ def trigger(
                     claimed_by=rt.worker_id,
                     lease_until=now + rt.lease,
                 )
-        if paused:
-            pauses.refuse_paused(rt, name)
-        if refused is not None:
-            budgets.after_run_refused(rt, name, refused)
+        _refuse_unless_admitted(rt, name, paused, refused)
         outcome = _execute(rt, held, pipeline, run_id, model, user, recorded=[], source=source)
     finished = rt.clock.now() if outcome.status != RunStatus.WAITING else None
     return Run(
@@ -162,6 +154,27 @@ def trigger(
         finished,
         waiting_for=[outcome.waiting_for] if outcome.waiting_for else [],
     )
+
+
+def _admission(
+    rt: Runtime, conn: Connection, name: str, now: datetime
+) -> tuple[bool, budgets.RunRateExceeded | None]:
+    """In the transaction that creates the run, so no run slips past a pause or a run rate:
+    (paused, the run rate's refusal or None)."""
+    if pauses.paused_here(conn, name):
+        return True, None
+    return False, budgets.admit_run(rt, conn, name, now)
+
+
+def _refuse_unless_admitted(
+    rt: Runtime, name: str, paused: bool, refused: budgets.RunRateExceeded | None
+) -> None:
+    """After that transaction committed (a run-rate refusal keeps its alert): raise the
+    refusal, if there was one."""
+    if paused:
+        pauses.refuse_paused(rt, name)
+    if refused is not None:
+        budgets.after_run_refused(rt, name, refused)
 
 
 def execute_claimed(rt: Runtime, run_id: str) -> Outcome:
