@@ -27,7 +27,7 @@ from storage import runs as run_rows
 from storage.audit import append_audit
 from storage.calls import CallRecord
 from storage.db import Database
-from storage.fastsql import driver_read, driver_transaction
+from storage.fastsql import driver_transaction
 from storage.ids import new_id
 from storage.models import CallKind, CallStatus, RunStatus
 
@@ -196,7 +196,7 @@ class Journal:
     def fast_read(self) -> AbstractContextManager[Connection]:
         """For reads made only through `storage.fastsql` (the pause check before each call)."""
         if self._conn is not None:
-            return driver_read(self._conn)
+            return driver_transaction(self._conn, read_only=True)
         return self.rt.db.transaction()
 
     def record(self, record: CallRecord) -> None:

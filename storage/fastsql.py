@@ -121,39 +121,25 @@ def _driver(conn: Connection) -> Any:
 
 
 @contextmanager
-def driver_transaction(conn: Connection) -> Iterator[Connection]:
+def driver_transaction(conn: Connection, *, read_only: bool = False) -> Iterator[Connection]:
     """A transaction run on the driver directly, for writes made only with `fast_*`.
 
     It skips SQLAlchemy's begin/commit bookkeeping (about 25 µs a transaction). The held
     connection must be idle: SQLAlchemy never learns of this transaction, so nothing else may
-    use the connection inside it.
+    use the connection inside it. `read_only`: on SQLite a deferred BEGIN, which takes no write
+    lock (a check made before every call must not queue behind writers).
     """
     if conn.in_transaction():
         raise RuntimeError("driver_transaction() needs an idle connection")
     driver = _driver(conn)
     if conn.dialect.name == "sqlite":
-        driver.execute("BEGIN IMMEDIATE")
+        driver.execute("BEGIN" if read_only else "BEGIN IMMEDIATE")
     try:
         yield conn
     except BaseException:
         driver.rollback()
         raise
     driver.commit()
-
-
-@contextmanager
-def driver_read(conn: Connection) -> Iterator[Connection]:
-    """`driver_transaction` for reads only: on SQLite a deferred BEGIN, which takes no write
-    lock (a check made before every call must not queue behind writers)."""
-    if conn.in_transaction():
-        raise RuntimeError("driver_read() needs an idle connection")
-    driver = _driver(conn)
-    if conn.dialect.name == "sqlite":
-        driver.execute("BEGIN")
-    try:
-        yield conn
-    finally:
-        driver.commit()
 
 
 def fast_insert(
