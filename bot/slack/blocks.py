@@ -96,6 +96,14 @@ def field_sections(
         shortened = shortened or slack_len(rendered) > FIELD_VALUE_LIMIT - 2
         name = truncate(escape(str(key)), FIELD_KEY_LIMIT)
         fields.append(mrkdwn_text(f"*{name}*\n{code(value, FIELD_VALUE_LIMIT)}", FIELD_LIMIT))
+    return sections_of_fields(fields, title), shortened
+
+
+def sections_of_fields(
+    fields: list[dict[str, Any]], title: str | None = None
+) -> list[dict[str, Any]]:
+    """Section fields (mrkdwn text objects) packed ten to a section, the first one under
+    `title`; `title` alone when there are none."""
     blocks: list[dict[str, Any]] = []
     for start in range(0, len(fields), FIELDS_PER_SECTION):
         block: dict[str, Any] = {"type": "section"}
@@ -105,4 +113,4 @@ def field_sections(
         blocks.append(block)
     if title and not blocks:
         blocks.append(section(title))
-    return blocks, shortened
+    return blocks

@@ -13,10 +13,9 @@ from bot.slack.blocks import (
     FIELD_KEY_LIMIT,
     FIELD_LIMIT,
     FIELD_VALUE_LIMIT,
-    FIELDS_PER_SECTION,
     FIELDS_SHOWN,
     mrkdwn_text,
-    section,
+    sections_of_fields,
 )
 from bot.slack.mrkdwn import code, escape, slack_len, truncate
 from pipelines.display import display_marks, field_titles
@@ -53,16 +52,7 @@ def shown_sections(
         shortened = shortened or slack_len(escape(item.text)) > FIELD_VALUE_LIMIT - 2
         name = truncate(escape(item.label), FIELD_KEY_LIMIT)
         fields.append(mrkdwn_text(f"*{name}*\n{shown_text(item)}", FIELD_LIMIT))
-    blocks: list[dict[str, Any]] = []
-    for start in range(0, len(fields), FIELDS_PER_SECTION):
-        block: dict[str, Any] = {"type": "section"}
-        if title and start == 0:
-            block["text"] = mrkdwn_text(title)
-        block["fields"] = fields[start : start + FIELDS_PER_SECTION]
-        blocks.append(block)
-    if title and not blocks:
-        blocks.append(section(title))
-    return blocks, shortened
+    return sections_of_fields(fields, title), shortened
 
 
 def call_args_line(tool_name: str, args: Any, limit: int) -> str:
