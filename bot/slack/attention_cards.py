@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from bot.slack.blocks import actions, button, context, header, plain_text, section
+from bot.slack.cards import REASON_LIMIT, reason_input
 from bot.slack.mrkdwn import SLASH_COMMAND, code_block, escape, mention, truncate
 from pipelines.attention import Operation
 from pipelines.views import CallView, Run
@@ -26,11 +27,8 @@ DID_NOT_HAPPEN_ACTION = "run.did_not_happen"
 CANCEL_CALLBACK = "run.cancel_reason"
 HAPPENED_CALLBACK = "run.happened_reason"
 DID_NOT_HAPPEN_CALLBACK = "run.did_not_happen_reason"
-REASON_BLOCK = "reason"
-REASON_ACTION = "reason"
 RESULT_BLOCK = "result"
 RESULT_ACTION = "result"
-REASON_LIMIT = 1500
 RESULT_LIMIT = 3000
 TITLE_LIMIT = 24
 
@@ -115,22 +113,6 @@ def attention_fallback_text(run: Run, done: Operation | None) -> str:
     return f"{done_line(done)}: {where}"
 
 
-def _reason_input(placeholder: str) -> dict[str, Any]:
-    return {
-        "type": "input",
-        "block_id": REASON_BLOCK,
-        "label": plain_text("Reason", 2000),
-        "element": {
-            "type": "plain_text_input",
-            "action_id": REASON_ACTION,
-            "multiline": True,
-            "min_length": 1,
-            "max_length": REASON_LIMIT,
-            "placeholder": plain_text(placeholder, 150),
-        },
-    }
-
-
 def _modal(
     callback: str, metadata: str, title: str, submit: str, blocks: list[Any]
 ) -> dict[str, Any]:
@@ -156,7 +138,7 @@ def cancel_modal(run_id: str) -> dict[str, Any]:
         run_id,
         "Cancel the run",
         "Cancel the run",
-        [section(text), _reason_input("e.g. a duplicate of another run")],
+        [section(text), reason_input("e.g. a duplicate of another run")],
     )
 
 
@@ -167,7 +149,7 @@ def resolve_modal(call_id: str, *, happened: bool) -> dict[str, Any]:
             f"Call `{escape(truncate(call_id, 100))}` did not happen: the run makes it again, "
             "under the same idempotency key."
         )
-        blocks = [section(text), _reason_input("e.g. no charge with this key in the ledger")]
+        blocks = [section(text), reason_input("e.g. no charge with this key in the ledger")]
         return _modal(DID_NOT_HAPPEN_CALLBACK, call_id, "It did not happen", "Run it again", blocks)
     text = (
         f"Call `{escape(truncate(call_id, 100))}` happened: what it returned is recorded as if "
@@ -186,7 +168,7 @@ def resolve_modal(call_id: str, *, happened: bool) -> dict[str, Any]:
             "placeholder": plain_text('e.g. {"receipt_id": "r-123", "amount": 7}', 150),
         },
     }
-    blocks = [section(text), _reason_input("e.g. the charge is in the ledger"), result]
+    blocks = [section(text), reason_input("e.g. the charge is in the ledger"), result]
     return _modal(HAPPENED_CALLBACK, call_id, "It happened", "Record it", blocks)
 
 

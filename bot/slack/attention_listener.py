@@ -19,6 +19,7 @@ from slack_bolt import Ack, App
 from bot.slack import attention_cards as notice
 from bot.slack.actions import tell_beside_card
 from bot.slack.bot import Bot
+from bot.slack.cards import REASON_ACTION, REASON_BLOCK
 from bot.slack.modal_calls import open_modal
 from bot.slack.modals import notice_modal
 from bot.slack.private_replies import clicker
@@ -107,13 +108,11 @@ def register(app: App, bot: Bot) -> None:
 
     def reason_or_errors(ack: Ack, view: dict[str, Any]) -> str | None:
         values = view["state"]["values"]
-        reason = notice.submitted_text(values, notice.REASON_BLOCK, notice.REASON_ACTION)
+        reason = notice.submitted_text(values, REASON_BLOCK, REASON_ACTION)
         if not reason:
             ack(
                 response_action="errors",
-                errors={
-                    notice.REASON_BLOCK: "Say why: it goes on the notice and in the audit log."
-                },
+                errors={REASON_BLOCK: "Say why: it goes on the notice and in the audit log."},
             )
             return None
         return reason

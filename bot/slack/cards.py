@@ -383,20 +383,26 @@ def reject_modal(approval_id: str, tool: str | None = None) -> dict[str, Any]:
                 f"Why reject {f'*{escape(truncate(tool, 200))}*' if tool else 'this call'}? "
                 "The reason goes on the card and into the audit log, and the run is told."
             ),
-            {
-                "type": "input",
-                "block_id": REASON_BLOCK,
-                "label": plain_text("Reason", 2000),
-                "element": {
-                    "type": "plain_text_input",
-                    "action_id": REASON_ACTION,
-                    "multiline": True,
-                    "min_length": 1,
-                    "max_length": REASON_LIMIT,
-                    "placeholder": plain_text("e.g. the amount does not match the invoice", 150),
-                },
-            },
+            reason_input("e.g. the amount does not match the invoice"),
         ],
+    }
+
+
+def reason_input(placeholder: str) -> dict[str, Any]:
+    """The required "Reason" input of a modal that asks why (reject, cancel, resolve), read
+    back under `REASON_BLOCK` / `REASON_ACTION`."""
+    return {
+        "type": "input",
+        "block_id": REASON_BLOCK,
+        "label": plain_text("Reason", 2000),
+        "element": {
+            "type": "plain_text_input",
+            "action_id": REASON_ACTION,
+            "multiline": True,
+            "min_length": 1,
+            "max_length": REASON_LIMIT,
+            "placeholder": plain_text(placeholder, 150),
+        },
     }
 
 
