@@ -66,30 +66,21 @@ def due_nudges(conn: Connection, now: datetime, limit: int = 100) -> list[NudgeR
 def take_reminder(conn: Connection, approval_id: str, now: datetime) -> bool:
     """Compare-and-set: mark the reminder sent; False if another sweeper took it, or the
     approval was decided or expired meanwhile."""
-    statement = (
-        update(nudges_table)
-        .where(
-            nudges_table.c.approval_id == approval_id,
-            nudges_table.c.reminded_at.is_(None),
-            nudges_table.c.remind_at <= now,
-            _still_open(now),
-        )
-        .values(reminded_at=now)
-    )
-    return conn.execute(statement).rowcount == 1
+    return _take(conn, approval_id, now, "reminded_at", "remind_at")
 
 
 def take_escalation(conn: Connection, approval_id: str, now: datetime) -> bool:
     """Compare-and-set, like `take_reminder`, for the escalation."""
+    return _take(conn, approval_id, now, "escalated_at", "escalate_at")
+
+
+def _take(conn: Connection, approval_id: str, now: datetime, done: str, due: str) -> bool:
+    """Set `done` to now where it is unset, `due` has come and the approval is still open."""
+    n = nudges_table.c
     statement = (
         update(nudges_table)
-        .where(
-            nudges_table.c.approval_id == approval_id,
-            nudges_table.c.escalated_at.is_(None),
-            nudges_table.c.escalate_at <= now,
-            _still_open(now),
-        )
-        .values(escalated_at=now)
+        .where(n.approval_id == approval_id, n[done].is_(None), n[due] <= now, _still_open(now))
+        .values({done: now})
     )
     return conn.execute(statement).rowcount == 1
 
