@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import pytest
 from pydantic import SecretStr
 
 from bot.http.asgi import build_asgi
@@ -22,6 +23,21 @@ from pipelines import Gatehouse, Settings
 from pipelines.replays import ReplayGuard
 from tests.fakes.clock import FakeClock
 from tests.fakes.slack import FakeSlack, SlackSender
+
+# A Slack journey a person takes, run over both ways Slack reaches the bot (the `slack_mode`
+# fixture's HTTP and Socket Mode); a test without it runs over HTTP (`requested_mode`).
+in_both_modes = pytest.mark.usefixtures("slack_mode")
+
+
+def requested_mode(request: pytest.FixtureRequest) -> str:
+    """The Slack mode a `world` fixture builds for this test: `slack_mode`'s when the test asks
+    for it (`in_both_modes`), else HTTP."""
+    return (
+        str(request.getfixturevalue("slack_mode"))
+        if "slack_mode" in request.fixturenames
+        else "http"
+    )
+
 
 SIGNING_SECRET = "test-signing-secret-0123456789abcdef"
 APPROVALS = "C_APPROVALS"

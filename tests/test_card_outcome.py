@@ -24,7 +24,7 @@ from storage.db import Database
 from storage.messages import message_ref
 from tests.fakes.clock import FakeClock
 from tests.fakes.slack import FakeSlack
-from tests.slack_harness import SlackWorld, slack_world
+from tests.slack_harness import SlackWorld, in_both_modes, requested_mode, slack_world
 
 LARGE = {"order_id": "ord_1002", "amount": "150.00", "reason": "never delivered"}
 
@@ -73,12 +73,9 @@ def failing_write(ctx: Context, job: Job) -> Filed:
 def world(
     request: pytest.FixtureRequest, fake_slack: FakeSlack, sqlite_url: str, clock: FakeClock
 ) -> Iterator[SlackWorld]:
-    mode = request.getfixturevalue("slack_mode") if "slack_mode" in request.fixturenames else "http"
+    mode = requested_mode(request)
     with slack_world(fake_slack, sqlite_url, clock, mode=mode, tell_triggerer=True) as built:
         yield built
-
-
-in_both_modes = pytest.mark.usefixtures("slack_mode")
 
 
 def texts(node: Any) -> str:

@@ -29,7 +29,7 @@ from pipelines.views import ApprovalView
 from storage.db import Database
 from tests.fakes.clock import FakeClock
 from tests.fakes.slack import FakeSlack
-from tests.slack_harness import SlackWorld, slack_world
+from tests.slack_harness import SlackWorld, requested_mode, slack_world
 
 # ord_1002 is the demo connector's 250.00 EUR order of grace@example.com; the demo's refund
 # card (a refund over 100.00 asked for in Slack) is this same run: refund_request → find_order
@@ -102,7 +102,7 @@ def dt_plan_change(ctx: Context, request: PlanRequest) -> dict[str, Any]:
 def world(
     request: pytest.FixtureRequest, fake_slack: FakeSlack, sqlite_url: str, clock: FakeClock
 ) -> Iterator[SlackWorld]:
-    mode = request.getfixturevalue("slack_mode") if "slack_mode" in request.fixturenames else "http"
+    mode = requested_mode(request)
     with slack_world(fake_slack, sqlite_url, clock, mode=mode) as built:
         yield built
 

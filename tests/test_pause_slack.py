@@ -19,13 +19,11 @@ from storage.audit import audit_table
 from tests import pause_pipelines as pz
 from tests.fakes.clock import FakeClock
 from tests.fakes.slack import FakeSlack
-from tests.slack_harness import SlackWorld, slack_world
+from tests.slack_harness import SlackWorld, in_both_modes, requested_mode, slack_world
 from tests.test_alerts import add_runs
 
 ALERTS = "C_ALERTS"
 OPS = "U_OLGA"
-
-in_both_modes = pytest.mark.usefixtures("slack_mode")
 
 
 @pytest.fixture(autouse=True)
@@ -37,7 +35,7 @@ def _fresh_calls() -> None:
 def world(
     request: pytest.FixtureRequest, fake_slack: FakeSlack, sqlite_url: str, clock: FakeClock
 ) -> Iterator[SlackWorld]:
-    mode = request.getfixturevalue("slack_mode") if "slack_mode" in request.fixturenames else "http"
+    mode = requested_mode(request)
     with slack_world(
         fake_slack, sqlite_url, clock, mode=mode, operators=[OPS], alerts_channel=ALERTS
     ) as built:

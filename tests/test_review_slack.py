@@ -20,7 +20,13 @@ from pipelines.operations import review
 from pipelines.operations.review import ReviewWeekView
 from tests.fakes.clock import FakeClock
 from tests.fakes.slack import FakeSlack
-from tests.slack_harness import SIGNING_SECRET, SlackWorld, slack_world
+from tests.slack_harness import (
+    SIGNING_SECRET,
+    SlackWorld,
+    in_both_modes,
+    requested_mode,
+    slack_world,
+)
 from tests.test_review import add_llm_call, gh, seed_runs
 
 REVIEW = "C_REVIEW"
@@ -32,15 +38,11 @@ def world(
     request: pytest.FixtureRequest, fake_slack: FakeSlack, sqlite_url: str, clock: FakeClock
 ) -> Iterator[SlackWorld]:
     """HTTP mode; a test marked `in_both_modes` runs once per `slack_mode` (HTTP, Socket Mode)."""
-    mode = request.getfixturevalue("slack_mode") if "slack_mode" in request.fixturenames else "http"
+    mode = requested_mode(request)
     with slack_world(
         fake_slack, sqlite_url, clock, mode=mode, review_channel=REVIEW, review_size=5
     ) as built:
         yield built
-
-
-# A reviewer's journey (Looks right, Flag and its modal), over both ways Slack reaches the bot.
-in_both_modes = pytest.mark.usefixtures("slack_mode")
 
 
 def _texts(node: Any) -> str:

@@ -15,11 +15,10 @@ from pipelines.inspect import run_history
 from tests import run_ops_pipelines as rp
 from tests.fakes.clock import FakeClock
 from tests.fakes.slack import FakeSlack
-from tests.slack_harness import APPROVALS, SlackWorld, slack_world
+from tests.slack_harness import APPROVALS, SlackWorld, in_both_modes, requested_mode, slack_world
 
 JOB = {"item": "widget", "amount": 7}
 LEASE = timedelta(seconds=30)
-in_both_modes = pytest.mark.usefixtures("slack_mode")
 
 
 @pytest.fixture(autouse=True)
@@ -31,7 +30,7 @@ def _fresh() -> None:
 def world(
     request: pytest.FixtureRequest, fake_slack: FakeSlack, sqlite_url: str, clock: FakeClock
 ) -> Iterator[SlackWorld]:
-    mode = request.getfixturevalue("slack_mode") if "slack_mode" in request.fixturenames else "http"
+    mode = requested_mode(request)
     with slack_world(fake_slack, sqlite_url, clock, mode=mode) as built:
         yield built
 

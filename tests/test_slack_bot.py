@@ -14,7 +14,7 @@ import pytest
 from pipelines.inspect import run_history
 from tests.fakes.clock import FakeClock
 from tests.fakes.slack import FakeSlack
-from tests.slack_harness import SlackWorld, slack_world
+from tests.slack_harness import SlackWorld, in_both_modes, requested_mode, slack_world
 
 LARGE = {"order_id": "ord_1002", "amount": "150.00", "reason": "never delivered"}
 TICKET = {
@@ -30,13 +30,9 @@ def world(
     request: pytest.FixtureRequest, fake_slack: FakeSlack, sqlite_url: str, clock: FakeClock
 ) -> Iterator[SlackWorld]:
     """HTTP mode; a test marked `in_both_modes` runs once per `slack_mode` (HTTP, Socket Mode)."""
-    mode = request.getfixturevalue("slack_mode") if "slack_mode" in request.fixturenames else "http"
+    mode = requested_mode(request)
     with slack_world(fake_slack, sqlite_url, clock, mode=mode) as built:
         yield built
-
-
-# The journeys a person takes in Slack, run over both ways Slack reaches the bot.
-in_both_modes = pytest.mark.usefixtures("slack_mode")
 
 
 def _texts(blocks: list[dict[str, Any]]) -> str:
