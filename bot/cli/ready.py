@@ -57,7 +57,7 @@ def ready_command(
     with open_gatehouse(quiet=True) as gatehouse:
         found = readiness(gatehouse.rt, [pipeline] if pipeline else None)
         paused = gatehouse.paused_pipelines()
-        breaking = breaking_waiting_runs(gatehouse.rt, [r.pipeline for r in found])
+        breaking = breaking_waiting_runs(gatehouse.rt, [pipeline] if pipeline else None)
     ready = all(r.ready for r in found) and not breaking
     if as_json:
         pipelines = [
