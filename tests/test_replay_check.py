@@ -4,13 +4,18 @@ also under `gatehouse ready`; JUnit and JSON for CI."""
 
 from __future__ import annotations
 
+import json
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import Table, event, update
+from typer.testing import CliRunner, Result
 
+from bot.cli.main import app
 from pipelines import Gatehouse
 from pipelines.replay_check import Verdict, check_replays
 from storage.models import Run
@@ -199,3 +204,143 @@ def test_the_records_are_read_in_a_few_queries_whatever_the_number_of_runs(
         return len(seen)
 
     assert statements(3) == statements(30)
+
+
+# -- the CLI -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, sqlite_url: str) -> Path:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GATEHOUSE_DATABASE_URL", sqlite_url)
+    monkeypatch.setenv("GATEHOUSE_PIPELINES", "tests.replay_check_pipelines")
+    for name in ("GATEHOUSE_USER", "GATEHOUSE_OPERATORS", "GATEHOUSE_LOG_LEVEL"):
+        monkeypatch.delenv(name, raising=False)
+    return tmp_path
+
+
+def gh(*args: str) -> Result:
+    return CliRunner().invoke(app, list(args))
+
+
+def test_cli_check_passes_on_unchanged_code_and_fails_on_a_divergence(
+    cli: Path, gatehouse: Gatehouse
+) -> None:
+    finished, waiting = _finished_order(gatehouse), _waiting_order(gatehouse)
+    unchanged = gh("replay", "--since", SINCE, "--check")
+    assert unchanged.exit_code == 0, unchanged.stderr
+    assert unchanged.stdout.splitlines()[1:] == [
+        "  same 2, diverged 0, would call 0, failed to replay 0",
+        "waiting runs today's code would break: none",
+    ]
+    rc.flags["variant"] = "extra_step"
+    changed = gh("replay", "--since", SINCE, "--check", "--junit", "out/replay.xml")
+    assert changed.exit_code == 1, changed.stdout
+    where = "call 2: the record has tool 'rc_ship#1', today's code calls step 'rc_extra#1'"
+    assert changed.stdout.splitlines()[1:] == [
+        "  same 0, diverged 2, would call 0, failed to replay 0",
+        f"  diverged  {finished} (rc_order, succeeded): {where}",
+        f"  diverged  {waiting} (rc_order, waiting): {where}",
+        "waiting runs today's code would break: 1",
+        f"  {waiting} (rc_order): {where}",
+    ]
+    assert gh("replay", "--since", SINCE).exit_code == 0, "without --check: a report only"
+    suite = ET.parse(cli / "out" / "replay.xml").getroot()
+    assert (suite.tag, suite.get("tests"), suite.get("failures"), suite.get("errors")) == (
+        "testsuites",
+        "2",
+        "2",
+        "0",
+    )
+    cases = suite.findall("./testsuite/testcase")
+    assert [(c.get("classname"), c.get("name")) for c in cases] == [
+        ("gatehouse.replay.rc_order", f"{finished} (succeeded)"),
+        ("gatehouse.replay.rc_order", f"{waiting} (waiting)"),
+    ]
+    failure = cases[1].find("failure")
+    assert failure is not None
+    assert (failure.get("type"), failure.get("message")) == ("diverged", where)
+
+
+def test_cli_check_json_shape(cli: Path, gatehouse: Gatehouse) -> None:
+    waiting = _waiting_order(gatehouse)
+    rc.flags["variant"] = "extra_step"
+    result = gh("replay", "--since", SINCE, "--pipeline", "rc_order", "--check", "--json")
+    assert result.exit_code == 1
+    shown = json.loads(result.stdout)
+    assert {k: shown[k] for k in ("ok", "pipeline", "summary", "breaking_waiting_runs")} == {
+        "ok": False,
+        "pipeline": "rc_order",
+        "summary": {
+            "checked": 1,
+            "same": 0,
+            "diverged": 1,
+            "would_call": 0,
+            "failed_to_replay": 0,
+            "waiting_runs_broken": 1,
+        },
+        "breaking_waiting_runs": [waiting],
+    }
+    (run,) = shown["runs"]
+    assert set(run) == {
+        "run_id",
+        "pipeline",
+        "recorded_status",
+        "verdict",
+        "where",
+        "position",
+        "seconds",
+    }
+    assert (run["run_id"], run["verdict"], run["position"]) == (waiting, "diverged", 2)
+
+
+def test_cli_single_run_check_exits_1_on_divergence_only_with_check(
+    cli: Path, gatehouse: Gatehouse
+) -> None:
+    finished = _finished_order(gatehouse)
+    same = gh("replay", finished, "--check")
+    assert same.exit_code == 0 and "  verdict: same" in same.stdout.splitlines()
+    rc.flags["variant"] = "shout"
+    assert gh("replay", finished).exit_code == 0, "today's exit code without --check"
+    changed = gh("replay", finished, "--check", "--json")
+    assert changed.exit_code == 1
+    shown = json.loads(changed.stdout)
+    assert (shown["verdict"], shown["where"]) == (
+        "diverged",
+        "today's code returns another output than the record",
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["replay"], "replay needs a RUN_ID, or --since 7d"),
+        (["replay", "run_x", "--since", "7d"], "a RUN_ID or --since"),
+        (["replay", "--since", "7d", "--fresh"], "--fresh asks the model again"),
+        (["replay", "--since", "7d", "--pipeline", "rc_nope"], "no pipeline named 'rc_nope'"),
+    ],
+)
+def test_cli_replay_refuses_what_it_cannot_do(cli: Path, args: list[str], message: str) -> None:
+    result = gh(*args)
+    assert result.exit_code == 1, result.stdout
+    assert result.stderr.startswith("error: ") and message in result.stderr
+
+
+def test_ready_lists_the_waiting_runs_a_deploy_would_break(cli: Path, gatehouse: Gatehouse) -> None:
+    waiting = _waiting_order(gatehouse)
+    before = json.loads(gh("ready", "rc_order", "--json").stdout)
+    assert before["breaking_waiting_runs"] == []
+    rc.flags["variant"] = "extra_step"
+    after = gh("ready", "rc_order", "--json")
+    assert after.exit_code == 1
+    shown = json.loads(after.stdout)
+    assert shown["ready"] is False
+    assert [(r["run_id"], r["verdict"]) for r in shown["breaking_waiting_runs"]] == [
+        (waiting, "diverged")
+    ]
+    text = gh("ready", "rc_order").stdout.splitlines()
+    assert text[-2:] == [
+        "waiting runs today's code would break: 1",
+        f"  {waiting} (rc_order): call 2: the record has tool 'rc_ship#1', today's code calls "
+        "step 'rc_extra#1'",
+    ]

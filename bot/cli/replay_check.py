@@ -92,13 +92,12 @@ def check_lines(result: ReplayCheck) -> list[str]:
         "— nothing is written, no tool runs",
         f"  {counts}",
     ]
-    width = max((len(str(v)) for v in VERDICTS), default=0)
-    for r in result.runs:
-        if r.verdict != Verdict.SAME:
-            lines.append(
-                f"  {r.verdict!s:<{width}}  {r.run_id} ({r.pipeline}, {r.recorded_status}): "
-                f"{r.where}"
-            )
+    differing = [r for r in result.runs if r.verdict != Verdict.SAME]
+    width = max((len(str(r.verdict)) for r in differing), default=0)
+    for r in differing:
+        lines.append(
+            f"  {r.verdict!s:<{width}}  {r.run_id} ({r.pipeline}, {r.recorded_status}): {r.where}"
+        )
     lines += breaking_lines(result.breaking)
     return lines
 
