@@ -144,3 +144,17 @@ def test_gatehouse_run_shows_the_marker(monkeypatch: pytest.MonkeyPatch, sqlite_
     shown = CliRunner().invoke(app, ["run", run.id])
     assert shown.exit_code == 0, shown.stderr
     assert any("version" in line and "rc-extra#1" in line for line in shown.stdout.splitlines())
+
+
+def test_an_eval_case_takes_the_new_path(gatehouse: Gatehouse) -> None:
+    """An eval has no record: it tests today's code, the new path, and writes nothing."""
+    from pipelines.evaluation.context import eval_context
+
+    rc.flags["variant"] = "versioned"
+    ctx, trace = eval_context(gatehouse.rt, case_id="case-1", pipeline="rc_order")
+    assert ctx.version("rc-extra") is True
+    assert ctx.version("rc-extra") is True, "a second use of the same change: its own marker"
+    assert [(c["kind"], c["key"]) for c in trace.calls] == [
+        ("version", "rc-extra#1"),
+        ("version", "rc-extra#2"),
+    ]
