@@ -21,6 +21,7 @@ from typing import Any, NoReturn, Protocol, TypeVar, cast
 from pydantic import BaseModel, TypeAdapter
 
 from pipelines import validator as validation
+from pipelines import versions
 from pipelines.errors import ActionRejected, CannotAnswer, StepFailed, ToolFailed
 from pipelines.journal import CallRecord, Journal, NextCall
 from pipelines.llm import TASKS, LLMResult, has_confidence
@@ -214,6 +215,13 @@ class Context:
                 self.executor.reused(call, "reused (rejected)", recorded.error)
                 raise ActionRejected(tool.name, recorded.error or "rejected")
         return self.executor.tool(call, tool, checked, args_json, judgement)
+
+    def version(self, change: str) -> bool:
+        """True when this run is on the new side of `change` (a new run, or one recorded with
+        its marker), False for a run recorded without it: keep the old path under `else` for
+        the runs that were waiting when the change was deployed. The exact rule is in
+        `pipelines.versions`; the marker is recorded as a `version` call."""
+        return versions.version(self, change)
 
     def ask_human(
         self,

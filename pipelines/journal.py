@@ -166,6 +166,14 @@ class Journal:
     def recorded_count(self) -> int:
         return len(self._recorded)
 
+    # False for a live run, whose code may go on past its record; a replay of a finished run
+    # says True: its record is the whole run (`ctx.version` past its end takes the old path).
+    record_closed = False
+
+    def upcoming(self) -> CallRecord | None:
+        """The record at the cursor (the next call's, if the run got there), not consumed."""
+        return self._recorded[self._seq] if self._seq < len(self._recorded) else None
+
     def next(self, kind: CallKind, name: str) -> NextCall:
         """The next call's place; a record of a different call there is a divergence."""
         seq = self._seq

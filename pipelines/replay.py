@@ -28,7 +28,8 @@ from pipelines.validator import Judgement, Validator
 from pipelines.validator import call_name as validator_call_name
 from storage import calls as call_rows
 from storage import runs as run_rows
-from storage.models import CallKind, CallStatus
+from storage.models import FINISHED_RUN_STATUSES, CallKind, CallStatus
+from storage.rows import RunRow
 
 
 class _StopReplay(BaseException):
@@ -65,6 +66,9 @@ class ReplayReport:
     finished: bool = False
     output: Any = None
     error: str | None = None
+    calls_made: int = 0  # how far today's code got (the calls it reached, stop included)
+    recorded_calls: int = 0
+    ran: bool = False  # today's pipeline function was called (its input still fits)
 
     @property
     def output_matches(self) -> bool | None:
@@ -83,6 +87,8 @@ class ReplayReport:
             "output": self.output,
             "output_matches": self.output_matches,
             "error": self.error,
+            "calls_made": self.calls_made,
+            "recorded_calls": self.recorded_calls,
         }
 
 
@@ -229,8 +235,23 @@ def replay(
 
     The report shows sensitive values as a view does: sealed ones as ••••, and the plain values
     the replay opened scrubbed from what today's code produced (step results, errors)."""
+    authorize_operator(rt, user, "replay", run_id, run_id=run_id)
+    with rt.db.transaction() as conn:
+        run = run_rows.fetch_run(conn, run_id)
+        if run is None:
+            raise UnknownRun(f"no run {run_id}; `gatehouse runs` lists recent runs")
+        recorded = call_rows.recorded_calls(conn, run_id)
+    get_pipeline(run.pipeline)  # one run: an unknown pipeline is an error, not a report
+    return replay_recorded(rt, run, recorded, fresh=fresh)
+
+
+def replay_recorded(
+    rt: Runtime, run: RunRow, recorded: list[CallRecord], *, fresh: bool = False
+) -> ReplayReport:
+    """`replay` of a run already read with its record (a replay check reads many at once);
+    the caller has checked who asks."""
     with sensitive.tracking():
-        report = _replay(rt, run_id, fresh=fresh, user=user)
+        report = _replay(rt, run, recorded, fresh=fresh)
         for line in report.lines:
             line.detail = sensitive.mask(sensitive.scrub(line.detail))
         report.would_call = sensitive.mask(sensitive.scrub(report.would_call))
@@ -242,16 +263,15 @@ def replay(
 
 
 def _replay(
-    rt: Runtime, run_id: str, *, fresh: bool = False, user: str | None = None
+    rt: Runtime, run: RunRow, recorded: list[CallRecord], *, fresh: bool = False
 ) -> ReplayReport:
-    authorize_operator(rt, user, "replay", run_id, run_id=run_id)
-    with rt.db.transaction() as conn:
-        run = run_rows.fetch_run(conn, run_id)
-        if run is None:
-            raise UnknownRun(f"no run {run_id}; `gatehouse runs` lists recent runs")
-        recorded = call_rows.recorded_calls(conn, run_id)
-    report = ReplayReport(run_id, run.pipeline, run.status, run.output)
-    pipeline = get_pipeline(run.pipeline)
+    report = ReplayReport(run.id, run.pipeline, run.status, run.output)
+    report.recorded_calls = len(recorded)
+    try:
+        pipeline = get_pipeline(run.pipeline)
+    except GatehouseError as exc:
+        report.error = str(exc)
+        return report
     try:
         model = pipeline.input_model.model_validate(run.input)
     except ValidationError as exc:
@@ -259,14 +279,16 @@ def _replay(
         return report
     journal = ReadOnlyJournal(
         rt,
-        run_id=run_id,
+        run_id=run.id,
         pipeline=run.pipeline,
         trigger_user=run.trigger_user,
         recorded=recorded,
         on_divergence=lambda call, was: executor.diverged(call, was),
     )
+    journal.record_closed = run.status in FINISHED_RUN_STATUSES
     executor = ReplayExecutor(rt, journal, report, fresh=fresh)
     ctx = Context(rt, journal, executor)
+    report.ran = True
     try:
         result = pipeline.fn(ctx, model)
     except _StopReplay:
@@ -277,6 +299,8 @@ def _replay(
     except Exception as exc:
         report.error = f"{type(exc).__name__}: {exc}"
         return report
+    finally:
+        report.calls_made = ctx.calls_made
     report.finished = True
     report.output = record_value(result, f"pipeline {run.pipeline!r}")
     if ctx.calls_made < len(recorded):

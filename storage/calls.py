@@ -9,6 +9,7 @@ the database therefore shares the limit.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
@@ -104,6 +105,21 @@ def recorded_calls(conn: Connection, run_id: str) -> list[CallRecord]:
     """The run's calls in order (reversals, which have no position, excluded)."""
     calls = fast_select(conn, calls_table, {"run_id": run_id}, order_by="seq")
     return [_record(call) for call in calls if call.seq is not None]
+
+
+def recorded_calls_of(conn: Connection, run_ids: Sequence[str]) -> dict[str, list[CallRecord]]:
+    """`recorded_calls` of many runs at once (a replay check): one query per 500 runs."""
+    found: dict[str, list[CallRecord]] = {run_id: [] for run_id in run_ids}
+    for start in range(0, len(run_ids), 500):
+        chunk = run_ids[start : start + 500]
+        rows = conn.execute(
+            select(calls_table)
+            .where(calls_table.c.run_id.in_(chunk), calls_table.c.seq.is_not(None))
+            .order_by(calls_table.c.run_id, calls_table.c.seq)
+        )
+        for row in rows:
+            found[row.run_id].append(_record(row))
+    return found
 
 
 def fetch_call(conn: Connection, call_id: str) -> CallRecord | None:

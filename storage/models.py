@@ -47,6 +47,7 @@ class CallKind(StrEnum):
     LLM = "llm"
     HUMAN = "human"
     REVERSAL = "reversal"
+    VERSION = "version"  # a `ctx.version(change)` marker: this run took the changed path
 
 
 class CallStatus(StrEnum):

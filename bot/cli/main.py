@@ -410,7 +410,32 @@ def undo(
 
 @app.command()
 def replay(
-    run_id: Annotated[str, typer.Argument(help="A run id (`gatehouse runs`).")],
+    run_id: Annotated[
+        str | None, typer.Argument(help="A run id (`gatehouse runs`); or --since for many.")
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since",
+            help="Replay the runs finished in this window (7d, 24h, an ISO time) and every "
+            "waiting run.",
+        ),
+    ] = None,
+    pipeline: Annotated[
+        str | None, typer.Option("--pipeline", help="Only this pipeline's runs (with --since).")
+    ] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option("--limit", min=0, help="At most N finished runs, newest first (--since)."),
+    ] = None,
+    check: Annotated[
+        bool,
+        typer.Option("--check", help="Exit 1 when today's code does not reproduce a run (CI)."),
+    ] = False,
+    junit: Annotated[
+        str | None,
+        typer.Option("--junit", help="Also write JUnit XML to this file, a testcase per run."),
+    ] = None,
     fresh: Annotated[
         bool,
         typer.Option(
@@ -420,13 +445,19 @@ def replay(
     ] = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Re-execute a run with today's code and no side effects; show where it diverges."""
-    with open_gatehouse(quiet=as_json) as gatehouse:
-        report = gatehouse.replay(run_id, fresh=fresh)
-    if as_json:
-        print_json(report.to_json())
-    else:
-        say(cli_render.replay_lines(report))
+    """Re-execute runs with today's code and no side effects; show where they diverge."""
+    from bot.cli import replay_check
+
+    replay_check.replay(
+        run_id,
+        since=since,
+        pipeline=pipeline,
+        limit=limit,
+        check=check,
+        junit=junit,
+        fresh=fresh,
+        as_json=as_json,
+    )
 
 
 def _mount_subcommands() -> None:

@@ -1,5 +1,6 @@
 """`gatehouse ready [PIPELINE] [--json]`: the four readiness questions per pipeline, green or red
-with the reason (`pipelines.operations.readiness`); exit 1 when any answer is red.
+with the reason (`pipelines.operations.readiness`), and the waiting runs today's code would
+break (`pipelines.replay_check`); exit 1 when any answer is red or any waiting run would break.
 
 Mounted by `bot.cli` (`app.command("ready")`).
 """
@@ -46,19 +47,31 @@ def ready_command(
     and every write/send/spend tool a rate limit and an approval or a reverse; (2) the gated
     tools and their approvers; (3) the share of the last 7 days' runs with a complete record;
     (4) the last eval's pass rate and age; (5) for a pipeline with a budget, what is left of it
-    (amber from 80%, red when reached). Exit 1 if any answer is red."""
+    (amber from 80%, red when reached). Then the waiting runs today's code would break (their
+    replay diverges before their wait point). Exit 1 if any answer is red or any run would
+    break."""
+    from bot.cli.replay_check import breaking_lines
     from pipelines.operations.readiness import readiness
+    from pipelines.replay_check import breaking_waiting_runs
 
     with open_gatehouse(quiet=True) as gatehouse:
         found = readiness(gatehouse.rt, [pipeline] if pipeline else None)
         paused = gatehouse.paused_pipelines()
+        breaking = breaking_waiting_runs(gatehouse.rt, [pipeline] if pipeline else None)
+    ready = all(r.ready for r in found) and not breaking
     if as_json:
         pipelines = [
             r.to_json() | {"paused": paused[r.pipeline].to_json() if r.pipeline in paused else None}
             for r in found
         ]
-        print_json({"ready": all(r.ready for r in found), "pipelines": pipelines})
+        print_json(
+            {
+                "ready": ready,
+                "pipelines": pipelines,
+                "breaking_waiting_runs": [r.to_json() for r in breaking],
+            }
+        )
     else:
-        say(readiness_lines(found, paused))
-    if not all(r.ready for r in found):
+        say(readiness_lines(found, paused) + breaking_lines(breaking))
+    if not ready:
         raise typer.Exit(1)
