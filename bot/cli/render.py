@@ -12,7 +12,15 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from bot.formatting import shown_line, shown_values, time_of_day, took, when
+from bot.formatting import (
+    changes_line,
+    shown_changes,
+    shown_line,
+    shown_values,
+    time_of_day,
+    took,
+    when,
+)
 from pipelines import ApprovalView, Pipeline, ReplayReport, Run, TaskView
 from pipelines.display import display_marks, field_titles
 from pipelines.pauses import is_held_by_pause
@@ -186,6 +194,24 @@ def args_text(a: ApprovalView) -> str:
     return shown_line(shown_values(a.args, marks, field_titles(tool.args_model)), separator=", ")
 
 
+def edited_text(a: ApprovalView) -> str | None:
+    """`edited by bob at …: amount 200.00 EUR -> 150.00 EUR` for an approval given with edits
+    (pipelines/approval_edits.py), in the tool's display types; None otherwise."""
+    edited = a.edited
+    if not isinstance(edited, dict) or not isinstance(a.args, dict):
+        return None
+    original = edited.get("original")
+    if not isinstance(original, dict):
+        return None
+    tool = lookup_tool(a.tool)
+    marks = display_marks(tool.args_model) if tool is not None else {}
+    titles = field_titles(tool.args_model) if tool is not None else {}
+    changes = shown_changes(original, a.args, marks, titles)
+    at = edited.get("at")
+    moment = f" at {when(datetime.fromisoformat(at))}" if isinstance(at, str) else ""
+    return f"edited by {edited.get('by') or '-'}{moment}: {changes_line(changes)}"
+
+
 def approval_detail(a: ApprovalView) -> str:
     parts = [f"approvers {', '.join(a.approvers) or 'anyone'}"]
     if a.four_eyes and a.trigger_user:
@@ -351,6 +377,8 @@ def run_detail(run: Run, history: dict[str, Any]) -> list[str]:
             reason = f" — {a.reason}" if a.reason else ""
             lines.append(f"  {a.id}  {a.call_key}  {decided}{reason}")
             lines.append(f"    {a.tool}: {args_text(a)}")
+            if (edited := edited_text(a)) is not None:
+                lines.append(f"    {edited}")
             lines.append(f"    requested {when(a.requested_at)}; {approval_detail(a)}")
     if run.tasks:
         lines += ["", "human tasks"]
@@ -442,6 +470,8 @@ def approval_requested_line(a: ApprovalView) -> str:
 
 
 def approval_decided_line(a: ApprovalView) -> str:
+    if a.status == "approved" and (edited := edited_text(a)) is not None:
+        return f"✔ approval {a.id} approved by {a.decided_by}, {edited}: {a.tool} may go ahead"
     if a.status == "approved":
         return f"✔ approval {a.id} approved by {a.decided_by}: {a.tool} may go ahead"
     if a.status == "expired":
