@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from pipelines import Context, pipeline, tool, when
 from pipelines.display import Money
@@ -22,6 +22,14 @@ class EaPayoutArgs(BaseModel):
     recipient: str = Field(min_length=3)
     amount_cents: Annotated[int, Money(currency="EUR")] = Field(gt=0, le=500_000)
     memo: str = "payout"
+
+    @field_validator("recipient")
+    @classmethod
+    def _a_supplier_id(cls, value: str) -> str:
+        # A rule the form cannot state (no schema keyword): only the model catches it.
+        if not value.replace("-", "").isalnum():
+            raise ValueError("a supplier id is letters, digits and dashes")
+        return value
 
 
 class EaPayoutResult(BaseModel):
