@@ -286,6 +286,8 @@ def test_cli_approve_with_args_runs_the_edited_call_and_shows_what_changed(cli_e
     assert text.exit_code == 0, text.stderr
     assert "edited by bob at " in text.stdout, text.stdout
     assert ": amount 200.00 EUR -> 150.00 EUR\n" in text.stdout, text.stdout
+    [audited] = [line for line in text.stdout.splitlines() if "approval.approved" in line]
+    assert "by bob" in audited and "edited: amount 200.00 EUR -> 150.00 EUR" in audited, audited
     as_json = json.loads(gh("run", run_id, "--json").stdout)
     assert as_json["approvals"][0]["edited"]["by"] == "bob"
 

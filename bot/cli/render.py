@@ -412,9 +412,31 @@ def audit_line(entry: dict[str, Any]) -> str:
         parts.append(entry["approval_id"])
     if entry.get("call_id"):
         parts.append(f"call {entry['call_id']}")
+    if (edit := audit_edit_text(entry)) is not None:
+        parts.append(edit)
     if entry.get("detail"):
         parts.append(compact(entry["detail"]))
     return "  ".join(parts)
+
+
+def audit_edit_text(entry: dict[str, Any]) -> str | None:
+    """`edited: amount 200.00 EUR -> 150.00 EUR` for an approval given with edits, from the audit
+    entry alone (its original arguments and changes), in the tool's display types."""
+    detail = entry.get("detail")
+    edited = detail.get("edited") if isinstance(detail, dict) else None
+    if not isinstance(edited, dict) or not isinstance(edited.get("original"), dict):
+        return None
+    original: dict[str, Any] = edited["original"]
+    changed = {
+        str(c["field"]): c.get("new")
+        for c in edited.get("changes") or []
+        if isinstance(c, dict) and "field" in c
+    }
+    tool = lookup_tool(str(entry.get("tool") or ""))
+    marks = display_marks(tool.args_model) if tool is not None else {}
+    titles = field_titles(tool.args_model) if tool is not None else {}
+    changes = shown_changes(original, {**original, **changed}, marks, titles)
+    return f"edited: {changes_line(changes)}"
 
 
 # -- pending -----------------------------------------------------------------------------------
