@@ -177,6 +177,16 @@ def test_an_edit_after_a_decision_gets_already_decided_and_changes_nothing(
     assert approval.edited is None and approval.args["amount_cents"] == 20_000
 
 
+def test_edits_that_change_nothing_approve_as_asked(gatehouse: Gatehouse) -> None:
+    approval_id = _waiting(gatehouse)
+    decided = gatehouse.approve(
+        approval_id, user="bob", args={"amount_cents": 20_000, "memo": "payout"}
+    )
+    assert decided.status == "approved" and decided.edited is None
+    audit = _audit(gatehouse, decided.run_id)
+    assert [a.detail for a in audit if a.event == "approval.approved"] == [{"reason": None}]
+
+
 def test_a_reject_carries_no_edits(gatehouse: Gatehouse) -> None:
     from pipelines import approvals
 
@@ -282,6 +292,14 @@ def test_cli_approve_with_args_runs_the_edited_call_and_shows_what_changed(cli_e
     assert PAID == [("acme", 15_000)]
 
     run_id = shown["run"]["id"]
+    again = _cli_waiting()
+    as_text = gh("approve", again, "--as", "alice", "--args", '{"recipient": "acme-gmbh"}')
+    assert as_text.exit_code == 0, as_text.stderr
+    assert (
+        "approved by alice with edits (recipient acme -> acme-gmbh): ea_payout may go ahead"
+        in as_text.stdout
+    ), as_text.stdout
+    assert PAID == [("acme", 15_000), ("acme-gmbh", 20_000)]
     text = gh("run", run_id)
     assert text.exit_code == 0, text.stderr
     assert "edited by bob at " in text.stdout, text.stdout

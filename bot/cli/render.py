@@ -194,8 +194,8 @@ def args_text(a: ApprovalView) -> str:
     return shown_line(shown_values(a.args, marks, field_titles(tool.args_model)), separator=", ")
 
 
-def edited_text(a: ApprovalView) -> str | None:
-    """`edited by bob at …: amount 200.00 EUR -> 150.00 EUR` for an approval given with edits
+def edit_changes(a: ApprovalView) -> str | None:
+    """`amount 200.00 EUR -> 150.00 EUR` for an approval given with edits
     (pipelines/approval_edits.py), in the tool's display types; None otherwise."""
     edited = a.edited
     if not isinstance(edited, dict) or not isinstance(a.args, dict):
@@ -206,10 +206,17 @@ def edited_text(a: ApprovalView) -> str | None:
     tool = lookup_tool(a.tool)
     marks = display_marks(tool.args_model) if tool is not None else {}
     titles = field_titles(tool.args_model) if tool is not None else {}
-    changes = shown_changes(original, a.args, marks, titles)
-    at = edited.get("at")
+    return changes_line(shown_changes(original, a.args, marks, titles))
+
+
+def edited_text(a: ApprovalView) -> str | None:
+    """`edited by bob at …: amount 200.00 EUR -> 150.00 EUR`, or None."""
+    changes = edit_changes(a)
+    if changes is None:
+        return None
+    at = a.edited.get("at")
     moment = f" at {when(datetime.fromisoformat(at))}" if isinstance(at, str) else ""
-    return f"edited by {edited.get('by') or '-'}{moment}: {changes_line(changes)}"
+    return f"edited by {a.edited.get('by') or '-'}{moment}: {changes}"
 
 
 def approval_detail(a: ApprovalView) -> str:
@@ -492,8 +499,11 @@ def approval_requested_line(a: ApprovalView) -> str:
 
 
 def approval_decided_line(a: ApprovalView) -> str:
-    if a.status == "approved" and (edited := edited_text(a)) is not None:
-        return f"✔ approval {a.id} approved by {a.decided_by}, {edited}: {a.tool} may go ahead"
+    if a.status == "approved" and (changes := edit_changes(a)) is not None:
+        return (
+            f"✔ approval {a.id} approved by {a.decided_by} with edits ({changes}): {a.tool} "
+            "may go ahead"
+        )
     if a.status == "approved":
         return f"✔ approval {a.id} approved by {a.decided_by}: {a.tool} may go ahead"
     if a.status == "expired":
