@@ -287,3 +287,23 @@ def shown_values(
 def shown_line(shown: list[Shown], *, separator: str = " · ") -> str:
     """`order_id ord_1002 · amount 180.00 EUR · reason never arrived`: one line, plain text."""
     return separator.join(f"{s.label} {s.text}" for s in shown)
+
+
+def shown_changes(
+    before: Mapping[str, object],
+    after: Mapping[str, object],
+    marks: Mapping[str, Mark],
+    titles: Mapping[str, str] | None = None,
+) -> list[tuple[str, str, str]]:
+    """What an edit changed, as people read it: `(label, old, new)` per shown field that differs
+    (`amount`, `200.00 EUR`, `150.00 EUR`), through `shown_values` on both sides."""
+    old, new = shown_values(before, marks, titles), shown_values(after, marks, titles)
+    if [s.label for s in old] != [s.label for s in new]:  # a currency field came or went
+        old = shown_values(before, {}, titles)
+        new = shown_values(after, {}, titles)
+    return [(o.label, o.text, n.text) for o, n in zip(old, new, strict=True) if o.value != n.value]
+
+
+def changes_line(changes: list[tuple[str, str, str]], *, arrow: str = "->") -> str:
+    """`amount 200.00 EUR -> 150.00 EUR; recipient acme -> acme-gmbh` (plain text)."""
+    return "; ".join(f"{label} {old} {arrow} {new}" for label, old, new in changes)

@@ -233,8 +233,18 @@ class Gatehouse:
         run = inspect.get_run(self.rt, run_id)
         return None if outcome is None else run
 
-    def approve(self, approval_id: str, *, user: str, reason: str | None = None) -> ApprovalView:
-        return approvals.decide(self.rt, approval_id, user=user, approve=True, reason=reason)
+    def approve(
+        self,
+        approval_id: str,
+        *,
+        user: str,
+        reason: str | None = None,
+        args: Mapping[str, Any] | None = None,
+    ) -> ApprovalView:
+        """`args`: edited arguments of an `@tool(editable=...)` call (pipelines/approval_edits.py)."""
+        return approvals.decide(
+            self.rt, approval_id, user=user, approve=True, reason=reason, edited_args=args
+        )
 
     def reject(self, approval_id: str, *, user: str, reason: str) -> ApprovalView:
         return approvals.decide(self.rt, approval_id, user=user, approve=False, reason=reason)

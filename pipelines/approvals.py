@@ -8,19 +8,21 @@ Every refusal (not an approver, four-eyes) is written to the audit log before it
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, NoReturn
 
 import structlog
 from sqlalchemy import Connection
 
-from pipelines import approval_nudges, sensitive
+from pipelines import approval_edits, approval_nudges, sensitive
 from pipelines import validator as validation
 from pipelines.authorization import groups_checked, may_act, refuse
 from pipelines.errors import (
     ActionRejected,
     AlreadyDecided,
     CancelRun,
+    InvalidEdit,
     NeedsAttention,
     NotAnApprover,
     NotAuthorized,
@@ -32,7 +34,7 @@ from pipelines.four_eyes import check_four_eyes
 from pipelines.journal import CallRecord, Journal, NextCall
 from pipelines.llm import LLMConfigurationError
 from pipelines.runtime import Runtime
-from pipelines.tools import Tool
+from pipelines.tools import Tool, lookup_tool
 from pipelines.views import ApprovalView
 from storage import approvals as approval_rows
 from storage import calls as call_rows
@@ -331,9 +333,19 @@ def _already_decided_message(approval: Any) -> str:
 
 
 def decide(
-    rt: Runtime, approval_id: str, *, user: str, approve: bool, reason: str | None = None
+    rt: Runtime,
+    approval_id: str,
+    *,
+    user: str,
+    approve: bool,
+    reason: str | None = None,
+    edited_args: Mapping[str, Any] | None = None,
 ) -> ApprovalView:
-    """Approve or reject once. Two concurrent decisions: one wins, the other gets AlreadyDecided."""
+    """Approve or reject once. Two concurrent decisions: one wins, the other gets AlreadyDecided.
+    `edited_args` (approve only): the approver's changes to the tool's editable arguments
+    (pipelines/approval_edits.py), recorded in the same compare-and-set."""
+    if edited_args is not None and not approve:
+        raise InvalidEdit("only an approval carries edited arguments; reject without them", {})
     if not approve and not (reason and reason.strip()):
         raise ReasonRequired(f'rejecting {approval_id} needs a reason (--reason "...")')
     with rt.db.transaction() as conn:
@@ -363,8 +375,14 @@ def decide(
             tool=approval.tool,
             approval_id=approval.id,
         )
+    edit = (
+        approval_edits.prepare(lookup_tool(approval.tool), approval, edited_args, by=user)
+        if edited_args is not None
+        else None
+    )
     status = ApprovalStatus.APPROVED if approve else ApprovalStatus.REJECTED
     now = rt.clock.now()
+    detail: dict[str, Any] = {"reason": reason}
     with rt.db.transaction() as conn:
         won = approval_rows.decide_approval(
             conn,
@@ -375,7 +393,9 @@ def decide(
             reason=reason if not approve else reason or None,
         )
         if won:
-            _record_decision(conn, approval, status, actor=user, now=now, detail={"reason": reason})
+            if edit is not None and edit.changes:
+                detail["edited"] = approval_edits.record(conn, approval, edit, now)
+            _record_decision(conn, approval, status, actor=user, now=now, detail=detail)
             rt.enqueue(conn, "approval_decided", approval_id, now)
         decided = approval_rows.fetch_approval(conn, approval_id)
         run = run_rows.fetch_run(conn, approval.run_id)

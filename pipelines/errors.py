@@ -229,3 +229,20 @@ class ResultRequired(GatehouseError):
 
 class InvalidResult(GatehouseError):
     """`resolve --happened --result` that does not fit the tool's result model."""
+
+
+# -- editable approvals (pipelines/approval_edits.py) -----------------------------------------
+
+
+class BadEditable(GatehouseError, ValueError):
+    """`@tool(editable=[...])` names a field its argument model lacks, a sensitive field, or a
+    tool no person approves."""
+
+
+class InvalidEdit(GatehouseError):
+    """Edited arguments the tool's argument model (or its `editable` list) refuses; nothing was
+    decided. `field_errors`: one message per field, for a form to show beside each."""
+
+    def __init__(self, message: str, field_errors: Mapping[str, str]) -> None:
+        super().__init__(message)
+        self.field_errors = dict(field_errors)

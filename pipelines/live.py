@@ -15,6 +15,7 @@ from pydantic import BaseModel, TypeAdapter
 from sqlalchemy import Connection
 
 from pipelines import (
+    approval_edits,
     approvals,
     budgets,
     call_outcomes,
@@ -131,6 +132,9 @@ class LiveExecutor:
                 approvals.request(journal, tool, call, args_json)
             started = rate_limits.start(journal, tool, call, args_json, validated=judgement)
             return self._execute(tool, args, started)
+        # Approved with edits: the call runs with the approver's arguments (recorded by the
+        # decision, which queued the run this replay loaded).
+        args, args_json = approval_edits.effective_args(tool, recorded, args, args_json)
         if recorded.status == CallStatus.AWAITING_APPROVAL:
             approvals.settle(journal, tool, recorded.id)
         elif recorded.status == CallStatus.STARTED:

@@ -17,7 +17,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, TypeAdapter
 
 from pipelines.durations import parse_duration, parse_rate
-from pipelines.errors import ApproversRequired, BadEscalation, DuplicateName
+from pipelines.errors import ApproversRequired, BadEditable, BadEscalation, DuplicateName
+from pipelines.sensitive import sensitive_fields
 from pipelines.validator import Validator
 from storage.calls import RateLimit
 
@@ -77,6 +78,9 @@ class Tool:
     escalate_to: tuple[str, ...] = ()
     # `summary(args, result) -> str`: the outcome in the tool's own words, for its card.
     summary: Callable[[Any, Any], str] | None = None
+    # Arguments an approver may change before approving (`Edit & approve`,
+    # pipelines/approval_edits.py).
+    editable: tuple[str, ...] = ()
 
     def __call__(self, args: Any, *, idempotency_key: str) -> Any:
         """Call the tool directly, ungated (for tests and scripts that know what they do)."""
@@ -177,6 +181,43 @@ def _nudges(
     return remind, escalate, targets
 
 
+def _editable(
+    tool_name: str,
+    args_model: type[BaseModel],
+    rule: ApprovalRule,
+    editable: list[str] | tuple[str, ...] | None,
+) -> tuple[str, ...]:
+    """Check `editable=` against the argument model when the tool is declared."""
+    if editable is None:
+        return ()
+    if isinstance(editable, str):
+        raise BadEditable(
+            f'tool {tool_name!r}: editable={editable!r}: give a list, editable=["{editable}"]'
+        )
+    names = tuple(dict.fromkeys(editable))
+    if not names:
+        raise BadEditable(f"tool {tool_name!r}: editable=[] names no field; leave it out")
+    fields = args_model.model_fields
+    unknown = [n for n in names if n not in fields]
+    if unknown:
+        raise BadEditable(
+            f"tool {tool_name!r}: editable names {', '.join(map(repr, unknown))}, which "
+            f"{args_model.__name__} does not have; its fields: {', '.join(fields) or 'none'}"
+        )
+    sealed = [n for n in names if n in sensitive_fields(args_model)]
+    if sealed:
+        raise BadEditable(
+            f"tool {tool_name!r}: {', '.join(map(repr, sealed))} is Sensitive and cannot be "
+            "editable: the form would show its value in clear"
+        )
+    if not _asks_a_person(rule):
+        raise BadEditable(
+            f"tool {tool_name!r}: editable needs an approval a person gives, and approval "
+            f"{_rule_words(rule)} never asks one"
+        )
+    return names
+
+
 def tool(
     *,
     kind: ToolKind,
@@ -197,6 +238,7 @@ def tool(
     escalate_after: str | timedelta | None = None,
     escalate_to: list[str] | tuple[str, ...] | None = None,
     summary: Callable[[Any, Any], str] | None = None,
+    editable: list[str] | tuple[str, ...] | None = None,
 ) -> Callable[[Callable[..., Any]], Tool]:
     """Declare a tool. Approval defaults to "always" for write/send/spend and "never" for read;
     read tools default to idempotent (a crash mid-call just reads again). `simulate(args) ->
@@ -212,7 +254,11 @@ def tool(
 
     `remind_after="2h"`: an approval still undecided then gets a reminder in its card's thread,
     naming the approvers. `escalate_after="6h", escalate_to=["@leads"]`: still undecided then,
-    `@leads` become approvers too (the usual rules, four-eyes included, apply to them)."""
+    `@leads` become approvers too (the usual rules, four-eyes included, apply to them).
+
+    `editable=["amount", "recipient"]`: the approval card gets an Edit & approve button; the
+    approver may change those arguments (validated by the argument model), and the call runs
+    with them (pipelines/approval_edits.py)."""
     if kind not in TOOL_KINDS:
         raise ValueError(f"tool kind {kind!r} is not one of {', '.join(TOOL_KINDS)}")
     if on_expiry not in ("reject", "cancel"):
@@ -279,6 +325,7 @@ def tool(
             escalate_after=escalate,
             escalate_to=escalate_list,
             summary=summary,
+            editable=_editable(tool_name, args_model, rule, editable),
         )
         if (remind or escalate) and not _asks_a_person(rule):
             raise BadEscalation(

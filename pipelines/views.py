@@ -145,9 +145,12 @@ class ApprovalView:
     # How the approved call ended (and its undo), when the card is rendered for the outbox
     # (`pipelines.call_outcomes.with_outcome`); None otherwise.
     outcome: CallOutcome | None = None
+    # Approved with edits: {"by", "at", "original", "changes": [{"field", "old", "new"}]}
+    # (pipelines/approval_edits.py); `args` are then the edited arguments the call ran with.
+    edited: Any = None
 
     def __post_init__(self) -> None:
-        _mask_fields(self, "args")
+        _mask_fields(self, "args", "edited")
 
     @classmethod
     def of(
@@ -172,6 +175,7 @@ class ApprovalView:
             reason=row.reason,
             pipeline=pipeline,
             validator=getattr(row, "validator", None),
+            edited=getattr(row, "edited", None),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -195,6 +199,7 @@ class ApprovalView:
             "decided_at": iso(self.decided_at),
             "reason": self.reason,
             "validator": self.validator,
+            "edited": self.edited,
             **(Nudges() if self.nudges is None else self.nudges).to_json(),
         }
 

@@ -67,6 +67,12 @@ def decide_approval(
     return conn.execute(_DECIDE_BEFORE_DEADLINE, params).rowcount == 1
 
 
+def record_edit(conn: Connection, approval_id: str, *, args: Any, edited: Any) -> None:
+    """In the deciding transaction, after the decision won: the edited arguments become the
+    approval's, the original ones are kept in `edited`."""
+    fast_update(conn, approvals_table, {"args": args, "edited": edited}, {"id": approval_id})
+
+
 def due_expiries(conn: Connection, now: datetime, limit: int = 100) -> list[str]:
     query = (
         select(approvals_table.c.id)

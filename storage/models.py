@@ -176,6 +176,9 @@ class Approval(Base):
     reason: Mapped[str | None] = mapped_column(SafeText)
     # The validation model's verdict when it handed the call to a person (`approval=validator`).
     validator: Mapped[Any] = mapped_column(nullable=True)
+    # Approved with edits (`@tool(editable=…)`): who, when, the original arguments and each
+    # field's old and new value (`args` then holds the edited ones).
+    edited: Mapped[Any] = mapped_column(nullable=True)
 
     __table_args__ = (
         Index("ix_approvals_status_requested", "status", "requested_at"),

@@ -83,6 +83,7 @@ class ApprovalRow(NamedTuple):
     decided_at: datetime | None
     reason: str | None
     validator: Any
+    edited: Any = None
 
 
 class HumanTaskRow(NamedTuple):
@@ -280,6 +281,7 @@ class PendingApprovalRow(NamedTuple):
     decided_at: datetime | None
     reason: str | None
     validator: Any
+    edited: Any
     pipeline: str
 
 

@@ -17,6 +17,7 @@ import typer
 
 from bot.cli import alerts as cli_alerts
 from bot.cli import audit as cli_audit
+from bot.cli import edits as cli_edits
 from bot.cli import eval as cli_eval
 from bot.cli import pauses as cli_pauses
 from bot.cli import ready as cli_ready
@@ -347,12 +348,21 @@ def approve(
     approval_id: Annotated[str, typer.Argument(help="An approval id (`gatehouse pending`).")],
     as_user: RequiredUser,
     reason: Annotated[str | None, typer.Option("--reason", help="Why (optional).")] = None,
+    edited_args: Annotated[
+        str | None,
+        typer.Option(
+            "--args",
+            help="Approve with edits: the changed arguments as JSON or @file (only the "
+            "tool's editable fields; validated by its argument model).",
+        ),
+    ] = None,
     no_run: NoRunFlag = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Approve a gated action, then carry the run on here."""
+    """Approve a gated action (with `--args`, as edited), then carry the run on here."""
+    edits = cli_edits.parse_edit_args(edited_args) if edited_args is not None else None
     with open_gatehouse(quiet=as_json) as gatehouse:
-        decided = gatehouse.approve(approval_id, user=as_user, reason=reason)
+        decided = gatehouse.approve(approval_id, user=as_user, reason=reason, args=edits)
         run, note = carry_on(gatehouse, decided.run_id, here=not no_run)
     report_outcome("approval", decided.to_json(), run, note, as_json)
 

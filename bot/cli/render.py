@@ -12,7 +12,15 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from bot.formatting import shown_line, shown_values, time_of_day, took, when
+from bot.formatting import (
+    changes_line,
+    shown_changes,
+    shown_line,
+    shown_values,
+    time_of_day,
+    took,
+    when,
+)
 from pipelines import ApprovalView, Pipeline, ReplayReport, Run, TaskView
 from pipelines.display import display_marks, field_titles
 from pipelines.pauses import is_held_by_pause
@@ -186,6 +194,31 @@ def args_text(a: ApprovalView) -> str:
     return shown_line(shown_values(a.args, marks, field_titles(tool.args_model)), separator=", ")
 
 
+def edit_changes(a: ApprovalView) -> str | None:
+    """`amount 200.00 EUR -> 150.00 EUR` for an approval given with edits
+    (pipelines/approval_edits.py), in the tool's display types; None otherwise."""
+    edited = a.edited
+    if not isinstance(edited, dict) or not isinstance(a.args, dict):
+        return None
+    original = edited.get("original")
+    if not isinstance(original, dict):
+        return None
+    tool = lookup_tool(a.tool)
+    marks = display_marks(tool.args_model) if tool is not None else {}
+    titles = field_titles(tool.args_model) if tool is not None else {}
+    return changes_line(shown_changes(original, a.args, marks, titles))
+
+
+def edited_text(a: ApprovalView) -> str | None:
+    """`edited by bob at …: amount 200.00 EUR -> 150.00 EUR`, or None."""
+    changes = edit_changes(a)
+    if changes is None:
+        return None
+    at = a.edited.get("at")
+    moment = f" at {when(datetime.fromisoformat(at))}" if isinstance(at, str) else ""
+    return f"edited by {a.edited.get('by') or '-'}{moment}: {changes}"
+
+
 def approval_detail(a: ApprovalView) -> str:
     parts = [f"approvers {', '.join(a.approvers) or 'anyone'}"]
     if a.four_eyes and a.trigger_user:
@@ -351,6 +384,8 @@ def run_detail(run: Run, history: dict[str, Any]) -> list[str]:
             reason = f" — {a.reason}" if a.reason else ""
             lines.append(f"  {a.id}  {a.call_key}  {decided}{reason}")
             lines.append(f"    {a.tool}: {args_text(a)}")
+            if (edited := edited_text(a)) is not None:
+                lines.append(f"    {edited}")
             lines.append(f"    requested {when(a.requested_at)}; {approval_detail(a)}")
     if run.tasks:
         lines += ["", "human tasks"]
@@ -384,9 +419,31 @@ def audit_line(entry: dict[str, Any]) -> str:
         parts.append(entry["approval_id"])
     if entry.get("call_id"):
         parts.append(f"call {entry['call_id']}")
+    if (edit := audit_edit_text(entry)) is not None:
+        parts.append(edit)
     if entry.get("detail"):
         parts.append(compact(entry["detail"]))
     return "  ".join(parts)
+
+
+def audit_edit_text(entry: dict[str, Any]) -> str | None:
+    """`edited: amount 200.00 EUR -> 150.00 EUR` for an approval given with edits, from the audit
+    entry alone (its original arguments and changes), in the tool's display types."""
+    detail = entry.get("detail")
+    edited = detail.get("edited") if isinstance(detail, dict) else None
+    if not isinstance(edited, dict) or not isinstance(edited.get("original"), dict):
+        return None
+    original: dict[str, Any] = edited["original"]
+    changed = {
+        str(c["field"]): c.get("new")
+        for c in edited.get("changes") or []
+        if isinstance(c, dict) and "field" in c
+    }
+    tool = lookup_tool(str(entry.get("tool") or ""))
+    marks = display_marks(tool.args_model) if tool is not None else {}
+    titles = field_titles(tool.args_model) if tool is not None else {}
+    changes = shown_changes(original, {**original, **changed}, marks, titles)
+    return f"edited: {changes_line(changes)}"
 
 
 # -- pending -----------------------------------------------------------------------------------
@@ -442,6 +499,11 @@ def approval_requested_line(a: ApprovalView) -> str:
 
 
 def approval_decided_line(a: ApprovalView) -> str:
+    if a.status == "approved" and (changes := edit_changes(a)) is not None:
+        return (
+            f"✔ approval {a.id} approved by {a.decided_by} with edits ({changes}): {a.tool} "
+            "may go ahead"
+        )
     if a.status == "approved":
         return f"✔ approval {a.id} approved by {a.decided_by}: {a.tool} may go ahead"
     if a.status == "expired":

@@ -32,12 +32,18 @@ log = structlog.get_logger()
 
 
 def decide_and_resume(
-    bot: Bot, body: dict[str, Any], approval_id: str, *, approve: bool, reason: str | None = None
+    bot: Bot,
+    body: dict[str, Any],
+    approval_id: str,
+    *,
+    approve: bool,
+    reason: str | None = None,
+    edited_args: dict[str, Any] | None = None,
 ) -> None:
     user = clicker(body)
     try:
         decision = (
-            bot.gatehouse.approve(approval_id, user=user, reason=reason)
+            bot.gatehouse.approve(approval_id, user=user, reason=reason, args=edited_args)
             if approve
             else bot.gatehouse.reject(approval_id, user=user, reason=reason or "")
         )

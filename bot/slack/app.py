@@ -18,6 +18,7 @@ from bot.slack import (
     alert_pause_actions,
     attention_listener,
     commands_listener,
+    edit_approval,
     events,
     home_listener,
     review_listener,
@@ -44,6 +45,7 @@ def build_bolt_app(bot: Bot) -> App:
     if bot.workspaces is not None:
         app.middleware(workspace_guard(bot, bot.workspaces))
     actions.register(app, bot)
+    edit_approval.register(app, bot)
     alert_pause_actions.register(app, bot)
     attention_listener.register(app, bot)
     undo_button.register(app, bot)

@@ -20,7 +20,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from bot.formatting import Shown, clock, remaining, shown_line, shown_values
+from bot.formatting import (
+    Shown,
+    changes_line,
+    clock,
+    remaining,
+    shown_changes,
+    shown_line,
+    shown_values,
+)
 from bot.slack.approval_nudges import nudge_lines
 from bot.slack.blocks import (
     FIELDS_SHOWN,
@@ -55,6 +63,7 @@ from pipelines.views import ApprovalView, CallView, TaskView
 
 APPROVE_ACTION = "approval.approve"
 REJECT_ACTION = "approval.reject"
+EDIT_ACTION = "approval.edit"  # Edit & approve (bot/slack/edit_approval.py)
 REJECT_CALLBACK = "approval.reject_reason"
 REASON_BLOCK = "reason"
 REASON_ACTION = "reason"
@@ -109,6 +118,8 @@ class ApprovalContext:
     kept_out: list[str] | None = None
     tool_context: ToolContext | None = None
     now: datetime | None = None
+    # The tool's `editable` arguments: the card offers Edit & approve when there are some.
+    editable: tuple[str, ...] = ()
 
     def shown_args(self, args: Mapping[str, Any]) -> list[Shown]:
         return shown_values(args, self.arg_marks, self.arg_titles)
@@ -308,12 +319,29 @@ def approval_card(approval: ApprovalView, ctx: ApprovalContext) -> list[dict[str
     approve_extra = (
         {"confirm": _approve_confirm(approval, ctx)} if approval.tool_kind == "spend" else {}
     )
+    edit = [button("Edit & approve", EDIT_ACTION, approval.id)] if ctx.editable else []
     buttons = actions(
         approval_block_id(approval.id),
         button("Approve", APPROVE_ACTION, approval.id, style="primary", **approve_extra),
+        *edit,
         button("Reject", REJECT_ACTION, approval.id, style="danger"),
     )
     return [*_approval_summary(approval, ctx), buttons]
+
+
+def edited_line(approval: ApprovalView, ctx: ApprovalContext) -> str | None:
+    """ "✏️ Edited by <@U…> before approving: amount 200.00 EUR → 150.00 EUR" (mrkdwn), for an
+    approval given with edits; the arguments above are then the ones the call ran with."""
+    edited = approval.edited
+    if not isinstance(edited, Mapping) or not isinstance(approval.args, Mapping):
+        return None
+    original = edited.get("original")
+    if not isinstance(original, Mapping):
+        return None
+    changes = shown_changes(original, approval.args, ctx.arg_marks, ctx.arg_titles)
+    who = mention(truncate(str(edited.get("by") or ""), 100) or None)
+    shown = escape(truncate(changes_line(changes, arrow="→"), REASON_LIMIT))
+    return f"✏️ Edited by {who} before approving: {shown}"
 
 
 def decision_line(approval: ApprovalView) -> str:
@@ -340,6 +368,8 @@ def approval_decided_card(approval: ApprovalView, ctx: ApprovalContext) -> list[
     """The same card after the decision: who decided when (or that it expired), then how the
     call ended and its undo, with the Undo button while one is possible (`outcome_cards`)."""
     blocks = [*_approval_summary(approval, ctx), context(decision_line(approval))]
+    if (edited := edited_line(approval, ctx)) is not None:
+        blocks.append(context(edited))
     if approval.outcome is not None:
         blocks += outcome_blocks(approval.outcome, day=_utc(approval.requested_at))
     return blocks
@@ -354,7 +384,8 @@ def approval_fallback_text(approval: ApprovalView) -> str:
     who = mention(truncate(approval.decided_by, 100) if approval.decided_by else None)
     if approval.status == "approved":
         ended = f", {outcome_fallback(approval.outcome)}" if approval.outcome else ""
-        return f"Approved by {who}: {tool} ({where}){ended}"
+        edits = " with edits" if approval.edited else ""
+        return f"Approved{edits} by {who}: {tool} ({where}){ended}"
     if approval.status == "rejected":
         reason = escape(truncate(approval.reason or "no reason given", 300))
         return f"Rejected by {who}: {tool} ({where}): {reason}"

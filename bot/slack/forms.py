@@ -471,6 +471,16 @@ def answer_modal(task: Any) -> dict[str, Any]:
     }
 
 
+def input_blocks(schema: Any, values: Mapping[str, Any]) -> list[dict[str, Any]] | None:
+    """One input block per field of `schema`, prefilled from `values` (else the schema's
+    default); None when the schema is not a form of fields (`form_fields`). The Edit & approve
+    form (bot/slack/edit_approval.py) is built with it."""
+    fields = form_fields(schema)
+    if fields is None:
+        return None
+    return [_input_block(item, values.get(item.name, item.default)) for item in fields]
+
+
 # -- reading the submission --------------------------------------------------------------------
 
 
