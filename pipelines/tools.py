@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, TypeAdapter
 
 from pipelines.durations import parse_duration, parse_rate
-from pipelines.errors import ApproversRequired, BadEscalation, DuplicateName
+from pipelines.errors import ApproversRequired, BadEscalation, BadQuorum, DuplicateName
 from pipelines.validator import Validator
 from storage.calls import RateLimit
 
@@ -77,6 +77,8 @@ class Tool:
     escalate_to: tuple[str, ...] = ()
     # `summary(args, result) -> str`: the outcome in the tool's own words, for its card.
     summary: Callable[[Any, Any], str] | None = None
+    # How many distinct people must approve before the call runs (pipelines/quorum.py).
+    approvals_required: int = 1
 
     def __call__(self, args: Any, *, idempotency_key: str) -> Any:
         """Call the tool directly, ungated (for tests and scripts that know what they do)."""
@@ -177,6 +179,33 @@ def _nudges(
     return remind, escalate, targets
 
 
+def _check_quorum(
+    tool_name: str, required: object, rule: ApprovalRule, approvers: tuple[str, ...]
+) -> None:
+    """`approvals_required` must be a whole number a gate can reach. Only a fixed list of user
+    ids (approvers and escalate_to) is counted: a group's members, and who four-eyes keeps out,
+    are known at decision time only."""
+    if isinstance(required, bool) or not isinstance(required, int) or required < 1:
+        raise BadQuorum(
+            f"tool {tool_name!r}: approvals_required={required!r} must be a whole number of "
+            "at least 1 (how many distinct people must approve)"
+        )
+    if required == 1:
+        return
+    if not _asks_a_person(rule):
+        raise BadQuorum(
+            f"tool {tool_name!r}: approvals_required={required} needs an approval people give, "
+            f"and approval {_rule_words(rule)} never asks one"
+        )
+    named_users = [a for a in approvers if a != "*" and not a.startswith("@")]
+    if len(named_users) == len(approvers) and len(set(named_users)) < required:
+        raise BadQuorum(
+            f"tool {tool_name!r}: approvals_required={required} but approvers names only "
+            f"{len(set(named_users))} ({', '.join(dict.fromkeys(named_users))}): add approvers "
+            "or a @group, or lower approvals_required (four-eyes may keep one more out)"
+        )
+
+
 def tool(
     *,
     kind: ToolKind,
@@ -197,6 +226,7 @@ def tool(
     escalate_after: str | timedelta | None = None,
     escalate_to: list[str] | tuple[str, ...] | None = None,
     summary: Callable[[Any, Any], str] | None = None,
+    approvals_required: int = 1,
 ) -> Callable[[Callable[..., Any]], Tool]:
     """Declare a tool. Approval defaults to "always" for write/send/spend and "never" for read;
     read tools default to idempotent (a crash mid-call just reads again). `simulate(args) ->
@@ -212,7 +242,10 @@ def tool(
 
     `remind_after="2h"`: an approval still undecided then gets a reminder in its card's thread,
     naming the approvers. `escalate_after="6h", escalate_to=["@leads"]`: still undecided then,
-    `@leads` become approvers too (the usual rules, four-eyes included, apply to them)."""
+    `@leads` become approvers too (the usual rules, four-eyes included, apply to them).
+
+    `approvals_required=2`: the call runs once two distinct approvers approved (each one an
+    approver, four-eyes applying to each); one rejection rejects."""
     if kind not in TOOL_KINDS:
         raise ValueError(f"tool kind {kind!r} is not one of {', '.join(TOOL_KINDS)}")
     if on_expiry not in ("reject", "cancel"):
@@ -255,6 +288,7 @@ def tool(
                 'ids or @groups), or approvers="*" to let anyone approve; approval="never" '
                 "if it needs no approval"
             )
+        _check_quorum(tool_name, approvals_required, rule, (*approver_list, *escalate_list))
         declared = Tool(
             name=tool_name,
             kind=kind,
@@ -279,6 +313,7 @@ def tool(
             escalate_after=escalate,
             escalate_to=escalate_list,
             summary=summary,
+            approvals_required=approvals_required,
         )
         if (remind or escalate) and not _asks_a_person(rule):
             raise BadEscalation(
