@@ -46,8 +46,8 @@ def cast_vote(conn: Connection, approval: Any, *, user: str, now: datetime) -> T
         counted = vote_rows.quorums_of(conn, [approval.id]).get(approval.id)
         approved = len(counted[1]) if counted else 0
         raise AlreadyVoted(
-            f"{user} already approved {approval.tool} (approval {approval.id}); {approved} of "
-            f"{required} approvals so far, the rest must come from other approvers"
+            f"You already approved {approval.tool} (approval {approval.id}): {approved} of "
+            f"{required} approvals so far; the rest must come from other approvers"
         )
     tally = vote_rows.count_vote(conn, approval.id, now)
     if tally is None:
