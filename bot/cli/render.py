@@ -443,8 +443,9 @@ def approval_requested_line(a: ApprovalView) -> str:
             f"🔔 approval {a.id} reminder: {a.tool} still waits for {', '.join(a.approvers)} — "
             f"approve with: {approve_command(a.id)}"
         )
+    needs = f", needs {a.quorum.required} approvers" if a.quorum is not None else ""
     return (
-        f"⏸ approval {a.id} requested: {a.tool} ({args_text(a)}) — "
+        f"⏸ approval {a.id} requested: {a.tool} ({args_text(a)}){needs} — "
         f"approve with: {approve_command(a.id)}"
     )
 
