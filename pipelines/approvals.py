@@ -414,7 +414,7 @@ def decide(
                 decided = approval_rows.fetch_approval(conn, approval_id)
         raise AlreadyDecided(_already_decided_message(decided))
     view = ApprovalView.of(decided, pipeline=run.pipeline if run else None)
-    if tally is not None:
+    if tally is not None or not approve:  # a rejection's card says who had approved before
         with rt.db.transaction() as conn:
             [view] = quorum.with_quorum(conn, [view])
     log.info("approval.decided", approval_id=approval_id, status=str(status), user=user)
