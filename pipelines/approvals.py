@@ -9,13 +9,14 @@ Every refusal (not an approver, four-eyes) is written to the audit log before it
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, NoReturn
 
 import structlog
 from sqlalchemy import Connection
 
-from pipelines import approval_edits, approval_nudges, sensitive
+from pipelines import approval_edits, approval_nudges, quorum, sensitive
 from pipelines import validator as validation
 from pipelines.authorization import groups_checked, may_act, refuse
 from pipelines.errors import (
@@ -35,7 +36,7 @@ from pipelines.journal import CallRecord, Journal, NextCall
 from pipelines.llm import LLMConfigurationError
 from pipelines.runtime import Runtime
 from pipelines.tools import Tool, lookup_tool
-from pipelines.views import ApprovalView
+from pipelines.views import ApprovalView, Quorum
 from storage import approvals as approval_rows
 from storage import calls as call_rows
 from storage import runs as run_rows
@@ -86,6 +87,7 @@ def request(
         call_rows.insert_call(conn, record)
         approval_rows.insert_approval(conn, **values)
         approval_nudges.schedule(conn, tool, approval_id, now)
+        quorum.open_quorum(conn, tool, approval_id)
         journal.audit(
             conn,
             record,
@@ -104,6 +106,8 @@ def request(
         ApprovalRow(**values, decided_by=None, decided_at=None, reason=None),
         pipeline=journal.pipeline,
     )
+    if tool.approvals_required > 1:
+        view = replace(view, quorum=Quorum(required=tool.approvals_required))
     log.info("approval.requested", run_id=journal.run_id, approval_id=approval_id, tool=tool.name)
     journal.rt.notify("approval_requested", view)
     raise Suspend(f"waiting for approval {approval_id}", waiting_for=approval_id)
@@ -383,22 +387,43 @@ def decide(
     status = ApprovalStatus.APPROVED if approve else ApprovalStatus.REJECTED
     now = rt.clock.now()
     detail: dict[str, Any] = {"reason": reason}
-    with rt.db.transaction() as conn:
-        won = approval_rows.decide_approval(
-            conn,
-            approval_id,
-            status=status,
-            by=user,
-            at=now,
-            reason=reason if not approve else reason or None,
-        )
-        if won:
-            if edit is not None and edit.changes:
-                detail["edited"] = approval_edits.record(conn, approval, edit, now)
-            _record_decision(conn, approval, status, actor=user, now=now, detail=detail)
-            rt.enqueue(conn, "approval_decided", approval_id, now)
-        decided = approval_rows.fetch_approval(conn, approval_id)
-        run = run_rows.fetch_run(conn, approval.run_id)
+    try:
+        with rt.db.transaction() as conn:
+            # A quorum approval (`approvals_required`): count this person's vote; only the
+            # vote that completes the quorum goes on to decide.
+            tally = quorum.cast_vote(conn, approval, user=user, now=now) if approve else None
+            counted = tally is not None and not tally.complete
+            won = counted or approval_rows.decide_approval(
+                conn,
+                approval_id,
+                status=status,
+                by=user,
+                at=now,
+                reason=reason if not approve else reason or None,
+            )
+            if tally is not None and won:
+                quorum.audit_vote(conn, approval, tally, user=user, now=now)
+            if counted:
+                view = _counted_vote(rt, conn, approval, now=now)
+            elif won:
+                if edit is not None and edit.changes:
+                    detail["edited"] = approval_edits.record(conn, approval, edit, now)
+                _record_decision(conn, approval, status, actor=user, now=now, detail=detail)
+                rt.enqueue(conn, "approval_decided", approval_id, now)
+            elif tally is not None:
+                raise quorum.VoteTooLate(approval_id)  # roll the vote back with the decision
+            decided = approval_rows.fetch_approval(conn, approval_id)
+            run = run_rows.fetch_run(conn, approval.run_id)
+    except quorum.VoteTooLate:
+        won = counted = False
+        with rt.db.transaction() as conn:
+            decided = approval_rows.fetch_approval(conn, approval_id)
+            run = run_rows.fetch_run(conn, approval.run_id)
+    if counted:  # after the commit: the card shows the vote, the run keeps waiting
+        shown = quorum.progress(view.quorum) if view.quorum else None
+        log.info("approval.voted", approval_id=approval_id, user=user, progress=shown)
+        rt.notify("approval_requested", view)
+        return view
     assert decided is not None
     if not won:
         if decided.status == ApprovalStatus.PENDING:  # the deadline passed under our feet
@@ -407,8 +432,25 @@ def decide(
                 decided = approval_rows.fetch_approval(conn, approval_id)
         raise AlreadyDecided(_already_decided_message(decided))
     view = ApprovalView.of(decided, pipeline=run.pipeline if run else None)
+    if tally is not None or not approve:  # a rejection's card says who had approved before
+        with rt.db.transaction() as conn:
+            [view] = quorum.with_quorum(conn, [view])
     log.info("approval.decided", approval_id=approval_id, status=str(status), user=user)
     rt.notify("approval_decided", view)
+    return view
+
+
+def _counted_vote(
+    rt: Runtime, conn: Connection, approval: ApprovalRow, *, now: datetime
+) -> ApprovalView:
+    """In the deciding transaction: a quorum vote was counted and more are needed; the card is
+    owed again (it shows who approved so far) and the run keeps waiting."""
+    rt.enqueue(conn, "approval_requested", approval.id, now)
+    run = run_rows.fetch_run(conn, approval.run_id)
+    [view] = approval_nudges.with_nudges(
+        conn, [ApprovalView.of(approval, pipeline=run.pipeline if run else None)]
+    )
+    [view] = quorum.with_quorum(conn, [view])
     return view
 
 

@@ -33,6 +33,11 @@ class BadEscalation(GatehouseError):
     escalation before the reminder, or to nobody)."""
 
 
+class BadQuorum(GatehouseError):
+    """A tool's `approvals_required` cannot be met: not a whole number of at least 1, more than
+    one person on a gate no person approves, or more people than its approver list names."""
+
+
 class UnknownRun(GatehouseError):
     pass
 
@@ -51,6 +56,10 @@ class UnknownCall(GatehouseError):
 
 class AlreadyDecided(GatehouseError):
     pass
+
+
+class AlreadyVoted(GatehouseError):
+    """This person's approval of a quorum approval is already counted; it needs someone else."""
 
 
 class AlreadyAnswered(GatehouseError):

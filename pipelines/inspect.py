@@ -7,6 +7,7 @@ from typing import Any
 
 from pipelines.approval_nudges import with_nudges
 from pipelines.errors import UnknownApproval, UnknownRun, UnknownTask
+from pipelines.quorum import with_quorum
 from pipelines.runtime import Runtime
 from pipelines.sensitive import mask
 from pipelines.views import ApprovalView, CallView, Run, TaskView, iso
@@ -29,6 +30,7 @@ def get_run(rt: Runtime, run_id: str) -> Run:
                 for a in queries.approvals_of_run(conn, run_id)
             ],
         )
+        approvals = with_quorum(conn, approvals)
         tasks = [
             TaskView.of(t, pipeline=row.pipeline, authorization=rt.authorization)
             for t in queries.tasks_of_run(conn, run_id)
@@ -67,6 +69,7 @@ def get_approval(rt: Runtime, approval_id: str) -> ApprovalView:
                 f"no approval {approval_id}; `gatehouse pending` lists the open ones"
             )
         [view] = with_nudges(conn, [ApprovalView.of(row, pipeline=run.pipeline if run else None)])
+        [view] = with_quorum(conn, [view])
     return view
 
 
@@ -87,9 +90,15 @@ def pending(rt: Runtime) -> list[ApprovalView | TaskView]:
     """Approvals and human tasks waiting for somebody, oldest first."""
     with rt.db.transaction() as conn:
         approvals: list[ApprovalView | TaskView] = list(
-            with_nudges(
+            with_quorum(
                 conn,
-                [ApprovalView.of(r, pipeline=r.pipeline) for r in queries.pending_approvals(conn)],
+                with_nudges(
+                    conn,
+                    [
+                        ApprovalView.of(r, pipeline=r.pipeline)
+                        for r in queries.pending_approvals(conn)
+                    ],
+                ),
             )
         )
         tasks = [

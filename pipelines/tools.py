@@ -17,7 +17,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, TypeAdapter
 
 from pipelines.durations import parse_duration, parse_rate
-from pipelines.errors import ApproversRequired, BadEditable, BadEscalation, DuplicateName
+from pipelines.errors import (
+    ApproversRequired,
+    BadEditable,
+    BadEscalation,
+    BadQuorum,
+    DuplicateName,
+)
 from pipelines.sensitive import sensitive_fields
 from pipelines.validator import Validator
 from storage.calls import RateLimit
@@ -81,6 +87,8 @@ class Tool:
     # Arguments an approver may change before approving (`Edit & approve`,
     # pipelines/approval_edits.py).
     editable: tuple[str, ...] = ()
+    # How many distinct people must approve before the call runs (pipelines/quorum.py).
+    approvals_required: int = 1
 
     def __call__(self, args: Any, *, idempotency_key: str) -> Any:
         """Call the tool directly, ungated (for tests and scripts that know what they do)."""
@@ -218,6 +226,33 @@ def _editable(
     return names
 
 
+def _check_quorum(
+    tool_name: str, required: object, rule: ApprovalRule, approvers: tuple[str, ...]
+) -> None:
+    """`approvals_required` must be a whole number a gate can reach. Only a fixed list of user
+    ids (approvers and escalate_to) is counted: a group's members, and who four-eyes keeps out,
+    are known at decision time only."""
+    if isinstance(required, bool) or not isinstance(required, int) or required < 1:
+        raise BadQuorum(
+            f"tool {tool_name!r}: approvals_required={required!r} must be a whole number of "
+            "at least 1 (how many distinct people must approve)"
+        )
+    if required == 1:
+        return
+    if not _asks_a_person(rule):
+        raise BadQuorum(
+            f"tool {tool_name!r}: approvals_required={required} needs an approval people give, "
+            f"and approval {_rule_words(rule)} never asks one"
+        )
+    named_users = [a for a in approvers if a != "*" and not a.startswith("@")]
+    if len(named_users) == len(approvers) and len(set(named_users)) < required:
+        raise BadQuorum(
+            f"tool {tool_name!r}: approvals_required={required} but approvers names only "
+            f"{len(set(named_users))} ({', '.join(dict.fromkeys(named_users))}): add approvers "
+            "or a @group, or lower approvals_required (four-eyes may keep one more out)"
+        )
+
+
 def tool(
     *,
     kind: ToolKind,
@@ -239,6 +274,7 @@ def tool(
     escalate_to: list[str] | tuple[str, ...] | None = None,
     summary: Callable[[Any, Any], str] | None = None,
     editable: list[str] | tuple[str, ...] | None = None,
+    approvals_required: int = 1,
 ) -> Callable[[Callable[..., Any]], Tool]:
     """Declare a tool. Approval defaults to "always" for write/send/spend and "never" for read;
     read tools default to idempotent (a crash mid-call just reads again). `simulate(args) ->
@@ -258,7 +294,10 @@ def tool(
 
     `editable=["amount", "recipient"]`: the approval card gets an Edit & approve button; the
     approver may change those arguments (validated by the argument model), and the call runs
-    with them (pipelines/approval_edits.py)."""
+    with them (pipelines/approval_edits.py).
+
+    `approvals_required=2`: the call runs once two distinct approvers approved (each one an
+    approver, four-eyes applying to each); one rejection rejects."""
     if kind not in TOOL_KINDS:
         raise ValueError(f"tool kind {kind!r} is not one of {', '.join(TOOL_KINDS)}")
     if on_expiry not in ("reject", "cancel"):
@@ -301,6 +340,15 @@ def tool(
                 'ids or @groups), or approvers="*" to let anyone approve; approval="never" '
                 "if it needs no approval"
             )
+        _check_quorum(tool_name, approvals_required, rule, (*approver_list, *escalate_list))
+        if editable and approvals_required > 1:
+            # An edit given with an early vote would change what the earlier voters approved
+            # (or be dropped): refuse the pair rather than run arguments nobody approved in full.
+            raise BadEditable(
+                f"tool {tool_name!r}: editable cannot be combined with approvals_required="
+                f"{approvals_required}; an edit would change what the other approvers approved. "
+                "Keep one of the two"
+            )
         declared = Tool(
             name=tool_name,
             kind=kind,
@@ -326,6 +374,7 @@ def tool(
             escalate_to=escalate_list,
             summary=summary,
             editable=_editable(tool_name, args_model, rule, editable),
+            approvals_required=approvals_required,
         )
         if (remind or escalate) and not _asks_a_person(rule):
             raise BadEscalation(

@@ -120,6 +120,43 @@ class Nudges:
 
 
 @dataclass(frozen=True)
+class Vote:
+    """One person's approval of a quorum approval."""
+
+    voter: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class Quorum:
+    """An approval that needs `required` distinct people (`@tool(approvals_required=N)`), and
+    who approved so far, in order (pipelines/quorum.py)."""
+
+    required: int
+    votes: tuple[Vote, ...] = ()
+
+    @property
+    def approved(self) -> int:
+        return len(self.votes)
+
+    @property
+    def remaining(self) -> int:
+        return max(self.required - len(self.votes), 0)
+
+    @property
+    def voters(self) -> list[str]:
+        return [v.voter for v in self.votes]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "required": self.required,
+            "approved": self.approved,
+            "remaining": self.remaining,
+            "votes": [{"voter": v.voter, "at": iso(v.at)} for v in self.votes],
+        }
+
+
+@dataclass(frozen=True)
 class ApprovalView:
     id: str
     run_id: str
@@ -148,6 +185,8 @@ class ApprovalView:
     # Approved with edits: {"by", "at", "original", "changes": [{"field", "old", "new"}]}
     # (pipelines/approval_edits.py); `args` are then the edited arguments the call ran with.
     edited: Any = None
+    # N distinct approvers and who approved so far, when its tool needs more than one person.
+    quorum: Quorum | None = None
 
     def __post_init__(self) -> None:
         _mask_fields(self, "args", "edited")
@@ -201,6 +240,8 @@ class ApprovalView:
             "validator": self.validator,
             "edited": self.edited,
             **(Nudges() if self.nudges is None else self.nudges).to_json(),
+            "approvals_required": self.quorum.required if self.quorum else 1,
+            "votes": self.quorum.to_json()["votes"] if self.quorum else [],
         }
 
 

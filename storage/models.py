@@ -622,3 +622,30 @@ class ApprovalNudge(Base):
         Index("ix_approval_nudges_remind", "reminded_at", "remind_at"),
         Index("ix_approval_nudges_escalate", "escalated_at", "escalate_at"),
     )
+
+
+class ApprovalQuorum(Base):
+    """How many distinct people an approval needs (`@tool(approvals_required=N)`, N > 1) and
+    how many approved so far. Each vote bumps `approved` by a conditional update, which also
+    serialises concurrent votes on one approval (pipelines/quorum.py)."""
+
+    __tablename__ = "approval_quorums"
+
+    approval_id: Mapped[str] = mapped_column(
+        ForeignKey("approvals.id", ondelete="CASCADE"), primary_key=True
+    )
+    required: Mapped[int] = mapped_column(Integer)
+    approved: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ApprovalVote(Base):
+    """One person's approval of a quorum approval: who, when. The key makes a second click by
+    the same person a no-op."""
+
+    __tablename__ = "approval_votes"
+
+    approval_id: Mapped[str] = mapped_column(
+        ForeignKey("approvals.id", ondelete="CASCADE"), primary_key=True
+    )
+    voter: Mapped[str] = mapped_column(String(200), primary_key=True)
+    voted_at: Mapped[datetime]

@@ -43,7 +43,7 @@ from bot.cli.session import (
     show_help_without_a_command,
 )
 from bot.formatting import took
-from pipelines import Gatehouse, Run, Worker, discover
+from pipelines import Gatehouse, Run, Worker, discover, quorum
 from pipelines.inspect import run_history
 from pipelines.pipeline import CATALOG
 from pipelines.run_totals import run_totals, totals_line
@@ -359,11 +359,18 @@ def approve(
     no_run: NoRunFlag = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Approve a gated action (with `--args`, as edited), then carry the run on here."""
+    """Approve a gated action (with `--args`, as edited), then carry the run on here. An approval that needs several
+    people counts this as one vote and says how many remain; the run waits for them."""
     edits = cli_edits.parse_edit_args(edited_args) if edited_args is not None else None
     with open_gatehouse(quiet=as_json) as gatehouse:
         decided = gatehouse.approve(approval_id, user=as_user, reason=reason, args=edits)
-        run, note = carry_on(gatehouse, decided.run_id, here=not no_run)
+        counted = decided.quorum is not None and decided.status == "pending"
+        run, note = carry_on(gatehouse, decided.run_id, here=not no_run and not counted)
+    if counted and decided.quorum is not None and not as_json:
+        typer.echo(
+            f"approval {decided.id}: {as_user}'s approval counted, "
+            f"{quorum.progress(decided.quorum)}"
+        )
     report_outcome("approval", decided.to_json(), run, note, as_json)
 
 

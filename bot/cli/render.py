@@ -24,6 +24,7 @@ from bot.formatting import (
 from pipelines import ApprovalView, Pipeline, ReplayReport, Run, TaskView
 from pipelines.display import display_marks, field_titles
 from pipelines.pauses import is_held_by_pause
+from pipelines.quorum import progress as quorum_progress
 from pipelines.run_operations import REPLACED_BY
 from pipelines.tasks import NOT_ASKED_OF_PEOPLE
 from pipelines.tools import lookup_tool
@@ -228,6 +229,8 @@ def approval_detail(a: ApprovalView) -> str:
     if isinstance(a.validator, dict) and a.validator.get("summary"):
         parts.append(str(a.validator["summary"]))  # why the validator handed it to a person
     parts += nudge_parts(a)
+    if a.quorum is not None:
+        parts.append(quorum_progress(a.quorum))  # "1 of 2 approvals (alice); waiting for 1 more"
     return "; ".join(parts)
 
 
@@ -482,6 +485,11 @@ def pending_lines(items: Sequence[ApprovalView | TaskView]) -> list[str]:
 
 def approval_requested_line(a: ApprovalView) -> str:
     n = a.nudges
+    if a.quorum is not None and a.quorum.votes:
+        return (
+            f"⏸ approval {a.id}: {quorum_progress(a.quorum)} — approve with: "
+            f"{approve_command(a.id)}"
+        )
     if n is not None and n.escalated_at is not None:
         return (
             f"⏫ approval {a.id} escalated to {', '.join(n.escalate_to)}: {a.tool} still waits — "
@@ -492,8 +500,9 @@ def approval_requested_line(a: ApprovalView) -> str:
             f"🔔 approval {a.id} reminder: {a.tool} still waits for {', '.join(a.approvers)} — "
             f"approve with: {approve_command(a.id)}"
         )
+    needs = f", needs {a.quorum.required} approvers" if a.quorum is not None else ""
     return (
-        f"⏸ approval {a.id} requested: {a.tool} ({args_text(a)}) — "
+        f"⏸ approval {a.id} requested: {a.tool} ({args_text(a)}){needs} — "
         f"approve with: {approve_command(a.id)}"
     )
 
@@ -505,7 +514,8 @@ def approval_decided_line(a: ApprovalView) -> str:
             "may go ahead"
         )
     if a.status == "approved":
-        return f"✔ approval {a.id} approved by {a.decided_by}: {a.tool} may go ahead"
+        by = ", ".join(a.quorum.voters) if a.quorum is not None and a.quorum.votes else a.decided_by
+        return f"✔ approval {a.id} approved by {by}: {a.tool} may go ahead"
     if a.status == "expired":
         return f"⌛ approval {a.id} expired without a decision: {a.tool} will not run"
     if a.status == "cancelled":

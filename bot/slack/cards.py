@@ -55,6 +55,7 @@ from bot.slack.mrkdwn import (
 )
 from bot.slack.outcome_cards import outcome_blocks, outcome_fallback
 from bot.slack.provenance import earlier_answers
+from bot.slack.quorum_lines import decided_note, people, progress_line
 from bot.slack.shown_fields import shown_sections
 from pipelines.display import Mark
 from pipelines.tool_context import ToolContext
@@ -199,6 +200,9 @@ def _approval_summary(approval: ApprovalView, ctx: ApprovalContext) -> list[dict
         blocks.append(section(earlier_answers(llm_calls, LLM_CALLS_SHOWN, LLM_OUTPUT_LIMIT)))
     if isinstance(approval.validator, Mapping):
         blocks.append(section(_validator_said(approval.validator)))
+
+    if approval.quorum is not None and approval.status == "pending":
+        blocks.append(section(f"*Approvals* · {progress_line(approval.quorum)}"))
 
     notes = []
     if ctx.rate_limit:
@@ -352,12 +356,16 @@ def decision_line(approval: ApprovalView) -> str:
     at = f" at {clock(decided_at, same_day_as=requested_at)}" if decided_at else ""
     who = mention(truncate(approval.decided_by, 100) if approval.decided_by else None)
     if approval.status == "approved":
+        q = approval.quorum
+        if q is not None and q.votes:  # N people: all of them, in the order they approved
+            return f"✅ Approved by {people(q.voters)} ({q.approved} of {q.required}){at}"
         return f"✅ Approved by {who}{at}"
     if approval.status == "rejected":
         reason = escape(truncate(approval.reason or "no reason given", REASON_LIMIT))
-        return f"❌ Rejected by {who}: {reason}" + (f" ({at.strip()})" if at else "")
+        line = f"❌ Rejected by {who}: {reason}" + (f" ({at.strip()})" if at else "")
+        return line + decided_note(approval)
     if approval.status == "expired":
-        return f"⌛ Expired — rejected automatically{at}"
+        return f"⌛ Expired — rejected automatically{at}" + decided_note(approval)
     if approval.status == "cancelled":
         reason = escape(truncate(approval.reason or "no reason given", REASON_LIMIT))
         return f"🚫 Cancelled by {who}: {reason} (the run was cancelled; nothing to decide)"
@@ -385,6 +393,8 @@ def approval_fallback_text(approval: ApprovalView) -> str:
     if approval.status == "approved":
         ended = f", {outcome_fallback(approval.outcome)}" if approval.outcome else ""
         edits = " with edits" if approval.edited else ""
+        if approval.quorum is not None and approval.quorum.votes:
+            who = people(approval.quorum.voters)
         return f"Approved{edits} by {who}: {tool} ({where}){ended}"
     if approval.status == "rejected":
         reason = escape(truncate(approval.reason or "no reason given", 300))
@@ -395,7 +405,8 @@ def approval_fallback_text(approval: ApprovalView) -> str:
         reason = escape(truncate(approval.reason or "no reason given", 300))
         return f"Cancelled by {who}: {tool} ({where}): {reason}"
     kind = escape(truncate(approval.tool_kind, 30))
-    return f"Approval needed: {tool} ({kind}) in {where}"
+    needed = f" — {progress_line(approval.quorum)}" if approval.quorum is not None else ""
+    return f"Approval needed: {tool} ({kind}) in {where}{needed}"
 
 
 def reject_modal(approval_id: str, tool: str | None = None) -> dict[str, Any]:

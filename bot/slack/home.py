@@ -15,6 +15,7 @@ from typing import Any
 from bot.formatting import DASH, ago, count, duration, money, rate, window_label
 from bot.slack.blocks import DIVIDER, TEXT_LIMIT, VIEW_BLOCKS, context, header, section
 from bot.slack.mrkdwn import SLASH_COMMAND, code, escape, mention, mentions, slack_len, truncate
+from bot.slack.quorum_lines import progress_line
 from bot.slack.shown_fields import call_args_line
 from pipelines.budgets import BudgetStatus
 from pipelines.operations.drift import DriftFigures
@@ -194,6 +195,8 @@ def pending_text(item: ApprovalView | TaskView, now: datetime, *, link: str | No
         who = mentions(item.approvers, 600)
         if item.four_eyes and item.trigger_user:
             who += f" (four-eyes: not {mention(item.trigger_user)})"
+        if item.quorum is not None:
+            who += f" · {progress_line(item.quorum)}"
         timing = f"waiting {ago(item.requested_at, now)}"
         if item.expires_at is not None:
             left = (item.expires_at - now).total_seconds()
