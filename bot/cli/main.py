@@ -11,7 +11,7 @@ import os
 import signal
 from collections.abc import Callable, Sequence
 from types import FrameType
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -20,7 +20,6 @@ from bot.cli import audit as cli_audit
 from bot.cli import eval as cli_eval
 from bot.cli import pauses as cli_pauses
 from bot.cli import ready as cli_ready
-from bot.cli import render as cli_render
 from bot.cli import review as cli_review
 from bot.cli import run_ops as cli_run_ops
 from bot.cli import sandbox as cli_sandbox
@@ -41,13 +40,9 @@ from bot.cli.session import (
     settings_for_cli,
     show_help_without_a_command,
 )
-from bot.formatting import took
-from pipelines import Gatehouse, Run, Worker, discover
-from pipelines.inspect import run_history
-from pipelines.pipeline import CATALOG
-from pipelines.run_totals import run_totals, totals_line
-from storage.db import Database
-from storage.models import RunStatus
+
+if TYPE_CHECKING:
+    from pipelines import Gatehouse, Run, Worker
 
 app = typer.Typer(
     cls=GatehouseGroup,
@@ -85,6 +80,8 @@ def carry_on(gatehouse: Gatehouse, run_id: str, *, here: bool) -> tuple[Run, str
 def report_outcome(
     label: str, decided: dict[str, Any], run: Run, note: str | None, as_json: bool
 ) -> None:
+    from bot.cli import render as cli_render
+
     if as_json:
         print_json({label: decided, "run": run.to_json()})
         return
@@ -99,6 +96,8 @@ def report_outcome(
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Create the database or migrate it to the latest schema (safe to repeat)."""
+    from storage.db import Database
+
     settings = settings_for_cli()
     database = Database(settings.database_url)
     try:
@@ -112,6 +111,10 @@ def db_upgrade() -> None:
 @app.command("pipelines")
 def list_pipelines(as_json: JsonFlag = False) -> None:
     """List the registered pipelines: description, input fields and triggers."""
+    from bot.cli import render as cli_render
+    from pipelines import discover
+    from pipelines.pipeline import CATALOG
+
     settings = settings_for_cli()
     found = discover(settings.pipeline_modules)
     paused = cli_pauses.paused_or_none(settings)
@@ -158,6 +161,9 @@ def trigger(
     as_json: JsonFlag = False,
 ) -> None:
     """Start a run and execute it here until it finishes or waits for a person."""
+    from bot.cli import render as cli_render
+    from storage.models import RunStatus
+
     payload = parse_json_option("--input", input_text)
     user = as_user or os.environ.get("USER") or None
     with open_gatehouse(quiet=as_json) as gatehouse:
@@ -303,10 +309,12 @@ def runs(
     as_json: JsonFlag = False,
 ) -> None:
     """List recent runs, newest first."""
+    from bot.cli import render as cli_render
+
     filters: dict[str, Any] = {"pipeline": pipeline, "limit": limit}
     filters["status"] = parse_status(status) if status is not None else None
     filters["since"] = parse_since(since) if since is not None else None
-    with open_gatehouse(quiet=as_json) as gatehouse:
+    with open_gatehouse(quiet=as_json, read_only=True) as gatehouse:
         found = gatehouse.runs(**filters)
         if as_json:
             print_json([gatehouse.run(r.id).to_json() for r in found])
@@ -320,7 +328,11 @@ def show_run(
     as_json: JsonFlag = False,
 ) -> None:
     """Everything recorded about one run: calls, approvals, transitions, audit trail."""
-    with open_gatehouse(quiet=as_json) as gatehouse:
+    from bot.cli import render as cli_render
+    from pipelines.inspect import run_history
+    from pipelines.run_totals import run_totals, totals_line
+
+    with open_gatehouse(quiet=as_json, read_only=True) as gatehouse:
         run = gatehouse.run(run_id)
         history = run_history(gatehouse.rt, run_id)
     totals = run_totals(run)  # tokens and cost, summed from the run's LLM calls
@@ -334,7 +346,9 @@ def show_run(
 @app.command()
 def pending(as_json: JsonFlag = False) -> None:
     """Approvals and human tasks waiting for a person, oldest first."""
-    with open_gatehouse(quiet=as_json) as gatehouse:
+    from bot.cli import render as cli_render
+
+    with open_gatehouse(quiet=as_json, read_only=True) as gatehouse:
         items = gatehouse.pending()
     if as_json:
         print_json([item.to_json() for item in items])
@@ -397,6 +411,8 @@ def undo(
     as_json: JsonFlag = False,
 ) -> None:
     """Reverse a tool call with the tool's declared reverse; recorded as its own audited call."""
+    from bot.formatting import took
+
     with open_gatehouse(quiet=as_json) as gatehouse:
         reversal = gatehouse.undo(call_id, user=as_user)
     if as_json:
@@ -421,6 +437,8 @@ def replay(
     as_json: JsonFlag = False,
 ) -> None:
     """Re-execute a run with today's code and no side effects; show where it diverges."""
+    from bot.cli import render as cli_render
+
     with open_gatehouse(quiet=as_json) as gatehouse:
         report = gatehouse.replay(run_id, fresh=fresh)
     if as_json:
