@@ -128,8 +128,17 @@ def expected_failure(exc: Exception) -> str | None:
     if sa_exc is not None and isinstance(exc, sa_exc.SQLAlchemyError):
         from storage.db_errors import database_error_line
 
-        return database_error_line(exc, _last_database_url)
+        return database_error_line(exc, _last_database_url or _configured_database_url())
     return None
+
+
+def _configured_database_url() -> str | None:
+    from pipelines.config import ConfigurationError, load_settings
+
+    try:
+        return load_settings().database_url
+    except ConfigurationError:
+        return None
 
 
 def cli_refusal(refusal: NotAuthorized) -> str:
