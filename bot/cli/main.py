@@ -3,6 +3,31 @@
 Every command builds its own engine from the environment (`GATEHOUSE_*`), so nothing is cached
 between invocations. Errors a user can act on print one line, `error: <message>`, on stderr and
 exit 1 (2 for a malformed command line); `--json` prints JSON only on stdout.
+
+A start costs only what the command uses (`gatehouse --help` imports typer and these modules,
+nothing else; tests/test_cli_startup.py checks it). To add a command, here or in its own
+module mounted by `_mount_subcommands`:
+
+- At module level import only the standard library, typer and `bot.cli.session` (which is
+  light itself). The engine (`pipelines`), `storage`, SQLAlchemy, Slack, the renderers and
+  `bot.formatting` are imported inside the command's function, first thing:
+
+      @app.command("prune")
+      def prune_command(older: Annotated[str, typer.Option(...)], as_json: JsonFlag = False):
+          # (its docstring: the help line `gatehouse --help` shows)
+          from pipelines.retention import prune  # here, not at the top of the module
+
+          with open_gatehouse(quiet=as_json) as gatehouse:
+              ...
+
+- Types for annotations of helpers go under `if TYPE_CHECKING:`. A command's own parameters
+  use only str/int/float/bool/Path/Annotated (typer evaluates those annotations to build the
+  help); a default taken from a heavy module is spelled here instead, with a test keeping the
+  two equal (see `bot.cli.sandbox`).
+- `open_gatehouse(read_only=True)` for a command that only reads: it checks the schema
+  revision (storage.schema_version) instead of running Alembic and fails naming `gatehouse db
+  upgrade` when the database is behind. Commands that write keep the default, which migrates.
+- Positional arguments show as `NAME` in usage lines by themselves (session.NamedArgument).
 """
 
 from __future__ import annotations
