@@ -95,6 +95,9 @@ def main() -> None:
                 cpus[name].append(cpu)
     floor = statistics.median(walls["python -c pass"])
     print(f"median of {args.repeats} runs each, {os.cpu_count()} cores, {args.runs} runs in the db")
+    if floor > 0.05:  # an idle 2-core machine starts python in ~0.02 s
+        print(f"note: python -c pass took {floor:.3f}s: the machine is loaded; the CPU column is")
+        print("      the steadier figure, and the targets are for wall time on a quiet machine")
     print(f"{'command':<18} {'wall':>8} {'cpu':>8} {'x floor':>8}  target")
     for name in commands:
         wall = statistics.median(walls[name])
