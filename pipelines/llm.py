@@ -20,15 +20,16 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import openai
-from openai.lib._parsing._completions import type_to_response_format_param
 from pydantic import BaseModel, ValidationError
 
 from pipelines.config import Settings
 from pipelines.errors import GatehouseError
 from pipelines.validation import format_validation_errors
+
+if TYPE_CHECKING:
+    import openai
 
 TASKS = ("classify", "extract", "draft", "summarize")
 # Client errors that mean the configuration is wrong (not retryable, not a model's doubt).
@@ -208,6 +209,8 @@ class LLMCaller:
     @property
     def client(self) -> openai.OpenAI:
         if self._client is None:
+            import openai  # ~0.5 s and ~40 MB: loaded by the first call, not by every import
+
             self._client = openai.OpenAI(
                 base_url=self.config.base_url,
                 # Local OpenAI-compatible servers usually need no key; the SDK insists on one.
@@ -221,6 +224,8 @@ class LLMCaller:
         cached = self._formats.get(output)
         if cached is None:
             if self.config.output_mode == "json_schema":
+                from openai.lib._parsing._completions import type_to_response_format_param
+
                 cached = dict(type_to_response_format_param(output))  # type: ignore[arg-type]
             else:
                 cached = {"type": "json_object"}
@@ -278,6 +283,8 @@ class LLMCaller:
     ) -> bool:
         """One request. True when the call is settled (an answer, or a failure not worth
         another attempt); False to ask again with the validation error fed back."""
+        import openai  # already loaded by `self.client`; the name is for the except clauses
+
         began = time.perf_counter()
         try:
             completion = self.client.chat.completions.create(

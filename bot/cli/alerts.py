@@ -11,7 +11,7 @@ which the bot does hourly.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -24,12 +24,10 @@ from bot.cli.session import (
     say,
     settings_for_cli,
 )
-from bot.formatting import when
-from pipelines import Settings
-from pipelines.durations import parse_duration
-from pipelines.operations.alerting import AlertChange, AlertView, list_alerts, percent
-from pipelines.operations.alerts import evaluate
-from pipelines.operations.drift import evaluate_drift
+
+if TYPE_CHECKING:
+    from pipelines import Settings
+    from pipelines.operations.alerting import AlertChange, AlertView
 
 app = typer.Typer(
     name="alerts",
@@ -70,6 +68,8 @@ def check_command(as_json: JsonFlag = False, with_drift: DriftFlag = False) -> N
     """Evaluate every alert rule now and post what is due (what the bot does each minute);
     without Slack settings, print what would be posted."""
     # bot.cli mounts this app, so its helpers are imported when a command runs.
+    from pipelines.operations.alerts import evaluate
+    from pipelines.operations.drift import evaluate_drift
 
     settings = settings_for_cli()
     missing = slack_missing(settings)
@@ -120,12 +120,14 @@ def check_command(as_json: JsonFlag = False, with_drift: DriftFlag = False) -> N
 
 
 def show_alerts(*, as_json: bool, since: str) -> None:
+    from pipelines.durations import parse_duration
+    from pipelines.operations.alerting import list_alerts
 
     try:
         window = parse_duration(since)
     except ValueError:
         raise CliError(f"--since {since!r} is not a duration; use e.g. 30m, 24h, 7d") from None
-    with open_gatehouse(quiet=as_json) as gatehouse:
+    with open_gatehouse(quiet=as_json, read_only=True) as gatehouse:
         found = list_alerts(gatehouse.rt, since=window)
     if as_json:
         print_json([alert.to_json() for alert in found])
@@ -165,6 +167,8 @@ def _stage_words(stage: str) -> str:
 
 def headline(alert: AlertView) -> str:
     """The rule and its figure against the baseline, in one line."""
+    from pipelines.operations.alerting import percent
+
     minutes = f"{alert.window.total_seconds() / 60:g} min"
     figures = alert.detail("figures") or {}
     if alert.rule == "human_exit_rate":
@@ -192,6 +196,9 @@ def headline(alert: AlertView) -> str:
 
 def alert_lines(alert: AlertView) -> list[str]:
     """One alert for the terminal: a headline, then what the Slack message shows."""
+    from bot.formatting import when
+    from pipelines.operations.alerting import percent
+
     state = "OPEN" if alert.is_open else "recovered"
     lines = [
         f"#{alert.id} {state:<9} [{alert.rule}] {alert.subject or alert.pipeline}: "
@@ -230,6 +237,8 @@ def change_lines(changes: list[AlertChange]) -> list[str]:
 
 
 def would_post_lines(changes: list[AlertChange], missing: str) -> list[str]:
+    from pipelines.operations.alerting import percent
+
     if not changes:
         return [f"no alert opened or recovered; nothing would be posted ({missing})"]
     lines = [f"{missing}: not posting; this is what the bot will post at its next check:"]

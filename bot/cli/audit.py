@@ -11,7 +11,7 @@ expected, what was found and what to do (with `--json`, the JSON report on stdou
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -23,15 +23,9 @@ from bot.cli.session import (
     safe_url,
     show_help_without_a_command,
 )
-from storage.audit import (
-    SCHEME_NAMES,
-    BadExpectedHead,
-    ExpectedHead,
-    VerifyResult,
-    audit_key,
-    list_entries,
-    verify_database,
-)
+
+if TYPE_CHECKING:
+    from storage.audit import ExpectedHead, VerifyResult
 
 app = typer.Typer(
     name="audit",
@@ -48,6 +42,8 @@ app.callback(invoke_without_command=True)(show_help_without_a_command)
 def _expected_head(text: str | None) -> ExpectedHead | None:
     if text is None:
         return None
+    from storage.audit import BadExpectedHead, ExpectedHead
+
     try:
         return ExpectedHead.parse(text)
     except BadExpectedHead as exc:
@@ -91,9 +87,10 @@ def verify(
 ) -> None:
     """Check every entry's hash and its link to the entry before; name the first broken one.
     With --expect-head, check the chain still holds a head recorded earlier."""
+    from storage.audit import VerifyResult, verify_database
 
     expect = _expected_head(expect_head)
-    with open_gatehouse(quiet=True) as gatehouse:
+    with open_gatehouse(quiet=True, read_only=True) as gatehouse:
         result = verify_database(gatehouse.db, expect=expect)
     too_few = result.ok and min_entries is not None and result.checked < min_entries
     if too_few:
@@ -117,6 +114,7 @@ def verify(
 @app.command("head")
 def head(as_json: JsonFlag = False) -> None:
     """Verify the chain, then print its head (COUNT:HASH) to record outside the database."""
+    from storage.audit import SCHEME_NAMES, audit_key, verify_database
 
     with open_gatehouse(quiet=True) as gatehouse:
         result = verify_database(gatehouse.db)
@@ -186,6 +184,7 @@ def list_(
     as_json: JsonFlag = False,
 ) -> None:
     """The latest entries, oldest first: id, time, event, actor, tool, run, hash prefix."""
+    from storage.audit import list_entries
 
     with open_gatehouse(quiet=True) as gatehouse, gatehouse.db.transaction() as conn:
         rows = list_entries(conn, run_id=run_id, limit=limit)

@@ -9,19 +9,21 @@ Mounted by `bot.cli`. The report is a terminal table by default, `--json` on std
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from bot.cli.render import compact, table
 from bot.cli.session import JsonFlag, open_gatehouse, print_json, say, settings_for_cli
-from bot.formatting import milliseconds, rate, usd
-from pipelines.evaluation import CaseResult, EvalReport, junit_xml
+
+if TYPE_CHECKING:
+    from pipelines.evaluation import CaseResult, EvalReport
 
 FAILURES_SHOWN = 20
 
 
 def confusion_lines(name: str, matrix: dict[str, Any]) -> list[str]:
+    from bot.cli.render import table
+
     labels = list(matrix["labels"])
     for row in matrix["matrix"].values():  # values outside the schema still get a column
         labels += [label for label in row if label not in labels]
@@ -37,6 +39,8 @@ def confusion_lines(name: str, matrix: dict[str, Any]) -> list[str]:
 
 
 def failure_lines(result: CaseResult) -> list[str]:
+    from bot.cli.render import compact
+
     head = f"  line {result.position}" + (f" ({result.note})" if result.note else "")
     lines = [f"{head}: {result.status}"]
     for name, d in result.diff.items():
@@ -50,6 +54,8 @@ def failure_lines(result: CaseResult) -> list[str]:
 
 
 def report_lines(report: EvalReport) -> list[str]:
+    from bot.formatting import milliseconds, rate, usd
+
     s = report.summary()
     total = s["cases"]
     lines = [
@@ -115,7 +121,7 @@ def eval_command(
 
     Read tools run; write/send/spend tools never do (their calls are reported as "would call");
     LLM steps call the configured model. The eval is stored (`gatehouse evals`)."""
-    from pipelines.evaluation import dataset_path, evaluate, load_dataset
+    from pipelines.evaluation import dataset_path, evaluate, junit_xml, load_dataset
 
     settings = settings_for_cli()
     with open_gatehouse(quiet=True, settings=settings) as gatehouse:
@@ -142,6 +148,8 @@ def evals_command(
     as_json: JsonFlag = False,
 ) -> None:
     """Stored evals, newest first (kept apart from runs: never in stats, alerts or review)."""
+    from bot.cli.render import table
+    from bot.formatting import rate, usd
     from pipelines.evaluation import list_evals
 
     with open_gatehouse(quiet=True) as gatehouse:

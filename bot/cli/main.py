@@ -3,6 +3,31 @@
 Every command builds its own engine from the environment (`GATEHOUSE_*`), so nothing is cached
 between invocations. Errors a user can act on print one line, `error: <message>`, on stderr and
 exit 1 (2 for a malformed command line); `--json` prints JSON only on stdout.
+
+A start costs only what the command uses (`gatehouse --help` imports typer and these modules,
+nothing else; tests/test_cli_startup.py checks it). To add a command, here or in its own
+module mounted by `_mount_subcommands`:
+
+- At module level import only the standard library, typer and `bot.cli.session` (which is
+  light itself). The engine (`pipelines`), `storage`, SQLAlchemy, Slack, the renderers and
+  `bot.formatting` are imported inside the command's function, first thing:
+
+      @app.command("prune")
+      def prune_command(older: Annotated[str, typer.Option(...)], as_json: JsonFlag = False):
+          # (its docstring: the help line `gatehouse --help` shows)
+          from pipelines.retention import prune  # here, not at the top of the module
+
+          with open_gatehouse(quiet=as_json) as gatehouse:
+              ...
+
+- Types for annotations of helpers go under `if TYPE_CHECKING:`. A command's own parameters
+  use only str/int/float/bool/Path/Annotated (typer evaluates those annotations to build the
+  help); a default taken from a heavy module is spelled here instead, with a test keeping the
+  two equal (see `bot.cli.sandbox`).
+- `open_gatehouse(read_only=True)` for a command that only reads: it checks the schema
+  revision (storage.schema_version) instead of running Alembic and fails naming `gatehouse db
+  upgrade` when the database is behind. Commands that write keep the default, which migrates.
+- Positional arguments show as `NAME` in usage lines by themselves (session.NamedArgument).
 """
 
 from __future__ import annotations
@@ -11,7 +36,7 @@ import os
 import signal
 from collections.abc import Callable, Sequence
 from types import FrameType
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -21,7 +46,6 @@ from bot.cli import edits as cli_edits
 from bot.cli import eval as cli_eval
 from bot.cli import pauses as cli_pauses
 from bot.cli import ready as cli_ready
-from bot.cli import render as cli_render
 from bot.cli import review as cli_review
 from bot.cli import run_ops as cli_run_ops
 from bot.cli import sandbox as cli_sandbox
@@ -42,13 +66,9 @@ from bot.cli.session import (
     settings_for_cli,
     show_help_without_a_command,
 )
-from bot.formatting import took
-from pipelines import Gatehouse, Run, Worker, discover, quorum
-from pipelines.inspect import run_history
-from pipelines.pipeline import CATALOG
-from pipelines.run_totals import run_totals, totals_line
-from storage.db import Database
-from storage.models import RunStatus
+
+if TYPE_CHECKING:
+    from pipelines import Gatehouse, Run, Worker
 
 app = typer.Typer(
     cls=GatehouseGroup,
@@ -86,6 +106,8 @@ def carry_on(gatehouse: Gatehouse, run_id: str, *, here: bool) -> tuple[Run, str
 def report_outcome(
     label: str, decided: dict[str, Any], run: Run, note: str | None, as_json: bool
 ) -> None:
+    from bot.cli import render as cli_render
+
     if as_json:
         print_json({label: decided, "run": run.to_json()})
         return
@@ -100,6 +122,8 @@ def report_outcome(
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Create the database or migrate it to the latest schema (safe to repeat)."""
+    from storage.db import Database
+
     settings = settings_for_cli()
     database = Database(settings.database_url)
     try:
@@ -113,6 +137,10 @@ def db_upgrade() -> None:
 @app.command("pipelines")
 def list_pipelines(as_json: JsonFlag = False) -> None:
     """List the registered pipelines: description, input fields and triggers."""
+    from bot.cli import render as cli_render
+    from pipelines import discover
+    from pipelines.pipeline import CATALOG
+
     settings = settings_for_cli()
     found = discover(settings.pipeline_modules)
     paused = cli_pauses.paused_or_none(settings)
@@ -159,6 +187,9 @@ def trigger(
     as_json: JsonFlag = False,
 ) -> None:
     """Start a run and execute it here until it finishes or waits for a person."""
+    from bot.cli import render as cli_render
+    from storage.models import RunStatus
+
     payload = parse_json_option("--input", input_text)
     user = as_user or os.environ.get("USER") or None
     with open_gatehouse(quiet=as_json) as gatehouse:
@@ -304,10 +335,12 @@ def runs(
     as_json: JsonFlag = False,
 ) -> None:
     """List recent runs, newest first."""
+    from bot.cli import render as cli_render
+
     filters: dict[str, Any] = {"pipeline": pipeline, "limit": limit}
     filters["status"] = parse_status(status) if status is not None else None
     filters["since"] = parse_since(since) if since is not None else None
-    with open_gatehouse(quiet=as_json) as gatehouse:
+    with open_gatehouse(quiet=as_json, read_only=True) as gatehouse:
         found = gatehouse.runs(**filters)
         if as_json:
             print_json([gatehouse.run(r.id).to_json() for r in found])
@@ -321,7 +354,11 @@ def show_run(
     as_json: JsonFlag = False,
 ) -> None:
     """Everything recorded about one run: calls, approvals, transitions, audit trail."""
-    with open_gatehouse(quiet=as_json) as gatehouse:
+    from bot.cli import render as cli_render
+    from pipelines.inspect import run_history
+    from pipelines.run_totals import run_totals, totals_line
+
+    with open_gatehouse(quiet=as_json, read_only=True) as gatehouse:
         run = gatehouse.run(run_id)
         history = run_history(gatehouse.rt, run_id)
     totals = run_totals(run)  # tokens and cost, summed from the run's LLM calls
@@ -335,7 +372,9 @@ def show_run(
 @app.command()
 def pending(as_json: JsonFlag = False) -> None:
     """Approvals and human tasks waiting for a person, oldest first."""
-    with open_gatehouse(quiet=as_json) as gatehouse:
+    from bot.cli import render as cli_render
+
+    with open_gatehouse(quiet=as_json, read_only=True) as gatehouse:
         items = gatehouse.pending()
     if as_json:
         print_json([item.to_json() for item in items])
@@ -359,8 +398,11 @@ def approve(
     no_run: NoRunFlag = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Approve a gated action (with `--args`, as edited), then carry the run on here. An approval that needs several
-    people counts this as one vote and says how many remain; the run waits for them."""
+    """Approve a gated action (with `--args`, as edited), then carry the run on here. An
+    approval that needs several people counts this as one vote and says how many remain; the
+    run waits for them."""
+    from pipelines import quorum
+
     edits = cli_edits.parse_edit_args(edited_args) if edited_args is not None else None
     with open_gatehouse(quiet=as_json) as gatehouse:
         decided = gatehouse.approve(approval_id, user=as_user, reason=reason, args=edits)
@@ -414,6 +456,8 @@ def undo(
     as_json: JsonFlag = False,
 ) -> None:
     """Reverse a tool call with the tool's declared reverse; recorded as its own audited call."""
+    from bot.formatting import took
+
     with open_gatehouse(quiet=as_json) as gatehouse:
         reversal = gatehouse.undo(call_id, user=as_user)
     if as_json:

@@ -7,14 +7,15 @@ Mounted by `bot.cli` (`app.command("pause")`, `app.command("resume")`).
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from sqlalchemy.exc import SQLAlchemyError
 
 from bot.cli.session import JsonFlag, open_gatehouse, print_json
-from pipelines import Settings
-from pipelines.pauses import PauseView
+
+if TYPE_CHECKING:
+    from pipelines import Settings
+    from pipelines.pauses import PauseView
 
 PipelineName = Annotated[str, typer.Argument(help="A pipeline (`gatehouse pipelines`).")]
 RequiredUser = Annotated[str, typer.Option("--as", help="Who acts (an operator's user id).")]
@@ -28,6 +29,8 @@ def paused_line(pause: PauseView, indent: str = "  ") -> str:
 def paused_or_none(settings: Settings) -> dict[str, PauseView]:
     """The paused pipelines, for `gatehouse pipelines`: the list is read from the code and is
     still worth printing when the database cannot be reached (said on stderr)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     try:
         with open_gatehouse(quiet=True, settings=settings) as gatehouse:
             return gatehouse.paused_pipelines()

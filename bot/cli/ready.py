@@ -8,14 +8,16 @@ Mounted by `bot.cli` (`app.command("ready")`).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from bot.cli.pauses import paused_line
 from bot.cli.session import JsonFlag, open_gatehouse, print_json, say
-from pipelines.operations.readiness import Readiness
-from pipelines.pauses import PauseView
+
+if TYPE_CHECKING:
+    from pipelines.operations.readiness import Readiness
+    from pipelines.pauses import PauseView
 
 MARKS = {"green": "green", "amber": "amber", "red": "red  "}
 

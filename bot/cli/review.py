@@ -23,8 +23,6 @@ from bot.cli.session import (
     settings_for_cli,
     show_help_without_a_command,
 )
-from bot.slack.review_cards import DEFAULT_PACE_SECONDS
-from pipelines.config import ConfigurationError
 
 app = typer.Typer(
     name="review",
@@ -41,17 +39,22 @@ app.callback(invoke_without_command=True)(show_help_without_a_command)
 @app.command("post")
 def post(
     pace: Annotated[
-        float,
+        float | None,
         typer.Option(
-            "--pace", min=0, help="Seconds between messages (Slack allows about 1/s per channel)."
+            "--pace",
+            min=0,
+            help="Seconds between messages (default: the bot's own pace; Slack allows about "
+            "1/s per channel).",
         ),
-    ] = DEFAULT_PACE_SECONDS,
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Post this week's review thread in GATEHOUSE_REVIEW_CHANNEL (the stored pick: running it
     again carries on an interrupted post and never posts a run twice)."""
     from bot.serve import build_bot, slack_config_problems
     from bot.slack.review import post_weekly_review
+    from bot.slack.review_cards import DEFAULT_PACE_SECONDS
+    from pipelines.config import ConfigurationError
 
     settings = settings_for_cli()
     problems = slack_config_problems(settings)
@@ -63,7 +66,7 @@ def post(
         raise ConfigurationError("; ".join(problems))
     bot = build_bot(settings)
     try:
-        week = post_weekly_review(bot, pace_seconds=pace)
+        week = post_weekly_review(bot, pace_seconds=DEFAULT_PACE_SECONDS if pace is None else pace)
     finally:
         bot.shutdown()
         bot.gatehouse.db.dispose()

@@ -5,11 +5,10 @@ user (the operators and the approvers of the run's tools) and audited.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from bot.cli import render as cli_render
 from bot.cli.session import (
     CliError,
     JsonFlag,
@@ -18,7 +17,9 @@ from bot.cli.session import (
     print_json,
     say,
 )
-from pipelines import Gatehouse, Run
+
+if TYPE_CHECKING:
+    from pipelines import Gatehouse, Run
 
 RequiredUser = Annotated[str, typer.Option("--as", help="Who acts (a user id).")]
 RunId = Annotated[str, typer.Argument(help="A run id (`gatehouse runs`).")]
@@ -37,6 +38,8 @@ def _report(run: Run, as_json: bool, **extra: object) -> None:
     if as_json:
         print_json({**extra, "run": run.to_json()})
         return
+    from bot.cli import render as cli_render
+
     say(cli_render.run_summary(run))
 
 

@@ -12,17 +12,23 @@ from __future__ import annotations
 
 import signal
 import threading
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from bot.sandbox import DEFAULT_HOST, DEFAULT_PORT, Sandbox, reachable_host
-from bot.sandbox.workspace import channels_for
-from pipelines.config import ConfigurationError, Settings, load_settings
+if TYPE_CHECKING:
+    from pipelines.config import Settings
+
+# bot.sandbox's DEFAULT_HOST and DEFAULT_PORT, spelled here so that building the command line
+# does not import the sandbox (tests/test_cli_startup.py keeps them equal).
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8765
 
 
 def _settings() -> Settings | None:
     """The bot's settings, for its default URL and channels; None when they do not load."""
+    from pipelines.config import ConfigurationError, load_settings
+
     try:
         return load_settings()
     except ConfigurationError:
@@ -64,6 +70,9 @@ def sandbox(
 ) -> None:
     """Run the local Slack sandbox: a web page and the Slack Web API on loopback that drive the
     bot at --bot-url with signed requests, as Slack would."""
+    from bot.sandbox import Sandbox, reachable_host
+    from bot.sandbox.workspace import channels_for
+
     settings = _settings()
     if bot_url is None:
         bot_host, bot_port = "127.0.0.1", 3000

@@ -8,20 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from bot.cli.render import table
 from bot.cli.session import JsonFlag, open_gatehouse, print_json, say, settings_for_cli
-from pipelines.fire_times import zone
-from pipelines.operations.schedules import (
-    ScheduleInfo,
-    ScheduleOptions,
-    pause,
-    resume,
-    schedules_overview,
-)
+
+if TYPE_CHECKING:
+    from pipelines.operations.schedules import ScheduleInfo
 
 app = typer.Typer(
     name="schedules",
@@ -40,6 +34,8 @@ ScheduleName = Annotated[str, typer.Argument(help="A schedule (`gatehouse schedu
 def local_time(value: datetime | None, timezone: str) -> str:
     if value is None:
         return "-"
+    from pipelines.fire_times import zone
+
     return value.astimezone(zone(timezone)).strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
@@ -62,6 +58,8 @@ def last_fire_text(info: ScheduleInfo) -> str:
 def schedule_lines(infos: Sequence[ScheduleInfo]) -> list[str]:
     if not infos:
         return ["no schedules: no pipeline declares cron(...) or every(...) triggers"]
+    from bot.cli.render import table
+
     rows = [[i.name, i.pipeline, i.trigger, next_fire_text(i), last_fire_text(i)] for i in infos]
     lines = table(["schedule", "pipeline", "trigger", "next fire", "last fire"], rows)
     lines += [f"  ! {i.name}: {i.problem}" for i in infos if i.problem]
@@ -90,6 +88,7 @@ def schedules(ctx: typer.Context, as_json: JsonFlag = False) -> None:
 @app.command("list")
 def list_schedules(as_json: JsonFlag = False) -> None:
     """Every cron/every trigger: next fire time, last fire and its run, paused or not."""
+    from pipelines.operations.schedules import ScheduleOptions, schedules_overview
 
     settings = settings_for_cli()
     with open_gatehouse(quiet=as_json, settings=settings) as gatehouse:
@@ -100,6 +99,7 @@ def list_schedules(as_json: JsonFlag = False) -> None:
 @app.command("pause")
 def pause_schedule(name: ScheduleName, as_user: RequiredUser, as_json: JsonFlag = False) -> None:
     """Stop a schedule's fires in every process until it is resumed (missed fires stay missed)."""
+    from pipelines.operations.schedules import ScheduleOptions, pause
 
     settings = settings_for_cli()
     with open_gatehouse(quiet=as_json, settings=settings) as gatehouse:
@@ -116,6 +116,7 @@ def pause_schedule(name: ScheduleName, as_user: RequiredUser, as_json: JsonFlag 
 @app.command("resume")
 def resume_schedule(name: ScheduleName, as_user: RequiredUser, as_json: JsonFlag = False) -> None:
     """Start a paused schedule again from its next fire time."""
+    from pipelines.operations.schedules import ScheduleOptions, resume
 
     settings = settings_for_cli()
     with open_gatehouse(quiet=as_json, settings=settings) as gatehouse:

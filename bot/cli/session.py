@@ -2,6 +2,9 @@
 output (lines, JSON, one `error:` line), the `--json` flag and help for a bare command group,
 and the parsing of the flags several commands share.
 
+Importing this module costs only typer: the engine, SQLAlchemy, Slack and the renderers are
+imported inside the functions that use them, so `gatehouse --help` stays fast (bot/cli/main.py).
+
 Errors a user can act on print one line, `error: <message>`, on stderr and exit 1 (2 for a
 malformed command line); `--json` prints JSON only on stdout.
 """
@@ -14,26 +17,15 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
-from typer.core import TyperGroup
+from typer.core import TyperArgument, TyperGroup
 
-from bot.cli import render as cli_render
-from bot.cli.terminal_notifier import TerminalNotifier
-from bot.formatting import visible_controls
-from bot.slack.directory import SlackDirectory
-from bot.slack.web_client import build_web_client
-from pipelines import Gatehouse, GatehouseError, Settings
-from pipelines.config import ConfigurationError, load_settings
-from pipelines.directory import ApproverGroups, approver_directory
-from pipelines.durations import parse_duration
-from pipelines.errors import NotAuthorized
-from pipelines.logs import configure_logging
-from storage.db import DatabaseConfigError
-from storage.models import RunStatus
+if TYPE_CHECKING:
+    from pipelines import Gatehouse, Settings
+    from pipelines.directory import ApproverGroups
+    from pipelines.errors import NotAuthorized
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON only, on stdout.")]
 
@@ -50,13 +42,39 @@ class CliError(Exception):
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
+    from bot.formatting import visible_controls
+
     lines = [line.strip() for line in str(message).splitlines() if line.strip()]
     typer.echo(visible_controls(f"error: {'; '.join(lines) or 'unknown error'}"), err=True)
     sys.exit(code)
 
 
+class NamedArgument(TyperArgument):
+    """A positional argument shown as `NAME` in usage lines and errors (click's and every
+    man page's convention), where typer writes `{name}`."""
+
+    @property
+    def display_name_raw(self) -> str:
+        return self.metavar or (self.name or "").upper()
+
+    def _usage_display_name(self) -> str:
+        name = self.display_name_raw if self.required else f"[{self.display_name_raw}]"
+        return name + ("..." if self.nargs != 1 else "")
+
+
+def name_arguments(command: Any) -> None:
+    """Show every positional argument of `command` (a command built by typer) and of its
+    subcommands as `NAME`."""
+    for param in command.params:
+        if type(param) is TyperArgument:
+            param.__class__ = NamedArgument
+    for sub in getattr(command, "commands", {}).values():
+        name_arguments(sub)
+
+
 class GatehouseGroup(TyperGroup):
-    """The root command: turns every expected failure into one `error:` line and an exit code."""
+    """The root command: turns every expected failure into one `error:` line and an exit code,
+    and shows positional arguments as `NAME` (`NamedArgument`)."""
 
     def main(  # type: ignore[override]
         self,
@@ -66,6 +84,7 @@ class GatehouseGroup(TyperGroup):
         standalone_mode: bool = True,
         **extra: Any,
     ) -> Any:
+        name_arguments(self)
         try:
             result = super().main(
                 args=args,
@@ -78,21 +97,55 @@ class GatehouseGroup(TyperGroup):
             fail("aborted")
         except typer.TyperException as exc:  # click's usage errors: unknown flag, missing --as
             fail(exc.format_message(), getattr(exc, "exit_code", 2))
-        except NotAuthorized as exc:
-            fail(cli_refusal(exc))
-        except (CliError, GatehouseError, DatabaseConfigError) as exc:
+        except CliError as exc:
             fail(str(exc))
-        except SQLAlchemyError as exc:
-            fail(f"database error: {str(exc).splitlines()[0]}")
+        except Exception as exc:
+            message = expected_failure(exc)
+            if message is None:
+                raise
+            fail(message)
         code = result if isinstance(result, int) else 0
         if standalone_mode:
             sys.exit(code)
         return code
 
 
+def expected_failure(exc: Exception) -> str | None:
+    """The `error:` line for a failure the engine or the database expects, None for a bug.
+
+    The classes are looked up only in modules already imported: an exception cannot be an
+    instance of a class whose module was never loaded, and --help must not load the engine.
+    """
+    errors = sys.modules.get("pipelines.errors")
+    if errors is not None and isinstance(exc, errors.NotAuthorized):
+        return cli_refusal(exc)
+    if errors is not None and isinstance(exc, errors.GatehouseError):
+        return str(exc)
+    db = sys.modules.get("storage.db")
+    if db is not None and isinstance(exc, db.DatabaseConfigError):
+        return str(exc)
+    sa_exc = sys.modules.get("sqlalchemy.exc")
+    if sa_exc is not None and isinstance(exc, sa_exc.SQLAlchemyError):
+        from storage.db_errors import database_error_line
+
+        return database_error_line(exc, _last_database_url or _configured_database_url())
+    return None
+
+
+def _configured_database_url() -> str | None:
+    from pipelines.config import ConfigurationError, load_settings
+
+    try:
+        return load_settings().database_url
+    except ConfigurationError:
+        return None
+
+
 def cli_refusal(refusal: NotAuthorized) -> str:
     """A refusal naming its people as `carol (U_CAROL)` where GATEHOUSE_PEOPLE names them,
     else by id."""
+    from pipelines.config import ConfigurationError, load_settings
+
     try:
         names = load_settings().people
     except ConfigurationError:
@@ -109,7 +162,12 @@ def workspace_directory(settings: Settings) -> ApproverGroups:
     """The approver directory the bot uses, from here: GATEHOUSE_GROUPS and, when this
     environment has a bot token, the workspace's Slack user groups (asked at SLACK_API_URL);
     without one, a source that says Slack was not asked and why."""
+    from pipelines.directory import approver_directory
+
     if settings.slack_bot_token and settings.slack_bot_token.get_secret_value():
+        from bot.slack.directory import SlackDirectory
+        from bot.slack.web_client import build_web_client
+
         return approver_directory(settings.groups, SlackDirectory(build_web_client(settings)))
     return approver_directory(
         settings.groups,
@@ -119,12 +177,17 @@ def workspace_directory(settings: Settings) -> ApproverGroups:
 
 
 def say(lines: Iterable[str]) -> None:
+    from bot.formatting import visible_controls
+
     # A terminal honours bidi overrides too: what others wrote is shown as it is.
     for line in lines:
         typer.echo(visible_controls(line))
 
 
 def print_json(value: Any) -> None:
+    from bot.cli import render as cli_render
+    from bot.formatting import visible_controls
+
     typer.echo(visible_controls(cli_render.pretty_json(value)))  # `\u202e` is valid JSON
 
 
@@ -135,6 +198,9 @@ def settings_for_cli(*, worker: bool = False) -> Settings:
     set it logs only errors (the engine's warnings would repeat the `error:` line); a worker
     has nobody else to report for it and keeps the configured level (default warning).
     """
+    from pipelines.config import load_settings
+    from pipelines.logs import configure_logging
+
     settings = load_settings()
     explicit = "log_level" in settings.model_fields_set
     level = settings.log_level if worker or explicit else "error"
@@ -142,14 +208,39 @@ def settings_for_cli(*, worker: bool = False) -> Settings:
     return settings
 
 
+_last_database_url: str | None = None  # named by a database error (storage.db_errors)
+
+
 @contextmanager
-def open_gatehouse(*, quiet: bool, settings: Settings | None = None) -> Iterator[Gatehouse]:
-    """An engine for this one invocation, migrated; engine events print to stderr when quiet."""
+def open_gatehouse(
+    *, quiet: bool, settings: Settings | None = None, read_only: bool = False
+) -> Iterator[Gatehouse]:
+    """An engine for this one invocation; engine events print to stderr when quiet.
+
+    A command that may write migrates the database first (as `gatehouse db upgrade` does). A
+    `read_only` one does not import or run Alembic: it checks the schema revision
+    (storage.schema_version) and fails naming `gatehouse db upgrade` when the database is
+    behind; a database with no schema yet is created, as before.
+    """
+    global _last_database_url
+    from bot.cli.terminal_notifier import TerminalNotifier
+    from pipelines import Gatehouse
+
     settings = settings or settings_for_cli()
+    _last_database_url = settings.database_url
     gatehouse = Gatehouse.from_settings(
-        settings, notifier=TerminalNotifier(err=quiet), directory=workspace_directory(settings)
+        settings,
+        notifier=TerminalNotifier(err=quiet),
+        directory=workspace_directory(settings),
+        upgrade=not read_only,
     )
     try:
+        if read_only:
+            from storage.schema_version import SchemaState, require_current_schema
+
+            check = require_current_schema(gatehouse.db, safe_url(settings.database_url))
+            if check.state is SchemaState.EMPTY:
+                gatehouse.db.upgrade()
         yield gatehouse
     finally:
         gatehouse.db.dispose()
@@ -178,6 +269,8 @@ def parse_json_option(flag: str, text: str) -> Any:
 
 
 def parse_since(text: str) -> datetime:
+    from pipelines.durations import parse_duration
+
     try:
         return datetime.now(UTC) - parse_duration(text)
     except ValueError:
@@ -193,6 +286,8 @@ def parse_since(text: str) -> datetime:
 
 
 def parse_status(text: str) -> str:
+    from storage.models import RunStatus
+
     try:
         return str(RunStatus(text.strip().lower()))
     except ValueError:
@@ -201,6 +296,8 @@ def parse_status(text: str) -> str:
 
 
 def safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
     try:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:  # the URL is about to be rejected with a clearer message anyway

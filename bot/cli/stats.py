@@ -12,16 +12,16 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from bot.cli.session import CliError, JsonFlag, open_gatehouse, print_json, say, settings_for_cli
-from bot.formatting import duration, money, rate, window_label
-from pipelines.budgets import BudgetStatus
-from pipelines.durations import parse_duration
-from pipelines.operations.drift import DriftFigures
-from pipelines.operations.stats import StatsReport, WindowStats
+
+if TYPE_CHECKING:
+    from pipelines.budgets import BudgetStatus
+    from pipelines.operations.drift import DriftFigures
+    from pipelines.operations.stats import StatsReport, WindowStats
 
 app = typer.Typer(
     name="stats",
@@ -58,6 +58,7 @@ def stats_default(
 ) -> None:
     """Every pipeline's numbers over the last 7 days (or --since), and all of them together."""
     from pipelines.budgets import budget_statuses
+    from pipelines.durations import parse_duration
     from pipelines.operations.drift import drift_figures
     from pipelines.operations.stats import pipeline_stats, roll_up_stats
 
@@ -69,7 +70,7 @@ def stats_default(
         raise CliError(f"--since {since!r} must be longer than zero")
     render = _chart_renderer() if chart is not None else None
     settings = settings_for_cli()
-    with open_gatehouse(quiet=as_json, settings=settings) as gatehouse:
+    with open_gatehouse(quiet=as_json, settings=settings, read_only=True) as gatehouse:
         # Whatever `gatehouse serve` has not rolled up yet (or ever, without serve): the hours
         # rolled now make this and the next reading fast; a first one over old history is slow.
         roll_up_stats(gatehouse.rt, catch_up=True)
@@ -165,6 +166,8 @@ def report_json(report: StatsReport, window: timedelta) -> dict[str, Any]:
 
 
 def _cells(w: WindowStats) -> list[str]:
+    from bot.formatting import duration, money, rate
+
     return [
         w.pipeline,
         str(w.runs),
@@ -180,6 +183,8 @@ def _cells(w: WindowStats) -> list[str]:
 
 
 def table_lines(report: StatsReport, window: timedelta) -> list[str]:
+    from bot.formatting import window_label
+
     """A header, one row per pipeline with runs (or asked for), and the overall row."""
     found = [w for p in report.pipelines if (w := p.window(window)) is not None]
     shown = [w for w in found if w.runs or w.finished] or found[:1]
@@ -204,6 +209,8 @@ def drift_json(figures: dict[str, DriftFigures]) -> list[dict[str, Any]]:
 
 
 def drift_lines(figures: dict[str, DriftFigures]) -> list[str]:
+    from bot.formatting import rate
+
     """The quiet failures per pipeline: human exits and mean confidence of the window's LLM
     calls, and the largest PSI from the last hourly drift check (none: nothing to show)."""
     if not figures:

@@ -12,7 +12,6 @@ from typing import Any
 from slack_bolt import Ack, App
 
 from bot.slack import commands
-from bot.slack import eval as eval_slack
 from bot.slack.bot import Bot
 from bot.slack.private_replies import ResponseUrl
 from bot.slack.stats_upload import ChartUploadFailed, private_chart_reply, stats_chart_reply
@@ -31,6 +30,8 @@ def register(app: App, bot: Bot) -> None:
         )
         if subcommand == "eval":  # runs for minutes: its summary is posted in the channel
             user, channel = str(command["user_id"]), str(command["channel_id"])
+            from bot.slack import eval as eval_slack  # the evaluation package: only when asked
+
             bot.submit(eval_slack.run_in_channel, bot, channel, user, rest, respond)
             return
         bot.submit(answer, bot, text, str(command["user_id"]), respond)

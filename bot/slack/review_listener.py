@@ -23,7 +23,6 @@ from bot.slack.review_cards import (
     flag_modal,
 )
 from pipelines import GatehouseError
-from pipelines.evaluation import output_schema
 from pipelines.operations import review
 
 log = structlog.get_logger()
@@ -54,6 +53,8 @@ def record_flag(bot: Bot, body: dict[str, Any], item_id: int, flag: dict[str, An
 def open_flag_modal(bot: Bot, body: dict[str, Any], value: str) -> None:
     item_id, _, rest = value.partition(":")
     run_id, _, pipeline = rest.partition(":")
+    from pipelines.evaluation import output_schema  # the evaluation package: only when flagging
+
     view = flag_modal(int(item_id), run_id, pipeline or None, output_schema(pipeline))
     open_modal(bot, body, view, thing="the flag form")
 
@@ -82,6 +83,8 @@ def register(app: App, bot: Bot) -> None:
     def flag_submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
         metadata = str(view.get("private_metadata", ""))
         item_id = _item_id(metadata)
+        from pipelines.evaluation import output_schema
+
         schema = output_schema(metadata.partition(":")[2])
         flag, errors = flag_from_submission(view["state"]["values"], schema)
         if errors:
