@@ -574,6 +574,11 @@ async function refresh() {
     return;
   }
   ui.version = Math.max(ui.version, snapshot.version);
+  const status = document.getElementById("connection");
+  if (!status.classList.contains("down")) {  // the sandbox answered: live until a poll fails
+    status.textContent = "live";
+    status.className = "connection live";
+  }
   render(snapshot);
 }
 
