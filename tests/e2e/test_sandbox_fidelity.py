@@ -188,3 +188,30 @@ def test_the_page_loads_with_no_failed_request_and_its_favicon(
         assert failed == []
     finally:
         context.close()
+
+
+def test_a_link_with_channel_and_ts_opens_the_channel_on_that_message(
+    browser: Browser, world: SandboxWorld
+) -> None:
+    client = WebClient(token=world.sandbox.token, base_url=world.sandbox.api_url)
+    first = client.chat_postMessage(channel="C_REVIEW", text="start here")["ts"]
+    for number in range(20):
+        client.chat_postMessage(channel="C_REVIEW", text=f"later message {number}")
+    context = browser.new_context(viewport=VIEWPORT)  # type: ignore[arg-type]
+    context.set_default_timeout(TIMEOUT_MS)
+    try:
+        page = context.new_page()
+        page.goto(f"{world.sandbox.url}/?channel=review&ts={first}")
+
+        expect(page.locator("#title")).to_have_text("# review")
+        linked = page.locator(f'[data-testid="message"][data-ts="{first}"]')
+        expect(linked).to_be_in_viewport()
+        expect(
+            page.locator('[data-testid="message"]').filter(has_text="later message 19")
+        ).not_to_be_in_viewport()
+
+        page.goto(f"{world.sandbox.url}/?channel=nowhere")  # a channel the sandbox lacks
+        expect(page.locator("#title")).to_have_text("# approvals")
+        expect(page.locator("#toast")).to_contain_text("no channel nowhere")
+    finally:
+        context.close()

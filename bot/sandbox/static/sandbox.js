@@ -14,6 +14,7 @@ const ui = {
   modalKey: null,    // id + hash of the rendered modal (re-rendering it would lose what you typed)
   refreshSerial: 0,
   seenAnswers: new Set(),  // ts of the ephemerals already shown beside a clicked message
+  focusTs: null,     // `?ts=`: the message to open the channel on, until it is shown
 };
 
 let EMOJI = {};  // :shortcode: → emoji, from /static/emoji.json (loaded before the first render)
@@ -503,6 +504,7 @@ function render(snapshot) {
       : [el("div", { class: "empty" }, "No messages yet. Try /gatehouse help below.")]));
     if (atBottom) messages.scrollTop = messages.scrollHeight;
     showNewAnswers(messages);
+    showLinkedMessage(messages);
   }
 
   const thread = document.getElementById("thread");
@@ -513,6 +515,16 @@ function render(snapshot) {
     thread.hidden = true;
   }
   renderModal(snapshot.modal);
+}
+
+// `?channel=approvals&ts=…` opens the channel on that message (scrolled to it, flashing once).
+function showLinkedMessage(messages) {
+  if (!ui.focusTs) return;
+  const node = messages.querySelector(`[data-ts="${CSS.escape(ui.focusTs)}"]`);
+  if (!node) return;  // not posted yet: the next render tries again
+  ui.focusTs = null;
+  node.classList.add("fresh", "linked");
+  node.scrollIntoView({ block: "start" });
 }
 
 // An ephemeral that answers a click sits under the message clicked (the server orders it
@@ -571,6 +583,10 @@ async function refresh() {
   if (serial !== ui.refreshSerial) return;  // a newer refresh is on its way
   if (!snapshot.ok) {
     toast(snapshot.error);
+    if (response.status === 404 && ui.channel) {  // `?channel=` named none: the first one
+      ui.channel = null;
+      await refresh();
+    }
     return;
   }
   ui.version = Math.max(ui.version, snapshot.version);
@@ -657,6 +673,11 @@ async function loadEmoji() {
     toast(`the emoji table did not load (${error}); shortcodes show as text`);
   }
 }
+
+// `?channel=NAME` (or an id) opens that channel, `&ts=TS` on that message.
+const linked = new URLSearchParams(location.search);
+ui.channel = linked.get("channel") || null;
+ui.focusTs = linked.get("ts") || null;
 
 // `?as=bob` chose who you are (the server set the cookie); drop it so a reload keeps the choice
 // the picker makes later.
