@@ -6,9 +6,11 @@ users.info, conversations.replies, auth.test and the files upload flow), stores 
 posts, and refuses Block Kit real Slack would refuse (slack_sdk.models plus Slack's limits) and
 what Slack refuses a bot (a missing scope, a channel it was not invited to, a private channel
 it cannot see, a DM that does not exist: webapi.py, scopes.py). A
-web page at `/` shows the channels, threads, ephemerals, modals and App Home as the selected
-demo user sees them; its buttons, modals and composer reach the bot's `/slack/events` as signed
-requests in Slack's payload shapes.
+web page at `/` shows the channels, threads, ephemerals, modals and App Home as this browser's
+demo user sees them (a cookie: alice until the picker or `/?as=bob` says otherwise; the modals a
+browser opened show on it alone); its buttons, modals and composer reach the bot's
+`/slack/events` as signed requests in Slack's payload shapes. A message's ts is the sandbox
+clock's time (`SlackWebApi(clock=…)` in tests).
 
 Public API:
 

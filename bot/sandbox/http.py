@@ -29,8 +29,11 @@ JSON_PARAMS = ("blocks", "attachments", "view", "metadata")
 class PageRoutes(Protocol):
     """The web page and its JSON API (bot/sandbox/page.py), served beside the Web API."""
 
-    def handle(self, method: str, path: str, query: str, body: bytes) -> Reply | None:
-        """(status, content type, body, extra headers) for a route it serves, else None."""
+    def handle(
+        self, method: str, path: str, query: str, body: bytes, cookie: str = ""
+    ) -> Reply | None:
+        """(status, content type, body, extra headers) for a route it serves, else None;
+        `cookie` is the request's Cookie header."""
         ...
 
 
@@ -153,7 +156,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if not url.path.startswith("/api/"):
             page = self.server.page
-            reply = page.handle(self.command, url.path, url.query, raw) if page else None
+            cookie = self.headers.get("Cookie", "")
+            reply = page.handle(self.command, url.path, url.query, raw, cookie) if page else None
             if reply is not None:
                 status, content_type, data, headers = reply
                 self._send(status, data, content_type, headers)

@@ -4,7 +4,6 @@ Mode envelopes with `socket_mode=True`), on one loopback port."""
 from __future__ import annotations
 
 import secrets
-import time
 from collections.abc import Mapping
 from types import TracebackType
 
@@ -46,8 +45,7 @@ class Sandbox:
             users=DEFAULT_USERS if users is None else users,
             groups=DEMO_GROUPS if groups is None else groups,
             channels=DEFAULT_CHANNELS if channels is None else channels,
-            token=self.token,
-            first_ts=time.time(),  # messages show the time they were posted
+            token=self.token,  # the clock is the wall clock: messages show when they were posted
         )
         self.page = SandboxPage(self.api, None, command=command, default_user=default_user)
         self.socket_mode = SocketModeLinks.serve_on(self.api) if socket_mode else None

@@ -102,9 +102,12 @@ class SlackSender:
         user_id: str = "U_ALICE",
         command: str = "/gatehouse",
         channel_id: str = "C_APPROVALS",
+        *,
+        screen: str | None = None,
         **options: Any,
     ) -> BotResponse:
-        """A slash command, form-encoded as Slack sends it."""
+        """A slash command, form-encoded as Slack sends it. `screen`: the browser it was typed
+        in (a modal its trigger_id opens shows there only; see WorkspaceState.open_modal)."""
         fields = {
             "token": self._verification_token,
             "team_id": self._team_id,
@@ -118,7 +121,7 @@ class SlackSender:
             "api_app_id": self._app_id,
             "is_enterprise_install": "false",
             "response_url": self._response_url(user_id, channel_id, None),
-            "trigger_id": self._trigger_id(user_id),
+            "trigger_id": self._trigger_id(user_id, screen),
         }
         response = self.send(urlencode(fields), "application/x-www-form-urlencoded", **options)
         if self._api is not None and response.status == 200 and response.text:
@@ -136,11 +139,14 @@ class SlackSender:
         channel: str | None = None,
         block_id: str | None = None,
         view: Mapping[str, Any] | str | None = None,
+        *,
+        screen: str | None = None,
         **options: Any,
     ) -> BotResponse:
         """A click on a button (or a select) in a message (`message`: the stored message or its
         ts) or in a view (`view`: the stored view or its id). The element is looked up in the
-        message's or view's blocks, so block_id, value and button text are what the bot sent."""
+        message's or view's blocks, so block_id, value and button text are what the bot sent.
+        `screen`: the browser clicked in, as for `command`."""
         if isinstance(message, str):
             if self._api is None:
                 raise ValueError("block_action: a message ts needs the SlackWebApi to look it up")
@@ -176,7 +182,7 @@ class SlackSender:
             "user": self._user_object(user_id),
             "api_app_id": self._app_id,
             "token": self._verification_token,
-            "trigger_id": self._trigger_id(user_id),
+            "trigger_id": self._trigger_id(user_id, screen),
             "team": {"id": self._team_id, "domain": self._team_domain},
             "enterprise": None,
             "is_enterprise_install": False,
@@ -215,6 +221,8 @@ class SlackSender:
         user_id: str = "U_ALICE",
         private_metadata: str | None = None,
         view_id: str | None = None,
+        *,
+        screen: str | None = None,
         **options: Any,
     ) -> BotResponse:
         """A modal's Submit. `state_values` is `{block_id: {action_id: value}}`: a full Slack
@@ -256,7 +264,7 @@ class SlackSender:
             "user": self._user_object(user_id),
             "api_app_id": self._app_id,
             "token": self._verification_token,
-            "trigger_id": self._trigger_id(user_id),
+            "trigger_id": self._trigger_id(user_id, screen),
             "view": view,
             "response_urls": [],
             "is_enterprise_install": False,
@@ -266,6 +274,28 @@ class SlackSender:
         if stored and self._api is not None:
             self._api._apply_view_response(view["id"], response.status, response.json)
         return response
+
+    def view_closed(
+        self, view_id: str, user_id: str = "U_ALICE", *, is_cleared: bool = False, **options: Any
+    ) -> BotResponse:
+        """`view_closed`, as Slack sends it when a person closes a modal (✕, Cancel, Escape)
+        whose view asked for `notify_on_close`: the stored view, and `is_cleared` when the
+        whole stack went. Slack sends no trigger_id with it."""
+        if self._api is None:
+            raise ValueError("view_closed: the view id needs the SlackWebApi to look it up")
+        view = self._api.view(view_id)
+        payload = {
+            "type": "view_closed",
+            "team": {"id": self._team_id, "domain": self._team_domain},
+            "user": self._user_object(user_id),
+            "api_app_id": self._app_id,
+            "token": self._verification_token,
+            "view": view,
+            "is_cleared": is_cleared,
+            "is_enterprise_install": False,
+            "enterprise": None,
+        }
+        return self._send_payload(payload, **options)
 
     def app_home_opened(self, user_id: str = "U_ALICE", **options: Any) -> BotResponse:
         """The Events API `app_home_opened` event (Home tab), JSON as Slack posts it."""
@@ -292,7 +322,7 @@ class SlackSender:
             "type": "event_callback",
             # Unique across sandbox runs too: the bot drops an event_id it saw in the last hour.
             "event_id": f"Ev{uuid.uuid4().hex[:10].upper()}",
-            "event_time": int(time.time()),
+            "event_time": int(self._api.now() if self._api is not None else time.time()),
             "authorizations": [
                 {
                     "enterprise_id": None,
@@ -472,11 +502,11 @@ class SlackSender:
             return self._serial
 
     def _action_ts(self) -> str:
-        return f"{time.time():.6f}"
+        return f"{self._api.now() if self._api is not None else time.time():.6f}"
 
-    def _trigger_id(self, user_id: str) -> str:
+    def _trigger_id(self, user_id: str, screen: str | None = None) -> str:
         if self._api is not None:
-            return self._api.issue_trigger_id(user_id)
+            return self._api.issue_trigger_id(user_id, screen)
         serial = self._next_serial()
         return f"{serial}.{int(time.time())}.{hashlib.md5(str(serial).encode()).hexdigest()[:21]}"
 

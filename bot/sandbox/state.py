@@ -81,6 +81,7 @@ class Trigger:
     user: str
     issued: float
     used: bool = False
+    screen: str | None = None  # the browser the interaction came from (its session cookie)
 
 
 @dataclass
@@ -102,8 +103,7 @@ class WorkspaceState:
         groups: Mapping[str, list[str]] | None = None,
         channels: Mapping[str, str] | None = None,
         token: str = BOT_TOKEN,
-        clock: Callable[[], float] = time.monotonic,
-        first_ts: float = 1_700_000_000.0,
+        clock: Callable[[], float] = time.time,
         scopes: Iterable[str] | None = None,
         private_channels: Iterable[str] = (),
         bot_channels: Iterable[str] | None = None,
@@ -112,7 +112,8 @@ class WorkspaceState:
         """`scopes`: the bot token's (default: manifest.yml's bot scopes). `private_channels`:
         ids of private channels (an id starting with G is private anyway). `bot_channels`: the
         channels the bot was invited to (default: all but #general). `members`: the people of a
-        channel, by id (default: everyone)."""
+        channel, by id (default: everyone). `clock`: the workspace's wall clock in seconds since
+        the epoch (a message's ts, trigger_id and response_url expiry); tests inject theirs."""
         self.token = token
         order = manifest_bot_scopes() if scopes is None else tuple(scopes)
         self._scope_order = tuple(dict.fromkeys(order))
@@ -152,13 +153,14 @@ class WorkspaceState:
         self._views: dict[str, dict[str, Any]] = {}
         self._closed_views: set[str] = set()
         self._view_users: dict[str, str] = {}  # modal id → who it was opened for
+        # modal id → the browser it opened on (None: from no browser, shown on every one)
+        self._view_screens: dict[str, str | None] = {}
         self._view_errors: dict[str, dict[str, str]] = {}  # modal id → block id → error
         self._homes: dict[str, str] = {}  # user → view id
         self._triggers: dict[str, Trigger] = {}
         self._response_urls: dict[str, ResponseUrl] = {}
         self._uploads: dict[str, dict[str, Any]] = {}  # file id → upload (bytes once POSTed)
-        # Message ts in microseconds, each +100; a fixed start keeps tests' ts stable.
-        self._ts = int(first_ts * 1_000_000)
+        self._ts = 0  # the last message ts handed out, in microseconds
         self._serial = 0
 
     def _now(self) -> float:
@@ -354,7 +356,10 @@ class WorkspaceState:
         return content
 
     def _next_ts(self) -> str:
-        self._ts += 100
+        """A message ts as Slack makes it: the time it was posted (the clock, to the
+        microsecond), unique and strictly increasing, so two posts in one microsecond (or a
+        clock that steps back) still get distinct, ordered ts."""
+        self._ts = max(self._ts + 1, int(self._now() * 1_000_000))
         return f"{self._ts // 1_000_000}.{self._ts % 1_000_000:06d}"
 
     def _post(

@@ -42,14 +42,20 @@ class ViewMethods(WorkspaceState):
             view_id = self._homes.get(user)
             return copy.deepcopy(self._views[view_id]) if view_id else None
 
-    def open_modal(self, user: str) -> dict[str, Any] | None:
-        """The modal on top of `user`'s screen (the last opened or pushed that is still open),
-        with the errors of the bot's last `response_action: errors` as `errors`."""
+    def open_modal(self, user: str, screen: str | None = None) -> dict[str, Any] | None:
+        """The modal on top of `user`'s `screen` (the last opened or pushed that is still
+        open), with the errors of the bot's last `response_action: errors` as `errors`.
+
+        As in Slack a modal opens on the client that was clicked: one opened from a browser
+        (its trigger_id issued for that screen) shows on that browser only; one opened from
+        no browser (a test's sender, an API client without the cookie) on every screen."""
         with self._lock:
             open_ids = [
                 view_id
                 for view_id, owner in self._view_users.items()
-                if owner == user and view_id not in self._closed_views
+                if owner == user
+                and view_id not in self._closed_views
+                and self._view_screens.get(view_id) in (None, screen)
             ]
             if not open_ids:
                 return None
@@ -57,15 +63,18 @@ class ViewMethods(WorkspaceState):
             view["errors"] = dict(self._view_errors.get(view["id"], {}))
             return view
 
-    def close_view(self, view_id: str) -> None:
-        """The user closed the modal (its whole stack, as Slack's ✕ does)."""
+    def close_view(self, view_id: str) -> bool:
+        """The user closed the modal (its whole stack, as Slack's ✕ does). True when it was
+        open and its view asked `notify_on_close`: Slack then sends the app `view_closed`."""
         with self._lock:
             view = self._views.get(view_id)
             if view is None:
                 raise KeyError(f"Slack sandbox: no view {view_id}")
+            was_open = view_id not in self._closed_views
             root = view["root_view_id"]
             self._closed_views |= {k for k, v in self._views.items() if v["root_view_id"] == root}
             self._touch()
+            return was_open and bool(view.get("notify_on_close"))
 
     def _view_param(self, params: dict[str, Any]) -> Any:
         view = params.get("view")
@@ -124,6 +133,7 @@ class ViewMethods(WorkspaceState):
         view = self._store_view(self._view_param(params))
         trigger.used = True
         self._view_users[view["id"]] = trigger.user
+        self._view_screens[view["id"]] = trigger.screen
         return {"view": copy.deepcopy(view)}
 
     def _views_update(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -186,6 +196,7 @@ class ViewMethods(WorkspaceState):
                     )
                     if view_id in self._view_users:
                         self._view_users[pushed["id"]] = self._view_users[view_id]
+                        self._view_screens[pushed["id"]] = self._view_screens.get(view_id)
                 elif action == "clear":
                     root = view["root_view_id"]
                     self._closed_views |= {

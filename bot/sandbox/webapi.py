@@ -69,8 +69,7 @@ class SlackWebApi(ViewMethods, FileMethods):
         groups: Mapping[str, list[str]] | None = None,
         channels: Mapping[str, str] | None = None,
         token: str = BOT_TOKEN,
-        clock: Callable[[], float] = time.monotonic,
-        first_ts: float = 1_700_000_000.0,
+        clock: Callable[[], float] = time.time,
         scopes: Iterable[str] | None = None,
         private_channels: Iterable[str] = (),
         bot_channels: Iterable[str] | None = None,
@@ -82,7 +81,6 @@ class SlackWebApi(ViewMethods, FileMethods):
             channels=channels,
             token=token,
             clock=clock,
-            first_ts=first_ts,
             scopes=scopes,
             private_channels=private_channels,
             bot_channels=bot_channels,
@@ -236,16 +234,32 @@ class SlackWebApi(ViewMethods, FileMethods):
             raise KeyError(f"Slack sandbox: no channel {channel!r}") from None
 
     def advance(self, seconds: float) -> None:
-        """Move the fake's clock (trigger_id and response_url expiry) forward."""
+        """Move the fake's clock (message ts, trigger_id and response_url expiry) forward."""
         with self._lock:
             self._skew += seconds
 
-    def issue_trigger_id(self, user: str) -> str:
-        """A trigger_id as Slack puts in an interaction: opens one modal within 3 s."""
+    def latest_ts(self) -> str:
+        """The last message ts handed out ("0.000000" before any): a later post has a greater one."""
+        with self._lock:
+            return f"{self._ts // 1_000_000}.{self._ts % 1_000_000:06d}"
+
+    def wake_pages(self) -> None:
+        """Answer the pages' long-polls now, so they read their state again."""
+        with self._lock:
+            self._touch()
+
+    def now(self) -> float:
+        """The workspace's clock (seconds since the epoch), as message ts and expiry read it."""
+        with self._lock:
+            return self._now()
+
+    def issue_trigger_id(self, user: str, screen: str | None = None) -> str:
+        """A trigger_id as Slack puts in an interaction: opens one modal within 3 s, on the
+        `screen` (browser) the interaction came from, as Slack opens it on the client clicked."""
         with self._lock:
             self._serial += 1
-            trigger_id = f"{self._serial}.{self._ts // 1000}.{uuid.uuid4().hex[:21]}"
-            self._triggers[trigger_id] = Trigger(user, self._now())
+            trigger_id = f"{self._serial}.{int(self._now())}.{uuid.uuid4().hex[:21]}"
+            self._triggers[trigger_id] = Trigger(user, self._now(), screen=screen)
             return trigger_id
 
     def issue_response_url(self, user: str, channel: str, message_ts: str | None = None) -> str:

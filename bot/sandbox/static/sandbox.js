@@ -1,10 +1,11 @@
 // The Gatehouse Slack sandbox page: renders what the sandbox stores (Block Kit, threads,
-// ephemerals, modals, App Home) for the selected user, and sends what you do to the bot through
+// ephemerals, modals, App Home) for this browser's user, and sends what you do to the bot through
 // the sandbox's /sandbox/api. Every piece of text from the bot becomes a text node: never parsed as HTML.
+// Who you are is this browser's (the sandbox's cookie): requests name no user, the server reads it.
 "use strict";
 
 const ui = {
-  user: null,        // the selected user id
+  user: null,        // this browser's user id, as the server last said
   channel: null,     // the open channel id
   home: false,       // App Home open instead of a channel
   thread: null,      // ts of the open thread
@@ -12,17 +13,11 @@ const ui = {
   snapshot: null,
   modalKey: null,    // id + hash of the rendered modal (re-rendering it would lose what you typed)
   refreshSerial: 0,
+  seenAnswers: new Set(),  // ts of the ephemerals already shown beside a clicked message
+  focusTs: null,     // `?ts=`: the message to open the channel on, until it is shown
 };
 
-const EMOJI = {
-  warning: "⚠️", white_check_mark: "✅", rotating_light: "🚨", no_entry: "⛔",
-  hourglass_flowing_sand: "⏳", hourglass: "⌛", raising_hand: "🙋", lock: "🔒",
-  grey_question: "❔", x: "❌", sparkles: "✨", no_entry_sign: "🚫",
-  leftwards_arrow_with_hook: "↩️", information_source: "ℹ️", inbox_tray: "📥",
-  heavy_minus_sign: "➖", eyes: "👀", boom: "💥", arrows_counterclockwise: "🔄",
-  "+1": "👍", thumbsup: "👍", triangular_flag_on_post: "🚩", bar_chart: "📊",
-  heavy_check_mark: "✔️", tada: "🎉", bell: "🔔", memo: "📝", mag: "🔍",
-};
+let EMOJI = {};  // :shortcode: → emoji, from /static/emoji.json (loaded before the first render)
 
 // -- DOM helpers ---------------------------------------------------------------------------
 
@@ -366,6 +361,7 @@ function renderModal(view) {
         type: "button", class: "sk primary", "data-testid": "modal-submit",
         onclick: (event) => submitModal(event.currentTarget, modal, view),
       }, plain(view.submit)) : null));
+  modal.closeModal = close;  // Escape closes it as ✕ does
   layer.append(el("div", { class: "overlay" }, modal));
 }
 
@@ -403,8 +399,25 @@ function showConfirm(confirm, onConfirm) {
         type: "button", class: "sk " + (confirm.style === "danger" ? "danger" : "primary"), "data-testid": "confirm-ok",
         onclick: () => { done(); onConfirm(); },
       }, plain(confirm.confirm) || "Yes")));
+  dialog.cancelConfirm = done;  // Escape cancels it as its deny button does
   overlay.append(dialog);
   layer.append(overlay);
+  dialog.querySelector('[data-testid="confirm-ok"]').focus();
+}
+
+// Escape closes what is on top: a confirm dialog first, else the modal (as Slack's ✕).
+function closeTopDialog() {
+  const confirms = document.querySelectorAll('[data-testid="confirm"]');
+  if (confirms.length) {
+    confirms[confirms.length - 1].cancelConfirm();
+    return true;
+  }
+  const modal = document.querySelector('[data-testid="modal"]');
+  if (modal && modal.closeModal) {
+    modal.closeModal();
+    return true;
+  }
+  return false;
 }
 
 // -- messages ---------------------------------------------------------------------------------
@@ -444,6 +457,7 @@ function renderMessage(message, inThread) {
   return el("div", {
     class: "message" + (message.ephemeral ? " ephemeral" : ""), "data-testid": "message", "data-ts": message.ts,
     "data-ephemeral": message.ephemeral ? "true" : undefined,
+    "data-answers": message.answers,
   }, el("div", { class: "avatar" }, (author || "?").slice(0, 1).toUpperCase()), body);
 }
 
@@ -489,6 +503,8 @@ function render(snapshot) {
       ? snapshot.messages.map((m) => renderMessage(m, false))
       : [el("div", { class: "empty" }, "No messages yet. Try /gatehouse help below.")]));
     if (atBottom) messages.scrollTop = messages.scrollHeight;
+    showNewAnswers(messages);
+    showLinkedMessage(messages);
   }
 
   const thread = document.getElementById("thread");
@@ -501,11 +517,36 @@ function render(snapshot) {
   renderModal(snapshot.modal);
 }
 
+// `?channel=approvals&ts=…` opens the channel on that message (scrolled to it, flashing once).
+function showLinkedMessage(messages) {
+  if (!ui.focusTs) return;
+  const node = messages.querySelector(`[data-ts="${CSS.escape(ui.focusTs)}"]`);
+  if (!node) return;  // not posted yet: the next render tries again
+  ui.focusTs = null;
+  node.classList.add("fresh", "linked");
+  node.scrollIntoView({ block: "start" });
+}
+
+// An ephemeral that answers a click sits under the message clicked (the server orders it
+// there); the first time it shows, it is scrolled into view and flashes, so the click's
+// answer is seen where the click happened.
+function showNewAnswers(messages) {
+  let first = null;
+  for (const node of messages.querySelectorAll('[data-answers]')) {
+    const ts = node.getAttribute("data-ts");
+    if (ui.seenAnswers.has(ts)) continue;
+    ui.seenAnswers.add(ts);
+    node.classList.add("fresh");
+    first = first || node;
+  }
+  if (first) first.scrollIntoView({ block: "nearest" });
+}
+
 async function api(action, body) {
   const response = await fetch("/sandbox/api/" + action, {
     method: "POST",
     headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ user: ui.user, ...body }),
+    body: JSON.stringify(body),
   });
   const answer = await response.json().catch(() => ({ ok: false, error: `HTTP ${response.status}` }));
   if (!response.ok || answer.ok === false) {
@@ -535,7 +576,6 @@ function toast(text) {
 async function refresh() {
   const serial = ++ui.refreshSerial;
   const query = new URLSearchParams();
-  if (ui.user) query.set("user", ui.user);
   if (ui.channel) query.set("channel", ui.channel);
   if (ui.thread) query.set("thread", ui.thread);
   const response = await fetch("/sandbox/api/state?" + query);
@@ -543,9 +583,18 @@ async function refresh() {
   if (serial !== ui.refreshSerial) return;  // a newer refresh is on its way
   if (!snapshot.ok) {
     toast(snapshot.error);
+    if (response.status === 404 && ui.channel) {  // `?channel=` named none: the first one
+      ui.channel = null;
+      await refresh();
+    }
     return;
   }
   ui.version = Math.max(ui.version, snapshot.version);
+  const status = document.getElementById("connection");
+  if (!status.classList.contains("down")) {  // the sandbox answered: live until a poll fails
+    status.textContent = "live";
+    status.className = "connection live";
+  }
   render(snapshot);
 }
 
@@ -576,11 +625,27 @@ function openHome() {
   refresh();
 }
 
-document.getElementById("user-picker").addEventListener("change", (event) => {
-  ui.user = event.target.value;
-  api("user", {});
-  if (ui.home) api("home", {});
-  refresh();
+document.getElementById("user-picker").addEventListener("change", async (event) => {
+  const answer = await api("user", { user: event.target.value });  // sets this browser's cookie
+  if (answer.ok) ui.user = answer.user;
+  if (ui.home) await api("home", {});
+  await refresh();
+});
+document.addEventListener("keydown", (event) => {
+  if (event.key === "Escape" && closeTopDialog()) event.preventDefault();
+});
+document.getElementById("menu-button").addEventListener("click", () => {
+  const app = document.getElementById("app");
+  const open = !app.classList.contains("menu-open");
+  app.classList.toggle("menu-open", open);
+  document.getElementById("menu-button").setAttribute("aria-expanded", String(open));
+});
+document.getElementById("main").addEventListener("click", (event) => {
+  if (!event.target.closest("#menu-button")) document.getElementById("app").classList.remove("menu-open");
+});
+document.getElementById("sidebar").addEventListener("click", (event) => {
+  // On a narrow screen the sidebar is a drawer: choosing a channel or App Home closes it.
+  if (event.target.closest("a")) document.getElementById("app").classList.remove("menu-open");
 });
 document.getElementById("home-link").addEventListener("click", (event) => {
   event.preventDefault();
@@ -600,4 +665,26 @@ document.getElementById("composer-form").addEventListener("submit", async (event
   await refresh();
 });
 
-refresh().then(listen);
+async function loadEmoji() {
+  try {
+    const response = await fetch("/static/emoji.json");
+    EMOJI = await response.json();
+  } catch (error) {
+    toast(`the emoji table did not load (${error}); shortcodes show as text`);
+  }
+}
+
+// `?channel=NAME` (or an id) opens that channel, `&ts=TS` on that message.
+const linked = new URLSearchParams(location.search);
+ui.channel = linked.get("channel") || null;
+ui.focusTs = linked.get("ts") || null;
+
+// `?as=bob` chose who you are (the server set the cookie); drop it so a reload keeps the choice
+// the picker makes later.
+if (new URLSearchParams(location.search).has("as")) {
+  const url = new URL(location.href);
+  url.searchParams.delete("as");
+  history.replaceState(null, "", url.pathname + url.search + url.hash);
+}
+
+loadEmoji().then(refresh).then(listen);
