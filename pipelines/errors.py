@@ -229,3 +229,13 @@ class ResultRequired(GatehouseError):
 
 class InvalidResult(GatehouseError):
     """`resolve --happened --result` that does not fit the tool's result model."""
+
+
+class RunPruned(UnknownRun):
+    """A run id retention deleted (`gatehouse prune`): the message says when. An UnknownRun, so
+    every place that answers "no run" answers this instead."""
+
+
+class RetentionTooShort(GatehouseError):
+    """`gatehouse prune --older-than` (or GATEHOUSE_RETENTION_DAYS) shorter than what the
+    drift check, the weekly review and the daily chart read from the runs themselves."""

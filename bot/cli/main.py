@@ -19,6 +19,7 @@ from bot.cli import alerts as cli_alerts
 from bot.cli import audit as cli_audit
 from bot.cli import eval as cli_eval
 from bot.cli import pauses as cli_pauses
+from bot.cli import prune as cli_prune
 from bot.cli import ready as cli_ready
 from bot.cli import render as cli_render
 from bot.cli import review as cli_review
@@ -445,6 +446,7 @@ def _mount_subcommands() -> None:
     app.command("cancel")(cli_run_ops.cancel_command)
     app.command("retry")(cli_run_ops.retry_command)
     app.command("resolve")(cli_run_ops.resolve_command)
+    app.command("prune")(cli_prune.prune_command)
 
 
 _mount_subcommands()
