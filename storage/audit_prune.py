@@ -24,6 +24,7 @@ from sqlalchemy import Connection, delete, func, select
 
 from storage.audit import append_audit, audit_table, chain_head
 from storage.audit_checkpoint import CHECKPOINT_EVENT, latest_checkpoint
+from storage.prune import among
 from storage.runs import runs_table
 
 CHUNK = 20_000  # entries deleted a transaction
@@ -55,12 +56,9 @@ def prune_audit_prefix(
         )
     )
     run_ids = sorted({r.run_id for r in rows if r.run_id is not None})
-    alive: set[str] = set()
-    for start in range(0, len(run_ids), 1000):
-        part = run_ids[start : start + 1000]
-        alive.update(
-            conn.execute(select(runs_table.c.id).where(runs_table.c.id.in_(part))).scalars()
-        )
+    alive = set(
+        conn.execute(select(runs_table.c.id).where(among(conn, runs_table.c.id, run_ids))).scalars()
+    )
     cut = 0
     for row in rows:
         if row.at >= cutoff or (row.run_id is not None and row.run_id in alive):
