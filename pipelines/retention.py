@@ -111,13 +111,15 @@ def prune_runs(
             log.warning("retention.rollups_missing", cutoff=requested.isoformat())
             return report
     scope = prune_rows.PruneScope(report.cutoff, pipeline)
-    start: datetime | None = None
+    after: tuple[datetime, str] | None = None
     while True:
         with rt.db.transaction() as conn:
-            done = prune_rows.prune_batch(conn, scope, now=moment, limit=batch, from_finished=start)
-        if not done.runs:
+            done = prune_rows.prune_batch(conn, scope, now=moment, limit=batch, after=after)
+        if not done.scanned:
             break
-        start = done.last_finished
+        after = done.last_key
+        if not done.runs:
+            continue
         report.batches += 1
         for name, n in done.by_pipeline.items():
             report.by_pipeline[name] = report.by_pipeline.get(name, 0) + n

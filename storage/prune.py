@@ -123,10 +123,11 @@ def count_kept_unfinished(conn: Connection, scope: PruneScope) -> int:
 class BatchResult:
     runs: int = 0
     by_pipeline: dict[str, int] = field(default_factory=dict)
-    # The latest finish in the batch: the next batch starts there (`from_finished`), instead of
-    # walking again over the index entries of the rows just deleted (on PostgreSQL they stay
-    # in the index, dead, until a vacuum).
-    last_finished: datetime | None = None
+    # Where the next batch starts (`after`): (finished_at, id) of the last run looked at, so
+    # no batch walks again over the index entries of rows just deleted (on PostgreSQL they stay
+    # in the index, dead, until a vacuum) or over the runs kept.
+    last_key: tuple[datetime, str] | None = None
+    scanned: int = 0
 
 
 def prune_batch(
@@ -135,27 +136,36 @@ def prune_batch(
     *,
     now: datetime,
     limit: int = BATCH,
-    from_finished: datetime | None = None,
+    after: tuple[datetime, str] | None = None,
 ) -> BatchResult:
-    """Delete up to `limit` prunable runs (oldest finish first, from `from_finished` on) and
-    everything that belongs to them, in the caller's transaction; their stats go to
-    `pruned_stats` first."""
-    query = _prunable(
-        conn,
-        scope,
-        runs_table.c.id,
-        runs_table.c.pipeline,
-        runs_table.c.created_at,
-        runs_table.c.finished_at,
-    ).order_by(runs_table.c.finished_at)
-    if from_finished is not None:
-        query = query.where(runs_table.c.finished_at >= from_finished)
-    query = query.limit(limit)
+    """Delete the prunable runs among the next `limit` runs that finished before the cutoff
+    (oldest finish first, after the key `after` a previous batch returned) and everything that
+    belongs to them, in the caller's transaction; their stats go to `pruned_stats` first.
+
+    The window is read from `ix_runs_finished` alone, in order, and stops at `limit`; the
+    status and pipeline are checked on those rows only. (A condition on the status inside the
+    scan let PostgreSQL's planner read the whole range and sort it for every batch.)"""
+    finished_at, run_key = runs_table.c.finished_at, runs_table.c.id
+    window = select(run_key, finished_at).where(finished_at < scope.cutoff)
+    if after is not None:
+        window = window.where(
+            finished_at >= after[0], ~((finished_at == after[0]) & (run_key <= after[1]))
+        )
+    scanned = list(conn.execute(window.order_by(finished_at, run_key).limit(limit)))
+    if not scanned:
+        return BatchResult()
+    result = BatchResult(last_key=(scanned[-1].finished_at, scanned[-1].id), scanned=len(scanned))
+    query = select(run_key, runs_table.c.pipeline, runs_table.c.created_at, finished_at).where(
+        among(conn, run_key, [r.id for r in scanned]),
+        runs_table.c.status.in_(PRUNABLE_STATUSES),
+    )
+    if scope.pipeline is not None:
+        query = query.where(runs_table.c.pipeline == scope.pipeline)
     if conn.dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
     runs = list(conn.execute(query))
     if not runs:
-        return BatchResult()
+        return result
     ids = [r.id for r in runs]
     approval_ids = _ids(conn, approvals_table, ids)
     task_ids = _ids(conn, tasks_table, ids)
@@ -186,7 +196,7 @@ def prune_batch(
         )
     )
     conn.execute(delete(runs_table).where(among(conn, runs_table.c.id, ids)))
-    result = BatchResult(len(runs), last_finished=max(r.finished_at for r in runs))
+    result.runs = len(runs)
     for r in runs:
         result.by_pipeline[r.pipeline] = result.by_pipeline.get(r.pipeline, 0) + 1
     return result
