@@ -42,11 +42,14 @@ from pipelines.operations.schedules import (
     claim_system_fire,
     fire,
 )
+from pipelines.retention import prune_runs
 from pipelines.runtime import Runtime
 
 log = structlog.get_logger()
 
 SYSTEM_PREFIX = "system:"
+RETENTION_JOB = "retention"
+RETENTION_CRON = "30 3 * * *"  # daily, in GATEHOUSE_TIMEZONE, away from the hour's rollups
 
 
 class _FireTime:
@@ -221,3 +224,18 @@ def start_scheduler(
         caught_up=[r.to_json() for r in handle.caught_up if r.outcome != "taken"],
     )
     return handle
+
+
+def add_retention_job(handle: SchedulerHandle) -> str | None:
+    """With GATEHOUSE_RETENTION_DAYS set, prune the runs older than that once a day, in one
+    replica a day (claimed as `system:retention`). Unset: no job (production never prunes
+    unless told to). Returns the job's id."""
+    days = handle.settings.retention_days
+    if days is None:
+        return None
+    rt = handle.gatehouse.rt
+
+    def prune(_fire_time: datetime) -> object:
+        return prune_runs(rt, older_than=timedelta(days=days), actor=SYSTEM_PREFIX + RETENTION_JOB)
+
+    return handle.add_system_job(RETENTION_JOB, RETENTION_CRON, prune, claim=True)

@@ -25,7 +25,7 @@ from bot.http.asgi import build_asgi
 from bot.http.metrics import metrics_routes
 from bot.http.server import StopSignals, serve_forever
 from bot.http.webhooks import webhook_routes
-from bot.scheduler import SchedulerHandle, start_scheduler
+from bot.scheduler import SchedulerHandle, add_retention_job, start_scheduler
 from bot.slack.alerts import SlackAlerts, check_alerts, check_drift
 from bot.slack.app import build_bolt_app
 from bot.slack.audit_head import schedule_audit_head
@@ -264,6 +264,7 @@ def start_jobs(bot: Bot, settings: Settings) -> SchedulerHandle:
         )
         bot.submit(resume_review, bot)  # finishes a post a crash interrupted; never starts one
     schedule_audit_head(bot, handle)  # daily to the alerts channel, and once now
+    add_retention_job(handle)  # GATEHOUSE_RETENTION_DAYS: daily, one replica
     return handle
 
 

@@ -244,6 +244,13 @@ class Settings(BaseSettings):
         description="DM the Slack user who triggered a run when it waits on a person and when "
         "it ends (succeeded, failed, needs attention…)",
     )
+    # --- prune ---
+    retention_days: int | None = Field(
+        None,
+        ge=35,
+        description="Delete finished runs older than this many days, once a day (as `gatehouse "
+        "prune --older-than Nd`, one replica a day); unset: never. 35 or more",
+    )
 
     @field_validator("llm_prices")
     @classmethod

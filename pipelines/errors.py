@@ -255,3 +255,13 @@ class InvalidEdit(GatehouseError):
     def __init__(self, message: str, field_errors: Mapping[str, str]) -> None:
         super().__init__(message)
         self.field_errors = dict(field_errors)
+
+
+class RunPruned(UnknownRun):
+    """A run id retention deleted (`gatehouse prune`): the message says when. An UnknownRun, so
+    every place that answers "no run" answers this instead."""
+
+
+class RetentionTooShort(GatehouseError):
+    """`gatehouse prune --older-than` (or GATEHOUSE_RETENTION_DAYS) shorter than what the
+    drift check, the weekly review and the daily chart read from the runs themselves."""

@@ -6,7 +6,8 @@ from datetime import datetime
 from typing import Any
 
 from pipelines.approval_nudges import with_nudges
-from pipelines.errors import UnknownApproval, UnknownRun, UnknownTask
+from pipelines.errors import UnknownApproval, UnknownTask
+from pipelines.pruned import missing_run
 from pipelines.quorum import with_quorum
 from pipelines.runtime import Runtime
 from pipelines.sensitive import mask
@@ -21,7 +22,7 @@ def get_run(rt: Runtime, run_id: str) -> Run:
     with rt.db.transaction() as conn:
         row = fetch_run(conn, run_id)
         if row is None:
-            raise UnknownRun(f"no run {run_id}; `gatehouse runs` lists recent runs")
+            raise missing_run(conn, run_id)
         calls = [CallView.of(c) for c in queries.all_calls(conn, run_id)]
         approvals = with_nudges(
             conn,

@@ -17,10 +17,11 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from pipelines import sensitive
 from pipelines.authorization import authorize_operator
 from pipelines.context import Context, ModelRequest
-from pipelines.errors import GatehouseError, StepFailed, UnknownRun
+from pipelines.errors import GatehouseError, StepFailed
 from pipelines.journal import CallRecord, Journal, NextCall, ReadOnlyJournal, record_value
 from pipelines.llm import LLMResult, diff_outputs
 from pipelines.pipeline import get_pipeline
+from pipelines.pruned import missing_run
 from pipelines.runtime import Runtime
 from pipelines.tools import Tool
 from pipelines.validation import format_validation_errors
@@ -239,7 +240,7 @@ def replay(
     with rt.db.transaction() as conn:
         run = run_rows.fetch_run(conn, run_id)
         if run is None:
-            raise UnknownRun(f"no run {run_id}; `gatehouse runs` lists recent runs")
+            raise missing_run(conn, run_id)
         recorded = call_rows.recorded_calls(conn, run_id)
     get_pipeline(run.pipeline)  # one run: an unknown pipeline is an error, not a report
     return replay_recorded(rt, run, recorded, fresh=fresh)

@@ -36,9 +36,9 @@ from pipelines.errors import (
     RunNotCancellable,
     RunNotRetryable,
     UnknownCall,
-    UnknownRun,
 )
 from pipelines.journal import Journal
+from pipelines.pruned import missing_run
 from pipelines.runtime import Runtime
 from pipelines.tools import lookup_tool
 from pipelines.validation import format_validation_errors
@@ -133,8 +133,8 @@ def _load(rt: Runtime, run_id: str) -> tuple[RunRow, list[CallRecord]]:
     with rt.db.transaction() as conn:
         run = run_rows.fetch_run(conn, run_id)
         calls = call_rows.recorded_calls(conn, run_id)
-    if run is None:
-        raise UnknownRun(f"no run {run_id}; `gatehouse runs` lists recent runs")
+        if run is None:
+            raise missing_run(conn, run_id)
     return run, calls
 
 

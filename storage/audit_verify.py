@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Table, select
 
+from storage.audit_checkpoint import BadCheckpoint, Checkpoint, latest_checkpoint
 from storage.audit_hash import GENESIS, KEYED, PLAIN, SCHEME_NAMES, engine_key, entry_hash
 from storage.db import Database
 from storage.models import AuditEntry
@@ -63,7 +64,9 @@ class VerifyResult:
     plain entry after keyed ones; "unkeyed" = a key is set but no entry is keyed; "needs_key" =
     keyed entries and no key to check them; "truncated" / "rewritten" / "too_few" = the
     expected head or count is not in the chain) and `reason`. The head entry's id, time and
-    event, and how many entries are keyed, come with it (`head` is `COUNT:HASH`)."""
+    event, and how many entries are keyed, come with it (`head` is `COUNT:HASH`). After a
+    prune (storage/audit_prune.py) the walk starts at the newest checkpoint: `pruned` entries
+    came before it, and `count` (the head's COUNT) counts from the chain's true start."""
 
     ok: bool
     checked: int
@@ -75,10 +78,16 @@ class VerifyResult:
     head_at: datetime | None = None
     head_event: str | None = None
     keyed: int = 0
+    pruned: int = 0
+
+    @property
+    def count(self) -> int:
+        """Entries in the chain since its start: the pruned ones and the ones checked."""
+        return self.pruned + self.checked
 
     @property
     def head(self) -> str:
-        return f"{self.checked}:{self.head_hash}"
+        return f"{self.count}:{self.head_hash}"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -89,6 +98,7 @@ class VerifyResult:
             "head_id": self.head_id,
             "head_at": None if self.head_at is None else self.head_at.isoformat(),
             "keyed_entries": self.keyed,
+            "pruned_entries": self.pruned,
             "broken_id": self.broken_id,
             "problem": self.problem,
             "reason": self.reason,
@@ -120,9 +130,8 @@ def _page(conn: Connection, after: int, size: int) -> list[Any]:
     return list(conn.execute(query.limit(size)).all())
 
 
-def _entries(read_page: Callable[[int], list[Any]]) -> Iterator[Any]:
-    """Every entry in id order, in keyset pages."""
-    after = -1
+def _entries(read_page: Callable[[int], list[Any]], after: int = -1) -> Iterator[Any]:
+    """Every entry after id `after` in id order, in keyset pages."""
     while True:
         rows = read_page(after)
         yield from rows
@@ -134,8 +143,12 @@ def _entries(read_page: Callable[[int], list[Any]]) -> Iterator[Any]:
 def verify_chain(conn: Connection, *, expect: ExpectedHead | None = None) -> VerifyResult:
     """Walk the log in id order on one connection; stop at the first entry whose hash or link is
     wrong. Keyed entries are checked with the engine's key (`use_audit_key`)."""
-    walk = _Walk(engine_key(conn.engine), expect)
-    return walk.run(_entries(lambda after: _page(conn, after, PAGE)))
+    try:
+        checkpoint = latest_checkpoint(conn)
+    except BadCheckpoint as exc:
+        return _bad_checkpoint(exc)
+    walk = _Walk(engine_key(conn.engine), expect, checkpoint)
+    return walk.run(_entries(lambda after: _page(conn, after, PAGE), walk.after))
 
 
 def verify_database(db: Database, *, expect: ExpectedHead | None = None) -> VerifyResult:
@@ -147,36 +160,66 @@ def verify_database(db: Database, *, expect: ExpectedHead | None = None) -> Veri
         with db.transaction() as conn:
             return _page(conn, after, PAGE)
 
-    return _Walk(engine_key(db.engine), expect).run(_entries(read_page))
+    try:
+        with db.transaction() as conn:
+            checkpoint = latest_checkpoint(conn)
+    except BadCheckpoint as exc:
+        return _bad_checkpoint(exc)
+    walk = _Walk(engine_key(db.engine), expect, checkpoint)
+    return walk.run(_entries(read_page, walk.after))
+
+
+def _bad_checkpoint(exc: BadCheckpoint) -> VerifyResult:
+    return VerifyResult(False, 0, GENESIS, problem="altered", reason=str(exc))
 
 
 class _Walk:
     """One verification: the entries in order, the key to check keyed ones, and the head the
     caller recorded earlier (checked at its position on the way)."""
 
-    def __init__(self, key: bytes | None, expect: ExpectedHead | None) -> None:
+    def __init__(
+        self, key: bytes | None, expect: ExpectedHead | None, checkpoint: Checkpoint | None = None
+    ) -> None:
         self.key = key
         self.expect = expect
+        # After a prune the chain starts after the checkpoint's last pruned entry, linked to
+        # its hash, at its position (0 entries before it, GENESIS, when never pruned).
+        self.after = -1 if checkpoint is None else checkpoint.through_id
+        self.start_hash = GENESIS if checkpoint is None else checkpoint.last_hash
+        self.pruned = 0 if checkpoint is None else checkpoint.position
         self.expected_seen_at: int | None = None  # position where expect.hash was found
         self.unchecked_from: Any = None  # the first keyed entry, when there is no key
         self.hash_at_count: str | None = None  # the hash at position expect.count
 
     def run(self, entries: Iterator[Any]) -> VerifyResult:
-        expected_prev = GENESIS
+        expected_prev = self.start_hash
         checked = keyed = 0
         last: Any = None
+        if self.expect is not None and self.pruned:
+            # A head recorded before the prune: its entry is gone, and the checkpoint (checked
+            # on the walk: it is an entry of the chain) vouches for the position it ended at.
+            if self.expect.hash == self.start_hash:
+                self.expected_seen_at = self.pruned
+            if self.expect.count is not None and self.expect.count <= self.pruned:
+                self.hash_at_count = self.expect.hash
+                self.expected_seen_at = self.expect.count
+            if self.expect.count == self.pruned:
+                self.hash_at_count = self.start_hash
         for row in entries:
             checked += 1
+            position = self.pruned + checked
             broken = self._check(row, expected_prev, last)
             if broken is not None:
-                return VerifyResult(False, checked, expected_prev, row.id, *broken, keyed=keyed)
+                return VerifyResult(
+                    False, checked, expected_prev, row.id, *broken, keyed=keyed, pruned=self.pruned
+                )
             keyed += row.hash_scheme == KEYED
             expected_prev = row.hash
             last = row
             if self.expect is not None:
                 if row.hash == self.expect.hash and self.expected_seen_at is None:
-                    self.expected_seen_at = checked
-                if checked == self.expect.count:
+                    self.expected_seen_at = position
+                if position == self.expect.count:
                     self.hash_at_count = row.hash
         end = self._end(checked, keyed, last)
         broken_id, problem, reason = end if end is not None else (None, None, None)
@@ -191,6 +234,7 @@ class _Walk:
             head_at=None if last is None else last.at,
             head_event=None if last is None else last.event,
             keyed=keyed,
+            pruned=self.pruned,
         )
 
     def _check(self, row: Any, expected_prev: str, last: Any) -> tuple[str, str] | None:
@@ -216,7 +260,12 @@ class _Walk:
                 + (wrong_key if scheme == KEYED else "")
             )
         if row.prev_hash != expected_prev:
-            before = "the start of the log" if expected_prev == GENESIS else "the entry before it"
+            if last is not None:
+                before = "the entry before it"
+            elif self.pruned:
+                before = f"the last pruned entry (the checkpoint: entry {self.pruned} of the chain)"
+            else:
+                before = "the start of the log"
             return "unlinked", (
                 f"{label} does not follow {before}: an entry between them was deleted or "
                 "inserted, or this one was"
@@ -277,6 +326,7 @@ class _Walk:
                     ),
                 )
             return None
+        checked += self.pruned
         if checked < expect.count:
             return (
                 None,

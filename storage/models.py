@@ -649,3 +649,41 @@ class ApprovalVote(Base):
     )
     voter: Mapped[str] = mapped_column(String(200), primary_key=True)
     voted_at: Mapped[datetime]
+
+
+class PrunedRun(Base):
+    """A run retention deleted (`gatehouse prune`, storage/prune.py): its id answers "pruned
+    on DATE" instead of "no run"."""
+
+    __tablename__ = "pruned_runs"
+
+    run_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    pipeline: Mapped[str] = mapped_column(String(200))
+    finished_at: Mapped[datetime]
+    pruned_at: Mapped[datetime]
+
+
+class PrunedStats(Base):
+    """What `storage.stats` used to read from the rows of pruned runs, kept per pipeline and
+    hour: LLM cost, calls and tokens and runs with a human task by the hour the run was created;
+    approvals by the hour they were requested (status counts and each decision's wait). Each
+    prune batch inserts its own rows; readers add them up (the hourly rollups already hold the
+    runs' counts and latencies)."""
+
+    __tablename__ = "pruned_stats"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    pipeline: Mapped[str] = mapped_column(String(200))
+    hour_start: Mapped[datetime]
+    llm_cost_usd: Mapped[float] = mapped_column(default=0.0)
+    llm_calls: Mapped[int] = mapped_column(Integer, default=0)
+    priced_llm_calls: Mapped[int] = mapped_column(Integer, default=0)
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    runs_with_task: Mapped[int] = mapped_column(Integer, default=0)
+    approvals_approved: Mapped[int] = mapped_column(Integer, default=0)
+    approvals_rejected: Mapped[int] = mapped_column(Integer, default=0)
+    approvals_expired: Mapped[int] = mapped_column(Integer, default=0)
+    decision_waits: Mapped[Any] = mapped_column(nullable=True)  # [seconds, …]
+
+    __table_args__ = (Index("ix_pruned_stats_hour", "hour_start", "pipeline"),)

@@ -32,7 +32,8 @@ What each number counts (the window is `since <= t <= until`, both given by the 
 Where the numbers are read from: `runs`, `finished`, `by_status` and the latencies come from the
 hourly and daily rollups for the whole hours and days of the window that are rolled, and from
 `runs` for the rest (its ragged ends and the tail after the rollups' watermark); both give the
-same counts. Cost, tokens, approvals and human tasks are read from their tables.
+same counts. Cost, tokens, approvals and human tasks are read from their tables, plus what pruned runs held
+(`storage.prune`), kept per pipeline and hour: over whole hours, pruning changes no number.
 
 Pending work (`pending_counts`) is not windowed: approvals still `pending` and human tasks
 still `open` right now, per pipeline.
@@ -64,6 +65,7 @@ from storage.approvals import approvals_table, tasks_table
 from storage.calls import calls_table
 from storage.latency import Latencies, merged, percentile
 from storage.models import FINISHED_RUN_STATUSES, ApprovalStatus, CallKind, RunStatus, TaskStatus
+from storage.prune import KeptStats, kept_stats
 from storage.runs import runs_table
 from storage.stats_rollups import (
     DAY,
@@ -163,6 +165,7 @@ def window_stats(
     costs = _costs(conn, since, until, wanted)
     approvals = _approvals(conn, since, until, wanted)
     with_task = _runs_with_task(conn, since, until, wanted)
+    _add_pruned(kept_stats(conn, since, until, wanted), costs, approvals, with_task)
     names = set(wanted or ()) | {n for n, b in found.items() if b.created or b.by_status}
     result = {}
     for name in sorted(names):
@@ -195,6 +198,31 @@ def window_stats(
             decision_waits=waits,
         )
     return result
+
+
+def _add_pruned(
+    kept: dict[str, KeptStats],
+    costs: dict[str, tuple[float, int, int, int, int]],
+    approvals: dict[str, _Decisions],
+    with_task: dict[str, int],
+) -> None:
+    """Add what pruned runs held (`storage.prune`: their calls, approvals and tasks are gone;
+    their counts and latencies are in the rollups) to the numbers read from the tables."""
+    for name, k in kept.items():
+        cost, calls, priced, prompt, completion = costs.get(name, (0.0, 0, 0, 0, 0))
+        costs[name] = (
+            cost + k.llm_cost_usd,
+            calls + k.llm_calls,
+            priced + k.priced_llm_calls,
+            prompt + k.prompt_tokens,
+            completion + k.completion_tokens,
+        )
+        decided = approvals.setdefault(name, _Decisions())
+        for status, n in k.approvals.items():
+            decided.counts[status] = decided.counts.get(status, 0) + n
+        decided.waits.extend(k.decision_waits)
+        if k.runs_with_task:
+            with_task[name] = with_task.get(name, 0) + k.runs_with_task
 
 
 def overall_latencies(windows: Iterable[WindowStats]) -> Latencies:

@@ -1,4 +1,5 @@
-"""`gatehouse audit`: the audit log's head, its hash chain verified, its latest entries.
+"""`gatehouse audit`: the audit log's head, its hash chain verified, its latest entries, and
+`export` (bot/cli/audit_export.py) for a SIEM.
 
 A Typer sub-app mounted by `bot.cli`, whose helpers are imported when a command runs (so
 mounting it makes no import cycle). `head` verifies the chain and prints its head as
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from bot.cli.audit_export import export_command
 from bot.cli.session import (
     JsonFlag,
     fail,
@@ -92,21 +94,27 @@ def verify(
     expect = _expected_head(expect_head)
     with open_gatehouse(quiet=True, read_only=True) as gatehouse:
         result = verify_database(gatehouse.db, expect=expect)
-    too_few = result.ok and min_entries is not None and result.checked < min_entries
+    too_few = result.ok and min_entries is not None and result.count < min_entries
     if too_few:
         result = VerifyResult(
             False,
             result.checked,
             result.head_hash,
             problem="too_few",
-            reason=f"expected at least {min_entries} entries, found {result.checked}: entries "
+            reason=f"expected at least {min_entries} entries, found {result.count}: entries "
             "were deleted from its end; restore the log from a backup taken before then",
+            pruned=result.pruned,
         )
     if as_json:
         print_json(result.to_json())
     elif result.ok:
         also = f"; it holds the expected head {expect}" if expect is not None else ""
-        typer.echo(f"audit log intact: {result.checked} entries verified; head {result.head}{also}")
+        pruned = (
+            f" after {result.pruned} pruned behind the newest checkpoint" if result.pruned else ""
+        )
+        typer.echo(
+            f"audit log intact: {result.checked} entries verified{pruned}; head {result.head}{also}"
+        )
     if not result.ok:
         fail(_broken(result))
 
@@ -127,7 +135,8 @@ def head(as_json: JsonFlag = False) -> None:
         print_json(
             {
                 "head": result.head,
-                "count": result.checked,
+                "count": result.count,
+                "pruned_entries": result.pruned,
                 "hash": result.head_hash,
                 "entry_id": result.head_id,
                 "at": None if result.head_at is None else result.head_at.isoformat(),
@@ -148,8 +157,9 @@ def head(as_json: JsonFlag = False) -> None:
     key_note = "with GATEHOUSE_AUDIT_KEY" if keyed else "GATEHOUSE_AUDIT_KEY unset"
     for line in (
         f"head      {result.head}",
-        f"  count   {result.checked}: the entries walked in id order, from the database at "
-        f"{database}",
+        f"  count   {result.count}: the entries walked in id order, from the database at "
+        f"{database}"
+        + (f" ({result.pruned} of them pruned behind a checkpoint)" if result.pruned else ""),
         f"  hash    the last entry's hash, recomputed ({scheme}; {key_note}) and linked back "
         "to the start",
         f"  latest  {entry}",
@@ -198,3 +208,6 @@ def list_(
             f"{row.id:>6}  {row.at:%Y-%m-%d %H:%M:%S}  {row.event:<22} "
             f"{row.actor or '-':<12} {row.tool or '-':<18} {row.run_id or '-'}  {row.hash[:12]}"
         )
+
+
+app.command("export")(export_command)

@@ -45,6 +45,7 @@ from bot.cli import audit as cli_audit
 from bot.cli import edits as cli_edits
 from bot.cli import eval as cli_eval
 from bot.cli import pauses as cli_pauses
+from bot.cli import prune as cli_prune
 from bot.cli import ready as cli_ready
 from bot.cli import review as cli_review
 from bot.cli import run_ops as cli_run_ops
@@ -537,6 +538,7 @@ def _mount_subcommands() -> None:
     app.command("cancel")(cli_run_ops.cancel_command)
     app.command("retry")(cli_run_ops.retry_command)
     app.command("resolve")(cli_run_ops.resolve_command)
+    app.command("prune")(cli_prune.prune_command)
 
 
 _mount_subcommands()

@@ -73,8 +73,9 @@ def audit_head_blocks(result: VerifyResult, database: str, now: datetime) -> lis
     return [
         section(f"*Gatehouse audit head*, {where}\n{code(result.head, 200)}"),
         section(
-            f"{result.checked} entries, every hash recomputed ({scheme}) and linked back to the "
-            f"start; {latest}. Checked at {when(now.astimezone(UTC))}."
+            f"{result.count} entries, every hash recomputed ({scheme}) and linked back to the "
+            + (f"checkpoint of the {result.pruned} pruned; " if result.pruned else "start; ")
+            + f"{latest}. Checked at {when(now.astimezone(UTC))}."
         ),
         context(
             "Posted daily and when `gatehouse serve` starts, so a copy lives outside the "
