@@ -12,7 +12,10 @@ const ui = {
   snapshot: null,
   modalKey: null,    // id + hash of the rendered modal (re-rendering it would lose what you typed)
   refreshSerial: 0,
+  // `?channel=NAME&focus=TS`: open that channel scrolled to that message, once (a link to it).
+  focus: new URLSearchParams(location.search).get("focus"),
 };
+ui.channel = new URLSearchParams(location.search).get("channel");
 
 const EMOJI = {
   warning: "⚠️", white_check_mark: "✅", rotating_light: "🚨", no_entry: "⛔",
@@ -488,7 +491,12 @@ function render(snapshot) {
     messages.replaceChildren(...(snapshot.messages.length
       ? snapshot.messages.map((m) => renderMessage(m, false))
       : [el("div", { class: "empty" }, "No messages yet. Try /gatehouse help below.")]));
-    if (atBottom) messages.scrollTop = messages.scrollHeight;
+    const focused = ui.focus && messages.querySelector(`[data-ts="${CSS.escape(ui.focus)}"]`);
+    if (focused) {
+      focused.classList.add("focused");
+      focused.scrollIntoView({ block: "start" });
+      ui.focus = null;
+    } else if (atBottom) messages.scrollTop = messages.scrollHeight;
   }
 
   const thread = document.getElementById("thread");
