@@ -139,6 +139,7 @@ def test_the_printed_steps_walk_through_in_a_browser(demo: Demo, tour: Page) -> 
     slack.click(card, APPROVE)
     slack.confirm().locator('[data-testid="confirm-ok"]').click()
     expect(card).to_contain_text("Approved by")
+    expect(card).to_contain_text("refunded")  # the tool's own line: the refund was issued
     expect(card.locator(f'button[data-action-id="{APPROVE}"]')).to_have_count(0)
 
     own = slack.pinned(
