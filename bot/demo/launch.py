@@ -291,14 +291,15 @@ def carol_refund_card(bot: Bot, stopping: threading.Event) -> tuple[str, str] | 
 def what_to_try(sandbox: Sandbox, command: str, start_here: tuple[str, str] | None) -> None:
     """The steps, as the page shows them. `start_here`: carol's refund card, which the link
     opens #approvals on (`?focus=TS`, the sandbox page's)."""
+    where = "open #approvals and find carol's refund over 100.00 (it is not posted yet)"
     url = sandbox.url
     if start_here is not None:
         channel, ts = start_here
         url = f"{sandbox.url}/?{urlencode({'channel': channel, 'focus': ts})}"
+        where = "#approvals, on carol's refund over 100.00"
     every = 2 * TICKETS_PER_APPROVAL
     print(
-        f"1. Open {url} in a browser: #approvals, on carol's refund over 100.00 (you are alice;"
-        " switch user at the top).\n"
+        f"1. Open {url} in a browser: {where} (you are alice; switch user at the top).\n"
         "2. Switch to carol and click Approve on it: refused, carol is not in @finance-leads.\n"
         "3. Back as alice, click Approve, then Approve in the dialog: the card says who approved"
         " it and that the refund was issued. alice's own refund below it is refused to her"
