@@ -291,7 +291,7 @@ def carol_refund_card(bot: Bot, stopping: threading.Event) -> tuple[str, str] | 
 def what_to_try(sandbox: Sandbox, command: str, start_here: tuple[str, str] | None) -> None:
     """The steps, as the page shows them. `start_here`: carol's refund card, which the link
     opens #approvals on (`?focus=TS`, the sandbox page's)."""
-    where = "open #approvals and find carol's refund over 100.00 (it is not posted yet)"
+    where = "open #approvals (carol's refund has no card to link: decided already, or not posted)"
     url = sandbox.url
     if start_here is not None:
         channel, ts = start_here
