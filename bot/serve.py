@@ -204,13 +204,15 @@ def _serve(settings: Settings, stop: StopSignals, *, production: bool) -> None:
     workers = start_workers(bot, settings.serve_workers)
     scheduler = start_jobs(bot, settings)
     hooks = [
-        *webhook_routes(bot.gatehouse, settings),
+        # Against a real Slack a webhook nobody can call is worth a warning; in the sandbox and
+        # the demo (which register the example pipelines for you) it is only noted.
+        *webhook_routes(bot.gatehouse, settings, warn_unconfigured=production),
         *metrics_routes(bot.gatehouse, token=settings.metrics_token),
     ]
     try:
         if settings.slack_app_token:
             connection = connect_socket_mode(app, settings.slack_app_token.get_secret_value())
-            log.warning(
+            log.info(
                 "serve.socket_mode",
                 webhooks=f"http://{settings.http_host}:{settings.http_port}/hooks/",
             )
@@ -226,7 +228,7 @@ def _serve(settings: Settings, stop: StopSignals, *, production: bool) -> None:
             finally:
                 connection.close()  # no new Slack work while the runs drain
         else:
-            log.warning(
+            log.info(
                 "serve.http", url=f"http://{settings.http_host}:{settings.http_port}/slack/events"
             )
             serve_forever(
@@ -284,7 +286,7 @@ def _drain(bot: Bot, workers: list[tuple[Worker, Any]]) -> None:
     # Last: the sender ran while the runs finished or suspended, so their cards went out;
     # whatever Slack did not take stays in the outbox for the next process.
     outbox_sender(bot).stop()
-    log.warning("serve.stopped")
+    log.info("serve.stopped")
 
 
 def wants_sandbox(settings: Settings) -> bool:
@@ -328,7 +330,7 @@ def serve_with_sandbox(
             f"{settings.sandbox_port} ({exc.strerror or exc}); choose a free port"
         ) from exc
     try:
-        log.warning(
+        log.info(
             "sandbox.started",
             url=sandbox.url,
             bot=f"http://{bot_host}:{settings.http_port}",

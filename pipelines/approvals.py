@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 import structlog
 from sqlalchemy import Connection
 
-from pipelines import approval_edits, approval_nudges, quorum, sensitive
+from pipelines import approval_edits, approval_nudges, quorum, sensitive, task_outcomes
 from pipelines import validator as validation
 from pipelines.authorization import groups_checked, may_act, refuse
 from pipelines.errors import (
@@ -102,6 +102,7 @@ def request(
         )
         journal.suspend(conn, now, f"approval {approval_id}")
         journal.rt.enqueue(conn, "approval_requested", approval_id, now)
+        task_cards = journal.owe_task_cards(conn, now)  # after the approval's row: it links it
     view = ApprovalView.of(
         ApprovalRow(**values, decided_by=None, decided_at=None, reason=None),
         pipeline=journal.pipeline,
@@ -110,6 +111,7 @@ def request(
         view = replace(view, quorum=Quorum(required=tool.approvals_required))
     log.info("approval.requested", run_id=journal.run_id, approval_id=approval_id, tool=tool.name)
     journal.rt.notify("approval_requested", view)
+    task_outcomes.nudge_task_cards(journal.rt, task_cards)
     raise Suspend(f"waiting for approval {approval_id}", waiting_for=approval_id)
 
 

@@ -19,7 +19,7 @@ from pydantic_core import PydanticSerializationError, to_jsonable_python
 from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
-from pipelines import run_notices, sensitive
+from pipelines import run_notices, sensitive, task_outcomes
 from pipelines.errors import JournalWriteRefused, LostClaim, PipelineChanged
 from pipelines.runtime import Runtime
 from storage import calls as call_rows
@@ -173,6 +173,13 @@ class Journal:
     def upcoming(self) -> CallRecord | None:
         """The record at the cursor (the next call's, if the run got there), not consumed."""
         return self._recorded[self._seq] if self._seq < len(self._recorded) else None
+
+    def owe_task_cards(self, conn: Connection, now: datetime) -> list[str]:
+        """At the run's next stop after a person's answer, in its transaction: owe the answered
+        tasks' cards what the run did next (`pipelines.task_outcomes`); nudge with the ids."""
+        if not task_outcomes.person_answered(self._recorded):
+            return []
+        return task_outcomes.owe_task_cards(self.rt, conn, self.run_id, now)
 
     def next(self, kind: CallKind, name: str) -> NextCall:
         """The next call's place; a record of a different call there is a divergence."""

@@ -44,7 +44,7 @@ from weakref import WeakKeyDictionary
 
 import structlog
 
-from pipelines import call_outcomes, inspect, run_notices
+from pipelines import call_outcomes, inspect, run_notices, task_outcomes
 from pipelines.attention import ATTENTION_EVENT
 from pipelines.errors import UnknownApproval, UnknownRun, UnknownTask
 from pipelines.operations import alerting, review
@@ -520,7 +520,10 @@ class OutboxSender:
             return "run_notice", notice
         if head.event in TASK_EVENTS:
             task = inspect.get_task(self.rt, head.subject_id)
-            return ("task_opened" if task.status == "open" else "task_answered"), task
+            if task.status == "open":
+                return "task_opened", task
+            # Answered: the card says what the run did next, as it stands now.
+            return "task_answered", task_outcomes.with_after(self.rt, task)
         if head.event in ALERT_EVENTS:
             alert_id = alerting.alert_id_of(head.subject_id)
             alert = alerting.get_alert(self.rt, alert_id) if alert_id is not None else None

@@ -17,7 +17,7 @@ import structlog
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import Connection
 
-from pipelines import budgets, pauses, run_notices, sensitive
+from pipelines import budgets, pauses, run_notices, sensitive, task_outcomes
 from pipelines.attention import ATTENTION_EVENT, notify_attention
 from pipelines.authorization import authorize_trigger
 from pipelines.context import Context
@@ -278,11 +278,17 @@ def _execute(
                 raise
             log.warning("run.failed", error=str(exc), traceback=traceback.format_exc())
             outcome = Outcome(RunStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
-        return _finish(rt, held, run_id, outcome, tell=tell)
+        return _finish(rt, held, run_id, outcome, tell=tell, journal=journal)
 
 
 def _finish(
-    rt: Runtime, held: Connection, run_id: str, outcome: Outcome, *, tell: bool = False
+    rt: Runtime,
+    held: Connection,
+    run_id: str,
+    outcome: Outcome,
+    *,
+    tell: bool = False,
+    journal: Journal | None = None,
 ) -> Outcome:
     # An exception's text may quote a secret or a sensitive value the run holds, and so may
     # what the pipeline returned (sealed fields stay whole and resume).
@@ -306,6 +312,8 @@ def _finish(
             rt.enqueue(conn, ATTENTION_EVENT, run_id, now)  # its notice, with the way out
         if moved and tell:
             run_notices.owe_notice(rt, conn, run_id, now)
+        # The cards of tasks people answered say how the run ended (pipelines/task_outcomes.py).
+        task_cards = journal.owe_task_cards(conn, now) if moved and journal is not None else []
     if not moved:
         log.warning("run.claim_lost", run_id=run_id, worker=rt.worker_id)
         return Outcome(RunStatus.RUNNING, error="claim lost to another worker")
@@ -314,6 +322,7 @@ def _finish(
         notify_attention(rt, run_id)
     if tell:
         run_notices.nudge(rt, run_id)
+    task_outcomes.nudge_task_cards(rt, task_cards)
     return outcome
 
 

@@ -12,7 +12,7 @@ from typing import Any, NoReturn, TypeVar
 import structlog
 from pydantic import BaseModel, ValidationError
 
-from pipelines import sensitive
+from pipelines import sensitive, task_outcomes
 from pipelines.authorization import groups_checked, may_act, refuse
 from pipelines.errors import AlreadyAnswered, InvalidAnswer, NotAnAssignee, Suspend, UnknownTask
 from pipelines.journal import CallRecord, Journal, NextCall
@@ -81,7 +81,9 @@ def open_task(
         journal.audit(conn, record, "task.opened", at=now, detail={"task_id": task_id})
         journal.suspend(conn, now, f"human task {task_id}")
         journal.rt.enqueue(conn, "task_opened", task_id, now)
+        task_cards = journal.owe_task_cards(conn, now)
     log.info("task.opened", run_id=journal.run_id, task_id=task_id, name=call.name)
+    task_outcomes.nudge_task_cards(journal.rt, task_cards)
     journal.rt.notify(
         "task_opened",
         TaskView.of(

@@ -246,6 +246,21 @@ class ApprovalView:
 
 
 @dataclass(frozen=True)
+class TaskAfter:
+    """What a run did after a person answered its task (`pipelines.task_outcomes`): `status` is
+    the run's (`waiting` on `approval_id`/`tool` or on task `task_id`/`task_name`; or how it
+    ended, with the output's own `message` or the `error`)."""
+
+    status: str
+    approval_id: str | None = None
+    tool: str | None = None
+    task_id: str | None = None
+    task_name: str | None = None
+    message: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
 class TaskView:
     id: str
     run_id: str
@@ -265,6 +280,9 @@ class TaskView:
     # Who may answer as the engine's policy resolved it (`Authorization.answerers`), when the
     # view was read through a runtime; `answerers` is what to show.
     may_answer: list[str] | None = None
+    # What the run did after the answer, when the card is rendered for the outbox
+    # (`pipelines.task_outcomes.with_after`); None otherwise.
+    after: TaskAfter | None = None
 
     def __post_init__(self) -> None:
         _mask_fields(self, "context", "answer")

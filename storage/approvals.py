@@ -100,6 +100,12 @@ def task_for_call(conn: Connection, call_id: str) -> HumanTaskRow | None:
     return rows[0] if rows else None
 
 
+def answered_task_ids(conn: Connection, run_id: str) -> list[str]:
+    """The run's answered tasks (usable inside a `driver_transaction`)."""
+    rows = fast_select(conn, tasks_table, {"run_id": run_id}, HumanTaskRow)
+    return [row.id for row in rows if row.status == TaskStatus.ANSWERED]
+
+
 def answer_task(conn: Connection, task_id: str, *, answer: Any, by: str, at: datetime) -> bool:
     """Compare-and-set: only an open task can be answered; False if it already was."""
     values = {"status": TaskStatus.ANSWERED, "answer": answer, "answered_by": by, "answered_at": at}

@@ -185,7 +185,11 @@ def test_slack_answerer_is_refused_approving_with_a_mention_and_another_approver
     world.settle()
     assert world.gatehouse.task(task_id).answered_by == "U_BOB"
     [approval_id] = world.gatehouse.run(run.id).waiting_for
-    [card] = [c for c in world.approval_cards() if approval_id in json.dumps(c.get("blocks"))]
+    [card] = [
+        c
+        for c in world.approval_cards()
+        if f'"approval.{approval_id}"' in json.dumps(c.get("blocks"))
+    ]
     # The card names whom four-eyes keeps out: the triggerer and the person who sized it.
     assert "four-eyes: not <@U_CAROL>, <@U_BOB>" in json.dumps(card["blocks"])
 

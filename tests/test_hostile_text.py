@@ -46,8 +46,9 @@ ALERTS, REVIEW = "C_ALERTS", "C_REVIEW"
 # hostile `<@U123>`).
 ALLOWED_TOKEN = re.compile(
     r"^(<!date\^\d+\^[^|<>]*\|[^<>]*>|<@U_(ALICE|BOB|CAROL)>"
-    # App Home's link to a card: Slack's own permalink for it (chat.getPermalink)
-    r"|<https://gatehouse-test\.slack\.com/archives/C_[A-Z]+/p\d+\|open the card>)$"
+    # App Home's link to a card, and an answered task's to the approval it waits on: Slack's
+    # own permalink for it (chat.getPermalink)
+    r"|<https://gatehouse-test\.slack\.com/archives/C_[A-Z]+/p\d+\|(open the card|its card)>)$"
 )
 
 

@@ -102,6 +102,7 @@ class Plan:
     failing_read: str | None = None  # a demo table whose service errs when read
     marker: str | None = None  # a value in the crashing write (the order id, the run id)
     leave_waiting: bool = False  # nobody acts before the demo starts: a live card
+    show_card: bool = False  # settled before the demo starts, and its card shown all the same
 
 
 @dataclass
@@ -267,12 +268,23 @@ class _History:
         """The outbox rows the engine writes for what still waits, so that the demo's bot posts
         those cards when it starts (and only those: the past needs no card)."""
         waiting = pending(self.rt)
+        shown = [run_id for run_id, plan in self.plans.items() if plan.show_card]
         now = self.clock.now()  # owed as of now: older rows would be skipped as stale
         with self.rt.db.transaction() as conn:
+            settled = [
+                str(row.id)
+                for row in conn.execute(
+                    select(approvals_table.c.id)
+                    .where(approvals_table.c.run_id.in_(shown))
+                    .order_by(approvals_table.c.requested_at)
+                )
+            ]
+            for approval_id in settled:  # first, so the live cards are below them
+                outbox_rows.enqueue(conn, event="approval_decided", subject_id=approval_id, now=now)
             for item in waiting:
                 event = "approval_requested" if isinstance(item, ApprovalView) else "task_opened"
                 outbox_rows.enqueue(conn, event=event, subject_id=item.id, now=now)
-        return len(waiting)
+        return len(waiting) + len(settled)
 
     def evaluate_alerts(self) -> None:
         self.alerts_opened += sum(
@@ -477,7 +489,9 @@ def seed_history(
         for moment in _arrival_times(rng, start, end, runs_per_day * share):
             plan = makers[name]()
             history.at(moment, functools.partial(history.trigger, plan))
-    _plan_spike(history, rng, end - timedelta(hours=26))
+    _plan_spike(history, rng, spike_time(start, end))
+    if end - timedelta(hours=26) >= start:  # its 24 h run out before the demo starts
+        _plan_expired(history, planner, end - timedelta(hours=26))
     _plan_waiting(history, planner, end - timedelta(minutes=20))
     try:
         history.play(end)
@@ -507,10 +521,41 @@ def _plan_spike(history: _History, rng: random.Random, at: datetime) -> None:
         history.at(begin + timedelta(minutes=minute, seconds=59), history.evaluate_alerts)
 
 
+SPIKE_HOUR = 15  # UTC: the afternoon the README and the alert speak of
+
+
+def spike_time(start: datetime, end: datetime) -> datetime:
+    """Yesterday afternoon (15:00 UTC), or this afternoon once the demo starts after 18:00;
+    never before the history starts (a one-day history that starts after 15:00 has it then)."""
+    today = end.replace(hour=SPIKE_HOUR, minute=0, second=0, microsecond=0)
+    at = today if end - today >= timedelta(hours=3) else today - timedelta(days=1)
+    return max(at, start.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1))
+
+
+def _plan_expired(history: _History, planner: _Planner, at: datetime) -> None:
+    """A refund over 100.00 carol asked for that nobody decided within its 24 h: expired before
+    the demo starts, its card shown in #approvals all the same ("Expired")."""
+    order = next(o for o in planner.orders if o.amount_cents > 100_00)
+    refund = Plan(
+        "refund_request",
+        {
+            "order_id": order.id,
+            "amount": f"{order.amount_cents / 100:.2f}",
+            "reason": "was the wrong size",
+        },
+        user=history.people.requester,
+        source="slack",
+        fate="expire",
+        show_card=True,
+    )
+    history.at(at, functools.partial(history.trigger, refund))
+
+
 def _plan_waiting(history: _History, planner: _Planner, at: datetime) -> None:
     """The last few cases arrive just before the demo starts and wait for it: a refund over
-    100.00 carol asked for (alice or bob approves it), a hot lead's intro email, and a ticket
-    the model could not classify (the model server was down)."""
+    100.00 carol asked for (alice or bob approves it), one alice asked for herself (four-eyes:
+    bob approves it), a hot lead's intro email, and a ticket the model could not classify (the
+    model server was down)."""
     rng = planner.rng
     order = next(o for o in planner.orders if o.amount_cents > 100_00)
     refund = Plan(
@@ -554,7 +599,20 @@ def _plan_waiting(history: _History, planner: _Planner, at: datetime) -> None:
         replies=[Reply(status=503)],
         leave_waiting=True,
     )
-    for minutes, plan in enumerate((refund, lead, ticket)):
+    # alice's own refund: four-eyes keeps her from approving it (bob may).
+    own_order = next(o for o in planner.orders if o.amount_cents > 100_00)
+    own = Plan(
+        "refund_request",
+        {
+            "order_id": own_order.id,
+            "amount": f"{own_order.amount_cents / 100:.2f}",
+            "reason": "stopped working",
+        },
+        user=history.people.approvers[0],
+        source="slack",
+        leave_waiting=True,
+    )
+    for minutes, plan in enumerate((refund, own, lead, ticket)):
         history.at(at + timedelta(minutes=4 * minutes), functools.partial(history.trigger, plan))
 
 

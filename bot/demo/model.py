@@ -97,23 +97,37 @@ class ScriptedModel:
             error = {"message": text, "type": kind, "param": None, "code": None}
             return httpx2.Response(reply.status, json={"error": error})
         content = reply.answer if isinstance(reply.answer, str) else json.dumps(reply.answer)
-        prompt_chars = sum(len(str(m.get("content", ""))) for m in body["messages"])
-        schema_chars = len(json.dumps(body.get("response_format", {})))
-        usage = {
-            "prompt_tokens": (prompt_chars + schema_chars) // 4 + 12,
-            "completion_tokens": len(content) // 4 + 3,
-        }
-        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
-        message = {"role": "assistant", "content": content, "refusal": None}
-        completion = {
-            "id": f"chatcmpl-demo{self.requests}",
-            "object": "chat.completion",
-            "created": int(self.clock.now().timestamp()),
-            "model": f"{MODEL}-2024-08-06",
-            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
-            "usage": usage,
-        }
+        completion = chat_completion(
+            content,
+            body,
+            number=self.requests,
+            created=self.clock.now(),
+            model=f"{MODEL}-2024-08-06",
+        )
         return httpx2.Response(200, json=completion)
+
+
+def chat_completion(
+    content: str, request: dict[str, Any], *, number: int, created: datetime, model: str
+) -> dict[str, Any]:
+    """A Chat Completions response body answering `request` with `content`, its token usage
+    estimated from the characters sent and received (about four a token)."""
+    prompt_chars = sum(len(str(m.get("content", ""))) for m in request.get("messages", []))
+    schema_chars = len(json.dumps(request.get("response_format", {})))
+    usage = {
+        "prompt_tokens": (prompt_chars + schema_chars) // 4 + 12,
+        "completion_tokens": len(content) // 4 + 3,
+    }
+    usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+    message = {"role": "assistant", "content": content, "refusal": None}
+    return {
+        "id": f"chatcmpl-demo{number}",
+        "object": "chat.completion",
+        "created": int(created.timestamp()),
+        "model": model,
+        "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+        "usage": usage,
+    }
 
 
 class _ScriptedCaller(LLMCaller):

@@ -170,39 +170,66 @@ def lead_sample(rng: random.Random) -> LeadSample:
 
 # -- the live demo's schedules --------------------------------------------------------------
 
+# What the demo's scripted model says about a live case: sure of the clear ones (over each
+# step's bar), unsure of the vague ones on purpose (under it), so those go to a person.
+SURE = 0.93
+UNSURE_TICKET = 0.62  # ticket_triage's bar is 0.8
+UNSURE_LEAD = 0.45  # lead_qualify's bar is 0.6
 
-def scheduled_ticket(index: int) -> dict[str, Any]:
+
+@dataclass(frozen=True)
+class LiveCase:
+    """One fire's input, and the answer (with its confidence) the scripted model gives."""
+
+    input: dict[str, Any]
+    answer: dict[str, Any]
+
+
+def scheduled_ticket(index: int) -> LiveCase:
     """The ticket the demo's short ticket_triage schedule sends at its `index`-th fire: it
-    cycles through a refund over 100.00 (an approval after the human task), a small refund, a
-    bug and a question, all from the connector's own orders and customers."""
+    cycles through a refund over 100.00 from the order's customer (an approval card), a small
+    refund (issued at once), a bug, a question, and a vague one the model is unsure of (a human
+    task), all from the connector's own orders and customers."""
     number = 9000 + index % 1000
     large = DemoOrder("ord_1004", "barbara@example.com", 89_900)
     small = DemoOrder("ord_1001", "ada@example.com", 4_999)
-    cycle = [
-        lambda: refund_ticket(number, large, 120_00, "stopped working"),
-        lambda: refund_ticket(number, small, 5_00, "arrived scratched"),
-        lambda: plain_ticket(number, "bug", random.Random(index)),
-        lambda: plain_ticket(number, "question", random.Random(index)),
+    cycle: list[Callable[[], tuple[TicketSample, float]]] = [
+        lambda: (refund_ticket(number, large, 120_00, "stopped working"), SURE),
+        lambda: (refund_ticket(number, small, 5_00, "arrived scratched"), SURE),
+        lambda: (plain_ticket(number, "bug", random.Random(index)), SURE),
+        lambda: (plain_ticket(number, "question", random.Random(index)), SURE),
+        lambda: (plain_ticket(number, "unclear", random.Random(index)), UNSURE_TICKET),
     ]
-    return cycle[index % len(cycle)]().ticket
+    sample, confidence = cycle[index % len(cycle)]()
+    return LiveCase(sample.ticket, {**sample.label, "confidence": confidence})
 
 
-def scheduled_lead(index: int) -> dict[str, Any]:
-    """The lead the demo's short lead_qualify schedule sends at its `index`-th fire."""
-    return lead_sample(random.Random(index)).lead
+def scheduled_lead(index: int) -> LiveCase:
+    """The lead the demo's short lead_qualify schedule sends at its `index`-th fire (a vague
+    one now and then: the model is unsure, a person reads it)."""
+    sample = lead_sample(random.Random(index))
+    confidence = SURE if sample.clear else UNSURE_LEAD
+    return LiveCase(sample.lead, {**sample.signals, "confidence": confidence})
 
 
-DEMO_SCHEDULES: dict[str, tuple[timedelta, Callable[[int], dict[str, Any]]]] = {
+TICKETS_PER_APPROVAL = 5  # one ticket in each cycle of `scheduled_ticket` asks for approval
+
+DEMO_SCHEDULES: dict[str, tuple[timedelta, Callable[[int], LiveCase]]] = {
     "ticket_triage": (timedelta(minutes=2), scheduled_ticket),
     "lead_qualify": (timedelta(minutes=5), scheduled_lead),
 }
+
+
+def demo_case(pipeline: str, fire_time: datetime) -> LiveCase:
+    """The case the demo's short schedule of `pipeline` sends at this fire."""
+    interval, sample = DEMO_SCHEDULES[pipeline]
+    return sample(int(fire_time.timestamp() // interval.total_seconds()))
 
 
 def demo_schedule(pipeline: str, fire_time: datetime) -> Schedule:
     """The demo's short schedule of `pipeline` at one fire: `every(...)` with this fire's sample
     as its input (a schedule's input is fixed; the demo's changes from fire to fire). Named
     `PIPELINE#demo`; claimed and queued by `pipelines.operations.schedules.fire` like any schedule."""
-    interval, sample = DEMO_SCHEDULES[pipeline]
-    index = int(fire_time.timestamp() // interval.total_seconds())
-    trigger = every(interval, input=sample(index))
+    interval, _sample = DEMO_SCHEDULES[pipeline]
+    trigger = every(interval, input=demo_case(pipeline, fire_time).input)
     return Schedule(f"{pipeline}#demo", pipeline, trigger, "UTC", interval_trigger(interval, "UTC"))

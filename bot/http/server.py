@@ -97,7 +97,7 @@ class StopSignals:
             signal.signal(sig, handler)
 
     def _noted(self, signum: int, _frame: Any) -> None:
-        log.warning("serve.stopping", signal=signal.Signals(signum).name)
+        log.info("serve.stopping", signal=signal.Signals(signum).name)
         self.requested = True
         if self._server is not None:
             self._server.should_exit = True

@@ -83,12 +83,17 @@ def _parse(body: bytes) -> Any:
     return payload
 
 
-def webhook_routes(gatehouse: Gatehouse, settings: Settings) -> list[Route]:
-    """The webhook route, to mount on the bot's Starlette app beside `/slack/events`."""
+def webhook_routes(
+    gatehouse: Gatehouse, settings: Settings, *, warn_unconfigured: bool = True
+) -> list[Route]:
+    """The webhook route, to mount on the bot's Starlette app beside `/slack/events`. A webhook
+    pipeline with no credentials refuses every request; that is a warning (`warn_unconfigured`)
+    or, where nobody asked for it (the sandbox, the demo), an info line."""
     limit = settings.webhook_max_bytes
+    note = log.warning if warn_unconfigured else log.info
     for name in webhook_pipelines():
         if not (settings.webhook_secrets.get(name) or settings.webhook_tokens.get(name)):
-            log.warning(
+            note(
                 "webhook.no_credentials",
                 pipeline=name,
                 fix="set GATEHOUSE_WEBHOOK_SECRETS or GATEHOUSE_WEBHOOK_TOKENS for it",

@@ -525,8 +525,11 @@ def task_card(task: TaskView, *, command: str = SLASH_COMMAND) -> list[dict[str,
     return [*_task_summary(task, command), buttons]
 
 
-def task_answered_card(task: TaskView, *, command: str = SLASH_COMMAND) -> list[dict[str, Any]]:
-    """The task card once answered (or cancelled): no button, the answer and who gave it."""
+def task_answered_card(
+    task: TaskView, *, command: str = SLASH_COMMAND, next_line: str | None = None
+) -> list[dict[str, Any]]:
+    """The task card once answered (or cancelled): no button, the answer and who gave it, and
+    `next_line`, what the run did next (`bot.slack.task_after_cards`), when it has moved on."""
     blocks = _task_summary(task, command)
     if task.status == "answered":
         more, _ = _values_blocks("Answer", task.answer, hint=full_value_hint(task.run_id, command))
@@ -536,6 +539,8 @@ def task_answered_card(task: TaskView, *, command: str = SLASH_COMMAND) -> list[
         if task.answered_at:
             at = f" at {clock(_utc(task.answered_at), same_day_as=_utc(task.opened_at))}"
         blocks.append(context(f"✅ Answered by {who}{at}"))
+        if next_line:
+            blocks.append(section(next_line))
     elif task.status == "cancelled":
         blocks.append(context(task_cancelled_line(task)))
     return blocks

@@ -30,6 +30,7 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from bot.slack import attention_cards, cards
 from bot.slack.alerts import SlackAlerts
 from bot.slack.approval_nudges import post_owed_replies
+from bot.slack.card_links import card_links
 from bot.slack.delivery import (
     delivery_failure,
     find_by_metadata,
@@ -39,6 +40,7 @@ from bot.slack.delivery import (
 )
 from bot.slack.review import SlackReview
 from bot.slack.run_notices import SlackRunNotices
+from bot.slack.task_after_cards import after_line
 from pipelines import inspect
 from pipelines.attention import last_operation
 from pipelines.display import display_marks, field_titles
@@ -149,9 +151,20 @@ class SlackNotifier:
             "task",
             task.id,
             self.task_channel(task),
-            lambda: cards.task_answered_card(task),
+            lambda: cards.task_answered_card(task, next_line=self.task_next_line(task)),
             cards.task_fallback_text(task),
         )
+
+    def task_next_line(self, task: TaskView) -> str | None:
+        """What the run did after the answer, linking the approval card it waits on."""
+        after = task.after
+        if after is None:
+            return None
+        link = None
+        if after.approval_id is not None:
+            approval = inspect.get_approval(self._runtime(), after.approval_id)
+            link = card_links(self._client, self._runtime(), [approval]).get(approval.id)
+        return after_line(after, approval_link=link)
 
     # -- needs-attention notices (bot/slack/attention_cards.py) ---------------------------
 

@@ -16,6 +16,7 @@ const ui = {
   seenAnswers: new Set(),  // ts of the ephemerals already shown beside a clicked message
   focusTs: null,     // `?ts=`: the message to open the channel on, until it is shown
 };
+ui.channel = new URLSearchParams(location.search).get("channel");
 
 let EMOJI = {};  // :shortcode: → emoji, from /static/emoji.json (loaded before the first render)
 
