@@ -15,6 +15,7 @@ const ui = {
   refreshSerial: 0,
   seenAnswers: new Set(),  // ts of the ephemerals already shown beside a clicked message
   focusTs: null,     // `?ts=`: the message to open the channel on, until it is shown
+  anchor: null,      // {channel, ts}: the linked message the view stays on until a scroll
 };
 ui.channel = new URLSearchParams(location.search).get("channel");
 
@@ -504,8 +505,8 @@ function render(snapshot) {
       ? snapshot.messages.map((m) => renderMessage(m, false))
       : [el("div", { class: "empty" }, "No messages yet. Try /gatehouse help below.")]));
     if (atBottom) messages.scrollTop = messages.scrollHeight;
+    showLinkedMessage(messages, snapshot.channel);
     showNewAnswers(messages);
-    showLinkedMessage(messages);
   }
 
   const thread = document.getElementById("thread");
@@ -518,15 +519,30 @@ function render(snapshot) {
   renderModal(snapshot.modal);
 }
 
-// `?channel=approvals&ts=…` opens the channel on that message (scrolled to it, flashing once).
-function showLinkedMessage(messages) {
-  if (!ui.focusTs) return;
-  const node = messages.querySelector(`[data-ts="${CSS.escape(ui.focusTs)}"]`);
+// `?channel=approvals&ts=…` opens the channel on that message (scrolled to it, flashing once),
+// and keeps it there while the page re-renders (cards above it may grow as they update) until
+// the person scrolls or changes channel, as a link into Slack stays on its message.
+function showLinkedMessage(messages, channel) {
+  const ts = ui.focusTs || (ui.anchor && ui.anchor.channel === channel ? ui.anchor.ts : null);
+  if (!ts) return;
+  const node = messages.querySelector(`[data-ts="${CSS.escape(ts)}"]`);
   if (!node) return;  // not posted yet: the next render tries again
-  ui.focusTs = null;
-  node.classList.add("fresh", "linked");
+  if (ui.focusTs) {
+    ui.focusTs = null;
+    ui.anchor = { channel, ts };
+    node.classList.add("fresh");
+  }
+  node.classList.add("linked");
   node.scrollIntoView({ block: "start" });
 }
+
+// Scrolling by hand lets go of a linked message.
+for (const kind of ["wheel", "touchmove"]) {
+  document.getElementById("messages").addEventListener(kind, () => { ui.anchor = null; }, { passive: true });
+}
+document.addEventListener("keydown", (event) => {
+  if (["PageUp", "PageDown", "ArrowUp", "ArrowDown", "Home", "End"].includes(event.key)) ui.anchor = null;
+});
 
 // An ephemeral that answers a click sits under the message clicked (the server orders it
 // there); the first time it shows, it is scrolled into view and flashes, so the click's
