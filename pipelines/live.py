@@ -82,14 +82,14 @@ class LiveExecutor:
             result = fn(*args)
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
-            self._journal.record(
+            self._journal.defer(
                 call.record(
                     CallStatus.FAILED, input=_step_input(args), started_at=started_at, error=error
                 )
             )
             raise StepFailed(call.name, error) from exc
         output = record_value(result, f"step {call.name!r}")
-        self._journal.record(
+        self._journal.defer(
             call.record(
                 CallStatus.SUCCEEDED, input=_step_input(args), started_at=started_at, output=output
             )

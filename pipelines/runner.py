@@ -278,11 +278,17 @@ def _execute(
                 raise
             log.warning("run.failed", error=str(exc), traceback=traceback.format_exc())
             outcome = Outcome(RunStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
-        return _finish(rt, held, run_id, outcome, tell=tell)
+        return _finish(rt, held, run_id, outcome, tell=tell, journal=journal)
 
 
 def _finish(
-    rt: Runtime, held: Connection, run_id: str, outcome: Outcome, *, tell: bool = False
+    rt: Runtime,
+    held: Connection,
+    run_id: str,
+    outcome: Outcome,
+    *,
+    tell: bool = False,
+    journal: Journal | None = None,
 ) -> Outcome:
     # An exception's text may quote a secret or a sensitive value the run holds, and so may
     # what the pipeline returned (sealed fields stay whole and resume).
@@ -290,22 +296,32 @@ def _finish(
         outcome, error=sensitive.scrub(outcome.error), output=sensitive.scrub(outcome.output)
     )
     now = rt.clock.now()
-    with driver_transaction(held) as conn:
-        moved = run_rows.transition(
-            conn,
-            run_id,
-            from_statuses=[RunStatus.RUNNING],
-            to_status=outcome.status,
-            now=now,
-            claimed_by=rt.worker_id,
-            output=outcome.output,
-            error=outcome.error,
-            finished_at=now,
-        )
-        if moved and outcome.status == RunStatus.NEEDS_ATTENTION:
-            rt.enqueue(conn, ATTENTION_EVENT, run_id, now)  # its notice, with the way out
-        if moved and tell:
-            run_notices.owe_notice(rt, conn, run_id, now)
+    written = 0
+    try:
+        with driver_transaction(held) as conn:
+            moved = run_rows.transition(
+                conn,
+                run_id,
+                from_statuses=[RunStatus.RUNNING],
+                to_status=outcome.status,
+                now=now,
+                claimed_by=rt.worker_id,
+                output=outcome.output,
+                error=outcome.error,
+                finished_at=now,
+            )
+            if moved and journal is not None:
+                # The run's end is a durable boundary: the steps since the last one go with it
+                # (and only if this worker still owns the run).
+                written = journal.write_pending(conn)
+            if moved and outcome.status == RunStatus.NEEDS_ATTENTION:
+                rt.enqueue(conn, ATTENTION_EVENT, run_id, now)  # its notice, with the way out
+            if moved and tell:
+                run_notices.owe_notice(rt, conn, run_id, now)
+    except LostClaim:
+        moved = False
+    if journal is not None and moved:
+        journal.pending_written(written)
     if not moved:
         log.warning("run.claim_lost", run_id=run_id, worker=rt.worker_id)
         return Outcome(RunStatus.RUNNING, error="claim lost to another worker")
