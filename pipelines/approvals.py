@@ -109,6 +109,10 @@ def request(
 
 def settle(journal: Journal, tool: Tool, call_id: str) -> None:
     """Replaying a call that waited for approval: go on, wait again, or raise the rejection."""
+    with journal.fast_read() as conn:  # a decided approval stays decided: no write lock to go on
+        approval = approval_rows.approval_for_call(conn, call_id)
+    if approval is not None and approval.status == ApprovalStatus.APPROVED:
+        return
     with journal.transaction() as conn:
         approval = approval_rows.approval_for_call(conn, call_id)
         if approval is None:
@@ -364,6 +368,7 @@ def decide(
             approval_id=approval.id,
         )
     status = ApprovalStatus.APPROVED if approve else ApprovalStatus.REJECTED
+    stored_reason = reason if not approve else reason or None
     now = rt.clock.now()
     with rt.db.transaction() as conn:
         won = approval_rows.decide_approval(
@@ -372,12 +377,17 @@ def decide(
             status=status,
             by=user,
             at=now,
-            reason=reason if not approve else reason or None,
+            reason=stored_reason,
         )
         if won:
             _record_decision(conn, approval, status, actor=user, now=now, detail={"reason": reason})
             rt.enqueue(conn, "approval_decided", approval_id, now)
-        decided = approval_rows.fetch_approval(conn, approval_id)
+        # The winner knows what it wrote; only a loser reads who decided first.
+        decided = (
+            approval._replace(status=status, decided_by=user, decided_at=now, reason=stored_reason)
+            if won
+            else approval_rows.fetch_approval(conn, approval_id)
+        )
         run = run_rows.fetch_run(conn, approval.run_id)
     assert decided is not None
     if not won:

@@ -187,12 +187,15 @@ def execute_claimed(rt: Runtime, run_id: str) -> Outcome:
 
 def _load_and_execute(rt: Runtime, held: Connection, run_id: str, *, claim: bool) -> Outcome | None:
     """Load the run and its record (claiming it first, in the same transaction, if asked)."""
-    with rt.db.transaction_on(held) as conn:
-        if claim and not run_rows.claim_run(
-            conn, run_id, worker=rt.worker_id, now=rt.clock.now(), lease=rt.lease
-        ):
-            return None
-        run = run_rows.fetch_run(conn, run_id)
+    with driver_transaction(held) as conn:  # fastsql statements only
+        if claim:
+            run = run_rows.claim_fetched_run(
+                conn, run_id, worker=rt.worker_id, now=rt.clock.now(), lease=rt.lease
+            )
+            if run is None:
+                return None
+        else:
+            run = run_rows.fetch_run(conn, run_id)
         if run is None:
             raise UnknownRun(f"no run {run_id}")
         if run.status != RunStatus.RUNNING or run.claimed_by != rt.worker_id:
