@@ -17,7 +17,6 @@ from typing import Any, NamedTuple, NoReturn
 
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 from sqlalchemy import Connection
-from sqlalchemy.exc import IntegrityError
 
 from pipelines import run_notices, sensitive
 from pipelines.errors import JournalWriteRefused, LostClaim, PipelineChanged
@@ -27,7 +26,7 @@ from storage import runs as run_rows
 from storage.audit import append_audit
 from storage.calls import CallRecord
 from storage.db import Database
-from storage.fastsql import driver_transaction
+from storage.fastsql import driver_transaction, is_integrity_error
 from storage.ids import new_id
 from storage.models import CallKind, CallStatus, RunStatus
 
@@ -210,10 +209,11 @@ class Journal:
         if not self._pending:
             return 0
         try:
-            for record in self._pending:
-                call_rows.insert_call(conn, record)
-        except IntegrityError as exc:  # another worker recorded these positions: it owns the run
-            raise LostClaim(self.run_id) from exc
+            call_rows.insert_calls(conn, self._pending)
+        except Exception as exc:
+            if is_integrity_error(exc):  # another worker recorded these positions: it owns the run
+                raise LostClaim(self.run_id) from exc
+            raise
         return len(self._pending)
 
     def pending_written(self, count: int) -> None:
@@ -233,8 +233,10 @@ class Journal:
         try:
             with self.fast_transaction() as conn:
                 call_rows.insert_call(conn, self._settled(record))
-        except IntegrityError as exc:  # another worker recorded this position: it owns the run
-            raise LostClaim(self.run_id) from exc
+        except Exception as exc:
+            if is_integrity_error(exc):  # another worker recorded this position: it owns the run
+                raise LostClaim(self.run_id) from exc
+            raise
 
     def defer(self, record: CallRecord) -> None:
         """A pure step's record: not a commit of its own but written with the next durable
