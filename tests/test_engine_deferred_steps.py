@@ -3,6 +3,7 @@ record holds while it runs, and what happens when another worker recorded a posi
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -94,10 +95,19 @@ def _fresh() -> None:
     SEEN.clear()
 
 
+@pytest.fixture
+def engine(any_db_url: str) -> Iterator[Gatehouse]:
+    """On SQLite and PostgreSQL: each driver raises its own conflict, and each reads only what
+    was committed."""
+    gatehouse = Gatehouse(any_db_url)
+    yield gatehouse
+    gatehouse.db.dispose()
+
+
 def test_steps_wait_for_the_tools_start_and_the_runs_end_to_be_recorded(
-    gatehouse: Gatehouse,
+    engine: Gatehouse,
 ) -> None:
-    run = gatehouse.trigger("d_steps_then_tool", {})
+    run = engine.trigger("d_steps_then_tool", {})
 
     assert run.status == "succeeded", run.error
     assert SEEN["at the first step"] == []
@@ -113,7 +123,7 @@ def test_steps_wait_for_the_tools_start_and_the_runs_end_to_be_recorded(
         ("d_write#1", "succeeded"),
     ]
     assert run.output == {"written": 0, "after": 3}
-    assert [(c.key, c.status, c.output) for c in gatehouse.run(run.id).calls] == [
+    assert [(c.key, c.status, c.output) for c in engine.run(run.id).calls] == [
         ("d_first#1", "succeeded", 0),
         ("d_second#1", "succeeded", 0),
         ("d_write#1", "succeeded", 0),
@@ -121,12 +131,12 @@ def test_steps_wait_for_the_tools_start_and_the_runs_end_to_be_recorded(
     ]
 
 
-def test_a_failed_step_is_recorded_with_the_failed_runs_end(gatehouse: Gatehouse) -> None:
-    run = gatehouse.trigger("d_failing_step", {"n": 4})
+def test_a_failed_step_is_recorded_with_the_failed_runs_end(engine: Gatehouse) -> None:
+    run = engine.trigger("d_failing_step", {"n": 4})
 
     assert run.status == "failed"
     assert "no 4" in (run.error or "")
-    calls = gatehouse.run(run.id).calls
+    calls = engine.run(run.id).calls
     assert [(c.key, c.status) for c in calls] == [
         ("d_fine#1", "succeeded"),
         ("d_explode#1", "failed"),
@@ -135,12 +145,12 @@ def test_a_failed_step_is_recorded_with_the_failed_runs_end(gatehouse: Gatehouse
 
 
 def test_a_position_another_worker_recorded_first_loses_the_claim_and_writes_nothing(
-    gatehouse: Gatehouse,
+    engine: Gatehouse,
 ) -> None:
-    run = gatehouse.trigger("d_position_taken", {})
+    run = engine.trigger("d_position_taken", {})
 
     assert run.status == "running"  # not ours any more: no end written
     assert run.error == "claim lost to another worker"
-    stored = gatehouse.run(run.id)
+    stored = engine.run(run.id)
     assert stored.status == "running"
     assert [c.key for c in stored.calls] == ["d_one#1"]  # the other worker's row, alone
