@@ -47,7 +47,7 @@ from storage import approvals as approval_rows
 from storage import calls as call_rows
 from storage import run_operations as op_rows
 from storage import runs as run_rows
-from storage.audit import append_audit
+from storage.audit import append_audit, chain_head
 from storage.calls import CallRecord
 from storage.fastsql import fast_select, fast_update
 from storage.models import ApprovalStatus, CallKind, CallStatus, RunStatus, TaskStatus
@@ -162,6 +162,9 @@ def cancel(rt: Runtime, run_id: str, *, user: str, reason: str) -> RunRow:
     now = rt.clock.now()
     error = f"cancelled by {user}: {reason}"
     with rt.db.transaction() as conn:
+        # The audit chain's lock before the run's row, the order a run's own suspensions take
+        # them in (they audit, then move the run): the other order deadlocks on PostgreSQL.
+        chain_head(conn)
         moved = run_rows.transition(
             conn,
             run_id,
