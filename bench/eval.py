@@ -8,7 +8,8 @@ step, a read tool on the read-only database (the demo order book), the refund to
 with its `simulate`, scoring against `expected` and `expect_calls`, and the eval stored. In the
 same run, the floor: the same number of bare SDK `create` calls + pydantic validation at the same
 concurrency. Reported: cases/s, and the framework's share of the time (a case's time outside the
-model call, summed over cases). Target: >= 200 cases/s on these machines. Not a test.
+model call, summed over cases). Target: >= 90 % of the bare SDK calls/s measured in the same
+run, printed as a share, with "MISSED" when it falls short. Not a test.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ from pipelines.logs import configure_logging
 from pipelines.pipeline import CATALOG
 from pipelines.runtime import running_in
 from storage.db import Database
+
+FLOOR_SHARE_TARGET = 0.9  # issue 19: eval cases/s >= 90 % of bare SDK calls/s, same concurrency
 
 ANSWER = {
     "kind": "refund",
@@ -139,7 +142,7 @@ def main() -> None:
     model_ms = sum(r.llm_ms for r in report.results)
     print(
         f"eval of {args.cases} cases at concurrency {args.concurrency}: {wall:.2f} s, "
-        f"{args.cases / wall:.0f} cases/s (target >= 200); process CPU {cpu:.2f} s; "
+        f"{args.cases / wall:.0f} cases/s; process CPU {cpu:.2f} s; "
         f"load average before {load_before:.2f}"
     )
     print(
@@ -147,10 +150,13 @@ def main() -> None:
         f"{model_ms / args.cases:.2f} ms of it; framework share {1 - model_ms / case_ms:.0%} of "
         "the cases' time"
     )
+    share = floor / wall  # cases/s over bare calls/s
     print(
         f"floor: {args.cases} bare SDK create + validate at concurrency {args.concurrency}: "
-        f"{floor:.2f} s, {args.cases / floor:.0f} calls/s; the eval takes "
-        f"{wall / floor:.2f}x the floor"
+        f"{floor:.2f} s, {args.cases / floor:.0f} calls/s; the eval's {args.cases / wall:.0f} "
+        f"cases/s are {share:.0%} of it (target >= {FLOOR_SHARE_TARGET:.0%}: "
+        + ("met" if share >= FLOOR_SHARE_TARGET else "MISSED")
+        + ")"
     )
 
 

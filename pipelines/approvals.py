@@ -117,6 +117,10 @@ def request(
 
 def settle(journal: Journal, tool: Tool, call_id: str) -> None:
     """Replaying a call that waited for approval: go on, wait again, or raise the rejection."""
+    with journal.fast_read() as conn:  # a decided approval stays decided: no write lock to go on
+        approval = approval_rows.approval_for_call(conn, call_id)
+    if approval is not None and approval.status == ApprovalStatus.APPROVED:
+        return
     with journal.transaction() as conn:
         approval = approval_rows.approval_for_call(conn, call_id)
         if approval is None:
@@ -387,6 +391,7 @@ def decide(
         else None
     )
     status = ApprovalStatus.APPROVED if approve else ApprovalStatus.REJECTED
+    stored_reason = reason if not approve else reason or None
     now = rt.clock.now()
     detail: dict[str, Any] = {"reason": reason}
     try:
@@ -401,7 +406,7 @@ def decide(
                 status=status,
                 by=user,
                 at=now,
-                reason=reason if not approve else reason or None,
+                reason=stored_reason,
             )
             if tally is not None and won:
                 quorum.audit_vote(conn, approval, tally, user=user, now=now)
@@ -414,7 +419,16 @@ def decide(
                 rt.enqueue(conn, "approval_decided", approval_id, now)
             elif tally is not None:
                 raise quorum.VoteTooLate(approval_id)  # roll the vote back with the decision
-            decided = approval_rows.fetch_approval(conn, approval_id)
+            # The winner knows what it wrote (unless an edit rewrote the arguments); only a
+            # loser, a counted vote or an edit reads the approval back.
+            plain_win = won and not counted and (edit is None or not edit.changes)
+            decided = (
+                approval._replace(
+                    status=status, decided_by=user, decided_at=now, reason=stored_reason
+                )
+                if plain_win
+                else approval_rows.fetch_approval(conn, approval_id)
+            )
             run = run_rows.fetch_run(conn, approval.run_id)
     except quorum.VoteTooLate:
         won = counted = False

@@ -10,14 +10,13 @@ either (`MemoryJournal`): what each mode does instead of writing is its executor
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from typing import Any, NamedTuple, NoReturn
 
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 from sqlalchemy import Connection
-from sqlalchemy.exc import IntegrityError
 
 from pipelines import run_notices, sensitive, task_outcomes
 from pipelines.errors import JournalWriteRefused, LostClaim, PipelineChanged
@@ -27,7 +26,7 @@ from storage import runs as run_rows
 from storage.audit import append_audit
 from storage.calls import CallRecord
 from storage.db import Database
-from storage.fastsql import driver_transaction
+from storage.fastsql import driver_transaction, is_integrity_error
 from storage.ids import new_id
 from storage.models import CallKind, CallStatus, RunStatus
 
@@ -155,6 +154,8 @@ class Journal:
         self._on_divergence = on_divergence
         self._seq = 0
         self._name_counts: dict[str, int] = {}
+        # Pure steps' records, written with the next durable boundary (`pending_written`).
+        self._pending: list[CallRecord] = []
 
     # -- the cursor ------------------------------------------------------------------------
 
@@ -197,16 +198,43 @@ class Journal:
     # -- writing ---------------------------------------------------------------------------
 
     def transaction(self) -> AbstractContextManager[Connection]:
-        """One transaction, on the run's held connection when there is one."""
+        """One transaction, on the run's held connection when there is one; the steps not
+        recorded yet are written in it first (it is a durable boundary)."""
         if self._conn is not None:
-            return Database.transaction_on(self._conn)
-        return self.rt.db.transaction()
+            return self._with_pending(Database.transaction_on(self._conn))
+        return self._with_pending(self.rt.db.transaction())
 
     def fast_transaction(self) -> AbstractContextManager[Connection]:
-        """For writes made only through `storage.fastsql` (step records, tool outcomes)."""
+        """For writes made only through `storage.fastsql` (tool outcomes, model calls); the
+        steps not recorded yet are written in it first."""
         if self._conn is not None:
-            return driver_transaction(self._conn)
-        return self.rt.db.transaction()
+            return self._with_pending(driver_transaction(self._conn))
+        return self._with_pending(self.rt.db.transaction())
+
+    @contextmanager
+    def _with_pending(self, opened: AbstractContextManager[Connection]) -> Iterator[Connection]:
+        with opened as conn:
+            written = self.write_pending(conn)
+            yield conn
+        self.pending_written(written)
+
+    def write_pending(self, conn: Connection) -> int:
+        """Write the pending step records in the caller's transaction; returns how many, for
+        `pending_written` once it commits (a rollback leaves them pending)."""
+        if not self._pending:
+            return 0
+        try:
+            call_rows.insert_calls(conn, self._pending)
+        except Exception as exc:
+            if is_integrity_error(exc):  # another worker recorded these positions: it owns the run
+                raise LostClaim(self.run_id) from exc
+            raise
+        return len(self._pending)
+
+    def pending_written(self, count: int) -> None:
+        """The transaction that wrote `count` pending records committed."""
+        if count:
+            del self._pending[:count]
 
     def fast_read(self) -> AbstractContextManager[Connection]:
         """For reads made only through `storage.fastsql` (the pause check before each call)."""
@@ -215,24 +243,35 @@ class Journal:
         return self.rt.db.transaction()
 
     def record(self, record: CallRecord) -> None:
-        """One write for a call that is over by the time it is recorded (a step, a model call)."""
+        """One write for a call that is over by the time it is recorded (a model call), in one
+        transaction with the steps before it."""
+        try:
+            with self.fast_transaction() as conn:
+                call_rows.insert_call(conn, self._settled(record))
+        except Exception as exc:
+            if is_integrity_error(exc):  # another worker recorded this position: it owns the run
+                raise LostClaim(self.run_id) from exc
+            raise
+
+    def defer(self, record: CallRecord) -> None:
+        """A pure step's record: not a commit of its own but written with the next durable
+        boundary (a tool's start, a model call, a suspension, the run's end). A crash before
+        that re-runs only deterministic code, which returns the same results."""
+        self._pending.append(self._settled(record))
+
+    def _settled(self, record: CallRecord) -> CallRecord:
         # Free text (a prompt, step arguments, the model's raw answers, an error) and the output
         # may quote a secret or a sensitive value; sealed fields stay whole, so a resume opens them.
         call_input, output, error, meta = sensitive.scrub(
             (record.input, record.output, record.error, record.meta)
         )
-        record = record._replace(
+        return record._replace(
             input=call_input,
             output=output,
             error=error,
             meta=meta,
             finished_at=self.rt.clock.now(),
         )
-        try:
-            with self.fast_transaction() as conn:
-                call_rows.insert_call(conn, record)
-        except IntegrityError as exc:  # another worker recorded this position: it owns the run
-            raise LostClaim(self.run_id) from exc
 
     def audit(
         self,

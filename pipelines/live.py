@@ -34,6 +34,7 @@ from pipelines.llm import LLMResult
 from pipelines.runtime import Runtime
 from pipelines.tools import Tool, lookup_tool
 from storage import calls as call_rows
+from storage.boundaries import boundary_state
 from storage.db import is_disconnect
 from storage.models import CallStatus
 
@@ -63,11 +64,18 @@ class LiveExecutor:
         pass  # a live run reuses its record silently
 
     def _call_boundary(self) -> None:
-        """Before a tool or model call the record does not settle: a paused pipeline holds
-        the run here (`pipelines.pauses`), and a cancelled run stops here
-        (`pipelines.run_operations`)."""
-        run_operations.stop_if_cancelled(self._journal)
-        pauses.hold_if_paused(self._journal)
+        """Before a tool or model call the record does not settle: a cancelled run stops here
+        (`pipelines.run_operations`), and a paused pipeline holds the run here
+        (`pipelines.pauses`). Both are read in one statement."""
+        journal = self._journal
+        with journal.fast_read() as conn:  # no write lock: a read before every call
+            state = boundary_state(conn, journal.run_id)
+        if state is None:
+            run_operations.stop_unless_ours(journal, None, None)
+            return
+        run_operations.stop_unless_ours(journal, state.status, state.claimed_by)
+        if state.paused:
+            pauses.hold(journal)
 
     # -- steps -----------------------------------------------------------------------------
 
@@ -83,14 +91,14 @@ class LiveExecutor:
             result = fn(*args)
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
-            self._journal.record(
+            self._journal.defer(
                 call.record(
                     CallStatus.FAILED, input=_step_input(args), started_at=started_at, error=error
                 )
             )
             raise StepFailed(call.name, error) from exc
         output = record_value(result, f"step {call.name!r}")
-        self._journal.record(
+        self._journal.defer(
             call.record(
                 CallStatus.SUCCEEDED, input=_step_input(args), started_at=started_at, output=output
             )

@@ -290,7 +290,9 @@ class LLMCaller:
             completion = self.client.chat.completions.create(
                 model=model,
                 messages=messages,
-                response_format=response_format,
+                # The same JSON body as `response_format=`, without the SDK walking the cached
+                # schema through its parameter transform on every call (~0.6 ms CPU a call).
+                extra_body={"response_format": response_format},
             )
         except openai.APIStatusError as exc:
             if exc.status_code in _CONFIGURATION_STATUSES:

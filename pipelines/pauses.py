@@ -208,6 +208,12 @@ def hold_if_paused(journal: Journal) -> None:
     with journal.fast_read() as conn:
         if not pause_rows.paused_on_driver(conn, journal.pipeline):
             return
+    hold(journal)
+
+
+def hold(journal: Journal) -> None:
+    """The pipeline was read paused (a cheap read outside a transaction): read it again in the
+    transaction that suspends the run, and suspend it if the pause still holds."""
     with journal.transaction() as conn:
         if not pause_rows.is_paused(conn, journal.pipeline):
             return

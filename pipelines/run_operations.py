@@ -47,7 +47,7 @@ from storage import approvals as approval_rows
 from storage import calls as call_rows
 from storage import run_operations as op_rows
 from storage import runs as run_rows
-from storage.audit import append_audit
+from storage.audit import append_audit, chain_head
 from storage.calls import CallRecord
 from storage.fastsql import fast_select, fast_update
 from storage.models import ApprovalStatus, CallKind, CallStatus, RunStatus, TaskStatus
@@ -71,17 +71,21 @@ def stop_if_cancelled(journal: Journal) -> None:
     with journal.fast_read() as conn:  # no write lock: a read before every call
         rows = fast_select(conn, run_rows.runs_table, {"id": journal.run_id}, RunRow)
     run = rows[0] if rows else None
-    if (
-        run is not None
-        and run.status == RunStatus.RUNNING
-        and run.claimed_by == journal.rt.worker_id
-    ):
+    if run is None:
+        stop_unless_ours(journal, None, None)
+    else:
+        stop_unless_ours(journal, run.status, run.claimed_by)
+
+
+def stop_unless_ours(journal: Journal, status: str | None, claimed_by: str | None) -> None:
+    """`stop_if_cancelled` on what the caller read (`status` None: the run is gone)."""
+    if status == RunStatus.RUNNING and claimed_by == journal.rt.worker_id:
         return
     log.info(
         "run.stopped",
         run_id=journal.run_id,
-        status=None if run is None else str(run.status),
-        why="cancelled" if run is not None and run.status == RunStatus.CANCELLED else "claim lost",
+        status=status,
+        why="cancelled" if status == RunStatus.CANCELLED else "claim lost",
     )
     raise LostClaim(journal.run_id)
 
@@ -158,6 +162,9 @@ def cancel(rt: Runtime, run_id: str, *, user: str, reason: str) -> RunRow:
     now = rt.clock.now()
     error = f"cancelled by {user}: {reason}"
     with rt.db.transaction() as conn:
+        # The audit chain's lock before the run's row, the order a run's own suspensions take
+        # them in (they audit, then move the run): the other order deadlocks on PostgreSQL.
+        chain_head(conn)
         moved = run_rows.transition(
             conn,
             run_id,

@@ -187,12 +187,15 @@ def execute_claimed(rt: Runtime, run_id: str) -> Outcome:
 
 def _load_and_execute(rt: Runtime, held: Connection, run_id: str, *, claim: bool) -> Outcome | None:
     """Load the run and its record (claiming it first, in the same transaction, if asked)."""
-    with rt.db.transaction_on(held) as conn:
-        if claim and not run_rows.claim_run(
-            conn, run_id, worker=rt.worker_id, now=rt.clock.now(), lease=rt.lease
-        ):
-            return None
-        run = run_rows.fetch_run(conn, run_id)
+    with driver_transaction(held) as conn:  # fastsql statements only
+        if claim:
+            run = run_rows.claim_fetched_run(
+                conn, run_id, worker=rt.worker_id, now=rt.clock.now(), lease=rt.lease
+            )
+            if run is None:
+                return None
+        else:
+            run = run_rows.fetch_run(conn, run_id)
         if run is None:
             raise UnknownRun(f"no run {run_id}")
         if run.status != RunStatus.RUNNING or run.claimed_by != rt.worker_id:
@@ -296,24 +299,35 @@ def _finish(
         outcome, error=sensitive.scrub(outcome.error), output=sensitive.scrub(outcome.output)
     )
     now = rt.clock.now()
-    with driver_transaction(held) as conn:
-        moved = run_rows.transition(
-            conn,
-            run_id,
-            from_statuses=[RunStatus.RUNNING],
-            to_status=outcome.status,
-            now=now,
-            claimed_by=rt.worker_id,
-            output=outcome.output,
-            error=outcome.error,
-            finished_at=now,
-        )
-        if moved and outcome.status == RunStatus.NEEDS_ATTENTION:
-            rt.enqueue(conn, ATTENTION_EVENT, run_id, now)  # its notice, with the way out
-        if moved and tell:
-            run_notices.owe_notice(rt, conn, run_id, now)
-        # The cards of tasks people answered say how the run ended (pipelines/task_outcomes.py).
-        task_cards = journal.owe_task_cards(conn, now) if moved and journal is not None else []
+    written = 0
+    try:
+        with driver_transaction(held) as conn:
+            moved = run_rows.transition(
+                conn,
+                run_id,
+                from_statuses=[RunStatus.RUNNING],
+                to_status=outcome.status,
+                now=now,
+                claimed_by=rt.worker_id,
+                output=outcome.output,
+                error=outcome.error,
+                finished_at=now,
+            )
+            if moved and journal is not None:
+                # The run's end is a durable boundary: the steps since the last one go with it
+                # (and only if this worker still owns the run).
+                written = journal.write_pending(conn)
+            if moved and outcome.status == RunStatus.NEEDS_ATTENTION:
+                rt.enqueue(conn, ATTENTION_EVENT, run_id, now)  # its notice, with the way out
+            if moved and tell:
+                run_notices.owe_notice(rt, conn, run_id, now)
+            # The cards of tasks people answered say how the run ended (task_outcomes).
+            task_cards = journal.owe_task_cards(conn, now) if moved and journal is not None else []
+    except LostClaim:
+        moved = False
+        task_cards = []
+    if journal is not None and moved:
+        journal.pending_written(written)
     if not moved:
         log.warning("run.claim_lost", run_id=run_id, worker=rt.worker_id)
         return Outcome(RunStatus.RUNNING, error="claim lost to another worker")

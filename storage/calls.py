@@ -72,28 +72,33 @@ def _record(row: Any) -> CallRecord:
 
 
 def insert_call(conn: Connection, record: CallRecord) -> None:
-    fast_insert(
-        conn,
-        calls_table,
-        {
-            "id": record.id,
-            "run_id": record.run_id,
-            "seq": record.seq,
-            "key": record.key,
-            "kind": record.kind,
-            "name": record.name,
-            "status": record.status,
-            "input": record.input,
-            "output": record.output,
-            "error": record.error,
-            "idempotency_key": record.idempotency_key,
-            "started_at": record.started_at,
-            "finished_at": record.finished_at,
-            "wake_at": record.wake_at,
-            "reversed_by": record.reversed_by,
-            "meta": record.meta,
-        },
-    )
+    fast_insert(conn, calls_table, _row(record))
+
+
+def insert_calls(conn: Connection, records: list[CallRecord]) -> None:
+    """Several records in one statement (a run's steps, written with its next boundary)."""
+    fast_insert(conn, calls_table, [_row(record) for record in records])
+
+
+def _row(record: CallRecord) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "run_id": record.run_id,
+        "seq": record.seq,
+        "key": record.key,
+        "kind": record.kind,
+        "name": record.name,
+        "status": record.status,
+        "input": record.input,
+        "output": record.output,
+        "error": record.error,
+        "idempotency_key": record.idempotency_key,
+        "started_at": record.started_at,
+        "finished_at": record.finished_at,
+        "wake_at": record.wake_at,
+        "reversed_by": record.reversed_by,
+        "meta": record.meta,
+    }
 
 
 def update_call(conn: Connection, call_id: str, **values: Any) -> bool:

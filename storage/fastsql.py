@@ -142,6 +142,22 @@ def driver_transaction(conn: Connection, *, read_only: bool = False) -> Iterator
     driver.commit()
 
 
+def is_integrity_error(exc: BaseException) -> bool:
+    """A constraint refused the write, whether SQLAlchemy wrapped the driver's error or the
+    statement ran here, on the driver, which raises its own (`sqlite3`, `psycopg`)."""
+    import sqlite3
+
+    from sqlalchemy.exc import IntegrityError
+
+    if isinstance(exc, IntegrityError | sqlite3.IntegrityError):
+        return True
+    if type(exc).__module__.startswith("psycopg"):
+        import psycopg
+
+        return isinstance(exc, psycopg.IntegrityError)
+    return False
+
+
 def fast_insert(
     conn: Connection, table: Table, rows: Mapping[str, Any] | Sequence[Mapping[str, Any]]
 ) -> None:

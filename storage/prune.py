@@ -142,7 +142,8 @@ def prune_batch(
     (oldest finish first, after the key `after` a previous batch returned) and everything that
     belongs to them, in the caller's transaction; their stats go to `pruned_stats` first.
 
-    The window is read from `ix_runs_finished` alone, in order, and stops at `limit`; the
+    The window is read from the leading `finished_at` of `ix_runs_finished_pipeline_status`, in
+    order, and stops at `limit`; the
     status and pipeline are checked on those rows only. (A condition on the status inside the
     scan let PostgreSQL's planner read the whole range and sort it for every batch.)"""
     finished_at, run_key = runs_table.c.finished_at, runs_table.c.id

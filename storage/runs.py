@@ -129,6 +129,26 @@ def claim_run(
     return _claim(conn, run_id, worker=worker, now=now, lease=lease, started_at=started_at)
 
 
+def claim_fetched_run(
+    conn: Connection, run_id: str, *, worker: str, now: datetime, lease: timedelta
+) -> RunRow | None:
+    """`claim_run`, returning the row as the claim left it (None: not claimed); the row is read
+    once, before the claim, not again after it."""
+    run = fetch_run(conn, run_id)
+    if run is None:
+        return None
+    started_at = run.started_at if run.started_at is not None else now
+    if not _claim(conn, run_id, worker=worker, now=now, lease=lease, started_at=started_at):
+        return None
+    return run._replace(
+        status=RunStatus.RUNNING,
+        claimed_by=worker,
+        lease_until=now + lease,
+        started_at=started_at,
+        updated_at=now,
+    )
+
+
 def _claim(
     conn: Connection,
     run_id: str,

@@ -2,7 +2,7 @@
 
 Every execution of a step or a tool, and every effect a tool has, appends one JSON line to the
 ledger file named by `P_LEDGER`, so counts add up across processes (an `O_APPEND` write of a
-short line lands whole). `P_CRASH_AT` (`before` | `inside` | `after`) makes the process die at
+short line lands whole). `P_CRASH_AT` (`before` | `inside` | `after` | `between`) makes the process die at
 that point: with `P_CRASH_HOW=self` it SIGKILLs itself; otherwise it drops a marker file
 (`crash-<point>-<pid>` beside the ledger) and blocks until the test SIGKILLs it.
 """
@@ -175,6 +175,17 @@ def p_summarize(run_id: str, receipt: str) -> str:
     return f"summary-{receipt}"
 
 
+def p_middle(run_id: str, receipt: str) -> str:
+    note("step", "p_middle", run_id)
+    return f"middle-{receipt}"
+
+
+def p_between(run_id: str, middle: str) -> str:
+    maybe_crash("between")
+    note("step", "p_between", run_id)
+    return f"between-{middle}"
+
+
 # -- pipelines ---------------------------------------------------------------------------
 
 
@@ -216,3 +227,13 @@ def p_counted(ctx: Context, inp: PInput) -> dict[str, Any]:
     prepared = ctx.step("p_prepare", p_prepare, ctx.run_id, inp.tag)
     receipt = ctx.tool(p_record, PArgs(tag=inp.tag))
     return {"prepared": prepared, "receipt": receipt.receipt}
+
+
+@pipeline("p_steps_after_a_tool", input=PInput)
+def p_steps_after_a_tool(ctx: Context, inp: PInput) -> dict[str, Any]:
+    """step → write (a durable boundary) → step → step (crash point `between`) → the end."""
+    prepared = ctx.step("p_prepare", p_prepare, ctx.run_id, inp.tag)
+    receipt = ctx.tool(p_record, PArgs(tag=prepared))
+    middle = ctx.step("p_middle", p_middle, ctx.run_id, receipt.receipt)
+    between = ctx.step("p_between", p_between, ctx.run_id, middle)
+    return {"prepared": prepared, "receipt": receipt.receipt, "between": between}

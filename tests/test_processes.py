@@ -273,7 +273,10 @@ def test_worker_killed_mid_run_never_repeats_an_effect_and_the_next_worker_finis
     tool = "p_upsert" if idempotent else "p_send"
     key = f"{run_id}:{tool}#1"
     seen = executions(entries, run_id)
-    assert pids_of(entries, "step", "p_prepare") == [victim.pid]  # recorded before the crash
+    if point == "before":  # pure steps are recorded with the tool's start, never reached
+        assert pids_of(entries, "step", "p_prepare") == [victim.pid, rescuer.pid]
+    else:  # recorded with the tool's `started` row, before the crash
+        assert pids_of(entries, "step", "p_prepare") == [victim.pid]
     assert seen[("effect", tool)] == 1
 
     if point == "before":
@@ -307,6 +310,51 @@ def test_worker_killed_mid_run_never_repeats_an_effect_and_the_next_worker_finis
         assert run.output["receipt"] == "sent-c"
         call = next(c for c in run.calls if c.name == tool)
         assert call.output["pid"] == victim.pid  # the replay returned the recorded result
+
+
+def test_worker_killed_between_steps_replays_only_the_steps_after_the_last_boundary(
+    any_db_url: str, children: Callable[[str], Children], engines: Callable[[str], Gatehouse]
+) -> None:
+    """Pure steps are not committed on their own: a kill -9 between two steps leaves the record
+    as the last durable boundary (the tool's start and outcome) wrote it, and the next worker
+    re-runs only the deterministic steps after it, to the output an unbroken run has; the
+    write before them is not repeated."""
+    procs = children(any_db_url)
+    gh = engines(any_db_url)
+    run_id = gh.trigger("p_steps_after_a_tool", {"tag": "k"}, run_here=False).id
+
+    victim = procs.start("worker", "--until-idle", P_CRASH_AT="between")
+    procs.wait_for_file(crash_marker(procs.ledger, "between", victim.pid), victim)
+    os.kill(victim.pid, signal.SIGKILL)
+    procs.finish(victim, expect=-signal.SIGKILL)
+    crashed = gh.run(run_id)
+    assert crashed.status == "running"
+    # p_prepare went with the tool's `started` row; p_middle ran but waited for a boundary.
+    assert [(c.key, c.status) for c in crashed.calls] == [
+        ("p_prepare#1", "succeeded"),
+        ("p_record#1", "succeeded"),
+    ]
+
+    rescuer = procs.run("worker", "--until-idle")
+    assert rescuer.out[0]["executed"] == 1
+    run = gh.run(run_id)
+    assert run.status == "succeeded", run.error
+    assert run.output == {  # what the unbroken run returns
+        "prepared": "prepared-k",
+        "receipt": "recorded-prepared-k",
+        "between": "between-middle-recorded-prepared-k",
+    }
+    assert [(c.key, c.status) for c in run.calls] == [
+        ("p_prepare#1", "succeeded"),
+        ("p_record#1", "succeeded"),
+        ("p_middle#1", "succeeded"),
+        ("p_between#1", "succeeded"),
+    ]
+    entries = [e for e in procs.ledger_entries() if e["run"] == run_id]
+    assert pids_of(entries, "step", "p_prepare") == [victim.pid]
+    assert pids_of(entries, "effect", "p_record") == [victim.pid]  # never again
+    assert pids_of(entries, "step", "p_middle") == [victim.pid, rescuer.pid]  # re-run, same value
+    assert pids_of(entries, "step", "p_between") == [rescuer.pid]
 
 
 def test_one_worker_finishes_every_run_left_by_several_killed_workers(
