@@ -143,8 +143,7 @@ def prune_batch(
     belongs to them, in the caller's transaction; their stats go to `pruned_stats` first.
 
     The window is read from the leading `finished_at` of `ix_runs_finished_pipeline_status`, in
-    order, and stops at `limit`; the
-    status and pipeline are checked on those rows only. (A condition on the status inside the
+    order, and stops at `limit`; the status and pipeline are checked on those rows only. (A condition on the status inside the
     scan let PostgreSQL's planner read the whole range and sort it for every batch.)"""
     finished_at, run_key = runs_table.c.finished_at, runs_table.c.id
     window = select(run_key, finished_at).where(finished_at < scope.cutoff)
