@@ -469,7 +469,10 @@ class Harness:
 
         def fn(args: Any, *, idempotency_key: str) -> Any:
             fake.calls.append(args)
-            return returns(args) if callable(returns) else returns
+            # Validated as the real tool's result would be: a dict becomes the result model.
+            return tool.result_adapter.validate_python(
+                returns(args) if callable(returns) else returns
+            )
 
         def undo(args: Any, result: Any, *, idempotency_key: str) -> None:
             fake.reversed.append(args)
