@@ -301,9 +301,10 @@ class RunResult:
         """(kind, name, status) of each recorded call, in order."""
         return [(str(c.kind), c.name, str(c.status)) for c in self.calls]
 
-    def call(self, name: str) -> CallView:
-        """The one recorded call named `name` (AssertionError when there are none or several)."""
-        found = [c for c in self.calls if c.name == name]
+    def call(self, name: str, *, kind: str | None = None) -> CallView:
+        """The one recorded call named `name` (of `kind`: llm, tool, step, reversal…);
+        AssertionError when there are none or several."""
+        found = [c for c in self.calls if c.name == name and kind in (None, str(c.kind))]
         if len(found) != 1:
             raise AssertionError(f"{len(found)} calls named {name!r}; the run's: {self.trail()}")
         return found[0]
