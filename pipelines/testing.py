@@ -359,8 +359,8 @@ class Harness:
             shutil.copy(_migrated_template(), target)
             database = f"sqlite:///{target}"
         self.db = Database(database)
-        if not self.db.is_sqlite or self._dir is None:
-            self.db.upgrade()
+        if self._dir is None:
+            self.db.upgrade()  # yours: migrated like `gatehouse db upgrade` (safe to repeat)
         self.clock = clock or ManualClock()
         self.model = ScriptedModel()
         self.gatehouse = Gatehouse(

@@ -113,6 +113,24 @@ def test_triage_an_answer_failing_the_schema_is_asked_again(h: Harness) -> None:
     assert len(done.call("classify_ticket").meta["attempts"]) == 2
 
 
+def test_triage_a_model_that_errs_or_refuses_sends_the_ticket_to_a_person(h: Harness) -> None:
+    h.model.script("classify_ticket", Reply(status=503), Reply(refusal="I can't help with that."))
+
+    erred = h.run("ticket_triage", BIG_REFUND)
+    refused = h.run("ticket_triage", BIG_REFUND)
+
+    assert "could not be reached" in erred.open_task().context["reason"]
+    assert refused.open_task().context["reason"] == "the model refused: I can't help with that."
+
+
+def test_triage_an_answer_scripted_always_answers_every_run(h: Harness) -> None:
+    h.model.answer("classify_ticket", {"kind": "bug", "confidence": 0.9}, always=True)
+
+    queues = [h.run("ticket_triage", BIG_REFUND).output["queue"] for _ in range(3)]
+
+    assert queues == ["engineering"] * 3
+
+
 def test_triage_without_a_model_a_person_classifies() -> None:
     with Harness(pipelines=["pipelines.catalog"], model=False) as h:
         waiting = h.run("ticket_triage", BIG_REFUND)
@@ -234,3 +252,17 @@ def test_lead_scored_mid_goes_to_the_faked_crm(h: Harness) -> None:
 
     assert done.output["action"] == "added_to_crm", done.error
     assert [a.company for a in crm.calls] == ["Helios Health"]
+
+
+# -- on PostgreSQL ------------------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+def test_the_harness_runs_on_a_database_it_is_given(postgres_url: str) -> None:
+    with Harness(pipelines=["pipelines.catalog"], groups=GROUPS, database=postgres_url) as h:
+        h.model.answer("classify_ticket", REFUND_LABEL)
+
+        done = h.run("ticket_triage", BIG_REFUND, user="carol").approve(user="bob")
+
+        assert (done.status, done.output["route"]) == ("succeeded", "refunded")
+        assert h.db.is_postgres
