@@ -194,6 +194,7 @@ def consult_validator(
             system=system,
             model=rule.model,
             max_attempts=2,
+            name=call.name,
         )
     except LLMConfigurationError as exc:
         # The gate stays closed either way: a person (or `then="reject"`) decides instead.

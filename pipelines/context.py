@@ -90,6 +90,7 @@ class ModelRequest:
             model=self.model,
             min_confidence=self.min_confidence,
             max_attempts=self.max_attempts,
+            name=self.name,
         )
 
 

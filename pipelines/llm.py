@@ -243,7 +243,10 @@ class LLMCaller:
         model: str | None = None,
         min_confidence: float | None = None,
         max_attempts: int = 3,
+        name: str | None = None,
     ) -> LLMResult:
+        """`name`: the call's name in the run's record (`classify_ticket`, `validator:TOOL`);
+        not sent to the model; a caller that answers by name reads it (pipelines.testing)."""
         model_name = model or self.config.model
         system_text = system_prompt(task, output, system, self.config.output_mode)
         result = LLMResult(model=model_name, system=system_text, prompt=prompt)

@@ -44,6 +44,7 @@ from bot.cli import alerts as cli_alerts
 from bot.cli import audit as cli_audit
 from bot.cli import edits as cli_edits
 from bot.cli import eval as cli_eval
+from bot.cli import new as cli_new
 from bot.cli import pauses as cli_pauses
 from bot.cli import prune as cli_prune
 from bot.cli import ready as cli_ready
@@ -529,6 +530,7 @@ def _mount_subcommands() -> None:
     app.add_typer(cli_stats.app, name="stats")
     app.add_typer(cli_review.app, name="review")
     app.add_typer(cli_schedules.app, name="schedules")
+    app.add_typer(cli_new.app, name="new")
     app.command("sandbox")(cli_sandbox.sandbox)
     app.command("eval")(cli_eval.eval_command)
     app.command("evals")(cli_eval.evals_command)
