@@ -244,6 +244,20 @@ class Settings(BaseSettings):
         description="DM the Slack user who triggered a run when it waits on a person and when "
         "it ends (succeeded, failed, needs attention…)",
     )
+    # --- workers ---
+    worker_batch_size: int = Field(
+        8,
+        ge=1,
+        le=256,
+        description="Most queued runs a worker claims in one statement when the queue is deep "
+        "(1: one at a time)",
+    )
+    worker_batch_seconds: float = Field(
+        0.05,
+        gt=0,
+        description="A worker claims no more runs at once than it expects to finish in this "
+        "time, judged by its recent runs",
+    )
 
     @field_validator("llm_prices")
     @classmethod
