@@ -7,8 +7,8 @@ took: no more runs than it expects to finish within `batch_seconds` (at most `ba
 a slow pipeline is claimed one run at a time and other workers are not left idle beside a
 worker's backlog. Runs claimed and not started go back to the queue when the worker stops.
 
-The sweep (`pipelines.maintenance`) runs once per poll interval by the engine's clock and
-when the queue runs dry, not before each claim. A run whose worker died is taken over when its
+The sweep (`pipelines.maintenance`) runs once per poll interval (at most twice a second) by the
+engine's clock and when the queue runs dry, not before each claim. A run whose worker died is taken over when its
 lease runs out, or at once when the dead owner was a process on this same host.
 
 The loop outlives the database: an error that comes from losing it (a restart, a killed
@@ -46,6 +46,9 @@ log = structlog.get_logger()
 
 DEFAULT_BATCH_SIZE = 8  # GATEHOUSE_WORKER_BATCH_SIZE
 DEFAULT_BATCH_SECONDS = 0.05  # GATEHOUSE_WORKER_BATCH_SECONDS
+# A worker polling fast (`--poll 0.01`) for a quick pick-up still sweeps at most twice a second:
+# deadlines and rate-limit windows are minutes and hours, and each sweep is five statements.
+MIN_SWEEP_SECONDS = 0.5
 
 
 class Worker:
@@ -68,7 +71,7 @@ class Worker:
         self.max_backoff = max_backoff
         self.batch_size = batch_size
         self.batch_seconds = batch_seconds
-        self.maintenance = Maintenance(rt, timedelta(seconds=poll_seconds))
+        self.maintenance = Maintenance(rt, timedelta(seconds=max(poll_seconds, MIN_SWEEP_SECONDS)))
         self._stop = threading.Event()
         self._interrupted: str | None = None  # a run the database dropped under us
         self._batch: deque[ClaimedRun] = deque()  # claimed here, not started yet
