@@ -139,10 +139,11 @@ class Worker:
             failures = 0
             if idle:
                 self._stop.wait(self.poll_seconds)
+        claimed = self.claimed
         try:
             self.release_claimed()
         except Exception as exc:  # their leases run out and another worker takes them over
-            log.warning("worker.release_failed", error=str(exc), claimed=self.claimed)
+            log.warning("worker.release_failed", error=str(exc), claimed=claimed)
         log.info("worker.stopped", worker=self.rt.worker_id, executed=self.executed)
 
     def release_claimed(self) -> list[str]:
@@ -150,13 +151,13 @@ class Worker:
         if not self._batch:
             return []
         claims = list(self._batch)
+        self._batch.clear()
+        for claim in claims:  # first: the renewer must not see them go and call them lost
+            self.rt.leases.unreserve(claim.id)
         with self.rt.db.transaction() as conn:
             released = run_rows.release_claims(
                 conn, claims, worker=self.rt.worker_id, now=self.rt.clock.now()
             )
-        self._batch.clear()
-        for claim in claims:
-            self.rt.leases.unreserve(claim.id)
         if released:
             log.info("worker.released", worker=self.rt.worker_id, runs=released)
         return released
