@@ -151,26 +151,6 @@ def _claim(
     return True
 
 
-def claim_next_run(conn: Connection, *, worker: str, now: datetime, lease: timedelta) -> str | None:
-    """Claim the oldest queued run. `FOR UPDATE SKIP LOCKED` on PostgreSQL lets several workers
-    claim in parallel; SQLite's `BEGIN IMMEDIATE` already serializes the claim."""
-    query = (
-        select(runs_table.c.id, runs_table.c.started_at)
-        .where(runs_table.c.status == RunStatus.QUEUED)
-        .order_by(runs_table.c.created_at)
-        .limit(1)
-    )
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    row = conn.execute(query).first()
-    if row is None:
-        return None
-    started_at = row.started_at if row.started_at is not None else now
-    if _claim(conn, row.id, worker=worker, now=now, lease=lease, started_at=started_at):
-        return str(row.id)
-    return None
-
-
 def claim_queued_runs(
     conn: Connection, *, worker: str, now: datetime, lease: timedelta, limit: int
 ) -> list[ClaimedRun]:
