@@ -64,7 +64,7 @@ from pipelines.tools import Tool, registered_tools, tool, when
 from pipelines.triggers import cron, every, webhook
 from pipelines.validator import Validator, validator
 from pipelines.views import ApprovalView, CallView, Run, TaskView
-from pipelines.worker import Worker
+from pipelines.worker import DEFAULT_BATCH_SECONDS, DEFAULT_BATCH_SIZE, Worker
 from storage.audit import use_audit_key
 from storage.db import Database
 
@@ -160,6 +160,8 @@ class Gatehouse:
             authorization=authorization or Authorization(),
             budgets=dict(budgets or {}),
         )
+        self.worker_batch_size = DEFAULT_BATCH_SIZE
+        self.worker_batch_seconds = DEFAULT_BATCH_SECONDS
 
     @classmethod
     def from_settings(
@@ -209,6 +211,8 @@ class Gatehouse:
             budgets=budgets,
         )
         engine.rt.tell_triggerers = settings.tell_triggerer
+        engine.worker_batch_size = settings.worker_batch_size
+        engine.worker_batch_seconds = settings.worker_batch_seconds
         return engine
 
     @property
@@ -320,8 +324,15 @@ class Gatehouse:
     def pending(self) -> list[ApprovalView | TaskView]:
         return inspect.pending(self.rt)
 
-    def worker(self, *, poll_seconds: float = 0.5) -> Worker:
-        return Worker(self.rt, poll_seconds=poll_seconds)
+    def worker(self, *, poll_seconds: float = 0.5, batch_size: int | None = None) -> Worker:
+        """A worker on this engine; `batch_size` defaults to GATEHOUSE_WORKER_BATCH_SIZE for an
+        engine built from settings (8 otherwise)."""
+        return Worker(
+            self.rt,
+            poll_seconds=poll_seconds,
+            batch_size=batch_size or self.worker_batch_size,
+            batch_seconds=self.worker_batch_seconds,
+        )
 
     def expire_due(self) -> list[ApprovalView]:
         return approvals.expire_due(self.rt)

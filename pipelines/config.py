@@ -251,6 +251,20 @@ class Settings(BaseSettings):
         description="Delete finished runs older than this many days, once a day (as `gatehouse "
         "prune --older-than Nd`, one replica a day); unset: never. 35 or more",
     )
+    # --- workers ---
+    worker_batch_size: int = Field(
+        8,
+        ge=1,
+        le=256,
+        description="Most queued runs a worker claims in one statement when the queue is deep "
+        "(1: one at a time)",
+    )
+    worker_batch_seconds: float = Field(
+        0.05,
+        gt=0,
+        description="A worker claims no more runs at once than it expects to finish in this "
+        "time, judged by its recent runs",
+    )
 
     @field_validator("llm_prices")
     @classmethod

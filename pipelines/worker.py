@@ -1,8 +1,15 @@
-"""The worker loop: expire approvals, wake timers, reclaim orphaned runs, claim and execute.
+"""The worker loop: claim queued runs, a few at a time when the queue is deep, and execute them
+one after another; sweep (expiry, reminders, timers, orphans) on its own cadence.
 
-A claim is a lease renewed by a heartbeat thread while the run executes. A run whose worker
-died is taken over when its lease runs out, or at once when the dead owner was a process on
-this same host (its pid no longer exists).
+A claim is a lease renewed by a heartbeat thread while the run executes, and while a run
+claimed in a batch waits its turn. The batch is sized by how long this worker's recent runs
+took: no more runs than it expects to finish within `batch_seconds` (at most `batch_size`), so
+a slow pipeline is claimed one run at a time and other workers are not left idle beside a
+worker's backlog. Runs claimed and not started go back to the queue when the worker stops.
+
+The sweep (`pipelines.maintenance`) runs once per poll interval (at most twice a second) by the
+engine's clock and when the queue runs dry, not before each claim. A run whose worker died is taken over when its
+lease runs out, or at once when the dead owner was a process on this same host.
 
 The loop outlives the database: an error that comes from losing it (a restart, a killed
 connection) is logged and waited out with bounded exponential backoff, and a run it interrupted
@@ -12,104 +19,67 @@ back: completed calls return their recorded results, tools keep their at-most-on
 
 from __future__ import annotations
 
-import os
-import socket
 import threading
+import time
+from collections import deque
+from datetime import timedelta
 
 import structlog
 
-from pipelines.approval_nudges import nudge_due
-from pipelines.approvals import expire_due
 from pipelines.errors import RunNotRunnable, UnknownRun
+from pipelines.maintenance import (
+    Maintenance,
+    Sweep,
+    owner_is_dead,
+    reclaim_orphans,
+    wake_due_timers,
+)
 from pipelines.runner import Outcome, execute_claimed
 from pipelines.runtime import Runtime
 from storage import runs as run_rows
 from storage.db import is_disconnect
-from storage.models import RunStatus
+from storage.rows import ClaimedRun
+
+__all__ = ["Worker", "owner_is_dead", "reclaim_orphans", "wake_due_timers"]
 
 log = structlog.get_logger()
 
-
-def owner_is_dead(worker_id: str | None) -> bool:
-    """True when `worker_id` names a process on this host that no longer exists."""
-    if not worker_id:
-        return True
-    parts = worker_id.split(":")
-    if len(parts) != 3 or parts[0] != socket.gethostname() or not parts[1].isdigit():
-        return False
-    try:
-        os.kill(int(parts[1]), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
-
-
-def wake_due_timers(rt: Runtime) -> list[str]:
-    now = rt.clock.now()
-    with rt.db.transaction() as conn:
-        due = run_rows.due_timers(conn, now)
-    woken = []
-    for run_id in due:
-        with rt.db.transaction() as conn:
-            if run_rows.transition(
-                conn,
-                run_id,
-                from_statuses=[RunStatus.WAITING],
-                to_status=RunStatus.QUEUED,
-                now=now,
-                detail="timer",
-                wake_at=None,
-            ):
-                woken.append(run_id)
-    return woken
-
-
-def reclaim_orphans(rt: Runtime, limit: int = 1) -> list[str]:
-    """Take over up to `limit` running runs whose owner's lease expired or whose owner process
-    is gone. The caller executes what it took, so it takes no more than it will run now."""
-    now = rt.clock.now()
-    with rt.db.transaction() as conn:
-        candidates = run_rows.orphaned_runs(conn)
-    taken = []
-    for run in candidates:
-        lease_over = run.lease_until is None or run.lease_until <= now
-        if run.claimed_by == rt.worker_id and (not lease_over or rt.leases.holds(run.id)):
-            # Ours and executing (or just claimed). Ours, not executing and out of lease: a
-            # run the database dropped under a Slack click or a trigger; take it back.
-            continue
-        if not (lease_over or owner_is_dead(run.claimed_by)):
-            continue
-        with rt.db.transaction() as conn:
-            if run_rows.reclaim_run(
-                conn,
-                run.id,
-                previous_worker=run.claimed_by,
-                worker=rt.worker_id,
-                now=now,
-                lease=rt.lease,
-            ):
-                log.warning("run.reclaimed", run_id=run.id, previous_worker=run.claimed_by)
-                taken.append(str(run.id))
-        if len(taken) >= limit:
-            break
-    return taken
+DEFAULT_BATCH_SIZE = 8  # GATEHOUSE_WORKER_BATCH_SIZE
+DEFAULT_BATCH_SECONDS = 0.05  # GATEHOUSE_WORKER_BATCH_SECONDS
+# A worker polling fast (`--poll 0.01`) for a quick pick-up still sweeps at most twice a second:
+# deadlines and rate-limit windows are minutes and hours, and each sweep is five statements.
+MIN_SWEEP_SECONDS = 0.5
 
 
 class Worker:
-    """Runs queued runs one at a time until `stop()`; a stop lets the current run finish."""
+    """Runs queued runs one after another until `stop()`; a stop lets the current run finish
+    and puts the runs it claimed and has not started back in the queue."""
 
     def __init__(
-        self, rt: Runtime, *, poll_seconds: float = 0.5, max_backoff: float = 10.0
+        self,
+        rt: Runtime,
+        *,
+        poll_seconds: float = 0.5,
+        max_backoff: float = 10.0,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        batch_seconds: float = DEFAULT_BATCH_SECONDS,
     ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
         self.rt = rt
         self.poll_seconds = poll_seconds
         self.max_backoff = max_backoff
+        self.batch_size = batch_size
+        self.batch_seconds = batch_seconds
+        self.maintenance = Maintenance(rt, timedelta(seconds=max(poll_seconds, MIN_SWEEP_SECONDS)))
         self._stop = threading.Event()
         self._interrupted: str | None = None  # a run the database dropped under us
+        self._batch: deque[ClaimedRun] = deque()  # claimed here, not started yet
+        self._run_seconds: float | None = None  # a moving average of this worker's runs
+        self._since_sweep = 0  # runs taken since the last sweep
         self.executed = 0
         self.database_errors = 0
+        self.claims = 0  # claim statements sent
 
     def stop(self) -> None:
         self._stop.set()
@@ -118,35 +88,31 @@ class Worker:
     def stopping(self) -> bool:
         return self._stop.is_set()
 
-    def tick(self) -> None:
-        expire_due(self.rt)
-        nudge_due(self.rt)  # after expiry: an expired approval is not reminded
-        wake_due_timers(self.rt)
+    def tick(self) -> Sweep:
+        """Sweep now, whatever the cadence; an orphan it takes over waits in the batch."""
+        return self._sweep(orphans=self.batch_size)
+
+    @property
+    def claimed(self) -> list[str]:
+        """Runs claimed here and not started yet, in the order they will run."""
+        return [claim.id for claim in self._batch]
 
     def run_one(self) -> Outcome | None:
-        """Execute one run if there is one to take: a run the database interrupted, an orphan,
-        then the oldest queued."""
-        if self._interrupted is not None:
-            return self._execute(self._interrupted)
-        self.tick()
-        reclaimed = reclaim_orphans(self.rt)
-        if reclaimed:
-            run_id: str | None = reclaimed[0]
-        else:
-            now = self.rt.clock.now()
-            with self.rt.db.transaction() as conn:
-                run_id = run_rows.claim_next_run(
-                    conn, worker=self.rt.worker_id, now=now, lease=self.rt.lease
-                )
-        if run_id is None:
-            return None
-        return self._execute(run_id)
+        """Execute one run if there is one to take: a run the database interrupted, one claimed
+        earlier in a batch, an orphan, then the oldest queued. Claims no more than it runs."""
+        return self._run_next(limit=1)
 
     def run_until_idle(self, max_runs: int = 10_000) -> int:
-        """Execute runs until none is ready (tests and `gatehouse worker --once`)."""
+        """Sweep, then execute runs until none is ready (tests and `gatehouse worker --once`)."""
         count = 0
-        while count < max_runs and not self.stopping and self.run_one() is not None:
-            count += 1
+        try:
+            self._sweep(orphans=min(max_runs, self.batch_size))
+            while count < max_runs and not self.stopping:
+                if self._run_next(limit=max_runs - count) is None:
+                    break
+                count += 1
+        finally:
+            self.release_claimed()
         return count
 
     def run_forever(self) -> None:
@@ -154,7 +120,7 @@ class Worker:
         failures = 0
         while not self.stopping:
             try:
-                idle = self.run_one() is None
+                idle = self._run_next(limit=self.batch_size) is None
             except Exception as exc:
                 failures += 1
                 pause = min(self.poll_seconds * 2**failures, self.max_backoff)
@@ -173,21 +139,108 @@ class Worker:
             failures = 0
             if idle:
                 self._stop.wait(self.poll_seconds)
+        claimed = self.claimed
+        try:
+            self.release_claimed()
+        except Exception as exc:  # their leases run out and another worker takes them over
+            log.warning("worker.release_failed", error=str(exc), claimed=claimed)
         log.info("worker.stopped", worker=self.rt.worker_id, executed=self.executed)
+
+    def release_claimed(self) -> list[str]:
+        """Put the runs claimed here and not started back in the queue."""
+        if not self._batch:
+            return []
+        claims = list(self._batch)
+        self._batch.clear()
+        for claim in claims:  # first: the renewer must not see them go and call them lost
+            self.rt.leases.unreserve(claim.id)
+        with self.rt.db.transaction() as conn:
+            released = run_rows.release_claims(
+                conn, claims, worker=self.rt.worker_id, now=self.rt.clock.now()
+            )
+        if released:
+            log.info("worker.released", worker=self.rt.worker_id, runs=released)
+        return released
+
+    def _run_next(self, *, limit: int) -> Outcome | None:
+        if self._interrupted is not None:
+            return self._execute(self._interrupted)
+        if self.stopping:
+            return None
+        run_id = self._next_claimed(limit)
+        if run_id is None:
+            return None
+        return self._execute(run_id)
+
+    def _next_claimed(self, limit: int) -> str | None:
+        """The next run to execute: from the batch, else from a sweep that is due, else a new
+        claim; a dry queue sweeps (when runs were taken since the last sweep) and claims again
+        if the sweep queued something."""
+        if not self._batch:
+            swept = self.maintenance.due()
+            if swept:
+                self._sweep(orphans=limit)
+            if not self._batch:
+                self._claim(limit)
+            dry = not self._batch and not swept and self._since_sweep > 0
+            if dry and self._sweep(orphans=limit).queued_something and not self._batch:
+                self._claim(limit)
+        if not self._batch:
+            return None
+        return self._batch.popleft().id
+
+    def _sweep(self, *, orphans: int) -> Sweep:
+        self._since_sweep = 0
+        done = self.maintenance.sweep(orphans=orphans)
+        if done.taken:
+            self.rt.leases.reserve(done.taken)
+            for run_id in reversed(done.taken):  # runs already under way go first
+                self._batch.appendleft(ClaimedRun(run_id, None, restores_started=False))
+        return done
+
+    def _claim(self, limit: int) -> None:
+        size = min(limit, self._batch_target())
+        with self.rt.db.transaction() as conn:
+            claims = run_rows.claim_queued_runs(
+                conn,
+                worker=self.rt.worker_id,
+                now=self.rt.clock.now(),
+                lease=self.rt.lease,
+                limit=size,
+            )
+        self.claims += 1
+        if claims:
+            self.rt.leases.reserve([claim.id for claim in claims])
+            self._batch.extend(claims)
+            self._since_sweep += len(claims)
+
+    def _batch_target(self) -> int:
+        """How many runs to claim at once: one until this worker has timed a run, then as many
+        as it expects to finish within `batch_seconds`, at most `batch_size`."""
+        if self._run_seconds is None or self.batch_size == 1:
+            return 1
+        return max(1, min(self.batch_size, int(self.batch_seconds / max(self._run_seconds, 1e-6))))
 
     def _execute(self, run_id: str) -> Outcome | None:
         self._interrupted = run_id
+        began = time.perf_counter()
         try:
             outcome = execute_claimed(self.rt, run_id)
         except (RunNotRunnable, UnknownRun) as exc:
             # Taken over (our lease ran out while the database was away) or gone: not ours.
             log.warning("worker.run_not_ours", run_id=run_id, why=str(exc))
             self._interrupted = None
+            self.rt.leases.unreserve(run_id)
             return None
         except Exception as exc:
             if not is_disconnect(exc):
                 self._interrupted = None
+                self.rt.leases.unreserve(run_id)
             raise
+        took = time.perf_counter() - began
+        self._run_seconds = (
+            took if self._run_seconds is None else 0.8 * self._run_seconds + 0.2 * took
+        )
         self._interrupted = None
         self.executed += 1
         return outcome

@@ -328,6 +328,16 @@ class ReviewedItemRow(NamedTuple):
     run_error: str | None
 
 
+class ClaimedRun(NamedTuple):
+    """A run a batch claim took (`runs.claim_queued_runs`), with its `started_at` before the
+    claim, so that a run released unstarted goes back as it was. A run taken over from a dead
+    worker keeps the `started_at` it has (`restores_started=False`)."""
+
+    id: str
+    started_before: datetime | None
+    restores_started: bool = True
+
+
 class OrphanCandidate(NamedTuple):
     """A running run's owner and lease (`runs.orphaned_runs`)."""
 

@@ -11,11 +11,11 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Table, select
+from sqlalchemy import Connection, Table, func, select, update
 
 from storage.fastsql import fast_insert, fast_select, fast_update
 from storage.models import Run, RunEvent, RunStatus
-from storage.rows import OrphanCandidate, RunRow
+from storage.rows import ClaimedRun, OrphanCandidate, RunRow
 
 runs_table: Table = Run.__table__  # type: ignore[assignment]
 run_events_table: Table = RunEvent.__table__  # type: ignore[assignment]
@@ -171,24 +171,83 @@ def _claim(
     return True
 
 
-def claim_next_run(conn: Connection, *, worker: str, now: datetime, lease: timedelta) -> str | None:
-    """Claim the oldest queued run. `FOR UPDATE SKIP LOCKED` on PostgreSQL lets several workers
-    claim in parallel; SQLite's `BEGIN IMMEDIATE` already serializes the claim."""
-    query = (
+def claim_queued_runs(
+    conn: Connection, *, worker: str, now: datetime, lease: timedelta, limit: int
+) -> list[ClaimedRun]:
+    """Claim up to `limit` of the oldest queued runs, oldest first. On PostgreSQL it is one
+    statement whose pick is `FOR UPDATE SKIP LOCKED`, so workers claiming at once take disjoint
+    runs without waiting for each other; SQLite's `BEGIN IMMEDIATE` serializes the claim."""
+    picked = (
         select(runs_table.c.id, runs_table.c.started_at)
         .where(runs_table.c.status == RunStatus.QUEUED)
         .order_by(runs_table.c.created_at)
-        .limit(1)
+        .limit(limit)
     )
+    claimed = {
+        "status": RunStatus.RUNNING,
+        "claimed_by": worker,
+        "lease_until": now + lease,
+        "updated_at": now,
+    }
+    rows: list[Any]
     if conn.dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    row = conn.execute(query).first()
-    if row is None:
-        return None
-    started_at = row.started_at if row.started_at is not None else now
-    if _claim(conn, row.id, worker=worker, now=now, lease=lease, started_at=started_at):
-        return str(row.id)
-    return None
+        pick = picked.with_for_update(skip_locked=True).cte("picked")
+        statement = (
+            update(runs_table)
+            .where(runs_table.c.id == pick.c.id, runs_table.c.status == RunStatus.QUEUED)
+            .values(**claimed, started_at=func.coalesce(pick.c.started_at, now))
+            .returning(runs_table.c.id, runs_table.c.created_at, pick.c.started_at)
+        )
+        rows = sorted(conn.execute(statement).all(), key=lambda row: (row.created_at, row.id))
+    else:
+        # SQLite's RETURNING cannot name the picked rows: read them, then claim them all (no
+        # other writer can come between, under BEGIN IMMEDIATE).
+        rows = list(conn.execute(picked.add_columns(runs_table.c.created_at)).all())
+        if rows:
+            conn.execute(
+                update(runs_table)
+                .where(runs_table.c.id.in_([row.id for row in rows]))
+                .values(**claimed, started_at=func.coalesce(runs_table.c.started_at, now))
+            )
+    if rows:
+        fast_insert(
+            conn,
+            run_events_table,
+            [
+                {
+                    "run_id": row.id,
+                    "from_status": RunStatus.QUEUED,
+                    "to_status": RunStatus.RUNNING,
+                    "at": now,
+                    "detail": worker,
+                }
+                for row in rows
+            ],
+        )
+    return [ClaimedRun(str(row.id), row.started_at) for row in rows]
+
+
+def release_claims(
+    conn: Connection, claims: Iterable[ClaimedRun], *, worker: str, now: datetime
+) -> list[str]:
+    """Put runs this worker claimed but never started back in the queue, as they were before
+    the claim (the oldest-first order is kept: it is by creation time). Returns those released;
+    a run no longer ours (taken over after its lease ran out) is left alone."""
+    released = []
+    for claim in claims:
+        restored = {"started_at": claim.started_before} if claim.restores_started else {}
+        if transition(
+            conn,
+            claim.id,
+            from_statuses=[RunStatus.RUNNING],
+            to_status=RunStatus.QUEUED,
+            now=now,
+            claimed_by=worker,
+            detail=f"released unstarted by {worker}",
+            **restored,
+        ):
+            released.append(claim.id)
+    return released
 
 
 def reclaim_run(

@@ -87,7 +87,7 @@ def cmd_worker(gh: Gatehouse, args: argparse.Namespace) -> None:
         signal.signal(signal.SIGTERM, lambda *_: worker.stop())
         worker.run_forever()
         executed = worker.executed
-    emit({"worker": gh.rt.worker_id, "executed": executed})
+    emit({"worker": gh.rt.worker_id, "executed": executed, "claims": worker.claims})
 
 
 def parser() -> argparse.ArgumentParser:
