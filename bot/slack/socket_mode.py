@@ -65,7 +65,7 @@ class SocketModeConnection:
 class TimedSocketModeHandler(SocketModeHandler):
     """Bolt's handler, timing each envelope from its arrival to its ack being sent."""
 
-    def handle(self, client: BaseSocketModeClient, req: SocketModeRequest) -> None:  # type: ignore[override]
+    def handle(self, client: BaseSocketModeClient, req: SocketModeRequest) -> None:
         began = time.perf_counter()
         super().handle(client, req)  # type: ignore[arg-type]
         time_ack("socket", began)
