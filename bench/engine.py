@@ -1,11 +1,13 @@
 """Benchmark: the cost of a durable 3-step run on SQLite, against the raw sqlite3 floor.
 
-    python bench/engine.py [--runs 2000]
+    python bench/engine.py [--runs 2000] [--observe]
 
 Prints the median ms per run for (1) Gatehouse running a 3-step pipeline (no LLM, no approval)
 sequentially, and (2) stdlib sqlite3 writing the same rows (1 run insert, 3 call rows, 1 run
 update; 5 commits) in WAL mode with the same pragmas — and the resume latency from `approve`
-to the run's next call starting. Run by hand; not a test.
+to the run's next call starting. `--observe` installs /metrics' Prometheus observer (as
+`serve` and `worker` do) to measure what its histograms and counters cost per run. Run by
+hand; not a test.
 """
 
 from __future__ import annotations
@@ -228,7 +230,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=2000)
     parser.add_argument("--resumes", type=int, default=300)
+    parser.add_argument("--observe", action="store_true", help="install the Prometheus observer")
     args = parser.parse_args()
+    if args.observe:
+        from bot.http.observed import install_observer
+
+        install_observer()
     configure_logging("console", "warning")
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
@@ -238,7 +245,8 @@ def main() -> None:
         resume = bench_resume(args.resumes, workdir)
     floor_ms = statistics.median(floor)
     engine_ms = statistics.median(engine)
-    print(f"runs: {args.runs} sequential 3-step runs on SQLite (WAL, synchronous=NORMAL)")
+    observed = " with the Prometheus observer" if args.observe else ""
+    print(f"runs: {args.runs} sequential 3-step runs on SQLite (WAL, synchronous=NORMAL){observed}")
     print(f"floor  (sqlite3, 5 rows, 5 commits): median {floor_ms:.3f} ms/run")
     print(
         f"schema floor (sqlite3, the engine's rows in its schema): median {statistics.median(schema_floor):.3f} ms/run"
