@@ -26,6 +26,7 @@ from bot.http.metrics import metrics_routes
 from bot.http.observed import MULTIPROC_ENV, install_observer
 from bot.http.server import BackgroundServer
 from pipelines import Gatehouse, LLMConfig, StaticDirectory, observations
+from pipelines.config import ConfigurationError
 from storage.db import Database
 from tests import llm_pipelines as lp
 from tests.conftest import GROUPS
@@ -195,6 +196,14 @@ def test_a_workers_observations_reach_the_scrape_through_the_multiprocess_dir(
     assert found[("gatehouse_run_duration_seconds_count", frozenset(run.items()))] == 2
     assert found[("gatehouse_run_duration_seconds_sum", frozenset(run.items()))] == 84
     assert found[("gatehouse_runs_finished_total", frozenset(run.items()))] == 2
+
+
+def test_a_multiprocess_dir_that_is_not_there_is_a_configuration_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(MULTIPROC_ENV, str(tmp_path / "missing"))
+    with pytest.raises(ConfigurationError, match=r"PROMETHEUS_MULTIPROC_DIR=.*missing.*create it"):
+        install_observer()
 
 
 def test_every_metric_the_dashboard_queries_is_exposed(engine: Gatehouse) -> None:

@@ -1,20 +1,22 @@
-"""Prometheus `/metrics`: the stats of the last 24 h per pipeline, in the text exposition format.
+"""Prometheus `/metrics` on prometheus-client: the database's gauges and the processes' observations.
 
-Written by hand (the format is a few lines of text; no client library to configure). Every
-figure is a gauge computed from the database at scrape time by `pipelines.operations.stats`, so any
-replica answers the same and nothing is lost on restart; what each counts is in `storage.stats`.
-A figure with no value (no finished runs: no error rate, no percentiles) is left out rather
-than reported as 0 or NaN. Percentiles do not add up across pipelines, so every pipeline
-together has its own `gatehouse_overall_*` gauges (counts are left to PromQL's `sum`).
+The library writes the exposition (text format 0.0.4, or OpenMetrics when the scrape's Accept
+asks for `application/openmetrics-text`) and escapes label values. Two collectors feed a scrape:
 
-The outbox has gauges of its own (`outbox_exposition`): what is undelivered and dead (from the
-database, the same on every replica) and what holds delivery in this process (a paused sender:
-`gatehouse_outbox_paused{reason="token_revoked"} 1`; subjects waiting for a scope). Each
-replica pauses on its own from Slack's answers, so alert on the `max` over replicas.
-
-The budgets have theirs (`budget_exposition`, pipelines.budgets): per budgeted pipeline, today's
-(UTC) spend and reservations, its limits and what is left, the calls to a model without a price
-(spend unknown), and the last hour's runs against the run rate.
+- `DatabaseCollector`: gauges computed from the database at scrape time by
+  `pipelines.operations.stats`, so any replica answers the same and nothing is lost on restart;
+  what each counts is in `storage.stats`. A figure with no value (no finished runs: no error
+  rate, no percentiles) is left out rather than reported as 0 or NaN. Percentiles do not add up
+  across pipelines, so every pipeline together has its own `gatehouse_overall_*` gauges (counts
+  are left to PromQL's `sum`). The outbox has gauges of its own: what is undelivered and dead
+  (from the database) and what holds delivery in this process (a paused sender:
+  `gatehouse_outbox_paused{reason="token_revoked"} 1`; subjects waiting for a scope); each
+  replica pauses on its own from Slack's answers, so alert on the `max` over replicas. The
+  budgets have theirs (pipelines.budgets): per budgeted pipeline, today's (UTC) spend and
+  reservations, its limits and what is left, the calls to a model without a price, and the last
+  hour's runs against the run rate.
+- `bot.http.observed.ProcessCollector`: the histograms and counters of what the processes
+  observed (every process's, through PROMETHEUS_MULTIPROC_DIR, else this one's).
 
 With GATEHOUSE_METRICS_TOKEN set, a scrape must send `Authorization: Bearer <token>` (the
 Prometheus `authorization` setting); anything else gets 401.

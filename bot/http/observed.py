@@ -23,6 +23,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from pipelines import observations
+from pipelines.config import ConfigurationError
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -132,6 +133,12 @@ _process: PrometheusObserver | None = None
 def install_observer() -> PrometheusObserver:
     """This process's observer, made and installed in the engine once."""
     global _process
+    path = multiproc_dir()
+    if path is not None and not os.path.isdir(path):
+        raise ConfigurationError(
+            f"{MULTIPROC_ENV}={path} is not a directory: create it (empty, shared by serve and "
+            "the workers of this host) before they start, or unset it"
+        )
     if _process is None:
         _process = PrometheusObserver(CollectorRegistry(auto_describe=True))
     observations.install(_process)
