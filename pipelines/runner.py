@@ -99,6 +99,9 @@ def trigger(
                 error=error,
             )
         log.info("run.invalid_input", run_id=run_id, pipeline=name)
+        watcher = observations.observer()
+        if watcher.active:  # refused on arrival: finished when it was created
+            watcher.run_finished(observations.pipeline_label(name), RunStatus.INVALID_INPUT, 0.0)
         return Run(
             run_id, name, RunStatus.INVALID_INPUT, recorded_input, None, error, user, now, now
         )

@@ -108,6 +108,13 @@ def test_a_run_its_tools_and_its_approval_move_the_histograms(
     assert moved("gatehouse_tool_calls_total", tool="issue_refund", outcome="succeeded") == 1
     # the read ran once: the replay after the approval took its recorded result
     assert moved("gatehouse_tool_calls_total", tool="find_order", outcome="succeeded") == 1
+    refused = engine.trigger("refund_request", {"order_id": "ord_1"}, user="carol")
+    assert refused.status == "invalid_input"
+    last = values(scrape(engine)[1])
+    invalid = {"pipeline": "refund_request", "status": "invalid_input"}
+    assert sample(last, "gatehouse_runs_finished_total", **invalid) == (
+        sample(after, "gatehouse_runs_finished_total", **invalid) + 1
+    )
     # the database's gauges are still there beside them, names unchanged
     assert sample(after, "gatehouse_runs_24h", pipeline="refund_request") == 1
 
