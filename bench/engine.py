@@ -1,6 +1,6 @@
 """Benchmark: the cost of a durable 3-step run on SQLite, against the raw sqlite3 floor.
 
-    python bench/engine.py [--runs 2000] [--public]
+    python bench/engine.py [--runs 2000] [--public] [--observe]
 
 Prints the median ms per run for (1) Gatehouse running a 3-step pipeline (no LLM, no approval)
 sequentially, and (2) stdlib sqlite3 writing the same rows (1 run insert, 3 call rows, 1 run
@@ -10,7 +10,10 @@ run, as a ratio, and says when it misses its target.
 
 `--public` measures the path an application takes: `pipelines.trigger()` with default settings
 (`Gatehouse.from_settings()` from an empty environment, in a fresh directory: the default SQLite
-file, logging at its default level), instead of a `Gatehouse` built here. Run by hand; not a test.
+file, logging at its default level), instead of a `Gatehouse` built here.
+
+`--observe` installs /metrics' Prometheus observer (as `serve` and `worker` do) to measure
+what its histograms and counters cost per run. Run by hand; not a test.
 """
 
 from __future__ import annotations
@@ -266,7 +269,12 @@ def main() -> None:
     parser.add_argument(
         "--public", action="store_true", help="pipelines.trigger() with default settings"
     )
+    parser.add_argument("--observe", action="store_true", help="install the Prometheus observer")
     args = parser.parse_args()
+    if args.observe:
+        from bot.http.observed import install_observer
+
+        install_observer()
     if args.public:
         stray = sorted(k for k in os.environ if k.startswith("GATEHOUSE_"))
         if stray:
@@ -284,7 +292,8 @@ def main() -> None:
     engine_ms = statistics.median(engine)
     resume_ms = statistics.median(resume)
     what = "pipelines.trigger(), default settings" if args.public else "Gatehouse.trigger"
-    print(f"runs: {args.runs} sequential 3-step runs on SQLite (WAL, synchronous=NORMAL)")
+    observed = " with the Prometheus observer" if args.observe else ""
+    print(f"runs: {args.runs} sequential 3-step runs on SQLite (WAL, synchronous=NORMAL){observed}")
     print(f"floor  (sqlite3, 5 rows, 5 commits): median {floor_ms:.3f} ms/run")
     print(
         f"schema floor (sqlite3, the engine's rows in its schema, 5 commits): median "

@@ -23,6 +23,7 @@ from slack_sdk import WebClient
 
 from bot.http.asgi import build_asgi
 from bot.http.metrics import metrics_routes
+from bot.http.observed import install_observer
 from bot.http.server import StopSignals, serve_forever
 from bot.http.webhooks import webhook_routes
 from bot.scheduler import SchedulerHandle, add_retention_job, start_scheduler
@@ -167,6 +168,7 @@ def build_bot(settings: Settings, *, clock: Clock | None = None, production: boo
         open_by_default=not production,
     )
     holder["gatehouse"] = gatehouse
+    install_observer()  # /metrics' histograms and counters of what this process sees
     # Cards go through the outbox. Until `start_jobs` starts the sender's thread, a change is
     # delivered inline right after its commit (the test harness, one-off tools).
     gatehouse.rt.sender = OutboxSender(gatehouse.rt)

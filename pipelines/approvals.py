@@ -16,7 +16,14 @@ from typing import Any, NoReturn
 import structlog
 from sqlalchemy import Connection
 
-from pipelines import approval_edits, approval_nudges, quorum, sensitive, task_outcomes
+from pipelines import (
+    approval_edits,
+    approval_nudges,
+    observations,
+    quorum,
+    sensitive,
+    task_outcomes,
+)
 from pipelines import validator as validation
 from pipelines.authorization import groups_checked, may_act, refuse
 from pipelines.errors import (
@@ -453,6 +460,13 @@ def decide(
         with rt.db.transaction() as conn:
             [view] = quorum.with_quorum(conn, [view])
     log.info("approval.decided", approval_id=approval_id, status=str(status), user=user)
+    watcher = observations.observer()
+    if watcher.active:
+        watcher.approval_decided(
+            observations.pipeline_label(run.pipeline if run else ""),
+            str(status),
+            max((now - approval.requested_at).total_seconds(), 0.0),
+        )
     rt.notify("approval_decided", view)
     return view
 

@@ -19,6 +19,7 @@ from pipelines import (
     approvals,
     budgets,
     call_outcomes,
+    observations,
     pauses,
     rate_limits,
     run_operations,
@@ -191,6 +192,9 @@ class LiveExecutor:
             if not self._write_when_back(started, outcome):
                 self._rt.unrecorded_outcomes[started.id] = outcome
             raise
+        watcher = observations.observer()
+        if watcher.active:
+            watcher.tool_called(observations.tool_label(tool.name), str(status))
         log.info(
             "tool.finished",
             run_id=self._journal.run_id,
@@ -346,6 +350,15 @@ class LiveExecutor:
                 budgets.after_model_call(self._journal, reservation, 0.0)
                 raise
             budgets.after_model_call(self._journal, reservation, result.cost)
+        watcher = observations.observer()
+        if watcher.active:
+            watcher.model_called(
+                observations.pipeline_label(self._journal.pipeline),
+                observations.model_label(self._rt.llm_config.prices, result.model),
+                result.failure or "answered",
+                result.latency_ms / 1000,
+                result.cost,
+            )
         log.info(
             "llm.called",
             run_id=self._journal.run_id,

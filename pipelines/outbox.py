@@ -44,7 +44,7 @@ from weakref import WeakKeyDictionary
 
 import structlog
 
-from pipelines import call_outcomes, inspect, run_notices, task_outcomes
+from pipelines import call_outcomes, inspect, observations, run_notices, task_outcomes
 from pipelines.attention import ATTENTION_EVENT
 from pipelines.errors import UnknownApproval, UnknownRun, UnknownTask
 from pipelines.operations import alerting, review
@@ -418,9 +418,13 @@ class OutboxSender:
         if reached_notifier:
             self._resume()
         self.pauses.release_subject(head.subject_id)
+        now = self.rt.clock.now()
         with self.rt.db.transaction() as conn:
-            rows.mark_delivered(conn, head.subject_id, up_to=up_to, now=self.rt.clock.now())
+            rows.mark_delivered(conn, head.subject_id, up_to=up_to, now=now)
         self.delivered += 1
+        watcher = observations.observer()
+        if watcher.active:  # owed (its oldest row) to delivered, as this sender saw it
+            watcher.outbox_delivered(max((now - head.created_at).total_seconds(), 0.0))
         log.info("outbox.delivered", subject_id=head.subject_id, owed=head.event)
         return Outcome(head.subject_id, True)
 

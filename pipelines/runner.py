@@ -17,7 +17,7 @@ import structlog
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import Connection
 
-from pipelines import budgets, pauses, run_notices, sensitive, task_outcomes
+from pipelines import budgets, observations, pauses, run_notices, sensitive, task_outcomes
 from pipelines.attention import ATTENTION_EVENT, notify_attention
 from pipelines.authorization import authorize_trigger
 from pipelines.context import Context
@@ -99,6 +99,9 @@ def trigger(
                 error=error,
             )
         log.info("run.invalid_input", run_id=run_id, pipeline=name)
+        watcher = observations.observer()
+        if watcher.active:  # refused on arrival: finished when it was created
+            watcher.run_finished(observations.pipeline_label(name), RunStatus.INVALID_INPUT, 0.0)
         return Run(
             run_id, name, RunStatus.INVALID_INPUT, recorded_input, None, error, user, now, now
         )
@@ -140,7 +143,9 @@ def trigger(
                     lease_until=now + rt.lease,
                 )
         _refuse_unless_admitted(rt, name, paused, refused)
-        outcome = _execute(rt, held, pipeline, run_id, model, user, recorded=[], source=source)
+        outcome = _execute(
+            rt, held, pipeline, run_id, model, user, recorded=[], source=source, created_at=now
+        )
     finished = rt.clock.now() if outcome.status != RunStatus.WAITING else None
     return Run(
         run_id,
@@ -212,9 +217,18 @@ def _load_and_execute(rt: Runtime, held: Connection, run_id: str, *, claim: bool
             f"{format_validation_errors(exc)}"
         )
         tell = run_notices.tells_triggerer(rt, run.trigger, run.trigger_user)
-        return _finish(rt, held, run_id, Outcome(RunStatus.FAILED, error=message), tell=tell)
+        failed = Outcome(RunStatus.FAILED, error=message)
+        return _finish(rt, held, run_id, failed, tell=tell, seen=(run.pipeline, run.created_at))
     return _execute(
-        rt, held, pipeline, run_id, model, run.trigger_user, recorded=recorded, source=run.trigger
+        rt,
+        held,
+        pipeline,
+        run_id,
+        model,
+        run.trigger_user,
+        recorded=recorded,
+        source=run.trigger,
+        created_at=run.created_at,
     )
 
 
@@ -228,6 +242,7 @@ def _execute(
     *,
     recorded: list[CallRecord],
     source: str | None = None,
+    created_at: datetime | None = None,
 ) -> Outcome:
     tell = run_notices.tells_triggerer(rt, source, trigger_user)
     journal = Journal(
@@ -281,7 +296,8 @@ def _execute(
                 raise
             log.warning("run.failed", error=str(exc), traceback=traceback.format_exc())
             outcome = Outcome(RunStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
-        return _finish(rt, held, run_id, outcome, tell=tell, journal=journal)
+        seen = None if created_at is None else (pipeline.name, created_at)
+        return _finish(rt, held, run_id, outcome, tell=tell, journal=journal, seen=seen)
 
 
 def _finish(
@@ -292,7 +308,9 @@ def _finish(
     *,
     tell: bool = False,
     journal: Journal | None = None,
+    seen: tuple[str, datetime] | None = None,
 ) -> Outcome:
+    """Record the run's end; `seen` (its pipeline and creation time) feeds the metrics port."""
     # An exception's text may quote a secret or a sensitive value the run holds, and so may
     # what the pipeline returned (sealed fields stay whole and resume).
     outcome = replace(
@@ -332,6 +350,13 @@ def _finish(
         log.warning("run.claim_lost", run_id=run_id, worker=rt.worker_id)
         return Outcome(RunStatus.RUNNING, error="claim lost to another worker")
     log.info("run.finished", run_id=run_id, status=str(outcome.status))
+    watcher = observations.observer()
+    if watcher.active and seen is not None:
+        watcher.run_finished(
+            observations.pipeline_label(seen[0]),
+            str(outcome.status),
+            max((now - seen[1]).total_seconds(), 0.0),
+        )
     if outcome.status == RunStatus.NEEDS_ATTENTION:
         notify_attention(rt, run_id)
     if tell:

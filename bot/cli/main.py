@@ -264,10 +264,12 @@ def worker(
     ] = False,
 ) -> None:
     """Execute queued runs (and expire approvals, wake timers) until Ctrl-C or SIGTERM."""
+    from bot.http.observed import install_observer
     from bot.scheduler import start_scheduler
     from bot.serve import attach_outbox_sender
     from pipelines.config import ConfigurationError
 
+    install_observer()  # its observations reach /metrics through PROMETHEUS_MULTIPROC_DIR
     settings = settings_for_cli(worker=True)
     with open_gatehouse(quiet=False, settings=settings) as gatehouse:
         runner = gatehouse.worker(poll_seconds=poll or settings.worker_poll_seconds)

@@ -1,20 +1,22 @@
-"""Prometheus `/metrics`: the stats of the last 24 h per pipeline, in the text exposition format.
+"""Prometheus `/metrics` on prometheus-client: the database's gauges and the processes' observations.
 
-Written by hand (the format is a few lines of text; no client library to configure). Every
-figure is a gauge computed from the database at scrape time by `pipelines.operations.stats`, so any
-replica answers the same and nothing is lost on restart; what each counts is in `storage.stats`.
-A figure with no value (no finished runs: no error rate, no percentiles) is left out rather
-than reported as 0 or NaN. Percentiles do not add up across pipelines, so every pipeline
-together has its own `gatehouse_overall_*` gauges (counts are left to PromQL's `sum`).
+The library writes the exposition (text format 0.0.4, or OpenMetrics when the scrape's Accept
+asks for `application/openmetrics-text`) and escapes label values. Two collectors feed a scrape:
 
-The outbox has gauges of its own (`outbox_exposition`): what is undelivered and dead (from the
-database, the same on every replica) and what holds delivery in this process (a paused sender:
-`gatehouse_outbox_paused{reason="token_revoked"} 1`; subjects waiting for a scope). Each
-replica pauses on its own from Slack's answers, so alert on the `max` over replicas.
-
-The budgets have theirs (`budget_exposition`, pipelines.budgets): per budgeted pipeline, today's
-(UTC) spend and reservations, its limits and what is left, the calls to a model without a price
-(spend unknown), and the last hour's runs against the run rate.
+- `DatabaseCollector`: gauges computed from the database at scrape time by
+  `pipelines.operations.stats`, so any replica answers the same and nothing is lost on restart;
+  what each counts is in `storage.stats`. A figure with no value (no finished runs: no error
+  rate, no percentiles) is left out rather than reported as 0 or NaN. Percentiles do not add up
+  across pipelines, so every pipeline together has its own `gatehouse_overall_*` gauges (counts
+  are left to PromQL's `sum`). The outbox has gauges of its own: what is undelivered and dead
+  (from the database) and what holds delivery in this process (a paused sender:
+  `gatehouse_outbox_paused{reason="token_revoked"} 1`; subjects waiting for a scope); each
+  replica pauses on its own from Slack's answers, so alert on the `max` over replicas. The
+  budgets have theirs (pipelines.budgets): per budgeted pipeline, today's (UTC) spend and
+  reservations, its limits and what is left, the calls to a model without a price, and the last
+  hour's runs against the run rate.
+- `bot.http.observed.ProcessCollector`: the histograms and counters of what the processes
+  observed (every process's, through PROMETHEUS_MULTIPROC_DIR, else this one's).
 
 With GATEHOUSE_METRICS_TOKEN set, a scrape must send `Authorization: Bearer <token>` (the
 Prometheus `authorization` setting); anything else gets 401.
@@ -23,15 +25,20 @@ Prometheus `authorization` setting); anything else gets 401.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.samples import Sample
 from pydantic import SecretStr
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from bot.http.observed import ProcessCollector
 from pipelines import Gatehouse
 from pipelines.budgets import budget_statuses
 from pipelines.operations.stats import (
@@ -46,7 +53,7 @@ from pipelines.outbox import delivery_pauses
 from pipelines.runtime import Runtime
 from storage import outbox as outbox_rows
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # what a scrape without Accept gets
 
 
 @dataclass(frozen=True)
@@ -154,34 +161,6 @@ OVERALL_GAUGES = (
 )
 
 
-def escape_label(value: str) -> str:
-    """A label value as the exposition format quotes it: backslash, quote and newline escaped."""
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _escape_help(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\n", "\\n")
-
-
-def _number(value: float) -> str:
-    return repr(float(value)) if isinstance(value, float) else str(value)
-
-
-def exposition(report: StatsReport) -> str:
-    """Every gauge with a HELP and a TYPE line, then one sample per pipeline that has a value."""
-    lines: list[str] = []
-    for gauge in GAUGES:
-        lines.extend(_header(gauge))
-        lines.extend(_samples(gauge, report.pipelines))
-    overall = report.overall_stats()
-    for gauge in OVERALL_GAUGES:
-        lines.extend(_header(gauge))
-        value = gauge.value(overall.windows[0], overall)
-        if value is not None:
-            lines.append(f"{gauge.name} {_number(value)}")
-    return "\n".join(lines) + "\n"
-
-
 OUTBOX_GAUGES = {
     "gatehouse_outbox_undelivered": "Outbox rows not delivered yet (cards, alerts, reviews owed).",
     "gatehouse_outbox_dead": "Outbox rows given up on (kept for a week; see the logs' outbox.dead).",
@@ -191,36 +170,6 @@ OUTBOX_GAUGES = {
     "gatehouse_outbox_held": "Subjects this process holds for an operator's fix (the reason label "
     "is Slack's error, e.g. missing_scope: add the scope the logs name and reinstall).",
 }
-
-
-def outbox_exposition(rt: Runtime) -> str:
-    """The outbox's gauges: rows from the database, pauses from this process."""
-    now = rt.clock.now()
-    with rt.db.transaction() as conn:
-        counts = outbox_rows.counts(conn)
-        oldest = outbox_rows.oldest_pending(conn)
-    pauses = delivery_pauses(rt.db)
-    pause = pauses.pause
-    values: dict[str, list[str]] = {
-        "gatehouse_outbox_undelivered": [f"{counts.get('pending', 0)}"],
-        "gatehouse_outbox_dead": [f"{counts.get('dead', 0)}"],
-        "gatehouse_outbox_oldest_undelivered_seconds": (
-            [] if oldest is None else [_number(max((now - oldest).total_seconds(), 0.0))]
-        ),
-        "gatehouse_outbox_paused": (
-            ["0"] if pause is None else [f'{{reason="{escape_label(pause.reason)}"}} 1']
-        ),
-        "gatehouse_outbox_held": [
-            f'{{reason="{escape_label(reason)}"}} {count}'
-            for reason, count in sorted(pauses.held(now).items())
-        ],
-    }
-    lines: list[str] = []
-    for name, help_text in OUTBOX_GAUGES.items():
-        lines.extend(_help_and_type(name, help_text))
-        for sample in values[name]:
-            lines.append(f"{name}{sample}" if sample.startswith("{") else f"{name} {sample}")
-    return "\n".join(lines) + "\n"
 
 
 BUDGET_GAUGES = {
@@ -237,51 +186,104 @@ BUDGET_GAUGES = {
 }
 
 
-def budget_exposition(rt: Runtime) -> str:
-    """One sample per budgeted pipeline and window; a limit not set is left out."""
-    values: dict[str, list[str]] = {name: [] for name in BUDGET_GAUGES}
-    for status in budget_statuses(rt):
-        pipeline = escape_label(status.pipeline)
-        day = f'{{pipeline="{pipeline}",window="day"}}'
-        hour = f'{{pipeline="{pipeline}",window="hour"}}'
-        budget = status.budget
-        values["gatehouse_budget_spent_usd"].append(f"{day} {_number(status.day.spent_usd)}")
-        values["gatehouse_budget_reserved_usd"].append(f"{day} {_number(status.day.in_flight_usd)}")
-        values["gatehouse_budget_unpriced_calls"].append(f"{day} {status.day.unpriced}")
-        if budget.max_cost_per_day is not None:
-            values["gatehouse_budget_limit_usd"].append(f"{day} {_number(budget.max_cost_per_day)}")
-            values["gatehouse_budget_left_usd"].append(
-                f"{day} {_number(status.day_left_usd or 0.0)}"
-            )
-        if budget.max_cost_per_run is not None:
-            run = f'{{pipeline="{pipeline}",window="run"}}'
-            values["gatehouse_budget_limit_usd"].append(f"{run} {_number(budget.max_cost_per_run)}")
-        values["gatehouse_budget_runs"].append(f"{hour} {status.runs_last_hour}")
-        if budget.max_runs_per_hour is not None:
-            values["gatehouse_budget_runs_limit"].append(f"{hour} {budget.max_runs_per_hour}")
-    lines: list[str] = []
-    for name, help_text in BUDGET_GAUGES.items():
-        lines.extend(_help_and_type(name, help_text))
-        lines.extend(f"{name}{sample}" for sample in values[name])
-    return "\n".join(lines) + "\n"
+class DatabaseCollector:
+    """The gauges computed from the database at scrape time (the same on every replica), and
+    the outbox's pauses of this process."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+
+    def collect(self) -> Iterator[Metric]:
+        yield from _stats_gauges(pipeline_stats(self.rt, windows=[DAY]))
+        yield from _outbox_gauges(self.rt)
+        yield from _budget_gauges(self.rt)
 
 
-def _header(gauge: Gauge) -> list[str]:
-    return _help_and_type(gauge.name, gauge.help)
-
-
-def _help_and_type(name: str, help_text: str) -> list[str]:
-    return [f"# HELP {name} {_escape_help(help_text)}", f"# TYPE {name} gauge"]
-
-
-def _samples(gauge: Gauge, pipelines: Iterable[PipelineStats]) -> Iterable[str]:
-    for p in pipelines:
-        window = p.window(DAY)
-        if window is None:
-            continue
-        value = gauge.value(window, p)
+def _stats_gauges(report: StatsReport) -> Iterator[Metric]:
+    """One sample per pipeline that has a value; a figure with none is left out."""
+    for gauge in GAUGES:
+        family = GaugeMetricFamily(gauge.name, gauge.help, labels=["pipeline"])
+        for p in report.pipelines:
+            window = p.window(DAY)
+            value = None if window is None else gauge.value(window, p)
+            if value is not None:
+                family.add_metric([p.pipeline], value)
+        yield family
+    overall = report.overall_stats()
+    for gauge in OVERALL_GAUGES:
+        family = GaugeMetricFamily(gauge.name, gauge.help)
+        value = gauge.value(overall.windows[0], overall)
         if value is not None:
-            yield f'{gauge.name}{{pipeline="{escape_label(p.pipeline)}"}} {_number(value)}'
+            family.add_metric([], value)
+        yield family
+
+
+def _outbox_gauges(rt: Runtime) -> Iterator[Metric]:
+    """Rows from the database, pauses from this process."""
+    now = rt.clock.now()
+    with rt.db.transaction() as conn:
+        counts = outbox_rows.counts(conn)
+        oldest = outbox_rows.oldest_pending(conn)
+    pauses = delivery_pauses(rt.db)
+    names = iter(OUTBOX_GAUGES.items())
+
+    def family(labels: Sequence[str] = ()) -> GaugeMetricFamily:
+        name, help_text = next(names)
+        return GaugeMetricFamily(name, help_text, labels=labels)
+
+    undelivered, dead, oldest_age = family(), family(), family()
+    undelivered.add_metric([], counts.get("pending", 0))
+    dead.add_metric([], counts.get("dead", 0))
+    if oldest is not None:
+        oldest_age.add_metric([], max((now - oldest).total_seconds(), 0.0))
+    paused, held = family(["reason"]), family(["reason"])
+    if pauses.pause is None:
+        paused.samples.append(Sample(paused.name, {}, 0.0))
+    else:
+        paused.add_metric([pauses.pause.reason], 1)
+    for reason, count in sorted(pauses.held(now).items()):
+        held.add_metric([reason], count)
+    yield from (undelivered, dead, oldest_age, paused, held)
+
+
+def _budget_gauges(rt: Runtime) -> Iterator[Metric]:
+    """One sample per budgeted pipeline and window; a limit not set is left out."""
+    families = {
+        name: GaugeMetricFamily(name, help_text, labels=["pipeline", "window"])
+        for name, help_text in BUDGET_GAUGES.items()
+    }
+
+    def add(name: str, pipeline: str, window: str, value: float) -> None:
+        families[name].add_metric([pipeline, window], value)
+
+    for status in budget_statuses(rt):
+        pipeline, budget = status.pipeline, status.budget
+        add("gatehouse_budget_spent_usd", pipeline, "day", status.day.spent_usd)
+        add("gatehouse_budget_reserved_usd", pipeline, "day", status.day.in_flight_usd)
+        add("gatehouse_budget_unpriced_calls", pipeline, "day", status.day.unpriced)
+        if budget.max_cost_per_day is not None:
+            add("gatehouse_budget_limit_usd", pipeline, "day", budget.max_cost_per_day)
+            add("gatehouse_budget_left_usd", pipeline, "day", status.day_left_usd or 0.0)
+        if budget.max_cost_per_run is not None:
+            add("gatehouse_budget_limit_usd", pipeline, "run", budget.max_cost_per_run)
+        add("gatehouse_budget_runs", pipeline, "hour", status.runs_last_hour)
+        if budget.max_runs_per_hour is not None:
+            add("gatehouse_budget_runs_limit", pipeline, "hour", budget.max_runs_per_hour)
+    yield from families.values()
+
+
+def scrape_registry(rt: Runtime) -> CollectorRegistry:
+    """Everything one scrape shows: the database's gauges and the processes' observations."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(DatabaseCollector(rt))
+    registry.register(ProcessCollector())
+    return registry
+
+
+def render(rt: Runtime, accept: str) -> tuple[bytes, str]:
+    """The scrape in the format `accept` asks for (OpenMetrics or the text format 0.0.4)."""
+    encoder, content_type = choose_encoder(accept)
+    return encoder(scrape_registry(rt)), content_type
 
 
 def metrics_routes(gatehouse: Gatehouse, *, token: SecretStr | None = None) -> list[Route]:
@@ -299,9 +301,8 @@ def metrics_routes(gatehouse: Gatehouse, *, token: SecretStr | None = None) -> l
                     headers={"WWW-Authenticate": 'Bearer realm="gatehouse metrics"'},
                     media_type="text/plain",
                 )
-        report = await run_in_threadpool(pipeline_stats, gatehouse.rt, windows=[DAY])
-        outbox = await run_in_threadpool(outbox_exposition, gatehouse.rt)
-        budgets = await run_in_threadpool(budget_exposition, gatehouse.rt)
-        return Response(exposition(report) + outbox + budgets, media_type=CONTENT_TYPE)
+        accept = request.headers.get("accept", "")
+        body, content_type = await run_in_threadpool(render, gatehouse.rt, accept)
+        return Response(body, headers={"Content-Type": content_type})
 
     return [Route("/metrics", metrics, methods=["GET"])]

@@ -26,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from bot.http.limits import read_capped_body
+from bot.http.observed import time_ack
 from pipelines.replays import SIGNATURE_WINDOW, ReplayGuard
 
 log = structlog.get_logger()
@@ -61,6 +62,7 @@ class SlackIngress:
             )
 
     async def handle(self, request: Request) -> Response:
+        began = time.perf_counter()
         body = await read_capped_body(request, self.max_body_bytes)
         if body is None:
             return self._too_large()
@@ -77,7 +79,7 @@ class SlackIngress:
                 },
                 status_code=401,
             )
-        return await run_in_threadpool(self._take, request, body, signature, signed_at)
+        return await run_in_threadpool(self._take, request, body, signature, signed_at, began)
 
     def verified_at(self, timestamp: str, signature: str, body: bytes) -> datetime | None:
         """When Slack signed `body`, if `signature` is Slack's v0 HMAC of it with this app's
@@ -94,7 +96,9 @@ class SlackIngress:
             return None
         return datetime.fromtimestamp(int(timestamp), UTC)
 
-    def _take(self, request: Request, body: bytes, signature: str, signed_at: datetime) -> Response:
+    def _take(
+        self, request: Request, body: bytes, signature: str, signed_at: datetime, began: float
+    ) -> Response:
         """On a worker thread: the replay check, then Bolt's parse and dispatch."""
         try:
             replayed = self.replays is not None and not self.replays.first_time(
@@ -135,6 +139,7 @@ class SlackIngress:
             # lost work: answer as the malformed request it is, and Slack does not retry.
             log.warning("slack.malformed_request", status=bolt_response.status)
             return _malformed()
+        time_ack("http", began)
         return to_starlette_response(bolt_response)
 
     def _too_large(self) -> Response:

@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import time
 from dataclasses import dataclass
 
 import structlog
 from slack_bolt import App
 from slack_bolt.adapter.socket_mode import SocketModeHandler
 from slack_sdk.errors import SlackApiError
+from slack_sdk.socket_mode.client import BaseSocketModeClient
+from slack_sdk.socket_mode.request import SocketModeRequest
 
+from bot.http.observed import time_ack
 from pipelines.config import ConfigurationError
 
 log = structlog.get_logger()
@@ -58,12 +62,21 @@ class SocketModeConnection:
         log.info("slack.socket_mode.closed")
 
 
+class TimedSocketModeHandler(SocketModeHandler):
+    """Bolt's handler, timing each envelope from its arrival to its ack being sent."""
+
+    def handle(self, client: BaseSocketModeClient, req: SocketModeRequest) -> None:
+        began = time.perf_counter()
+        super().handle(client, req)  # type: ignore[arg-type]
+        time_ack("socket", began)
+
+
 def connect_socket_mode(app: App, app_token: str) -> SocketModeConnection:
     """Open the Socket Mode connection for `app` (its client's base URL is the Web API's).
 
     A token Slack refuses is a configuration error naming SLACK_APP_TOKEN; a connection that
     fails after a good `apps.connections.open` is retried by the client's own monitor."""
-    handler = SocketModeHandler(app, app_token, ping_interval=PING_INTERVAL)
+    handler = TimedSocketModeHandler(app, app_token, ping_interval=PING_INTERVAL)
     try:
         handler.connect()  # type: ignore[no-untyped-call]
     except SlackApiError as exc:
