@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 import structlog
 from sqlalchemy import Connection
 
-from pipelines import approval_edits, approval_nudges, quorum, sensitive
+from pipelines import approval_edits, approval_nudges, quorum, sensitive, tracing
 from pipelines import validator as validation
 from pipelines.authorization import groups_checked, may_act, refuse
 from pipelines.errors import (
@@ -119,6 +119,12 @@ def settle(journal: Journal, tool: Tool, call_id: str) -> None:
         approval = approval_rows.approval_for_call(conn, call_id)
         if approval is None:
             raise NeedsAttention(f"tool call {call_id} awaits an approval that does not exist")
+        tracing.annotate(
+            {
+                "gatehouse.approval.outcome": approval.status,
+                "gatehouse.approval.approver": approval.decided_by,
+            }
+        )
         if approval.status == ApprovalStatus.APPROVED:
             return
         now = journal.rt.clock.now()

@@ -17,7 +17,7 @@ import structlog
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import Connection
 
-from pipelines import budgets, pauses, run_notices, sensitive
+from pipelines import budgets, pauses, run_notices, sensitive, tracing
 from pipelines.attention import ATTENTION_EVENT, notify_attention
 from pipelines.authorization import authorize_trigger
 from pipelines.context import Context
@@ -117,6 +117,7 @@ def trigger(
                     now=now,
                     trigger_user=user,
                     trigger=source,
+                    detail=tracing.trigger_detail(),
                 )
         _refuse_unless_admitted(rt, name, paused, refused)
         return Run(run_id, name, RunStatus.QUEUED, input_json, None, None, user, now, None)
@@ -242,6 +243,7 @@ def _execute(
         running_in(rt),
         structlog.contextvars.bound_contextvars(run_id=run_id, pipeline=pipeline.name),
         sensitive.tracking(),
+        tracing.run_slice(rt, run_id, pipeline.name),
     ):
         sensitive.remember_model(model)
         try:
@@ -310,6 +312,7 @@ def _finish(
         log.warning("run.claim_lost", run_id=run_id, worker=rt.worker_id)
         return Outcome(RunStatus.RUNNING, error="claim lost to another worker")
     log.info("run.finished", run_id=run_id, status=str(outcome.status))
+    tracing.run_ended(str(outcome.status), outcome.error)
     if outcome.status == RunStatus.NEEDS_ATTENTION:
         notify_attention(rt, run_id)
     if tell:
