@@ -172,14 +172,14 @@ def build_tracer_provider(
 
 
 def install(provider: TracerProvider | None, *, capture_content: bool = False) -> None:
-    """Trace runs through `provider` from now on (None: stop tracing). The previous provider
-    is flushed and shut down."""
+    """Trace runs through `provider` from now on (None: stop tracing). Whoever built the
+    provider shuts it down (`provider.shutdown()` sends what is still batched)."""
     global _installed
-    previous, _installed = _installed, None
-    if previous is not None:
-        previous.shutdown()
-    if provider is not None:
-        _installed = Tracing(provider, provider.get_tracer(INSTRUMENTATION), capture_content)
+    _installed = (
+        None
+        if provider is None
+        else Tracing(provider, provider.get_tracer(INSTRUMENTATION), capture_content)
+    )
 
 
 def install_from_environment(env: Mapping[str, str] | None = None) -> bool:

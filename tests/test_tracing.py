@@ -67,6 +67,7 @@ def traced(otlp: FakeOTLP) -> Iterator[Any]:
         yield provider
     finally:
         tracing.install(None)
+        provider.shutdown()
         client.close()
         op.http_client = None
 
@@ -208,6 +209,7 @@ def test_without_content_capture_no_prompt_or_answer_is_exported(
         chat = _one(otlp.spans(), "chat gpt-4o-mini")
     finally:
         tracing.install(None)
+        provider.shutdown()
         op.http_client = None
     assert "gen_ai.input.messages" not in chat.attributes
     assert "gen_ai.output.messages" not in chat.attributes
@@ -325,4 +327,5 @@ def test_a_sampler_from_the_environment_is_honoured(otlp: FakeOTLP, gatehouse: G
         provider.force_flush()
     finally:
         tracing.install(None)
+        provider.shutdown()
     assert otlp.requests == []
