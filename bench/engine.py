@@ -262,6 +262,9 @@ def main() -> None:
 
 def report_otel(runs: int, workdir: Path, block: int = 100) -> None:
     """The same 3-step runs with tracing off and on, in alternating blocks of `block` runs."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests' fake receiver
     from pipelines import tracing
     from tests.fakes.otlp import FakeOTLP
 

@@ -243,7 +243,7 @@ def _execute(
         running_in(rt),
         structlog.contextvars.bound_contextvars(run_id=run_id, pipeline=pipeline.name),
         sensitive.tracking(),
-        tracing.run_slice(rt, run_id, pipeline.name),
+        tracing.run_slice(rt, held, run_id, pipeline.name),
     ):
         sensitive.remember_model(model)
         try:

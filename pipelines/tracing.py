@@ -37,6 +37,7 @@ from pipelines.errors import GatehouseError, Suspend
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.trace import Span, Tracer
+    from sqlalchemy import Connection
 
     from pipelines.context import ModelRequest
     from pipelines.llm import LLMResult
@@ -281,8 +282,9 @@ def trigger_detail() -> str | None:
 
 
 @contextmanager
-def run_slice(rt: Runtime, run_id: str, pipeline: str) -> Iterator[None]:
-    """One execution slice of a run, as a span (nothing at all when tracing is off)."""
+def run_slice(rt: Runtime, held: Connection, run_id: str, pipeline: str) -> Iterator[None]:
+    """One execution slice of a run, as a span (nothing at all when tracing is off). `held`:
+    the run's idle connection, for one read of its events."""
     current = _installed
     if current is None:
         yield
@@ -291,10 +293,9 @@ def run_slice(rt: Runtime, run_id: str, pipeline: str) -> Iterator[None]:
     from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-    from storage.queries import events_of_run
+    from storage.runs import events_on_driver
 
-    with rt.db.transaction() as conn:
-        events = events_of_run(conn, run_id)
+    events = events_on_driver(held, run_id)
     ordinal = max(1, sum(1 for e in events if e.to_status == "running"))
     first = events[0].detail if events else None
     parent = None
