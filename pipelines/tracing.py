@@ -381,7 +381,12 @@ def traced_call(kind: str) -> Callable[[F], F]:
             if current is None:
                 return verb(ctx, *args, **kwargs)
             upcoming = ctx.journal.upcoming()
-            if upcoming is not None and str(upcoming.status) in _SETTLED:
+            # (A tool gated by a validator model has the verdict's record first: its own span.)
+            if (
+                upcoming is not None
+                and str(upcoming.kind) == kind
+                and str(upcoming.status) in _SETTLED
+            ):
                 return verb(ctx, *args, **kwargs)
             with _call_span(current, kind, _describe(kind, args, kwargs)):
                 return verb(ctx, *args, **kwargs)

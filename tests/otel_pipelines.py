@@ -97,3 +97,13 @@ class Order(BaseModel):
 @pipeline("otel_steps_only", input=Order)
 def otel_steps_only(ctx: Context, o: Order) -> str:
     return ctx.step("normalize", normalize, o.order)
+
+
+class Confirmation(BaseModel):
+    ok: bool
+
+
+@pipeline("otel_confirm", input=Order)
+def otel_confirm(ctx: Context, o: Order) -> bool:
+    answer = ctx.ask_human("confirm", f"Ship {o.order}?", Confirmation, assignees=["olga"])
+    return answer.ok

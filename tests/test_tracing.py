@@ -329,3 +329,23 @@ def test_a_sampler_from_the_environment_is_honoured(otlp: FakeOTLP, gatehouse: G
         tracing.install(None)
         provider.shutdown()
     assert otlp.requests == []
+
+
+def test_a_human_task_is_a_span_of_the_slice_that_asked_and_the_answer_resumes_a_linked_slice(
+    traced: Any, otlp: FakeOTLP, gatehouse: Gatehouse, clock: FakeClock
+) -> None:
+    run = gatehouse.trigger("otel_confirm", {"order": "B-2"})
+    assert run.status == "waiting"
+    [task] = [p for p in gatehouse.pending() if p.run_id == run.id]
+    clock.advance(timedelta(hours=5))
+    gatehouse.answer(task.id, user="olga", answer={"ok": True})
+    assert gatehouse.resume(run.id) is not None
+    traced.force_flush()
+    first, second = otlp.named("run otel_confirm")
+    asked, answered = otlp.named("human confirm")  # the ask, then the answer taken up
+    assert (asked.parent_span_id, answered.parent_span_id) == (first.span_id, second.span_id)
+    assert asked.event("call.suspended")["gatehouse.waiting_for"] == task.id
+    assert [name for name, _ in answered.events] == []
+    assert second.links[0][1] == first.span_id
+    assert second.event("run.resumed")["gatehouse.waited_seconds"] >= 5 * 3600
+    assert second.attributes["gatehouse.run.status"] == "succeeded"
