@@ -1,13 +1,11 @@
 """Benchmark: the cost of a durable 3-step run on SQLite, against the raw sqlite3 floor.
 
-    python bench/engine.py [--runs 2000] [--otel]
+    python bench/engine.py [--runs 2000]
 
 Prints the median ms per run for (1) Gatehouse running a 3-step pipeline (no LLM, no approval)
 sequentially, and (2) stdlib sqlite3 writing the same rows (1 run insert, 3 call rows, 1 run
 update; 5 commits) in WAL mode with the same pragmas — and the resume latency from `approve`
-to the run's next call starting. `--otel` also times the engine's runs with tracing on (a
-BatchSpanProcessor exporting OTLP/HTTP to a loopback receiver) beside the same runs without it,
-in alternating blocks so load on the machine hits both alike. Run by hand; not a test.
+to the run's next call starting. Run by hand; not a test.
 """
 
 from __future__ import annotations
@@ -229,8 +227,8 @@ def bench_resume(samples: int, workdir: Path) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=2000)
-    parser.add_argument("--resumes", type=int, default=300)
     parser.add_argument("--otel", action="store_true", help="also time runs with tracing on")
+    parser.add_argument("--resumes", type=int, default=300)
     args = parser.parse_args()
     configure_logging("console", "warning")
     with tempfile.TemporaryDirectory() as tmp:
@@ -261,7 +259,9 @@ def main() -> None:
 
 
 def report_otel(runs: int, workdir: Path, block: int = 100) -> None:
-    """The same 3-step runs with tracing off and on, in alternating blocks of `block` runs."""
+    """`--otel`: the same 3-step runs with tracing off and on (a BatchSpanProcessor exporting
+    OTLP/HTTP to a loopback receiver), in alternating blocks of `block` runs so the machine's
+    load hits both alike."""
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests' fake receiver

@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 import structlog
 from sqlalchemy import Connection
 
-from pipelines import approval_edits, approval_nudges, quorum, sensitive, tracing
+from pipelines import approval_edits, approval_nudges, quorum, sensitive
 from pipelines import validator as validation
 from pipelines.authorization import groups_checked, may_act, refuse
 from pipelines.errors import (
@@ -36,6 +36,7 @@ from pipelines.journal import CallRecord, Journal, NextCall
 from pipelines.llm import LLMConfigurationError
 from pipelines.runtime import Runtime
 from pipelines.tools import Tool, lookup_tool
+from pipelines.tracing import annotate
 from pipelines.views import ApprovalView, Quorum
 from storage import approvals as approval_rows
 from storage import calls as call_rows
@@ -119,7 +120,7 @@ def settle(journal: Journal, tool: Tool, call_id: str) -> None:
         approval = approval_rows.approval_for_call(conn, call_id)
         if approval is None:
             raise NeedsAttention(f"tool call {call_id} awaits an approval that does not exist")
-        tracing.annotate(
+        annotate(
             {
                 "gatehouse.approval.outcome": approval.status,
                 "gatehouse.approval.approver": approval.decided_by,

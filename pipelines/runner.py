@@ -17,7 +17,7 @@ import structlog
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import Connection
 
-from pipelines import budgets, pauses, run_notices, sensitive, tracing
+from pipelines import budgets, pauses, run_notices, sensitive
 from pipelines.attention import ATTENTION_EVENT, notify_attention
 from pipelines.authorization import authorize_trigger
 from pipelines.context import Context
@@ -36,6 +36,7 @@ from pipelines.journal import CallRecord, Journal, describe_args, record_value
 from pipelines.live import LiveExecutor
 from pipelines.pipeline import Pipeline, get_pipeline
 from pipelines.runtime import Runtime, running_in
+from pipelines.tracing import run_ended, run_slice, trigger_detail
 from pipelines.validation import format_validation_errors
 from pipelines.views import Run
 from storage import calls as call_rows
@@ -117,7 +118,7 @@ def trigger(
                     now=now,
                     trigger_user=user,
                     trigger=source,
-                    detail=tracing.trigger_detail(),
+                    detail=trigger_detail(),
                 )
         _refuse_unless_admitted(rt, name, paused, refused)
         return Run(run_id, name, RunStatus.QUEUED, input_json, None, None, user, now, None)
@@ -243,7 +244,7 @@ def _execute(
         running_in(rt),
         structlog.contextvars.bound_contextvars(run_id=run_id, pipeline=pipeline.name),
         sensitive.tracking(),
-        tracing.run_slice(rt, held, run_id, pipeline.name),
+        run_slice(rt, held, run_id, pipeline.name),
     ):
         sensitive.remember_model(model)
         try:
@@ -312,7 +313,7 @@ def _finish(
         log.warning("run.claim_lost", run_id=run_id, worker=rt.worker_id)
         return Outcome(RunStatus.RUNNING, error="claim lost to another worker")
     log.info("run.finished", run_id=run_id, status=str(outcome.status))
-    tracing.run_ended(str(outcome.status), outcome.error)
+    run_ended(str(outcome.status), outcome.error)
     if outcome.status == RunStatus.NEEDS_ATTENTION:
         notify_attention(rt, run_id)
     if tell:
