@@ -312,8 +312,8 @@ def _finish(
     if not moved:
         log.warning("run.claim_lost", run_id=run_id, worker=rt.worker_id)
         return Outcome(RunStatus.RUNNING, error="claim lost to another worker")
-    log.info("run.finished", run_id=run_id, status=str(outcome.status))
     run_ended(str(outcome.status), outcome.error)
+    log.info("run.finished", run_id=run_id, status=str(outcome.status))
     if outcome.status == RunStatus.NEEDS_ATTENTION:
         notify_attention(rt, run_id)
     if tell:

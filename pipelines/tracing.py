@@ -293,7 +293,7 @@ def run_slice(rt: Runtime, held: Connection, run_id: str, pipeline: str) -> Iter
     from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-    from storage.runs import events_on_driver
+    from storage.run_events import events_on_driver
 
     events = events_on_driver(held, run_id)
     ordinal = max(1, sum(1 for e in events if e.to_status == "running"))

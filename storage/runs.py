@@ -13,9 +13,9 @@ from typing import Any
 
 from sqlalchemy import Connection, Table, select
 
-from storage.fastsql import driver_transaction, fast_insert, fast_select, fast_update
+from storage.fastsql import fast_insert, fast_select, fast_update
 from storage.models import Run, RunEvent, RunStatus
-from storage.rows import OrphanCandidate, RunEventRow, RunRow
+from storage.rows import OrphanCandidate, RunRow
 
 runs_table: Table = Run.__table__  # type: ignore[assignment]
 run_events_table: Table = RunEvent.__table__  # type: ignore[assignment]
@@ -222,10 +222,3 @@ def due_timers(conn: Connection, now: datetime, limit: int = 100) -> list[str]:
         .limit(limit)
     )
     return [str(r) for r in conn.execute(query).scalars()]
-
-
-def events_on_driver(conn: Connection, run_id: str) -> list[RunEventRow]:
-    """The run's events in order, read on the driver (a slice's trace reads them as it starts:
-    how many claims came before it, and what its `queued` event kept)."""
-    with driver_transaction(conn, read_only=True):
-        return fast_select(conn, run_events_table, {"run_id": run_id}, RunEventRow, order_by="id")
