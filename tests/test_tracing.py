@@ -349,3 +349,26 @@ def test_a_human_task_is_a_span_of_the_slice_that_asked_and_the_answer_resumes_a
     assert second.links[0][1] == first.span_id
     assert second.event("run.resumed")["gatehouse.waited_seconds"] >= 5 * 3600
     assert second.attributes["gatehouse.run.status"] == "succeeded"
+
+
+def test_a_process_configured_by_otel_env_sends_its_runs_traces_before_it_exits(
+    otlp: FakeOTLP, tmp_path: Any
+) -> None:
+    code = (
+        "import tests.otel_pipelines\n"
+        "from pipelines import Gatehouse\n"
+        f"g = Gatehouse('sqlite:///{tmp_path}/g.db')\n"
+        "g.db.upgrade()\n"
+        "print(g.trigger('otel_steps_only', {'order': 'z'}).id)\n"
+    )
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("OTEL_")}
+    env.update(_env(otlp, OTEL_BSP_SCHEDULE_DELAY="60000"))  # only the exit's flush sends it
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    run_id = out.stdout.strip().splitlines()[-1]
+    [piece] = otlp.named("run otel_steps_only")
+    assert piece.trace_id == f"{tracing.run_trace_id(run_id):032x}"
+    assert piece.resource["service.name"] == "gatehouse-test"
+    assert [s.name for s in otlp.spans()] == ["run otel_steps_only", "step normalize"]
