@@ -36,7 +36,6 @@ from pipelines.journal import CallRecord, Journal, NextCall
 from pipelines.llm import LLMConfigurationError
 from pipelines.runtime import Runtime
 from pipelines.tools import Tool, lookup_tool
-from pipelines.tracing import annotate
 from pipelines.views import ApprovalView, Quorum
 from storage import approvals as approval_rows
 from storage import calls as call_rows
@@ -120,12 +119,6 @@ def settle(journal: Journal, tool: Tool, call_id: str) -> None:
         approval = approval_rows.approval_for_call(conn, call_id)
         if approval is None:
             raise NeedsAttention(f"tool call {call_id} awaits an approval that does not exist")
-        annotate(
-            {
-                "gatehouse.approval.outcome": approval.status,
-                "gatehouse.approval.approver": approval.decided_by,
-            }
-        )
         if approval.status == ApprovalStatus.APPROVED:
             return
         now = journal.rt.clock.now()

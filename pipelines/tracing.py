@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import structlog
 
 from pipelines import sensitive
-from pipelines.errors import GatehouseError, Suspend
+from pipelines.errors import ActionRejected, CancelRun, GatehouseError, Suspend
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
@@ -388,12 +388,38 @@ def traced_call(kind: str) -> Callable[[F], F]:
                 and str(upcoming.status) in _SETTLED
             ):
                 return verb(ctx, *args, **kwargs)
+            # A tool call the run recorded before (it waited for an approval or a window): the
+            # span says how its approval was decided, read once it went on or stopped again.
+            decided = kind == "tool" and upcoming is not None and str(upcoming.kind) == kind
             with _call_span(current, kind, _describe(kind, args, kwargs)):
-                return verb(ctx, *args, **kwargs)
+                try:
+                    result = verb(ctx, *args, **kwargs)
+                except (Suspend, ActionRejected, CancelRun):
+                    if decided:
+                        _annotate_approval(ctx.journal, upcoming.id)
+                    raise
+                if decided:
+                    _annotate_approval(ctx.journal, upcoming.id)
+                return result
 
         return traced  # type: ignore[return-value]
 
     return wrap
+
+
+def _annotate_approval(journal: Any, call_id: str) -> None:
+    """A resumed tool call's approval, as its span says it: outcome and who decided."""
+    from storage.approvals import approval_for_call
+
+    with journal.fast_read() as conn:
+        approval = approval_for_call(conn, call_id)
+    if approval is not None:
+        annotate(
+            {
+                "gatehouse.approval.outcome": approval.status,
+                "gatehouse.approval.approver": approval.decided_by,
+            }
+        )
 
 
 def _describe(kind: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, Any]:
