@@ -265,6 +265,7 @@ def _verdict(ratio: float, target: float) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=2000)
+    parser.add_argument("--otel", action="store_true", help="also time runs with tracing on")
     parser.add_argument("--resumes", type=int, default=300)
     parser.add_argument(
         "--public", action="store_true", help="pipelines.trigger() with default settings"
@@ -310,6 +311,55 @@ def main() -> None:
         f"{statistics.quantiles(resume, n=10)[-1]:.3f} ms = {resume_ms / floor_ms:.2f}x a "
         f"3-step run's floor; {resume_ms / RESUME_TARGET_MS:.2f}x the {RESUME_TARGET_MS} ms "
         "target: " + ("met" if resume_ms <= RESUME_TARGET_MS else "MISSED")
+    )
+    if args.otel:
+        with tempfile.TemporaryDirectory() as tmp:
+            report_otel(args.runs, Path(tmp))
+
+
+def report_otel(runs: int, workdir: Path, block: int = 100) -> None:
+    """`--otel`: the same 3-step runs with tracing off and on (a BatchSpanProcessor exporting
+    OTLP/HTTP to a loopback receiver), in alternating blocks of `block` runs so the machine's
+    load hits both alike."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests' fake receiver
+    from pipelines import tracing
+    from tests.fakes.otlp import FakeOTLP
+
+    db = Database(f"sqlite:///{workdir}/otel.db")
+    db.upgrade()
+    gatehouse = Gatehouse(db)
+    timings: dict[bool, list[float]] = {False: [], True: []}
+    with FakeOTLP() as otlp:
+        provider = tracing.build_tracer_provider({"OTEL_EXPORTER_OTLP_ENDPOINT": otlp.url})
+        assert provider is not None
+        for i in range(50):  # warm-up of both paths
+            tracing.install(provider if i % 2 else None)
+            gatehouse.trigger("bench_three_steps", {"n": i})
+        done = 0
+        while done < 2 * runs:
+            traced = (done // block) % 2 == 1
+            tracing.install(provider if traced else None)
+            for i in range(block):
+                start = time.perf_counter()
+                run = gatehouse.trigger("bench_three_steps", {"n": i})
+                timings[traced].append((time.perf_counter() - start) * 1000)
+                assert run.status == "succeeded", run.error
+            done += block
+        provider.force_flush()
+        tracing.install(None)
+        provider.shutdown()
+        exported = len(otlp.named("run bench_three_steps"))
+    db.dispose()
+    off, on = statistics.median(timings[False]), statistics.median(timings[True])
+    print(
+        f"tracing: {len(timings[True])} runs traced ({exported} run spans, warm-up included, received by the "
+        f"loopback OTLP receiver) beside {len(timings[False])} untraced, alternating blocks of {block}"
+    )
+    print(
+        f"  off: median {off:.3f} ms/run; on: median {on:.3f} ms/run; "
+        f"+{(on / off - 1) * 100:.1f} % per run (target <= 15 %)"
     )
 
 

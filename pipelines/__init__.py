@@ -17,7 +17,16 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from pipelines import approvals, inspect, reversal, run_operations, runner, sensitive, tasks
+from pipelines import (
+    approvals,
+    inspect,
+    reversal,
+    run_operations,
+    runner,
+    sensitive,
+    tasks,
+    tracing,
+)
 from pipelines.authorization import Authorization, authorize_operator
 from pipelines.budget_limits import Budget
 from pipelines.budgets import BudgetExceeded, RunRateExceeded, overrides_from_settings
@@ -149,6 +158,7 @@ class Gatehouse:
         # and logs all the same.
         remember_secrets([llm.api_key if llm else None])
         ensure_redaction()
+        tracing.install_from_environment()  # OTEL_* set: runs export traces (pipelines/tracing.py)
         self.rt = Runtime(
             db=db,
             clock=clock or SystemClock(),

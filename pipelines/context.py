@@ -20,8 +20,8 @@ from typing import Any, NoReturn, Protocol, TypeVar, cast
 
 from pydantic import BaseModel, TypeAdapter
 
+from pipelines import tracing, versions
 from pipelines import validator as validation
-from pipelines import versions
 from pipelines.errors import ActionRejected, CannotAnswer, StepFailed, ToolFailed
 from pipelines.journal import CallRecord, Journal, NextCall
 from pipelines.llm import TASKS, LLMResult, has_confidence
@@ -82,6 +82,9 @@ class ModelRequest:
     requested_at: datetime
 
     def send(self, rt: Runtime) -> LLMResult:
+        return tracing.model_call(rt, self, lambda: self._send(rt))
+
+    def _send(self, rt: Runtime) -> LLMResult:
         return rt.llm.call(
             task=self.task,
             prompt=self.prompt,
@@ -180,6 +183,7 @@ class Context:
     def recorded_count(self) -> int:
         return self.journal.recorded_count
 
+    @tracing.traced_call("step")
     def step(self, name: str, fn: Callable[..., T], *args: Any) -> T:
         """Run deterministic code once and record its result; replays return the record."""
         call = self.journal.next(CallKind.STEP, name)
@@ -194,6 +198,7 @@ class Context:
                 raise StepFailed(name, recorded.error or "")
         return cast(T, self.executor.step(call, fn, args, adapter))
 
+    @tracing.traced_call("tool")
     def tool(self, tool: Tool, args: Any) -> Any:
         """Call a tool through its gates: approval, rate limit, at-most-once execution."""
         if not isinstance(tool, Tool):
@@ -224,6 +229,7 @@ class Context:
         `pipelines.versions`; the marker is recorded as a `version` call."""
         return versions.version(self, change)
 
+    @tracing.traced_call("human")
     def ask_human(
         self,
         name: str,
@@ -240,6 +246,7 @@ class Context:
             return output.model_validate(recorded.output)
         return cast(M, self.executor.ask_human(call, question, output, context, assignees))
 
+    @tracing.traced_call("llm")
     def llm(
         self,
         name: str,

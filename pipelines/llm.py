@@ -125,6 +125,7 @@ class Attempt:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     latency_ms: float = 0.0
+    model: str | None = None  # the model the server says answered (traces)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -324,6 +325,7 @@ class LLMCaller:
             prompt_tokens=usage.prompt_tokens if usage else 0,
             completion_tokens=usage.completion_tokens if usage else 0,
             latency_ms=_ms_since(began),
+            model=completion.model,
         )
         result.attempts.append(attempt)
         message = completion.choices[0].message if completion.choices else None

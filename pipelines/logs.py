@@ -20,7 +20,7 @@ from typing import Any, TextIO
 import structlog
 
 from pipelines import scrub as scrubber
-from pipelines import sensitive
+from pipelines import sensitive, tracing
 
 # A key that names a secret as a word: `token`, `bot_token`, `webhook_secrets`, `api_key`,
 # `Authorization`; not `prompt_tokens` (a count) or `idempotency_key`.
@@ -80,6 +80,17 @@ def redact_secrets(
     return event
 
 
+def add_trace_ids(
+    _logger: Any, _method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """`trace_id` and `span_id` of the span open where the line is written (tracing on)."""
+    ids = tracing.current_ids()
+    if ids is not None:
+        event.setdefault("trace_id", ids[0])
+        event.setdefault("span_id", ids[1])
+    return event
+
+
 class _RedactingFilter(logging.Filter):
     """The same redaction for the standard library's records (slack_bolt, uvicorn, httpx)."""
 
@@ -115,6 +126,7 @@ def configure_logging(
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            add_trace_ids,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             # Tracebacks become text first, so a secret in an exception message is redacted too.

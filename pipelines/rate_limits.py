@@ -9,7 +9,7 @@ from typing import Any
 
 import structlog
 
-from pipelines import approvals
+from pipelines import approvals, tracing
 from pipelines import validator as validation
 from pipelines.errors import ActionRejected, Suspend
 from pipelines.journal import CallRecord, Journal, NextCall
@@ -39,6 +39,13 @@ def start(
     wake_at = None
     with journal.transaction() as conn:
         decision = call_rows.check_rate_limit(conn, tool=tool.name, now=now, limit=tool.rate_limit)
+        tracing.annotate(
+            {
+                "gatehouse.idempotency_key": call.idempotency_key,
+                "gatehouse.rate_limit": tool.rate_limit_text,
+                "gatehouse.rate_limit.used": decision.used if tool.rate_limit else None,
+            }
+        )
         if decision.started:
             status = CallStatus.STARTED
         elif tool.on_rate_limit == "reject":

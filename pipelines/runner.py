@@ -36,6 +36,7 @@ from pipelines.journal import CallRecord, Journal, describe_args, record_value
 from pipelines.live import LiveExecutor
 from pipelines.pipeline import Pipeline, get_pipeline
 from pipelines.runtime import Runtime, running_in
+from pipelines.tracing import run_ended, run_slice, trigger_detail
 from pipelines.validation import format_validation_errors
 from pipelines.views import Run
 from storage import calls as call_rows
@@ -120,6 +121,7 @@ def trigger(
                     now=now,
                     trigger_user=user,
                     trigger=source,
+                    detail=trigger_detail(),
                 )
         _refuse_unless_admitted(rt, name, paused, refused)
         return Run(run_id, name, RunStatus.QUEUED, input_json, None, None, user, now, None)
@@ -260,6 +262,7 @@ def _execute(
         running_in(rt),
         structlog.contextvars.bound_contextvars(run_id=run_id, pipeline=pipeline.name),
         sensitive.tracking(),
+        run_slice(rt, held, run_id, pipeline.name),
     ):
         sensitive.remember_model(model)
         try:
@@ -349,6 +352,7 @@ def _finish(
     if not moved:
         log.warning("run.claim_lost", run_id=run_id, worker=rt.worker_id)
         return Outcome(RunStatus.RUNNING, error="claim lost to another worker")
+    run_ended(str(outcome.status), outcome.error)
     log.info("run.finished", run_id=run_id, status=str(outcome.status))
     watcher = observations.observer()
     if watcher.active and seen is not None:

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import structlog
 from pydantic import ValidationError
 
-from pipelines import pauses, runner
+from pipelines import pauses, runner, tracing
 from pipelines.errors import UnknownPipeline
 from pipelines.pipeline import Pipeline, get_pipeline, registered_pipelines
 from pipelines.replays import ReplayGuard
@@ -158,6 +158,7 @@ def accept_delivery(
                 input=model.model_dump(mode="json"),
                 now=now,
                 trigger=WEBHOOK_SOURCE,
+                detail=tracing.trigger_detail(),
             )
     if not claimed:  # a concurrent retry claimed the key between our look and our insert
         seen = _seen(rt, name, idempotency_key, body_sha256)

@@ -34,8 +34,10 @@ def insert_run(
     error: str | None = None,
     claimed_by: str | None = None,
     lease_until: datetime | None = None,
+    detail: str | None = None,
 ) -> None:
-    """Insert a run; a run created already running (claimed by its creator) records both steps."""
+    """Insert a run; a run created already running (claimed by its creator) records both steps.
+    `detail`: the `queued` event's (a traced caller's traceparent)."""
     finished = status not in (RunStatus.QUEUED, RunStatus.RUNNING)
     fast_insert(
         conn,
@@ -56,10 +58,18 @@ def insert_run(
             "lease_until": lease_until,
         },
     )
-    events = [{"run_id": run_id, "to_status": RunStatus.QUEUED, "at": now}]
+    events: list[dict[str, Any]] = [
+        {"run_id": run_id, "to_status": RunStatus.QUEUED, "at": now, "detail": detail}
+    ]
     if status != RunStatus.QUEUED:
         events.append(
-            {"run_id": run_id, "from_status": RunStatus.QUEUED, "to_status": status, "at": now}
+            {
+                "run_id": run_id,
+                "from_status": RunStatus.QUEUED,
+                "to_status": status,
+                "at": now,
+                "detail": None,
+            }
         )
     fast_insert(conn, run_events_table, events)
 

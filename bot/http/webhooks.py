@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import structlog
@@ -24,7 +25,7 @@ from starlette.routing import Route
 
 from bot.http.limits import read_capped_body
 from bot.http.webhook_signatures import Authenticated, Refused, authenticate, sign_delivery
-from pipelines import Gatehouse, Settings
+from pipelines import Gatehouse, Settings, tracing
 from pipelines.errors import UnknownPipeline
 from pipelines.replays import ReplayGuard
 from pipelines.webhooks import (
@@ -139,7 +140,8 @@ def webhook_routes(
         if key is not None and not (0 < len(key.strip()) <= MAX_KEY_LENGTH):
             return _problem(400, f"{IDEMPOTENCY_HEADER} must be 1 to {MAX_KEY_LENGTH} characters")
         delivery = await run_in_threadpool(
-            accept_delivery,
+            _accept_traced,
+            request.headers,
             gatehouse.rt,
             name,
             payload,
@@ -150,6 +152,12 @@ def webhook_routes(
         return _answer(delivery)
 
     return [Route("/hooks/{pipeline}", receive, methods=["POST"])]
+
+
+def _accept_traced(headers: Mapping[str, str], *args: Any, **kwargs: Any) -> Delivery:
+    """A delivery whose `traceparent` (tracing on) becomes its run's parent."""
+    with tracing.incoming(headers):
+        return accept_delivery(*args, **kwargs)
 
 
 def _signed(verdict: Authenticated, guard: ReplayGuard) -> SignedDelivery | None:
