@@ -65,6 +65,9 @@ def samples(text: str) -> dict[str, float]:
     return found
 
 
+SAMPLE_SUFFIXES = ("_bucket", "_sum", "_count", "_total", "_created")
+
+
 def assert_valid_exposition(text: str) -> None:
     assert text.endswith("\n")
     typed: set[str] = set()
@@ -78,7 +81,13 @@ def assert_valid_exposition(text: str) -> None:
         else:
             match = SAMPLE.match(line)
             assert match, line
-            assert match.group(1) in typed, f"{line}: no TYPE line before it"
+            name = match.group(1)
+            # A histogram's or counter's samples carry their suffix after the TYPE line's name.
+            family = next(
+                (name.removesuffix(s) for s in SAMPLE_SUFFIXES if name.removesuffix(s) in typed),
+                name,
+            )
+            assert family in typed, f"{line}: no TYPE line before it"
 
 
 def test_metrics_serve_the_last_24_hours_per_pipeline_and_pending_work(
