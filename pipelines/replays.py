@@ -36,7 +36,10 @@ from storage.replays import (
 )
 
 if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
     from pipelines.runtime import Runtime
+    from storage.db import Database
 
 log = structlog.get_logger()
 
@@ -64,7 +67,9 @@ class ReplayGuard:
         if self._memory is not None:
             if not self._memory.first_time(signature_digest(signature), now, expires_at):
                 return False
-            self._memory.write(lambda: self._record(signature, now, expires_at))
+            self._memory.write(
+                self.rt.db, lambda conn: self._record_in(conn, signature, now, expires_at)
+            )
             return True
         return self._record(signature, now, expires_at)
 
@@ -73,7 +78,10 @@ class ReplayGuard:
         recorded (a listener that failed), so the sender's retry must not count as a replay."""
         if self._memory is not None:
             self._memory.forget(signature_digest(signature))
-            self._memory.write(lambda: self._forget(signature))
+            self._memory.write(
+                self.rt.db,
+                lambda conn: forget_sighting(conn, scope=self.scope, signature=signature),
+            )
             return
         self._forget(signature)
 
@@ -88,11 +96,16 @@ class ReplayGuard:
 
     def _record(self, signature: str, now: datetime, expires_at: datetime) -> bool:
         with self.rt.db.transaction() as conn:
-            if self._prune_due(now):
-                forget_expired(conn, now)
-            return first_sighting(
-                conn, scope=self.scope, signature=signature, now=now, expires_at=expires_at
-            )
+            return self._record_in(conn, signature, now, expires_at)
+
+    def _record_in(
+        self, conn: Connection, signature: str, now: datetime, expires_at: datetime
+    ) -> bool:
+        if self._prune_due(now):
+            forget_expired(conn, now)
+        return first_sighting(
+            conn, scope=self.scope, signature=signature, now=now, expires_at=expires_at
+        )
 
     def _prune_due(self, now: datetime) -> bool:
         with self._lock:
@@ -110,6 +123,8 @@ class _Sightings:
         self._until = known
         self._lock = threading.Lock()
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gatehouse-replays")
+        self._queued: list[Callable[[Connection], object]] = []
+        self._draining = False
 
     def first_time(self, digest: str, now: datetime, expires_at: datetime) -> bool:
         with self._lock:
@@ -125,14 +140,28 @@ class _Sightings:
         with self._lock:
             self._until.pop(digest, None)
 
-    def write(self, record: Callable[[], object]) -> None:
-        def run() -> None:
-            try:
-                record()
-            except Exception as exc:  # the sighting still holds in memory for this process
-                log.warning("replays.write_failed", error=type(exc).__name__)
+    def write(self, db: Database, record: Callable[[Connection], object]) -> None:
+        """Queue `record` for the writer thread, which runs whatever is queued when it wakes in
+        one transaction: under load that is one commit for many sightings, not one each."""
+        with self._lock:
+            self._queued.append(record)
+            if self._draining:
+                return
+            self._draining = True
+        self._writer.submit(self._drain, db)
 
-        self._writer.submit(run)
+    def _drain(self, db: Database) -> None:
+        with self._lock:
+            batch, self._queued = self._queued, []
+            self._draining = False
+        if not batch:
+            return
+        try:
+            with db.transaction() as conn:
+                for record in batch:
+                    record(conn)
+        except Exception as exc:  # the sightings still hold in memory for this process
+            log.warning("replays.write_failed", error=type(exc).__name__, sightings=len(batch))
 
     def flush(self) -> None:
         self._writer.submit(lambda: None).result()
