@@ -244,6 +244,13 @@ class Settings(BaseSettings):
         description="DM the Slack user who triggered a run when it waits on a person and when "
         "it ends (succeeded, failed, needs attention…)",
     )
+    # --- ack ---
+    slack_work_limit: int = Field(
+        1000,
+        ge=1,
+        description="Unfinished Slack work items (replies, decisions, cards) past which a new "
+        "Slack request is refused as busy: a command told so, an event or a click 503'd",
+    )
 
     @field_validator("llm_prices")
     @classmethod
