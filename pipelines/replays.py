@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from sqlalchemy import select
@@ -31,6 +31,7 @@ from storage.replays import (
     first_sighting,
     forget_expired,
     forget_sighting,
+    record_sightings,
     seen_table,
     signature_digest,
 )
@@ -42,6 +43,9 @@ if TYPE_CHECKING:
     from storage.db import Database
 
 log = structlog.get_logger()
+
+# A sighting for SQLite's background writer: scope, signature, expires_at.
+Sighting = dict[str, Any]
 
 SIGNATURE_WINDOW = timedelta(minutes=5)  # Slack's, and the webhooks' ±300 s
 PRUNE_EVERY = timedelta(minutes=1)
@@ -67,8 +71,10 @@ class ReplayGuard:
         if self._memory is not None:
             if not self._memory.first_time(signature_digest(signature), now, expires_at):
                 return False
+            if self._prune_due(now):
+                self._memory.write(self.rt.db, lambda conn: forget_expired(conn, now))
             self._memory.write(
-                self.rt.db, lambda conn: self._record_in(conn, signature, now, expires_at)
+                self.rt.db, {"scope": self.scope, "signature": signature, "expires_at": expires_at}
             )
             return True
         return self._record(signature, now, expires_at)
@@ -96,16 +102,11 @@ class ReplayGuard:
 
     def _record(self, signature: str, now: datetime, expires_at: datetime) -> bool:
         with self.rt.db.transaction() as conn:
-            return self._record_in(conn, signature, now, expires_at)
-
-    def _record_in(
-        self, conn: Connection, signature: str, now: datetime, expires_at: datetime
-    ) -> bool:
-        if self._prune_due(now):
-            forget_expired(conn, now)
-        return first_sighting(
-            conn, scope=self.scope, signature=signature, now=now, expires_at=expires_at
-        )
+            if self._prune_due(now):
+                forget_expired(conn, now)
+            return first_sighting(
+                conn, scope=self.scope, signature=signature, now=now, expires_at=expires_at
+            )
 
     def _prune_due(self, now: datetime) -> bool:
         with self._lock:
@@ -123,7 +124,7 @@ class _Sightings:
         self._until = known
         self._lock = threading.Lock()
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gatehouse-replays")
-        self._queued: list[Callable[[Connection], object]] = []
+        self._queued: list[Callable[[Connection], object] | Sighting] = []
         self._draining = False
 
     def first_time(self, digest: str, now: datetime, expires_at: datetime) -> bool:
@@ -140,11 +141,12 @@ class _Sightings:
         with self._lock:
             self._until.pop(digest, None)
 
-    def write(self, db: Database, record: Callable[[Connection], object]) -> None:
-        """Queue `record` for the writer thread, which runs whatever is queued when it wakes in
-        one transaction: under load that is one commit for many sightings, not one each."""
+    def write(self, db: Database, item: Callable[[Connection], object] | Sighting) -> None:
+        """Queue a sighting (or another write, such as a forget) for the writer thread, which
+        writes whatever is queued when it wakes in one transaction, consecutive sightings in one
+        statement: under load one commit for many requests, not one each."""
         with self._lock:
-            self._queued.append(record)
+            self._queued.append(item)
             if self._draining:
                 return
             self._draining = True
@@ -158,10 +160,17 @@ class _Sightings:
             return
         try:
             with db.transaction() as conn:
-                for record in batch:
-                    record(conn)
+                rows: list[Sighting] = []
+                for item in batch:
+                    if isinstance(item, dict):
+                        rows.append(item)
+                        continue
+                    record_sightings(conn, rows)  # in order: a forget after its sighting
+                    rows = []
+                    item(conn)
+                record_sightings(conn, rows)
         except Exception as exc:  # the sightings still hold in memory for this process
-            log.warning("replays.write_failed", error=type(exc).__name__, sightings=len(batch))
+            log.warning("replays.write_failed", error=type(exc).__name__, writes=len(batch))
 
     def flush(self) -> None:
         self._writer.submit(lambda: None).result()
