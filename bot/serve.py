@@ -181,7 +181,9 @@ def build_bot(settings: Settings, *, clock: Clock | None = None, production: boo
         workspaces=served,
         work_limit=settings.slack_work_limit,
         processes=(
-            WorkProcesses(settings, settings.slack_work_processes, production=production)
+            WorkProcesses(
+                settings, settings.slack_work_processes, production=production, build=build_bot
+            )
             if settings.slack_work_processes
             else None
         ),

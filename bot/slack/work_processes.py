@@ -19,16 +19,13 @@ import pickle
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 from slack_sdk.errors import SlackApiError
 
 from bot.slack.refusals import log_refusal
 from pipelines import Settings
-
-if TYPE_CHECKING:
-    from bot.slack.bot import Bot
 
 log = structlog.get_logger()
 
@@ -38,11 +35,13 @@ class _ThisBot:
 
 
 THIS_BOT = _ThisBot()
-_CHILD_BOT: list[Bot] = []
+# The bot of this work process (a `bot.slack.bot.Bot`; typed loosely, since that module imports
+# this one).
+_CHILD_BOT: list[Any] = []
 
 
 def pack(
-    bot: Bot, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    bot: object, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> bytes | None:
     """The work item as bytes for a work process; None when it cannot go (a closure, a lambda,
     an argument that does not pickle): the caller runs it on a thread instead."""
@@ -56,14 +55,14 @@ def pack(
         return None
 
 
-def start_child(settings: Settings, production: bool) -> None:
-    """The initializer of each work process: logging as configured, then its own bot."""
-    from bot.serve import build_bot
+def start_child(settings: Settings, production: bool, build: Callable[..., Any]) -> None:
+    """The initializer of each work process: logging as configured, then its own bot, built by
+    `build` (`bot.serve.build_bot`, pickled by name)."""
     from pipelines.logs import configure_logging
 
     configure_logging(settings.log_format, settings.log_level)
     own = settings.model_copy(update={"slack_work_processes": 0})  # no pool of its own
-    _CHILD_BOT.append(build_bot(own, production=production))
+    _CHILD_BOT.append(build(own, production=production))
 
 
 def run_packed(item: bytes) -> None:
@@ -83,8 +82,11 @@ def run_packed(item: bytes) -> None:
 class WorkProcesses:
     """`count` spawned processes (never forked: the parent has threads) running packed work."""
 
-    def __init__(self, settings: Settings, count: int, *, production: bool) -> None:
+    def __init__(
+        self, settings: Settings, count: int, *, production: bool, build: Callable[..., Any]
+    ) -> None:
         self._settings, self._count, self._production = settings, count, production
+        self._build = build
         self._pool = self._new_pool()
 
     def _new_pool(self) -> ProcessPoolExecutor:
@@ -92,7 +94,7 @@ class WorkProcesses:
             self._count,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=start_child,
-            initargs=(self._settings, self._production),
+            initargs=(self._settings, self._production, self._build),
         )
 
     def submit(self, item: bytes) -> Future[None]:
