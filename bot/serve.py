@@ -41,7 +41,6 @@ from bot.slack.review import (
 from bot.slack.run_notices import SlackRunNotices
 from bot.slack.socket_mode import connect_socket_mode
 from bot.slack.web_client import unretried_web_client
-from bot.slack.work_processes import WorkProcesses
 from bot.slack.workspaces import served_workspaces
 from pipelines import Clock, Gatehouse, Settings, Worker
 from pipelines.config import ConfigurationError
@@ -180,13 +179,6 @@ def build_bot(settings: Settings, *, clock: Clock | None = None, production: boo
         settings=settings,
         workspaces=served,
         work_limit=settings.slack_work_limit,
-        processes=(
-            WorkProcesses(
-                settings, settings.slack_work_processes, production=production, build=build_bot
-            )
-            if settings.slack_work_processes
-            else None
-        ),
     )
 
 

@@ -251,13 +251,6 @@ class Settings(BaseSettings):
         description="Unfinished Slack work items (replies, decisions, cards) past which a new "
         "Slack request is refused as busy: a command told so, an event or a click 503'd",
     )
-    slack_work_processes: int = Field(
-        0,
-        ge=0,
-        le=16,
-        description="Processes for the work after each Slack ack (replies, decisions and the "
-        "runs they resume), off the acking interpreter; 0: threads in the bot's process",
-    )
 
     @field_validator("llm_prices")
     @classmethod

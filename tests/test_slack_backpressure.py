@@ -15,7 +15,6 @@ import pytest
 from bot.sandbox.sender import NOT_ACKED
 from bot.slack.backpressure import busy_answer
 from bot.slack.bot import Bot
-from bot.slack.work_processes import pack
 from tests.fakes.clock import FakeClock
 from tests.fakes.slack import FakeSlack
 from tests.slack_harness import SlackWorld, in_both_modes, slack_world
@@ -133,35 +132,3 @@ def test_an_interaction_while_full_is_503_so_slack_says_it_did_not_go_through(ki
 def test_what_carries_no_work_has_no_busy_answer() -> None:
     assert busy_answer({"type": "url_verification", "challenge": "x"}) is None
     assert busy_answer({"type": "view_closed"}) is None
-
-
-# -- the work lane in processes of its own (GATEHOUSE_SLACK_WORK_PROCESSES) ---------------------
-
-
-@pytest.fixture
-def process_world(
-    fake_slack: FakeSlack, sqlite_url: str, clock: FakeClock, request: pytest.FixtureRequest
-) -> Iterator[SlackWorld]:
-    mode = request.getfixturevalue("slack_mode") if "slack_mode" in request.fixturenames else "http"
-    with slack_world(fake_slack, sqlite_url, clock, mode=mode, slack_work_processes=1) as built:
-        yield built
-
-
-@in_both_modes
-def test_with_work_processes_a_commands_reply_is_made_in_another_process(
-    process_world: SlackWorld,
-) -> None:
-    world = process_world
-    response = world.slack.command("pending", user_id="U_ALICE")
-    world.bot.wait_idle(timeout=60)  # the first item waits for the process to start
-    assert response.status == 200 and not response.text
-    assert len(replies(world)) == 1
-    assert world.bot.work._threads == set()  # type: ignore[attr-defined]  # no thread did it
-
-
-def test_a_closure_or_what_does_not_pickle_stays_on_the_thread_lane(world: SlackWorld) -> None:
-    bot = world.bot
-    assert pack(bot, lambda: None, (), {}) is None
-    assert pack(bot, replies, (threading.Lock(),), {}) is None
-    item = pack(bot, replies, (bot,), {})
-    assert item is not None and len(item) < 1000  # a marker, not the bot, its engine, clients

@@ -26,7 +26,6 @@ from slack_sdk.errors import SlackApiError
 
 from bot.slack.refusals import log_refusal
 from bot.slack.web_client import build_web_client, modal_web_client
-from bot.slack.work_processes import WorkProcesses, pack
 from pipelines import Gatehouse, Settings
 
 __all__ = ["Bot", "build_web_client"]
@@ -52,8 +51,6 @@ class Bot:
     # Unfinished work items (all lanes) past which a new Slack request is refused as busy
     # (bot/slack/backpressure.py); the lanes' own queues never drop what they were given.
     work_limit: int = 1000
-    # GATEHOUSE_SLACK_WORK_PROCESSES: the work lane in processes of its own (None: threads).
-    processes: WorkProcesses | None = None
     modal_client: WebClient = field(init=False)
     _pending: set[Future[None]] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -62,12 +59,7 @@ class Bot:
         self.modal_client = modal_web_client(self.client)
 
     def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-        """Run after the ack on the work lane (its processes when there are, else its threads);
-        errors are logged, never lost silently."""
-        item = None if self.processes is None else pack(self, fn, args, kwargs)
-        if self.processes is not None and item is not None:
-            self._track(self.processes.submit(item))
-            return
+        """Run after the ack on the work pool; errors are logged, never lost silently."""
         self._run(self.work, fn, *args, **kwargs)
 
     def submit_ui(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
@@ -93,8 +85,6 @@ class Bot:
         self.modals.shutdown(wait=True)
         self.ui.shutdown(wait=True)
         self.work.shutdown(wait=True)
-        if self.processes is not None:
-            self.processes.shutdown()
 
     def _run(
         self, pool: ThreadPoolExecutor, fn: Callable[..., Any], *args: Any, **kwargs: Any
@@ -108,9 +98,7 @@ class Bot:
             except Exception:
                 log.exception("slack.work_failed", work=getattr(fn, "__name__", repr(fn)))
 
-        self._track(pool.submit(guarded))
-
-    def _track(self, future: Future[None]) -> None:
+        future = pool.submit(guarded)
         with self._lock:
             self._pending.add(future)
         future.add_done_callback(self._forget)
