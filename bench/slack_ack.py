@@ -7,6 +7,7 @@ API, sends N signed Approve clicks (one per approval) from C concurrent clients,
 p50/p99 time to the HTTP response (Slack's limit is 3 s; target p99 < 100 ms). Then it waits
 until the bot has decided every approval and resumed every run, and checks that each was
 decided exactly once and each tool ran exactly once. Run by hand; not a test.
+The slash-command ack under wrk, beside a bare Bolt listener as its floor: bench/ack_load.py.
 """
 
 from __future__ import annotations

@@ -175,7 +175,13 @@ def build_bot(settings: Settings, *, clock: Clock | None = None, production: boo
     served = served_workspaces(settings, client, production=production)
     if served is not None:
         log.info("serve.workspaces", served=sorted(served))
-    return Bot(gatehouse=gatehouse, client=client, settings=settings, workspaces=served)
+    return Bot(
+        gatehouse=gatehouse,
+        client=client,
+        settings=settings,
+        workspaces=served,
+        work_limit=settings.slack_work_limit,
+    )
 
 
 def start_workers(bot: Bot, count: int) -> list[tuple[Worker, threading.Thread]]:

@@ -265,6 +265,13 @@ class Settings(BaseSettings):
         description="A worker claims no more runs at once than it expects to finish in this "
         "time, judged by its recent runs",
     )
+    # --- ack ---
+    slack_work_limit: int = Field(
+        1000,
+        ge=1,
+        description="Unfinished Slack work items (replies, decisions, cards) past which a new "
+        "Slack request is refused as busy: a command told so, an event or a click 503'd",
+    )
 
     @field_validator("llm_prices")
     @classmethod

@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from sqlalchemy import select
@@ -31,14 +31,21 @@ from storage.replays import (
     first_sighting,
     forget_expired,
     forget_sighting,
+    record_sightings,
     seen_table,
     signature_digest,
 )
 
 if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
     from pipelines.runtime import Runtime
+    from storage.db import Database
 
 log = structlog.get_logger()
+
+# A sighting for SQLite's background writer: scope, signature, expires_at.
+Sighting = dict[str, Any]
 
 SIGNATURE_WINDOW = timedelta(minutes=5)  # Slack's, and the webhooks' ±300 s
 PRUNE_EVERY = timedelta(minutes=1)
@@ -64,7 +71,11 @@ class ReplayGuard:
         if self._memory is not None:
             if not self._memory.first_time(signature_digest(signature), now, expires_at):
                 return False
-            self._memory.write(lambda: self._record(signature, now, expires_at))
+            if self._prune_due(now):
+                self._memory.write(self.rt.db, lambda conn: forget_expired(conn, now))
+            self._memory.write(
+                self.rt.db, {"scope": self.scope, "signature": signature, "expires_at": expires_at}
+            )
             return True
         return self._record(signature, now, expires_at)
 
@@ -73,7 +84,10 @@ class ReplayGuard:
         recorded (a listener that failed), so the sender's retry must not count as a replay."""
         if self._memory is not None:
             self._memory.forget(signature_digest(signature))
-            self._memory.write(lambda: self._forget(signature))
+            self._memory.write(
+                self.rt.db,
+                lambda conn: forget_sighting(conn, scope=self.scope, signature=signature),
+            )
             return
         self._forget(signature)
 
@@ -108,16 +122,23 @@ class _Sightings:
 
     def __init__(self, known: dict[str, datetime]) -> None:
         self._until = known
+        self._prune_at = max(1024, 2 * len(known))
         self._lock = threading.Lock()
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gatehouse-replays")
+        self._queued: list[Callable[[Connection], object] | Sighting] = []
+        self._draining = False
 
     def first_time(self, digest: str, now: datetime, expires_at: datetime) -> bool:
         with self._lock:
             until = self._until.get(digest)
             if until is not None and until > now:
                 return False
-            if len(self._until) > 1024:  # forget the closed windows now and then
+            if len(self._until) > self._prune_at:  # forget the closed windows now and then
                 self._until = {d: u for d, u in self._until.items() if u > now}
+                # Not again until it has doubled: under load every sighting of the last five
+                # minutes is still open, and a rebuild per request was quadratic (30,000 open
+                # sightings at 100 a second cost each request a copy of the dict).
+                self._prune_at = max(1024, 2 * len(self._until))
             self._until[digest] = expires_at
             return True
 
@@ -125,14 +146,36 @@ class _Sightings:
         with self._lock:
             self._until.pop(digest, None)
 
-    def write(self, record: Callable[[], object]) -> None:
-        def run() -> None:
-            try:
-                record()
-            except Exception as exc:  # the sighting still holds in memory for this process
-                log.warning("replays.write_failed", error=type(exc).__name__)
+    def write(self, db: Database, item: Callable[[Connection], object] | Sighting) -> None:
+        """Queue a sighting (or another write, such as a forget) for the writer thread, which
+        writes whatever is queued when it wakes in one transaction, consecutive sightings in one
+        statement: under load one commit for many requests, not one each."""
+        with self._lock:
+            self._queued.append(item)
+            if self._draining:
+                return
+            self._draining = True
+        self._writer.submit(self._drain, db)
 
-        self._writer.submit(run)
+    def _drain(self, db: Database) -> None:
+        with self._lock:
+            batch, self._queued = self._queued, []
+            self._draining = False
+        if not batch:
+            return
+        try:
+            with db.transaction() as conn:
+                rows: list[Sighting] = []
+                for item in batch:
+                    if isinstance(item, dict):
+                        rows.append(item)
+                        continue
+                    record_sightings(conn, rows)  # in order: a forget after its sighting
+                    rows = []
+                    item(conn)
+                record_sightings(conn, rows)
+        except Exception as exc:  # the sightings still hold in memory for this process
+            log.warning("replays.write_failed", error=type(exc).__name__, writes=len(batch))
 
     def flush(self) -> None:
         self._writer.submit(lambda: None).result()

@@ -10,9 +10,12 @@ and is deleted by `forget_expired`.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Connection, Table, delete, update
+from sqlalchemy.dialects import sqlite
 
 from storage.claims import insert_unless_taken
 from storage.models import SeenSignature
@@ -62,3 +65,25 @@ def forget_sighting(conn: Connection, *, scope: str, signature: str) -> bool:
         )
     )
     return bool(result.rowcount)
+
+
+def record_sightings(conn: Connection, sightings: Sequence[Mapping[str, Any]]) -> None:
+    """Write sightings already known to be first (SQLite's in-memory check decided), many in
+    one statement: each row is inserted, or an expired row of the same key takes the new window.
+    `sightings` holds `scope`, `signature` and `expires_at`."""
+    if not sightings:
+        return
+    statement = sqlite.insert(seen_table)
+    conn.execute(
+        statement.on_conflict_do_update(
+            index_elements=("scope", "digest"), set_={"expires_at": statement.excluded.expires_at}
+        ),
+        [
+            {
+                "scope": s["scope"],
+                "digest": signature_digest(s["signature"]),
+                "expires_at": s["expires_at"],
+            }
+            for s in sightings
+        ],
+    )

@@ -11,17 +11,19 @@ from the same app, costs one more HMAC, and keeps Bolt safe wherever else it is 
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import hashlib
 import hmac
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import structlog
 from slack_bolt import App
 from slack_bolt.adapter.starlette.handler import to_bolt_request, to_starlette_response
 from sqlalchemy.exc import SQLAlchemyError
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -32,6 +34,12 @@ from pipelines.replays import SIGNATURE_WINDOW, ReplayGuard
 log = structlog.get_logger()
 
 WINDOW_SECONDS = SIGNATURE_WINDOW.total_seconds()  # Slack's ±300 s
+# Threads that take verified requests (the replay check, Bolt's dispatch). Their own few, not
+# anyio's shared 40: each thread hop through anyio cost the loop a tenth of its time under load
+# (bench/ack_load.py), and fewer threads contend less with the loop for the interpreter. Eight
+# keep up with a database round trip of a millisecond or more per request.
+DISPATCH_THREADS = 8
+_DISPATCH = ThreadPoolExecutor(DISPATCH_THREADS, thread_name_prefix="slack-ingress")
 # What parsing a signed body can raise: bytes that are not UTF-8, JSON nested past the
 # recursion limit, a JSON value that is not the object Bolt expects.
 MALFORMED = (RecursionError, ValueError, TypeError, AttributeError, KeyError, IndexError)
@@ -79,7 +87,10 @@ class SlackIngress:
                 },
                 status_code=401,
             )
-        return await run_in_threadpool(self._take, request, body, signature, signed_at, began)
+        context = contextvars.copy_context()  # structlog's bound values go with the request
+        return await asyncio.get_running_loop().run_in_executor(
+            _DISPATCH, context.run, self._take, request, body, signature, signed_at, began
+        )
 
     def verified_at(self, timestamp: str, signature: str, body: bytes) -> datetime | None:
         """When Slack signed `body`, if `signature` is Slack's v0 HMAC of it with this app's

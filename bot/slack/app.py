@@ -6,7 +6,8 @@ dispatched on a worker thread (bot/http/slack_ingress.py), so a flood of junk ca
 loop that acks Slack. The same app serves Socket Mode. An Events API delivery whose `event_id`
 was already dispatched is acked and dropped, and every request no listener wants is acked 200
 (bot/slack/events.py). A request from a workspace the bot does not serve is refused before any
-listener sees it (bot/slack/workspaces.py).
+listener sees it (bot/slack/workspaces.py); so is any request while the work lanes are full
+(bot/slack/backpressure.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from bot.slack import (
     actions,
     alert_pause_actions,
     attention_listener,
+    backpressure,
     commands_listener,
     edit_approval,
     events,
@@ -40,6 +42,8 @@ def build_bolt_app(bot: Bot) -> App:
     )
     seen = events.event_guard(bot)
     app.error(events.answer_errors(seen))
+    # Before all: over the work bound, refused as Slack expects and nothing recorded or done.
+    app.middleware(backpressure.refuse_when_busy(bot))
     # First: a redelivery goes no further, not even to be refused and audited again.
     app.middleware(events.once_per_event(seen))
     if bot.workspaces is not None:

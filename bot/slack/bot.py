@@ -48,6 +48,9 @@ class Bot:
     modals: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(4, "slack-modals")
     )
+    # Unfinished work items (all lanes) past which a new Slack request is refused as busy
+    # (bot/slack/backpressure.py); the lanes' own queues never drop what they were given.
+    work_limit: int = 1000
     modal_client: WebClient = field(init=False)
     _pending: set[Future[None]] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -67,6 +70,15 @@ class Bot:
         """Run after the ack on the lane that opens modals: `fn` must make its `views.open`
         through `modal_client` first thing and hand anything slower to another lane."""
         self._run(self.modals, fn, *args, **kwargs)
+
+    def unfinished(self) -> int:
+        """Work items submitted and not yet done, on every lane."""
+        with self._lock:
+            return len(self._pending)
+
+    def has_room(self) -> bool:
+        """Whether a new request's work may be taken (fewer than `work_limit` unfinished)."""
+        return self.unfinished() < self.work_limit
 
     def shutdown(self) -> None:
         self.wait_idle(timeout=60)
