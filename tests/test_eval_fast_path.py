@@ -16,6 +16,7 @@ from sqlalchemy import event
 from pipelines import Gatehouse
 from pipelines.catalog.connectors import demo_orders
 from pipelines.catalog.ticket_triage import TicketLabel
+from pipelines.evaluation.readonly import ReadOnlyDatabase
 from pipelines.llm import LLMCaller, LLMConfig
 from pipelines.runtime import running_in
 from storage.db import Database
@@ -128,4 +129,21 @@ def test_an_order_lookup_on_a_seeded_book_is_one_query(tmp_path: Path) -> None:
         assert "count" not in lookups[0].lower()
         assert "count" in lookups[2].lower()
     finally:
+        db.dispose()
+
+
+def test_the_read_only_sqlite_handle_keeps_a_connection_per_concurrent_case(
+    tmp_path: Path,
+) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'pool.db'}")
+    db.upgrade()
+    reader = ReadOnlyDatabase(db, pool_size=8)
+    try:
+        held = [reader.engine.connect() for _ in range(8)]
+        for connection in held:
+            connection.close()
+        # All eight went back to the pool: the next eight cases open no new connection.
+        assert reader.engine.pool.checkedin() == 8  # type: ignore[attr-defined]
+    finally:
+        reader.dispose()
         db.dispose()
