@@ -36,8 +36,13 @@ class ReadOnlyDatabase(Database):
                     "an eval needs a database file (an in-memory SQLite database cannot be "
                     "opened a second time, read-only)"
                 )
+            # As many pooled connections as cases run at once: past the default five, each
+            # case's connection would be an overflow one, opened and closed per checkout.
             self.engine = create_engine(
-                db.url, connect_args={"check_same_thread": False, "timeout": 30}
+                db.url,
+                pool_size=pool_size,
+                max_overflow=pool_size,
+                connect_args={"check_same_thread": False, "timeout": 30},
             )
             _read_only_sqlite(self.engine)
         else:
