@@ -33,6 +33,7 @@ ROUNDS = 3
 
 @pytest.fixture
 def gh(postgres_url: str) -> Iterator[Gatehouse]:
+    quorum_pipelines.PAID.clear()  # what other tests in this worker paid is theirs
     engine = Gatehouse(postgres_url, directory=StaticDirectory(GROUPS))
     yield engine
     engine.db.dispose()
