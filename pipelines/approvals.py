@@ -24,7 +24,6 @@ from pipelines import (
     sensitive,
     task_outcomes,
 )
-from pipelines import validator as validation
 from pipelines.authorization import groups_checked, may_act, refuse
 from pipelines.errors import (
     ActionRejected,
@@ -43,6 +42,16 @@ from pipelines.journal import CallRecord, Journal, NextCall
 from pipelines.llm import LLMConfigurationError
 from pipelines.runtime import Runtime
 from pipelines.tools import Tool, lookup_tool
+from pipelines.validator import (
+    VALIDATOR_TASK,
+    Judgement,
+    Validator,
+    ValidatorVerdict,
+    call_name,
+    judge,
+    system_text,
+)
+from pipelines.validator import prompt as validator_prompt
 from pipelines.views import ApprovalView, Quorum
 from storage import approvals as approval_rows
 from storage import calls as call_rows
@@ -63,7 +72,7 @@ def request(
     tool: Tool,
     call: NextCall,
     args_json: Any,
-    judgement: validation.Judgement | None = None,
+    judgement: Judgement | None = None,
 ) -> NoReturn:
     """Record the call as awaiting approval, open the request, suspend the run."""
     now = journal.rt.clock.now()
@@ -157,12 +166,10 @@ def settle(journal: Journal, tool: Tool, call_id: str) -> None:
 # -- the validator model as an approval source ----------------------------------------------
 
 
-def consult_validator(
-    journal: Journal, tool: Tool, rule: validation.Validator, args_json: Any
-) -> validation.Judgement:
+def consult_validator(journal: Journal, tool: Tool, rule: Validator, args_json: Any) -> Judgement:
     """The validation model's verdict on this call, recorded as an LLM call of the run just
     before the tool's own; a resume or a replay judges the recorded verdict again."""
-    call = journal.next(CallKind.LLM, validation.call_name(tool.name))
+    call = journal.next(CallKind.LLM, call_name(tool.name))
     if call.recorded is not None:
         return judge_recorded(rule, call.recorded)
     rt = journal.rt
@@ -174,7 +181,7 @@ def consult_validator(
             for c in call_rows.recorded_calls(conn, journal.run_id)
             if c.seq is not None and c.seq < call.seq
         ]
-    prompt = validation.prompt(
+    prompt = validator_prompt(
         tool_name=tool.name,
         kind=tool.kind,
         description=tool.description,
@@ -183,9 +190,9 @@ def consult_validator(
         run_input=run.input if run is not None else None,
         earlier=earlier,
     )
-    system = validation.system_text(rule)
+    system = system_text(rule)
     call_input = {
-        "task": validation.VALIDATOR_TASK,
+        "task": VALIDATOR_TASK,
         "model": rule.model or rt.llm.config.model,
         "system": system,
         "prompt": prompt,
@@ -195,9 +202,9 @@ def consult_validator(
     }
     try:
         result = rt.llm.call(
-            task=validation.VALIDATOR_TASK,
+            task=VALIDATOR_TASK,
             prompt=prompt,
-            output=validation.ValidatorVerdict,
+            output=ValidatorVerdict,
             system=system,
             model=rule.model,
             max_attempts=2,
@@ -217,7 +224,7 @@ def consult_validator(
                 CallStatus.FAILED, input=call_input, started_at=started_at, error=reason, meta=meta
             )
         )
-        return validation.judge(
+        return judge(
             rule, model=meta["model"], verdict=None, failure="model_error", failure_reason=reason
         )
     meta = {**result.meta(), "validator": True}
@@ -231,7 +238,7 @@ def consult_validator(
         latency_ms=result.latency_ms,
     )
     value = result.value
-    if result.failure is None and isinstance(value, validation.ValidatorVerdict):
+    if result.failure is None and isinstance(value, ValidatorVerdict):
         meta["answered_by"] = "model"
         output = sensitive.scrub(value.model_dump(mode="json"))
         journal.record(
@@ -243,26 +250,26 @@ def consult_validator(
                 meta=meta,
             )
         )
-        verdict = validation.ValidatorVerdict.model_validate(output)
-        return validation.judge(rule, model=result.model, verdict=verdict)
+        verdict = ValidatorVerdict.model_validate(output)
+        return judge(rule, model=result.model, verdict=verdict)
     reason = result.reason or "no usable verdict"
     journal.record(
         call.record(
             CallStatus.FAILED, input=call_input, started_at=started_at, error=reason, meta=meta
         )
     )
-    return validation.judge(
+    return judge(
         rule, model=result.model, verdict=None, failure=result.failure, failure_reason=reason
     )
 
 
-def judge_recorded(rule: validation.Validator, recorded: CallRecord) -> validation.Judgement:
+def judge_recorded(rule: Validator, recorded: CallRecord) -> Judgement:
     """The judgement a recorded verdict (or a recorded failure to give one) stands for."""
     was = recorded.meta or {}
     if recorded.status == CallStatus.SUCCEEDED:
-        verdict = validation.ValidatorVerdict.model_validate(recorded.output)
-        return validation.judge(rule, model=was.get("model"), verdict=verdict)
-    return validation.judge(
+        verdict = ValidatorVerdict.model_validate(recorded.output)
+        return judge(rule, model=was.get("model"), verdict=verdict)
+    return judge(
         rule,
         model=was.get("model"),
         verdict=None,
@@ -274,7 +281,7 @@ def judge_recorded(rule: validation.Validator, recorded: CallRecord) -> validati
 def reject_by_validator(
     journal: Journal,
     tool: Tool,
-    judgement: validation.Judgement,
+    judgement: Judgement,
     call: NextCall,
     args_json: Any,
 ) -> NoReturn:
@@ -313,7 +320,7 @@ def audit_validator_approval(
     journal: Journal,
     conn: Connection,
     record: CallRecord,
-    judgement: validation.Judgement,
+    judgement: Judgement,
     now: datetime,
 ) -> None:
     """In the transaction that starts the call: the validator let it through."""

@@ -21,12 +21,12 @@ from typing import Any, NoReturn, Protocol, TypeVar, cast
 from pydantic import BaseModel, TypeAdapter
 
 from pipelines import tracing, versions
-from pipelines import validator as validation
 from pipelines.errors import ActionRejected, CannotAnswer, StepFailed, ToolFailed
 from pipelines.journal import CallRecord, Journal, NextCall
 from pipelines.llm import TASKS, LLMResult, has_confidence
 from pipelines.runtime import Runtime
 from pipelines.tools import Tool
+from pipelines.validator import Judgement, Validator
 from storage.models import CallKind, CallStatus
 
 M = TypeVar("M", bound=BaseModel)
@@ -115,9 +115,7 @@ class Executor(Protocol):
     ) -> Any:
         """Run a step the record lacks; returns what the pipeline gets."""
 
-    def validate(
-        self, tool: Tool, rule: validation.Validator, args_json: Any
-    ) -> validation.Judgement | None:
+    def validate(self, tool: Tool, rule: Validator, args_json: Any) -> Judgement | None:
         """The validator model's judgement of a tool call, before the tool's own call."""
 
     def tool(
@@ -126,7 +124,7 @@ class Executor(Protocol):
         tool: Tool,
         args: BaseModel,
         args_json: Any,
-        judgement: validation.Judgement | None,
+        judgement: Judgement | None,
     ) -> Any:
         """A tool call the record lacks (or left open)."""
 
@@ -206,7 +204,7 @@ class Context:
         checked = tool.coerce_args(args)
         args_json = checked.model_dump(mode="json")
         judgement = None
-        if isinstance(tool.approval, validation.Validator):
+        if isinstance(tool.approval, Validator):
             # Its own recorded call, just before the tool's: replays read the verdict.
             judgement = self.executor.validate(tool, tool.approval, args_json)
         call = self.journal.next(CallKind.TOOL, tool.name)

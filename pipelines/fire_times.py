@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from apscheduler.triggers.base import BaseTrigger
-from apscheduler.triggers.cron import CronTrigger
-from apscheduler.triggers.interval import IntervalTrigger
+if TYPE_CHECKING:  # APScheduler is imported where a trigger is built: a pipeline without a
+    # schedule (and a one-shot CLI command) does not pay for it.
+    from apscheduler.triggers.base import BaseTrigger
 
 INTERVAL_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 _WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
@@ -74,6 +74,8 @@ def crontab_weekdays(field: str, expression: str = "") -> str:
 
 def cron_trigger(expression: str, timezone: str) -> BaseTrigger:
     """`minute hour day month weekday` with crontab's meaning, in `timezone`."""
+    from apscheduler.triggers.cron import CronTrigger
+
     fields = expression.split()
     if len(fields) != 5:
         raise ValueError(f"cron({expression!r}) needs five fields: minute hour day month weekday")
@@ -94,6 +96,8 @@ def cron_trigger(expression: str, timezone: str) -> BaseTrigger:
 
 
 def interval_trigger(interval: timedelta, timezone: str) -> BaseTrigger:
+    from apscheduler.triggers.interval import IntervalTrigger
+
     if interval.total_seconds() < 1:
         raise ValueError(f"every({interval}) is too short; the shortest interval is 1s")
     return IntervalTrigger(
@@ -117,6 +121,8 @@ def latest_fire_time(
     trigger: BaseTrigger, at_or_before: datetime, lookback: timedelta
 ) -> datetime | None:
     """The last fire time in [at_or_before - lookback, at_or_before], or None."""
+    from apscheduler.triggers.interval import IntervalTrigger
+
     earliest = at_or_before - lookback
     if isinstance(trigger, IntervalTrigger):
         step = float(trigger.interval_length)

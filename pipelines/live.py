@@ -26,7 +26,6 @@ from pipelines import (
     sensitive,
     tasks,
 )
-from pipelines import validator as validation
 from pipelines.categorical import categorical_fields
 from pipelines.context import ModelRequest
 from pipelines.errors import NeedsAttention, StepFailed, ToolFailed
@@ -34,6 +33,7 @@ from pipelines.journal import CallRecord, Journal, NextCall, describe_args, reco
 from pipelines.llm import LLMResult
 from pipelines.runtime import Runtime
 from pipelines.tools import Tool, lookup_tool
+from pipelines.validator import Judgement, Validator
 from storage import calls as call_rows
 from storage.boundaries import boundary_state
 from storage.db import is_disconnect
@@ -108,9 +108,7 @@ class LiveExecutor:
 
     # -- tools -----------------------------------------------------------------------------
 
-    def validate(
-        self, tool: Tool, rule: validation.Validator, args_json: Any
-    ) -> validation.Judgement:
+    def validate(self, tool: Tool, rule: Validator, args_json: Any) -> Judgement:
         self._call_boundary()
         return approvals.consult_validator(self._journal, tool, rule, args_json)
 
@@ -120,7 +118,7 @@ class LiveExecutor:
         tool: Tool,
         args: BaseModel,
         args_json: Any,
-        judgement: validation.Judgement | None,
+        judgement: Judgement | None,
     ) -> Any:
         journal = self._journal
         recorded = call.recorded

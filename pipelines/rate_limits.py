@@ -10,11 +10,11 @@ from typing import Any
 import structlog
 
 from pipelines import approvals, tracing
-from pipelines import validator as validation
 from pipelines.errors import ActionRejected, Suspend
 from pipelines.journal import CallRecord, Journal, NextCall
 from pipelines.runtime import Runtime
 from pipelines.tools import Tool
+from pipelines.validator import Judgement
 from storage import calls as call_rows
 from storage.models import CallStatus
 
@@ -28,7 +28,7 @@ def start(
     args_json: Any,
     *,
     call_id: str | None = None,
-    validated: validation.Judgement | None = None,
+    validated: Judgement | None = None,
 ) -> CallRecord:
     """Record the call `started` if its tool's window has room, in one transaction with the
     count; otherwise record it rate-limited and suspend the run until the window frees (or
