@@ -414,12 +414,10 @@ def run_ended(status: str, error: str | None) -> None:
     current = _slice.get()
     if current is None:
         return
-    from opentelemetry.trace import Status, StatusCode
-
     span = current.span
     span.set_attribute("gatehouse.run.status", status)
     if status in ("failed", "needs_attention"):
-        span.set_status(Status(StatusCode.ERROR, sensitive.scrub(error or status)))
+        span.set_status(current.tracing.api.status_error(sensitive.scrub(error or status)))
 
 
 # -- ctx calls ----------------------------------------------------------------------------
