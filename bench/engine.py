@@ -320,7 +320,10 @@ def main() -> None:
 def report_otel(runs: int, workdir: Path, block: int = 100) -> None:
     """`--otel`: the same 3-step runs with tracing off and on (a BatchSpanProcessor exporting
     OTLP/HTTP to a loopback receiver), in alternating blocks of `block` runs so the machine's
-    load hits both alike."""
+    load hits both alike; wall time per run, and the process's CPU per run (the export thread's
+    included: each traced block ends with a flush, so its export counts in it). Beside them, the
+    SDK's own floor: 4 bare spans per "run" through the same provider, the least any tracing
+    of a run with a slice and 3 steps can cost with the Python SDK."""
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests' fake receiver
@@ -331,36 +334,91 @@ def report_otel(runs: int, workdir: Path, block: int = 100) -> None:
     db.upgrade()
     gatehouse = Gatehouse(db)
     timings: dict[bool, list[float]] = {False: [], True: []}
+    cpu: dict[bool, list[float]] = {False: [], True: []}
     with FakeOTLP() as otlp:
         provider = tracing.build_tracer_provider({"OTEL_EXPORTER_OTLP_ENDPOINT": otlp.url})
         assert provider is not None
         for i in range(50):  # warm-up of both paths
             tracing.install(provider if i % 2 else None)
             gatehouse.trigger("bench_three_steps", {"n": i})
+        provider.force_flush()
         done = 0
         while done < 2 * runs:
             traced = (done // block) % 2 == 1
             tracing.install(provider if traced else None)
+            cpu_start = time.process_time()
             for i in range(block):
                 start = time.perf_counter()
                 run = gatehouse.trigger("bench_three_steps", {"n": i})
                 timings[traced].append((time.perf_counter() - start) * 1000)
                 assert run.status == "succeeded", run.error
+            if traced:
+                provider.force_flush()
+            cpu[traced].append((time.process_time() - cpu_start) * 1000 / block)
             done += block
-        provider.force_flush()
         tracing.install(None)
+        floor_wall, floor_cpu = _sdk_floor(provider, runs, block)
         provider.shutdown()
         exported = len(otlp.named("run bench_three_steps"))
     db.dispose()
     off, on = statistics.median(timings[False]), statistics.median(timings[True])
+    cpu_off, cpu_on = statistics.median(cpu[False]), statistics.median(cpu[True])
     print(
         f"tracing: {len(timings[True])} runs traced ({exported} run spans, warm-up included, received by the "
         f"loopback OTLP receiver) beside {len(timings[False])} untraced, alternating blocks of {block}"
     )
     print(
-        f"  off: median {off:.3f} ms/run; on: median {on:.3f} ms/run; "
+        f"  wall: off median {off:.3f} ms/run; on {on:.3f} ms/run; "
         f"+{(on / off - 1) * 100:.1f} % per run (target <= 15 %)"
     )
+    print(
+        f"  cpu (process, export thread included): off median {cpu_off:.3f} ms/run; on "
+        f"{cpu_on:.3f} ms/run; +{(cpu_on / cpu_off - 1) * 100:.1f} % per run"
+    )
+    print(
+        f"  SDK floor, 4 bare spans per run through the same provider: wall {floor_wall:.3f} ms "
+        f"(+{floor_wall / off * 100:.1f} % of an untraced run), cpu {floor_cpu:.3f} ms "
+        f"(+{floor_cpu / cpu_off * 100:.1f} %)"
+    )
+
+
+def _sdk_floor(provider: Any, runs: int, block: int) -> tuple[float, float]:
+    """Median wall and CPU (ms) of 4 spans made like a run's: a slice span with 4 attributes
+    made current, and 3 call spans with 3 each made current in turn; nothing else."""
+    from opentelemetry import context, trace
+
+    tracer = provider.get_tracer("bench-floor")
+
+    def one(n: int) -> None:
+        root = tracer.start_span(
+            "run floor",
+            attributes={"a.run_id": str(n), "a.pipeline": "p", "a.slice": 1, "a.worker": "w"},
+        )
+        outer = context.attach(trace.set_span_in_context(root))
+        for name in ("double", "add_one", "describe"):
+            span = tracer.start_span(
+                f"step {name}", attributes={"a.kind": "step", "a.name": name, "a.x": "y"}
+            )
+            inner = context.attach(trace.set_span_in_context(span))
+            context.detach(inner)
+            span.end()
+        context.detach(outer)
+        root.end()
+
+    for n in range(50):
+        one(n)
+    provider.force_flush()
+    walls: list[float] = []
+    cpus: list[float] = []
+    for first in range(0, runs, block):
+        cpu_start = time.process_time()
+        for n in range(first, first + block):
+            start = time.perf_counter()
+            one(n)
+            walls.append((time.perf_counter() - start) * 1000)
+        provider.force_flush()
+        cpus.append((time.process_time() - cpu_start) * 1000 / block)
+    return statistics.median(walls), statistics.median(cpus)
 
 
 if __name__ == "__main__":

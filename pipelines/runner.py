@@ -146,7 +146,16 @@ def trigger(
                 )
         _refuse_unless_admitted(rt, name, paused, refused)
         outcome = _execute(
-            rt, held, pipeline, run_id, model, user, recorded=[], source=source, created_at=now
+            rt,
+            held,
+            pipeline,
+            run_id,
+            model,
+            user,
+            recorded=[],
+            source=source,
+            created_at=now,
+            fresh=True,
         )
     finished = rt.clock.now() if outcome.status != RunStatus.WAITING else None
     return Run(
@@ -245,7 +254,10 @@ def _execute(
     recorded: list[CallRecord],
     source: str | None = None,
     created_at: datetime | None = None,
+    fresh: bool = False,
 ) -> Outcome:
+    """`fresh`: the run was created just now, in this call, with no caller's traceparent (its
+    first slice; nothing to read back for its trace)."""
     tell = run_notices.tells_triggerer(rt, source, trigger_user)
     journal = Journal(
         rt,
@@ -262,7 +274,7 @@ def _execute(
         running_in(rt),
         structlog.contextvars.bound_contextvars(run_id=run_id, pipeline=pipeline.name),
         sensitive.tracking(),
-        run_slice(rt, held, run_id, pipeline.name),
+        run_slice(rt, held, run_id, pipeline.name, fresh=fresh),
     ):
         sensitive.remember_model(model)
         try:

@@ -64,12 +64,38 @@ class Tracing:
     provider: TracerProvider
     tracer: Tracer
     capture_content: bool
+    api: _Api
 
     def flush(self) -> None:
         self.provider.force_flush()
 
     def shutdown(self) -> None:
         self.provider.shutdown()
+
+
+@dataclass(frozen=True)
+class _Api:
+    """What the hooks call per span, imported once when tracing is installed (an import
+    statement in a hook costs more than the call it serves)."""
+
+    attach: Callable[[Any], Any]
+    detach: Callable[[Any], None]
+    in_context: Callable[..., Any]
+    invalid_parent: Any  # a context with no span: a run's first slice starts a trace
+    status_error: Callable[[str], Any]
+
+
+def _api() -> _Api:
+    from opentelemetry import context, trace
+    from opentelemetry.trace import Status, StatusCode
+
+    return _Api(
+        attach=context.attach,
+        detach=context.detach,
+        in_context=trace.set_span_in_context,
+        invalid_parent=trace.set_span_in_context(trace.INVALID_SPAN),
+        status_error=lambda message: Status(StatusCode.ERROR, message),
+    )
 
 
 @dataclass
@@ -179,7 +205,7 @@ def install(provider: TracerProvider | None, *, capture_content: bool = False) -
     _installed = (
         None
         if provider is None
-        else Tracing(provider, provider.get_tracer(INSTRUMENTATION), capture_content)
+        else Tracing(provider, provider.get_tracer(INSTRUMENTATION), capture_content, _api())
     )
 
 
@@ -282,15 +308,22 @@ def trigger_detail() -> str | None:
 
 
 @contextmanager
-def run_slice(rt: Runtime, held: Connection, run_id: str, pipeline: str) -> Iterator[None]:
+def run_slice(
+    rt: Runtime, held: Connection, run_id: str, pipeline: str, *, fresh: bool = False
+) -> Iterator[None]:
     """One execution slice of a run, as a span (nothing at all when tracing is off). `held`:
-    the run's idle connection, for one read of its events."""
+    the run's idle connection, for one read of its events, unless the run is `fresh` (created
+    in this call with no caller's traceparent: its first slice, with nothing to read)."""
     current = _installed
     if current is None:
         yield
         return
+    if fresh:
+        with _slice_span(current, rt, run_id, pipeline, run_trace_id(run_id)):
+            yield
+        return
     from opentelemetry import trace
-    from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags
+    from opentelemetry.trace import Link, SpanContext, TraceFlags
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
     from storage.run_events import events_on_driver
@@ -318,12 +351,33 @@ def run_slice(rt: Runtime, held: Connection, run_id: str, pipeline: str) -> Iter
         waited = _waited_seconds(events)
         if waited is not None:
             resumed = {"gatehouse.waited_seconds": waited}
+    with _slice_span(
+        current, rt, run_id, pipeline, trace_id, ordinal, parent=parent, links=links
+    ) as span:
+        if resumed:
+            span.add_event("run.resumed", resumed)
+        yield
+
+
+@contextmanager
+def _slice_span(
+    current: Tracing,
+    rt: Runtime,
+    run_id: str,
+    pipeline: str,
+    trace_id: int,
+    ordinal: int = 1,
+    *,
+    parent: Any = None,
+    links: list[Any] | None = None,
+) -> Iterator[Span]:
+    """The slice's span, current (and the slice `_slice`'s) while the slice runs."""
+    api = current.api
     token = _fixed_ids.set((trace_id, slice_span_id(run_id, ordinal)))
     try:
         span = current.tracer.start_span(
             f"run {pipeline}",
-            context=parent if parent is not None else trace.set_span_in_context(trace.INVALID_SPAN),
-            kind=SpanKind.INTERNAL,
+            context=parent if parent is not None else api.invalid_parent,
             links=links,
             attributes={
                 "gatehouse.run_id": run_id,
@@ -334,14 +388,17 @@ def run_slice(rt: Runtime, held: Connection, run_id: str, pipeline: str) -> Iter
         )
     finally:
         _fixed_ids.reset(token)
-    if resumed:
-        span.add_event("run.resumed", resumed)
     slice_token = _slice.set(_Slice(current, span))
+    context_token = api.attach(api.in_context(span))
     try:
-        with trace.use_span(span, end_on_exit=True, record_exception=False):
-            yield
+        yield span
+    except Exception as exc:  # the runner records a run's errors; this is what escapes it
+        span.set_status(api.status_error(sensitive.scrub(f"{type(exc).__name__}: {exc}")))
+        raise
     finally:
+        api.detach(context_token)
         _slice.reset(slice_token)
+        span.end()
 
 
 def _waited_seconds(events: list[RunEventRow]) -> float | None:
@@ -357,12 +414,10 @@ def run_ended(status: str, error: str | None) -> None:
     current = _slice.get()
     if current is None:
         return
-    from opentelemetry.trace import Status, StatusCode
-
     span = current.span
     span.set_attribute("gatehouse.run.status", status)
     if status in ("failed", "needs_attention"):
-        span.set_status(Status(StatusCode.ERROR, sensitive.scrub(error or status)))
+        span.set_status(current.tracing.api.status_error(sensitive.scrub(error or status)))
 
 
 # -- ctx calls ----------------------------------------------------------------------------
@@ -441,16 +496,15 @@ def _describe(kind: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> di
 
 @contextmanager
 def _call_span(current: _Slice, kind: str, attrs: dict[str, Any]) -> Iterator[None]:
-    from opentelemetry import trace
-    from opentelemetry.trace import Status, StatusCode
-
+    api = current.tracing.api
+    attrs["gatehouse.call.kind"] = kind
     span = current.tracing.tracer.start_span(
-        f"{kind} {attrs['gatehouse.call.name']}", attributes={"gatehouse.call.kind": kind, **attrs}
+        f"{kind} {attrs['gatehouse.call.name']}", attributes=attrs
     )
     token = _call.set(span)
+    context_token = api.attach(api.in_context(span))
     try:
-        with trace.use_span(span, end_on_exit=False, record_exception=False):
-            yield
+        yield
     except Suspend as suspended:
         waits = _attrs(
             {"gatehouse.reason": suspended.reason, "gatehouse.waiting_for": suspended.waiting_for}
@@ -465,9 +519,10 @@ def _call_span(current: _Slice, kind: str, attrs: dict[str, Any]) -> Iterator[No
         span.add_event(
             "exception", {"exception.type": type(exc).__name__, "exception.message": message}
         )
-        span.set_status(Status(StatusCode.ERROR, message))
+        span.set_status(api.status_error(message))
         raise
     finally:
+        api.detach(context_token)
         _call.reset(token)
         span.end()
 
@@ -516,8 +571,17 @@ def model_call(rt: Runtime, request: ModelRequest, send: Callable[[], LLMResult]
             }
         ),
     )
-    with trace.use_span(span, end_on_exit=True, record_exception=False):
-        result = send()
+    # The SDK's own status on an exception would carry its message unscrubbed: ours instead.
+    with trace.use_span(
+        span, end_on_exit=True, record_exception=False, set_status_on_exception=False
+    ):
+        try:
+            result = send()
+        except Exception as exc:
+            span.set_status(
+                Status(StatusCode.ERROR, sensitive.scrub(f"{type(exc).__name__}: {exc}"))
+            )
+            raise
         span.set_attributes(
             _attrs(
                 {
