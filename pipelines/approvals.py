@@ -49,7 +49,7 @@ from storage import calls as call_rows
 from storage import runs as run_rows
 from storage.audit import append_audit
 from storage.ids import new_id
-from storage.models import ApprovalStatus, CallKind, CallStatus, RunStatus
+from storage.models import ApprovalStatus, CallKind, CallStatus
 from storage.rows import ApprovalRow
 
 log = structlog.get_logger()
@@ -537,12 +537,6 @@ def _record_decision(
         approval_id=approval.id,
         detail=detail,
     )
-    run_rows.transition(
-        conn,
-        approval.run_id,
-        from_statuses=[RunStatus.WAITING],
-        to_status=RunStatus.QUEUED,
-        now=now,
-        detail=f"approval {approval.id} {status}",
-        wake_at=None,
+    run_rows.requeue_waiting(
+        conn, approval.run_id, now=now, detail=f"approval {approval.id} {status}"
     )
