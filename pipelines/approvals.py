@@ -343,6 +343,25 @@ def check_approver(rt: Runtime, approval: Any, user: str) -> None:
     check_four_eyes(rt, approval, user, approvers)
 
 
+def authorize_approver(rt: Runtime, approval: Any, user: str, *, action: str) -> None:
+    """`check_approver`, with a refusal audited (`action` on the approval) and raised: the
+    decision itself and Slack's edit form both ask this."""
+    try:
+        check_approver(rt, approval, user)
+    except NotAuthorized as refusal:
+        refuse(
+            rt,
+            refusal,
+            actor=user,
+            action=action,
+            target=approval.id,
+            run_id=approval.run_id,
+            call_id=approval.call_id,
+            tool=approval.tool,
+            approval_id=approval.id,
+        )
+
+
 def _already_decided_message(approval: Any) -> str:
     if approval.status == ApprovalStatus.EXPIRED:
         return f"approval {approval.id} expired at {approval.decided_at:%Y-%m-%d %H:%M} UTC; nothing to decide"
@@ -379,20 +398,7 @@ def decide(
         with rt.db.transaction() as conn:
             approval = approval_rows.fetch_approval(conn, approval_id)
         raise AlreadyDecided(_already_decided_message(approval))
-    try:
-        check_approver(rt, approval, user)
-    except NotAuthorized as refusal:
-        refuse(
-            rt,
-            refusal,
-            actor=user,
-            action="approve" if approve else "reject",
-            target=approval.id,
-            run_id=approval.run_id,
-            call_id=approval.call_id,
-            tool=approval.tool,
-            approval_id=approval.id,
-        )
+    authorize_approver(rt, approval, user, action="approve" if approve else "reject")
     edit = (
         approval_edits.prepare(lookup_tool(approval.tool), approval, edited_args, by=user)
         if edited_args is not None

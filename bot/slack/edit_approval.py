@@ -26,8 +26,7 @@ from bot.slack.mrkdwn import escape, truncate
 from bot.slack.private_replies import clicker
 from bot.slack.refusal_text import slack_text
 from pipelines import GatehouseError, approval_edits
-from pipelines.approvals import check_approver
-from pipelines.authorization import refuse
+from pipelines.approvals import authorize_approver
 from pipelines.errors import InvalidEdit, NotAuthorized
 from pipelines.tools import Tool, lookup_tool
 from storage import approvals as approval_rows
@@ -81,20 +80,7 @@ def edit_view(bot: Bot, approval_id: str, user: str) -> dict[str, Any]:
             "Not editable", f"{approval.tool} does not let approvers edit its arguments."
         )
     try:
-        try:
-            check_approver(rt, approval, user)
-        except NotAuthorized as refusal:
-            refuse(
-                rt,
-                refusal,
-                actor=user,
-                action="edit",
-                target=approval.id,
-                run_id=approval.run_id,
-                call_id=approval.call_id,
-                tool=approval.tool,
-                approval_id=approval.id,
-            )
+        authorize_approver(rt, approval, user, action="edit")
     except NotAuthorized as refused:
         return notice_modal("Not yours to approve", str(refused), mrkdwn=slack_text(refused))
     return edit_modal(approval, tool)
