@@ -20,7 +20,7 @@ from bot.slack import cards, forms
 from bot.slack.actions import decide_and_resume
 from bot.slack.blocks import MODAL_TITLE_LIMIT, context, plain_text, section
 from bot.slack.bot import Bot
-from bot.slack.modal_calls import fill_modal, open_modal, show_problem
+from bot.slack.modal_calls import fill_built_modal, open_modal
 from bot.slack.modals import loading_modal, notice_modal
 from bot.slack.mrkdwn import escape, truncate
 from bot.slack.private_replies import clicker
@@ -89,19 +89,15 @@ def edit_view(bot: Bot, approval_id: str, user: str) -> dict[str, Any]:
 def fill_edit_modal(
     bot: Bot, body: dict[str, Any], opened: dict[str, Any], approval_id: str
 ) -> None:
-    try:
-        view = edit_view(bot, approval_id, clicker(body))
-    except Exception:
-        log.exception("slack.edit_form_failed", approval_id=approval_id)
-        show_problem(
-            bot,
-            body,
-            str(opened.get("id")),
-            f"Gatehouse could not build the form for approval {approval_id}; the error is in "
-            "its log.",
-        )
-        return
-    fill_modal(bot, body, opened, view)
+    fill_built_modal(
+        bot,
+        body,
+        opened,
+        lambda: edit_view(bot, approval_id, clicker(body)),
+        form_for=f"approval {approval_id}",
+        event="slack.edit_form_failed",
+        approval_id=approval_id,
+    )
 
 
 def open_edit_modal(bot: Bot, body: dict[str, Any], approval_id: str) -> None:
