@@ -29,14 +29,17 @@ import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
-
-from slack_sdk.signature import SignatureVerifier
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # the test fakes
 
-from served_bot import SECRET, free_port, serve_env, wait_healthy  # noqa: E402
+from served_bot import (  # noqa: E402
+    SECRET,
+    free_port,
+    help_command_request,
+    serve_env,
+    wait_healthy,
+)
 
 from tests.fakes.slack import FakeSlack  # noqa: E402
 
@@ -108,36 +111,20 @@ def write_requests(
     """One file per wrk thread of `/gatehouse help` commands, each signed now with a body of its
     own (its own response_url and trigger_id); returns the files' common prefix."""
     prefix = directory / f"requests-{tag}"
-    verifier = SignatureVerifier(SECRET)
     timestamp = str(int(time.time()))
     for thread in range(THREADS):
         chunks = []
         for n in range(per_thread):
             key = f"{tag}-{thread}-{n}"
-            body = urlencode(
-                {
-                    "token": fake.verification_token,
-                    "team_id": fake.team_id,
-                    "team_domain": fake.team_domain,
-                    "channel_id": "C_APPROVALS",
-                    "channel_name": "approvals",
-                    "user_id": "U_CAROL",
-                    "user_name": "carol",
-                    "command": "/gatehouse",
-                    "text": "help",
-                    "api_app_id": fake.app_id,
-                    "response_url": f"http://127.0.0.1:{reply_port}/r/{key}",
-                    "trigger_id": f"bench.{key}",
-                }
+            chunks.append(
+                help_command_request(
+                    fake,
+                    port,
+                    response_url=f"http://127.0.0.1:{reply_port}/r/{key}",
+                    trigger_id=f"bench.{key}",
+                    timestamp=timestamp,
+                )
             )
-            signature = verifier.generate_signature(timestamp=timestamp, body=body)
-            head = (
-                f"POST /slack/events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-                "Content-Type: application/x-www-form-urlencoded\r\n"
-                f"X-Slack-Request-Timestamp: {timestamp}\r\nX-Slack-Signature: {signature}\r\n"
-                f"Content-Length: {len(body.encode())}\r\n\r\n"
-            )
-            chunks.append(head.encode() + body.encode())
         Path(f"{prefix}.{thread}").write_bytes(SEPARATOR.join(chunks) + SEPARATOR)
     return str(prefix)
 

@@ -31,38 +31,18 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
+from three_steps import BenchInput, double, three_steps
 
 from pipelines import Context, Gatehouse, StaticDirectory, pipeline, tool
 from pipelines.logs import configure_logging
 from storage.db import Database
 
 
-class BenchInput(BaseModel):
-    n: int
-
-
 class BumpArgs(BaseModel):
     n: int
 
 
-def double(n: int) -> int:
-    return n * 2
-
-
-def add_one(n: int) -> int:
-    return n + 1
-
-
-def describe(n: int) -> str:
-    return f"n={n}"
-
-
-@pipeline("bench_three_steps", input=BenchInput)
-def three_steps(ctx: Context, data: BenchInput) -> dict[str, object]:
-    a = ctx.step("double", double, data.n)
-    b = ctx.step("add_one", add_one, a)
-    text = ctx.step("describe", describe, b)
-    return {"value": b, "text": text}
+pipeline("bench_three_steps", input=BenchInput)(three_steps)
 
 
 NEXT_CALL_STARTED: list[float] = []

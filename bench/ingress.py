@@ -26,14 +26,16 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
-from urllib.parse import urlencode
-
-from slack_sdk.signature import SignatureVerifier
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # the test fakes
 
-from served_bot import SECRET, free_port, serve_env, wait_healthy  # noqa: E402
+from served_bot import (  # noqa: E402
+    free_port,
+    help_command_request,
+    serve_env,
+    wait_healthy,
+)
 
 from tests.fakes.slack import FakeSlack  # noqa: E402
 
@@ -45,31 +47,14 @@ UNDER_CAP = 262_144 - 1024
 
 def signed_command(fake: FakeSlack, port: int) -> bytes:
     """`/gatehouse help` as Slack sends it: form-encoded, signed now, as raw HTTP/1.1."""
-    body = urlencode(
-        {
-            "token": fake.verification_token,
-            "team_id": fake.team_id,
-            "team_domain": fake.team_domain,
-            "channel_id": "C_APPROVALS",
-            "channel_name": "approvals",
-            "user_id": "U_CAROL",
-            "user_name": "carol",
-            "command": "/gatehouse",
-            "text": "help",
-            "api_app_id": fake.app_id,
-            "response_url": fake.issue_response_url("U_CAROL", "C_APPROVALS"),
-            "trigger_id": fake.issue_trigger_id("U_CAROL"),
-        }
+    return help_command_request(
+        fake,
+        port,
+        response_url=fake.issue_response_url("U_CAROL", "C_APPROVALS"),
+        trigger_id=fake.issue_trigger_id("U_CAROL"),
+        timestamp=str(int(time.time())),
+        close=True,
     )
-    timestamp = str(int(time.time()))
-    signature = SignatureVerifier(SECRET).generate_signature(timestamp=timestamp, body=body)
-    head = (
-        f"POST /slack/events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-        "Content-Type: application/x-www-form-urlencoded\r\n"
-        f"X-Slack-Request-Timestamp: {timestamp}\r\nX-Slack-Signature: {signature}\r\n"
-        f"Content-Length: {len(body.encode())}\r\nConnection: close\r\n\r\n"
-    )
-    return head.encode() + body.encode()
 
 
 def unsigned_request(port: int, size: int) -> bytes:

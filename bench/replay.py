@@ -22,38 +22,18 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from pydantic import BaseModel
-
-from pipelines import Context, Gatehouse, pipeline
+from pipelines import Gatehouse, pipeline
 from pipelines.logs import configure_logging
 from pipelines.replay_check import check_replays
 from storage.db import Database
 
-REPO = Path(__file__).resolve().parent.parent
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))  # the shared steps, also when `gatehouse replay` imports this module
 
+from three_steps import BenchInput, three_steps  # noqa: E402
 
-class BenchInput(BaseModel):
-    n: int
-
-
-def double(n: int) -> int:
-    return n * 2
-
-
-def add_one(n: int) -> int:
-    return n + 1
-
-
-def describe(n: int) -> str:
-    return f"n={n}"
-
-
-@pipeline("bench_replay_three_steps", input=BenchInput)
-def three_steps(ctx: Context, data: BenchInput) -> dict[str, object]:
-    a = ctx.step("double", double, data.n)
-    b = ctx.step("add_one", add_one, a)
-    text = ctx.step("describe", describe, b)
-    return {"value": b, "text": text}
+pipeline("bench_replay_three_steps", input=BenchInput)(three_steps)
 
 
 def main() -> None:

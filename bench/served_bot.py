@@ -8,6 +8,9 @@ import socket
 import time
 import urllib.request
 from typing import Any
+from urllib.parse import urlencode
+
+from slack_sdk.signature import SignatureVerifier
 
 SECRET = "bench-signing-secret"
 
@@ -46,3 +49,36 @@ def wait_healthy(url: str, deadline: float) -> None:
         except OSError:
             time.sleep(0.05)
     raise SystemExit("the bot did not come up")
+
+
+def help_command_request(
+    fake: Any, port: int, *, response_url: str, trigger_id: str, timestamp: str, close: bool = False
+) -> bytes:
+    """`/gatehouse help` from carol in #approvals as Slack sends it, form-encoded and signed at
+    `timestamp`, as raw HTTP/1.1 to the bot on `port` (`close`: without keep-alive)."""
+    body = urlencode(
+        {
+            "token": fake.verification_token,
+            "team_id": fake.team_id,
+            "team_domain": fake.team_domain,
+            "channel_id": "C_APPROVALS",
+            "channel_name": "approvals",
+            "user_id": "U_CAROL",
+            "user_name": "carol",
+            "command": "/gatehouse",
+            "text": "help",
+            "api_app_id": fake.app_id,
+            "response_url": response_url,
+            "trigger_id": trigger_id,
+        }
+    )
+    signature = SignatureVerifier(SECRET).generate_signature(timestamp=timestamp, body=body)
+    head = (
+        f"POST /slack/events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        "Content-Type: application/x-www-form-urlencoded\r\n"
+        f"X-Slack-Request-Timestamp: {timestamp}\r\nX-Slack-Signature: {signature}\r\n"
+        f"Content-Length: {len(body.encode())}\r\n"
+        + ("Connection: close\r\n" if close else "")
+        + "\r\n"
+    )
+    return head.encode() + body.encode()

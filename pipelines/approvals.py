@@ -58,7 +58,7 @@ from storage import calls as call_rows
 from storage import runs as run_rows
 from storage.audit import append_audit
 from storage.ids import new_id
-from storage.models import ApprovalStatus, CallKind, CallStatus, RunStatus
+from storage.models import ApprovalStatus, CallKind, CallStatus
 from storage.rows import ApprovalRow
 
 log = structlog.get_logger()
@@ -350,6 +350,25 @@ def check_approver(rt: Runtime, approval: Any, user: str) -> None:
     check_four_eyes(rt, approval, user, approvers)
 
 
+def authorize_approver(rt: Runtime, approval: Any, user: str, *, action: str) -> None:
+    """`check_approver`, with a refusal audited (`action` on the approval) and raised: the
+    decision itself and Slack's edit form both ask this."""
+    try:
+        check_approver(rt, approval, user)
+    except NotAuthorized as refusal:
+        refuse(
+            rt,
+            refusal,
+            actor=user,
+            action=action,
+            target=approval.id,
+            run_id=approval.run_id,
+            call_id=approval.call_id,
+            tool=approval.tool,
+            approval_id=approval.id,
+        )
+
+
 def _already_decided_message(approval: Any) -> str:
     if approval.status == ApprovalStatus.EXPIRED:
         return f"approval {approval.id} expired at {approval.decided_at:%Y-%m-%d %H:%M} UTC; nothing to decide"
@@ -386,20 +405,7 @@ def decide(
         with rt.db.transaction() as conn:
             approval = approval_rows.fetch_approval(conn, approval_id)
         raise AlreadyDecided(_already_decided_message(approval))
-    try:
-        check_approver(rt, approval, user)
-    except NotAuthorized as refusal:
-        refuse(
-            rt,
-            refusal,
-            actor=user,
-            action="approve" if approve else "reject",
-            target=approval.id,
-            run_id=approval.run_id,
-            call_id=approval.call_id,
-            tool=approval.tool,
-            approval_id=approval.id,
-        )
+    authorize_approver(rt, approval, user, action="approve" if approve else "reject")
     edit = (
         approval_edits.prepare(lookup_tool(approval.tool), approval, edited_args, by=user)
         if edited_args is not None
@@ -544,12 +550,6 @@ def _record_decision(
         approval_id=approval.id,
         detail=detail,
     )
-    run_rows.transition(
-        conn,
-        approval.run_id,
-        from_statuses=[RunStatus.WAITING],
-        to_status=RunStatus.QUEUED,
-        now=now,
-        detail=f"approval {approval.id} {status}",
-        wake_at=None,
+    run_rows.requeue_waiting(
+        conn, approval.run_id, now=now, detail=f"approval {approval.id} {status}"
     )

@@ -20,7 +20,6 @@ from pipelines.approval_nudges import nudge_due
 from pipelines.approvals import expire_due
 from pipelines.runtime import Runtime
 from storage import runs as run_rows
-from storage.models import RunStatus
 
 log = structlog.get_logger()
 
@@ -48,15 +47,7 @@ def wake_due_timers(rt: Runtime) -> list[str]:
     woken = []
     for run_id in due:
         with rt.db.transaction() as conn:
-            if run_rows.transition(
-                conn,
-                run_id,
-                from_statuses=[RunStatus.WAITING],
-                to_status=RunStatus.QUEUED,
-                now=now,
-                detail="timer",
-                wake_at=None,
-            ):
+            if run_rows.requeue_waiting(conn, run_id, now=now, detail="timer"):
                 woken.append(run_id)
     return woken
 

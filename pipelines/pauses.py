@@ -123,14 +123,8 @@ def resume_pipeline(rt: Runtime, pipeline: str, *, by: str, reason: str | None =
         resumed = pause_rows.resume(conn, pipeline, by=by, reason=reason, now=now)
         if resumed:
             for run_id in pause_rows.runs_held_by_pause(conn, pipeline):
-                if run_rows.transition(
-                    conn,
-                    run_id,
-                    from_statuses=[RunStatus.WAITING],
-                    to_status=RunStatus.QUEUED,
-                    now=now,
-                    detail=f"pipeline resumed by {by}",
-                    wake_at=None,
+                if run_rows.requeue_waiting(
+                    conn, run_id, now=now, detail=f"pipeline resumed by {by}"
                 ):
                     woken.append(run_id)
             append_audit(

@@ -25,7 +25,7 @@ from storage import calls as call_rows
 from storage import runs as run_rows
 from storage.audit import append_audit
 from storage.ids import new_id
-from storage.models import CallStatus, RunStatus, TaskStatus
+from storage.models import CallStatus, TaskStatus
 from storage.rows import HumanTaskRow
 
 log = structlog.get_logger()
@@ -228,15 +228,7 @@ def answer(rt: Runtime, task_id: str, *, user: str, answer: Any) -> TaskView:
             call_id=task.call_id,
             detail={"task_id": task_id, "answer": answer_json},
         )
-        run_rows.transition(
-            conn,
-            task.run_id,
-            from_statuses=[RunStatus.WAITING],
-            to_status=RunStatus.QUEUED,
-            now=now,
-            detail=f"task {task_id} answered",
-            wake_at=None,
-        )
+        run_rows.requeue_waiting(conn, task.run_id, now=now, detail=f"task {task_id} answered")
         rt.enqueue(conn, "task_answered", task_id, now)
         updated = task_rows.fetch_task(conn, task_id)
         assert updated is not None  # answered in this transaction

@@ -17,25 +17,10 @@ from typing import Any
 from sqlalchemy import func, select
 
 from storage.audit_checkpoint import latest_checkpoint
-from storage.audit_verify import PAGE, audit_table
+from storage.audit_verify import CHAIN_COLUMNS, PAGE, audit_table, chain_entries, chain_page
 from storage.db import Database
 
-FIELDS = (
-    "id",
-    "position",
-    "at",
-    "event",
-    "actor",
-    "run_id",
-    "call_id",
-    "tool",
-    "approval_id",
-    "idempotency_key",
-    "detail",
-    "prev_hash",
-    "hash",
-    "hash_scheme",
-)
+FIELDS = ("id", "position", *CHAIN_COLUMNS[1:])
 
 
 def export_entries(db: Database, *, since: datetime, page: int = PAGE) -> Iterator[dict[str, Any]]:
@@ -52,36 +37,17 @@ def export_entries(db: Database, *, since: datetime, page: int = PAGE) -> Iterat
             select(func.count()).where(t.c.id > after, t.c.id < first)
         ).scalar_one()
     position = base + int(before)
-    columns = [t.c[name] for name in FIELDS if name != "position"]
-    last = int(first) - 1
-    while True:
+
+    def read_page(after: int) -> list[Any]:
         with db.transaction() as conn:
-            rows = list(
-                conn.execute(select(*columns).where(t.c.id > last).order_by(t.c.id).limit(page))
-            )
-        for row in rows:
-            position += 1
-            yield _entry(row, position)
-        if len(rows) < page:
-            return
-        last = rows[-1].id
+            return chain_page(conn, after, page)
+
+    for row in chain_entries(read_page, int(first) - 1, page):
+        position += 1
+        yield _entry(row, position)
 
 
 def _entry(row: Any, position: int) -> dict[str, Any]:
     at: datetime = row.at
-    return {
-        "id": row.id,
-        "position": position,
-        "at": at.astimezone(UTC).isoformat(timespec="microseconds"),
-        "event": row.event,
-        "actor": row.actor,
-        "run_id": row.run_id,
-        "call_id": row.call_id,
-        "tool": row.tool,
-        "approval_id": row.approval_id,
-        "idempotency_key": row.idempotency_key,
-        "detail": row.detail,
-        "prev_hash": row.prev_hash,
-        "hash": row.hash,
-        "hash_scheme": row.hash_scheme,
-    }
+    entry = {name: position if name == "position" else getattr(row, name) for name in FIELDS}
+    return entry | {"at": at.astimezone(UTC).isoformat(timespec="microseconds")}

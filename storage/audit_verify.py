@@ -107,7 +107,9 @@ class VerifyResult:
 
 PAGE = 5000  # entries read at a time by the verifiers
 
-_CHAIN_COLUMNS = (
+# An entry's columns as the chain hashes and links them; the export and `audit list --json` name
+# their fields after these too.
+CHAIN_COLUMNS = (
     "id",
     "at",
     "event",
@@ -124,18 +126,21 @@ _CHAIN_COLUMNS = (
 )
 
 
-def _page(conn: Connection, after: int, size: int) -> list[Any]:
-    columns = [audit_table.c[name] for name in _CHAIN_COLUMNS]
+def chain_page(conn: Connection, after: int, size: int) -> list[Any]:
+    """Up to `size` entries after id `after`, in id order, with the `CHAIN_COLUMNS`."""
+    columns = [audit_table.c[name] for name in CHAIN_COLUMNS]
     query = select(*columns).where(audit_table.c.id > after).order_by(audit_table.c.id)
     return list(conn.execute(query.limit(size)).all())
 
 
-def _entries(read_page: Callable[[int], list[Any]], after: int = -1) -> Iterator[Any]:
-    """Every entry after id `after` in id order, in keyset pages."""
+def chain_entries(
+    read_page: Callable[[int], list[Any]], after: int = -1, page: int = PAGE
+) -> Iterator[Any]:
+    """Every entry after id `after` in id order, in keyset pages of `page` read by `read_page`."""
     while True:
         rows = read_page(after)
         yield from rows
-        if len(rows) < PAGE:
+        if len(rows) < page:
             return
         after = rows[-1].id
 
@@ -148,7 +153,7 @@ def verify_chain(conn: Connection, *, expect: ExpectedHead | None = None) -> Ver
     except BadCheckpoint as exc:
         return _bad_checkpoint(exc)
     walk = _Walk(engine_key(conn.engine), expect, checkpoint)
-    return walk.run(_entries(lambda after: _page(conn, after, PAGE), walk.after))
+    return walk.run(chain_entries(lambda after: chain_page(conn, after, PAGE), walk.after))
 
 
 def verify_database(db: Database, *, expect: ExpectedHead | None = None) -> VerifyResult:
@@ -158,7 +163,7 @@ def verify_database(db: Database, *, expect: ExpectedHead | None = None) -> Veri
 
     def read_page(after: int) -> list[Any]:
         with db.transaction() as conn:
-            return _page(conn, after, PAGE)
+            return chain_page(conn, after, PAGE)
 
     try:
         with db.transaction() as conn:
@@ -166,7 +171,7 @@ def verify_database(db: Database, *, expect: ExpectedHead | None = None) -> Veri
     except BadCheckpoint as exc:
         return _bad_checkpoint(exc)
     walk = _Walk(engine_key(db.engine), expect, checkpoint)
-    return walk.run(_entries(read_page, walk.after))
+    return walk.run(chain_entries(read_page, walk.after))
 
 
 def _bad_checkpoint(exc: BadCheckpoint) -> VerifyResult:

@@ -223,13 +223,21 @@ def among(
 
 
 @dataclass
-class _Hour:
+class _RunNumbers:
+    """What `pruned_stats` keeps of the pruned runs' model calls and human tasks."""
+
     llm_cost_usd: float = 0.0
     llm_calls: int = 0
     priced_llm_calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     runs_with_task: int = 0
+
+
+@dataclass
+class _Hour(_RunNumbers):
+    """One `pruned_stats` row: a pipeline's hour."""
+
     approvals_approved: int = 0
     approvals_rejected: int = 0
     approvals_expired: int = 0
@@ -295,15 +303,9 @@ def _keep_stats(conn: Connection, runs: Sequence[Any], ids: Sequence[str]) -> No
 
 
 @dataclass
-class KeptStats:
+class KeptStats(_RunNumbers):
     """The `pruned_stats` of one pipeline over a window, added up."""
 
-    llm_cost_usd: float = 0.0
-    llm_calls: int = 0
-    priced_llm_calls: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    runs_with_task: int = 0
     approvals: dict[str, int] = field(default_factory=dict)
     decision_waits: list[float] = field(default_factory=list)
 

@@ -122,6 +122,20 @@ def transition(
     return True
 
 
+def requeue_waiting(conn: Connection, run_id: str, *, now: datetime, detail: str) -> bool:
+    """Queue a waiting run again, its timer cleared, for a worker to carry on (a decision, an
+    answer, a timer or a resume woke it). Returns whether this call made the move."""
+    return transition(
+        conn,
+        run_id,
+        from_statuses=[RunStatus.WAITING],
+        to_status=RunStatus.QUEUED,
+        now=now,
+        detail=detail,
+        wake_at=None,
+    )
+
+
 def fetch_run(conn: Connection, run_id: str) -> RunRow | None:
     """The run's row, or None."""
     rows = fast_select(conn, runs_table, {"id": run_id}, RunRow)

@@ -21,6 +21,7 @@ from tests.fakes.clock import FakeClock
 from tests.fakes.notifier import RecordingNotifier
 from tests.fakes.openai import FakeOpenAI
 from tests.fakes.slack import FakeSlack
+from tests.slack_harness import SlackWorld, requested_mode, slack_world
 
 POSTGRES_URL = os.environ.get("GATEHOUSE_TEST_POSTGRES_URL")
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -129,3 +130,14 @@ def slack_mode(request: pytest.FixtureRequest) -> str:
     """Both ways Slack reaches the bot: HTTP mode (signed requests to /slack/events) and Socket
     Mode (envelopes over the bot's WebSocket); pass it to `slack_world(..., mode=slack_mode)`."""
     return str(request.param)
+
+
+@pytest.fixture
+def world(
+    request: pytest.FixtureRequest, fake_slack: FakeSlack, sqlite_url: str, clock: FakeClock
+) -> Iterator[SlackWorld]:
+    """The whole bot on loopback with default settings (tests/slack_harness.py), over HTTP; a
+    test marked `in_both_modes` runs once per `slack_mode`. A module needing other settings
+    defines its own `world`."""
+    with slack_world(fake_slack, sqlite_url, clock, mode=requested_mode(request)) as built:  # type: ignore[arg-type]
+        yield built

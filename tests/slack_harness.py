@@ -39,6 +39,25 @@ def requested_mode(request: pytest.FixtureRequest) -> str:
     )
 
 
+def card_texts(node: Any) -> str:
+    """Every piece of text in a card's blocks (or any JSON inside them), one a line: what a
+    person reads, for asserting on it."""
+    found: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            if isinstance(value.get("text"), str):
+                found.append(value["text"])
+            for inner in value.values():
+                walk(inner)
+        elif isinstance(value, list):
+            for inner in value:
+                walk(inner)
+
+    walk(node)
+    return "\n".join(found)
+
+
 SIGNING_SECRET = "test-signing-secret-0123456789abcdef"
 APPROVALS = "C_APPROVALS"
 

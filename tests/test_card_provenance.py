@@ -22,7 +22,7 @@ from storage.drift import llm_call_counts
 from tests.fakes.clock import FakeClock
 from tests.fakes.openai import FakeOpenAI, reply_json
 from tests.fakes.slack import FakeSlack
-from tests.slack_harness import SlackWorld, in_both_modes, requested_mode, slack_world
+from tests.slack_harness import SlackWorld, in_both_modes, slack_world
 
 # grace@example.com's ord_1002 (250.00 EUR): a refund over 100.00 waits for a finance lead.
 TICKET = {
@@ -32,16 +32,6 @@ TICKET = {
     "body": "Order ord_1002 never arrived <!channel>. Please refund 180.00 EUR.",
 }
 LABEL = {"kind": "refund", "order_id": "ord_1002", "amount": "180.00"}
-
-
-@pytest.fixture
-def world(
-    request: pytest.FixtureRequest, fake_slack: FakeSlack, sqlite_url: str, clock: FakeClock
-) -> Iterator[SlackWorld]:
-    """No model configured: the ticket's classification is a person's."""
-    mode = requested_mode(request)
-    with slack_world(fake_slack, sqlite_url, clock, mode=mode) as built:
-        yield built
 
 
 @pytest.fixture

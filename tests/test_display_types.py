@@ -6,7 +6,6 @@ card shows the order `find_order` fetched)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
@@ -29,7 +28,7 @@ from pipelines.views import ApprovalView
 from storage.db import Database
 from tests.fakes.clock import FakeClock
 from tests.fakes.slack import FakeSlack
-from tests.slack_harness import SlackWorld, requested_mode, slack_world
+from tests.slack_harness import SlackWorld, slack_world
 
 # ord_1002 is the demo connector's 250.00 EUR order of grace@example.com; the demo's refund
 # card (a refund over 100.00 asked for in Slack) is this same run: refund_request → find_order
@@ -96,15 +95,6 @@ def dt_plan_change(ctx: Context, request: PlanRequest) -> dict[str, Any]:
 
 
 # -- helpers ---------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def world(
-    request: pytest.FixtureRequest, fake_slack: FakeSlack, sqlite_url: str, clock: FakeClock
-) -> Iterator[SlackWorld]:
-    mode = requested_mode(request)
-    with slack_world(fake_slack, sqlite_url, clock, mode=mode) as built:
-        yield built
 
 
 def texts(blocks: Any) -> str:

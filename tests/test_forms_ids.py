@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterator
 from datetime import date
 from typing import Any, Literal
 
@@ -17,9 +16,7 @@ from bot.sandbox.blockkit import check_view
 from bot.slack import forms
 from bot.slack.review_cards import flag_from_submission, flag_modal
 from pipelines import Context, pipeline
-from tests.fakes.clock import FakeClock
-from tests.fakes.slack import FakeSlack
-from tests.slack_harness import SlackWorld, slack_world
+from tests.slack_harness import SlackWorld
 from tests.test_cards import task
 
 SLACK_ID_LIMIT = 255  # block_id and action_id, Block Kit reference
@@ -109,12 +106,6 @@ def test_the_review_flag_form_bounds_the_same_ids_and_reads_them_back() -> None:
     }
     flag, _errors = flag_from_submission(values, schema)
     assert flag["expected"] == {LONG: "should be this"}
-
-
-@pytest.fixture
-def world(fake_slack: FakeSlack, sqlite_url: str, clock: FakeClock) -> Iterator[SlackWorld]:
-    with slack_world(fake_slack, sqlite_url, clock) as built:
-        yield built
 
 
 def test_odd_field_names_round_trip_through_the_answer_modal(world: SlackWorld) -> None:

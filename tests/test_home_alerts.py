@@ -7,7 +7,6 @@ import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -18,7 +17,7 @@ from pipelines.operations.drift import drift_figures, evaluate_drift
 from storage.db import Database
 from tests.fakes.clock import FakeClock
 from tests.fakes.slack import FakeSlack
-from tests.slack_harness import APPROVALS, SlackWorld, slack_world
+from tests.slack_harness import APPROVALS, SlackWorld, card_texts, slack_world
 from tests.test_drift import DAY, HOUR, POLICY, add_runs, inquiries
 
 LARGE = {"order_id": "ord_1002", "amount": "150.00", "reason": "never delivered"}
@@ -32,30 +31,13 @@ def world(
         yield built
 
 
-def _texts(node: Any) -> str:
-    found: list[str] = []
-
-    def walk(value: Any) -> None:
-        if isinstance(value, dict):
-            if isinstance(value.get("text"), str):
-                found.append(value["text"])
-            for inner in value.values():
-                walk(inner)
-        elif isinstance(value, list):
-            for inner in value:
-                walk(inner)
-
-    walk(node)
-    return "\n".join(found)
-
-
 def _home(world: SlackWorld, user: str = "U_ALICE") -> str:
     response = world.slack.app_home_opened(user_id=user)
     assert response.status == 200
     world.settle()
     home = world.fake.home(user)
     assert home is not None
-    return _texts(home["blocks"])
+    return card_texts(home["blocks"])
 
 
 def _drifted(gatehouse: Gatehouse, clock: FakeClock) -> None:
@@ -167,7 +149,7 @@ def test_stats_cli_and_json_give_no_psi_and_say_why_without_a_reference_window(
 
 
 def _ephemeral_texts(world: SlackWorld, user: str) -> list[str]:
-    return [e["text"] + _texts(e.get("blocks", [])) for e in world.fake.ephemerals(user)]
+    return [e["text"] + card_texts(e.get("blocks", [])) for e in world.fake.ephemerals(user)]
 
 
 def test_stats_chart_goes_only_to_the_askers_dm_not_the_channel(world: SlackWorld) -> None:

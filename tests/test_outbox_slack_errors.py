@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -28,16 +27,9 @@ from storage import messages
 from storage import outbox as outbox_rows
 from storage.db import Database
 from tests.fakes.clock import FakeClock
-from tests.fakes.slack import FakeSlack
-from tests.slack_harness import APPROVALS, SlackWorld, slack_world
+from tests.slack_harness import APPROVALS, SlackWorld
 
 LARGE = {"order_id": "ord_1002", "amount": "150.00", "reason": "never delivered"}
-
-
-@pytest.fixture
-def world(fake_slack: FakeSlack, sqlite_url: str, clock: FakeClock) -> Iterator[SlackWorld]:
-    with slack_world(fake_slack, sqlite_url, clock) as built:
-        yield built
 
 
 def every_level() -> None:

@@ -7,6 +7,7 @@ are in test_quorum_processes.py)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -164,8 +165,10 @@ def test_pending_and_json_show_the_progress(gh: Gatehouse) -> None:
 # -- races (threads, each with its own engine and pool) ------------------------------------
 
 
-def _engines(url: str, clock: FakeClock, n: int) -> list[Gatehouse]:
-    return [
+@contextmanager
+def _engines(url: str, clock: FakeClock, n: int) -> Iterator[list[Gatehouse]]:
+    """`n` engines of their own (connection pools) on one database, disposed after."""
+    engines = [
         Gatehouse(
             Database(url),
             clock=clock,
@@ -174,6 +177,11 @@ def _engines(url: str, clock: FakeClock, n: int) -> list[Gatehouse]:
         )
         for _ in range(n)
     ]
+    try:
+        yield engines
+    finally:
+        for e in engines:
+            e.db.dispose()
 
 
 def _outcome(call: Any) -> Any:
@@ -189,8 +197,7 @@ def _outcome(call: Any) -> Any:
 def test_two_people_approving_at_once_release_the_run_exactly_once(
     any_db_url: str, gh: Gatehouse, clock: FakeClock
 ) -> None:
-    engines = _engines(any_db_url, clock, 2)
-    try:
+    with _engines(any_db_url, clock, 2) as engines:
         for _ in range(5):
             run_id, approval_id = _waiting(gh)
             results = at_once(
@@ -206,16 +213,12 @@ def test_two_people_approving_at_once_release_the_run_exactly_once(
             assert gh.run(run_id).status == "queued"
             assert gh.resume(run_id) is not None
         assert quorum_pipelines.PAID == [5000] * 5
-    finally:
-        for e in engines:
-            e.db.dispose()
 
 
 def test_the_same_person_approving_twice_at_once_counts_once(
     any_db_url: str, gh: Gatehouse, clock: FakeClock
 ) -> None:
-    engines = _engines(any_db_url, clock, 2)
-    try:
+    with _engines(any_db_url, clock, 2) as engines:
         for _ in range(5):
             run_id, approval_id = _waiting(gh)
             results = at_once(
@@ -227,16 +230,12 @@ def test_the_same_person_approving_twice_at_once_counts_once(
             assert sorted(results) == ["AlreadyVoted", "pending"]
             assert [v for v, _ in _votes(gh, approval_id)] == ["alice"]
             assert gh.run(run_id).status == "waiting"
-    finally:
-        for e in engines:
-            e.db.dispose()
 
 
 def test_a_rejection_racing_the_completing_approval_decides_once(
     any_db_url: str, gh: Gatehouse, clock: FakeClock
 ) -> None:
-    engines = _engines(any_db_url, clock, 2)
-    try:
+    with _engines(any_db_url, clock, 2) as engines:
         for _ in range(5):
             run_id, approval_id = _waiting(gh)
             gh.approve(approval_id, user="alice")
@@ -259,9 +258,6 @@ def test_a_rejection_racing_the_completing_approval_decides_once(
             voters = [v for v, _ in _votes(gh, approval_id)]
             # bob's vote is kept only if it decided: a losing vote is rolled back with it
             assert voters == (["alice", "bob"] if final.status == "approved" else ["alice"])
-    finally:
-        for e in engines:
-            e.db.dispose()
 
 
 # -- declaring it ----------------------------------------------------------------------------

@@ -5,46 +5,22 @@ run once."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from tests import quorum_pipelines
-from tests.fakes.clock import FakeClock
-from tests.fakes.slack import FakeSlack
-from tests.slack_harness import APPROVALS, SlackWorld, in_both_modes, requested_mode, slack_world
+from tests.slack_harness import (
+    APPROVALS,
+    SlackWorld,
+    card_texts,
+    in_both_modes,
+)
 
 
 @pytest.fixture(autouse=True)
 def _fresh() -> None:
     quorum_pipelines.PAID.clear()
-
-
-@pytest.fixture
-def world(
-    fake_slack: FakeSlack, sqlite_url: str, clock: FakeClock, request: pytest.FixtureRequest
-) -> Iterator[SlackWorld]:
-    mode = requested_mode(request)
-    with slack_world(fake_slack, sqlite_url, clock, mode=mode) as built:  # type: ignore[arg-type]
-        yield built
-
-
-def _texts(node: Any) -> str:
-    found: list[str] = []
-
-    def walk(value: Any) -> None:
-        if isinstance(value, dict):
-            if isinstance(value.get("text"), str):
-                found.append(value["text"])
-            for inner in value.values():
-                walk(inner)
-        elif isinstance(value, list):
-            for inner in value:
-                walk(inner)
-
-    walk(node)
-    return "\n".join(found)
 
 
 def _card(world: SlackWorld) -> dict[str, Any]:
@@ -62,7 +38,7 @@ def _buttons(card: dict[str, Any]) -> list[str]:
 
 
 def _said(world: SlackWorld, user: str) -> str:
-    return _texts(world.fake.ephemerals(user))
+    return card_texts(world.fake.ephemerals(user))
 
 
 @in_both_modes
@@ -72,12 +48,12 @@ def test_two_approvers_in_slack_the_card_shows_each_and_the_second_releases_the_
     run = world.gatehouse.trigger("q_payout", {"amount": 5000}, user="U_CAROL", source="slack")
     world.settle()
     card = _card(world)
-    assert "Needs 2 approvals from different people — none yet" in _texts(card["blocks"])
+    assert "Needs 2 approvals from different people — none yet" in card_texts(card["blocks"])
 
     world.slack.block_action("approval.approve", message=card["ts"], user_id="U_ALICE")
     world.settle()
     card = _card(world)
-    shown = _texts(card["blocks"])
+    shown = card_texts(card["blocks"])
     assert "Approved by <@U_ALICE> (1 of 2) — waiting for one more" in shown
     assert "Approval needed" in shown  # still pending …
     assert _buttons(card) == ["approval.approve", "approval.reject"]  # … and actionable
@@ -97,12 +73,12 @@ def test_two_approvers_in_slack_the_card_shows_each_and_the_second_releases_the_
     world.settle()
     home = world.fake.home("U_BOB")
     assert home is not None
-    assert "Approved by <@U_ALICE> (1 of 2) — waiting for one more" in _texts(home["blocks"])
+    assert "Approved by <@U_ALICE> (1 of 2) — waiting for one more" in card_texts(home["blocks"])
 
     world.slack.block_action("approval.approve", message=card["ts"], user_id="U_BOB")
     world.settle()
     decided = _card(world)
-    assert "✅ Approved by <@U_ALICE> and <@U_BOB> (2 of 2)" in _texts(decided["blocks"])
+    assert "✅ Approved by <@U_ALICE> and <@U_BOB> (2 of 2)" in card_texts(decided["blocks"])
     assert "approval.approve" not in _buttons(decided)
     assert world.gatehouse.run(run.id).status == "succeeded"
     assert quorum_pipelines.PAID == [5000]
@@ -116,7 +92,7 @@ def test_a_rejection_after_one_approval_says_who_had_approved(world: SlackWorld)
     world.gatehouse.reject(run.waiting_for[0], user="U_OLGA", reason="not this quarter")
     world.gatehouse.resume(run.id)
     world.settle()
-    shown = _texts(_card(world)["blocks"])
+    shown = card_texts(_card(world)["blocks"])
     assert "❌ Rejected by <@U_OLGA>: not this quarter" in shown
     assert "(approved before by <@U_ALICE>, 1 of 2)" in shown
     assert world.gatehouse.run(run.id).status == "rejected"

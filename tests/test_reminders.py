@@ -24,7 +24,7 @@ from tests import reminder_pipelines  # noqa: F401  (registers the t_nudge pipel
 from tests.fakes.clock import FakeClock
 from tests.fakes.notifier import RecordingNotifier
 from tests.fakes.slack import FakeSlack
-from tests.slack_harness import APPROVALS, SlackWorld, slack_world
+from tests.slack_harness import APPROVALS, SlackWorld, card_texts, slack_world
 
 GROUPS = {"finance-leads": ["alice", "bob"], "ops": ["olga"]}
 
@@ -279,23 +279,6 @@ def world(
         yield built
 
 
-def _texts(node: Any) -> str:
-    found: list[str] = []
-
-    def walk(value: Any) -> None:
-        if isinstance(value, dict):
-            if isinstance(value.get("text"), str):
-                found.append(value["text"])
-            for inner in value.values():
-                walk(inner)
-        elif isinstance(value, list):
-            for inner in value:
-                walk(inner)
-
-    walk(node)
-    return "\n".join(found)
-
-
 def _card(world: SlackWorld) -> dict[str, Any]:
     [card] = [m for m in world.fake.messages(APPROVALS) if not m.get("thread_ts")]
     return card
@@ -310,7 +293,7 @@ def test_reminder_and_escalation_reply_in_the_cards_thread_and_show_on_the_card(
 ) -> None:
     run = world.gatehouse.trigger("t_nudge", {"amount": 5}, user="U_CAROL", source="slack")
     card = _card(world)
-    assert "Reminded" not in _texts(card["blocks"])
+    assert "Reminded" not in card_texts(card["blocks"])
     worker = world.gatehouse.worker()
 
     world.clock.advance(timedelta(hours=2, minutes=1))
@@ -319,7 +302,7 @@ def test_reminder_and_escalation_reply_in_the_cards_thread_and_show_on_the_card(
     [reminder] = _replies(world, card)
     assert "Reminder: *t_nudge_pay* has waited 2.0 h for a decision" in reminder["text"]
     assert "<@U_ALICE>" in reminder["text"] and "<@U_BOB>" in reminder["text"]
-    assert "Reminded at 11:01 UTC" in _texts(world.card(card["ts"])["blocks"])
+    assert "Reminded at 11:01 UTC" in card_texts(world.card(card["ts"])["blocks"])
 
     worker.tick()  # nothing more is due: no second reply
     world.settle()
@@ -331,7 +314,7 @@ def test_reminder_and_escalation_reply_in_the_cards_thread_and_show_on_the_card(
     reminder_again, escalation = _replies(world, card)
     assert reminder_again["ts"] == reminder["ts"]
     assert "Escalated" in escalation["text"] and "<@U_OLGA>" in escalation["text"]
-    shown = _texts(world.card(card["ts"])["blocks"])
+    shown = card_texts(world.card(card["ts"])["blocks"])
     assert "Escalated to @ops at 15:01 UTC" in shown
     assert "@ops" in shown.split("Approvers:")[1]
 

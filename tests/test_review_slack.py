@@ -23,6 +23,7 @@ from tests.fakes.slack import FakeSlack
 from tests.slack_harness import (
     SIGNING_SECRET,
     SlackWorld,
+    card_texts,
     in_both_modes,
     requested_mode,
     slack_world,
@@ -43,23 +44,6 @@ def world(
         fake_slack, sqlite_url, clock, mode=mode, review_channel=REVIEW, review_size=5
     ) as built:
         yield built
-
-
-def _texts(node: Any) -> str:
-    found: list[str] = []
-
-    def walk(value: Any) -> None:
-        if isinstance(value, dict):
-            if isinstance(value.get("text"), str):
-                found.append(value["text"])
-            for inner in value.values():
-                walk(inner)
-        elif isinstance(value, list):
-            for inner in value:
-                walk(inner)
-
-    walk(node)
-    return "\n".join(found)
 
 
 def _post(world: SlackWorld, **options: Any) -> ReviewWeekView:
@@ -106,11 +90,11 @@ def test_the_review_posts_a_parent_and_one_threaded_reply_per_run(world: SlackWo
     assert (week.status, week.total, week.channel) == ("posted", 5, REVIEW)
     parent, *replies = _thread(world, week)
     assert parent["text"] == "Weekly review: 5 runs, week of 2 Nov 2026 — 0/5 reviewed, 0 flagged"
-    assert "0/5 reviewed, 0 flagged" in _texts(parent["blocks"])
+    assert "0/5 reviewed, 0 flagged" in card_texts(parent["blocks"])
     assert len(replies) == 5 == len({i.reply_ts for i in week.items})
     for item, reply in zip(week.items, replies, strict=True):
         assert reply["ts"] == item.reply_ts and reply["thread_ts"] == week.parent_ts
-        shown = _texts(reply["blocks"])
+        shown = card_texts(reply["blocks"])
         assert f"/gatehouse run {item.run_id}" in shown
         assert f"{item.position}/5" in shown and "*Input*" in shown and "*Output*" in shown
         buttons = [e for b in reply["blocks"] if b["type"] == "actions" for e in b["elements"]]
@@ -129,10 +113,10 @@ def test_a_reply_shows_the_models_confidence_the_tools_and_the_cost(
     week = _post(world)
 
     by_run = {i.run_id: r for i, r in zip(week.items, _replies(world, week), strict=True)}
-    shown = _texts(by_run[scored]["blocks"])
+    shown = card_texts(by_run[scored]["blocks"])
     assert "classify 0.62" in shown and "$0.0031" in shown
     assert "&lt;!channel&gt; refund *now*" in shown and "<!channel>" not in shown
-    tools = _texts(by_run[run.id]["blocks"])
+    tools = card_texts(by_run[run.id]["blocks"])
     assert "issue_refund — succeeded" in tools and "no model calls" in tools
 
 
@@ -235,7 +219,7 @@ def test_429s_are_waited_out_and_each_message_is_posted_once(world: SlackWorld) 
 def test_an_empty_week_says_so_and_has_nothing_to_review(world: SlackWorld) -> None:
     week = _post(world)
     [parent] = world.fake.messages(REVIEW)
-    assert "nothing to review" in _texts(parent["blocks"])
+    assert "nothing to review" in card_texts(parent["blocks"])
     assert (week.total, week.status) == (0, "summarized")
     assert world.fake.rejected == []
 
@@ -298,9 +282,9 @@ def test_looks_right_records_the_verdict_and_updates_the_reply_and_the_progress(
 
     item = review.get_item(world.gatehouse.rt, week.items[0].id)
     assert (item.verdict, item.reviewer) == ("looks_right", "U_BOB")
-    assert "✅ Looks right — <@U_BOB>" in _texts(world.card(first["ts"])["blocks"])
+    assert "✅ Looks right — <@U_BOB>" in card_texts(world.card(first["ts"])["blocks"])
     parent = world.card(str(week.parent_ts))
-    assert "1/5 reviewed, 0 flagged" in _texts(parent["blocks"])
+    assert "1/5 reviewed, 0 flagged" in card_texts(parent["blocks"])
     assert parent["text"].endswith("1/5 reviewed, 0 flagged")
 
     # A second "looks right" is told who reviewed it; nothing changes.
@@ -327,7 +311,7 @@ def test_flag_opens_a_modal_that_needs_a_category_and_records_the_flag(world: Sl
     week = _post(world)
     reply = _replies(world, week)[1]
     modal = _open_flag_modal(world, reply["ts"], "U_ALICE")
-    assert week.items[1].run_id in _texts(modal["blocks"])
+    assert week.items[1].run_id in card_texts(modal["blocks"])
 
     missing = world.slack.view_submission(
         FLAG_CALLBACK, {"category": {"category": None}}, user_id="U_ALICE", view_id=modal["id"]
@@ -360,11 +344,11 @@ def test_flag_opens_a_modal_that_needs_a_category_and_records_the_flag(world: Sl
     item = review.get_item(world.gatehouse.rt, week.items[1].id)
     assert (item.verdict, item.category, item.reviewer) == ("flagged", "hallucination", "U_ALICE")
     assert (item.note, item.expected) == ("it invented an order <@U_BOB>", {"route": "queue"})
-    shown = _texts(world.card(reply["ts"])["blocks"])
+    shown = card_texts(world.card(reply["ts"])["blocks"])
     assert (
         "🚩 Flagged by <@U_ALICE>: *Hallucination* — it invented an order &lt;@U_BOB&gt;" in shown
     )
-    assert "1/5 reviewed, 1 flagged" in _texts(world.card(str(week.parent_ts))["blocks"])
+    assert "1/5 reviewed, 1 flagged" in card_texts(world.card(str(week.parent_ts))["blocks"])
     assert world.fake.rejected == []
 
 
@@ -382,7 +366,7 @@ def test_a_flag_overrides_an_earlier_looks_right(world: SlackWorld) -> None:
     world.settle()
     after = review.get_week(world.gatehouse.rt, week.id)
     assert (after.reviewed, after.flagged) == (1, 1)
-    shown = _texts(world.card(reply["ts"])["blocks"])
+    shown = card_texts(world.card(reply["ts"])["blocks"])
     assert "🚩 Flagged by <@U_ALICE>: *Policy*" in shown and "✅" not in shown
 
 
@@ -428,12 +412,12 @@ def test_when_every_run_is_reviewed_the_summary_is_posted_once_against_earlier_w
     assert len(summaries) == 1
     [summary] = summaries
     assert summary["ts"] == review.get_week(world.gatehouse.rt, week.id).summary_ts
-    shown = _texts(summary["blocks"])
+    shown = card_texts(summary["blocks"])
     assert "All runs reviewed: 5/5 reviewed, *2 flagged* (40% of those reviewed)" in shown
     assert "week of 26 Oct 2026: 1 of 5 (20%)" in shown
     assert "This week is up 20 points on the 1 weeks before (20%)" in shown
     assert "bad 0" in shown and "wrong output 2" in shown
-    assert "summary in the thread" in _texts(world.card(str(week.parent_ts))["blocks"])
+    assert "summary in the thread" in card_texts(world.card(str(week.parent_ts))["blocks"])
     assert len(world.fake.calls_to("chat.postMessage")) == 2 * 6 + 2
     assert world.fake.rejected == []
 
@@ -454,7 +438,7 @@ def test_at_the_end_of_the_week_a_partly_reviewed_review_is_summarized(world: Sl
     assert slack_review.summarize_due_reviews(world.bot) == []
     assert (done.id, done.status) == (week.id, "summarized")
     [summary] = [m for m in _thread(world, week) if m["text"].startswith("Weekly review summary")]
-    shown = _texts(summary["blocks"])
+    shown = card_texts(summary["blocks"])
     assert "The week is over: 1/5 reviewed, *0 flagged* (0% of those reviewed)" in shown
     assert "No earlier reviews to compare with yet." in shown
     assert world.fake.rejected == []
@@ -512,10 +496,10 @@ def test_a_verdict_whose_reply_update_slack_refuses_is_shown_by_the_next_deliver
     world.fake.fail_next("chat.update", "internal_error")
     world.slack.block_action(LOOKS_RIGHT_ACTION, message=first["ts"], user_id="U_BOB")
     world.settle()
-    assert "✅ Looks right" not in _texts(world.card(first["ts"])["blocks"])
+    assert "✅ Looks right" not in card_texts(world.card(first["ts"])["blocks"])
     assert review.get_item(world.gatehouse.rt, week.items[0].id).verdict == "looks_right"
 
     world.clock.advance(timedelta(seconds=5))
     assert outbox_sender(world.bot).deliver_due() == 1  # what `serve`'s sender thread does
-    assert "✅ Looks right — <@U_BOB>" in _texts(world.card(first["ts"])["blocks"])
-    assert "1/5 reviewed, 0 flagged" in _texts(world.card(str(week.parent_ts))["blocks"])
+    assert "✅ Looks right — <@U_BOB>" in card_texts(world.card(first["ts"])["blocks"])
+    assert "1/5 reviewed, 0 flagged" in card_texts(world.card(str(week.parent_ts))["blocks"])

@@ -4,7 +4,6 @@ refusals told privately and audited, and an approval card closed by a cancel."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -13,9 +12,12 @@ import pytest
 from pipelines import Gatehouse
 from pipelines.inspect import run_history
 from tests import run_ops_pipelines as rp
-from tests.fakes.clock import FakeClock
-from tests.fakes.slack import FakeSlack
-from tests.slack_harness import APPROVALS, SlackWorld, in_both_modes, requested_mode, slack_world
+from tests.slack_harness import (
+    APPROVALS,
+    SlackWorld,
+    card_texts,
+    in_both_modes,
+)
 
 JOB = {"item": "widget", "amount": 7}
 LEASE = timedelta(seconds=30)
@@ -24,32 +26,6 @@ LEASE = timedelta(seconds=30)
 @pytest.fixture(autouse=True)
 def _fresh() -> None:
     rp.reset()
-
-
-@pytest.fixture
-def world(
-    request: pytest.FixtureRequest, fake_slack: FakeSlack, sqlite_url: str, clock: FakeClock
-) -> Iterator[SlackWorld]:
-    mode = requested_mode(request)
-    with slack_world(fake_slack, sqlite_url, clock, mode=mode) as built:
-        yield built
-
-
-def _texts(node: Any) -> str:
-    found: list[str] = []
-
-    def walk(value: Any) -> None:
-        if isinstance(value, dict):
-            if isinstance(value.get("text"), str):
-                found.append(value["text"])
-            for inner in value.values():
-                walk(inner)
-        elif isinstance(value, list):
-            for inner in value:
-                walk(inner)
-
-    walk(node)
-    return "\n".join(found)
 
 
 def _buttons(message: dict[str, Any]) -> list[str]:
@@ -62,7 +38,7 @@ def _buttons(message: dict[str, Any]) -> list[str]:
 
 
 def _notice(world: SlackWorld) -> dict[str, Any]:
-    [notice] = [m for m in world.fake.messages(APPROVALS) if "Needs attention" in _texts(m)]
+    [notice] = [m for m in world.fake.messages(APPROVALS) if "Needs attention" in card_texts(m)]
     return notice
 
 
@@ -88,7 +64,7 @@ def _stuck_charge(world: SlackWorld) -> tuple[str, str]:
 def test_a_stuck_run_posts_a_notice_and_it_happened_records_the_result(world: SlackWorld) -> None:
     run_id, call_id = _stuck_charge(world)
     notice = _notice(world)
-    shown = _texts(notice)
+    shown = card_texts(notice)
     assert run_id in shown and call_id in shown and f"{run_id}:ro_charge#1" in shown
     assert _buttons(notice) == ["run.happened", "run.did_not_happen", "run.cancel"]
 
@@ -123,7 +99,7 @@ def test_a_stuck_run_posts_a_notice_and_it_happened_records_the_result(world: Sl
     assert len(rp.effects["ro_charge"]) == 1, "no second charge"
     updated = world.card(notice["ts"])
     assert _buttons(updated) == []
-    assert "Resolved by <@U_ALICE>: it happened (in the ledger)" in _texts(updated)
+    assert "Resolved by <@U_ALICE>: it happened (in the ledger)" in card_texts(updated)
     assert world.fake.rejected == []
 
 
@@ -143,7 +119,7 @@ def test_it_did_not_happen_charges_again_and_the_notice_says_who(world: SlackWor
     world.settle()
     assert world.gatehouse.run(run_id).status == "succeeded"
     assert rp.effects["ro_charge"] == [f"{run_id}:ro_charge#1"] * 2
-    assert "Resolved by <@U_BOB>: it did not happen" in _texts(world.card(notice["ts"]))
+    assert "Resolved by <@U_BOB>: it did not happen" in card_texts(world.card(notice["ts"]))
 
 
 @in_both_modes
@@ -164,7 +140,7 @@ def test_cancel_from_the_notice_asks_why_and_the_notice_says_so(world: SlackWorl
     assert (run.status, run.error) == ("cancelled", "cancelled by U_ALICE: refunded by hand")
     updated = world.card(notice["ts"])
     assert _buttons(updated) == []
-    assert "Cancelled by <@U_ALICE>: refunded by hand" in _texts(updated)
+    assert "Cancelled by <@U_ALICE>: refunded by hand" in card_texts(updated)
 
 
 @in_both_modes
@@ -184,7 +160,7 @@ def test_retry_from_the_notice_starts_a_new_attempt(world: SlackWorld) -> None:
     assert rp.effects["ro_note"] == ["before"], "the recorded step was reused"
     updated = world.card(notice["ts"])
     assert _buttons(updated) == []
-    assert "Retried by <@U_CAROL> (attempt 2)" in _texts(updated)
+    assert "Retried by <@U_CAROL> (attempt 2)" in card_texts(updated)
 
 
 @in_both_modes
@@ -218,7 +194,7 @@ def test_a_refused_click_is_told_privately_audited_and_changes_nothing(world: Sl
 
 def _reply(world: SlackWorld, user: str) -> str:
     [reply] = world.fake.ephemerals(user)
-    return str(reply["text"]) + "\n" + _texts(reply.get("blocks", []))
+    return str(reply["text"]) + "\n" + card_texts(reply.get("blocks", []))
 
 
 @in_both_modes
@@ -242,7 +218,7 @@ def test_slash_resolve_and_its_refusal(world: SlackWorld) -> None:
     assert "refused" in events and "tool.resolved" in events
     notice = world.card(_notice(world)["ts"])
     assert _buttons(notice) == []
-    assert "Resolved by <@U_BOB>: it happened (seen in the ledger)" in _texts(notice)
+    assert "Resolved by <@U_BOB>: it happened (seen in the ledger)" in card_texts(notice)
 
 
 @in_both_modes
@@ -261,7 +237,7 @@ def test_slash_cancel_closes_the_approval_card_and_slash_retry_asks_again(
     assert "Cancelled run" in _reply(world, "U_BOB")
     closed = world.card(card["ts"])
     assert _buttons(closed) == []
-    assert "Cancelled by <@U_BOB>: wrong customer" in _texts(closed)
+    assert "Cancelled by <@U_BOB>: wrong customer" in card_texts(closed)
     assert world.gatehouse.run(run.id).status == "cancelled"
 
     world.slack.command(f"retry {run.id}", user_id="U_OLGA")  # not a finance lead
@@ -272,7 +248,7 @@ def test_slash_cancel_closes_the_approval_card_and_slash_retry_asks_again(
     assert world.gatehouse.run(run.id).status == "waiting"
     cards = world.fake.messages(APPROVALS)
     assert len(cards) == 2, "a fresh approval card for the new attempt"
-    assert "Cancelled by" in _texts(world.card(card["ts"]))
+    assert "Cancelled by" in card_texts(world.card(card["ts"]))
 
 
 @in_both_modes
@@ -284,5 +260,5 @@ def test_slash_cancel_closes_a_task_card_saying_who_and_why(world: SlackWorld) -
     world.settle()
     closed = world.card(card["ts"])
     assert _buttons(closed) == []
-    assert "Cancelled by <@U_OLGA>: asked in the wrong channel" in _texts(closed)
+    assert "Cancelled by <@U_OLGA>: asked in the wrong channel" in card_texts(closed)
     assert world.gatehouse.run(run.id).status == "cancelled"

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from typer.testing import CliRunner, Result
@@ -16,7 +15,7 @@ from tests import cli_llm_pipelines  # noqa: F401  (registers cli_llm_mood for t
 from tests.fakes.clock import FakeClock
 from tests.fakes.openai import FakeOpenAI, reply_json, reply_text
 from tests.fakes.slack import FakeSlack
-from tests.slack_harness import SlackWorld, slack_world
+from tests.slack_harness import SlackWorld, card_texts, slack_world
 
 MINI = (0.15, 0.60)  # gpt-4o-mini, USD per million tokens (the built-in table)
 
@@ -135,23 +134,6 @@ def world(
         yield built
 
 
-def _texts(node: Any) -> str:
-    found: list[str] = []
-
-    def walk(value: Any) -> None:
-        if isinstance(value, dict):
-            if isinstance(value.get("text"), str):
-                found.append(value["text"])
-            for inner in value.values():
-                walk(inner)
-        elif isinstance(value, list):
-            for inner in value:
-                walk(inner)
-
-    walk(node)
-    return "\n".join(found)
-
-
 def test_slash_run_shows_the_runs_totals(world: SlackWorld, fake_openai: FakeOpenAI) -> None:
     fake_openai.script(
         reply_json({"mood": "happy", "confidence": 0.9}, prompt_tokens=1000, completion_tokens=100)
@@ -162,6 +144,6 @@ def test_slash_run_shows_the_runs_totals(world: SlackWorld, fake_openai: FakeOpe
     world.slack.command(f"run {run.id}", user_id="U_CAROL")
     world.settle()
 
-    replies = [_texts(e.get("blocks", [])) for e in world.fake.ephemerals("U_CAROL")]
+    replies = [card_texts(e.get("blocks", [])) for e in world.fake.ephemerals("U_CAROL")]
     [shown] = [r for r in replies if f"Run {run.id}" in r]
     assert "*Totals* · tokens 1,000 in / 100 out · cost 0.00021 USD from 1 model call" in shown

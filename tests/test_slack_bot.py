@@ -5,16 +5,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
-import pytest
-
 from pipelines.inspect import run_history
-from tests.fakes.clock import FakeClock
-from tests.fakes.slack import FakeSlack
-from tests.slack_harness import SlackWorld, in_both_modes, requested_mode, slack_world
+from tests.slack_harness import SlackWorld, card_texts, in_both_modes
 
 LARGE = {"order_id": "ord_1002", "amount": "150.00", "reason": "never delivered"}
 TICKET = {
@@ -23,34 +18,6 @@ TICKET = {
     "subject": "Scratched",
     "body": "Order ord_1001 arrived scratched; 5.00 back please.",
 }
-
-
-@pytest.fixture
-def world(
-    request: pytest.FixtureRequest, fake_slack: FakeSlack, sqlite_url: str, clock: FakeClock
-) -> Iterator[SlackWorld]:
-    """HTTP mode; a test marked `in_both_modes` runs once per `slack_mode` (HTTP, Socket Mode)."""
-    mode = requested_mode(request)
-    with slack_world(fake_slack, sqlite_url, clock, mode=mode) as built:
-        yield built
-
-
-def _texts(blocks: list[dict[str, Any]]) -> str:
-    """Every piece of text in a card, for asserting what a person reads."""
-    found: list[str] = []
-
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            if isinstance(node.get("text"), str):
-                found.append(node["text"])
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(blocks)
-    return "\n".join(found)
 
 
 def _form(**fields: str) -> dict[str, dict[str, str]]:
@@ -73,7 +40,7 @@ def _request_refund(world: SlackWorld, user: str = "U_CAROL") -> tuple[str, str,
 def test_a_gated_call_posts_a_card_and_approve_resumes_the_run(world: SlackWorld) -> None:
     run_id, approval_id, card = _request_refund(world)
     assert _has_buttons(card)
-    shown = _texts(card["blocks"])
+    shown = card_texts(card["blocks"])
     assert "issue_refund" in shown and run_id in shown
     response = world.slack.block_action("approval.approve", message=card["ts"], user_id="U_BOB")
     assert response.status == 200
@@ -84,7 +51,7 @@ def test_a_gated_call_posts_a_card_and_approve_resumes_the_run(world: SlackWorld
     assert [b["block_id"] for b in updated["blocks"] if b["type"] == "actions"] == [
         f"undo.{world.gatehouse.approval(approval_id).call_id}"
     ]
-    assert "Approved by" in _texts(updated["blocks"])
+    assert "Approved by" in card_texts(updated["blocks"])
     assert world.fake.rejected == []
 
 
@@ -107,7 +74,7 @@ def test_reject_opens_a_modal_and_the_reason_ends_the_run(world: SlackWorld) -> 
     world.settle()
     run = world.gatehouse.run(run_id)
     assert run.status == "rejected" and "duplicate request" in (run.error or "")
-    assert "Rejected by" in _texts(world.card(card["ts"])["blocks"])
+    assert "Rejected by" in card_texts(world.card(card["ts"])["blocks"])
 
 
 @in_both_modes
@@ -181,7 +148,7 @@ def test_expiry_updates_the_card_and_rejects_the_run(world: SlackWorld) -> None:
     worker = world.gatehouse.worker()
     worker.run_until_idle()
     assert world.gatehouse.run(run_id).status == "rejected"
-    assert "Expired" in _texts(world.card(card["ts"])["blocks"])
+    assert "Expired" in card_texts(world.card(card["ts"])["blocks"])
     assert not _has_buttons(world.card(card["ts"]))
 
 
@@ -276,7 +243,7 @@ def test_the_slash_command_acks_at_once_and_answers_ephemerally(world: SlackWorl
         assert response.status == 200 and response.text == ""  # the ack carries nothing
     world.settle()
     replies = [
-        e["text"] + "\n" + _texts(e.get("blocks", [])) for e in world.fake.ephemerals("U_CAROL")
+        e["text"] + "\n" + card_texts(e.get("blocks", [])) for e in world.fake.ephemerals("U_CAROL")
     ]
     assert len(replies) == 4  # answered concurrently, so in any order
     assert any("help" in reply.lower() for reply in replies)
@@ -297,7 +264,7 @@ def test_trigger_from_slack_runs_the_pipeline_as_the_user(world: SlackWorld) -> 
     [run] = world.gatehouse.runs()
     assert (run.status, run.trigger_user, run.trigger) == ("succeeded", "U_CAROL", "slack")
     [reply] = world.fake.ephemerals("U_CAROL")
-    assert run.id in reply["text"] + _texts(reply.get("blocks", []))
+    assert run.id in reply["text"] + card_texts(reply.get("blocks", []))
 
 
 @in_both_modes
@@ -310,7 +277,9 @@ def test_stats_replies_with_the_numbers_and_uploads_the_7_day_chart(world: Slack
     world.settle()
     [chart] = world.fake.files("C_GENERAL")
     assert chart["bytes"].startswith(b"\x89PNG\r\n\x1a\n")
-    replies = [e["text"] + _texts(e.get("blocks", [])) for e in world.fake.ephemerals("U_CAROL")]
+    replies = [
+        e["text"] + card_texts(e.get("blocks", [])) for e in world.fake.ephemerals("U_CAROL")
+    ]
     assert any("refund_request" in reply for reply in replies)
     assert any("7-day chart" in reply for reply in replies)
     assert world.fake.rejected == []

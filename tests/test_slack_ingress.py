@@ -9,7 +9,6 @@ import hashlib
 import hmac
 import http.client
 import time
-from collections.abc import Iterator
 from urllib.parse import urlencode
 
 import pytest
@@ -91,12 +90,6 @@ def command_body(text: str, user_id: str = "U_CAROL") -> bytes:
         "trigger_id": "1.2.3",
     }
     return urlencode(fields).encode()
-
-
-@pytest.fixture
-def world(fake_slack: FakeSlack, sqlite_url: str, clock: FakeClock) -> Iterator[SlackWorld]:
-    with slack_world(fake_slack, sqlite_url, clock) as built:
-        yield built
 
 
 def test_json_nested_deep_is_401_unsigned_and_400_signed_never_a_500_or_a_traceback(

@@ -4,7 +4,6 @@ errors, latency and cost, and every pipeline together — through the bot on loo
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -13,9 +12,7 @@ from sqlalchemy import insert
 
 from storage.calls import calls_table
 from tests import engine_pipelines as ep  # registers t_ask_price, which asks a person
-from tests.fakes.clock import FakeClock
-from tests.fakes.slack import FakeSlack
-from tests.slack_harness import SlackWorld, slack_world
+from tests.slack_harness import SlackWorld
 
 SMALL = {"order_id": "ord_1001", "amount": "12.50", "reason": "arrived scratched"}
 LARGE = {"order_id": "ord_1002", "amount": "150.00", "reason": "never delivered"}
@@ -24,12 +21,6 @@ LARGE = {"order_id": "ord_1002", "amount": "150.00", "reason": "never delivered"
 @pytest.fixture(autouse=True)
 def _fresh_counters() -> None:
     ep.reset()
-
-
-@pytest.fixture
-def world(fake_slack: FakeSlack, sqlite_url: str, clock: FakeClock) -> Iterator[SlackWorld]:
-    with slack_world(fake_slack, sqlite_url, clock) as built:
-        yield built
 
 
 def texts(blocks: list[dict[str, Any]]) -> str:

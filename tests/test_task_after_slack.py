@@ -4,39 +4,7 @@ run ended. Driven as Slack drives the bot (signed clicks and modal submissions, 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
-
-import pytest
-
-from tests.fakes.clock import FakeClock
-from tests.fakes.slack import FakeSlack
-from tests.slack_harness import SlackWorld, in_both_modes, requested_mode, slack_world
-
-
-@pytest.fixture
-def world(
-    request: pytest.FixtureRequest, fake_slack: FakeSlack, sqlite_url: str, clock: FakeClock
-) -> Iterator[SlackWorld]:
-    with slack_world(fake_slack, sqlite_url, clock, mode=requested_mode(request)) as built:
-        yield built
-
-
-def _texts(blocks: list[dict[str, Any]]) -> str:
-    found: list[str] = []
-
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            if isinstance(node.get("text"), str):
-                found.append(node["text"])
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(blocks)
-    return "\n".join(found)
+from tests.slack_harness import SlackWorld, card_texts, in_both_modes
 
 
 def _ticket(email: str, body: str) -> dict[str, str]:
@@ -58,7 +26,7 @@ def _answer_refund(world: SlackWorld, order_id: str, amount: str) -> tuple[str, 
     )
     assert submitted.status == 200 and not submitted.text
     world.settle()
-    return card["ts"], _texts(world.card(card["ts"])["blocks"])
+    return card["ts"], card_texts(world.card(card["ts"])["blocks"])
 
 
 @in_both_modes
@@ -106,7 +74,7 @@ def test_an_answered_task_card_links_the_approval_it_waits_on_then_says_how_it_e
     world.slack.block_action("approval.approve", message=approval_card["ts"], user_id="U_BOB")
     world.settle()
     assert world.gatehouse.run(run.id).status == "succeeded"
-    after = _texts(world.card(task_ts)["blocks"])
+    after = card_texts(world.card(task_ts)["blocks"])
     assert "waiting for approval" not in after
     assert "the run continued and succeeded: refunded 150.00 EUR on ord_1002" in after
 
@@ -123,5 +91,5 @@ def test_a_task_whose_run_has_not_moved_on_says_nothing_about_next(world: SlackW
     answer = {"kind": "refund", "order_id": "ord_1001", "amount": "5.00"}
     world.gatehouse.answer(task.id, user="U_OLGA", answer=answer)  # queued, not run
     [card] = world.approval_cards()
-    shown = _texts(card["blocks"])
+    shown = card_texts(card["blocks"])
     assert "Answered by <@U_OLGA>" in shown and "Next:" not in shown

@@ -170,21 +170,10 @@ def head(as_json: JsonFlag = False) -> None:
 
 
 def _entry_json(row: Any) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "at": row.at.isoformat(),
-        "event": row.event,
-        "actor": row.actor,
-        "run_id": row.run_id,
-        "call_id": row.call_id,
-        "tool": row.tool,
-        "approval_id": row.approval_id,
-        "idempotency_key": row.idempotency_key,
-        "detail": row.detail,
-        "prev_hash": row.prev_hash,
-        "hash": row.hash,
-        "hash_scheme": row.hash_scheme,
-    }
+    from storage.audit_verify import CHAIN_COLUMNS
+
+    entry = {name: getattr(row, name) for name in CHAIN_COLUMNS}
+    return entry | {"at": row.at.isoformat()}
 
 
 @app.command("list")

@@ -78,6 +78,22 @@ class LoopbackHttpServer(ThreadingHTTPServer):
             self._connections.discard(request)
         super().shutdown_request(request)
 
+    def serve_in_thread(self) -> threading.Thread:
+        """Serve in a daemon thread that polls for `stop_serving` every 10 ms."""
+        thread = threading.Thread(
+            target=self.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
+        )
+        thread.start()
+        return thread
+
+    def stop_serving(self, thread: threading.Thread | None) -> None:
+        """Stop serving, unblock the keep-alive handlers, close the socket, wait for `thread`."""
+        self.shutdown()
+        self.close_connections()
+        self.server_close()
+        if thread is not None:
+            thread.join(timeout=5)
+
     def close_connections(self) -> None:
         """Unblock keep-alive handler threads still waiting for a next request."""
         with self._connections_lock:

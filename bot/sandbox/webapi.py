@@ -126,10 +126,7 @@ class SlackWebApi(ViewMethods, FileMethods):
         self._server = server
         self.base_url = f"http://{host}:{server.server_address[1]}"
         self.api_url = f"{self.base_url}/api/"
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
-        )
-        self._thread.start()
+        self._thread = server.serve_in_thread()
         return self
 
     def stop(self) -> None:
@@ -138,11 +135,7 @@ class SlackWebApi(ViewMethods, FileMethods):
             return
         with self._changed:  # answer the pages' long-polls now rather than at their timeout
             self._touch()
-        server.shutdown()
-        server.close_connections()
-        server.server_close()
-        if thread is not None:
-            thread.join(timeout=5)
+        server.stop_serving(thread)
         self._server = self._thread = None
 
     def __enter__(self) -> SlackWebApi:

@@ -18,7 +18,7 @@ from slack_bolt import Ack, App
 
 from bot.slack import cards, forms
 from bot.slack.bot import Bot
-from bot.slack.modal_calls import fill_modal, open_modal, show_problem
+from bot.slack.modal_calls import fill_built_modal, open_modal
 from bot.slack.modals import loading_modal, notice_modal
 from bot.slack.private_replies import click_channel, clicker, tell
 from bot.slack.refusal_text import slack_text
@@ -96,18 +96,15 @@ def answer_view(bot: Bot, task_id: str, user: str) -> dict[str, Any]:
 def fill_answer_modal(bot: Bot, body: dict[str, Any], opened: dict[str, Any], task_id: str) -> None:
     """The Answer modal opened as a placeholder at once; now put the real form in it. Never
     leaves it loading: a refusal or a bug of ours replaces it with what happened."""
-    try:
-        view = answer_view(bot, task_id, clicker(body))
-    except Exception:
-        log.exception("slack.answer_form_failed", task_id=task_id)
-        show_problem(
-            bot,
-            body,
-            str(opened.get("id")),
-            f"Gatehouse could not build the form for task {task_id}; the error is in its log.",
-        )
-        return
-    fill_modal(bot, body, opened, view)
+    fill_built_modal(
+        bot,
+        body,
+        opened,
+        lambda: answer_view(bot, task_id, clicker(body)),
+        form_for=f"task {task_id}",
+        event="slack.answer_form_failed",
+        task_id=task_id,
+    )
 
 
 def open_reject_modal(bot: Bot, body: dict[str, Any], approval_id: str) -> None:

@@ -20,14 +20,13 @@ from bot.slack import cards, forms
 from bot.slack.actions import decide_and_resume
 from bot.slack.blocks import MODAL_TITLE_LIMIT, context, plain_text, section
 from bot.slack.bot import Bot
-from bot.slack.modal_calls import fill_modal, open_modal, show_problem
+from bot.slack.modal_calls import fill_built_modal, open_modal
 from bot.slack.modals import loading_modal, notice_modal
 from bot.slack.mrkdwn import escape, truncate
 from bot.slack.private_replies import clicker
 from bot.slack.refusal_text import slack_text
 from pipelines import GatehouseError, approval_edits
-from pipelines.approvals import check_approver
-from pipelines.authorization import refuse
+from pipelines.approvals import authorize_approver
 from pipelines.errors import InvalidEdit, NotAuthorized
 from pipelines.tools import Tool, lookup_tool
 from storage import approvals as approval_rows
@@ -81,20 +80,7 @@ def edit_view(bot: Bot, approval_id: str, user: str) -> dict[str, Any]:
             "Not editable", f"{approval.tool} does not let approvers edit its arguments."
         )
     try:
-        try:
-            check_approver(rt, approval, user)
-        except NotAuthorized as refusal:
-            refuse(
-                rt,
-                refusal,
-                actor=user,
-                action="edit",
-                target=approval.id,
-                run_id=approval.run_id,
-                call_id=approval.call_id,
-                tool=approval.tool,
-                approval_id=approval.id,
-            )
+        authorize_approver(rt, approval, user, action="edit")
     except NotAuthorized as refused:
         return notice_modal("Not yours to approve", str(refused), mrkdwn=slack_text(refused))
     return edit_modal(approval, tool)
@@ -103,19 +89,15 @@ def edit_view(bot: Bot, approval_id: str, user: str) -> dict[str, Any]:
 def fill_edit_modal(
     bot: Bot, body: dict[str, Any], opened: dict[str, Any], approval_id: str
 ) -> None:
-    try:
-        view = edit_view(bot, approval_id, clicker(body))
-    except Exception:
-        log.exception("slack.edit_form_failed", approval_id=approval_id)
-        show_problem(
-            bot,
-            body,
-            str(opened.get("id")),
-            f"Gatehouse could not build the form for approval {approval_id}; the error is in "
-            "its log.",
-        )
-        return
-    fill_modal(bot, body, opened, view)
+    fill_built_modal(
+        bot,
+        body,
+        opened,
+        lambda: edit_view(bot, approval_id, clicker(body)),
+        form_for=f"approval {approval_id}",
+        event="slack.edit_form_failed",
+        approval_id=approval_id,
+    )
 
 
 def open_edit_modal(bot: Bot, body: dict[str, Any], approval_id: str) -> None:

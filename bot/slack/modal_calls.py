@@ -9,6 +9,7 @@ ephemeral beside their click (bot/slack/private_replies.py).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -66,6 +67,32 @@ def fill_modal(
         error = log_refusal("slack.modal_update_refused", exc, view_id=view_id)
     show_problem(bot, body, view_id, sentence(error, thing), modal_left=error not in _NO_MODAL_LEFT)
     return False
+
+
+def fill_built_modal(
+    bot: Bot,
+    body: dict[str, Any],
+    opened: dict[str, Any],
+    build: Callable[[], dict[str, Any]],
+    *,
+    form_for: str,
+    event: str,
+    **log_fields: Any,
+) -> None:
+    """`fill_modal` with the view `build()` returns. A bug of ours in building it is logged as
+    `event` and the modal says so (the form for `form_for`), so it is never left loading."""
+    try:
+        view = build()
+    except Exception:
+        log.exception(event, **log_fields)
+        show_problem(
+            bot,
+            body,
+            str(opened.get("id")),
+            f"Gatehouse could not build the form for {form_for}; the error is in its log.",
+        )
+        return
+    fill_modal(bot, body, opened, view)
 
 
 def show_problem(

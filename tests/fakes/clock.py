@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import threading
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
+
+from pipelines.testing import ManualClock
 
 
-class FakeClock:
+class FakeClock(ManualClock):
+    """`pipelines.testing.ManualClock`, starting on the tests' own default day."""
+
     def __init__(self, start: datetime | None = None) -> None:
-        self._now = start or datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
-        self._lock = threading.Lock()
-
-    def now(self) -> datetime:
-        with self._lock:
-            return self._now
-
-    def advance(self, delta: timedelta | float) -> datetime:
-        with self._lock:
-            self._now += delta if isinstance(delta, timedelta) else timedelta(seconds=delta)
-            return self._now
+        super().__init__(start or datetime(2026, 11, 2, 9, 0, tzinfo=UTC))

@@ -134,10 +134,7 @@ class FakeOpenAI:
         server.fake = self
         self._server = server
         self.base_url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
-        )
-        self._thread.start()
+        self._thread = server.serve_in_thread()
         return self
 
     def stop(self) -> None:
@@ -145,11 +142,7 @@ class FakeOpenAI:
         if server is None:
             return
         self._stopping.set()  # wakes handlers sleeping in a scripted delay
-        server.shutdown()
-        server.close_connections()
-        server.server_close()
-        if thread is not None:
-            thread.join(timeout=5)
+        server.stop_serving(thread)
         self._server = self._thread = None
 
     def __enter__(self) -> FakeOpenAI:

@@ -73,10 +73,7 @@ class FakeOTLP:
         server.fake = self
         self._server = server
         self.url = f"http://127.0.0.1:{server.server_address[1]}"
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
-        )
-        self._thread.start()
+        self._thread = server.serve_in_thread()
         return self
 
     def __exit__(
@@ -86,11 +83,7 @@ class FakeOTLP:
         tb: TracebackType | None,
     ) -> None:
         assert self._server is not None
-        self._server.shutdown()
-        self._server.close_connections()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        self._server.stop_serving(self._thread)
 
     def spans(self) -> list[ReceivedSpan]:
         with self._lock:
