@@ -98,13 +98,13 @@ def test_a_run_its_tools_and_its_approval_move_the_histograms(
 
     run = {"pipeline": "refund_request", "status": "succeeded"}
     assert moved("gatehouse_run_duration_seconds_count", **run) == 1
-    assert moved("gatehouse_run_duration_seconds_sum", **run) == 600
+    assert moved("gatehouse_run_duration_seconds_sum", **run) == pytest.approx(600)
     assert moved("gatehouse_run_duration_seconds_bucket", **run, le="300.0") == 0
     assert moved("gatehouse_run_duration_seconds_bucket", **run, le="900.0") == 1
     assert moved("gatehouse_runs_finished_total", **run) == 1
     decision = {"pipeline": "refund_request", "decision": "approved"}
     assert moved("gatehouse_approval_decision_seconds_count", **decision) == 1
-    assert moved("gatehouse_approval_decision_seconds_sum", **decision) == 600
+    assert moved("gatehouse_approval_decision_seconds_sum", **decision) == pytest.approx(600)
     assert moved("gatehouse_tool_calls_total", tool="issue_refund", outcome="succeeded") == 1
     # the read ran once: the replay after the approval took its recorded result
     assert moved("gatehouse_tool_calls_total", tool="find_order", outcome="succeeded") == 1

@@ -55,6 +55,15 @@ def _wait(condition: Any, timeout: float = 10.0) -> bool:
     return bool(condition())
 
 
+def _healthz(port: int) -> int | None:
+    """/healthz's status on the bot's HTTP port, or None while nothing listens there."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as health:
+            return int(health.status)
+    except OSError:
+        return None
+
+
 def _sent(links: SocketModeLinks, kind: str) -> list[dict[str, Any]]:
     return [e for e in links.envelopes if e.get("type") == kind]
 
@@ -396,9 +405,9 @@ def test_gatehouse_serve_in_socket_mode_answers_over_the_socket_and_stops_cleanl
         sender = SlackSender("", "unused", fake_slack, socket_mode=links)
         assert sender.command("help", user_id="U_ALICE").status == 200
         assert _wait(lambda: len(fake_slack.ephemerals("U_ALICE")) == 1, timeout=15)
-        # The HTTP port still serves /healthz in Socket Mode.
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as health:
-            assert health.status == 200
+        # The HTTP port still serves /healthz in Socket Mode (it may bind just after the socket
+        # connects: both start as the process starts).
+        assert _wait(lambda: _healthz(port) == 200, timeout=15), "no /healthz on the HTTP port"
     finally:
         bot.send_signal(signal.SIGTERM)
         try:
