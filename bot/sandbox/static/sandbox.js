@@ -16,6 +16,7 @@ const ui = {
   seenAnswers: new Set(),  // ts of the ephemerals already shown beside a clicked message
   focusTs: null,     // `?ts=`: the message to open the channel on, until it is shown
   anchor: null,      // {channel, ts}: the linked message the view stays on until a scroll
+  identity: Promise.resolve(),  // the picker's last "who you are" request, until it is answered
 };
 ui.channel = new URLSearchParams(location.search).get("channel");
 
@@ -560,6 +561,9 @@ function showNewAnswers(messages) {
 }
 
 async function api(action, body) {
+  // Who you are is a cookie the server sets: a command or a click sent before the picker's
+  // request is answered would go out as the previous person.
+  if (action !== "user") await ui.identity;
   const response = await fetch("/sandbox/api/" + action, {
     method: "POST",
     headers: { "Content-Type": "application/json" },
@@ -592,6 +596,7 @@ function toast(text) {
 
 async function refresh() {
   const serial = ++ui.refreshSerial;
+  await ui.identity;
   const query = new URLSearchParams();
   if (ui.channel) query.set("channel", ui.channel);
   if (ui.thread) query.set("thread", ui.thread);
@@ -643,7 +648,9 @@ function openHome() {
 }
 
 document.getElementById("user-picker").addEventListener("change", async (event) => {
-  const answer = await api("user", { user: event.target.value });  // sets this browser's cookie
+  const chosen = api("user", { user: event.target.value });  // sets this browser's cookie
+  ui.identity = chosen.then(() => undefined, () => undefined);
+  const answer = await chosen;
   if (answer.ok) ui.user = answer.user;
   if (ui.home) await api("home", {});
   await refresh();
