@@ -12,9 +12,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from pydantic import BaseModel
 
-from pipelines import Context, pipeline, tool
 from tests import quorum_pipelines
 from tests.edit_approve_pipelines import PAID
 from tests.fakes.clock import FakeClock
@@ -24,32 +22,6 @@ from tests.slack_harness import APPROVALS, SlackWorld, card_texts, in_both_modes
 pytestmark = in_both_modes
 
 EDIT = "approval.edit"
-
-
-class SurfaceArgs(BaseModel):
-    amount: int
-
-
-class SurfacePaid(BaseModel):
-    amount: int
-
-
-@tool(
-    kind="spend",
-    approvers=["@finance-leads", "@ops"],
-    approvals_required=2,
-    remind_after="2h",
-    expires="24h",
-)
-def surface_quorum_pay(args: SurfaceArgs, *, idempotency_key: str) -> SurfacePaid:
-    """Pay, once two people approve; they are reminded after 2 h."""
-    return SurfacePaid(amount=args.amount)
-
-
-@pipeline("surface_quorum", input=SurfaceArgs)
-def surface_quorum(ctx: Context, args: SurfaceArgs) -> SurfacePaid:
-    paid: SurfacePaid = ctx.tool(surface_quorum_pay, args)
-    return paid
 
 
 @pytest.fixture(autouse=True)
@@ -213,7 +185,7 @@ def test_trigger_reply_and_the_triggerers_dm_say_how_many_approvals_are_needed(
 
 
 def test_the_reminder_in_the_cards_thread_says_who_approved_so_far(world: SlackWorld) -> None:
-    approval_id = _quorum_run(world, "surface_quorum")
+    approval_id = _quorum_run(world, "q_payout_reminded")
     [card] = [m for m in world.fake.messages(APPROVALS) if approval_id in json.dumps(m["blocks"])]
     world.slack.block_action("approval.approve", message=card["ts"], user_id="U_ALICE")
     world.settle()
@@ -222,5 +194,5 @@ def test_the_reminder_in_the_cards_thread_says_who_approved_so_far(world: SlackW
     world.gatehouse.worker().tick()
     world.settle()
     [reminder] = [m for m in world.fake.messages(APPROVALS, card["ts"]) if m["ts"] != card["ts"]]
-    assert ":bell: Reminder: *surface_quorum_pay*" in reminder["text"]
+    assert ":bell: Reminder: *q_pay_reminded*" in reminder["text"]
     assert "Approved by <@U_ALICE> (1 of 2) — waiting for one more." in reminder["text"]
