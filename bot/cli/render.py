@@ -504,26 +504,25 @@ def pending_lines(items: Sequence[ApprovalView | TaskView]) -> list[str]:
 def approval_requested_line(a: ApprovalView) -> str:
     n = a.nudges
     if a.quorum is not None and a.quorum.votes:
-        return (
-            f"⏸ approval {a.id}: {quorum_progress(a.quorum)} — approve with: "
-            f"{approve_command(a.id)}"
-        )
+        return f"⏸ approval {a.id}: {quorum_progress(a.quorum)} — {approve_with(a)}"
     if n is not None and n.escalated_at is not None:
         return (
             f"⏫ approval {a.id} escalated to {', '.join(n.escalate_to)}: {a.tool} still waits — "
-            f"approve with: {approve_command(a.id)}"
+            f"{approve_with(a)}"
         )
     if n is not None and n.reminded_at is not None:
         return (
             f"🔔 approval {a.id} reminder: {a.tool} still waits for {', '.join(a.approvers)} — "
-            f"approve with: {approve_command(a.id)}"
+            f"{approve_with(a)}"
         )
     needs = f", needs {a.quorum.required} approvers" if a.quorum is not None else ""
+    return f"⏸ approval {a.id} requested: {a.tool} ({args_text(a)}){needs} — {approve_with(a)}"
+
+
+def approve_with(a: ApprovalView) -> str:
+    """ "approve with: gatehouse approve …", and the command with edits for an editable tool."""
     edit = edit_command(a)
-    return (
-        f"⏸ approval {a.id} requested: {a.tool} ({args_text(a)}){needs} — "
-        f"approve with: {approve_command(a.id)}" + (f" — or with edits: {edit}" if edit else "")
-    )
+    return f"approve with: {approve_command(a.id)}" + (f" — or with edits: {edit}" if edit else "")
 
 
 def approval_decided_line(a: ApprovalView) -> str:
