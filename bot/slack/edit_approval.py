@@ -1,7 +1,8 @@
-"""Edit & approve: the button on the card of an `@tool(editable=...)` call, the form of its
-editable arguments (typed from the argument model, prefilled with the current values), and its
-submission, validated by the argument model with each refusal shown beside its field
-(`response_action: errors`) before anything is decided (pipelines/approval_edits.py).
+"""Edit & approve: the button of an `@tool(editable=...)` call (`cards.edit_button`: on its card,
+beside it in App Home and in the `/gatehouse pending` reply), the form of its editable arguments
+(typed from the argument model, prefilled with the current values), and its submission,
+validated by the argument model with each refusal shown beside its field (`response_action:
+errors`) before anything is decided (pipelines/approval_edits.py).
 
 The form opens as "loading" at once (a trigger_id lives 3 s) and is filled on the UI pool: a
 person the approver list or four-eyes keeps out sees why instead of a form (refused and audited
