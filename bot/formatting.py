@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -282,6 +282,19 @@ def shown_values(
             item = Shown(titles[name], item.text, item.kind, item.value)
         shown.append(item)
     return shown
+
+
+def editable_labels(
+    args: object,
+    editable: Sequence[str],
+    marks: Mapping[str, Mark],
+    titles: Mapping[str, str] | None = None,
+) -> list[str]:
+    """The fields an approver may edit, named as the card names them (`amount`, not
+    `amount_cents`), in the tool's order."""
+    values = args if isinstance(args, Mapping) else {}
+    kept = {name: values.get(name) for name in editable}
+    return [s.label for s in shown_values(kept, marks, titles)]
 
 
 def shown_line(shown: list[Shown], *, separator: str = " · ") -> str:

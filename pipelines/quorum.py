@@ -74,8 +74,14 @@ def audit_vote(conn: Connection, approval: Any, tally: Tally, *, user: str, now:
 
 def with_quorum(conn: Connection, views: Sequence[ApprovalView]) -> list[ApprovalView]:
     """The views with their quorum and votes read in (those that need more than one person)."""
-    found = vote_rows.quorums_of(conn, [v.id for v in views])
-    return [replace(v, quorum=_quorum(*found[v.id])) if v.id in found else v for v in views]
+    found = quorums_of(conn, [v.id for v in views])
+    return [replace(v, quorum=found[v.id]) if v.id in found else v for v in views]
+
+
+def quorums_of(conn: Connection, approval_ids: Sequence[str]) -> dict[str, Quorum]:
+    """The quorum and votes so far of those of `approval_ids` that need more than one person."""
+    found = vote_rows.quorums_of(conn, approval_ids)
+    return {approval_id: _quorum(*counted) for approval_id, counted in found.items()}
 
 
 def _quorum(required: int, votes: list[vote_rows.VoteRow]) -> Quorum:

@@ -17,7 +17,9 @@ from datetime import datetime
 
 from sqlalchemy import Connection
 
+from pipelines.quorum import quorums_of
 from pipelines.runtime import Runtime
+from pipelines.views import Quorum
 from storage import queries
 from storage.models import ApprovalStatus, RunStatus, TaskStatus
 from storage.runs import fetch_run
@@ -73,6 +75,8 @@ class WaitingOn:
     id: str
     what: str
     who: list[str] = field(default_factory=list)
+    # An approval that needs several people: how many, and who approved so far.
+    quorum: Quorum | None = None
 
 
 @dataclass(frozen=True)
@@ -110,10 +114,11 @@ def notice_for(rt: Runtime, subject_id: str) -> RunNotice | None:
             return None
         approvals = queries.approvals_of_run(conn, run_id)
         tasks = queries.tasks_of_run(conn, run_id)
+        pending = [a for a in approvals if a.status == ApprovalStatus.PENDING]
+        quorums = quorums_of(conn, [a.id for a in pending])
     waiting = [
-        WaitingOn("approval", a.id, a.tool, list(a.approvers or []))
-        for a in approvals
-        if a.status == ApprovalStatus.PENDING
+        WaitingOn("approval", a.id, a.tool, list(a.approvers or []), quorums.get(a.id))
+        for a in pending
     ]
     waiting += [
         WaitingOn(

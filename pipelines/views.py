@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipelines.authorization import Authorization
 from pipelines.sensitive import mask
+from pipelines.tools import lookup_tool
 from storage.calls import CallRecord
 from storage.rows import (
     ApprovalRow,
@@ -187,6 +188,10 @@ class ApprovalView:
     edited: Any = None
     # N distinct approvers and who approved so far, when its tool needs more than one person.
     quorum: Quorum | None = None
+    # While pending: the arguments an approver may change before approving (the tool's
+    # `editable`, as registered in this process; pipelines/approval_edits.py). Every place an
+    # approval is shown offers Edit & approve (or `approve --args`) from this one field.
+    editable: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _mask_fields(self, "args", "edited")
@@ -215,6 +220,7 @@ class ApprovalView:
             pipeline=pipeline,
             validator=getattr(row, "validator", None),
             edited=getattr(row, "edited", None),
+            editable=_editable_now(row.tool, row.status),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -242,7 +248,14 @@ class ApprovalView:
             **(Nudges() if self.nudges is None else self.nudges).to_json(),
             "approvals_required": self.quorum.required if self.quorum else 1,
             "votes": self.quorum.to_json()["votes"] if self.quorum else [],
+            "editable": list(self.editable),
         }
+
+
+def _editable_now(tool_name: str, status: str) -> tuple[str, ...]:
+    """The fields an approver may still edit: the registered tool's `editable`, while pending."""
+    tool = lookup_tool(tool_name) if status == "pending" else None
+    return tool.editable if tool is not None else ()
 
 
 @dataclass(frozen=True)

@@ -47,3 +47,22 @@ def q_payout(ctx: Context, inp: QInput) -> dict[str, Any]:
     """A payout that needs two approvers."""
     receipt = ctx.tool(q_pay, QPayArgs(amount=inp.amount))
     return {"paid": receipt.paid}
+
+
+@tool(
+    kind="spend",
+    approvers=["@finance-leads", "@ops"],
+    approvals_required=2,
+    remind_after="2h",
+    expires="24h",
+)
+def q_pay_reminded(args: QPayArgs, *, idempotency_key: str) -> QReceipt:
+    """Pays out once two people approve; they are reminded after 2 h."""
+    return QReceipt(paid=args.amount)
+
+
+@pipeline("q_payout_reminded", input=QInput)
+def q_payout_reminded(ctx: Context, inp: QInput) -> dict[str, Any]:
+    """A payout that needs two approvers, who are reminded."""
+    receipt = ctx.tool(q_pay_reminded, QPayArgs(amount=inp.amount))
+    return {"paid": receipt.paid}

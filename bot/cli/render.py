@@ -60,6 +60,17 @@ def approve_command(approval_id: str) -> str:
     return f"gatehouse approve {approval_id} --as {USER}"
 
 
+def edit_command(a: ApprovalView) -> str | None:
+    """`gatehouse approve ID --as USER --args '{"amount_cents": 20000, ...}'`: approve with edits,
+    the editable fields filled with what the call would run with now (as the Slack form is);
+    None when the tool lets nobody edit its arguments."""
+    if not a.editable:
+        return None
+    args = a.args if isinstance(a.args, dict) else {}
+    current = {name: args.get(name) for name in a.editable}
+    return f"{approve_command(a.id)} --args {shlex.quote(compact(current))}"
+
+
 def reject_command(approval_id: str) -> str:
     return f'gatehouse reject {approval_id} --as {USER} --reason "..."'
 
@@ -234,6 +245,15 @@ def approval_detail(a: ApprovalView) -> str:
     return "; ".join(parts)
 
 
+def decide_lines(a: ApprovalView, indent: str) -> list[str]:
+    """The commands that decide a pending approval: approve, approve with edits (an editable
+    tool's), reject."""
+    lines = [f"{indent}approve: {approve_command(a.id)}"]
+    if (edit := edit_command(a)) is not None:
+        lines.append(f"{indent}edit:    {edit}")
+    return [*lines, f"{indent}reject:  {reject_command(a.id)}"]
+
+
 def nudge_parts(a: ApprovalView) -> list[str]:
     """ "reminded at …", "escalated to @leads at …" (or when they are due, while pending)."""
     n = a.nudges
@@ -261,8 +281,7 @@ def waiting_lines(run: Run) -> list[str]:
         lines += [
             f"  waiting for approval {a.id} to call {a.tool}: {args_text(a)}",
             f"    {approval_detail(a)}",
-            f"    approve: {approve_command(a.id)}",
-            f"    reject:  {reject_command(a.id)}",
+            *decide_lines(a, "    "),
         ]
     for t in run.tasks:
         if t.status != "open":
@@ -463,8 +482,7 @@ def pending_lines(items: Sequence[ApprovalView | TaskView]) -> list[str]:
                 f"({item.pipeline or '?'})",
                 f"  {item.tool} ({item.tool_kind}): {args_text(item)}",
                 f"  {approval_detail(item)}",
-                f"  approve: {approve_command(item.id)}",
-                f"  reject:  {reject_command(item.id)}",
+                *decide_lines(item, "  "),
             ]
         else:
             who = ", ".join(item.answerers) or "nobody"
@@ -486,25 +504,25 @@ def pending_lines(items: Sequence[ApprovalView | TaskView]) -> list[str]:
 def approval_requested_line(a: ApprovalView) -> str:
     n = a.nudges
     if a.quorum is not None and a.quorum.votes:
-        return (
-            f"⏸ approval {a.id}: {quorum_progress(a.quorum)} — approve with: "
-            f"{approve_command(a.id)}"
-        )
+        return f"⏸ approval {a.id}: {quorum_progress(a.quorum)} — {approve_with(a)}"
     if n is not None and n.escalated_at is not None:
         return (
             f"⏫ approval {a.id} escalated to {', '.join(n.escalate_to)}: {a.tool} still waits — "
-            f"approve with: {approve_command(a.id)}"
+            f"{approve_with(a)}"
         )
     if n is not None and n.reminded_at is not None:
         return (
             f"🔔 approval {a.id} reminder: {a.tool} still waits for {', '.join(a.approvers)} — "
-            f"approve with: {approve_command(a.id)}"
+            f"{approve_with(a)}"
         )
     needs = f", needs {a.quorum.required} approvers" if a.quorum is not None else ""
-    return (
-        f"⏸ approval {a.id} requested: {a.tool} ({args_text(a)}){needs} — "
-        f"approve with: {approve_command(a.id)}"
-    )
+    return f"⏸ approval {a.id} requested: {a.tool} ({args_text(a)}){needs} — {approve_with(a)}"
+
+
+def approve_with(a: ApprovalView) -> str:
+    """ "approve with: gatehouse approve …", and the command with edits for an editable tool."""
+    edit = edit_command(a)
+    return f"approve with: {approve_command(a.id)}" + (f" — or with edits: {edit}" if edit else "")
 
 
 def approval_decided_line(a: ApprovalView) -> str:

@@ -20,6 +20,7 @@ from slack_sdk.errors import SlackClientError
 from bot.formatting import clock, duration
 from bot.slack.delivery import delivery_failure
 from bot.slack.mrkdwn import escape, mention, mentions, truncate
+from bot.slack.quorum_lines import progress_line
 from pipelines.runtime import Runtime
 from pipelines.views import ApprovalView
 from storage import messages
@@ -74,7 +75,14 @@ def reminder_text(rt: Runtime, approval: ApprovalView) -> str:
     return (
         f":bell: Reminder: *{escape(truncate(approval.tool, 100))}* has waited{hours} for a "
         f"decision. {who_to_ping(rt, approval.approvers)}: approve or reject it on the card above."
+        + _progress(approval)
     )
+
+
+def _progress(approval: ApprovalView) -> str:
+    """ " Approved by @a (1 of 2) — waiting for one more." for an approval that needs several
+    people, as its card says it; "" otherwise."""
+    return f" {progress_line(approval.quorum)}." if approval.quorum is not None else ""
 
 
 def escalation_text(rt: Runtime, approval: ApprovalView) -> str:
@@ -83,6 +91,7 @@ def escalation_text(rt: Runtime, approval: ApprovalView) -> str:
         f":arrow_double_up: Escalated: still undecided, so {who_to_ping(rt, added)} "
         f"may now decide *{escape(truncate(approval.tool, 100))}* too (with "
         f"{mentions([a for a in approval.approvers if a not in added], 300, empty='nobody else')})."
+        + _progress(approval)
     )
 
 

@@ -55,7 +55,7 @@ from bot.slack.mrkdwn import (
 )
 from bot.slack.outcome_cards import outcome_blocks, outcome_fallback
 from bot.slack.provenance import earlier_answers
-from bot.slack.quorum_lines import decided_note, people, progress_line
+from bot.slack.quorum_lines import approved_by, decided_note, people, progress_line
 from bot.slack.shown_fields import shown_sections
 from pipelines.display import Mark
 from pipelines.tool_context import ToolContext
@@ -119,8 +119,6 @@ class ApprovalContext:
     kept_out: list[str] | None = None
     tool_context: ToolContext | None = None
     now: datetime | None = None
-    # The tool's `editable` arguments: the card offers Edit & approve when there are some.
-    editable: tuple[str, ...] = ()
 
     def shown_args(self, args: Mapping[str, Any]) -> list[Shown]:
         return shown_values(args, self.arg_marks, self.arg_titles)
@@ -323,7 +321,7 @@ def approval_card(approval: ApprovalView, ctx: ApprovalContext) -> list[dict[str
     approve_extra = (
         {"confirm": _approve_confirm(approval, ctx)} if approval.tool_kind == "spend" else {}
     )
-    edit = [button("Edit & approve", EDIT_ACTION, approval.id)] if ctx.editable else []
+    edit = [edit_button(approval.id)] if approval.editable else []
     buttons = actions(
         approval_block_id(approval.id),
         button("Approve", APPROVE_ACTION, approval.id, style="primary", **approve_extra),
@@ -331,6 +329,12 @@ def approval_card(approval: ApprovalView, ctx: ApprovalContext) -> list[dict[str
         button("Reject", REJECT_ACTION, approval.id, style="danger"),
     )
     return [*_approval_summary(approval, ctx), buttons]
+
+
+def edit_button(approval_id: str) -> dict[str, Any]:
+    """Edit & approve, wherever an approval of an `@tool(editable=...)` call can be decided by a
+    click (its card, App Home, `/gatehouse pending`): opens `bot.slack.edit_approval`'s form."""
+    return button("Edit & approve", EDIT_ACTION, approval_id)
 
 
 def edited_line(approval: ApprovalView, ctx: ApprovalContext) -> str | None:
@@ -358,7 +362,7 @@ def decision_line(approval: ApprovalView) -> str:
     if approval.status == "approved":
         q = approval.quorum
         if q is not None and q.votes:  # N people: all of them, in the order they approved
-            return f"✅ Approved by {people(q.voters)} ({q.approved} of {q.required}){at}"
+            return f"✅ Approved by {approved_by(q)}{at}"
         return f"✅ Approved by {who}{at}"
     if approval.status == "rejected":
         reason = escape(truncate(approval.reason or "no reason given", REASON_LIMIT))

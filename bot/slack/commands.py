@@ -30,7 +30,9 @@ from bot.formatting import duration, money, window_label
 from bot.slack.blocks import MESSAGE_BLOCKS, context, header, section
 from bot.slack.home import busiest_first, pending_blocks, stats_blocks
 from bot.slack.mrkdwn import SLASH_COMMAND, code, code_block, escape, mention, mentions, truncate
+from bot.slack.quorum_lines import approved_by, decided_note, progress_line
 from bot.slack.refusal_text import slack_text
+from bot.slack.shown_fields import editable_note
 from pipelines import Gatehouse, GatehouseError, Run, registered_pipelines
 from pipelines.durations import parse_duration
 from pipelines.errors import NotAuthorized
@@ -457,11 +459,15 @@ def approval_line(a: ApprovalView, now: datetime) -> str:
         expiry = ""
         if a.expires_at is not None:
             expiry = f" · expires in {duration(max((a.expires_at - now).total_seconds(), 0.0))}"
-        return f"{head} · waiting for {who}{expiry}"
+        progress = f" · {progress_line(a.quorum)}" if a.quorum is not None else ""
+        edits = f" · {note}" if (note := editable_note(a)) else ""
+        return f"{head} · waiting for {who}{progress}{edits}{expiry}"
     detail = f" by {mention(a.decided_by)}" if a.decided_by else ""
+    if a.status == "approved" and a.quorum is not None and a.quorum.votes:
+        detail = f" by {approved_by(a.quorum)}"  # every approver, in order
     if a.reason:
         detail += f": {truncate(escape(a.reason), 150)}"
-    return head + detail
+    return head + detail + decided_note(a)  # rejected or expired: who had approved before
 
 
 def task_line(t: TaskView) -> str:

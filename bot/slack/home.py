@@ -14,6 +14,7 @@ from typing import Any
 
 from bot.formatting import DASH, ago, count, duration, money, rate, window_label
 from bot.slack.blocks import DIVIDER, TEXT_LIMIT, VIEW_BLOCKS, context, header, section
+from bot.slack.cards import approval_block_id, edit_button
 from bot.slack.mrkdwn import SLASH_COMMAND, code, escape, mention, mentions, slack_len, truncate
 from bot.slack.quorum_lines import progress_line
 from bot.slack.shown_fields import call_args_line
@@ -215,6 +216,18 @@ def pending_text(item: ApprovalView | TaskView, now: datetime, *, link: str | No
     )
 
 
+def pending_block(
+    item: ApprovalView | TaskView, now: datetime, *, link: str | None = None
+) -> dict[str, Any]:
+    """`pending_text` as a section; an approval of an editable tool carries Edit & approve
+    beside it, the card's own button (the form checks who may decide, as on the card)."""
+    block = section(pending_text(item, now, link=link))
+    if isinstance(item, ApprovalView) and item.editable:
+        block["block_id"] = approval_block_id(item.id)
+        block["accessory"] = edit_button(item.id)
+    return block
+
+
 def safe_link(url: str | None) -> str | None:
     """A card permalink usable inside `<…|…>`, or None."""
     if not url or not url.startswith("https://") or any(c in url for c in "<>| \n"):
@@ -235,8 +248,7 @@ def pending_blocks(
         return [section("Nothing is waiting for a person. :sparkles:")]
     links = links or {}
     blocks = [
-        section(pending_text(item, now, link=safe_link(links.get(item.id))))
-        for item in pending[:shown]
+        pending_block(item, now, link=safe_link(links.get(item.id))) for item in pending[:shown]
     ]
     if len(pending) > shown:
         blocks.append(

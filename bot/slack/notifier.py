@@ -123,7 +123,6 @@ class SlackNotifier:
             tool_context=context_for(approval.tool, approval.args, earlier),
             now=rt.clock.now(),
             kept_out=[e.user for e in excluded_deciders(rt, approval)],
-            editable=tool.editable if tool is not None else (),
         )
 
     def channel_for(self, approval: ApprovalView) -> str:

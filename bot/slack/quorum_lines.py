@@ -17,13 +17,18 @@ def people(voters: list[str]) -> str:
     return f"{', '.join(named[:-1])} and {named[-1]}"
 
 
+def approved_by(quorum: Quorum) -> str:
+    """ "@a and @b (2 of 2)": everyone who approved, in order, and of how many."""
+    return f"{people(quorum.voters)} ({quorum.approved} of {quorum.required})"
+
+
 def progress_line(quorum: Quorum) -> str:
     """ "Approved by @a (1 of 2) — waiting for one more", or, before anyone approved, "Needs 2
     approvals from different people — none yet"."""
     if not quorum.votes:
         return f"Needs {quorum.required} approvals from different people — none yet"
     more = NUMBER_WORDS.get(quorum.remaining, str(quorum.remaining))
-    line = f"Approved by {people(quorum.voters)} ({quorum.approved} of {quorum.required})"
+    line = f"Approved by {approved_by(quorum)}"
     if quorum.remaining:
         line += f" — waiting for {more} more"
     return line

@@ -21,6 +21,7 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from bot.slack.blocks import context, section
 from bot.slack.delivery import delivery_failure
 from bot.slack.mrkdwn import SLASH_COMMAND, escape, mentions, truncate
+from bot.slack.quorum_lines import progress_line
 from bot.slack.refusals import log_refusal
 from pipelines.run_notices import RunNotice
 from pipelines.runtime import Runtime
@@ -60,6 +61,8 @@ def notice_text(notice: RunNotice, link: str | None, *, command: str = SLASH_COM
         what = escape(truncate(first.what, 100))
         if first.kind == "approval":
             line = f"⏳ {run} waits for approval of *{what}* by {who}."
+            if first.quorum is not None:  # "Needs 2 approvals from different people — none yet"
+                line += f" {progress_line(first.quorum)}."
         else:
             line = f"⏳ {run} waits for an answer to *{what}* from {who}."
         more = len(notice.waiting) - 1

@@ -8,7 +8,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from bot.formatting import Shown, shown_values
+from bot.formatting import Shown, editable_labels, shown_values
 from bot.slack.blocks import (
     FIELD_KEY_LIMIT,
     FIELD_LIMIT,
@@ -20,6 +20,7 @@ from bot.slack.blocks import (
 from bot.slack.mrkdwn import code, escape, slack_len, truncate
 from pipelines.display import display_marks, field_titles
 from pipelines.tools import lookup_tool
+from pipelines.views import ApprovalView
 
 # A link we build only for a plain http(s) URL: nothing in it can end the `<…>` token or label it.
 _SAFE_URL = re.compile(r"^https?://[^\s<>|]+$")
@@ -63,3 +64,14 @@ def call_args_line(tool_name: str, args: Any, limit: int) -> str:
         return code(args, limit)
     marks, titles = display_marks(tool.args_model), field_titles(tool.args_model)
     return shown_line(shown_values(args, marks, titles), limit)
+
+
+def editable_note(approval: ApprovalView) -> str:
+    """ "approvers may change amount, recipient (Edit & approve)" for a pending approval of an
+    `@tool(editable=...)` call, "" otherwise (mrkdwn)."""
+    tool = lookup_tool(approval.tool)
+    if not approval.editable or tool is None:
+        return ""
+    marks, titles = display_marks(tool.args_model), field_titles(tool.args_model)
+    labels = editable_labels(approval.args, approval.editable, marks, titles)
+    return f"approvers may change {escape(truncate(', '.join(labels), 300))} (Edit & approve)"
