@@ -78,8 +78,10 @@ class SlackWorld:
         return self.bot.gatehouse
 
     def settle(self) -> None:
-        """Wait until the work the bot took after its acks is done."""
-        self.bot.wait_idle(timeout=15)
+        """Wait until the work the bot took after its acks is done. The bound is generous: the
+        first chart a fresh venv draws builds matplotlib's font cache, which on a loaded
+        machine has taken more than 15 s; an idle bot returns at once whatever the bound."""
+        self.bot.wait_idle(timeout=60)
 
     def card(self, ref_ts: str) -> dict[str, Any]:
         return self.fake.find_message(ref_ts)[1]
