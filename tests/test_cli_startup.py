@@ -10,19 +10,28 @@ import os
 import sqlite3
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from sqlalchemy import insert
 from typer.testing import CliRunner, Result
 
 from bot.cli.main import app
 from storage.db import MIGRATIONS_DIR, Database
+from storage.runs import runs_table
 from storage.schema_version import code_head, migration_graph
 from tests.conftest import REPO_ROOT
 
 # Never needed to print help or read runs; each costs a noticeable share of a start.
 HEAVY_FOR_READS = ("openai", "matplotlib", "slack_sdk", "slack_bolt", "alembic", "uvicorn")
 HEAVY_FOR_READS += ("bot.sandbox", "bot.slack", "pipelines.evaluation", "bot.demo")
+# What the list of runs leaves out beyond those: it reads a few columns in Core, so neither the
+# engine (its views, runtime, the registered pipelines) nor the ORM models, nor structlog (and
+# rich under it) with nothing to log, nor SQLAlchemy's PostgreSQL dialect on SQLite.
+HEAVY_FOR_RUNS = (*HEAVY_FOR_READS, "sqlalchemy.orm", "storage.models", "structlog", "rich")
+HEAVY_FOR_RUNS += ("sqlalchemy.dialects.postgresql", "bot.cli.render", "pipelines.views")
+HEAVY_FOR_RUNS += ("pipelines.runtime", "pipelines.authorization", "pipelines.catalog")
 HEAVY_FOR_HELP = (*HEAVY_FOR_READS, "sqlalchemy", "pydantic", "apscheduler", "pipelines", "storage")
 
 PROBE = """
@@ -103,6 +112,28 @@ def test_runs_reads_without_alembic_openai_slack_or_the_sandbox(
     assert (code, stdout.strip()) == (0, "no runs match")
     assert "storage.schema_version" in modules  # it did check the schema
     assert loaded(modules, HEAVY_FOR_READS) == []
+
+
+def test_runs_reads_without_the_engine_the_orm_or_structlog(
+    process_env: dict[str, str], tmp_path: Path, sqlite_url: str
+) -> None:
+    now = datetime.now(UTC)
+    database = Database(sqlite_url)
+    with database.transaction() as conn:
+        conn.execute(
+            insert(runs_table),
+            [
+                {"id": "run_listed", "pipeline": "refund_request", "status": "waiting"}
+                | {"input": {}, "trigger": "cli", "created_at": now, "updated_at": now}
+            ],
+        )
+    database.dispose()
+    for args in (["runs"], ["runs", "--status", "WAITING", "--since", "1h", "--limit", "3"]):
+        code, modules, stdout = imported_by(args, process_env, tmp_path)
+        assert code == 0, args
+        assert stdout.split()[:6] == ["run", "pipeline", "status", "user", "created", "took"]
+        assert "run_listed  refund_request  waiting" in stdout, args  # it did list the run
+        assert loaded(modules, HEAVY_FOR_RUNS) == [], args
 
 
 def test_pending_and_audit_verify_read_without_alembic_or_slack(
