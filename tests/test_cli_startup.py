@@ -12,6 +12,7 @@ import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import insert
@@ -254,3 +255,27 @@ def test_the_sandbox_commands_defaults_are_the_sandboxs() -> None:
     from bot.sandbox import DEFAULT_HOST, DEFAULT_PORT
 
     assert (cli_sandbox.DEFAULT_HOST, cli_sandbox.DEFAULT_PORT) == (DEFAULT_HOST, DEFAULT_PORT)
+
+
+def test_a_read_pauses_the_cycle_collector_only_while_it_runs(
+    cli_env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gc
+
+    from storage import run_list
+
+    listing = run_list.list_runs
+    collecting: list[bool] = []
+
+    def list_runs(*args: Any, **kwargs: Any) -> list[run_list.ListedRun]:
+        collecting.append(gc.isenabled())
+        return listing(*args, **kwargs)
+
+    monkeypatch.setattr(run_list, "list_runs", list_runs)
+    assert gc.isenabled()
+    assert gh("runs").stdout.strip() == "no runs match"
+    assert (collecting, gc.isenabled()) == ([False], True)  # paused, then given back
+    assert gh("runs", "--status", "nonsense").exit_code == 1
+    assert gc.isenabled()  # and after a refusal
+    assert gh("run", "run_nope").exit_code == 1
+    assert gc.isenabled()

@@ -68,6 +68,7 @@ from bot.cli.session import (
     say,
     settings_for_cli,
     show_help_without_a_command,
+    without_cycle_collection,
 )
 
 if TYPE_CHECKING:
@@ -340,21 +341,22 @@ def runs(
     as_json: JsonFlag = False,
 ) -> None:
     """List recent runs, newest first."""
-    filters: dict[str, Any] = {"pipeline": pipeline, "limit": limit}
-    filters["status"] = parse_status(status) if status is not None else None
-    filters["since"] = parse_since(since) if since is not None else None
-    if as_json:  # every run whole, through the engine's views
-        with open_gatehouse(quiet=True, read_only=True) as gatehouse:
-            print_json([gatehouse.run(r.id).to_json() for r in gatehouse.runs(**filters)])
-        return
-    # The table needs a few columns of `runs` and nothing of the engine: read in Core alone,
-    # so that the command starts in a fraction of the engine's import time.
-    from bot.cli.tables import runs_table
-    from storage.run_list import list_runs
+    with without_cycle_collection():
+        filters: dict[str, Any] = {"pipeline": pipeline, "limit": limit}
+        filters["status"] = parse_status(status) if status is not None else None
+        filters["since"] = parse_since(since) if since is not None else None
+        if as_json:  # every run whole, through the engine's views
+            with open_gatehouse(quiet=True, read_only=True) as gatehouse:
+                print_json([gatehouse.run(r.id).to_json() for r in gatehouse.runs(**filters)])
+            return
+        # The table needs a few columns of `runs` and nothing of the engine: read in Core
+        # alone, so that the command starts in a fraction of the engine's import time.
+        from bot.cli.tables import runs_table
+        from storage.run_list import list_runs
 
-    with open_database() as database, database.transaction() as conn:
-        found = list_runs(conn, **filters)
-    say(runs_table(found))
+        with open_database() as database, database.transaction() as conn:
+            found = list_runs(conn, **filters)
+        say(runs_table(found))
 
 
 @app.command("run")
@@ -363,32 +365,34 @@ def show_run(
     as_json: JsonFlag = False,
 ) -> None:
     """Everything recorded about one run: calls, approvals, transitions, audit trail."""
-    from bot.cli import render as cli_render
-    from pipelines.inspect import run_history
-    from pipelines.run_totals import run_totals, totals_line
+    with without_cycle_collection():
+        from bot.cli import render as cli_render
+        from pipelines.inspect import run_history
+        from pipelines.run_totals import run_totals, totals_line
 
-    with open_gatehouse(quiet=as_json, read_only=True) as gatehouse:
-        run = gatehouse.run(run_id)
-        history = run_history(gatehouse.rt, run_id)
-    totals = run_totals(run)  # tokens and cost, summed from the run's LLM calls
-    if as_json:
-        print_json({**run.to_json(), "totals": totals.to_json()})
-    else:
-        say(cli_render.run_detail(run, history))
-        say(["", f"totals: {totals_line(totals)}"])
+        with open_gatehouse(quiet=as_json, read_only=True) as gatehouse:
+            run = gatehouse.run(run_id)
+            history = run_history(gatehouse.rt, run_id)
+        totals = run_totals(run)  # tokens and cost, summed from the run's LLM calls
+        if as_json:
+            print_json({**run.to_json(), "totals": totals.to_json()})
+        else:
+            say(cli_render.run_detail(run, history))
+            say(["", f"totals: {totals_line(totals)}"])
 
 
 @app.command()
 def pending(as_json: JsonFlag = False) -> None:
     """Approvals and human tasks waiting for a person, oldest first."""
-    from bot.cli import render as cli_render
+    with without_cycle_collection():
+        from bot.cli import render as cli_render
 
-    with open_gatehouse(quiet=as_json, read_only=True) as gatehouse:
-        items = gatehouse.pending()
-    if as_json:
-        print_json([item.to_json() for item in items])
-    else:
-        say(cli_render.pending_lines(items))
+        with open_gatehouse(quiet=as_json, read_only=True) as gatehouse:
+            items = gatehouse.pending()
+        if as_json:
+            print_json([item.to_json() for item in items])
+        else:
+            say(cli_render.pending_lines(items))
 
 
 @app.command()
