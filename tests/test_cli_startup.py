@@ -279,3 +279,40 @@ def test_a_read_pauses_the_cycle_collector_only_while_it_runs(
     assert gc.isenabled()  # and after a refusal
     assert gh("run", "run_nope").exit_code == 1
     assert gc.isenabled()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["runs", "--help"],
+        ["runs", "--bogus"],
+        ["runs", "extra"],
+        ["run"],
+        ["trigger", "--help"],
+        ["db"],
+        ["db", "upgrade", "--help"],
+        ["audit", "verify", "--help"],
+        ["stats", "--help"],
+        ["pending"],
+    ],
+)
+def test_one_command_built_alone_answers_as_the_whole_tree_does(
+    cli_env: str, args: list[str]
+) -> None:
+    from bot.cli.main import app_for
+
+    alone = app_for(args)
+    assert len(alone.registered_commands) + len(alone.registered_groups) == 1
+    by_alone, by_tree = CliRunner().invoke(alone, args), CliRunner().invoke(app, args)
+    assert (by_alone.exit_code, by_alone.stdout, by_alone.stderr) == (
+        by_tree.exit_code,
+        by_tree.stdout,
+        by_tree.stderr,
+    )
+
+
+def test_no_command_an_option_or_a_misspelling_gets_the_whole_tree() -> None:
+    from bot.cli.main import app_for
+
+    for args in ([], ["--help"], ["rns"], ["--json", "runs"]):
+        assert app_for(args) is app, args
