@@ -120,3 +120,16 @@ def test_gatehouse_runs_prints_the_engines_runs_as_the_table(
             assert len(expected.splitlines()) == 1 + len(gatehouse.runs(**filters)) > 1
     finally:
         gatehouse.db.dispose()
+
+
+def test_the_list_needs_no_registered_pipelines_the_engine_does(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GATEHOUSE_DATABASE_URL", sqlite_url)
+    monkeypatch.setenv("GATEHOUSE_PIPELINES", "tests.no_such_pipelines_module")
+    listed = CliRunner().invoke(app, ["runs"])
+    assert (listed.exit_code, listed.stdout) == (0, "no runs match\n")
+    whole = CliRunner().invoke(app, ["runs", "--json"])  # every run whole: the engine's views
+    assert whole.exit_code == 1
+    assert "GATEHOUSE_PIPELINES names 'tests.no_such_pipelines_module'" in whole.stderr
