@@ -278,7 +278,10 @@ def require_readable_schema(
 
     check = require_current_schema(database, safe_url(settings.database_url))
     if check.state is SchemaState.EMPTY:
-        if not logging_ready:
+        if not logging_ready:  # as Gatehouse.from_settings has it before it migrates
+            from pipelines.logs import remember_secrets, settings_secrets
+
+            remember_secrets(settings_secrets(settings), keys=settings.log_redact_keys)
             configure_cli_logging(settings)
         database.upgrade()
 
