@@ -28,14 +28,18 @@ import os
 import threading
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from pydantic import BaseModel, GetCoreSchemaHandler
 from pydantic_core import core_schema
 
 from pipelines import scrub as scrubber
 from pipelines.errors import GatehouseError
+
+if TYPE_CHECKING:
+    # cryptography is imported where a key is used: importing the settings (every command)
+    # must not pay for it.
+    from cryptography.fernet import MultiFernet
 
 SEALED_PREFIX = "gh-sealed:v1:"
 MASK = "••••"
@@ -127,6 +131,8 @@ class _Keyring:
     def configure(self, secret_key: str | None, database_url: str | None) -> None:
         with self._lock:
             if secret_key:
+                from cryptography.fernet import Fernet
+
                 keys = [k.strip().encode() for k in secret_key.split(",") if k.strip()]
                 try:
                     for key in keys:
@@ -143,6 +149,8 @@ class _Keyring:
                 self._fernet = None
 
     def _add(self, keys: list[bytes], *, primary: bool) -> None:
+        from cryptography.fernet import Fernet, MultiFernet
+
         rest = [k for k in self._keys if k not in keys]
         self._keys = [*keys, *rest] if primary else [*rest, *keys]
         self._fernet = MultiFernet([Fernet(k) for k in self._keys])
@@ -155,6 +163,8 @@ class _Keyring:
             if isinstance(fallback, Path):
                 self._add([_load_or_create_key(fallback)], primary=True)
             elif fallback == "memory" or fallback is None:
+                from cryptography.fernet import Fernet
+
                 self._add([Fernet.generate_key()], primary=True)
             else:
                 raise SensitiveValueError(
@@ -169,6 +179,8 @@ class _Keyring:
         return self._sealing().encrypt(plain).decode()
 
     def open(self, token: str) -> bytes:
+        from cryptography.fernet import InvalidToken
+
         with self._lock:
             fernet = self._fernet
             fallback = self._fallback
@@ -200,6 +212,8 @@ def _load_or_create_key(path: Path) -> bytes:
         return path.read_bytes().strip()
     except FileNotFoundError:
         pass
+    from cryptography.fernet import Fernet
+
     key = Fernet.generate_key()
     temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

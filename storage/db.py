@@ -8,17 +8,20 @@ whatever the busy timeout says.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from sqlalchemy.orm import Session, sessionmaker
 
 from storage.types import dump_json, load_json
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 DEFAULT_DATABASE_URL = "sqlite:///gatehouse.db"
@@ -118,7 +121,14 @@ class Database:
     def __init__(self, url: str = DEFAULT_DATABASE_URL) -> None:
         self.url = normalize_url(url)
         self.engine = create_database_engine(self.url)
-        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @functools.cached_property
+    def sessions(self) -> sessionmaker[Session]:
+        """The ORM's session factory, made on first use: the engine itself works in Core, and
+        a one-shot read need not import the ORM (`gatehouse runs`)."""
+        from sqlalchemy.orm import sessionmaker
+
+        return sessionmaker(self.engine, expire_on_commit=False)
 
     @property
     def is_sqlite(self) -> bool:

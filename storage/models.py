@@ -1,8 +1,9 @@
 """The tables: runs and their transitions, recorded calls, approvals, human tasks, the audit log.
 
-Status values are `StrEnum`s so the engine, the CLI and the bot share one spelling. Indexes are
-chosen for the queries that run on millions of rows: runs by pipeline and time, by status (the
-worker's claim), by finish time (stats, review); audit by tool and time (rate limits).
+Status values (storage.statuses) are `StrEnum`s so the engine, the CLI and the bot share one
+spelling. Indexes are chosen for the queries that run on millions of rows: runs by pipeline and
+time, by status (the worker's claim), by finish time (stats, review); audit by tool and time
+(rate limits).
 """
 
 from __future__ import annotations
@@ -14,68 +15,26 @@ from typing import Any
 from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from storage.types import JSONValue, SafeText, UTCDateTime
-
-
-class RunStatus(StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    WAITING = "waiting"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    REJECTED = "rejected"
-    INVALID_INPUT = "invalid_input"
-    NEEDS_ATTENTION = "needs_attention"
-    CANCELLED = "cancelled"
-
-
-FINISHED_RUN_STATUSES = frozenset(
-    {
-        RunStatus.SUCCEEDED,
-        RunStatus.FAILED,
-        RunStatus.REJECTED,
-        RunStatus.INVALID_INPUT,
-        RunStatus.NEEDS_ATTENTION,
-        RunStatus.CANCELLED,
-    }
+# The statuses live in storage.statuses (no ORM there); the rest of the code names them here.
+from storage.statuses import (
+    FINISHED_RUN_STATUSES as FINISHED_RUN_STATUSES,
 )
-
-
-class CallKind(StrEnum):
-    STEP = "step"
-    TOOL = "tool"
-    LLM = "llm"
-    HUMAN = "human"
-    REVERSAL = "reversal"
-    VERSION = "version"  # a `ctx.version(change)` marker: this run took the changed path
-
-
-class CallStatus(StrEnum):
-    STARTED = "started"  # a tool is executing (or crashed while executing)
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    AWAITING_APPROVAL = "awaiting_approval"
-    AWAITING_HUMAN = "awaiting_human"
-    RATE_LIMITED = "rate_limited"
-    REJECTED = "rejected"
-    OUTCOME_UNKNOWN = "outcome_unknown"
-    # An `outcome_unknown` call a person settled as not done (`gatehouse resolve
-    # --did-not-happen`): the replay starts the tool again, under the same key.
-    DID_NOT_HAPPEN = "did_not_happen"
-
-
-class ApprovalStatus(StrEnum):
-    PENDING = "pending"
-    APPROVED = "approved"
-    REJECTED = "rejected"
-    EXPIRED = "expired"
-    CANCELLED = "cancelled"  # its run was cancelled (`gatehouse cancel`) before a decision
-
-
-class TaskStatus(StrEnum):
-    OPEN = "open"
-    ANSWERED = "answered"
-    CANCELLED = "cancelled"
+from storage.statuses import (
+    ApprovalStatus as ApprovalStatus,
+)
+from storage.statuses import (
+    CallKind as CallKind,
+)
+from storage.statuses import (
+    CallStatus as CallStatus,
+)
+from storage.statuses import (
+    RunStatus as RunStatus,
+)
+from storage.statuses import (
+    TaskStatus as TaskStatus,
+)
+from storage.types import JSONValue, SafeText, UTCDateTime
 
 
 class Base(DeclarativeBase):

@@ -16,12 +16,16 @@ from __future__ import annotations
 import json
 import re
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import JSON, DateTime, Text
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
+
+if TYPE_CHECKING:
+    from sqlalchemy.types import TypeEngine
+
+    JSONValue: TypeEngine[Any]
 
 ESCAPED = "gh-escaped:"
 _REFUSED = re.compile(r"[\\\x00\ud800-\udfff]")  # what the escaped form spells out
@@ -92,7 +96,17 @@ def load_json(text: str | bytes) -> Any:
     return _map_strings(value, stored_text) if marker in text else value  # type: ignore[operator]
 
 
-JSONValue = JSON().with_variant(JSONB(), "postgresql")
+def __getattr__(name: str) -> Any:
+    """`JSONValue`, JSON with PostgreSQL's jsonb as its variant there: built on first use, as
+    naming JSONB imports SQLAlchemy's whole PostgreSQL dialect, which a one-shot command on
+    SQLite never needs (`gatehouse runs` imports neither the models nor this)."""
+    if name == "JSONValue":
+        from sqlalchemy.dialects.postgresql import JSONB
+
+        value = JSON().with_variant(JSONB(), "postgresql")
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class SafeText(TypeDecorator[str]):

@@ -10,19 +10,29 @@ import os
 import sqlite3
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy import insert
 from typer.testing import CliRunner, Result
 
 from bot.cli.main import app
 from storage.db import MIGRATIONS_DIR, Database
+from storage.runs import runs_table
 from storage.schema_version import code_head, migration_graph
 from tests.conftest import REPO_ROOT
 
 # Never needed to print help or read runs; each costs a noticeable share of a start.
 HEAVY_FOR_READS = ("openai", "matplotlib", "slack_sdk", "slack_bolt", "alembic", "uvicorn")
 HEAVY_FOR_READS += ("bot.sandbox", "bot.slack", "pipelines.evaluation", "bot.demo")
+# What the list of runs leaves out beyond those: it reads a few columns in Core, so neither the
+# engine (its views, runtime, the registered pipelines) nor the ORM models, nor structlog (and
+# rich under it) with nothing to log, nor SQLAlchemy's PostgreSQL dialect on SQLite.
+HEAVY_FOR_RUNS = (*HEAVY_FOR_READS, "sqlalchemy.orm", "storage.models", "structlog", "rich")
+HEAVY_FOR_RUNS += ("sqlalchemy.dialects.postgresql", "bot.cli.render", "pipelines.views")
+HEAVY_FOR_RUNS += ("pipelines.runtime", "pipelines.authorization", "pipelines.catalog")
 HEAVY_FOR_HELP = (*HEAVY_FOR_READS, "sqlalchemy", "pydantic", "apscheduler", "pipelines", "storage")
 
 PROBE = """
@@ -103,6 +113,28 @@ def test_runs_reads_without_alembic_openai_slack_or_the_sandbox(
     assert (code, stdout.strip()) == (0, "no runs match")
     assert "storage.schema_version" in modules  # it did check the schema
     assert loaded(modules, HEAVY_FOR_READS) == []
+
+
+def test_runs_reads_without_the_engine_the_orm_or_structlog(
+    process_env: dict[str, str], tmp_path: Path, sqlite_url: str
+) -> None:
+    now = datetime.now(UTC)
+    database = Database(sqlite_url)
+    with database.transaction() as conn:
+        conn.execute(
+            insert(runs_table),
+            [
+                {"id": "run_listed", "pipeline": "refund_request", "status": "waiting"}
+                | {"input": {}, "trigger": "cli", "created_at": now, "updated_at": now}
+            ],
+        )
+    database.dispose()
+    for args in (["runs"], ["runs", "--status", "WAITING", "--since", "1h", "--limit", "3"]):
+        code, modules, stdout = imported_by(args, process_env, tmp_path)
+        assert code == 0, args
+        assert stdout.split()[:6] == ["run", "pipeline", "status", "user", "created", "took"]
+        assert "run_listed  refund_request  waiting" in stdout, args  # it did list the run
+        assert loaded(modules, HEAVY_FOR_RUNS) == [], args
 
 
 def test_pending_and_audit_verify_read_without_alembic_or_slack(
@@ -223,3 +255,64 @@ def test_the_sandbox_commands_defaults_are_the_sandboxs() -> None:
     from bot.sandbox import DEFAULT_HOST, DEFAULT_PORT
 
     assert (cli_sandbox.DEFAULT_HOST, cli_sandbox.DEFAULT_PORT) == (DEFAULT_HOST, DEFAULT_PORT)
+
+
+def test_a_read_pauses_the_cycle_collector_only_while_it_runs(
+    cli_env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gc
+
+    from storage import run_list
+
+    listing = run_list.list_runs
+    collecting: list[bool] = []
+
+    def list_runs(*args: Any, **kwargs: Any) -> list[run_list.ListedRun]:
+        collecting.append(gc.isenabled())
+        return listing(*args, **kwargs)
+
+    monkeypatch.setattr(run_list, "list_runs", list_runs)
+    assert gc.isenabled()
+    assert gh("runs").stdout.strip() == "no runs match"
+    assert (collecting, gc.isenabled()) == ([False], True)  # paused, then given back
+    assert gh("runs", "--status", "nonsense").exit_code == 1
+    assert gc.isenabled()  # and after a refusal
+    assert gh("run", "run_nope").exit_code == 1
+    assert gc.isenabled()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["runs", "--help"],
+        ["runs", "--bogus"],
+        ["runs", "extra"],
+        ["run"],
+        ["trigger", "--help"],
+        ["db"],
+        ["db", "upgrade", "--help"],
+        ["audit", "verify", "--help"],
+        ["stats", "--help"],
+        ["pending"],
+    ],
+)
+def test_one_command_built_alone_answers_as_the_whole_tree_does(
+    cli_env: str, args: list[str]
+) -> None:
+    from bot.cli.main import app_for
+
+    alone = app_for(args)
+    assert len(alone.registered_commands) + len(alone.registered_groups) == 1
+    by_alone, by_tree = CliRunner().invoke(alone, args), CliRunner().invoke(app, args)
+    assert (by_alone.exit_code, by_alone.stdout, by_alone.stderr) == (
+        by_tree.exit_code,
+        by_tree.stdout,
+        by_tree.stderr,
+    )
+
+
+def test_no_command_an_option_or_a_misspelling_gets_the_whole_tree() -> None:
+    from bot.cli.main import app_for
+
+    for args in ([], ["--help"], ["rns"], ["--json", "runs"]):
+        assert app_for(args) is app, args

@@ -22,7 +22,7 @@ FAILURES_SHOWN = 20
 
 
 def confusion_lines(name: str, matrix: dict[str, Any]) -> list[str]:
-    from bot.cli.render import table
+    from bot.cli.tables import table
 
     labels = list(matrix["labels"])
     for row in matrix["matrix"].values():  # values outside the schema still get a column
@@ -148,7 +148,7 @@ def evals_command(
     as_json: JsonFlag = False,
 ) -> None:
     """Stored evals, newest first (kept apart from runs: never in stats, alerts or review)."""
-    from bot.cli.render import table
+    from bot.cli.tables import table
     from bot.formatting import rate, usd
     from pipelines.evaluation import list_evals
 

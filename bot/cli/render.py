@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 import shlex
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from bot.cli.tables import table  # with the list of runs, which needs no engine
 from bot.formatting import (
     changes_line,
     shown_changes,
@@ -40,17 +41,6 @@ def compact(value: Any) -> str:
 
 def pretty_json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, indent=2, default=str)
-
-
-def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
-    """Left-aligned columns separated by two spaces; the last column is not padded."""
-    all_rows = [list(headers), *[list(r) for r in rows]]
-    widths = [max(len(row[i]) for row in all_rows) for i in range(len(headers))]
-    lines = []
-    for row in all_rows:
-        cells = [cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])] + [row[-1]]
-        lines.append("  ".join(cells).rstrip())
-    return lines
 
 
 # -- commands to suggest -------------------------------------------------------------------
@@ -177,23 +167,6 @@ def pipeline_lines(p: Pipeline) -> list[str]:
 
 
 # -- runs --------------------------------------------------------------------------------------
-
-
-def runs_table(runs: Sequence[Run]) -> list[str]:
-    if not runs:
-        return ["no runs match"]
-    rows = [
-        [
-            r.id,
-            r.pipeline,
-            r.status,
-            r.trigger_user or "-",
-            when(r.created_at),
-            took(r.created_at, r.finished_at),
-        ]
-        for r in runs
-    ]
-    return table(["run", "pipeline", "status", "user", "created", "took"], rows)
 
 
 def args_text(a: ApprovalView) -> str:

@@ -58,7 +58,7 @@ def last_fire_text(info: ScheduleInfo) -> str:
 def schedule_lines(infos: Sequence[ScheduleInfo]) -> list[str]:
     if not infos:
         return ["no schedules: no pipeline declares cron(...) or every(...) triggers"]
-    from bot.cli.render import table
+    from bot.cli.tables import table
 
     rows = [[i.name, i.pipeline, i.trigger, next_fire_text(i), last_fire_text(i)] for i in infos]
     lines = table(["schedule", "pipeline", "trigger", "next fire", "last fire"], rows)

@@ -11,6 +11,7 @@ malformed command line); `--json` prints JSON only on stdout.
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 from collections.abc import Iterable, Iterator, Sequence
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from pipelines import Gatehouse, Settings
     from pipelines.directory import ApproverGroups
     from pipelines.errors import NotAuthorized
+    from storage.db import Database
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON only, on stdout.")]
 
@@ -199,13 +201,19 @@ def settings_for_cli(*, worker: bool = False) -> Settings:
     has nobody else to report for it and keeps the configured level (default warning).
     """
     from pipelines.config import load_settings
-    from pipelines.logs import configure_logging
 
     settings = load_settings()
+    configure_cli_logging(settings, worker=worker)
+    return settings
+
+
+def configure_cli_logging(settings: Settings, *, worker: bool = False) -> None:
+    """Logging as `settings_for_cli` configures it (see there)."""
+    from pipelines.logs import configure_logging
+
     explicit = "log_level" in settings.model_fields_set
     level = settings.log_level if worker or explicit else "error"
     configure_logging(settings.log_format, level)
-    return settings
 
 
 _last_database_url: str | None = None  # named by a database error (storage.db_errors)
@@ -236,14 +244,62 @@ def open_gatehouse(
     )
     try:
         if read_only:
-            from storage.schema_version import SchemaState, require_current_schema
-
-            check = require_current_schema(gatehouse.db, safe_url(settings.database_url))
-            if check.state is SchemaState.EMPTY:
-                gatehouse.db.upgrade()
+            require_readable_schema(gatehouse.db, settings)
         yield gatehouse
     finally:
         gatehouse.db.dispose()
+
+
+@contextmanager
+def open_database() -> Iterator[Database]:
+    """The database alone, for a command that reads rows the engine has no part in (the list
+    of runs): no engine, no registered pipelines, no ORM, no logging set up unless the schema
+    must be created. The schema is checked as `open_gatehouse(read_only=True)` checks it."""
+    global _last_database_url
+    from pipelines.config import load_settings
+    from storage.db import Database
+
+    settings = load_settings()
+    _last_database_url = settings.database_url
+    database = Database(settings.database_url)
+    try:
+        require_readable_schema(database, settings, logging_ready=False)
+        yield database
+    finally:
+        database.dispose()
+
+
+def require_readable_schema(
+    database: Database, settings: Settings, *, logging_ready: bool = True
+) -> None:
+    """Fail naming `gatehouse db upgrade` unless the schema is this code's; a database with no
+    schema yet is created (with logging configured first, as a migrating command has it)."""
+    from storage.schema_version import SchemaState, require_current_schema
+
+    check = require_current_schema(database, safe_url(settings.database_url))
+    if check.state is SchemaState.EMPTY:
+        if not logging_ready:  # as Gatehouse.from_settings has it before it migrates
+            from pipelines.logs import remember_secrets, settings_secrets
+
+            remember_secrets(settings_secrets(settings), keys=settings.log_redact_keys)
+            configure_cli_logging(settings)
+        database.upgrade()
+
+
+@contextmanager
+def without_cycle_collection() -> Iterator[None]:
+    """Python's cycle collector paused for a short read (`gatehouse runs`, `run`, `pending`):
+    most of such a command's time is importing, which allocates objects the collector would
+    walk again and again (several percent of the start) and which all live to the end anyway.
+    Restored afterwards (the CLI's tests run commands in one process); a command that reads
+    without bound (an export, a verification of the whole log) does not use it."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def parse_json_option(flag: str, text: str) -> Any:
@@ -286,7 +342,7 @@ def parse_since(text: str) -> datetime:
 
 
 def parse_status(text: str) -> str:
-    from storage.models import RunStatus
+    from storage.statuses import RunStatus
 
     try:
         return str(RunStatus(text.strip().lower()))
