@@ -232,6 +232,7 @@ def _serve(settings: Settings, stop: StopSignals, *, production: bool) -> None:
                     settings.http_port,
                     stop,
                     trusted_proxies=settings.trusted_proxies,
+                    announce=_announcer(settings, production=production, socket_mode=True),
                 )
             finally:
                 connection.close()  # no new Slack work while the runs drain
@@ -245,10 +246,28 @@ def _serve(settings: Settings, stop: StopSignals, *, production: bool) -> None:
                 settings.http_port,
                 stop,
                 trusted_proxies=settings.trusted_proxies,
+                announce=_announcer(settings, production=production, socket_mode=False),
             )
     finally:
         scheduler.shutdown(wait=True)
         _drain(bot, workers)
+
+
+def _announcer(
+    settings: Settings, *, production: bool, socket_mode: bool
+) -> Callable[[], None] | None:
+    """Against a real Slack, one line on stdout once the port is bound, whatever the log level
+    (lifecycle logs are `info`, below the default): an operator who starts `gatehouse serve`
+    sees that it is up and where. The sandbox and the demo print their own banner instead."""
+    if not production:
+        return None
+    base = f"http://{settings.http_host}:{settings.http_port}"
+    if socket_mode:
+        line = f"Gatehouse is serving Slack over Socket Mode; webhooks at {base}/hooks/"
+    else:
+        line = f"Gatehouse is serving Slack in HTTP mode at {base}/slack/events"
+    line += f", health at {base}/healthz. Ctrl-C stops it (running runs finish or suspend first)."
+    return lambda: print(line, flush=True)
 
 
 def start_jobs(bot: Bot, settings: Settings) -> SchedulerHandle:

@@ -101,8 +101,14 @@ def test_serve_takes_a_webhook_runs_it_and_drains_on_sigterm(
     finally:
         bot.send_signal(signal.SIGTERM)
         try:
-            code = bot.wait(timeout=30)
+            stdout, stderr = bot.communicate(timeout=30)
         finally:
             if bot.poll() is None:
                 bot.kill()
-    assert code == 0, bot.communicate()
+    assert bot.returncode == 0, stderr
+    # At the default log level the only line says where it listened: once, after the bind.
+    assert stdout.splitlines() == [
+        f"Gatehouse is serving Slack in HTTP mode at http://127.0.0.1:{port}/slack/events, "
+        f"health at http://127.0.0.1:{port}/healthz. "
+        "Ctrl-C stops it (running runs finish or suspend first)."
+    ]

@@ -201,9 +201,10 @@ class Children:
         return self.ready_pid(proc.pid)
 
     def ready_pid(self, pid: int) -> bool:
-        """The worker has its engine and polls (its first line is out); the server serves."""
+        """The worker has its engine and polls (its first line is out); the server has bound
+        its port (it says so once it has)."""
         shown = self.log_paths[pid].read_text(errors="replace")
-        return "polling every" in shown or "HTTP mode on" in shown
+        return "polling every" in shown or "Gatehouse is serving Slack" in shown
 
     def count_in_logs(self, event: str) -> int:
         return sum(p.read_text(errors="replace").count(event) for p in self.logs.glob("*.log"))

@@ -418,7 +418,11 @@ def test_gatehouse_serve_in_socket_mode_answers_over_the_socket_and_stops_cleanl
     out, err = bot.communicate()
     assert code == 0, err[-3000:]
     assert "Traceback" not in err, err[-3000:]
-    assert out.startswith("gatehouse serve: Socket Mode")
+    assert out.splitlines() == [  # said once the HTTP port is bound, whatever the log level
+        f"Gatehouse is serving Slack over Socket Mode; webhooks at http://127.0.0.1:{port}/hooks/"
+        f", health at http://127.0.0.1:{port}/healthz. "
+        "Ctrl-C stops it (running runs finish or suspend first)."
+    ]
     assert _wait(lambda: links.connections == 0)
 
 

@@ -230,14 +230,6 @@ def serve() -> None:
         for problem in problems:
             typer.echo(f"error: {problem}", err=True)
         raise typer.Exit(1)
-    typer.echo(
-        "gatehouse serve: "
-        + (
-            "Socket Mode"
-            if settings.slack_app_token
-            else f"HTTP mode on http://{settings.http_host}:{settings.http_port}/slack/events"
-        )
-    )
     run_bot(settings)
 
 

@@ -12,7 +12,7 @@ import contextlib
 import signal
 import socket
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
@@ -109,6 +109,20 @@ class StopSignals:
             server.should_exit = True
 
 
+class _AnnouncingServer(uvicorn.Server):
+    """uvicorn that calls `announce` once its sockets are bound: a line saying where the bot
+    listens is only true from then on (a port in use never gets it)."""
+
+    def __init__(self, config: uvicorn.Config, announce: Callable[[], None] | None) -> None:
+        super().__init__(config)
+        self._announce = announce
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started and not self.should_exit and self._announce is not None:
+            self._announce()
+
+
 def serve_forever(
     asgi: Any,
     host: str,
@@ -116,9 +130,10 @@ def serve_forever(
     stop: StopSignals | None = None,
     *,
     trusted_proxies: Sequence[str] = (),
+    announce: Callable[[], None] | None = None,
 ) -> None:
     """Blocks until SIGINT/SIGTERM (also one `stop` noted earlier), then returns so the caller
-    can drain."""
+    can drain. `announce` runs once the port is bound."""
     with StopSignals() if stop is None else contextlib.nullcontext(stop) as signals:
         config = uvicorn.Config(
             asgi,
@@ -128,7 +143,7 @@ def serve_forever(
             access_log=False,
             **forwarding(trusted_proxies),
         )
-        server = uvicorn.Server(config)
+        server = _AnnouncingServer(config, announce)
         signals.watch(server)
         if not signals.requested:
             server.run()
