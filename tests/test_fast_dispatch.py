@@ -100,6 +100,23 @@ def test_a_body_bolts_payload_views_choke_on_raises_as_it_did(app: App) -> None:
         first.matches(request_of(body), BoltResponse(status=200))
 
 
+def test_a_body_bolts_payload_views_choke_on_raises_before_the_first_middleware(
+    app: App,
+) -> None:
+    """Bolt's injection for the first global middleware raised there, before it ran; so does
+    ours: back-pressure, the event check and the workspace guard never see such a body."""
+    body = {"type": "view_submission", "view": {"callback_id": "reject_reason", "state": {}}}
+    first = next(m for m in app._middleware_list if isinstance(m, DirectMiddleware))
+    ran: list[bool] = []
+    with pytest.raises(KeyError):
+        first.process(
+            req=request_of(body),
+            resp=BoltResponse(status=200),
+            next=lambda: ran.append(True) or BoltResponse(status=200),
+        )
+    assert ran == []
+
+
 def test_the_global_middleware_are_called_directly(app: App) -> None:
     ours = [m for m in app._middleware_list if isinstance(m, DirectMiddleware)]
     assert len(ours) >= 2  # back-pressure and the event check (the workspace guard when set)

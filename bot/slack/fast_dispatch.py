@@ -14,7 +14,8 @@ registered:
   (`to_action`, `to_view`, `to_step`…) are still taken, once per request instead of once per
   matcher, before the first predicate: a signed body they choke on (a view without a `type`)
   raises there as it did, and Bolt answers it as before;
-- a global middleware taking `(req, resp, next)` is called with those three directly.
+- a global middleware taking `(req, resp, next)` is called with those three directly, after
+  the same payload views (Bolt's injection for the first one is where such a body raised).
 Anything else (a matcher or middleware with other arguments, a listener's own middleware, the
 listener itself) goes through Bolt as before.
 """
@@ -86,6 +87,7 @@ class DirectMiddleware(Middleware):
     def process(
         self, *, req: BoltRequest, resp: BoltResponse, next: Callable[[], BoltResponse]
     ) -> BoltResponse | None:
+        take_payload_views(req)
         result: BoltResponse | None = self.func(req, resp, next)
         return result
 
