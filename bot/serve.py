@@ -21,6 +21,7 @@ import structlog
 from pydantic import SecretStr
 from slack_sdk import WebClient
 
+from bot.heap import settle_heap
 from bot.http.asgi import build_asgi
 from bot.http.metrics import metrics_routes
 from bot.http.observed import install_observer
@@ -217,6 +218,7 @@ def _serve(settings: Settings, stop: StopSignals, *, production: bool) -> None:
         *webhook_routes(bot.gatehouse, settings, warn_unconfigured=production),
         *metrics_routes(bot.gatehouse, token=settings.metrics_token),
     ]
+    settle_heap()  # what start-up built is not walked by the collector again (bot/heap.py)
     try:
         if settings.slack_app_token:
             connection = connect_socket_mode(app, settings.slack_app_token.get_secret_value())

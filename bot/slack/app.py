@@ -7,7 +7,8 @@ loop that acks Slack. The same app serves Socket Mode. An Events API delivery wh
 was already dispatched is acked and dropped, and every request no listener wants is acked 200
 (bot/slack/events.py). A request from a workspace the bot does not serve is refused before any
 listener sees it (bot/slack/workspaces.py); so is any request while the work lanes are full
-(bot/slack/backpressure.py).
+(bot/slack/backpressure.py). Matchers and global middleware are called without Bolt's argument
+injection (bot/slack/fast_dispatch.py).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from bot.slack import (
     undo_button,
 )
 from bot.slack.bot import Bot
+from bot.slack.fast_dispatch import direct_middleware, match_bodies_directly
 from bot.slack.workspaces import workspace_guard
 
 
@@ -43,11 +45,11 @@ def build_bolt_app(bot: Bot) -> App:
     seen = events.event_guard(bot)
     app.error(events.answer_errors(seen))
     # Before all: over the work bound, refused as Slack expects and nothing recorded or done.
-    app.middleware(backpressure.refuse_when_busy(bot))
+    app.middleware(direct_middleware(backpressure.refuse_when_busy(bot)))
     # First: a redelivery goes no further, not even to be refused and audited again.
-    app.middleware(events.once_per_event(seen))
+    app.middleware(direct_middleware(events.once_per_event(seen)))
     if bot.workspaces is not None:
-        app.middleware(workspace_guard(bot, bot.workspaces))
+        app.middleware(direct_middleware(workspace_guard(bot, bot.workspaces)))
     actions.register(app, bot)
     edit_approval.register(app, bot)
     alert_pause_actions.register(app, bot)
@@ -57,4 +59,5 @@ def build_bolt_app(bot: Bot) -> App:
     home_listener.register(app, bot)
     review_listener.register(app, bot)
     events.register(app)
+    match_bodies_directly(app)  # the same matching, without Bolt's injection per matcher
     return app

@@ -15,13 +15,15 @@ from typing import Any
 import structlog
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
-from slack_sdk.webhook import WebhookClient
 
 from bot.slack.refusals import NOT_POSTABLE, log_refusal
+from bot.slack.reply_connections import ReplyConnections
 
 log = structlog.get_logger()
 
 RESPONSE_URL_TIMEOUT = 10
+# Kept connections to the response_url host, shared by every lane (bot/slack/reply_connections.py).
+REPLIES = ReplyConnections(timeout=RESPONSE_URL_TIMEOUT)
 
 
 def response_url_error(status: int, body: str) -> str | None:
@@ -45,17 +47,17 @@ def response_url_error(status: int, body: str) -> str | None:
 def post_to_response_url(url: str, payload: dict[str, Any], *, purpose: str) -> bool:
     """POST `payload` to a response_url; True when Slack took it, else logged and False."""
     try:
-        reply = WebhookClient(url, timeout=RESPONSE_URL_TIMEOUT).send_dict(payload)
+        status, body = REPLIES.post(url, payload)
     except (OSError, SlackClientError) as exc:
         log.warning("slack.reply_failed", via="response_url", purpose=purpose, error=repr(exc))
         return False
-    error = response_url_error(reply.status_code, reply.body)
+    error = response_url_error(status, body)
     if error is not None:
         log.warning(
             "slack.reply_failed",
             via="response_url",
             purpose=purpose,
-            status=reply.status_code,
+            status=status,
             error=error,
         )
         return False
