@@ -396,6 +396,8 @@ def decide(
         raise ReasonRequired(f'rejecting {approval_id} needs a reason (--reason "...")')
     with rt.db.read() as conn:  # checked again by the compare-and-set below
         approval = approval_rows.fetch_approval(conn, approval_id)
+        # An approval's quorum is written with it and never changes: known before deciding.
+        counts_votes = approve and approval is not None and quorum.needs_votes(conn, approval_id)
     if approval is None:
         raise UnknownApproval(f"no approval {approval_id}; `gatehouse pending` lists the open ones")
     if approval.status != ApprovalStatus.PENDING:
@@ -417,11 +419,14 @@ def decide(
     stored_reason = reason if not approve else reason or None
     now = rt.clock.now()
     detail: dict[str, Any] = {"reason": reason}
+    # Counting a quorum's votes takes SQLAlchemy statements; every other decision writes only
+    # `storage.fastsql` ones, on the driver's own transaction.
+    opened = rt.db.transaction() if counts_votes else rt.db.driver_transaction()
     try:
-        with rt.db.transaction() as conn:
+        with opened as conn:
             # A quorum approval (`approvals_required`): count this person's vote; only the
             # vote that completes the quorum goes on to decide.
-            tally = quorum.cast_vote(conn, approval, user=user, now=now) if approve else None
+            tally = quorum.cast_vote(conn, approval, user=user, now=now) if counts_votes else None
             counted = tally is not None and not tally.complete
             won = counted or approval_rows.decide_approval(
                 conn,

@@ -37,7 +37,10 @@ def start(
     now = journal.rt.clock.now()
     rejected: str | None = None
     wake_at = None
-    with journal.transaction() as conn:
+    # Without a rate limit every statement here is a `storage.fastsql` one (the call's row and
+    # its audit entry), so the driver's own transaction does; a limit's count needs SQLAlchemy's.
+    opened = journal.transaction() if tool.rate_limit is not None else journal.fast_transaction()
+    with opened as conn:
         decision = call_rows.check_rate_limit(conn, tool=tool.name, now=now, limit=tool.rate_limit)
         tracing.annotate(
             {

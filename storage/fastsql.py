@@ -232,6 +232,25 @@ def fast_update(
     return int(cursor.rowcount)
 
 
+def fast_execute(conn: Connection, sql: str, table: Table, binds: Sequence[tuple[str, Any]]) -> int:
+    """A hand-written statement (`{mark}` where each value goes) run on the driver, for a shape
+    `fast_update` cannot build (an `OR`); `binds` are (column, value) pairs, in order, converted
+    as the column's type stores them. Returns the number of rows changed."""
+    dialect = conn.dialect.name
+    key = ("execute", sql, table.name, dialect, tuple(name for name, _ in binds))
+    compiled = _CACHE.get(key)
+    if compiled is None:
+        names = [name for name, _ in binds]
+        converters = [_converter(table.c[name].type, dialect) for name in names]
+        compiled = _Compiled(sql.format(mark=_placeholder(dialect)), names, converters)
+        _CACHE[key] = compiled
+    params = [
+        value if conv is None else conv(value)
+        for (_, value), conv in zip(binds, compiled.converters, strict=True)
+    ]
+    return int(_driver(conn).execute(compiled.sql, params).rowcount)
+
+
 def _sqlite_read_datetime(value: Any) -> datetime | None:
     if value is None:
         return None
