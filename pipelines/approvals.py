@@ -133,6 +133,8 @@ def request(
 
 def settle(journal: Journal, tool: Tool, call_id: str) -> None:
     """Replaying a call that waited for approval: go on, wait again, or raise the rejection."""
+    if journal.rt.approved_calls.pop(call_id, False) is None:  # approved here, just now
+        return
     with journal.fast_read() as conn:  # a decided approval stays decided: no write lock to go on
         approval = approval_rows.approval_for_call(conn, call_id)
     if approval is not None and approval.status == ApprovalStatus.APPROVED:
@@ -392,8 +394,10 @@ def decide(
         raise InvalidEdit("only an approval carries edited arguments; reject without them", {})
     if not approve and not (reason and reason.strip()):
         raise ReasonRequired(f'rejecting {approval_id} needs a reason (--reason "...")')
-    with rt.db.transaction() as conn:
+    with rt.db.read() as conn:  # checked again by the compare-and-set below
         approval = approval_rows.fetch_approval(conn, approval_id)
+        # An approval's quorum is written with it and never changes: known before deciding.
+        counts_votes = approve and approval is not None and quorum.needs_votes(conn, approval_id)
     if approval is None:
         raise UnknownApproval(f"no approval {approval_id}; `gatehouse pending` lists the open ones")
     if approval.status != ApprovalStatus.PENDING:
@@ -415,11 +419,14 @@ def decide(
     stored_reason = reason if not approve else reason or None
     now = rt.clock.now()
     detail: dict[str, Any] = {"reason": reason}
+    # Counting a quorum's votes takes SQLAlchemy statements; every other decision writes only
+    # `storage.fastsql` ones, on the driver's own transaction.
+    opened = rt.db.transaction() if counts_votes else rt.db.driver_transaction()
     try:
-        with rt.db.transaction() as conn:
+        with opened as conn:
             # A quorum approval (`approvals_required`): count this person's vote; only the
             # vote that completes the quorum goes on to decide.
-            tally = quorum.cast_vote(conn, approval, user=user, now=now) if approve else None
+            tally = quorum.cast_vote(conn, approval, user=user, now=now) if counts_votes else None
             counted = tally is not None and not tally.complete
             won = counted or approval_rows.decide_approval(
                 conn,
@@ -468,6 +475,8 @@ def decide(
             with rt.db.transaction() as conn:
                 decided = approval_rows.fetch_approval(conn, approval_id)
         raise AlreadyDecided(_already_decided_message(decided))
+    if status == ApprovalStatus.APPROVED:  # committed, and final: its resume need not re-read it
+        _remember_approved(rt, decided.call_id)
     view = ApprovalView.of(decided, pipeline=run.pipeline if run else None)
     if tally is not None or not approve:  # a rejection's card says who had approved before
         with rt.db.transaction() as conn:
@@ -482,6 +491,16 @@ def decide(
         )
     rt.notify("approval_decided", view)
     return view
+
+
+_APPROVED_KEPT = 1024
+
+
+def _remember_approved(rt: Runtime, call_id: str) -> None:
+    remembered = rt.approved_calls
+    if len(remembered) >= _APPROVED_KEPT:  # nobody resumed those here (another worker did)
+        remembered.clear()
+    remembered[call_id] = None
 
 
 def _counted_vote(

@@ -122,22 +122,31 @@ class LiveExecutor:
     ) -> Any:
         journal = self._journal
         recorded = call.recorded
-        if recorded is None or recorded.status not in (
+        # The call boundary is read in the transaction that starts the call when nothing comes
+        # between them (an ungated call, or one this process approved just now): a transaction
+        # fewer, and no cancel or pause commits between the check and the `started` row.
+        gated = recorded is None and (judgement is not None or tool.needs_approval(args))
+        at_start = (recorded is None and not gated) or (
+            recorded is not None
+            and recorded.status == CallStatus.AWAITING_APPROVAL
+            and recorded.id in self._rt.approved_calls
+        )
+        if recorded is not None and recorded.status in (
             CallStatus.STARTED,
             CallStatus.OUTCOME_UNKNOWN,
         ):
-            self._call_boundary()  # not a call this process may have begun: those settle first
-        else:
             run_operations.stop_if_cancelled(journal)  # a cancelled run settles nothing more
+        elif not at_start:
+            self._call_boundary()  # not a call this process may have begun: those settle first
         if recorded is None:
             if judgement is not None:
                 if judgement.outcome == "reject":
                     approvals.reject_by_validator(journal, tool, judgement, call, args_json)
                 if judgement.outcome == "human":
                     approvals.request(journal, tool, call, args_json, judgement)
-            elif tool.needs_approval(args):
+            elif gated:
                 approvals.request(journal, tool, call, args_json)
-            started = rate_limits.start(journal, tool, call, args_json, validated=judgement)
+            started = self._start(tool, call, args_json, at_start, validated=judgement)
             return self._execute(tool, args, started)
         # Approved with edits: the call runs with the approver's arguments (recorded by the
         # decision, which queued the run this replay loaded).
@@ -148,8 +157,33 @@ class LiveExecutor:
             return self._recover_started(tool, args, call, recorded)
         elif recorded.status == CallStatus.OUTCOME_UNKNOWN:
             raise NeedsAttention(recorded.error or f"the outcome of {tool.name} is unknown")
-        started = rate_limits.start(journal, tool, call, args_json, call_id=recorded.id)
+        started = self._start(tool, call, args_json, at_start, call_id=recorded.id)
         return self._execute(tool, args, started)
+
+    def _start(
+        self, tool: Tool, call: NextCall, args_json: Any, at_start: bool, **how: Any
+    ) -> CallRecord:
+        """`rate_limits.start`, with the call boundary read in its transaction (`at_start`)."""
+        if not at_start:
+            return rate_limits.start(self._journal, tool, call, args_json, **how)
+        try:
+            return rate_limits.start(
+                self._journal, tool, call, args_json, boundary=self._boundary_in, **how
+            )
+        except _Paused:  # rolled back: hold the run as the boundary does, or go on if unpaused
+            self._call_boundary()
+            return rate_limits.start(self._journal, tool, call, args_json, **how)
+
+    def _boundary_in(self, conn: Connection) -> None:
+        """`_call_boundary` inside the starting transaction: stop a run that is no longer ours;
+        a paused pipeline rolls it back (`_Paused`) to be held by `_call_boundary`."""
+        state = boundary_state(conn, self._journal.run_id)
+        if state is None:
+            run_operations.stop_unless_ours(self._journal, None, None)
+            return
+        run_operations.stop_unless_ours(self._journal, state.status, state.claimed_by)
+        if state.paused:
+            raise _Paused()
 
     def _execute(self, tool: Tool, args: BaseModel, started: CallRecord) -> Any:
         """Run a started tool call once and record its outcome."""
@@ -436,6 +470,10 @@ class LiveExecutor:
             assignees=assignees,
             call_input={"question": question, "context": described},
         )
+
+
+class _Paused(Exception):
+    """The pipeline was read paused in the transaction that would start a call."""
 
 
 def _may_have_a_card(started: CallRecord) -> bool:

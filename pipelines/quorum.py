@@ -35,6 +35,11 @@ def open_quorum(conn: Connection, tool: Tool, approval_id: str) -> None:
         vote_rows.insert_quorum(conn, approval_id, tool.approvals_required)
 
 
+def needs_votes(conn: Connection, approval_id: str) -> bool:
+    """Does this approval need more than one person (is its decision a counted vote)?"""
+    return vote_rows.required_of(conn, approval_id) is not None
+
+
 def cast_vote(conn: Connection, approval: Any, *, user: str, now: datetime) -> Tally | None:
     """Count `user`'s approval, in the deciding transaction: the tally after it, or None when
     the approval needs one person only (the ordinary decision applies). AlreadyVoted when this

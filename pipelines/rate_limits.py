@@ -5,9 +5,11 @@ rejection when the window is full, and the headroom an approval card shows.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import structlog
+from sqlalchemy import Connection
 
 from pipelines import approvals, tracing
 from pipelines.errors import ActionRejected, Suspend
@@ -29,15 +31,23 @@ def start(
     *,
     call_id: str | None = None,
     validated: Judgement | None = None,
+    boundary: Callable[[Connection], None] | None = None,
 ) -> CallRecord:
     """Record the call `started` if its tool's window has room, in one transaction with the
     count; otherwise record it rate-limited and suspend the run until the window frees (or
     reject it, if the tool says so). `call_id`: the call is recorded already (it waited for an
-    approval or a window) and is updated; `validated`: the validator let it through."""
+    approval or a window) and is updated; `validated`: the validator let it through;
+    `boundary`: the call boundary's check, made first in the transaction (it raises to stop the
+    call, and nothing is committed)."""
     now = journal.rt.clock.now()
     rejected: str | None = None
     wake_at = None
-    with journal.transaction() as conn:
+    # Without a rate limit every statement here is a `storage.fastsql` one (the call's row and
+    # its audit entry), so the driver's own transaction does; a limit's count needs SQLAlchemy's.
+    opened = journal.transaction() if tool.rate_limit is not None else journal.fast_transaction()
+    with opened as conn:
+        if boundary is not None:
+            boundary(conn)
         decision = call_rows.check_rate_limit(conn, tool=tool.name, now=now, limit=tool.rate_limit)
         tracing.annotate(
             {

@@ -82,6 +82,10 @@ class Runtime:
     budgets: Mapping[str, Budget] = field(default_factory=dict)
     _llm_caller: LLMCaller | None = field(default=None, repr=False, compare=False)
     _lease_keeper: LeaseKeeper | None = field(default=None, repr=False, compare=False)
+    # Calls whose approval this process decided `approved` (a decision is final): the resume
+    # that follows here settles the call without reading the approval back
+    # (`pipelines.approvals.settle`). Bounded; a forgotten entry only costs that read.
+    approved_calls: dict[str, None] = field(default_factory=dict, repr=False, compare=False)
 
     def enqueue(self, conn: Connection, event: str, subject_id: str, now: datetime) -> None:
         """Owe `event` about `subject_id`; call inside the transaction making the change."""

@@ -18,7 +18,7 @@ from typing import NamedTuple
 from sqlalchemy import Connection, Table, exists, or_, select, update
 
 from storage.claims import insert_unless_taken
-from storage.fastsql import fast_insert
+from storage.fastsql import fast_insert, fast_scalar
 from storage.models import Approval, ApprovalQuorum, ApprovalStatus, ApprovalVote
 
 quorums_table: Table = ApprovalQuorum.__table__  # type: ignore[assignment]
@@ -53,9 +53,13 @@ def insert_quorum(conn: Connection, approval_id: str, required: int) -> None:
 
 def required_of(conn: Connection, approval_id: str) -> int | None:
     """How many people this approval needs, or None for an ordinary (one-person) approval."""
-    query = select(quorums_table.c.required).where(quorums_table.c.approval_id == approval_id)
-    found = conn.execute(query).scalar()
+    # On the driver (storage.fastsql): every decision asks this, and most approvals have no row.
+    found = fast_scalar(conn, _REQUIRED_SQL[conn.dialect.name], (approval_id,))
     return int(found) if found is not None else None
+
+
+_REQUIRED = "SELECT required FROM approval_quorums WHERE approval_id = {mark}"
+_REQUIRED_SQL = {"sqlite": _REQUIRED.format(mark="?"), "postgresql": _REQUIRED.format(mark="%s")}
 
 
 def add_vote(conn: Connection, approval_id: str, voter: str, at: datetime) -> bool:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, bindparam, or_, select, update
+from sqlalchemy import Connection, Table, select
 
-from storage.fastsql import fast_insert, fast_select, fast_update
+from storage.fastsql import fast_execute, fast_insert, fast_select, fast_update
 from storage.models import Approval, ApprovalStatus, HumanTask, TaskStatus
 from storage.rows import ApprovalRow, HumanTaskRow
 
@@ -15,22 +15,11 @@ approvals_table: Table = Approval.__table__  # type: ignore[assignment]
 tasks_table: Table = HumanTask.__table__  # type: ignore[assignment]
 
 
-# Built once: the statement cache then skips compiling it on every decision.
+# On the driver (storage.fastsql): every decision runs it.
 _DECIDE_BEFORE_DEADLINE = (
-    update(approvals_table)
-    .where(
-        approvals_table.c.id == bindparam("b_id"),
-        approvals_table.c.status == ApprovalStatus.PENDING.value,
-        or_(
-            approvals_table.c.expires_at.is_(None), approvals_table.c.expires_at > bindparam("b_at")
-        ),
-    )
-    .values(
-        status=bindparam("b_status"),
-        decided_by=bindparam("b_by"),
-        decided_at=bindparam("b_at"),
-        reason=bindparam("b_reason"),
-    )
+    "UPDATE approvals SET status = {mark}, decided_by = {mark}, decided_at = {mark}, "
+    f"reason = {{mark}} WHERE id = {{mark}} AND status = '{ApprovalStatus.PENDING.value}' "
+    "AND (expires_at IS NULL OR expires_at > {mark})"
 )
 
 
@@ -63,8 +52,15 @@ def decide_approval(
     if status == ApprovalStatus.EXPIRED:
         where = {"id": approval_id, "status": ApprovalStatus.PENDING}
         return fast_update(conn, approvals_table, values, where) == 1
-    params = {"b_id": approval_id, "b_at": at, "b_status": status, "b_by": by, "b_reason": reason}
-    return conn.execute(_DECIDE_BEFORE_DEADLINE, params).rowcount == 1
+    binds = [
+        ("status", status),
+        ("decided_by", by),
+        ("decided_at", at),
+        ("reason", reason),
+        ("id", approval_id),
+        ("expires_at", at),
+    ]
+    return fast_execute(conn, _DECIDE_BEFORE_DEADLINE, approvals_table, binds) == 1
 
 
 def record_edit(conn: Connection, approval_id: str, *, args: Any, edited: Any) -> None:

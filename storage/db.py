@@ -150,6 +150,25 @@ class Database:
         with self.engine.connect() as conn:
             yield conn
 
+    @contextmanager
+    def driver_transaction(self) -> Iterator[Connection]:
+        """A connection inside one write transaction run on the driver, for work made only of
+        `storage.fastsql` statements (`storage.fastsql.driver_transaction`)."""
+        from storage.fastsql import driver_transaction
+
+        with self.engine.connect() as conn, driver_transaction(conn):
+            yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A connection inside one read-only transaction for `storage.fastsql` reads: on SQLite
+        a deferred BEGIN (no write lock, so a read does not queue behind writers), and none of
+        SQLAlchemy's begin/commit bookkeeping."""
+        from storage.fastsql import driver_transaction
+
+        with self.engine.connect() as conn, driver_transaction(conn, read_only=True):
+            yield conn
+
     @staticmethod
     @contextmanager
     def transaction_on(conn: Connection) -> Iterator[Connection]:

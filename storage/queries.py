@@ -1,4 +1,6 @@
-"""Read queries for listings and detail views (the CLI, the bot's commands)."""
+"""Read queries for listings and detail views (the CLI, the bot's commands). A run's own rows
+(its calls, approvals, tasks, events) are read on the driver (`storage.fastsql`): every
+`Gatehouse.run()` and every resume reads them."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from sqlalchemy import Connection, select
 from storage.approvals import approvals_table, tasks_table
 from storage.audit import audit_table
 from storage.calls import calls_table
+from storage.fastsql import fast_select
 from storage.models import ApprovalStatus, TaskStatus
 from storage.rows import (
     ApprovalRow,
@@ -43,37 +46,21 @@ def list_runs(
 
 def all_calls(conn: Connection, run_id: str) -> list[CallRow]:
     """Every call of a run, reversals included, in the order they started."""
-    query = (
-        select(calls_table)
-        .where(calls_table.c.run_id == run_id)
-        .order_by(calls_table.c.seq.is_(None), calls_table.c.seq, calls_table.c.started_at)
-    )
-    return [CallRow(*row) for row in conn.execute(query)]
+    order = "seq IS NULL, seq, started_at"
+    return fast_select(conn, calls_table, {"run_id": run_id}, CallRow, order_by=order)
 
 
 def approvals_of_run(conn: Connection, run_id: str) -> list[ApprovalRow]:
-    query = (
-        select(approvals_table)
-        .where(approvals_table.c.run_id == run_id)
-        .order_by(approvals_table.c.requested_at)
-    )
-    return [ApprovalRow(*row) for row in conn.execute(query)]
+    where = {"run_id": run_id}
+    return fast_select(conn, approvals_table, where, ApprovalRow, order_by="requested_at")
 
 
 def tasks_of_run(conn: Connection, run_id: str) -> list[HumanTaskRow]:
-    query = (
-        select(tasks_table).where(tasks_table.c.run_id == run_id).order_by(tasks_table.c.opened_at)
-    )
-    return [HumanTaskRow(*row) for row in conn.execute(query)]
+    return fast_select(conn, tasks_table, {"run_id": run_id}, HumanTaskRow, order_by="opened_at")
 
 
 def events_of_run(conn: Connection, run_id: str) -> list[RunEventRow]:
-    query = (
-        select(run_events_table)
-        .where(run_events_table.c.run_id == run_id)
-        .order_by(run_events_table.c.id)
-    )
-    return [RunEventRow(*row) for row in conn.execute(query)]
+    return fast_select(conn, run_events_table, {"run_id": run_id}, RunEventRow, order_by="id")
 
 
 def audit_of_run(conn: Connection, run_id: str) -> list[AuditEntryRow]:
