@@ -23,6 +23,7 @@ from storage.rows import (
     RunEventRow,
     RunRow,
 )
+from storage.run_list import newest_filtered
 from storage.runs import run_events_table, runs_table
 
 
@@ -34,13 +35,14 @@ def list_runs(
     since: datetime | None = None,
     limit: int = 20,
 ) -> list[RunRow]:
-    query = select(runs_table).order_by(runs_table.c.created_at.desc()).limit(limit)
-    if pipeline is not None:
-        query = query.where(runs_table.c.pipeline == pipeline)
-    if status is not None:
-        query = query.where(runs_table.c.status == status)
-    if since is not None:
-        query = query.where(runs_table.c.created_at >= since)
+    query = newest_filtered(
+        select(runs_table),
+        runs_table.c,
+        pipeline=pipeline,
+        status=status,
+        since=since,
+        limit=limit,
+    )
     return [RunRow(*row) for row in conn.execute(query)]
 
 

@@ -10,9 +10,9 @@ reads with the same types (UTC datetimes), and tests/test_run_list.py keeps the 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
-from sqlalchemy import Connection, String, column, select, table
+from sqlalchemy import Connection, Select, String, column, select, table
 
 from storage.types import UTCDateTime
 
@@ -38,6 +38,29 @@ class ListedRun(NamedTuple):
     finished_at: datetime | None
 
 
+Listed = TypeVar("Listed", bound=Select[Any])
+
+
+def newest_filtered(
+    query: Listed,
+    columns: Any,
+    *,
+    pipeline: str | None,
+    status: str | None,
+    since: datetime | None,
+    limit: int,
+) -> Listed:
+    """`query` over `columns` (a runs table's `.c`) newest first, filtered as both lists are."""
+    query = query.order_by(columns.created_at.desc()).limit(limit)
+    if pipeline is not None:
+        query = query.where(columns.pipeline == pipeline)
+    if status is not None:
+        query = query.where(columns.status == status)
+    if since is not None:
+        query = query.where(columns.created_at >= since)
+    return query
+
+
 def list_runs(
     conn: Connection,
     *,
@@ -48,15 +71,12 @@ def list_runs(
 ) -> list[ListedRun]:
     """The newest runs first, filtered as `storage.queries.list_runs` filters them."""
     c = RUNS.c
-    query = (
-        select(c.id, c.pipeline, c.status, c.trigger_user, c.created_at, c.finished_at)
-        .order_by(c.created_at.desc())
-        .limit(limit)
+    query = newest_filtered(
+        select(c.id, c.pipeline, c.status, c.trigger_user, c.created_at, c.finished_at),
+        c,
+        pipeline=pipeline,
+        status=status,
+        since=since,
+        limit=limit,
     )
-    if pipeline is not None:
-        query = query.where(c.pipeline == pipeline)
-    if status is not None:
-        query = query.where(c.status == status)
-    if since is not None:
-        query = query.where(c.created_at >= since)
     return [ListedRun(*row) for row in conn.execute(query)]
