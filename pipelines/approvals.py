@@ -133,7 +133,7 @@ def request(
 
 def settle(journal: Journal, tool: Tool, call_id: str) -> None:
     """Replaying a call that waited for approval: go on, wait again, or raise the rejection."""
-    if journal.rt.approved_calls.pop(call_id, False) is None:  # approved here, just now
+    if _approved_here(journal.rt, call_id):  # just now, by this process: final, no read
         return
     with journal.fast_read() as conn:  # a decided approval stays decided: no write lock to go on
         approval = approval_rows.approval_for_call(conn, call_id)
@@ -396,8 +396,10 @@ def decide(
         raise ReasonRequired(f'rejecting {approval_id} needs a reason (--reason "...")')
     with rt.db.read() as conn:  # checked again by the compare-and-set below
         approval = approval_rows.fetch_approval(conn, approval_id)
-        # An approval's quorum is written with it and never changes: known before deciding.
-        counts_votes = approve and approval is not None and quorum.needs_votes(conn, approval_id)
+        # An approval's quorum is written with it and never changes: read once, before deciding.
+        required = (
+            quorum.required_votes(conn, approval_id) if approve and approval is not None else None
+        )
     if approval is None:
         raise UnknownApproval(f"no approval {approval_id}; `gatehouse pending` lists the open ones")
     if approval.status != ApprovalStatus.PENDING:
@@ -421,12 +423,16 @@ def decide(
     detail: dict[str, Any] = {"reason": reason}
     # Counting a quorum's votes takes SQLAlchemy statements; every other decision writes only
     # `storage.fastsql` ones, on the driver's own transaction.
-    opened = rt.db.transaction() if counts_votes else rt.db.driver_transaction()
+    opened = rt.db.transaction() if required is not None else rt.db.driver_transaction()
     try:
         with opened as conn:
             # A quorum approval (`approvals_required`): count this person's vote; only the
             # vote that completes the quorum goes on to decide.
-            tally = quorum.cast_vote(conn, approval, user=user, now=now) if counts_votes else None
+            tally = (
+                quorum.cast_vote(conn, approval, required, user=user, now=now)
+                if required is not None
+                else None
+            )
             counted = tally is not None and not tally.complete
             won = counted or approval_rows.decide_approval(
                 conn,
@@ -500,7 +506,17 @@ def _remember_approved(rt: Runtime, call_id: str) -> None:
     remembered = rt.approved_calls
     if len(remembered) >= _APPROVED_KEPT:  # nobody resumed those here (another worker did)
         remembered.clear()
-    remembered[call_id] = None
+    remembered.add(call_id)
+
+
+def _approved_here(rt: Runtime, call_id: str) -> bool:
+    """Was `call_id` approved by this process (`_remember_approved`)? Each answer is given once:
+    the entry is taken, so a later replay of the call reads the record."""
+    try:
+        rt.approved_calls.remove(call_id)
+    except KeyError:
+        return False
+    return True
 
 
 def _counted_vote(

@@ -35,18 +35,16 @@ def open_quorum(conn: Connection, tool: Tool, approval_id: str) -> None:
         vote_rows.insert_quorum(conn, approval_id, tool.approvals_required)
 
 
-def needs_votes(conn: Connection, approval_id: str) -> bool:
-    """Does this approval need more than one person (is its decision a counted vote)?"""
-    return vote_rows.required_of(conn, approval_id) is not None
+def required_votes(conn: Connection, approval_id: str) -> int | None:
+    """How many distinct people this approval needs, or None for an ordinary one-person
+    approval (whose decision is not a counted vote)."""
+    return vote_rows.required_of(conn, approval_id)
 
 
-def cast_vote(conn: Connection, approval: Any, *, user: str, now: datetime) -> Tally | None:
-    """Count `user`'s approval, in the deciding transaction: the tally after it, or None when
-    the approval needs one person only (the ordinary decision applies). AlreadyVoted when this
-    person's approval is counted already; VoteTooLate when it can no longer be counted."""
-    required = vote_rows.required_of(conn, approval.id)
-    if required is None:
-        return None
+def cast_vote(conn: Connection, approval: Any, required: int, *, user: str, now: datetime) -> Tally:
+    """Count `user`'s approval of an approval that needs `required` people (`required_votes`),
+    in the deciding transaction: the tally after it. AlreadyVoted when this person's approval
+    is counted already; VoteTooLate when it can no longer be counted."""
     if not vote_rows.add_vote(conn, approval.id, user, now):
         counted = vote_rows.quorums_of(conn, [approval.id]).get(approval.id)
         approved = len(counted[1]) if counted else 0

@@ -85,7 +85,7 @@ class Runtime:
     # Calls whose approval this process decided `approved` (a decision is final): the resume
     # that follows here settles the call without reading the approval back
     # (`pipelines.approvals.settle`). Bounded; a forgotten entry only costs that read.
-    approved_calls: dict[str, None] = field(default_factory=dict, repr=False, compare=False)
+    approved_calls: set[str] = field(default_factory=set, repr=False, compare=False)
 
     def enqueue(self, conn: Connection, event: str, subject_id: str, now: datetime) -> None:
         """Owe `event` about `subject_id`; call inside the transaction making the change."""

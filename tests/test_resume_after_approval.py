@@ -79,7 +79,7 @@ def test_a_resume_where_the_approval_was_made_runs_the_tool_once_from_the_decisi
 
     assert done is not None and (done.status, done.output) == (RunStatus.SUCCEEDED, 8)
     assert SENT == [8]
-    assert one.rt.approved_calls == {}  # used once: a later replay reads the record
+    assert one.rt.approved_calls == set()  # used once: a later replay reads the record
 
 
 def test_a_resume_in_another_process_reads_the_decision(
@@ -93,7 +93,7 @@ def test_a_resume_in_another_process_reads_the_decision(
 
     assert done is not None and done.status == RunStatus.SUCCEEDED
     assert SENT == [8]
-    assert two.rt.approved_calls == {}
+    assert two.rt.approved_calls == set()
 
 
 def test_a_rejection_leaves_nothing_for_the_resume_to_skip(
@@ -102,7 +102,7 @@ def test_a_rejection_leaves_nothing_for_the_resume_to_skip(
     one, _ = replicas
     run_id, approval_id = _waiting_run(one)
     one.reject(approval_id, user="U_BOB", reason="not today")
-    assert one.rt.approved_calls == {}
+    assert one.rt.approved_calls == set()
 
     done = one.resume(run_id)
 
