@@ -25,24 +25,12 @@ Converter = Callable[[Any], Any]
 RowT = TypeVar("RowT", bound=tuple[Any, ...])
 
 
-# The last datetime written and its text: a run's statements bind the same `now` many times
-# over (created_at, updated_at, each event's `at`), and converting it costs ~1 µs each time.
-_last_datetime: tuple[datetime | None, str | None] = (None, None)
-
-
 def _sqlite_datetime(value: datetime | None) -> str | None:
-    global _last_datetime
     if value is None:
         return None
-    last = _last_datetime  # one read: another thread may replace the pair, never half of it
-    if last[0] is value:
-        return last[1]
     if value.tzinfo is UTC:  # the clock's own: the text without its "+00:00"
-        text = value.isoformat(" ", "microseconds")[:26]
-    else:
-        text = value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
-    _last_datetime = (value, text)
-    return text
+        return value.isoformat(" ", "microseconds")[:26]
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 def _sqlite_json(value: Any) -> str | None:
