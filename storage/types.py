@@ -99,7 +99,8 @@ def load_json(text: str | bytes) -> Any:
 def __getattr__(name: str) -> Any:
     """`JSONValue`, JSON with PostgreSQL's jsonb as its variant there: built on first use, as
     naming JSONB imports SQLAlchemy's whole PostgreSQL dialect, which a one-shot command on
-    SQLite never needs (`gatehouse runs` imports neither the models nor this)."""
+    SQLite never needs (`gatehouse runs` takes UTCDateTime from here, never the models or
+    this)."""
     if name == "JSONValue":
         from sqlalchemy.dialects.postgresql import JSONB
 

@@ -24,7 +24,7 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
     return lines
 
 
-class ListedRun(Protocol):
+class RunLine(Protocol):
     """What a line of the list shows: an engine `Run` or a `storage.run_list` row."""
 
     @property
@@ -41,7 +41,7 @@ class ListedRun(Protocol):
     def finished_at(self) -> datetime | None: ...
 
 
-def runs_table(runs: Sequence[ListedRun]) -> list[str]:
+def runs_table(runs: Sequence[RunLine]) -> list[str]:
     if not runs:
         return ["no runs match"]
     rows = [
